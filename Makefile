@@ -1,0 +1,39 @@
+# pg_herald: business rules in SQL, delivered by PostgreSQL background workers.
+#
+# The version lives here only: it names the install script, fills the control
+# file and reaches the C code as PG_HERALD_VERSION.
+
+EXTENSION = pg_herald
+EXTVERSION = 0.1.0
+
+MODULE_big = pg_herald
+OBJS = \
+	src/pg_herald.o \
+	src/capture.o \
+	src/queue.o \
+	src/delivery.o \
+	src/http.o \
+	src/webhook.o \
+	src/signing.o \
+	src/template.o
+
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+EXTRA_CLEAN = $(EXTENSION).control
+
+CURL_CONFIG ?= curl-config
+PG_CPPFLAGS = -DPG_HERALD_VERSION=\"$(EXTVERSION)\" $(shell $(CURL_CONFIG) --cflags)
+SHLIB_LINK = $(shell $(CURL_CONFIG) --libs)
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+all: $(EXTENSION).control
+
+$(EXTENSION).control: $(EXTENSION).control.in Makefile
+	sed 's/@EXTVERSION@/$(EXTVERSION)/' $< > $@
+
+$(EXTENSION)--$(EXTVERSION).sql: install/pg_herald.sql Makefile
+	cp $< $@
+
+$(OBJS): src/pg_herald.h

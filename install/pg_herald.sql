@@ -1,0 +1,580 @@
+/*
+ * pg_herald install script.
+ *
+ * Catalog (who owns what):
+ *   channels, rule_defs, rule_channels   configuration, kept by pg_dump
+ *   event_log                            capture writes, workers read
+ *   delivery_queue, attempt_log          the queue: capture inserts,
+ *                                        delivery workers claim and record
+ * Views give the stable names of the SQL contract: herald.rules,
+ * herald.events, herald.deliveries, herald.attempts.
+ *
+ * Nothing is granted to PUBLIC.
+ */
+\echo Use "CREATE EXTENSION pg_herald" to load this file. \quit
+
+-------------------------------------------------------------------------------
+-- Tables
+-------------------------------------------------------------------------------
+
+CREATE TABLE herald.channels (
+    id              serial PRIMARY KEY,
+    name            text NOT NULL UNIQUE CHECK (name <> ''),
+    kind            text NOT NULL CHECK (kind IN ('webhook')),
+    target          text NOT NULL,
+    secret          text,
+    headers         jsonb,
+    max_attempts    integer NOT NULL CHECK (max_attempts > 0),
+    retry_delay     interval NOT NULL CHECK (retry_delay > '0'),
+    timeout         interval NOT NULL CHECK (timeout > '0'),
+    enabled         boolean NOT NULL DEFAULT true,
+    disabled_reason text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    created_by      name NOT NULL DEFAULT current_user
+);
+COMMENT ON TABLE herald.channels IS 'Destinations of pg_herald messages, with their secrets and delivery policy';
+
+CREATE TABLE herald.rule_defs (
+    id          serial PRIMARY KEY,
+    name        text NOT NULL UNIQUE CHECK (name <> ''),
+    kind        text NOT NULL CHECK (kind IN ('row')),
+    owner       regrole NOT NULL,
+    enabled     boolean NOT NULL DEFAULT true,
+    on_table    regclass,
+    operations  text[],
+    condition   text,
+    message     text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    CHECK (kind <> 'row' OR (on_table IS NOT NULL AND cardinality(operations) > 0))
+);
+CREATE INDEX rule_defs_on_table ON herald.rule_defs (on_table);
+COMMENT ON TABLE herald.rule_defs IS 'Rules declared with herald.on_change()';
+
+CREATE TABLE herald.rule_channels (
+    rule_id     integer NOT NULL REFERENCES herald.rule_defs ON DELETE CASCADE,
+    channel_id  integer NOT NULL REFERENCES herald.channels,
+    PRIMARY KEY (rule_id, channel_id)
+);
+CREATE INDEX rule_channels_channel ON herald.rule_channels (channel_id);
+
+-- Queue tables carry no foreign keys: they are written on the capture path,
+-- where a per-row check would cost more than the insert itself.  pg_herald's
+-- own functions keep them consistent.
+CREATE TABLE herald.event_log (
+    id          bigserial PRIMARY KEY,
+    type        text NOT NULL,
+    rule_id     integer,
+    rule        text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    payload     jsonb NOT NULL
+);
+CREATE INDEX event_log_rule ON herald.event_log (rule_id, created_at);
+
+CREATE TABLE herald.delivery_queue (
+    id              bigserial PRIMARY KEY,
+    event_id        bigint NOT NULL,
+    channel_id      integer NOT NULL,
+    status          text NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'delivered', 'dead')),
+    attempts        integer NOT NULL DEFAULT 0,
+    retry_base      integer NOT NULL DEFAULT 0,   -- attempts before the last redeliver
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    leased_by       integer,
+    last_status     integer,
+    last_error      text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    finished_at     timestamptz
+);
+-- the claim: due pending rows in time order
+CREATE INDEX delivery_queue_due ON herald.delivery_queue (next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX delivery_queue_event ON herald.delivery_queue (event_id);
+CREATE INDEX delivery_queue_channel ON herald.delivery_queue (channel_id);
+
+CREATE TABLE herald.attempt_log (
+    id           bigserial PRIMARY KEY,
+    delivery_id  bigint NOT NULL,
+    attempt      integer NOT NULL,
+    started_at   timestamptz NOT NULL,
+    latency_ms   double precision,
+    http_status  integer,
+    error        text,
+    response     text
+);
+CREATE INDEX attempt_log_delivery ON herald.attempt_log (delivery_id);
+
+SELECT pg_catalog.pg_extension_config_dump('herald.channels', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.channels_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.rule_defs', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.rule_defs_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.rule_channels', '');
+
+-------------------------------------------------------------------------------
+-- Internal functions (C)
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION herald.capture() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'herald_capture';
+COMMENT ON FUNCTION herald.capture() IS 'Statement trigger installed by row rules on watched tables';
+
+CREATE FUNCTION herald._rules_changed() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'herald_rules_changed';
+
+CREATE FUNCTION herald._check_condition(on_table regclass, condition text) RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_condition';
+
+CREATE FUNCTION herald._check_template(message text, on_table regclass) RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_template';
+
+CREATE FUNCTION herald._check_target(kind text, target text) RETURNS void
+    STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_target';
+
+CREATE FUNCTION herald._check_secret(secret text) RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_secret';
+
+CREATE FUNCTION herald._note_work() RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'herald_note_work_sql';
+
+CREATE TRIGGER rules_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON herald.rule_defs
+    FOR EACH STATEMENT EXECUTE FUNCTION herald._rules_changed();
+CREATE TRIGGER rules_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON herald.rule_channels
+    FOR EACH STATEMENT EXECUTE FUNCTION herald._rules_changed();
+
+-------------------------------------------------------------------------------
+-- Public functions
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION herald.generate_secret() RETURNS text
+    VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_generate_secret';
+COMMENT ON FUNCTION herald.generate_secret() IS 'A new random Standard Webhooks secret (whsec_...)';
+
+CREATE FUNCTION herald.webhook_signature(msg_id text, "timestamp" bigint, body text, secret text)
+    RETURNS text
+    IMMUTABLE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_webhook_signature';
+COMMENT ON FUNCTION herald.webhook_signature(text, bigint, text, text) IS
+    'The webhook-signature header value pg_herald sends for a request';
+
+CREATE FUNCTION herald.webhook_id(delivery_id bigint) RETURNS text
+    STABLE STRICT LANGUAGE sql
+    RETURN 'msg_' || 'herald'::regnamespace::oid || '_' || delivery_id;
+COMMENT ON FUNCTION herald.webhook_id(bigint) IS
+    'The webhook-id header of a delivery: stable across its retries, unique to this installation';
+
+CREATE FUNCTION herald.flush(timeout interval DEFAULT '10 seconds') RETURNS boolean
+    VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_flush';
+COMMENT ON FUNCTION herald.flush(interval) IS
+    'Wait until the deliveries committed before the call are delivered or dead; true when that happened in time';
+
+-- Channels --------------------------------------------------------------------
+
+CREATE FUNCTION herald.create_channel(
+    name         text,
+    kind         text,
+    target       text,
+    secret       text DEFAULT NULL,
+    max_attempts integer DEFAULT 8,
+    retry_delay  interval DEFAULT '5 seconds',
+    timeout      interval DEFAULT '15 seconds',
+    headers      jsonb DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_header record;
+BEGIN
+    IF create_channel.name IS NULL OR create_channel.name = '' THEN
+        RAISE EXCEPTION 'channel name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM herald.channels c WHERE c.name = create_channel.name) THEN
+        RAISE EXCEPTION 'channel "%" already exists', create_channel.name
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    IF create_channel.kind IS NULL OR create_channel.kind NOT IN ('webhook') THEN
+        RAISE EXCEPTION 'unknown channel kind "%"', create_channel.kind
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Supported kinds: webhook.';
+    END IF;
+    IF create_channel.target IS NULL THEN
+        RAISE EXCEPTION 'channel target must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM herald._check_target(create_channel.kind, create_channel.target);
+    IF create_channel.secret IS NOT NULL THEN
+        PERFORM herald._check_secret(create_channel.secret);
+    END IF;
+    IF create_channel.max_attempts IS NULL OR create_channel.max_attempts <= 0 THEN
+        RAISE EXCEPTION 'max_attempts must be positive'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF create_channel.retry_delay IS NULL OR create_channel.retry_delay <= '0' THEN
+        RAISE EXCEPTION 'retry_delay must be positive'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF create_channel.timeout IS NULL OR create_channel.timeout <= '0' THEN
+        RAISE EXCEPTION 'timeout must be positive'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF create_channel.headers IS NOT NULL THEN
+        IF jsonb_typeof(create_channel.headers) <> 'object' THEN
+            RAISE EXCEPTION 'headers must be a JSON object of header names and values'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        FOR v_header IN SELECT * FROM jsonb_each(create_channel.headers) LOOP
+            IF v_header.key !~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]+$' THEN
+                RAISE EXCEPTION 'invalid header name "%"', v_header.key
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF lower(v_header.key) IN ('content-type', 'content-length', 'host', 'expect',
+                                       'transfer-encoding', 'connection',
+                                       'webhook-id', 'webhook-timestamp', 'webhook-signature') THEN
+                RAISE EXCEPTION 'header "%" is set by pg_herald', v_header.key
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF jsonb_typeof(v_header.value) <> 'string'
+               OR v_header.value #>> '{}' ~ '[\r\n]' THEN
+                RAISE EXCEPTION 'value of header "%" must be a single-line string', v_header.key
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        END LOOP;
+    END IF;
+
+    INSERT INTO herald.channels (name, kind, target, secret, headers,
+                                 max_attempts, retry_delay, timeout)
+    VALUES (create_channel.name, create_channel.kind, create_channel.target,
+            coalesce(create_channel.secret, herald.generate_secret()),
+            create_channel.headers, create_channel.max_attempts,
+            create_channel.retry_delay, create_channel.timeout);
+END;
+$$;
+COMMENT ON FUNCTION herald.create_channel(text, text, text, text, integer, interval, interval, jsonb) IS
+    'Create a channel: a destination and its delivery policy';
+
+CREATE FUNCTION herald.drop_channel(name text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_id integer;
+    v_rules text;
+    v_pending bigint;
+BEGIN
+    SELECT c.id INTO v_id FROM herald.channels c WHERE c.name = drop_channel.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'channel "%" does not exist', drop_channel.name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    SELECT string_agg(format('%I', r.name), ', ' ORDER BY r.name) INTO v_rules
+      FROM herald.rule_channels rc JOIN herald.rule_defs r ON r.id = rc.rule_id
+     WHERE rc.channel_id = v_id;
+    IF v_rules IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot drop channel "%" because rules use it', drop_channel.name
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = format('Rules using it: %s.', v_rules),
+                  HINT = 'Drop those rules first.';
+    END IF;
+    DELETE FROM herald.attempt_log a USING herald.delivery_queue d
+     WHERE a.delivery_id = d.id AND d.channel_id = v_id;
+    DELETE FROM herald.delivery_queue d WHERE d.channel_id = v_id AND d.status = 'pending';
+    GET DIAGNOSTICS v_pending = ROW_COUNT;
+    DELETE FROM herald.delivery_queue d WHERE d.channel_id = v_id;
+    DELETE FROM herald.channels c WHERE c.id = v_id;
+    IF v_pending > 0 THEN
+        RAISE NOTICE '% pending deliveries to channel "%" were discarded', v_pending, drop_channel.name;
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION herald.drop_channel(text) IS 'Drop a channel that no rule uses, with its delivery history';
+
+-- Rules -----------------------------------------------------------------------
+
+-- Create or drop the capture triggers of a table so that they match its
+-- enabled row rules: one statement trigger per operation.
+CREATE FUNCTION herald._sync_triggers(tbl regclass) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_op text;
+    v_name text;
+    v_wanted boolean;
+    v_exists boolean;
+BEGIN
+    FOREACH v_op IN ARRAY ARRAY['INSERT', 'UPDATE', 'DELETE'] LOOP
+        v_name := 'herald_capture_' || lower(v_op);
+        SELECT EXISTS (SELECT 1 FROM herald.rule_defs r
+                        WHERE r.on_table = tbl AND r.kind = 'row' AND r.enabled
+                          AND v_op = ANY (r.operations))
+          INTO v_wanted;
+        SELECT EXISTS (SELECT 1 FROM pg_trigger t
+                        WHERE t.tgrelid = tbl AND t.tgname = v_name)
+          INTO v_exists;
+        IF v_wanted AND NOT v_exists THEN
+            EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s'
+                           ' FOR EACH STATEMENT EXECUTE FUNCTION herald.capture()',
+                           v_name, v_op, tbl,
+                           CASE v_op
+                               WHEN 'INSERT' THEN 'NEW TABLE AS herald_new'
+                               WHEN 'UPDATE' THEN 'OLD TABLE AS herald_old NEW TABLE AS herald_new'
+                               ELSE 'OLD TABLE AS herald_old'
+                           END);
+        ELSIF v_exists AND NOT v_wanted THEN
+            EXECUTE format('DROP TRIGGER %I ON %s', v_name, tbl);
+        END IF;
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION herald.on_change(
+    name       text,
+    on_table   regclass,
+    channels   text[],
+    operations text[] DEFAULT '{INSERT,UPDATE,DELETE}',
+    condition  text DEFAULT NULL,
+    message    text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ops text[];
+    v_op text;
+    v_channel text;
+    v_channel_ids integer[] := '{}';
+    v_id integer;
+    v_rel record;
+BEGIN
+    IF on_change.name IS NULL OR on_change.name = '' THEN
+        RAISE EXCEPTION 'rule name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM herald.rule_defs r WHERE r.name = on_change.name) THEN
+        RAISE EXCEPTION 'rule "%" already exists', on_change.name
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+
+    IF on_change.on_table IS NULL THEN
+        RAISE EXCEPTION 'on_table must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT c.relkind, n.nspname INTO v_rel
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = on_change.on_table;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', on_change.on_table::oid
+            USING ERRCODE = 'undefined_table';
+    END IF;
+    IF v_rel.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'cannot watch "%": only tables can be watched', on_change.on_table
+            USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF v_rel.nspname IN ('herald', 'pg_catalog', 'information_schema')
+       OR v_rel.nspname LIKE 'pg\_toast%' THEN
+        RAISE EXCEPTION 'cannot watch "%": it belongs to schema "%"', on_change.on_table, v_rel.nspname
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+
+    IF on_change.channels IS NULL OR cardinality(on_change.channels) = 0 THEN
+        RAISE EXCEPTION 'a rule needs at least one channel'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH v_channel IN ARRAY on_change.channels LOOP
+        SELECT c.id INTO v_id FROM herald.channels c WHERE c.name = v_channel;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'channel "%" does not exist', v_channel
+                USING ERRCODE = 'undefined_object';
+        END IF;
+        IF NOT v_id = ANY (v_channel_ids) THEN
+            v_channel_ids := v_channel_ids || v_id;
+        END IF;
+    END LOOP;
+
+    IF on_change.operations IS NULL OR cardinality(on_change.operations) = 0 THEN
+        RAISE EXCEPTION 'a rule needs at least one operation'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Operations are INSERT, UPDATE and DELETE.';
+    END IF;
+    v_ops := '{}';
+    FOREACH v_op IN ARRAY on_change.operations LOOP
+        IF v_op IS NULL OR upper(v_op) NOT IN ('INSERT', 'UPDATE', 'DELETE') THEN
+            RAISE EXCEPTION 'unknown operation "%"', v_op
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Operations are INSERT, UPDATE and DELETE.';
+        END IF;
+        IF NOT upper(v_op) = ANY (v_ops) THEN
+            v_ops := v_ops || upper(v_op);
+        END IF;
+    END LOOP;
+
+    PERFORM herald._check_condition(on_change.on_table, on_change.condition);
+    PERFORM herald._check_template(on_change.message, on_change.on_table);
+
+    INSERT INTO herald.rule_defs (name, kind, owner, on_table, operations, condition, message)
+    VALUES (on_change.name, 'row', current_user::regrole, on_change.on_table, v_ops,
+            on_change.condition, on_change.message)
+    RETURNING id INTO v_id;
+    INSERT INTO herald.rule_channels (rule_id, channel_id)
+    SELECT v_id, unnest(v_channel_ids);
+
+    PERFORM herald._sync_triggers(on_change.on_table);
+END;
+$$;
+COMMENT ON FUNCTION herald.on_change(text, regclass, text[], text[], text, text) IS
+    'Declare a row rule: matching committed row changes become events on the given channels';
+
+-- Look a rule up by name, with a clear error when it does not exist.
+CREATE FUNCTION herald._rule(name text) RETURNS herald.rule_defs
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rule herald.rule_defs;
+BEGIN
+    SELECT * INTO v_rule FROM herald.rule_defs r WHERE r.name = _rule.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'rule "%" does not exist', _rule.name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN v_rule;
+END;
+$$;
+
+CREATE FUNCTION herald.drop_rule(name text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rule herald.rule_defs := herald._rule(drop_rule.name);
+BEGIN
+    DELETE FROM herald.rule_defs r WHERE r.id = v_rule.id;
+    IF v_rule.on_table IS NOT NULL THEN
+        PERFORM herald._sync_triggers(v_rule.on_table);
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION herald.drop_rule(text) IS 'Drop a rule; its events and deliveries stay';
+
+CREATE FUNCTION herald._set_rule_enabled(name text, enabled boolean) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rule herald.rule_defs := herald._rule(_set_rule_enabled.name);
+BEGIN
+    UPDATE herald.rule_defs r SET enabled = _set_rule_enabled.enabled WHERE r.id = v_rule.id;
+    IF v_rule.on_table IS NOT NULL THEN
+        PERFORM herald._sync_triggers(v_rule.on_table);
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION herald.enable_rule(name text) RETURNS void
+    LANGUAGE sql
+    BEGIN ATOMIC
+        SELECT herald._set_rule_enabled(name, true);
+    END;
+COMMENT ON FUNCTION herald.enable_rule(text) IS 'Enable a rule';
+
+CREATE FUNCTION herald.disable_rule(name text) RETURNS void
+    LANGUAGE sql
+    BEGIN ATOMIC
+        SELECT herald._set_rule_enabled(name, false);
+    END;
+COMMENT ON FUNCTION herald.disable_rule(text) IS 'Disable a rule: it captures nothing until enabled again';
+
+-- Deliveries ------------------------------------------------------------------
+
+CREATE FUNCTION herald.redeliver(delivery_id bigint) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_status text;
+    v_channel record;
+BEGIN
+    SELECT d.status INTO v_status FROM herald.delivery_queue d
+     WHERE d.id = redeliver.delivery_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'delivery % does not exist', redeliver.delivery_id
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF v_status = 'delivered' THEN
+        RAISE EXCEPTION 'delivery % was already delivered', redeliver.delivery_id
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    SELECT c.name, c.enabled INTO v_channel
+      FROM herald.channels c JOIN herald.delivery_queue d ON d.channel_id = c.id
+     WHERE d.id = redeliver.delivery_id;
+    IF NOT v_channel.enabled THEN
+        RAISE EXCEPTION 'channel "%" is disabled', v_channel.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Enable the channel before redelivering to it.';
+    END IF;
+    UPDATE herald.delivery_queue d
+       SET status = 'pending', retry_base = d.attempts, next_attempt_at = now(),
+           leased_by = NULL, finished_at = NULL
+     WHERE d.id = redeliver.delivery_id;
+    PERFORM herald._note_work();
+END;
+$$;
+COMMENT ON FUNCTION herald.redeliver(bigint) IS 'Put a dead or failing delivery back in the queue, due now';
+
+-------------------------------------------------------------------------------
+-- Views
+-------------------------------------------------------------------------------
+
+CREATE VIEW herald.rules AS
+SELECT r.name,
+       r.kind,
+       CASE WHEN r.enabled THEN 'active' ELSE 'disabled' END AS state,
+       NULL::numeric AS value,
+       r.enabled,
+       r.on_table,
+       r.operations,
+       r.condition,
+       r.message,
+       ARRAY(SELECT c.name FROM herald.rule_channels rc
+               JOIN herald.channels c ON c.id = rc.channel_id
+              WHERE rc.rule_id = r.id ORDER BY c.name) AS channels,
+       r.owner,
+       r.created_at
+  FROM herald.rule_defs r;
+
+CREATE VIEW herald.events AS
+SELECT e.id, e.type, e.rule, e.created_at, e.payload
+  FROM herald.event_log e;
+
+CREATE VIEW herald.deliveries AS
+SELECT d.id,
+       d.event_id,
+       c.name AS channel,
+       d.status,
+       d.attempts,
+       d.last_status,
+       d.last_error,
+       d.status = 'pending' AND d.leased_by IS NOT NULL AS in_flight,
+       CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at,
+       herald.webhook_id(d.id) AS webhook_id,
+       d.created_at,
+       d.finished_at
+  FROM herald.delivery_queue d
+  JOIN herald.channels c ON c.id = d.channel_id;
+
+CREATE VIEW herald.attempts AS
+SELECT a.delivery_id,
+       a.attempt,
+       a.started_at,
+       a.latency_ms,
+       a.http_status,
+       a.error,
+       a.response
+  FROM herald.attempt_log a;
+
+-------------------------------------------------------------------------------
+-- Privileges: nothing for PUBLIC
+-------------------------------------------------------------------------------
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA herald FROM PUBLIC;

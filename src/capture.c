@@ -1,0 +1,639 @@
+/*-------------------------------------------------------------------------
+ *
+ * capture.c
+ *		Row rules: committed row changes become events and deliveries.
+ *
+ * herald.capture() is a statement-level AFTER trigger with transition
+ * tables, installed on a watched table for each operation some enabled row
+ * rule listens to.  For every such rule it runs two set-based statements in
+ * the writer's transaction:
+ *
+ *	1. as the rule's owner (privileges and row-level security of the owner,
+ *	   never the writer's), select the payload of every transition row that
+ *	   satisfies the rule's condition;
+ *	2. as the extension's owner, insert one event per selected row and one
+ *	   delivery per event and channel.
+ *
+ * A statement that touches 10,000 rows therefore costs two statements per
+ * rule, not 10,000.  Both belong to the writer's transaction: a rollback
+ * leaves nothing, and the delivery workers are woken only at commit
+ * (herald_note_work).
+ *
+ * A condition that fails at run time must not break the writer's statement:
+ * it runs in a subtransaction, and its error becomes a "rule.error" event
+ * sent to the rule's channels.
+ *
+ * The rules of each table are cached per backend with their prepared plans.
+ * Any change to herald.rule_defs or herald.rule_channels fires
+ * herald._rules_changed(), which sends a relcache invalidation for
+ * rule_defs at commit; the callback below then drops the whole cache.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "parser/parser.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/plancache.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "pg_herald.h"
+
+PG_FUNCTION_INFO_V1(herald_capture);
+PG_FUNCTION_INFO_V1(herald_rules_changed);
+PG_FUNCTION_INFO_V1(herald_check_condition);
+
+/* Operations, as indexes and bits of CaptureRule.opmask */
+#define OP_INSERT 0
+#define OP_UPDATE 1
+#define OP_DELETE 2
+#define NUM_OPS 3
+
+static const char *const op_names[NUM_OPS] = {"INSERT", "UPDATE", "DELETE"};
+static const char *const op_events[NUM_OPS] = {"row.inserted", "row.updated", "row.deleted"};
+
+typedef struct CaptureRule
+{
+	int32		id;
+	char	   *name;
+	Oid			owner;
+	int			opmask;
+	char	   *condition;		/* NULL when the rule has none */
+	Datum		channels;		/* int4[] of channel ids */
+	SPIPlanPtr	select_plan[NUM_OPS];	/* prepared on first use */
+} CaptureRule;
+
+typedef struct TableRules
+{
+	Oid			relid;			/* hash key */
+	int			nrules;
+	CaptureRule *rules;
+} TableRules;
+
+static MemoryContext capture_context = NULL;
+static HTAB *table_rules = NULL;
+static SPIPlanPtr insert_plan = NULL;
+static Oid	cached_rules_relid = InvalidOid;
+static bool callback_registered = false;
+
+/* Forget every cached rule and plan. */
+static void
+reset_capture_cache(void)
+{
+	HASH_SEQ_STATUS status;
+	TableRules *entry;
+
+	if (table_rules != NULL)
+	{
+		hash_seq_init(&status, table_rules);
+		while ((entry = hash_seq_search(&status)) != NULL)
+		{
+			for (int i = 0; i < entry->nrules; i++)
+				for (int op = 0; op < NUM_OPS; op++)
+					if (entry->rules[i].select_plan[op])
+						SPI_freeplan(entry->rules[i].select_plan[op]);
+		}
+	}
+	if (insert_plan)
+		SPI_freeplan(insert_plan);
+	insert_plan = NULL;
+	table_rules = NULL;
+	if (capture_context)
+		MemoryContextReset(capture_context);
+}
+
+/*
+ * Relcache callback: a change to herald.rule_defs (or a full reset) only
+ * marks the cache stale; it is rebuilt on next use, outside the callback.
+ */
+static bool cache_stale = false;
+
+static void
+capture_relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == cached_rules_relid)
+		cache_stale = true;
+}
+
+static void
+ensure_capture_cache(Oid rules_relid)
+{
+	HASHCTL		ctl;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(capture_relcache_callback, (Datum) 0);
+		callback_registered = true;
+	}
+	if (capture_context == NULL)
+		capture_context = AllocSetContextCreate(TopMemoryContext,
+												"pg_herald capture",
+												ALLOCSET_DEFAULT_SIZES);
+	if (cache_stale || rules_relid != cached_rules_relid)
+	{
+		reset_capture_cache();
+		cache_stale = false;
+		cached_rules_relid = rules_relid;
+	}
+	if (table_rules == NULL)
+	{
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(TableRules);
+		ctl.hcxt = capture_context;
+		table_rules = hash_create("pg_herald table rules", 16, &ctl,
+								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+}
+
+static int
+opmask_from_array(Datum arr)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			mask = 0;
+
+	deconstruct_array(DatumGetArrayTypeP(arr), TEXTOID, -1, false,
+					  TYPALIGN_INT, &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+	{
+		char	   *op;
+
+		if (nulls[i])
+			continue;
+		op = TextDatumGetCString(elems[i]);
+		for (int k = 0; k < NUM_OPS; k++)
+			if (pg_strcasecmp(op, op_names[k]) == 0)
+				mask |= 1 << k;
+	}
+	return mask;
+}
+
+/*
+ * The enabled row rules of a table, loaded into the cache on first use.
+ * Runs as the extension's owner, inside an SPI connection.
+ */
+static TableRules *
+load_table_rules(Oid relid)
+{
+	TableRules *entry;
+	bool		found;
+	Oid			argtypes[1] = {OIDOID};
+	Datum		args[1];
+	int			ret;
+	MemoryContext old;
+
+	entry = hash_search(table_rules, &relid, HASH_ENTER, &found);
+	if (found)
+		return entry;
+	entry->nrules = 0;
+	entry->rules = NULL;
+
+	args[0] = ObjectIdGetDatum(relid);
+	ret = SPI_execute_with_args(
+								"SELECT r.id, r.name, r.owner::oid, r.operations, r.condition,"
+								"       array(SELECT rc.channel_id FROM herald.rule_channels rc"
+								"             WHERE rc.rule_id = r.id ORDER BY rc.channel_id)"
+								"  FROM herald.rule_defs r"
+								" WHERE r.kind = 'row' AND r.enabled AND r.on_table = $1"
+								" ORDER BY r.id",
+								1, argtypes, args, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+	{
+		hash_search(table_rules, &relid, HASH_REMOVE, NULL);
+		elog(ERROR, "could not load the rules of table %u: %s",
+			 relid, SPI_result_code_string(ret));
+	}
+
+	old = MemoryContextSwitchTo(capture_context);
+	entry->nrules = SPI_processed;
+	entry->rules = palloc0(sizeof(CaptureRule) * Max(entry->nrules, 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		CaptureRule *rule = &entry->rules[i];
+		bool		isnull;
+		Datum		d;
+
+		rule->id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		rule->name = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+		rule->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+		rule->opmask = opmask_from_array(SPI_getbinval(tup, desc, 4, &isnull));
+		d = SPI_getbinval(tup, desc, 5, &isnull);
+		rule->condition = isnull ? NULL : TextDatumGetCString(d);
+		d = SPI_getbinval(tup, desc, 6, &isnull);
+		rule->channels = PointerGetDatum(DatumGetArrayTypePCopy(d));
+	}
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
+	return entry;
+}
+
+static char *
+qualified_table_name(Oid relid)
+{
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  get_rel_name(relid));
+}
+
+/*
+ * The owner's statement for one rule and operation: one jsonb payload per
+ * transition row that satisfies the condition.  NEW and OLD name the rows;
+ * the one an operation lacks is a row of NULLs.  UPDATE pairs old and new
+ * rows by position, which is how the transition tables are filled.
+ */
+static char *
+build_select_sql(Oid relid, int op, const char *condition)
+{
+	StringInfoData sql;
+	char	   *table = qualified_table_name(relid);
+	char	   *table_lit = quote_literal_cstr(table);
+	const char *null_row = psprintf("(SELECT (NULL::%s).*)", table);
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT jsonb_build_object('table', %s, 'operation', '%s'",
+					 table_lit, op_names[op]);
+	switch (op)
+	{
+		case OP_INSERT:
+			appendStringInfoString(&sql, ", 'new', to_jsonb(new)) FROM herald_new AS new");
+			if (condition)
+				appendStringInfo(&sql, ", %s AS old", null_row);
+			break;
+		case OP_DELETE:
+			appendStringInfoString(&sql, ", 'old', to_jsonb(old)) FROM herald_old AS old");
+			if (condition)
+				appendStringInfo(&sql, ", %s AS new", null_row);
+			break;
+		case OP_UPDATE:
+			appendStringInfoString(&sql,
+								   ", 'new', to_jsonb(n.r), 'old', to_jsonb(o.r))"
+								   " FROM (SELECT row_number() OVER () AS i, t AS r FROM herald_new t) AS n"
+								   " JOIN (SELECT row_number() OVER () AS i, t AS r FROM herald_old t) AS o"
+								   " USING (i)");
+			if (condition)
+				appendStringInfoString(&sql,
+									   ", LATERAL (SELECT (n.r).*) AS new"
+									   ", LATERAL (SELECT (o.r).*) AS old");
+			break;
+	}
+	if (condition)
+		appendStringInfo(&sql, " WHERE (%s\n)", condition);
+	return sql.data;
+}
+
+static SPIPlanPtr
+get_select_plan(CaptureRule *rule, Oid relid, int op)
+{
+	SPIPlanPtr	plan;
+
+	if (rule->select_plan[op])
+		return rule->select_plan[op];
+	plan = SPI_prepare(build_select_sql(relid, op, rule->condition), 0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare the capture statement of rule \"%s\": %s",
+			 rule->name, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not keep the capture statement of rule \"%s\"", rule->name);
+	rule->select_plan[op] = plan;
+	return plan;
+}
+
+/* Insert one event per payload and one delivery per event and channel. */
+static void
+insert_events(CaptureRule *rule, const char *type, Datum payloads)
+{
+	Oid			argtypes[5] = {TEXTOID, INT4OID, TEXTOID, JSONBARRAYOID, INT4ARRAYOID};
+	Datum		args[5];
+	int			ret;
+
+	if (insert_plan == NULL)
+	{
+		SPIPlanPtr	plan;
+
+		plan = SPI_prepare("WITH ev AS ("
+						   "  INSERT INTO herald.event_log (type, rule_id, rule, payload)"
+						   "  SELECT $1, $2, $3, p FROM unnest($4) AS p"
+						   "  RETURNING id)"
+						   " INSERT INTO herald.delivery_queue (event_id, channel_id)"
+						   " SELECT ev.id, c FROM ev CROSS JOIN unnest($5) AS c",
+						   5, argtypes);
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not prepare the event statement: %s",
+				 SPI_result_code_string(SPI_result));
+		insert_plan = plan;
+	}
+
+	args[0] = CStringGetTextDatum(type);
+	args[1] = Int32GetDatum(rule->id);
+	args[2] = CStringGetTextDatum(rule->name);
+	args[3] = payloads;
+	args[4] = rule->channels;
+	ret = SPI_execute_plan(insert_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "could not record events of rule \"%s\": %s",
+			 rule->name, SPI_result_code_string(ret));
+	herald_note_work();
+}
+
+/*
+ * Run the rule's selection as its owner, in a subtransaction.  Returns the
+ * payloads as a jsonb[] (NULL when no row matched).  On error, fills
+ * *error with the message and returns NULL.
+ */
+static Datum
+select_payloads(CaptureRule *rule, Oid relid, int op, Oid ext_owner,
+				int sec_context, char **error)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	Datum		result = (Datum) 0;
+
+	*error = NULL;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller);
+	PG_TRY();
+	{
+		SPIPlanPtr	plan = get_select_plan(rule, relid, op);
+		int			ret;
+
+		SetUserIdAndSecContext(rule->owner, sec_context |
+							   SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+		ret = SPI_execute_plan(plan, NULL, NULL, false, 0);
+		SetUserIdAndSecContext(ext_owner, sec_context | SECURITY_LOCAL_USERID_CHANGE);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "unexpected result of the capture statement: %s",
+				 SPI_result_code_string(ret));
+		if (SPI_processed > 0)
+		{
+			int			n = SPI_processed;
+			Datum	   *elems = palloc(sizeof(Datum) * n);
+			bool		isnull;
+
+			for (int i = 0; i < n; i++)
+			{
+				elems[i] = SPI_getbinval(SPI_tuptable->vals[i],
+										 SPI_tuptable->tupdesc, 1, &isnull);
+				if (isnull)
+					elog(ERROR, "capture statement returned a null payload");
+			}
+			result = PointerGetDatum(construct_array(elems, n, JSONBOID, -1,
+													 false, TYPALIGN_INT));
+		}
+		SPI_freetuptable(SPI_tuptable);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller);
+		CurrentResourceOwner = owner;
+		/* the subtransaction's abort restored the extension owner */
+		*error = edata->message ? pstrdup(edata->message) : pstrdup("unknown error");
+		FreeErrorData(edata);
+		result = (Datum) 0;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/* A failing condition is reported as an event on the rule's channels. */
+static void
+record_rule_error(CaptureRule *rule, Oid relid, int op, const char *message)
+{
+	StringInfoData payload;
+	Datum		elem;
+
+	ereport(WARNING,
+			(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+			 errmsg("condition of rule \"%s\" failed: %s", rule->name, message),
+			 errdetail("The statement went on; the rule's channels receive a rule.error event.")));
+
+	initStringInfo(&payload);
+	appendStringInfoString(&payload, "{\"table\": ");
+	escape_json(&payload, qualified_table_name(relid));
+	appendStringInfo(&payload, ", \"operation\": \"%s\", \"error\": ", op_names[op]);
+	escape_json(&payload, message);
+	appendStringInfoChar(&payload, '}');
+	elem = DirectFunctionCall1(jsonb_in, CStringGetDatum(payload.data));
+	insert_events(rule, "rule.error",
+				  PointerGetDatum(construct_array(&elem, 1, JSONBOID, -1, false,
+												  TYPALIGN_INT)));
+}
+
+/* herald.capture(): the statement-level trigger on watched tables */
+Datum
+herald_capture(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Tuplestorestate *rows;
+	Oid			relid;
+	int			op;
+	Oid			nspid;
+	Oid			rules_relid;
+	Oid			save_user;
+	int			save_sec;
+	Oid			ext_owner;
+	TableRules *entry;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
+		!TRIGGER_FIRED_AFTER(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("herald.capture() must be called as a statement-level AFTER trigger")));
+
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+	{
+		op = OP_INSERT;
+		rows = trigdata->tg_newtable;
+	}
+	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		op = OP_UPDATE;
+		rows = trigdata->tg_newtable;
+	}
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+	{
+		op = OP_DELETE;
+		rows = trigdata->tg_oldtable;
+	}
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("herald.capture() handles INSERT, UPDATE and DELETE only")));
+
+	if (rows == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("herald.capture() needs transition tables"),
+				 errhint("Declare rules with herald.on_change(), which creates the triggers.")));
+	if (tuplestore_tuple_count(rows) == 0)
+		return PointerGetDatum(NULL);
+
+	relid = RelationGetRelid(trigdata->tg_relation);
+	nspid = herald_schema_oid(false);
+	rules_relid = get_relname_relid("rule_defs", nspid);
+	if (!OidIsValid(rules_relid))
+		elog(ERROR, "pg_herald catalog table herald.rule_defs is missing");
+
+	ensure_capture_cache(rules_relid);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
+		elog(ERROR, "could not register the transition tables");
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	ext_owner = herald_extension_owner();
+	SetUserIdAndSecContext(ext_owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+
+	entry = load_table_rules(relid);
+	for (int i = 0; i < entry->nrules; i++)
+	{
+		CaptureRule *rule = &entry->rules[i];
+		Datum		payloads;
+		char	   *error;
+
+		if ((rule->opmask & (1 << op)) == 0)
+			continue;
+		payloads = select_payloads(rule, relid, op, ext_owner, save_sec, &error);
+		if (error)
+			record_rule_error(rule, relid, op, error);
+		else if (payloads != (Datum) 0)
+			insert_events(rule, op_events[op], payloads);
+	}
+
+	SetUserIdAndSecContext(save_user, save_sec);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * herald._rules_changed(): statement trigger on the rule tables.  Every
+ * backend drops its capture cache once the change commits.
+ */
+Datum
+herald_rules_changed(PG_FUNCTION_ARGS)
+{
+	Oid			rules_relid = get_relname_relid("rule_defs", herald_schema_oid(false));
+
+	if (OidIsValid(rules_relid))
+		CacheInvalidateRelcacheByRelid(rules_relid);
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * herald._check_condition(on_table regclass, condition text): the condition
+ * must be one boolean SQL expression over NEW and OLD, with the columns of
+ * the table.  Parsed and planned as the declaring role.
+ */
+Datum
+herald_check_condition(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	char	   *condition;
+	List	   *parsed;
+	SelectStmt *stmt = NULL;
+	char	   *table;
+	char	   *rows;
+	SPIPlanPtr	plan;
+	CachedPlanSource *source;
+	Oid			type;
+	MemoryContext caller = CurrentMemoryContext;
+
+	if (PG_ARGISNULL(1))
+		PG_RETURN_VOID();
+	condition = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	/*
+	 * Errors are reported as errors of the condition, without a cursor
+	 * position into the statement pg_herald wrapped it in.
+	 */
+	PG_TRY();
+	{
+		/* One expression, nothing around it */
+		parsed = raw_parser(psprintf("SELECT (%s\n)", condition), RAW_PARSE_DEFAULT);
+		if (list_length(parsed) == 1 &&
+			IsA(linitial_node(RawStmt, parsed)->stmt, SelectStmt))
+			stmt = (SelectStmt *) linitial_node(RawStmt, parsed)->stmt;
+		if (stmt == NULL || list_length(stmt->targetList) != 1 ||
+			stmt->fromClause != NIL || stmt->whereClause != NULL ||
+			stmt->groupClause != NIL || stmt->havingClause != NULL ||
+			stmt->windowClause != NIL || stmt->sortClause != NIL ||
+			stmt->limitCount != NULL || stmt->limitOffset != NULL ||
+			stmt->lockingClause != NIL || stmt->withClause != NULL ||
+			stmt->distinctClause != NIL || stmt->intoClause != NULL ||
+			stmt->op != SETOP_NONE)
+			ereport(ERROR,
+					(errcode(ERRCODE_SYNTAX_ERROR),
+					 errmsg("it is not a single SQL expression"),
+					 errhint("Write a boolean expression over NEW and OLD, such as NEW.amount > 1000.")));
+
+		/* Columns and type, as the capture statement will see them */
+		table = qualified_table_name(relid);
+		rows = psprintf("FROM (SELECT (NULL::%s).*) AS new, (SELECT (NULL::%s).*) AS old",
+						table, table);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		plan = SPI_prepare(psprintf("SELECT (%s\n) %s", condition, rows), 0, NULL);
+		if (plan == NULL)
+			elog(ERROR, "could not prepare the condition: %s",
+				 SPI_result_code_string(SPI_result));
+		source = linitial(SPI_plan_get_plan_sources(plan));
+		if (source->resultDesc == NULL || source->resultDesc->natts != 1)
+			elog(ERROR, "unexpected result of the condition");
+		type = TupleDescAttr(source->resultDesc, 0)->atttypid;
+		if (type != BOOLOID)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("it must be of type boolean, not %s", format_type_be(type))));
+		/* and where it stands: no aggregates, window or set-returning functions */
+		if (SPI_prepare(psprintf("SELECT 1 %s WHERE (%s\n)", rows, condition),
+						0, NULL) == NULL)
+			elog(ERROR, "could not prepare the condition: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_finish();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(edata->sqlerrcode),
+				 errmsg("invalid condition: %s", edata->message),
+				 edata->detail ? errdetail("%s", edata->detail) : 0,
+				 edata->hint ? errhint("%s", edata->hint) : 0));
+	}
+	PG_END_TRY();
+
+	PG_RETURN_VOID();
+}

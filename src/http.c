@@ -1,0 +1,412 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *		Concurrent HTTP requests on one libcurl multi handle, driven by a
+ *		PostgreSQL WaitEventSet.
+ *
+ * The delivery worker starts requests with herald_http_start() and waits in
+ * herald_http_wait(), which sleeps on the worker's latch, postmaster death,
+ * every socket libcurl watches and libcurl's own timer at once: a commit
+ * that sets the latch wakes the worker even while requests are in flight,
+ * and nothing is polled on a fixed period.  Connections are reused through
+ * the multi handle's pool, capped per host (herald.max_host_connections).
+ * Redirects are never followed, only http and https are spoken, and proxy
+ * settings from the environment are ignored.
+ *
+ * The module-level state belongs to the one worker process that uses it;
+ * there is no locking.  herald._check_target() validates target URLs with
+ * libcurl's own parser at declaration.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+#include "pg_herald.h"
+#include "http.h"
+
+PG_FUNCTION_INFO_V1(herald_check_target);
+
+typedef struct WatchedSocket
+{
+	curl_socket_t fd;
+	int			what;			/* CURL_POLL_IN / OUT / INOUT */
+} WatchedSocket;
+
+static CURLM *multi = NULL;
+static MemoryContext http_context = NULL;
+static dlist_head completed = DLIST_STATIC_INIT(completed);
+static int	in_flight = 0;
+
+static WatchedSocket *sockets = NULL;
+static int	nsockets = 0;
+static int	maxsockets = 0;
+static bool sockets_changed = true;
+static long curl_timeout = -1;	/* ms until libcurl's timer, -1 none */
+
+static WaitEventSet *wait_set = NULL;
+static WaitEvent *wait_events = NULL;
+static int	wait_set_size = 0;
+
+/* libcurl tells which sockets to watch */
+static int
+socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	int			i;
+
+	for (i = 0; i < nsockets; i++)
+		if (sockets[i].fd == fd)
+			break;
+
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < nsockets)
+			sockets[i] = sockets[--nsockets];
+	}
+	else if (i < nsockets)
+		sockets[i].what = what;
+	else
+	{
+		if (nsockets == maxsockets)
+		{
+			maxsockets = Max(16, maxsockets * 2);
+			sockets = sockets ?
+				repalloc(sockets, sizeof(WatchedSocket) * maxsockets) :
+				MemoryContextAlloc(http_context, sizeof(WatchedSocket) * maxsockets);
+		}
+		sockets[nsockets].fd = fd;
+		sockets[nsockets].what = what;
+		nsockets++;
+	}
+	sockets_changed = true;
+	return 0;
+}
+
+/* libcurl tells when it wants to be called on a timeout */
+static int
+timer_callback(CURLM *m, long timeout_ms, void *userp)
+{
+	curl_timeout = timeout_ms;
+	return 0;
+}
+
+static size_t
+write_callback(char *data, size_t size, size_t nmemb, void *userp)
+{
+	HeraldRequest *req = userp;
+	size_t		len = size * nmemb;
+	int			room = HERALD_RESPONSE_EXCERPT - req->response.len;
+
+	if (room > 0)
+		appendBinaryStringInfo(&req->response, data, Min((size_t) room, len));
+	return len;
+}
+
+void
+herald_http_init(void)
+{
+	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not initialize libcurl")));
+	http_context = AllocSetContextCreate(TopMemoryContext,
+										 "pg_herald http",
+										 ALLOCSET_DEFAULT_SIZES);
+	multi = curl_multi_init();
+	if (multi == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not create a libcurl multi handle")));
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_callback);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_callback);
+	herald_http_configure();
+}
+
+/* Apply the settings that may change on reload. */
+void
+herald_http_configure(void)
+{
+	curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+					  (long) herald_max_host_connections);
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS,
+					  (long) Max(herald_max_host_connections * 4, 16));
+}
+
+/*
+ * Start a POST request.  The request takes ownership of headers and body
+ * (palloc'd in any context that outlives the request, or in http_context).
+ */
+HeraldRequest *
+herald_http_start(const char *url, struct curl_slist *headers, char *body,
+				  size_t bodylen, long timeout_ms, void *arg)
+{
+	MemoryContext old = MemoryContextSwitchTo(http_context);
+	HeraldRequest *req = palloc0(sizeof(HeraldRequest));
+	CURL	   *easy;
+	CURLMcode	mrc;
+
+	initStringInfo(&req->response);
+	MemoryContextSwitchTo(old);
+
+	req->arg = arg;
+	req->headers = headers;
+	req->body = body;
+	req->bodylen = bodylen;
+	req->retry_after = -1;
+
+	easy = curl_easy_init();
+	if (easy == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl handle")));
+	req->easy = easy;
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+	curl_easy_setopt(easy, CURLOPT_URL, url);
+#if LIBCURL_VERSION_NUM >= 0x075500
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_PROXY, "");
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) bodylen);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, "pg_herald/" PG_HERALD_VERSION);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_callback);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
+
+	req->started = GetCurrentTimestamp();
+	mrc = curl_multi_add_handle(multi, easy);
+	if (mrc != CURLM_OK)
+	{
+		/* report it as a failed attempt, like any other transport error */
+		req->result = CURLE_FAILED_INIT;
+		snprintf(req->errbuf, sizeof(req->errbuf), "%s", curl_multi_strerror(mrc));
+		dlist_push_tail(&completed, &req->node);
+		return req;
+	}
+	in_flight++;
+	return req;
+}
+
+/* Move finished transfers to the completed list. */
+static void
+collect_completed(void)
+{
+	CURLMsg    *msg;
+	int			queued;
+
+	while ((msg = curl_multi_info_read(multi, &queued)) != NULL)
+	{
+		HeraldRequest *req;
+		curl_off_t	total_us = 0;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
+		req->result = msg->data.result;
+		curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->http_status);
+#if LIBCURL_VERSION_NUM >= 0x074200
+		{
+			curl_off_t	retry = -1;
+
+			if (curl_easy_getinfo(req->easy, CURLINFO_RETRY_AFTER, &retry) == CURLE_OK &&
+				retry > 0)
+				req->retry_after = (long) retry;
+		}
+#endif
+		if (curl_easy_getinfo(req->easy, CURLINFO_TOTAL_TIME_T, &total_us) == CURLE_OK)
+			req->latency_ms = total_us / 1000.0;
+		curl_multi_remove_handle(multi, req->easy);
+		in_flight--;
+		dlist_push_tail(&completed, &req->node);
+	}
+}
+
+static void
+rebuild_wait_set(void)
+{
+	int			needed = nsockets + 2;
+
+	if (wait_set)
+		FreeWaitEventSet(wait_set);
+	if (needed > wait_set_size)
+	{
+		wait_set_size = Max(needed, wait_set_size * 2);
+		if (wait_events)
+			pfree(wait_events);
+		wait_events = MemoryContextAlloc(http_context,
+										 sizeof(WaitEvent) * wait_set_size);
+	}
+#if PG_VERSION_NUM >= 170000
+	wait_set = CreateWaitEventSet(NULL, needed);
+#else
+	wait_set = CreateWaitEventSet(http_context, needed);
+#endif
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (int i = 0; i < nsockets; i++)
+	{
+		uint32		events = 0;
+
+		if (sockets[i].what & CURL_POLL_IN)
+			events |= WL_SOCKET_READABLE;
+		if (sockets[i].what & CURL_POLL_OUT)
+			events |= WL_SOCKET_WRITEABLE;
+		AddWaitEventToSet(wait_set, events, sockets[i].fd, NULL, NULL);
+	}
+	sockets_changed = false;
+}
+
+/*
+ * Wait up to timeout_ms (-1: no limit) for the latch, a socket or libcurl's
+ * timer, and let libcurl make progress.  Returns true when the latch was
+ * set (and resets it).
+ */
+bool
+herald_http_wait(long timeout_ms, uint32 wait_event_info)
+{
+	long		timeout = timeout_ms;
+	bool		latch_set = false;
+	int			running;
+	int			n;
+
+	if (sockets_changed || wait_set == NULL)
+		rebuild_wait_set();
+
+	if (in_flight > 0 && curl_timeout >= 0 &&
+		(timeout < 0 || curl_timeout < timeout))
+		timeout = curl_timeout;
+
+	n = WaitEventSetWait(wait_set, timeout, wait_events, wait_set_size,
+						 wait_event_info);
+	for (int i = 0; i < n; i++)
+	{
+		WaitEvent  *ev = &wait_events[i];
+
+		if (ev->events & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			latch_set = true;
+		}
+		else if (ev->events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
+		{
+			int			mask = 0;
+
+			if (ev->events & WL_SOCKET_READABLE)
+				mask |= CURL_CSELECT_IN;
+			if (ev->events & WL_SOCKET_WRITEABLE)
+				mask |= CURL_CSELECT_OUT;
+			curl_multi_socket_action(multi, ev->fd, mask, &running);
+		}
+	}
+
+	/* libcurl's timer: connection set-up, timeouts, newly added handles */
+	if (in_flight > 0)
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	collect_completed();
+	CHECK_FOR_INTERRUPTS();
+	return latch_set;
+}
+
+HeraldRequest *
+herald_http_next_completed(void)
+{
+	if (dlist_is_empty(&completed))
+		return NULL;
+	return dlist_container(HeraldRequest, node, dlist_pop_head_node(&completed));
+}
+
+int
+herald_http_in_flight(void)
+{
+	return in_flight;
+}
+
+/* A readable description of a failed transfer. */
+char *
+herald_http_error(HeraldRequest *req)
+{
+	if (req->result == CURLE_OK)
+		return NULL;
+	if (req->errbuf[0] != '\0')
+		return psprintf("%s: %s", curl_easy_strerror(req->result), req->errbuf);
+	return pstrdup(curl_easy_strerror(req->result));
+}
+
+void
+herald_http_free(HeraldRequest *req)
+{
+	if (req->easy)
+		curl_easy_cleanup(req->easy);
+	if (req->headers)
+		curl_slist_free_all(req->headers);
+	if (req->body)
+		pfree(req->body);
+	pfree(req->response.data);
+	pfree(req);
+}
+
+/*
+ * herald._check_target(kind text, target text): error unless target is an
+ * absolute http or https URL with a host.  The URL itself is never quoted
+ * in messages: it may carry a token.
+ */
+Datum
+herald_check_target(PG_FUNCTION_ARGS)
+{
+	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *target = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	CURLU	   *url = curl_url();
+	CURLUcode	rc;
+	char	   *scheme = NULL;
+	char	   *host = NULL;
+	char	   *scheme_copy;
+
+	if (url == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	rc = curl_url_set(url, CURLUPART_URL, target, CURLU_NON_SUPPORT_SCHEME);
+	if (rc == CURLUE_OK)
+		rc = curl_url_get(url, CURLUPART_SCHEME, &scheme, 0);
+	if (rc == CURLUE_OK)
+	{
+		scheme_copy = pstrdup(scheme);
+		curl_free(scheme);
+		if (strcmp(scheme_copy, "http") != 0 && strcmp(scheme_copy, "https") != 0)
+		{
+			curl_url_cleanup(url);
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("cannot use scheme \"%s\" for a %s channel", scheme_copy, kind),
+					 errhint("Use an http or https URL.")));
+		}
+		rc = curl_url_get(url, CURLUPART_HOST, &host, 0);
+		if (rc == CURLUE_OK && host[0] == '\0')
+			rc = CURLUE_NO_HOST;
+		if (host)
+			curl_free(host);
+	}
+	curl_url_cleanup(url);
+	if (rc != CURLUE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("malformed target URL for a %s channel", kind),
+#if LIBCURL_VERSION_NUM >= 0x075000
+				 errdetail("%s.", curl_url_strerror(rc)),
+#endif
+				 errhint("Give an absolute URL such as https://hooks.example.com/path.")));
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,146 @@
+/*-------------------------------------------------------------------------
+ *
+ * pg_herald.h
+ *		Declarations shared by the pg_herald source files.
+ *
+ * The flow is capture -> queue -> deliver: capture.c turns committed row
+ * changes into events and deliveries, queue.c claims and records them,
+ * delivery.c runs the background worker that sends them through http.c,
+ * webhook.c renders the request and signing.c signs it.  template.c renders
+ * messages for every channel kind.  pg_herald.c holds the module entry
+ * point, the settings, the shared state and the commit-time wake-up.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_HERALD_H
+#define PG_HERALD_H
+
+#include "postgres.h"
+
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/spin.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#ifndef PG_HERALD_VERSION
+#define PG_HERALD_VERSION "unknown"
+#endif
+
+/* Names of the catalog objects the C code relies on. */
+#define HERALD_SCHEMA "herald"
+#define HERALD_EXTENSION "pg_herald"
+
+/* Settings (GUCs), defined in pg_herald.c. */
+#define HERALD_MAX_WORKERS 16
+extern char *herald_database;
+extern int	herald_delivery_workers;
+extern int	herald_batch_size;
+extern int	herald_max_in_flight;
+extern int	herald_max_host_connections;
+
+/*
+ * State shared by the backends and the delivery worker.  The spinlock
+ * guards every field.
+ */
+typedef struct HeraldShared
+{
+	slock_t		mutex;
+	Latch	   *latch[HERALD_MAX_WORKERS];	/* running delivery workers' latches */
+	pid_t		pid[HERALD_MAX_WORKERS];	/* their pids, 0 when not running */
+	uint64		wakeups;		/* commits that produced work */
+} HeraldShared;
+
+extern HeraldShared *herald_shared;
+
+/* pg_herald.c */
+extern void herald_note_work(void);
+extern bool herald_work_pending(void);
+extern void herald_wake_delivery(void);
+extern bool herald_worker_running(void);
+extern void herald_worker_attach(int slot);
+extern Oid	herald_schema_oid(bool missing_ok);
+extern Oid	herald_extension_owner(void);
+extern void herald_require_preload(const char *what);
+
+/* signing.c */
+#define HERALD_SIGNATURE_MAX 128
+extern bool herald_secret_key(const char *secret, uint8 *key, int *keylen);
+extern void herald_sign(const uint8 *key, int keylen, const char *msg_id,
+						int64 timestamp, const char *body, size_t bodylen,
+						char *out);
+
+/* template.c */
+typedef struct HeraldTemplateValues
+{
+	const char *rule;
+	int64		event_id;
+	const char *type;
+	Jsonb	   *data;			/* event payload: table, operation, new, old */
+} HeraldTemplateValues;
+
+extern char *herald_render_template(const char *tmpl,
+									const HeraldTemplateValues *values);
+extern const char *herald_default_message(const char *event_type);
+
+/*
+ * One claimed delivery, copied out of the claiming transaction so that it
+ * can be rendered and sent with no transaction open.
+ */
+typedef struct HeraldDelivery
+{
+	int64		id;
+	int32		attempts;		/* attempts before this one, since the last
+								 * redelivery */
+	char	   *webhook_id;		/* stable across retries */
+	int64		event_id;
+	char	   *event_type;
+	char	   *rule;			/* NULL for events without a rule */
+	char	   *created_at;		/* ISO 8601, UTC */
+	Jsonb	   *payload;
+	char	   *message;		/* the rule's template, NULL for the default */
+	int32		channel_id;
+	char	   *channel;
+	char	   *kind;
+	char	   *target;
+	char	   *secret;
+	char	  **headers;		/* "Name: value" lines */
+	int			nheaders;
+	long		timeout_ms;
+	double		retry_delay_ms;
+	int32		max_attempts;
+	bool		channel_enabled;
+} HeraldDelivery;
+
+/* The result of one attempt, as queue.c records it. */
+typedef struct HeraldOutcome
+{
+	int64		delivery_id;
+	int32		channel_id;
+	const char *status;			/* "pending", "delivered" or "dead" */
+	int32		http_status;	/* 0 when there was no response */
+	char	   *error;			/* NULL on success */
+	char	   *response;		/* excerpt of the response body, or NULL */
+	double		latency_ms;
+	TimestampTz started;
+	double		retry_in_ms;	/* when status is "pending" */
+	char	   *disable_reason; /* non-NULL: disable the channel */
+} HeraldOutcome;
+
+/* queue.c: called inside a transaction with SPI connected */
+extern bool herald_queue_ready(void);
+extern void herald_queue_release(int slot);
+extern int	herald_queue_claim(int slot, int limit, MemoryContext cxt,
+							   HeraldDelivery **out);
+extern long herald_queue_next_due(void);
+extern void herald_queue_record(int slot, HeraldOutcome *outcomes, int n);
+
+/* webhook.c */
+struct curl_slist;
+extern struct curl_slist *herald_webhook_request(HeraldDelivery *d,
+												 char **body, size_t *bodylen);
+
+/* delivery.c */
+extern PGDLLEXPORT void herald_delivery_main(Datum arg);
+
+#endif							/* PG_HERALD_H */

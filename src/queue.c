@@ -1,0 +1,425 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue.c
+ *		The delivery queue: claim, record, release, flush.
+ *
+ * herald.delivery_queue holds one row per (event, channel).  A pending row
+ * is due when next_attempt_at has passed.  A worker claims due rows with
+ * FOR UPDATE SKIP LOCKED and leases them by moving next_attempt_at past the
+ * channel's timeout and setting leased_by to its slot, then commits before
+ * any request is sent.  If the worker dies, the lease simply expires and the
+ * row is due again; a restarting worker releases its slot's leases at once.
+ * Outcomes are recorded in batches, in a new transaction, together with one
+ * herald.attempt_log row per attempt.
+ *
+ * Every function here except herald.flush() runs in the delivery worker,
+ * inside a transaction with SPI connected; the statements are prepared once
+ * per worker and kept.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/timestamp.h"
+
+#include "pg_herald.h"
+
+PG_FUNCTION_INFO_V1(herald_flush);
+PG_FUNCTION_INFO_V1(herald_note_work_sql);
+
+/* Extra lease time beyond a channel's timeout. */
+#define LEASE_MARGIN "interval '1 minute'"
+
+static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr record_plan = NULL;
+
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "could not prepare a queue statement: %s",
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not keep a queue statement");
+	return plan;
+}
+
+/* Is pg_herald installed in the worker's database? */
+bool
+herald_queue_ready(void)
+{
+	return OidIsValid(get_extension_oid(HERALD_EXTENSION, true)) &&
+		OidIsValid(herald_schema_oid(true));
+}
+
+/* A restarting worker gives back the leases its previous run held. */
+void
+herald_queue_release(int slot)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(slot)};
+	int			ret;
+
+	ret = SPI_execute_with_args("UPDATE herald.delivery_queue"
+								"   SET next_attempt_at = now(), leased_by = NULL"
+								" WHERE status = 'pending' AND leased_by = $1",
+								1, argtypes, args, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "could not release leases: %s", SPI_result_code_string(ret));
+	if (SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("pg_herald delivery worker %d released " UINT64_FORMAT " leased deliveries",
+						slot, SPI_processed)));
+}
+
+static char *
+copy_text(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/*
+ * Claim up to limit due deliveries for this worker slot and commit-ready
+ * copies of them into cxt.  Returns how many were claimed.
+ */
+int
+herald_queue_claim(int slot, int limit, MemoryContext cxt, HeraldDelivery **out)
+{
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+	Datum		args[2];
+	int			ret;
+	int			n;
+	HeraldDelivery *deliveries;
+	MemoryContext old;
+
+	if (claim_plan == NULL)
+		claim_plan = prepare_kept(
+								  "WITH due AS ("
+								  "  SELECT d.id, d.channel_id FROM herald.delivery_queue d"
+								  "   WHERE d.status = 'pending' AND d.next_attempt_at <= now()"
+								  "   ORDER BY d.next_attempt_at"
+								  "   LIMIT $1"
+								  "   FOR UPDATE OF d SKIP LOCKED),"
+								  " claimed AS ("
+								  "  UPDATE herald.delivery_queue d"
+								  "     SET next_attempt_at = now() + c.timeout + " LEASE_MARGIN ","
+								  "         leased_by = $2"
+								  "    FROM due JOIN herald.channels c ON c.id = due.channel_id"
+								  "   WHERE d.id = due.id"
+								  "   RETURNING d.id, d.attempts - d.retry_base AS attempts,"
+								  "             d.event_id, d.channel_id)"
+								  " SELECT cl.id, cl.attempts, herald.webhook_id(cl.id),"
+								  "        e.id, e.type, e.rule,"
+								  "        to_char(e.created_at AT TIME ZONE 'UTC',"
+								  "                'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+								  "        e.payload, r.message,"
+								  "        c.id, c.name, c.kind, c.target, c.secret,"
+								  "        ARRAY(SELECT h.key || ': ' || h.value"
+								  "                FROM jsonb_each_text(c.headers) AS h),"
+								  "        (extract(epoch FROM c.timeout) * 1000)::bigint,"
+								  "        extract(epoch FROM c.retry_delay)::float8 * 1000,"
+								  "        c.max_attempts, c.enabled"
+								  "   FROM claimed cl"
+								  "   JOIN herald.event_log e ON e.id = cl.event_id"
+								  "   JOIN herald.channels c ON c.id = cl.channel_id"
+								  "   LEFT JOIN herald.rule_defs r ON r.id = e.rule_id",
+								  2, argtypes);
+
+	args[0] = Int32GetDatum(limit);
+	args[1] = Int32GetDatum(slot);
+	ret = SPI_execute_plan(claim_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not claim deliveries: %s", SPI_result_code_string(ret));
+
+	n = SPI_processed;
+	old = MemoryContextSwitchTo(cxt);
+	deliveries = palloc0(sizeof(HeraldDelivery) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		HeraldDelivery *d = &deliveries[i];
+		bool		isnull;
+		Datum		v;
+
+		d->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		d->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		d->webhook_id = copy_text(tup, desc, 3);
+		d->event_id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+		d->event_type = copy_text(tup, desc, 5);
+		d->rule = copy_text(tup, desc, 6);
+		d->created_at = copy_text(tup, desc, 7);
+		d->payload = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 8, &isnull));
+		d->message = copy_text(tup, desc, 9);
+		d->channel_id = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
+		d->channel = copy_text(tup, desc, 11);
+		d->kind = copy_text(tup, desc, 12);
+		d->target = copy_text(tup, desc, 13);
+		d->secret = copy_text(tup, desc, 14);
+		v = SPI_getbinval(tup, desc, 15, &isnull);
+		if (!isnull)
+		{
+			Datum	   *elems;
+			bool	   *nulls;
+
+			deconstruct_array(DatumGetArrayTypeP(v), TEXTOID, -1, false,
+							  TYPALIGN_INT, &elems, &nulls, &d->nheaders);
+			d->headers = palloc(sizeof(char *) * Max(d->nheaders, 1));
+			for (int h = 0; h < d->nheaders; h++)
+				d->headers[h] = nulls[h] ? pstrdup("") : TextDatumGetCString(elems[h]);
+		}
+		d->timeout_ms = DatumGetInt64(SPI_getbinval(tup, desc, 16, &isnull));
+		d->retry_delay_ms = DatumGetFloat8(SPI_getbinval(tup, desc, 17, &isnull));
+		d->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 18, &isnull));
+		d->channel_enabled = DatumGetBool(SPI_getbinval(tup, desc, 19, &isnull));
+	}
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
+	*out = deliveries;
+	return n;
+}
+
+/*
+ * Milliseconds until the next pending delivery is due (or its lease
+ * expires); -1 when the queue holds nothing pending.
+ */
+long
+herald_queue_next_due(void)
+{
+	int			ret;
+	bool		isnull;
+	Datum		d;
+
+	ret = SPI_execute("SELECT ceil(extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::bigint"
+					  "  FROM herald.delivery_queue WHERE status = 'pending'",
+					  true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the next due delivery: %s",
+			 SPI_result_code_string(ret));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		return -1;
+	return Max(DatumGetInt64(d), 0);
+}
+
+static Datum
+build_array(Datum *values, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs,
+											  elemtype, typlen, typbyval, typalign));
+}
+
+/* Record a batch of outcomes and their attempts in one statement. */
+void
+herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
+{
+	Oid			argtypes[9] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+		TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
+	FLOAT8ARRAYOID, INT4OID};
+	Datum		args[9];
+	Datum	   *v[8];
+	bool	   *nulls[8];
+	int			ret;
+
+	if (n == 0)
+		return;
+	if (record_plan == NULL)
+		record_plan = prepare_kept(
+								   "WITH r AS ("
+								   "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8)"
+								   "    AS r(id, status, http_status, error, latency_ms, response,"
+								   "         started_at, retry_in_ms)),"
+								   " upd AS ("
+								   "  UPDATE herald.delivery_queue d"
+								   "     SET status = r.status,"
+								   "         attempts = d.attempts + 1,"
+								   "         next_attempt_at = CASE WHEN r.status = 'pending'"
+								   "              THEN now() + r.retry_in_ms * interval '1 millisecond'"
+								   "              ELSE d.next_attempt_at END,"
+								   "         leased_by = NULL,"
+								   "         last_status = r.http_status,"
+								   "         last_error = r.error,"
+								   "         finished_at = CASE WHEN r.status <> 'pending' THEN now() END"
+								   "    FROM r WHERE d.id = r.id AND d.leased_by = $9"
+								   "   RETURNING d.id, d.attempts)"
+								   " INSERT INTO herald.attempt_log"
+								   "        (delivery_id, attempt, started_at, latency_ms, http_status,"
+								   "         error, response)"
+								   " SELECT r.id, upd.attempts, r.started_at, r.latency_ms,"
+								   "        r.http_status, r.error, r.response"
+								   "   FROM r JOIN upd ON upd.id = r.id",
+								   9, argtypes);
+
+	for (int c = 0; c < 8; c++)
+	{
+		v[c] = palloc(sizeof(Datum) * n);
+		nulls[c] = palloc0(sizeof(bool) * n);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		HeraldOutcome *o = &outcomes[i];
+
+		v[0][i] = Int64GetDatum(o->delivery_id);
+		v[1][i] = CStringGetTextDatum(o->status);
+		v[2][i] = Int32GetDatum(o->http_status);
+		nulls[2][i] = (o->http_status == 0);
+		if (o->error)
+			v[3][i] = CStringGetTextDatum(o->error);
+		nulls[3][i] = (o->error == NULL);
+		v[4][i] = Float8GetDatum(o->latency_ms);
+		if (o->response)
+			v[5][i] = CStringGetTextDatum(o->response);
+		nulls[5][i] = (o->response == NULL);
+		v[6][i] = TimestampTzGetDatum(o->started);
+		v[7][i] = Float8GetDatum(o->retry_in_ms);
+	}
+	args[0] = build_array(v[0], nulls[0], n, INT8OID);
+	args[1] = build_array(v[1], nulls[1], n, TEXTOID);
+	args[2] = build_array(v[2], nulls[2], n, INT4OID);
+	args[3] = build_array(v[3], nulls[3], n, TEXTOID);
+	args[4] = build_array(v[4], nulls[4], n, FLOAT8OID);
+	args[5] = build_array(v[5], nulls[5], n, TEXTOID);
+	args[6] = build_array(v[6], nulls[6], n, TIMESTAMPTZOID);
+	args[7] = build_array(v[7], nulls[7], n, FLOAT8OID);
+	args[8] = Int32GetDatum(slot);
+
+	ret = SPI_execute_plan(record_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "could not record delivery attempts: %s",
+			 SPI_result_code_string(ret));
+
+	/* 410 Gone: the endpoint asked not to be called again */
+	for (int i = 0; i < n; i++)
+	{
+		Oid			dargtypes[2] = {INT4OID, TEXTOID};
+		Datum		dargs[2];
+
+		if (outcomes[i].disable_reason == NULL)
+			continue;
+		dargs[0] = Int32GetDatum(outcomes[i].channel_id);
+		dargs[1] = CStringGetTextDatum(outcomes[i].disable_reason);
+		ret = SPI_execute_with_args("UPDATE herald.channels"
+									"   SET enabled = false, disabled_reason = $2"
+									" WHERE id = $1 AND enabled",
+									2, dargtypes, dargs, NULL, false, 0);
+		if (ret != SPI_OK_UPDATE)
+			elog(ERROR, "could not disable a channel: %s",
+				 SPI_result_code_string(ret));
+		if (SPI_processed > 0)
+			ereport(LOG,
+					(errmsg("pg_herald disabled channel %d: %s",
+							outcomes[i].channel_id, outcomes[i].disable_reason)));
+	}
+}
+
+/* herald._note_work(): wake the delivery workers when this transaction commits */
+Datum
+herald_note_work_sql(PG_FUNCTION_ARGS)
+{
+	herald_note_work();
+	PG_RETURN_VOID();
+}
+
+/*
+ * herald.flush(timeout interval): wait until every delivery that existed
+ * when the call began is delivered or dead.  True when that happened
+ * within the timeout.
+ */
+Datum
+herald_flush(PG_FUNCTION_ARGS)
+{
+	Interval   *timeout = PG_GETARG_INTERVAL_P(0);
+	int64		timeout_ms;
+	TimestampTz deadline;
+	int64		last_id;
+	int			ret;
+	bool		isnull;
+	long		wait_ms = 1;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	bool		done = false;
+
+	herald_require_preload("herald.flush()");
+	if (strcmp(get_database_name(MyDatabaseId), herald_database) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the pg_herald workers run in database \"%s\", not in this one",
+						herald_database),
+				 errhint("Set herald.database to this database and restart the server.")));
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("herald.flush() requires the READ COMMITTED isolation level"),
+				 errdetail("It must see the deliveries the workers commit while it waits.")));
+	if (herald_work_pending())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("herald.flush() cannot wait for work of the current transaction"),
+				 errhint("Commit the transaction first.")));
+
+	timeout_ms = ((int64) timeout->month * DAYS_PER_MONTH + timeout->day) *
+		(USECS_PER_DAY / 1000) + timeout->time / 1000;
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Max(timeout_ms, 0));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	ret = SPI_execute("SELECT coalesce(max(id), 0) FROM herald.delivery_queue", false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read the delivery queue: %s", SPI_result_code_string(ret));
+	last_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 1, &isnull));
+	args[0] = Int64GetDatum(last_id);
+	herald_wake_delivery();
+
+	for (;;)
+	{
+		ret = SPI_execute_with_args("SELECT EXISTS (SELECT 1 FROM herald.delivery_queue"
+									" WHERE status = 'pending' AND id <= $1)",
+									1, argtypes, args, NULL, false, 1);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "could not read the delivery queue: %s",
+				 SPI_result_code_string(ret));
+		if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 1, &isnull)))
+		{
+			done = true;
+			break;
+		}
+		SPI_freetuptable(SPI_tuptable);
+		if (GetCurrentTimestamp() >= deadline)
+			break;
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 wait_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		wait_ms = Min(wait_ms * 2, 50);
+	}
+	SPI_finish();
+	PG_RETURN_BOOL(done);
+}

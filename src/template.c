@@ -1,0 +1,251 @@
+/*-------------------------------------------------------------------------
+ *
+ * template.c
+ *		Message templates with {{placeholders}}.
+ *
+ * A template is checked when a rule is declared (herald._check_template)
+ * and rendered by the delivery worker for each delivery, from the event's
+ * payload.  Both go through template_walk(), so what is accepted is exactly
+ * what can be rendered.  Rendering produces plain text; each channel format
+ * escapes it for its target.
+ *
+ * Placeholders: {{rule}}, {{event_id}}, {{type}}, {{table}}, {{operation}},
+ * {{new.COLUMN}} and {{old.COLUMN}}.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/numeric.h"
+
+#include "pg_herald.h"
+
+#define VALID_PLACEHOLDERS "{{rule}}, {{event_id}}, {{type}}, {{table}}, {{operation}}, {{new.COLUMN}}, {{old.COLUMN}}"
+
+PG_FUNCTION_INFO_V1(herald_check_template);
+
+/*
+ * Called for each placeholder with its trimmed name; appends the value to
+ * out (when out is not NULL).
+ */
+typedef void (*placeholder_fn) (const char *name, StringInfo out, void *arg);
+
+/*
+ * Copy tmpl to out (when not NULL), calling fn for every placeholder.
+ * With strict, an unterminated or empty placeholder is an error; otherwise
+ * it is copied as it stands.
+ */
+static void
+template_walk(const char *tmpl, placeholder_fn fn, void *arg, StringInfo out,
+			  bool strict)
+{
+	const char *p = tmpl;
+
+	while (*p)
+	{
+		const char *open = strstr(p, "{{");
+		const char *close;
+		const char *start;
+		const char *end;
+		char	   *name;
+
+		if (open == NULL)
+		{
+			if (out)
+				appendStringInfoString(out, p);
+			return;
+		}
+		if (out)
+			appendBinaryStringInfo(out, p, open - p);
+
+		close = strstr(open + 2, "}}");
+		if (close == NULL)
+		{
+			if (strict)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("unterminated placeholder in message template"),
+						 errdetail("A placeholder opened with \"{{\" is never closed with \"}}\".")));
+			if (out)
+				appendStringInfoString(out, open);
+			return;
+		}
+
+		start = open + 2;
+		end = close;
+		while (start < end && isspace((unsigned char) *start))
+			start++;
+		while (end > start && isspace((unsigned char) end[-1]))
+			end--;
+		if (start == end)
+		{
+			if (strict)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("empty placeholder in message template"),
+						 errhint("Valid placeholders: %s.", VALID_PLACEHOLDERS)));
+			if (out)
+				appendBinaryStringInfo(out, open, close + 2 - open);
+		}
+		else
+		{
+			name = pnstrdup(start, end - start);
+			fn(name, out, arg);
+			pfree(name);
+		}
+		p = close + 2;
+	}
+}
+
+/* --- checking ----------------------------------------------------------- */
+
+static void
+check_placeholder(const char *name, StringInfo out, void *arg)
+{
+	Oid			relid = *(Oid *) arg;
+
+	if (strcmp(name, "rule") == 0 || strcmp(name, "event_id") == 0 ||
+		strcmp(name, "type") == 0 || strcmp(name, "table") == 0 ||
+		strcmp(name, "operation") == 0)
+		return;
+
+	if (strncmp(name, "new.", 4) == 0 || strncmp(name, "old.", 4) == 0)
+	{
+		const char *col = name + 4;
+		AttrNumber	attnum = get_attnum(relid, col);
+
+		if (attnum == InvalidAttrNumber || attnum < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("column \"%s\" in placeholder \"{{%s}}\" does not exist in table %s",
+							col, name, get_rel_name(relid))));
+		return;
+	}
+
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown placeholder \"{{%s}}\" in message template", name),
+			 errhint("Valid placeholders: %s.", VALID_PLACEHOLDERS)));
+}
+
+/* herald._check_template(message text, on_table regclass) */
+Datum
+herald_check_template(PG_FUNCTION_ARGS)
+{
+	char	   *tmpl;
+	Oid			relid;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_VOID();
+	tmpl = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	relid = PG_GETARG_OID(1);
+	template_walk(tmpl, check_placeholder, &relid, NULL, true);
+	PG_RETURN_VOID();
+}
+
+/* --- rendering ---------------------------------------------------------- */
+
+/* Append a JSON value as plain text: strings unquoted, null as nothing. */
+static void
+append_jsonb_value(StringInfo out, JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			break;
+		case jbvString:
+			appendBinaryStringInfo(out, v->val.string.val, v->val.string.len);
+			break;
+		case jbvNumeric:
+			appendStringInfoString(out,
+								   DatumGetCString(DirectFunctionCall1(numeric_out,
+																	   NumericGetDatum(v->val.numeric))));
+			break;
+		case jbvBool:
+			appendStringInfoString(out, v->val.boolean ? "true" : "false");
+			break;
+		case jbvBinary:
+			(void) JsonbToCString(out, v->val.binary.data, v->val.binary.len);
+			break;
+		default:
+			break;
+	}
+}
+
+/* Find key in a JSON object container; NULL when absent. */
+static JsonbValue *
+object_field(JsonbContainer *obj, const char *key, JsonbValue *result)
+{
+	if (obj == NULL || !JsonContainerIsObject(obj))
+		return NULL;
+	return getKeyJsonValueFromContainer(obj, key, strlen(key), result);
+}
+
+static void
+render_placeholder(const char *name, StringInfo out, void *arg)
+{
+	const HeraldTemplateValues *values = arg;
+	JsonbContainer *data = values->data ? &values->data->root : NULL;
+	JsonbValue	v;
+	JsonbValue	row;
+
+	if (strcmp(name, "rule") == 0)
+		appendStringInfoString(out, values->rule ? values->rule : "");
+	else if (strcmp(name, "event_id") == 0)
+		appendStringInfo(out, INT64_FORMAT, values->event_id);
+	else if (strcmp(name, "type") == 0)
+		appendStringInfoString(out, values->type);
+	else if ((strcmp(name, "table") == 0 || strcmp(name, "operation") == 0) &&
+			 object_field(data, name, &v))
+		append_jsonb_value(out, &v);
+	else if ((strncmp(name, "new.", 4) == 0 || strncmp(name, "old.", 4) == 0))
+	{
+		char		which[4];
+
+		memcpy(which, name, 3);
+		which[3] = '\0';
+		if (!object_field(data, which, &row) || row.type != jbvBinary)
+		{
+			/* no such row in this event (OLD of an insert): empty */
+		}
+		else if (object_field(row.val.binary.data, name + 4, &v))
+			append_jsonb_value(out, &v);
+		else
+			appendStringInfo(out, "{{%s}}", name);
+	}
+	else
+		appendStringInfo(out, "{{%s}}", name);
+}
+
+/*
+ * Render a template for one event.  A placeholder that cannot be resolved
+ * any more (a column dropped after the rule was declared) stays visible as
+ * written rather than failing the delivery.
+ */
+char *
+herald_render_template(const char *tmpl, const HeraldTemplateValues *values)
+{
+	StringInfoData out;
+
+	initStringInfo(&out);
+	template_walk(tmpl, render_placeholder, (void *) values, &out, false);
+	return out.data;
+}
+
+/* The message of a rule that gives none. */
+const char *
+herald_default_message(const char *event_type)
+{
+	if (strcmp(event_type, "row.inserted") == 0)
+		return "New row in {{table}} (rule {{rule}}, event {{event_id}})";
+	if (strcmp(event_type, "row.updated") == 0)
+		return "Row updated in {{table}} (rule {{rule}}, event {{event_id}})";
+	if (strcmp(event_type, "row.deleted") == 0)
+		return "Row deleted from {{table}} (rule {{rule}}, event {{event_id}})";
+	return "{{type}} (rule {{rule}}, event {{event_id}})";
+}

@@ -1,0 +1,150 @@
+# Committed events survive a server stop in the middle of delivery.
+#
+# 200 rows are inserted in one statement on a table watched by a row rule
+# whose webhook endpoint answers slowly, and the server is stopped at once,
+# while those deliveries are queued or in flight: first with an immediate
+# stop (no shutdown checkpoint, like a crash), then with a fast stop.  After
+# the restart every event must be delivered (at least once: a delivery that
+# was in flight may be repeated with the same webhook-id).
+
+use strict;
+use warnings;
+
+use File::Basename qw(dirname);
+use IPC::Run;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+
+my $timeout = $PostgreSQL::Test::Utils::timeout_default;
+my $rows = 200;
+
+my $test_dir = $ENV{HERALD_TEST_DIR} // dirname(__FILE__) . '/..';
+my $python = $ENV{HERALD_PYTHON} // 'python3';
+
+my $node = PostgreSQL::Test::Cluster->new('main');
+$node->init;
+$node->append_conf('postgresql.conf', qq(
+shared_preload_libraries = 'pg_herald'
+herald.database = 'postgres'
+));
+$node->start;
+
+# The test receiver, on a free port, logging into the node's directory.
+my $basedir = $node->basedir;
+my $port_file = "$basedir/receiver.port";
+my $receiver_log = "$basedir/receiver.log";
+my $receiver = IPC::Run::start(
+	[
+		$python, "$test_dir/receiver.py",
+		'--log', $receiver_log,
+		'--port', '0',
+		'--port-file', $port_file,
+		'--max-seconds', 3 * $timeout
+	],
+	'<', '/dev/null',
+	'>', "$basedir/receiver.out",
+	'2>', "$basedir/receiver.out");
+
+END
+{
+	eval { $receiver->kill_kill } if $receiver;
+}
+
+my $deadline = time() + $timeout;
+while (!-s $port_file && time() < $deadline)
+{
+	sleep 0.1;
+}
+ok(-s $port_file, 'test receiver is listening')
+  or BAIL_OUT('the test receiver did not start: '
+	  . slurp_file("$basedir/receiver.out"));
+my $receiver_port = slurp_file($port_file);
+chomp $receiver_port;
+my $url = "http://127.0.0.1:$receiver_port";
+
+$node->safe_psql('postgres', qq(
+CREATE EXTENSION pg_herald;
+CREATE TABLE orders(id int PRIMARY KEY, amount numeric);
+SELECT herald.create_channel(name => 'hook', kind => 'webhook',
+                             target => '$url/hook?delay_ms=200');
+SELECT herald.on_change(name => 'orders', on_table => 'orders',
+                        channels => ARRAY['hook']);
+));
+
+# Event ids found in the receiver log, with how many times each arrived.
+sub received_event_ids
+{
+	my %seen;
+	open my $fh, '<', $receiver_log or return \%seen;
+	while (my $line = <$fh>)
+	{
+		last unless $line =~ /\n\z/;    # a line still being written
+		my $request = decode_json($line);
+		next unless $request->{path} eq '/hook';
+		my $body = eval { decode_json($request->{body}) };
+		my $id = $body && $body->{data} && $body->{data}{event_id};
+		$seen{$id}++ if defined $id;
+	}
+	close $fh;
+	return \%seen;
+}
+
+my $expected_total = 0;
+my $first_id = 1;
+foreach my $mode ('immediate', 'fast')
+{
+	$node->safe_psql('postgres',
+		"INSERT INTO orders SELECT g, g * 10 FROM generate_series($first_id, "
+		  . ($first_id + $rows - 1) . ") g");
+	$expected_total += $rows;
+	$first_id += $rows;
+
+	$node->stop($mode);
+	$node->start;
+
+	my $flushed = $node->safe_psql('postgres',
+		"SELECT herald.flush('60 seconds')",
+		timeout => $timeout);
+	is($flushed, 't', "$mode stop: herald.flush() completes after the restart");
+
+	is( $node->safe_psql('postgres',
+			"SELECT count(*) FROM herald.events WHERE type = 'row.inserted'"),
+		$expected_total,
+		"$mode stop: every committed row change is an event");
+	is( $node->safe_psql('postgres',
+			"SELECT count(*) FROM herald.deliveries WHERE status = 'delivered'"),
+		$expected_total,
+		"$mode stop: every delivery is delivered");
+	is( $node->safe_psql('postgres',
+			"SELECT count(*) FROM herald.deliveries WHERE status <> 'delivered'"),
+		0,
+		"$mode stop: no delivery is left pending or dead");
+
+	my @event_ids = split /\n/,
+	  $node->safe_psql('postgres',
+		"SELECT id FROM herald.events WHERE type = 'row.inserted' ORDER BY id");
+	my $seen = received_event_ids();
+	my @missing = grep { !$seen->{$_} } @event_ids;
+	is(scalar(@missing), 0,
+		"$mode stop: the receiver got every event at least once")
+	  or diag("missing event ids: @missing[0 .. ($#missing < 19 ? $#missing : 19)]");
+	my %known = map { $_ => 1 } @event_ids;
+	my @unknown = grep { !$known{$_} } keys %$seen;
+	is(scalar(@unknown), 0,
+		"$mode stop: the receiver got no event that is not in herald.events")
+	  or diag("unknown event ids: @unknown");
+
+	my $repeated = grep { $seen->{$_} > 1 } keys %$seen;
+	note("$mode stop: $repeated of "
+		  . scalar(keys %$seen)
+		  . " events were received more than once");
+}
+
+$node->stop('fast');
+$receiver->kill_kill;
+$receiver = undef;
+
+done_testing();
