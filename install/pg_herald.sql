@@ -27,6 +27,8 @@ CREATE TABLE herald.channels (
     max_attempts    integer NOT NULL CHECK (max_attempts > 0),
     retry_delay     interval NOT NULL CHECK (retry_delay > '0'),
     timeout         interval NOT NULL CHECK (timeout > '0'),
+    max_concurrency integer NOT NULL DEFAULT 32 CHECK (max_concurrency > 0),
+    rate_limit      double precision CHECK (rate_limit > 0),   -- messages per second
     enabled         boolean NOT NULL DEFAULT true,
     disabled_reason text,
     created_at      timestamptz NOT NULL DEFAULT now(),
@@ -85,15 +87,18 @@ CREATE TABLE herald.delivery_queue (
     created_at      timestamptz NOT NULL DEFAULT now(),
     finished_at     timestamptz
 );
--- the claim: due pending rows in time order
-CREATE INDEX delivery_queue_due ON herald.delivery_queue (next_attempt_at)
+-- the claim: each channel's due pending rows in time order
+CREATE INDEX delivery_queue_due ON herald.delivery_queue (channel_id, next_attempt_at)
     WHERE status = 'pending';
+-- the purge: finished rows by age; not touched by the insert
+CREATE INDEX delivery_queue_finished ON herald.delivery_queue (status, finished_at)
+    WHERE status <> 'pending';
 CREATE INDEX delivery_queue_event ON herald.delivery_queue (event_id);
-CREATE INDEX delivery_queue_channel ON herald.delivery_queue (channel_id);
 
 CREATE TABLE herald.attempt_log (
     id           bigserial PRIMARY KEY,
     delivery_id  bigint NOT NULL,
+    channel_id   integer NOT NULL,
     attempt      integer NOT NULL,
     started_at   timestamptz NOT NULL,
     latency_ms   double precision,
@@ -102,6 +107,17 @@ CREATE TABLE herald.attempt_log (
     response     text
 );
 CREATE INDEX attempt_log_delivery ON herald.attempt_log (delivery_id);
+CREATE INDEX attempt_log_channel ON herald.attempt_log (channel_id, started_at);
+
+-- The queue tables churn: every delivery is inserted, leased, finished and
+-- purged.  Vacuum them early so that dead rows do not pile up.
+ALTER TABLE herald.delivery_queue SET (autovacuum_vacuum_scale_factor = 0.01,
+                                      autovacuum_vacuum_insert_scale_factor = 0.01,
+                                      autovacuum_vacuum_cost_delay = 0);
+ALTER TABLE herald.attempt_log SET (autovacuum_vacuum_scale_factor = 0.02,
+                                   autovacuum_vacuum_cost_delay = 0);
+ALTER TABLE herald.event_log SET (autovacuum_vacuum_scale_factor = 0.02,
+                                 autovacuum_vacuum_cost_delay = 0);
 
 SELECT pg_catalog.pg_extension_config_dump('herald.channels', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.channels_id_seq', '');
@@ -177,7 +193,9 @@ CREATE FUNCTION herald.create_channel(
     max_attempts integer DEFAULT 8,
     retry_delay  interval DEFAULT '5 seconds',
     timeout      interval DEFAULT '15 seconds',
-    headers      jsonb DEFAULT NULL)
+    headers      jsonb DEFAULT NULL,
+    rate_limit   double precision DEFAULT NULL,
+    max_concurrency integer DEFAULT 32)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -218,6 +236,15 @@ BEGIN
         RAISE EXCEPTION 'timeout must be positive'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF create_channel.rate_limit IS NOT NULL AND NOT create_channel.rate_limit > 0 THEN
+        RAISE EXCEPTION 'rate_limit must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'It is in messages per second; NULL means no limit.';
+    END IF;
+    IF create_channel.max_concurrency IS NULL OR create_channel.max_concurrency <= 0 THEN
+        RAISE EXCEPTION 'max_concurrency must be positive'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF create_channel.headers IS NOT NULL THEN
         IF jsonb_typeof(create_channel.headers) <> 'object' THEN
             RAISE EXCEPTION 'headers must be a JSON object of header names and values'
@@ -243,14 +270,16 @@ BEGIN
     END IF;
 
     INSERT INTO herald.channels (name, kind, target, secret, headers,
-                                 max_attempts, retry_delay, timeout)
+                                 max_attempts, retry_delay, timeout,
+                                 rate_limit, max_concurrency)
     VALUES (create_channel.name, create_channel.kind, create_channel.target,
             coalesce(create_channel.secret, herald.generate_secret()),
             create_channel.headers, create_channel.max_attempts,
-            create_channel.retry_delay, create_channel.timeout);
+            create_channel.retry_delay, create_channel.timeout,
+            create_channel.rate_limit, create_channel.max_concurrency);
 END;
 $$;
-COMMENT ON FUNCTION herald.create_channel(text, text, text, text, integer, interval, interval, jsonb) IS
+COMMENT ON FUNCTION herald.create_channel(text, text, text, text, integer, interval, interval, jsonb, double precision, integer) IS
     'Create a channel: a destination and its delivery policy';
 
 CREATE FUNCTION herald.drop_channel(name text) RETURNS void
@@ -276,18 +305,24 @@ BEGIN
                   DETAIL = format('Rules using it: %s.', v_rules),
                   HINT = 'Drop those rules first.';
     END IF;
-    DELETE FROM herald.attempt_log a USING herald.delivery_queue d
-     WHERE a.delivery_id = d.id AND d.channel_id = v_id;
-    DELETE FROM herald.delivery_queue d WHERE d.channel_id = v_id AND d.status = 'pending';
-    GET DIAGNOSTICS v_pending = ROW_COUNT;
-    DELETE FROM herald.delivery_queue d WHERE d.channel_id = v_id;
+    SELECT count(*) INTO v_pending FROM herald.delivery_queue d
+     WHERE d.channel_id = v_id AND d.status = 'pending';
+    DELETE FROM herald.attempt_log a WHERE a.channel_id = v_id;
+    -- the channel's deliveries, and the events no other channel needs
+    WITH gone AS (
+        DELETE FROM herald.delivery_queue d WHERE d.channel_id = v_id
+        RETURNING d.event_id)
+    DELETE FROM herald.event_log e
+     WHERE e.id IN (SELECT event_id FROM gone)
+       AND NOT EXISTS (SELECT 1 FROM herald.delivery_queue o
+                        WHERE o.event_id = e.id AND o.channel_id <> v_id);
     DELETE FROM herald.channels c WHERE c.id = v_id;
     IF v_pending > 0 THEN
         RAISE NOTICE '% pending deliveries to channel "%" were discarded', v_pending, drop_channel.name;
     END IF;
 END;
 $$;
-COMMENT ON FUNCTION herald.drop_channel(text) IS 'Drop a channel that no rule uses, with its delivery history';
+COMMENT ON FUNCTION herald.drop_channel(text) IS 'Drop a channel that no rule uses, with its deliveries and the events only it carried';
 
 -- Rules -----------------------------------------------------------------------
 
@@ -572,6 +607,37 @@ SELECT a.delivery_id,
        a.error,
        a.response
   FROM herald.attempt_log a;
+
+-- One row per channel: the queue now, and the attempts of the last hour.
+CREATE VIEW herald.channel_health AS
+SELECT c.name AS channel,
+       c.kind,
+       c.enabled,
+       q.pending,
+       q.in_flight,
+       q.delivered,
+       q.dead,
+       a.attempts AS attempts_1h,
+       a.success_rate AS success_rate_1h,
+       a.latency_p50_ms,
+       a.latency_p99_ms,
+       q.oldest_pending_age
+  FROM herald.channels c
+  CROSS JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE d.status = 'pending') AS pending,
+               count(*) FILTER (WHERE d.status = 'pending' AND d.leased_by IS NOT NULL) AS in_flight,
+               count(*) FILTER (WHERE d.status = 'delivered') AS delivered,
+               count(*) FILTER (WHERE d.status = 'dead') AS dead,
+               now() - min(d.created_at) FILTER (WHERE d.status = 'pending') AS oldest_pending_age
+          FROM herald.delivery_queue d
+         WHERE d.channel_id = c.id) q
+  CROSS JOIN LATERAL (
+        SELECT count(*) AS attempts,
+               round(avg((t.http_status BETWEEN 200 AND 299)::int), 4) AS success_rate,
+               round(percentile_cont(0.5) WITHIN GROUP (ORDER BY t.latency_ms)::numeric, 3) AS latency_p50_ms,
+               round(percentile_cont(0.99) WITHIN GROUP (ORDER BY t.latency_ms)::numeric, 3) AS latency_p99_ms
+          FROM herald.attempt_log t
+         WHERE t.channel_id = c.id AND t.started_at > now() - interval '1 hour') a;
 
 -------------------------------------------------------------------------------
 -- Privileges: nothing for PUBLIC

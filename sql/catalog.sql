@@ -8,7 +8,7 @@ SELECT unnest(extconfig)::regclass AS dumped FROM pg_extension
 -- the views of the SQL contract and their columns
 SELECT table_name, string_agg(column_name, ', ' ORDER BY ordinal_position) AS columns
   FROM information_schema.columns
- WHERE table_schema = 'herald' AND table_name IN ('rules', 'events', 'deliveries', 'attempts')
+ WHERE table_schema = 'herald' AND table_name IN ('rules', 'events', 'deliveries', 'attempts', 'channel_health')
  GROUP BY table_name ORDER BY table_name;
 
 -- the queue is indexed for its access paths

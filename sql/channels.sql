@@ -5,7 +5,7 @@ SELECT herald.create_channel(name => 'ops', kind => 'webhook', target => 'https:
 -- a generated secret is whsec_ + base64 of 32 random bytes
 SELECT secret ~ '^whsec_[A-Za-z0-9+/]{43}=$' AS well_formed,
        length(decode(substr(secret, 7), 'base64')) AS key_bytes,
-       max_attempts, retry_delay, timeout, enabled
+       max_attempts, retry_delay, timeout, max_concurrency, rate_limit, enabled
   FROM herald.channels WHERE name = 'ops';
 
 -- two generated secrets differ

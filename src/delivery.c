@@ -21,6 +21,7 @@
  */
 #include "postgres.h"
 
+#include <math.h>
 #include <time.h>
 
 #include "access/xact.h"
@@ -34,6 +35,7 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -61,6 +63,7 @@ typedef struct InFlight
 	HeraldDelivery *delivery;
 	ClaimBatch *batch;
 	HeraldRequest *request;		/* NULL when it failed before sending */
+	bool		charged;		/* counted in its channel's in_flight */
 } InFlight;
 
 static int	worker_slot = 0;
@@ -71,6 +74,25 @@ static InFlight **outcome_owner = NULL;
 static int	noutcomes = 0;
 static int	maxoutcomes = 0;
 static MemoryContext outcome_context = NULL;	/* their strings */
+
+/*
+ * What the worker knows of a channel it has sent to: requests in flight
+ * and, for a rate-limited channel, a token bucket holding up to one second
+ * of its rate.  A channel with nothing in flight and a full bucket is
+ * forgotten: the claim then gives it its full allowance.
+ */
+typedef struct ChannelState
+{
+	int32		channel_id;		/* hash key */
+	int			in_flight;
+	int			max_concurrency;
+	double		rate;			/* messages per second, 0 for none */
+	double		tokens;
+	TimestampTz refilled_at;
+	bool		more_due;		/* the last claim used its whole allowance */
+} ChannelState;
+
+static HTAB *channel_states = NULL;
 
 /* --- transactions --------------------------------------------------------- */
 
@@ -169,6 +191,15 @@ add_outcome(InFlight *f, HeraldRequest *req, const char *error)
 	o = &outcomes[noutcomes];
 	outcome_owner[noutcomes] = f;
 	noutcomes++;
+	if (f->charged)
+	{
+		ChannelState *cs = hash_search(channel_states, &d->channel_id,
+									   HASH_FIND, NULL);
+
+		if (cs)
+			cs->in_flight--;
+		f->charged = false;
+	}
 	old = MemoryContextSwitchTo(outcome_context);
 	fill_outcome(o, d, req, error);
 	MemoryContextSwitchTo(old);
@@ -227,6 +258,128 @@ fill_outcome(HeraldOutcome *o, HeraldDelivery *d, HeraldRequest *req,
 		o->retry_in_ms = backoff_ms(d);
 }
 
+/* --- channel limits ------------------------------------------------------- */
+
+static double
+bucket_size(ChannelState *cs)
+{
+	return Max(1.0, cs->rate);
+}
+
+static void
+refill(ChannelState *cs, TimestampTz now)
+{
+	if (cs->rate > 0 && now > cs->refilled_at)
+	{
+		cs->tokens = Min(bucket_size(cs),
+						 cs->tokens + cs->rate * (now - cs->refilled_at) / 1000000.0);
+		cs->refilled_at = now;
+	}
+}
+
+static ChannelState *
+channel_state(HeraldDelivery *d)
+{
+	ChannelState *cs;
+	bool		found;
+
+	cs = hash_search(channel_states, &d->channel_id, HASH_ENTER, &found);
+	cs->max_concurrency = d->max_concurrency;
+	cs->rate = d->rate_limit;
+	if (!found)
+	{
+		cs->in_flight = 0;
+		cs->tokens = bucket_size(cs);
+		cs->refilled_at = GetCurrentTimestamp();
+		cs->more_due = false;
+	}
+	return cs;
+}
+
+/*
+ * The allowance of every tracked channel, for the claim; forgets channels
+ * that are back to their full allowance.
+ */
+static void
+build_caps(HeraldChannelCaps *caps, MemoryContext cxt)
+{
+	HASH_SEQ_STATUS status;
+	ChannelState *cs;
+	TimestampTz now = GetCurrentTimestamp();
+	long		n = hash_get_num_entries(channel_states);
+
+	caps->n = 0;
+	caps->channel_ids = MemoryContextAlloc(cxt, sizeof(Datum) * Max(n, 1));
+	caps->caps = MemoryContextAlloc(cxt, sizeof(Datum) * Max(n, 1));
+	hash_seq_init(&status, channel_states);
+	while ((cs = hash_seq_search(&status)) != NULL)
+	{
+		int			cap;
+
+		refill(cs, now);
+		if (cs->in_flight == 0 && (cs->rate == 0 || cs->tokens >= bucket_size(cs)))
+		{
+			hash_search(channel_states, &cs->channel_id, HASH_REMOVE, NULL);
+			continue;
+		}
+		cap = cs->max_concurrency - cs->in_flight;
+		if (cs->rate > 0)
+			cap = Min(cap, (int) cs->tokens);
+		caps->channel_ids[caps->n] = Int32GetDatum(cs->channel_id);
+		caps->caps[caps->n] = Int32GetDatum(Max(cap, 0));
+		caps->n++;
+	}
+}
+
+/*
+ * Milliseconds until a rate-limited channel that may have more due work
+ * earns its next token; -1 when no channel waits for one.
+ */
+static long
+rate_wait_ms(void)
+{
+	HASH_SEQ_STATUS status;
+	ChannelState *cs;
+	double		wait = -1;
+
+	hash_seq_init(&status, channel_states);
+	while ((cs = hash_seq_search(&status)) != NULL)
+	{
+		double		w;
+
+		if (cs->rate <= 0 || !cs->more_due || cs->tokens >= 1)
+			continue;
+		w = (1 - cs->tokens) / cs->rate * 1000.0;
+		if (wait < 0 || w < wait)
+			wait = w;
+	}
+	return wait < 0 ? -1 : (long) ceil(wait);
+}
+
+/* Has a rate-limited channel with more due work earned a token? */
+static bool
+rate_channel_ready(void)
+{
+	HASH_SEQ_STATUS status;
+	ChannelState *cs;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		ready = false;
+
+	hash_seq_init(&status, channel_states);
+	while ((cs = hash_seq_search(&status)) != NULL)
+	{
+		if (cs->rate <= 0 || !cs->more_due)
+			continue;
+		refill(cs, now);
+		if (cs->tokens >= 1)
+		{
+			cs->more_due = false;
+			ready = true;
+		}
+	}
+	return ready;
+}
+
 static void
 record_step(void *arg)
 {
@@ -266,6 +419,7 @@ record_outcomes(void)
 typedef struct ClaimStep
 {
 	int			limit;
+	HeraldChannelCaps caps;		/* allowances before the claim */
 	bool		ready;
 	bool		released;
 	int			nclaimed;
@@ -273,6 +427,64 @@ typedef struct ClaimStep
 	MemoryContext cxt;
 	long		next_due_ms;
 } ClaimStep;
+
+/* The allowance a channel got in this claim. */
+static int
+claim_allowance(ClaimStep *c, HeraldDelivery *d)
+{
+	for (int i = 0; i < c->caps.n; i++)
+		if (DatumGetInt32(c->caps.channel_ids[i]) == d->channel_id)
+			return DatumGetInt32(c->caps.caps[i]);
+	if (d->rate_limit > 0)
+		return Min(d->max_concurrency, Max(1, (int) floor(d->rate_limit)));
+	return d->max_concurrency;
+}
+
+/*
+ * The allowances once this claim's deliveries are counted, for the
+ * next-due query: channels that used theirs up are not due.
+ */
+static HeraldChannelCaps
+caps_after_claim(ClaimStep *c)
+{
+	HeraldChannelCaps after;
+	int			max = c->caps.n + c->nclaimed;
+
+	after.n = 0;
+	after.channel_ids = MemoryContextAlloc(c->cxt, sizeof(Datum) * Max(max, 1));
+	after.caps = MemoryContextAlloc(c->cxt, sizeof(Datum) * Max(max, 1));
+	for (int i = 0; i < c->nclaimed; i++)
+	{
+		HeraldDelivery *d = &c->claimed[i];
+		int			k;
+
+		for (k = 0; k < after.n; k++)
+			if (DatumGetInt32(after.channel_ids[k]) == d->channel_id)
+				break;
+		if (k == after.n)
+		{
+			after.channel_ids[k] = Int32GetDatum(d->channel_id);
+			after.caps[k] = Int32GetDatum(claim_allowance(c, d));
+			after.n++;
+		}
+		after.caps[k] = Int32GetDatum(DatumGetInt32(after.caps[k]) - 1);
+	}
+	for (int i = 0; i < c->caps.n; i++)
+	{
+		int			k;
+
+		for (k = 0; k < after.n; k++)
+			if (after.channel_ids[k] == c->caps.channel_ids[i])
+				break;
+		if (k == after.n)
+		{
+			after.channel_ids[k] = c->caps.channel_ids[i];
+			after.caps[k] = c->caps.caps[i];
+			after.n++;
+		}
+	}
+	return after;
+}
 
 static void
 claim_step(void *arg)
@@ -287,8 +499,62 @@ claim_step(void *arg)
 		herald_queue_release(worker_slot);
 		c->released = true;
 	}
-	c->nclaimed = herald_queue_claim(worker_slot, c->limit, c->cxt, &c->claimed);
-	c->next_due_ms = c->nclaimed < c->limit ? herald_queue_next_due() : 0;
+	c->nclaimed = herald_queue_claim(worker_slot, c->limit, &c->caps, c->cxt,
+									 &c->claimed);
+	if (c->nclaimed < c->limit)
+	{
+		HeraldChannelCaps after = caps_after_claim(c);
+
+		c->next_due_ms = herald_queue_next_due(&after);
+	}
+	else
+		c->next_due_ms = 0;
+}
+
+/*
+ * Count the claimed deliveries against their channels' limits, and note
+ * the channels that used their whole allowance: they may have more due.
+ */
+static void
+charge_claim(ClaimStep *c, InFlight **flights)
+{
+	for (int i = 0; i < c->nclaimed; i++)
+	{
+		HeraldDelivery *d = &c->claimed[i];
+		ChannelState *cs = channel_state(d);
+
+		refill(cs, GetCurrentTimestamp());
+		cs->in_flight++;
+		if (cs->rate > 0)
+			cs->tokens -= 1;
+		cs->more_due = false;
+		flights[i]->charged = true;
+	}
+	for (int i = 0; i < c->nclaimed; i++)
+	{
+		HeraldDelivery *d = &c->claimed[i];
+		ChannelState *cs = channel_state(d);
+		int			used = 0;
+
+		for (int k = 0; k < c->nclaimed; k++)
+			if (c->claimed[k].channel_id == d->channel_id)
+				used++;
+		if (used >= claim_allowance(c, d))
+			cs->more_due = true;
+	}
+}
+
+typedef struct PurgeStep
+{
+	int64		purged;
+} PurgeStep;
+
+static void
+purge_step(void *arg)
+{
+	PurgeStep  *p = arg;
+
+	p->purged = herald_queue_ready() ? herald_queue_purge(herald_purge_batch) : 0;
 }
 
 /* Render and start the request of one claimed delivery. */
@@ -333,12 +599,80 @@ start_delivery(InFlight *f)
 
 /* --- main loop ------------------------------------------------------------- */
 
+/* How often worker 0 looks for deliveries past their retention. */
+#define PURGE_INTERVAL_MS 60000
+
+static long
+ms_until(TimestampTz t)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (t <= now)
+		return 0;
+	return (long) ((t - now + 999) / 1000);
+}
+
+/* Claim due deliveries within the worker's and the channels' limits, and start them. */
+static void
+claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
+{
+	ClaimBatch *batch = MemoryContextAllocZero(TopMemoryContext, sizeof(ClaimBatch));
+	InFlight  **flights;
+
+	batch->cxt = AllocSetContextCreate(TopMemoryContext,
+									   "pg_herald claim",
+									   ALLOCSET_DEFAULT_SIZES);
+	claim->limit = Min(herald_batch_size,
+					   herald_max_in_flight - herald_http_in_flight());
+	claim->cxt = batch->cxt;
+	claim->nclaimed = 0;
+	build_caps(&claim->caps, batch->cxt);
+	if (!in_transaction("pg_herald: claiming deliveries", claim_step, claim))
+	{
+		claim->ready = false;
+		claim->nclaimed = 0;
+		claim->next_due_ms = ERROR_PAUSE_MS;
+	}
+	else if (!claim->ready)
+	{
+		claim->released = false;
+		claim->next_due_ms = IDLE_RECHECK_MS;
+	}
+
+	batch->remaining = claim->nclaimed;
+	flights = MemoryContextAlloc(batch->cxt, sizeof(InFlight *) * Max(claim->nclaimed, 1));
+	for (int i = 0; i < claim->nclaimed; i++)
+	{
+		flights[i] = MemoryContextAllocZero(batch->cxt, sizeof(InFlight));
+		flights[i]->delivery = &claim->claimed[i];
+		flights[i]->batch = batch;
+	}
+	charge_claim(claim, flights);
+	for (int i = 0; i < claim->nclaimed; i++)
+		start_delivery(flights[i]);
+	if (claim->nclaimed == 0)
+	{
+		MemoryContextDelete(batch->cxt);
+		pfree(batch);
+	}
+
+	/* a full batch means more may be due right now */
+	*want_claim = (claim->nclaimed == claim->limit);
+	if (!*want_claim)
+		*next_due_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												   claim->next_due_ms >= 0 ?
+												   Min(claim->next_due_ms, IDLE_RECHECK_MS) :
+												   IDLE_RECHECK_MS);
+}
+
 void
 herald_delivery_main(Datum arg)
 {
 	ClaimStep	claim;
 	bool		want_claim = true;
 	TimestampTz next_due_at = 0;
+	TimestampTz next_purge_at = 0;
+	HASHCTL		ctl;
 
 	worker_slot = DatumGetInt32(arg);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -349,6 +683,13 @@ herald_delivery_main(Datum arg)
 	pgstat_report_appname("pg_herald delivery");
 	srandom((unsigned int) (MyProcPid ^ time(NULL)));
 
+	/*
+	 * A commit that is lost in a crash only repeats a delivery (the lease or
+	 * the outcome is gone, the delivery is due again): at-least-once holds
+	 * without waiting for the WAL flush.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
 	ereport(LOG,
 			(errmsg("pg_herald delivery worker %d started in database \"%s\"",
 					worker_slot, herald_database)));
@@ -357,13 +698,18 @@ herald_delivery_main(Datum arg)
 	outcome_context = AllocSetContextCreate(TopMemoryContext,
 											"pg_herald outcomes",
 											ALLOCSET_DEFAULT_SIZES);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int32);
+	ctl.entrysize = sizeof(ChannelState);
+	channel_states = hash_create("pg_herald channel states", 64, &ctl,
+								 HASH_ELEM | HASH_BLOBS);
 	memset(&claim, 0, sizeof(claim));
 
 	for (;;)
 	{
 		HeraldRequest *req;
 		long		timeout;
-		TimestampTz now;
+		long		rate_wait;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -371,76 +717,52 @@ herald_delivery_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			herald_http_configure();
+			/* retention may have changed */
+			next_purge_at = 0;
 		}
 
 		while ((req = herald_http_next_completed()) != NULL)
 			add_outcome((InFlight *) req->arg, req, NULL);
-		record_outcomes();
-
-		now = GetCurrentTimestamp();
-		if (now >= next_due_at)
-			want_claim = true;
-		if (want_claim && herald_http_in_flight() < herald_max_in_flight)
+		if (noutcomes > 0)
 		{
-			ClaimBatch *batch = MemoryContextAllocZero(TopMemoryContext, sizeof(ClaimBatch));
-
-			batch->cxt = AllocSetContextCreate(TopMemoryContext,
-											   "pg_herald claim",
-											   ALLOCSET_DEFAULT_SIZES);
-			claim.limit = Min(herald_batch_size,
-							  herald_max_in_flight - herald_http_in_flight());
-			claim.cxt = batch->cxt;
-			claim.nclaimed = 0;
-			if (!in_transaction("pg_herald: claiming deliveries", claim_step, &claim))
-			{
-				claim.ready = false;
-				claim.nclaimed = 0;
-				claim.next_due_ms = ERROR_PAUSE_MS;
-			}
-			else if (!claim.ready)
-			{
-				claim.released = false;
-				claim.next_due_ms = IDLE_RECHECK_MS;
-			}
-
-			batch->remaining = claim.nclaimed;
-			for (int i = 0; i < claim.nclaimed; i++)
-			{
-				InFlight   *f = MemoryContextAllocZero(batch->cxt, sizeof(InFlight));
-
-				f->delivery = &claim.claimed[i];
-				f->batch = batch;
-				start_delivery(f);
-			}
-			if (claim.nclaimed == 0)
-			{
-				MemoryContextDelete(batch->cxt);
-				pfree(batch);
-			}
-
-			/* a full batch means more may be due right now */
-			want_claim = (claim.nclaimed == claim.limit);
-			if (!want_claim)
-				next_due_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														  claim.next_due_ms >= 0 ?
-														  Min(claim.next_due_ms, IDLE_RECHECK_MS) :
-														  IDLE_RECHECK_MS);
+			record_outcomes();
+			/* finished requests free allowances */
+			want_claim = true;
 		}
 
-		if (noutcomes > 0 ||
+		if (GetCurrentTimestamp() >= next_due_at)
+			want_claim = true;
+		if (want_claim && herald_http_in_flight() < herald_max_in_flight)
+			claim_and_start(&claim, &want_claim, &next_due_at);
+
+		/* worker 0 purges what is past its retention, in bounded batches */
+		if (worker_slot == 0 && claim.ready && GetCurrentTimestamp() >= next_purge_at)
+		{
+			PurgeStep	purge = {0};
+
+			if (in_transaction("pg_herald: purging", purge_step, &purge) &&
+				purge.purged >= herald_purge_batch)
+				next_purge_at = 0;
+			else
+				next_purge_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															PURGE_INTERVAL_MS);
+		}
+
+		if (noutcomes > 0 || next_purge_at == 0 ||
 			(want_claim && herald_http_in_flight() < herald_max_in_flight))
 			timeout = 0;
 		else
 		{
-			long		secs;
-			int			usecs;
-
-			TimestampDifference(GetCurrentTimestamp(), next_due_at, &secs, &usecs);
-			timeout = secs * 1000 + usecs / 1000;
-			if (GetCurrentTimestamp() >= next_due_at)
-				timeout = 0;
+			timeout = ms_until(next_due_at);
+			rate_wait = rate_wait_ms();
+			if (rate_wait >= 0 && rate_wait < timeout)
+				timeout = rate_wait;
+			if (worker_slot == 0 && claim.ready)
+				timeout = Min(timeout, ms_until(next_purge_at));
 		}
 		if (herald_http_wait(timeout, PG_WAIT_EXTENSION))
+			want_claim = true;
+		if (rate_channel_ready())
 			want_claim = true;
 	}
 }

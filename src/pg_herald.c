@@ -34,6 +34,9 @@ int			herald_delivery_workers = 1;
 int			herald_batch_size = 500;
 int			herald_max_in_flight = 256;
 int			herald_max_host_connections = 64;
+int			herald_retention = 7 * 86400;
+int			herald_dead_retention = 30 * 86400;
+int			herald_purge_batch = 10000;
 
 HeraldShared *herald_shared = NULL;
 
@@ -254,6 +257,33 @@ herald_define_settings(void)
 							NULL,
 							&herald_max_host_connections,
 							64, 1, 1000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("herald.retention",
+							"How long delivered deliveries, their attempts and events are kept.",
+							"-1 keeps them forever.",
+							&herald_retention,
+							7 * 86400, -1, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("herald.dead_retention",
+							"How long dead deliveries, their attempts and events are kept.",
+							"-1 keeps them forever.",
+							&herald_dead_retention,
+							30 * 86400, -1, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("herald.purge_batch",
+							"Maximum number of deliveries purged in one transaction.",
+							NULL,
+							&herald_purge_batch,
+							10000, 1, 1000000,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

@@ -38,6 +38,9 @@ extern int	herald_delivery_workers;
 extern int	herald_batch_size;
 extern int	herald_max_in_flight;
 extern int	herald_max_host_connections;
+extern int	herald_retention;
+extern int	herald_dead_retention;
+extern int	herald_purge_batch;
 
 /*
  * State shared by the backends and the delivery worker.  The spinlock
@@ -109,8 +112,22 @@ typedef struct HeraldDelivery
 	long		timeout_ms;
 	double		retry_delay_ms;
 	int32		max_attempts;
+	int32		max_concurrency;
+	double		rate_limit;		/* messages per second, 0 for none */
 	bool		channel_enabled;
 } HeraldDelivery;
+
+/*
+ * How many more deliveries a worker may claim for one channel right now
+ * (its concurrency and rate limits); channels not listed get their full
+ * allowance.
+ */
+typedef struct HeraldChannelCaps
+{
+	int			n;
+	Datum	   *channel_ids;
+	Datum	   *caps;
+} HeraldChannelCaps;
 
 /* The result of one attempt, as queue.c records it. */
 typedef struct HeraldOutcome
@@ -130,10 +147,11 @@ typedef struct HeraldOutcome
 /* queue.c: called inside a transaction with SPI connected */
 extern bool herald_queue_ready(void);
 extern void herald_queue_release(int slot);
-extern int	herald_queue_claim(int slot, int limit, MemoryContext cxt,
-							   HeraldDelivery **out);
-extern long herald_queue_next_due(void);
+extern int	herald_queue_claim(int slot, int limit, HeraldChannelCaps *caps,
+							   MemoryContext cxt, HeraldDelivery **out);
+extern long herald_queue_next_due(HeraldChannelCaps *caps);
 extern void herald_queue_record(int slot, HeraldOutcome *outcomes, int n);
+extern int64 herald_queue_purge(int limit);
 
 /* webhook.c */
 struct curl_slist;

@@ -44,7 +44,9 @@ PG_FUNCTION_INFO_V1(herald_note_work_sql);
 #define LEASE_MARGIN "interval '1 minute'"
 
 static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
+static SPIPlanPtr purge_plan = NULL;
 
 static SPIPlanPtr
 prepare_kept(const char *sql, int nargs, Oid *argtypes)
@@ -97,14 +99,41 @@ copy_text(HeapTuple tup, TupleDesc desc, int col)
 }
 
 /*
- * Claim up to limit due deliveries for this worker slot and commit-ready
- * copies of them into cxt.  Returns how many were claimed.
+ * Each channel's allowance for this claim: what the worker passed for the
+ * channels it tracks, otherwise the channel's concurrency (and one second
+ * of its rate).  Shared by the claim and the next-due query.
+ */
+#define CHANNEL_CAPS_CTE \
+	"caps AS (" \
+	"  SELECT c.id, coalesce(s.cap," \
+	"         CASE WHEN c.rate_limit IS NULL THEN c.max_concurrency" \
+	"              ELSE least(c.max_concurrency, greatest(1, floor(c.rate_limit))::int) END) AS cap" \
+	"    FROM herald.channels c" \
+	"    LEFT JOIN unnest($1::int[], $2::int[]) AS s(id, cap) ON s.id = c.id)"
+
+static void
+caps_args(HeraldChannelCaps *caps, Datum *args)
+{
+	int			dims[1] = {caps->n};
+	int			lbs[1] = {1};
+
+	args[0] = PointerGetDatum(construct_md_array(caps->channel_ids, NULL, 1, dims, lbs,
+												 INT4OID, 4, true, TYPALIGN_INT));
+	args[1] = PointerGetDatum(construct_md_array(caps->caps, NULL, 1, dims, lbs,
+												 INT4OID, 4, true, TYPALIGN_INT));
+}
+
+/*
+ * Claim up to limit due deliveries for this worker slot, at most each
+ * channel's allowance, and copy them into cxt.  Returns how many were
+ * claimed.
  */
 int
-herald_queue_claim(int slot, int limit, MemoryContext cxt, HeraldDelivery **out)
+herald_queue_claim(int slot, int limit, HeraldChannelCaps *caps,
+				   MemoryContext cxt, HeraldDelivery **out)
 {
-	Oid			argtypes[2] = {INT4OID, INT4OID};
-	Datum		args[2];
+	Oid			argtypes[4] = {INT4ARRAYOID, INT4ARRAYOID, INT4OID, INT4OID};
+	Datum		args[4];
 	int			ret;
 	int			n;
 	HeraldDelivery *deliveries;
@@ -112,16 +141,22 @@ herald_queue_claim(int slot, int limit, MemoryContext cxt, HeraldDelivery **out)
 
 	if (claim_plan == NULL)
 		claim_plan = prepare_kept(
-								  "WITH due AS ("
-								  "  SELECT d.id, d.channel_id FROM herald.delivery_queue d"
-								  "   WHERE d.status = 'pending' AND d.next_attempt_at <= now()"
-								  "   ORDER BY d.next_attempt_at"
-								  "   LIMIT $1"
-								  "   FOR UPDATE OF d SKIP LOCKED),"
+								  "WITH " CHANNEL_CAPS_CTE ","
+								  " due AS ("
+								  "  SELECT q.id, caps.id AS channel_id FROM caps"
+								  "   CROSS JOIN LATERAL ("
+								  "     SELECT d.id FROM herald.delivery_queue d"
+								  "      WHERE d.channel_id = caps.id AND d.status = 'pending'"
+								  "        AND d.next_attempt_at <= now()"
+								  "      ORDER BY d.next_attempt_at"
+								  "      LIMIT caps.cap"
+								  "      FOR UPDATE SKIP LOCKED) q"
+								  "   WHERE caps.cap > 0"
+								  "   LIMIT $3),"
 								  " claimed AS ("
 								  "  UPDATE herald.delivery_queue d"
 								  "     SET next_attempt_at = now() + c.timeout + " LEASE_MARGIN ","
-								  "         leased_by = $2"
+								  "         leased_by = $4"
 								  "    FROM due JOIN herald.channels c ON c.id = due.channel_id"
 								  "   WHERE d.id = due.id"
 								  "   RETURNING d.id, d.attempts - d.retry_base AS attempts,"
@@ -136,15 +171,17 @@ herald_queue_claim(int slot, int limit, MemoryContext cxt, HeraldDelivery **out)
 								  "                FROM jsonb_each_text(c.headers) AS h),"
 								  "        (extract(epoch FROM c.timeout) * 1000)::bigint,"
 								  "        extract(epoch FROM c.retry_delay)::float8 * 1000,"
-								  "        c.max_attempts, c.enabled"
+								  "        c.max_attempts, c.enabled, c.max_concurrency,"
+								  "        coalesce(c.rate_limit, 0)"
 								  "   FROM claimed cl"
 								  "   JOIN herald.event_log e ON e.id = cl.event_id"
 								  "   JOIN herald.channels c ON c.id = cl.channel_id"
 								  "   LEFT JOIN herald.rule_defs r ON r.id = e.rule_id",
-								  2, argtypes);
+								  4, argtypes);
 
-	args[0] = Int32GetDatum(limit);
-	args[1] = Int32GetDatum(slot);
+	caps_args(caps, args);
+	args[2] = Int32GetDatum(limit);
+	args[3] = Int32GetDatum(slot);
 	ret = SPI_execute_plan(claim_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not claim deliveries: %s", SPI_result_code_string(ret));
@@ -190,6 +227,8 @@ herald_queue_claim(int slot, int limit, MemoryContext cxt, HeraldDelivery **out)
 		d->retry_delay_ms = DatumGetFloat8(SPI_getbinval(tup, desc, 17, &isnull));
 		d->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 18, &isnull));
 		d->channel_enabled = DatumGetBool(SPI_getbinval(tup, desc, 19, &isnull));
+		d->max_concurrency = DatumGetInt32(SPI_getbinval(tup, desc, 20, &isnull));
+		d->rate_limit = DatumGetFloat8(SPI_getbinval(tup, desc, 21, &isnull));
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
@@ -198,19 +237,30 @@ herald_queue_claim(int slot, int limit, MemoryContext cxt, HeraldDelivery **out)
 }
 
 /*
- * Milliseconds until the next pending delivery is due (or its lease
- * expires); -1 when the queue holds nothing pending.
+ * Milliseconds until the next pending delivery of a channel with an
+ * allowance left is due (or its lease expires); -1 when there is none.
  */
 long
-herald_queue_next_due(void)
+herald_queue_next_due(HeraldChannelCaps *caps)
 {
+	Oid			argtypes[2] = {INT4ARRAYOID, INT4ARRAYOID};
+	Datum		args[2];
 	int			ret;
 	bool		isnull;
 	Datum		d;
 
-	ret = SPI_execute("SELECT ceil(extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::bigint"
-					  "  FROM herald.delivery_queue WHERE status = 'pending'",
-					  true, 1);
+	if (next_due_plan == NULL)
+		next_due_plan = prepare_kept(
+									 "WITH " CHANNEL_CAPS_CTE
+									 " SELECT ceil(extract(epoch FROM min(n.at) - clock_timestamp()) * 1000)::bigint"
+									 "   FROM caps CROSS JOIN LATERAL ("
+									 "     SELECT d.next_attempt_at AS at FROM herald.delivery_queue d"
+									 "      WHERE d.channel_id = caps.id AND d.status = 'pending'"
+									 "      ORDER BY d.next_attempt_at LIMIT 1) n"
+									 "  WHERE caps.cap > 0",
+									 2, argtypes);
+	caps_args(caps, args);
+	ret = SPI_execute_plan(next_due_plan, args, NULL, true, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read the next due delivery: %s",
 			 SPI_result_code_string(ret));
@@ -218,6 +268,63 @@ herald_queue_next_due(void)
 	if (isnull)
 		return -1;
 	return Max(DatumGetInt64(d), 0);
+}
+
+/*
+ * Delete finished deliveries past their retention, oldest first, at most
+ * limit of them, with their attempts and the events no delivery refers to
+ * any more.  Returns how many deliveries were deleted.
+ */
+int64
+herald_queue_purge(int limit)
+{
+	Oid			argtypes[3] = {TEXTOID, INT4OID, INT4OID};
+	Datum		args[3];
+	int64		total = 0;
+	const char *statuses[2] = {"delivered", "dead"};
+	int			retention[2] = {herald_retention, herald_dead_retention};
+
+	if (purge_plan == NULL)
+		purge_plan = prepare_kept(
+								  "WITH gone AS ("
+								  "  DELETE FROM herald.delivery_queue d"
+								  "   WHERE d.id IN (SELECT f.id FROM herald.delivery_queue f"
+								  "                   WHERE f.status = $1"
+								  "                     AND f.finished_at < now() - $2 * interval '1 second'"
+								  "                   ORDER BY f.finished_at LIMIT $3)"
+								  "   RETURNING d.id, d.event_id),"
+								  " attempts AS ("
+								  "  DELETE FROM herald.attempt_log a USING gone"
+								  "   WHERE a.delivery_id = gone.id),"
+								  " events AS ("
+								  "  DELETE FROM herald.event_log e"
+								  "   WHERE e.id IN (SELECT event_id FROM gone)"
+								  "     AND NOT EXISTS (SELECT 1 FROM herald.delivery_queue o"
+								  "                      WHERE o.event_id = e.id"
+								  "                        AND o.id NOT IN (SELECT id FROM gone)))"
+								  " SELECT count(*) FROM gone",
+								  3, argtypes);
+
+	for (int i = 0; i < 2 && total < limit; i++)
+	{
+		int			ret;
+
+		if (retention[i] < 0)
+			continue;
+		args[0] = CStringGetTextDatum(statuses[i]);
+		args[1] = Int32GetDatum(retention[i]);
+		args[2] = Int32GetDatum(limit - (int) total);
+		ret = SPI_execute_plan(purge_plan, args, NULL, false, 1);
+		if (ret != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not purge deliveries: %s", SPI_result_code_string(ret));
+		{
+			bool		isnull;
+
+			total += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												 SPI_tuptable->tupdesc, 1, &isnull));
+		}
+	}
+	return total;
 }
 
 static Datum
@@ -238,12 +345,12 @@ build_array(Datum *values, bool *nulls, int n, Oid elemtype)
 void
 herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 {
-	Oid			argtypes[9] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+	Oid			argtypes[10] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 		TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
-	FLOAT8ARRAYOID, INT4OID};
-	Datum		args[9];
-	Datum	   *v[8];
-	bool	   *nulls[8];
+	FLOAT8ARRAYOID, INT4ARRAYOID, INT4OID};
+	Datum		args[10];
+	Datum	   *v[9];
+	bool	   *nulls[9];
 	int			ret;
 
 	if (n == 0)
@@ -251,9 +358,9 @@ herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 	if (record_plan == NULL)
 		record_plan = prepare_kept(
 								   "WITH r AS ("
-								   "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8)"
+								   "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 								   "    AS r(id, status, http_status, error, latency_ms, response,"
-								   "         started_at, retry_in_ms)),"
+								   "         started_at, retry_in_ms, channel_id)),"
 								   " upd AS ("
 								   "  UPDATE herald.delivery_queue d"
 								   "     SET status = r.status,"
@@ -265,17 +372,17 @@ herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 								   "         last_status = r.http_status,"
 								   "         last_error = r.error,"
 								   "         finished_at = CASE WHEN r.status <> 'pending' THEN now() END"
-								   "    FROM r WHERE d.id = r.id AND d.leased_by = $9"
+								   "    FROM r WHERE d.id = r.id AND d.leased_by = $10"
 								   "   RETURNING d.id, d.attempts)"
 								   " INSERT INTO herald.attempt_log"
-								   "        (delivery_id, attempt, started_at, latency_ms, http_status,"
-								   "         error, response)"
-								   " SELECT r.id, upd.attempts, r.started_at, r.latency_ms,"
+								   "        (delivery_id, channel_id, attempt, started_at, latency_ms,"
+								   "         http_status, error, response)"
+								   " SELECT r.id, r.channel_id, upd.attempts, r.started_at, r.latency_ms,"
 								   "        r.http_status, r.error, r.response"
 								   "   FROM r JOIN upd ON upd.id = r.id",
-								   9, argtypes);
+								   10, argtypes);
 
-	for (int c = 0; c < 8; c++)
+	for (int c = 0; c < 9; c++)
 	{
 		v[c] = palloc(sizeof(Datum) * n);
 		nulls[c] = palloc0(sizeof(bool) * n);
@@ -297,6 +404,7 @@ herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 		nulls[5][i] = (o->response == NULL);
 		v[6][i] = TimestampTzGetDatum(o->started);
 		v[7][i] = Float8GetDatum(o->retry_in_ms);
+		v[8][i] = Int32GetDatum(o->channel_id);
 	}
 	args[0] = build_array(v[0], nulls[0], n, INT8OID);
 	args[1] = build_array(v[1], nulls[1], n, TEXTOID);
@@ -306,7 +414,8 @@ herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 	args[5] = build_array(v[5], nulls[5], n, TEXTOID);
 	args[6] = build_array(v[6], nulls[6], n, TIMESTAMPTZOID);
 	args[7] = build_array(v[7], nulls[7], n, FLOAT8OID);
-	args[8] = Int32GetDatum(slot);
+	args[8] = build_array(v[8], nulls[8], n, INT4OID);
+	args[9] = Int32GetDatum(slot);
 
 	ret = SPI_execute_plan(record_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)

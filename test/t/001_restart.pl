@@ -10,19 +10,15 @@
 use strict;
 use warnings;
 
-use File::Basename qw(dirname);
-use IPC::Run;
-use JSON::PP;
+use FindBin;
+use lib $FindBin::RealBin;
+use HeraldTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time sleep);
 
 my $timeout = $PostgreSQL::Test::Utils::timeout_default;
 my $rows = 200;
-
-my $test_dir = $ENV{HERALD_TEST_DIR} // dirname(__FILE__) . '/..';
-my $python = $ENV{HERALD_PYTHON} // 'python3';
 
 my $node = PostgreSQL::Test::Cluster->new('main');
 $node->init;
@@ -32,38 +28,8 @@ herald.database = 'postgres'
 ));
 $node->start;
 
-# The test receiver, on a free port, logging into the node's directory.
-my $basedir = $node->basedir;
-my $port_file = "$basedir/receiver.port";
-my $receiver_log = "$basedir/receiver.log";
-my $receiver = IPC::Run::start(
-	[
-		$python, "$test_dir/receiver.py",
-		'--log', $receiver_log,
-		'--port', '0',
-		'--port-file', $port_file,
-		'--max-seconds', 3 * $timeout
-	],
-	'<', '/dev/null',
-	'>', "$basedir/receiver.out",
-	'2>', "$basedir/receiver.out");
-
-END
-{
-	eval { $receiver->kill_kill } if $receiver;
-}
-
-my $deadline = time() + $timeout;
-while (!-s $port_file && time() < $deadline)
-{
-	sleep 0.1;
-}
-ok(-s $port_file, 'test receiver is listening')
-  or BAIL_OUT('the test receiver did not start: '
-	  . slurp_file("$basedir/receiver.out"));
-my $receiver_port = slurp_file($port_file);
-chomp $receiver_port;
-my $url = "http://127.0.0.1:$receiver_port";
+my $receiver = HeraldTest::start_receiver($node);
+my $url = $receiver->{url};
 
 $node->safe_psql('postgres', qq(
 CREATE EXTENSION pg_herald;
@@ -78,17 +44,10 @@ SELECT herald.on_change(name => 'orders', on_table => 'orders',
 sub received_event_ids
 {
 	my %seen;
-	open my $fh, '<', $receiver_log or return \%seen;
-	while (my $line = <$fh>)
+	foreach my $request (@{ HeraldTest::received($receiver, '/hook') })
 	{
-		last unless $line =~ /\n\z/;    # a line still being written
-		my $request = decode_json($line);
-		next unless $request->{path} eq '/hook';
-		my $body = eval { decode_json($request->{body}) };
-		my $id = $body && $body->{data} && $body->{data}{event_id};
-		$seen{$id}++ if defined $id;
+		$seen{ $request->{event_id} }++ if defined $request->{event_id};
 	}
-	close $fh;
 	return \%seen;
 }
 
@@ -144,7 +103,6 @@ foreach my $mode ('immediate', 'fast')
 }
 
 $node->stop('fast');
-$receiver->kill_kill;
-$receiver = undef;
+HeraldTest::stop_receiver($receiver);
 
 done_testing();

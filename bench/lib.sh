@@ -1,0 +1,376 @@
+# shellcheck shell=bash
+#
+# Shared pieces of the pg_herald benchmarks, sourced by bench/*.sh so that
+# the receiver, the load tools and the report format exist once.
+#
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#   bench_init throughput "$@"         # temp dir, traps, dependencies
+#   herald_cluster_start "$BENCH_TMP/pg" # from scripts/cluster.sh
+#   bench_nginx_start                  # exports BENCH_NGINX_URL
+#   ...
+#   { bench_table <<<"$rows"; bench_machine; } | bench_report
+#
+# bench_init NAME [ARG...]
+#     Installs missing benchmark packages (scripts/deps.sh --bench), makes
+#     the temporary directory BENCH_TMP (removed on exit unless BENCH_KEEP=1)
+#     and sets the traps: on exit, also on failure or Ctrl-C, every
+#     background process, nginx and the cluster are stopped.  Records the
+#     exact command for the report.
+# bench_nginx_start
+#     Starts nginx (one worker, keep-alive, "return 204" for everything) on
+#     a free port of 127.0.0.1, as postgres when run as root, and checks that
+#     a POST gets 204.  Requests under /log/ are written to BENCH_NGINX_LOG
+#     as "$msec $http_webhook_id $content_length" (receipt time in seconds,
+#     millisecond resolution); everything else is not logged.  Exports
+#     BENCH_NGINX_URL and BENCH_NGINX_LOG.
+# bench_nginx_stop
+#     Stops it.  Safe to call twice.
+# bench_wrk SECONDS CONNECTIONS BODY_BYTES
+#     Runs wrk (one thread) against nginx with POST requests shaped like a
+#     pg_herald webhook (same headers, a body of BODY_BYTES) and prints
+#     "requests seconds requests_per_second".
+# bench_psql [psql arguments]
+#     psql -X -q -At with ON_ERROR_STOP, killed after BENCH_SQL_TIMEOUT
+#     seconds (default 300).
+# bench_pgbench [pgbench arguments]
+#     pgbench, killed after BENCH_SQL_TIMEOUT seconds.
+# bench_bg SECONDS COMMAND...
+#     Starts COMMAND (a program, not a function) in the background, killed
+#     after SECONDS, and remembers it for the cleanup; sets BENCH_BG_PID.
+# bench_worker_pid
+#     Prints the pid of the (first) pg_herald delivery worker, or nothing.
+# bench_wait_worker
+#     Waits up to 30 s for a delivery worker (it starts a few seconds after
+#     the cluster: database "herald" is created after the server) and prints
+#     its pid.
+# bench_server_log_summary
+#     Prints the ERROR / FATAL / PANIC / WARNING lines of the current
+#     cluster's log, counted by message, or "none".
+# bench_table
+#     Reads "|"-separated rows from stdin (the first is the header) and
+#     prints them as an aligned plain-text table.
+# bench_median NUMBER...
+#     Prints the median.
+# bench_machine
+#     Prints the machine, the software versions and the command.
+# bench_report
+#     Copies stdin to stdout and appends it to $BENCH_REPORT when set (the
+#     way bench/all.sh collects every table).
+# bench_die MESSAGE
+#     Prints "NAME: MESSAGE" on stderr and exits 1.
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BENCH_REPO=$(cd "$BENCH_DIR/.." && pwd)
+
+# shellcheck source=scripts/cluster.sh
+source "$BENCH_REPO/scripts/cluster.sh"
+
+BENCH_PGBIN=$(herald_pg_bindir)
+BENCH_NAME=bench
+BENCH_TMP=
+BENCH_COMMAND=
+BENCH_NGINX_PID=
+BENCH_NGINX_URL=
+BENCH_NGINX_LOG=
+BENCH_BG_PIDS=()
+
+bench_die() {
+	echo "$BENCH_NAME: $*" >&2
+	exit 1
+}
+
+# Progress lines go to stderr so that stdout holds the report only.
+bench_say() {
+	echo "[$BENCH_NAME $(date +%H:%M:%S)] $*" >&2
+}
+
+bench_init() {
+	BENCH_NAME=$1
+	shift
+	BENCH_COMMAND="bash bench/$BENCH_NAME.sh"
+	local arg
+	for arg in "$@"; do
+		if [[ $arg =~ ^[A-Za-z0-9_,./=:+-]+$ ]]; then
+			BENCH_COMMAND+=" $arg"
+		else
+			BENCH_COMMAND+=" $(printf '%q' "$arg")"
+		fi
+	done
+
+	bash "$BENCH_REPO/scripts/deps.sh" --bench >&2
+	local tool
+	for tool in nginx wrk curl "$BENCH_PGBIN/pgbench" "$BENCH_PGBIN/psql"; do
+		command -v "$tool" >/dev/null || bench_die "$tool not found (bash scripts/deps.sh --bench)"
+	done
+
+	BENCH_TMP=$(mktemp -d "/tmp/pg_herald_bench_$BENCH_NAME.XXXXXX")
+	chmod 755 "$BENCH_TMP"
+	trap bench_cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+}
+
+bench_cleanup() {
+	local rc=$? pid
+	trap - EXIT
+	for pid in "${BENCH_BG_PIDS[@]}"; do
+		_bench_stop_pid "$pid"
+	done
+	bench_nginx_stop
+	if [ "$rc" -ne 0 ]; then
+		echo "$BENCH_NAME: failed (exit $rc)" >&2
+		if [ -n "${HERALD_SERVER_LOG:-}" ] && [ -f "$HERALD_SERVER_LOG" ]; then
+			echo "---- last lines of $HERALD_SERVER_LOG ----" >&2
+			tail -n 30 "$HERALD_SERVER_LOG" >&2 || true
+		fi
+		if [ -s "$BENCH_TMP/nginx/error.log" ]; then
+			echo "---- last lines of the nginx error log ----" >&2
+			tail -n 10 "$BENCH_TMP/nginx/error.log" >&2 || true
+		fi
+	fi
+	herald_stop_all >/dev/null 2>&1 || true
+	if [ -n "$BENCH_TMP" ] && [ -d "$BENCH_TMP" ]; then
+		if [ "${BENCH_KEEP:-0}" = 1 ]; then
+			echo "$BENCH_NAME: kept $BENCH_TMP" >&2
+		else
+			rm -rf "$BENCH_TMP"
+		fi
+	fi
+	exit "$rc"
+}
+
+# TERM, then KILL after 5 s, one process we started.
+_bench_stop_pid() {
+	local pid=$1
+	[ -n "$pid" ] || return 0
+	if kill -TERM "$pid" 2>/dev/null; then
+		for _ in $(seq 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	wait "$pid" 2>/dev/null || true
+}
+
+bench_bg() {
+	local seconds=$1
+	shift
+	timeout "$seconds" "$@" &
+	BENCH_BG_PID=$!
+	BENCH_BG_PIDS+=("$BENCH_BG_PID")
+}
+
+bench_psql() {
+	timeout "${BENCH_SQL_TIMEOUT:-300}" "$BENCH_PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"
+}
+
+bench_pgbench() {
+	timeout "${BENCH_SQL_TIMEOUT:-300}" "$BENCH_PGBIN/pgbench" "$@"
+}
+
+bench_worker_pid() {
+	bench_psql -c "SELECT pid FROM pg_stat_activity
+		WHERE backend_type = 'pg_herald delivery' ORDER BY backend_start, pid LIMIT 1"
+}
+
+bench_wait_worker() {
+	local pid
+	for _ in $(seq 60); do
+		pid=$(bench_worker_pid)
+		if [ -n "$pid" ]; then
+			echo "$pid"
+			return 0
+		fi
+		sleep 0.5
+	done
+	bench_die "no pg_herald delivery worker in pg_stat_activity after 30 s"
+}
+
+# --- nginx ----------------------------------------------------------------
+
+_bench_nginx_conf() {
+	local dir=$1 port=$2 path
+	echo "# written by bench/lib.sh"
+	echo "daemon off;"
+	echo "worker_processes 1;"
+	echo "pid $dir/nginx.pid;"
+	echo "error_log $dir/error.log warn;"
+	echo "events { worker_connections 1024; }"
+	echo "http {"
+	echo "    access_log off;"
+	for path in client_body proxy fastcgi uwsgi scgi; do
+		echo "    ${path}_temp_path $dir/$path;"
+	done
+	echo "    keepalive_requests 1000000;"
+	echo "    keepalive_timeout 300s;"
+	echo "    log_format bench '\$msec \$http_webhook_id \$content_length';"
+	echo "    server {"
+	echo "        listen 127.0.0.1:$port;"
+	echo "        location / { return 204; }"
+	echo "        location /log/ { access_log $dir/access.log bench; return 204; }"
+	echo "    }"
+	echo "}"
+}
+
+_bench_post_status() {
+	curl --noproxy '*' -s -o /dev/null -w '%{http_code}' --max-time 2 \
+		-X POST -H 'content-type: application/json' -d '{"check": true}' "$1" || true
+}
+
+bench_nginx_start() {
+	local dir=$BENCH_TMP/nginx port attempt status
+	_herald_make_dir "$dir"
+	for attempt in 1 2 3; do
+		port=$(herald_free_port)
+		_bench_nginx_conf "$dir" "$port" >"$dir/nginx.conf"
+		: >"$dir/error.log"
+		: >"$dir/access.log"
+		if [ "$(id -u)" -eq 0 ]; then
+			chown postgres:postgres "$dir/error.log" "$dir/access.log"
+		fi
+		# as postgres when root (scripts/cluster.sh's helper), so $! is nginx
+		(_herald_spawn_as_postgres nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log") \
+			</dev/null >"$dir/nginx.out" 2>&1 &
+		BENCH_NGINX_PID=$!
+		status=
+		for _ in $(seq 50); do
+			kill -0 "$BENCH_NGINX_PID" 2>/dev/null || break
+			status=$(_bench_post_status "http://127.0.0.1:$port/check")
+			[ "$status" = 204 ] && break
+			sleep 0.1
+		done
+		if [ "$status" = 204 ]; then
+			BENCH_NGINX_URL="http://127.0.0.1:$port"
+			BENCH_NGINX_LOG="$dir/access.log"
+			status=$(_bench_post_status "$BENCH_NGINX_URL/log/check")
+			[ "$status" = 204 ] || bench_die "nginx answered $status on /log/, not 204"
+			: >"$BENCH_NGINX_LOG"
+			export BENCH_NGINX_URL BENCH_NGINX_LOG
+			return 0
+		fi
+		bench_nginx_stop
+		grep -q 'Address already in use' "$dir/error.log" "$dir/nginx.out" 2>/dev/null || break
+	done
+	cat "$dir/error.log" "$dir/nginx.out" >&2 2>/dev/null || true
+	bench_die "nginx did not answer 204 on 127.0.0.1"
+}
+
+bench_nginx_stop() {
+	local pid=$BENCH_NGINX_PID children
+	[ -n "$pid" ] || return 0
+	BENCH_NGINX_PID=
+	children=$(ps -o pid= --ppid "$pid" 2>/dev/null || true)
+	# QUIT is nginx's graceful stop; the worker follows its master.
+	if kill -QUIT "$pid" 2>/dev/null; then
+		for _ in $(seq 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	wait "$pid" 2>/dev/null || true
+	for pid in $children; do
+		kill -KILL "$pid" 2>/dev/null || true
+	done
+	return 0
+}
+
+# --- wrk ------------------------------------------------------------------
+
+bench_wrk() {
+	local seconds=$1 connections=$2 bytes=$3 out rps requests errors
+	local lua=$BENCH_TMP/wrk_post.lua
+	# A request shaped like a pg_herald webhook: same method, headers and
+	# body size (the body is filler: nginx does not parse it).
+	cat >"$lua" <<LUA
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+wrk.headers["user-agent"] = "pg_herald/0.1.0"
+wrk.headers["webhook-id"] = "msg_16385_1234567"
+wrk.headers["webhook-timestamp"] = "1795438903"
+wrk.headers["webhook-signature"] = "v1,4UbUzYEdG7bIt/54tesA11HZmf71C1Y+bO+wsVlacFA="
+wrk.body = '{"data": "' .. string.rep("x", $bytes - 12) .. '"}'
+LUA
+	out=$(timeout $((seconds + 30)) wrk -t1 -c"$connections" -d"${seconds}s" -s "$lua" \
+		"$BENCH_NGINX_URL/wrk") || bench_die "wrk failed: $out"
+	errors=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")
+	[ -z "$errors" ] || bench_die "wrk got $errors non-2xx answers"
+	requests=$(awk '/requests in/ { print $1 }' <<<"$out")
+	rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+	[ -n "$requests" ] && [ -n "$rps" ] || bench_die "could not read wrk's output: $out"
+	echo "$requests $seconds $rps"
+}
+
+# --- reporting --------------------------------------------------------------
+
+bench_table() {
+	awk -F'|' '
+		{ rows[NR] = $0; for (i = 1; i <= NF; i++) { gsub(/^ +| +$/, "", $i); cell[NR, i] = $i
+			if (length($i) > width[i]) width[i] = length($i) } if (NF > cols) cols = NF }
+		END {
+			for (r = 1; r <= NR; r++) {
+				line = ""
+				for (i = 1; i <= cols; i++) {
+					# first column left-aligned, the others (numbers) right-aligned
+					fmt = (i == 1) ? "%-" width[i] "s" : "%" width[i] "s"
+					line = line (i > 1 ? "  " : "") sprintf(fmt, cell[r, i])
+				}
+				print line
+				if (r == 1) {
+					sep = ""
+					for (i = 1; i <= cols; i++) {
+						dash = sprintf("%" width[i] "s", ""); gsub(/ /, "-", dash)
+						sep = sep (i > 1 ? "  " : "") dash
+					}
+					print sep
+				}
+			}
+		}'
+}
+
+bench_median() {
+	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+		if (NR == 0) exit 1
+		if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+bench_server_log_summary() {
+	local log=${HERALD_SERVER_LOG:-} lines
+	if [ -z "$log" ] || [ ! -f "$log" ]; then
+		echo "no server log"
+		return 0
+	fi
+	# The workers start before scripts/cluster.sh creates database "herald"
+	# and say so once; that line is expected and left out.
+	lines=$(grep -E '(ERROR|FATAL|PANIC|WARNING): ' "$log" |
+		grep -v 'FATAL:  database "herald" does not exist' |
+		sed -E 's/^.*(ERROR|FATAL|PANIC|WARNING): +/\1: /' |
+		sort | uniq -c | sort -rn | head -n 5 || true)
+	if [ -z "$lines" ]; then
+		echo "none"
+	else
+		echo
+		sed 's/^/    /' <<<"$lines"
+	fi
+}
+
+bench_machine() {
+	local cpu so
+	cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+	so=$(pg_config --pkglibdir 2>/dev/null || echo /usr/lib/postgresql/15/lib)/pg_herald.so
+	echo "machine:    $(nproc) cores (nproc), ${cpu:-unknown CPU}, $(awk '/^MemTotal/ { printf "%.0f GB RAM", $2 / 1048576 }' /proc/meminfo)"
+	echo "            $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r)"
+	echo "software:   $("$BENCH_PGBIN/postgres" --version), $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }')"
+	echo "pg_herald:  $(git -C "$BENCH_REPO" rev-parse --short HEAD 2>/dev/null || echo '?') (working tree$(git -C "$BENCH_REPO" diff --quiet HEAD 2>/dev/null || echo ', uncommitted changes')), installed $(stat -c '%y' "$so" 2>/dev/null | cut -d. -f1)"
+	echo "command:    $BENCH_COMMAND"
+	echo "finished:   $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+}
+
+bench_report() {
+	if [ -n "${BENCH_REPORT:-}" ]; then
+		tee -a "$BENCH_REPORT"
+	else
+		cat
+	fi
+}

@@ -1,0 +1,175 @@
+# Helpers shared by the pg_herald TAP tests: the test receiver and the logs.
+#
+#   use FindBin;
+#   use lib $FindBin::RealBin;
+#   use HeraldTest;
+#
+#   my $receiver = HeraldTest::start_receiver($node);    # one assertion
+#   ... target => "$receiver->{url}/hook?delay_ms=20" ...
+#   my $requests = HeraldTest::received($receiver, '/hook');
+#   HeraldTest::stop_receiver($receiver);
+#
+# start_receiver($node)
+#     Starts test/receiver.py on a free port of 127.0.0.1, logging into the
+#     node's directory, and asserts that it listens.  Returns a hash with
+#     url, log and the process; receivers still running at exit are killed.
+# stop_receiver($receiver)
+#     Stops it.  Safe to call twice.
+# receiver_lines($receiver)
+#     How many requests the receiver has logged so far (complete lines);
+#     cheap enough to poll.  Equals the "n" of the last one logged.
+# received($receiver, $path)
+#     The requests logged for $path, in arrival order: a list of hashes with
+#     n (the receiver's sequence number), event_id (data.event_id of the
+#     JSON body, undef without one) and webhook_id (the header, '' without).
+# server_log($node, $offset, $regexp)
+#     The lines of the server log after byte $offset that match $regexp.
+#
+# The receiver log is read by a few lines of Python: its JSON lines hold the
+# webhook body as a JSON string, and decoding tens of thousands of them with
+# the pure-Perl JSON::PP takes seconds that the C json module does not.
+
+package HeraldTest;
+
+use strict;
+use warnings;
+
+use File::Basename qw(dirname);
+use IPC::Run;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+
+my $test_dir = $ENV{HERALD_TEST_DIR} // dirname(__FILE__) . '/..';
+my $python = $ENV{HERALD_PYTHON} // 'python3';
+
+my @running;
+
+END
+{
+	foreach my $receiver (@running)
+	{
+		eval { $receiver->{process}->kill_kill } if $receiver->{process};
+	}
+}
+
+sub start_receiver
+{
+	my ($node) = @_;
+	my $timeout = $PostgreSQL::Test::Utils::timeout_default;
+	my $basedir = $node->basedir;
+	my $port_file = "$basedir/receiver.port";
+	my $log = "$basedir/receiver.log";
+
+	unlink $port_file;
+	my $process = IPC::Run::start(
+		[
+			$python, "$test_dir/receiver.py",
+			'--log', $log,
+			'--port', '0',
+			'--port-file', $port_file,
+			'--max-seconds', 3 * $timeout
+		],
+		'<', '/dev/null',
+		'>', "$basedir/receiver.out",
+		'2>', "$basedir/receiver.out");
+	my $receiver = { process => $process, log => $log };
+	push @running, $receiver;
+
+	my $deadline = time() + $timeout;
+	while (!-s $port_file && time() < $deadline)
+	{
+		sleep 0.1;
+	}
+	ok(-s $port_file, 'test receiver is listening')
+	  or BAIL_OUT('the test receiver did not start: '
+		  . slurp_file("$basedir/receiver.out"));
+	my $port = slurp_file($port_file);
+	chomp $port;
+	$receiver->{url} = "http://127.0.0.1:$port";
+	return $receiver;
+}
+
+sub stop_receiver
+{
+	my ($receiver) = @_;
+
+	if ($receiver->{process})
+	{
+		$receiver->{process}->kill_kill;
+		$receiver->{process} = undef;
+	}
+	return;
+}
+
+sub receiver_lines
+{
+	my ($receiver) = @_;
+	my $lines = 0;
+	my $buf;
+
+	open my $fh, '<', $receiver->{log} or return 0;
+	binmode $fh;
+	while (read($fh, $buf, 1 << 20))
+	{
+		$lines += ($buf =~ tr/\n//);
+	}
+	close $fh;
+	return $lines;
+}
+
+# Prints "n <tab> event_id <tab> webhook-id" for each complete line of the
+# log (argv[1]) whose path is argv[2].
+my $summarize = <<'PYTHON';
+import json, sys
+with open(sys.argv[1], "rb") as log:
+    for line in log:
+        if not line.endswith(b"\n"):
+            break  # still being written
+        request = json.loads(line)
+        if request.get("path") != sys.argv[2]:
+            continue
+        try:
+            body = json.loads(request.get("body") or "null")
+        except ValueError:
+            body = None
+        data = body.get("data") if isinstance(body, dict) else None
+        event_id = data.get("event_id") if isinstance(data, dict) else None
+        print("%d\t%s\t%s" % (request["n"],
+                              "" if event_id is None else event_id,
+                              request.get("headers", {}).get("webhook-id", "")))
+PYTHON
+
+sub received
+{
+	my ($receiver, $path) = @_;
+	my ($out, $err) = ('', '');
+
+	return [] unless -e $receiver->{log};
+	IPC::Run::run([ $python, '-c', $summarize, $receiver->{log}, $path ],
+		'<', '/dev/null', '>', \$out, '2>', \$err)
+	  or die "could not read the receiver log $receiver->{log}: $err";
+
+	my @requests;
+	foreach my $line (split /\n/, $out)
+	{
+		my ($n, $event_id, $webhook_id) = split /\t/, $line, -1;
+		push @requests,
+		  {
+			n => $n,
+			event_id => ($event_id eq '' ? undef : $event_id),
+			webhook_id => $webhook_id
+		  };
+	}
+	return \@requests;
+}
+
+sub server_log
+{
+	my ($node, $offset, $regexp) = @_;
+
+	return grep { /$regexp/ } split /\n/,
+	  slurp_file($node->logfile, $offset);
+}
+
+1;
