@@ -69,6 +69,7 @@ BENCH_PGBIN=$(herald_pg_bindir)
 BENCH_NAME=bench
 BENCH_TMP=
 BENCH_COMMAND=
+BENCH_LOAD_START=
 BENCH_NGINX_PID=
 BENCH_NGINX_URL=
 BENCH_NGINX_LOG=
@@ -106,13 +107,19 @@ bench_init() {
 	BENCH_TMP=$(mktemp -d "/tmp/pg_herald_bench_$BENCH_NAME.XXXXXX")
 	chmod 755 "$BENCH_TMP"
 	trap bench_cleanup EXIT
+	trap 'exit 129' HUP
 	trap 'exit 130' INT
+	trap 'exit 141' PIPE
 	trap 'exit 143' TERM
+	BENCH_LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 }
 
 bench_cleanup() {
 	local rc=$? pid
 	trap - EXIT
+	# finish the cleanup even if the terminal or a pipe goes away meanwhile
+	trap '' HUP INT PIPE TERM
+	set +e
 	for pid in "${BENCH_BG_PIDS[@]}"; do
 		_bench_stop_pid "$pid"
 	done
@@ -363,6 +370,7 @@ bench_machine() {
 	echo "            $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r)"
 	echo "software:   $("$BENCH_PGBIN/postgres" --version), $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }')"
 	echo "pg_herald:  $(git -C "$BENCH_REPO" rev-parse --short HEAD 2>/dev/null || echo '?') (working tree$(git -C "$BENCH_REPO" diff --quiet HEAD 2>/dev/null || echo ', uncommitted changes')), installed $(stat -c '%y' "$so" 2>/dev/null | cut -d. -f1)"
+	echo "load avg:   $BENCH_LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (1, 5, 15 min)"
 	echo "command:    $BENCH_COMMAND"
 	echo "finished:   $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 }

@@ -94,8 +94,8 @@ per=$(((backlog + statements - 1) / statements))
 		echo "INSERT INTO orders (customer, amount)"
 		echo "SELECT 'customer ' || (g % 1000), (g % 100000) / 100.0 FROM generate_series($from, $to) AS g;"
 	done
-	echo "COMMIT;"
 	echo "SELECT extract(epoch FROM clock_timestamp()) AS t_commit \\gset"
+	echo "COMMIT;"
 	echo "SELECT herald.flush(make_interval(secs => $drain_timeout)) AS flushed \\gset"
 	echo "SELECT extract(epoch FROM clock_timestamp()) AS t_done \\gset"
 	echo "SELECT :t_begin, :t_commit, :t_done, :'flushed';"
@@ -180,8 +180,8 @@ mem+=$'\n'"after the drain|$(mb "$after_rss")|$(mb "$after_anon")|$(mb "$after_s
 		echo "GAVE UP: herald.flush() did not see the backlog drained within $drain_timeout s."
 	fi
 	[ "$restarts" -eq 0 ] || echo "WARNING: the delivery worker exited $restarts time(s) during the run."
-	echo "insert s: BEGIN to COMMIT returned, $statements INSERT ... SELECT statements in one transaction."
-	echo "drain s:  COMMIT returned -> herald.flush() returned; deliveries/s = delivered / drain s."
+	echo "insert s: BEGIN -> COMMIT issued, $statements INSERT ... SELECT statements in one transaction."
+	echo "drain s:  COMMIT issued -> herald.flush() returned; deliveries/s = delivered / drain s."
 	echo "memory:   sampled every ${interval} s; peaks are the largest sample (they need not coincide)."
 	echo "          RSS counts the shared buffers the worker has touched (RssShmem), which are"
 	echo "          PostgreSQL's shared memory (shared_buffers = 128MB), not the worker's own;"

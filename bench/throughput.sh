@@ -11,8 +11,8 @@
 #   2. one transaction inserts N orders with one INSERT ... SELECT, so the
 #      N deliveries become visible to the workers at once, at COMMIT;
 #   3. herald.flush() waits until all of them are delivered or dead.
-# Drain time = from COMMIT returning to herald.flush() returning (flush
-# polls the queue every 50 ms at most).  deliveries/s = delivered / drain.
+# Drain time = from COMMIT (the clock read just before it) to
+# herald.flush() returning (flush polls the queue every 50 ms at most).  deliveries/s = delivered / drain.
 # Then wrk -t1 -cC POSTs requests of the same size with the same headers to
 # the same nginx for --wrk-seconds: that is the HTTP ceiling of the machine.
 set -euo pipefail
@@ -51,7 +51,7 @@ bench_init throughput "${args[@]}"
 bench_nginx_start
 bench_say "nginx on $BENCH_NGINX_URL"
 
-rows="sender|deliveries|insert s|first sent after commit s|drain s|deliveries/s|share of wrk ceiling"
+rows="sender|deliveries|insert s|first sent after COMMIT s|drain s|deliveries/s|share of wrk ceiling"
 details=
 logs=
 body_bytes=
@@ -101,8 +101,8 @@ SELECT extract(epoch FROM clock_timestamp()) AS t_begin \gset
 BEGIN;
 INSERT INTO orders (customer, amount)
 SELECT 'customer ' || (g % 1000), (g % 100000) / 100.0 FROM generate_series(1, :n) AS g;
-COMMIT;
 SELECT extract(epoch FROM clock_timestamp()) AS t_commit \gset
+COMMIT;
 SELECT herald.flush(make_interval(secs => :timeout)) AS flushed \gset
 SELECT extract(epoch FROM clock_timestamp()) AS t_done \gset
 SELECT :t_begin, :t_commit, :t_done, :'flushed',
@@ -124,7 +124,7 @@ SQL
 
 	read -r insert_s drain_s rate first_s last_s < <(awk -v b="$t_begin" -v c="$t_commit" \
 		-v d="$t_done" -v n="$delivered" -v f="$first_sent" -v l="$last_finished" \
-		'BEGIN { printf "%.2f %.2f %.0f %.2f %.2f\n", c - b, d - c, n / (d - c), f, l }')
+		'BEGIN { printf "%.2f %.2f %.0f %.3f %.2f\n", c - b, d - c, n / (d - c), f, l }')
 	label="pg_herald, $w delivery worker"
 	[ "$w" -eq 1 ] || label+=s
 	results+=("$label|$delivered|$insert_s|$first_s|$drain_s|$rate")
@@ -149,12 +149,12 @@ rows+=$'\n'"wrk -t1 -c$connections (HTTP ceiling)|$wrk_requests|-|-|$wrk_secs|$w
 	echo
 	bench_table <<<"$rows"
 	echo
-	bench_table <<<"sender|delivered|dead|pending|attempts|last finished_at after commit s"$'\n'"${details%$'\n'}"
+	bench_table <<<"sender|delivered|dead|pending|attempts|last finished_at after COMMIT s"$'\n'"${details%$'\n'}"
 	echo
 	echo "insert s:  one transaction inserting $events rows into the watched table (the row rule"
-	echo "           writes $events events + deliveries in it), BEGIN to COMMIT returned."
-	echo "first sent after commit s: earliest herald.attempts.started_at minus COMMIT."
-	echo "drain s:   COMMIT returned -> herald.flush() returned (flush polls every <= 50 ms);"
+	echo "           writes $events events + deliveries in it): BEGIN -> COMMIT issued."
+	echo "first sent after COMMIT s: earliest herald.attempts.started_at - COMMIT issued."
+	echo "drain s:   COMMIT issued -> herald.flush() returned (flush polls every <= 50 ms);"
 	echo "           deliveries/s = delivered / drain s.  Each request: POST, $body_bytes-byte JSON body,"
 	echo "           Standard Webhooks headers and signature, keep-alive."
 	echo "wrk:       -t1 -c$connections -d${wrk_seconds}s against the same nginx, POST of $body_bytes bytes"

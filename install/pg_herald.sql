@@ -28,7 +28,7 @@ CREATE TABLE herald.channels (
     retry_delay     interval NOT NULL CHECK (retry_delay > '0'),
     timeout         interval NOT NULL CHECK (timeout > '0'),
     max_concurrency integer NOT NULL DEFAULT 32 CHECK (max_concurrency > 0),
-    rate_limit      double precision CHECK (rate_limit > 0),   -- messages per second
+    rate_limit      double precision CHECK (rate_limit > 0 AND rate_limit <= 1000000),   -- per second
     enabled         boolean NOT NULL DEFAULT true,
     disabled_reason text,
     created_at      timestamptz NOT NULL DEFAULT now(),
@@ -179,7 +179,7 @@ COMMENT ON FUNCTION herald.webhook_id(bigint) IS
     'The webhook-id header of a delivery: stable across its retries, unique to this installation';
 
 CREATE FUNCTION herald.flush(timeout interval DEFAULT '10 seconds') RETURNS boolean
-    VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_flush';
+    VOLATILE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_flush';
 COMMENT ON FUNCTION herald.flush(interval) IS
     'Wait until the deliveries committed before the call are delivered or dead; true when that happened in time';
 
@@ -236,10 +236,11 @@ BEGIN
         RAISE EXCEPTION 'timeout must be positive'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF create_channel.rate_limit IS NOT NULL AND NOT create_channel.rate_limit > 0 THEN
-        RAISE EXCEPTION 'rate_limit must be positive'
+    IF create_channel.rate_limit IS NOT NULL
+       AND NOT (create_channel.rate_limit > 0 AND create_channel.rate_limit <= 1000000) THEN
+        RAISE EXCEPTION 'rate_limit must be between 0 and 1000000 messages per second'
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'It is in messages per second; NULL means no limit.';
+                  HINT = 'NULL means no limit.';
     END IF;
     IF create_channel.max_concurrency IS NULL OR create_channel.max_concurrency <= 0 THEN
         RAISE EXCEPTION 'max_concurrency must be positive'

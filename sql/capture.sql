@@ -82,6 +82,34 @@ SELECT rule FROM herald.events WHERE payload -> 'new' ->> 'owner' = 'hal';
 REVOKE ALL ON accounts FROM herald_test_writer;
 DROP ROLE herald_test_writer;
 
+-- a writer's search_path cannot slip functions into pg_herald's statements
+CREATE ROLE herald_test_mallory;
+CREATE SCHEMA mallory AUTHORIZATION herald_test_mallory;
+GRANT INSERT ON accounts TO herald_test_mallory;
+SET ROLE herald_test_mallory;
+CREATE TABLE mallory.calls (who name);
+CREATE FUNCTION mallory.unnest(jsonb[]) RETURNS SETOF jsonb LANGUAGE sql
+    AS 'INSERT INTO mallory.calls SELECT current_user; SELECT ''{}''::jsonb';
+GRANT ALL ON mallory.calls TO PUBLIC;
+SET search_path = mallory, public;
+INSERT INTO accounts VALUES (9, 'ivy', 1);
+RESET search_path;
+SELECT count(*) AS hijacked_calls FROM mallory.calls;
+RESET ROLE;
+SELECT rule FROM herald.events WHERE payload -> 'new' ->> 'owner' = 'ivy';
+DROP SCHEMA mallory CASCADE;
+REVOKE ALL ON accounts FROM herald_test_mallory;
+DROP ROLE herald_test_mallory;
+
+-- a condition cannot change the writer's settings
+SELECT herald.on_change('meddler', 'accounts', ARRAY['capture-a'], ARRAY['INSERT'],
+                        condition => 'set_config(''work_mem'', ''1234kB'', false) IS NOT NULL');
+SHOW work_mem;
+INSERT INTO accounts VALUES (13, 'jon', 1);
+SHOW work_mem;
+SELECT rule FROM herald.events WHERE rule = 'meddler';
+SELECT herald.drop_rule('meddler');
+
 -- 10,000 rows in one statement: one event per row and rule, set-based
 CREATE TABLE clicks (id int, page text);
 SELECT herald.create_channel('capture-bulk', 'webhook', test.url('/capture/bulk'));

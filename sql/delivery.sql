@@ -162,6 +162,7 @@ ROLLBACK;
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT herald.flush();
 ROLLBACK;
+SELECT herald.flush(NULL);
 SELECT herald.drop_rule('lazy');
 
 -- every attempt is logged with its latency

@@ -42,6 +42,8 @@ SELECT herald.drop_rule('metered');
 -- validation of the limits
 \set VERBOSITY default
 SELECT herald.create_channel('x', 'webhook', test.url('/x'), rate_limit => 0);
+SELECT herald.create_channel('x', 'webhook', test.url('/x'), rate_limit => 'NaN');
+SELECT herald.create_channel('x', 'webhook', test.url('/x'), rate_limit => 'Infinity');
 SELECT herald.create_channel('x', 'webhook', test.url('/x'), max_concurrency => 0);
 
 -- channel health: the queue and the last hour's attempts, per channel

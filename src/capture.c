@@ -43,6 +43,8 @@
 #include "parser/parser.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
 #include "utils/plancache.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -89,6 +91,19 @@ static HTAB *table_rules = NULL;
 static SPIPlanPtr insert_plan = NULL;
 static Oid	cached_rules_relid = InvalidOid;
 static bool callback_registered = false;
+
+/*
+ * Capture calls under way in this backend: a condition may write to another
+ * watched table.  The cache is only rebuilt by the outermost call.
+ */
+static int	capture_depth = 0;
+
+/* At the end of a transaction no capture call is under way any more. */
+void
+herald_capture_xact_end(void)
+{
+	capture_depth = 0;
+}
 
 /* Forget every cached rule and plan. */
 static void
@@ -143,7 +158,7 @@ ensure_capture_cache(Oid rules_relid)
 		capture_context = AllocSetContextCreate(TopMemoryContext,
 												"pg_herald capture",
 												ALLOCSET_DEFAULT_SIZES);
-	if (cache_stale || rules_relid != cached_rules_relid)
+	if ((cache_stale || rules_relid != cached_rules_relid) && capture_depth == 0)
 	{
 		reset_capture_cache();
 		cache_stale = false;
@@ -186,7 +201,9 @@ opmask_from_array(Datum arr)
 
 /*
  * The enabled row rules of a table, loaded into the cache on first use.
- * Runs as the extension's owner, inside an SPI connection.
+ * Runs as the extension's owner, inside an SPI connection.  The rules are
+ * read with the latest snapshot, not the writer's: a cache built from an
+ * older snapshot would miss a rule whose invalidation has already passed.
  */
 static TableRules *
 load_table_rules(Oid relid)
@@ -196,38 +213,40 @@ load_table_rules(Oid relid)
 	Oid			argtypes[1] = {OIDOID};
 	Datum		args[1];
 	int			ret;
+	int			nrules;
+	CaptureRule *rules;
+	SPIPlanPtr	plan;
 	MemoryContext old;
 
-	entry = hash_search(table_rules, &relid, HASH_ENTER, &found);
+	entry = hash_search(table_rules, &relid, HASH_FIND, &found);
 	if (found)
 		return entry;
-	entry->nrules = 0;
-	entry->rules = NULL;
 
+	plan = SPI_prepare("SELECT r.id, r.name, r.owner::oid, r.operations, r.condition,"
+					   "       array(SELECT rc.channel_id FROM herald.rule_channels rc"
+					   "             WHERE rc.rule_id = r.id ORDER BY rc.channel_id)"
+					   "  FROM herald.rule_defs r"
+					   " WHERE r.kind = 'row' AND r.enabled AND r.on_table = $1"
+					   " ORDER BY r.id",
+					   1, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare the rule lookup: %s",
+			 SPI_result_code_string(SPI_result));
 	args[0] = ObjectIdGetDatum(relid);
-	ret = SPI_execute_with_args(
-								"SELECT r.id, r.name, r.owner::oid, r.operations, r.condition,"
-								"       array(SELECT rc.channel_id FROM herald.rule_channels rc"
-								"             WHERE rc.rule_id = r.id ORDER BY rc.channel_id)"
-								"  FROM herald.rule_defs r"
-								" WHERE r.kind = 'row' AND r.enabled AND r.on_table = $1"
-								" ORDER BY r.id",
-								1, argtypes, args, NULL, true, 0);
+	ret = SPI_execute_snapshot(plan, args, NULL, GetLatestSnapshot(),
+							   InvalidSnapshot, true, false, 0);
 	if (ret != SPI_OK_SELECT)
-	{
-		hash_search(table_rules, &relid, HASH_REMOVE, NULL);
 		elog(ERROR, "could not load the rules of table %u: %s",
 			 relid, SPI_result_code_string(ret));
-	}
 
 	old = MemoryContextSwitchTo(capture_context);
-	entry->nrules = SPI_processed;
-	entry->rules = palloc0(sizeof(CaptureRule) * Max(entry->nrules, 1));
-	for (uint64 i = 0; i < SPI_processed; i++)
+	nrules = SPI_processed;
+	rules = palloc0(sizeof(CaptureRule) * Max(nrules, 1));
+	for (int i = 0; i < nrules; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
-		CaptureRule *rule = &entry->rules[i];
+		CaptureRule *rule = &rules[i];
 		bool		isnull;
 		Datum		d;
 
@@ -242,6 +261,12 @@ load_table_rules(Oid relid)
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
+	SPI_freeplan(plan);
+
+	/* entered only once complete: an error above leaves no empty entry */
+	entry = hash_search(table_rules, &relid, HASH_ENTER, &found);
+	entry->nrules = nrules;
+	entry->rules = rules;
 	return entry;
 }
 
@@ -412,6 +437,18 @@ select_payloads(CaptureRule *rule, Oid relid, int op, Oid ext_owner,
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(caller);
 		CurrentResourceOwner = owner;
+
+		/*
+		 * A cancel, a shutdown or a lack of resources is not the rule's
+		 * fault: the statement fails as it would without pg_herald.
+		 */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INSUFFICIENT_RESOURCES ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_SYSTEM_ERROR ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INTERNAL_ERROR)
+			ReThrowError(edata);
+
 		/* the subtransaction's abort restored the extension owner */
 		*error = edata->message ? pstrdup(edata->message) : pstrdup("unknown error");
 		FreeErrorData(edata);
@@ -428,10 +465,12 @@ record_rule_error(CaptureRule *rule, Oid relid, int op, const char *message)
 	StringInfoData payload;
 	Datum		elem;
 
+	/* the writer may not see what the owner's condition saw: log the text */
 	ereport(WARNING,
 			(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
-			 errmsg("condition of rule \"%s\" failed: %s", rule->name, message),
-			 errdetail("The statement went on; the rule's channels receive a rule.error event.")));
+			 errmsg("condition of rule \"%s\" failed", rule->name),
+			 errdetail("The statement went on; the rule's channels receive a rule.error event."),
+			 errdetail_log("%s", message)));
 
 	initStringInfo(&payload);
 	appendStringInfoString(&payload, "{\"table\": ");
@@ -459,6 +498,7 @@ herald_capture(PG_FUNCTION_ARGS)
 	int			save_sec;
 	Oid			ext_owner;
 	TableRules *entry;
+	int			guc_level;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
@@ -508,9 +548,20 @@ herald_capture(PG_FUNCTION_ARGS)
 	if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
 		elog(ERROR, "could not register the transition tables");
 
+	/*
+	 * pg_herald's statements and the rules' conditions run with a fixed
+	 * search_path (the one conditions were checked with), and whatever
+	 * settings a condition changes are undone when capture ends.
+	 */
+	guc_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	ext_owner = herald_extension_owner();
 	SetUserIdAndSecContext(ext_owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	capture_depth++;
 
 	entry = load_table_rules(relid);
 	for (int i = 0; i < entry->nrules; i++)
@@ -528,7 +579,9 @@ herald_capture(PG_FUNCTION_ARGS)
 			insert_events(rule, op_events[op], payloads);
 	}
 
+	capture_depth--;
 	SetUserIdAndSecContext(save_user, save_sec);
+	AtEOXact_GUC(false, guc_level);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	return PointerGetDatum(NULL);
@@ -569,6 +622,10 @@ herald_check_condition(PG_FUNCTION_ARGS)
 
 	if (PG_ARGISNULL(1))
 		PG_RETURN_VOID();
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("a condition needs a table")));
 	condition = text_to_cstring(PG_GETARG_TEXT_PP(1));
 
 	/*

@@ -56,6 +56,7 @@ typedef struct ClaimBatch
 {
 	MemoryContext cxt;
 	int			remaining;		/* deliveries not yet recorded */
+	Oid			schema;			/* herald's schema when they were claimed */
 } ClaimBatch;
 
 typedef struct InFlight
@@ -117,7 +118,8 @@ in_transaction(const char *activity, txn_step step, void *arg)
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, activity);
 		step(arg);
-		SPI_finish();
+		if (SPI_finish() != SPI_OK_FINISH)
+			elog(ERROR, "SPI_finish failed");
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
@@ -380,10 +382,26 @@ rate_channel_ready(void)
 	return ready;
 }
 
+/*
+ * Record the outcomes, except those claimed from an installation of
+ * pg_herald that has since been dropped: their ids may now name other
+ * deliveries.
+ */
 static void
 record_step(void *arg)
 {
-	herald_queue_record(worker_slot, outcomes, noutcomes);
+	Oid			schema = herald_schema_oid(true);
+	int			n = 0;
+
+	for (int i = 0; i < noutcomes; i++)
+		if (outcome_owner[i]->batch->schema == schema)
+		{
+			if (n != i)
+				outcomes[n] = outcomes[i];
+			n++;
+		}
+	if (n > 0)
+		herald_queue_record(worker_slot, outcomes, n);
 }
 
 /* Record every pending outcome, then release what they held. */
@@ -426,6 +444,7 @@ typedef struct ClaimStep
 	HeraldDelivery *claimed;
 	MemoryContext cxt;
 	long		next_due_ms;
+	Oid			schema;
 } ClaimStep;
 
 /* The allowance a channel got in this claim. */
@@ -499,6 +518,7 @@ claim_step(void *arg)
 		herald_queue_release(worker_slot);
 		c->released = true;
 	}
+	c->schema = herald_schema_oid(false);
 	c->nclaimed = herald_queue_claim(worker_slot, c->limit, &c->caps, c->cxt,
 									 &c->claimed);
 	if (c->nclaimed < c->limit)
@@ -570,8 +590,9 @@ start_delivery(InFlight *f)
 
 	if (!d->channel_enabled)
 	{
+		error = psprintf("channel \"%s\" is disabled", d->channel);
 		MemoryContextSwitchTo(old);
-		add_outcome(f, NULL, psprintf("channel \"%s\" is disabled", d->channel));
+		add_outcome(f, NULL, error);
 		return;
 	}
 
@@ -640,6 +661,7 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 	}
 
 	batch->remaining = claim->nclaimed;
+	batch->schema = claim->schema;
 	flights = MemoryContextAlloc(batch->cxt, sizeof(InFlight *) * Max(claim->nclaimed, 1));
 	for (int i = 0; i < claim->nclaimed; i++)
 	{
@@ -672,7 +694,9 @@ herald_delivery_main(Datum arg)
 	bool		want_claim = true;
 	TimestampTz next_due_at = 0;
 	TimestampTz next_purge_at = 0;
+	bool		purge_now = false;
 	HASHCTL		ctl;
+	MemoryContext loop_context;
 
 	worker_slot = DatumGetInt32(arg);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -689,6 +713,8 @@ herald_delivery_main(Datum arg)
 	 * without waiting for the WAL flush.
 	 */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	/* the worker runs as superuser: resolve no name through user schemas */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	ereport(LOG,
 			(errmsg("pg_herald delivery worker %d started in database \"%s\"",
@@ -704,13 +730,19 @@ herald_delivery_main(Datum arg)
 	channel_states = hash_create("pg_herald channel states", 64, &ctl,
 								 HASH_ELEM | HASH_BLOBS);
 	memset(&claim, 0, sizeof(claim));
+	loop_context = AllocSetContextCreate(TopMemoryContext,
+										 "pg_herald delivery loop",
+										 ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
 		HeraldRequest *req;
 		long		timeout;
 		long		rate_wait;
+		bool		may_purge;
 
+		MemoryContextSwitchTo(loop_context);
+		MemoryContextReset(loop_context);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
@@ -718,7 +750,7 @@ herald_delivery_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 			herald_http_configure();
 			/* retention may have changed */
-			next_purge_at = 0;
+			purge_now = true;
 		}
 
 		while ((req = herald_http_next_completed()) != NULL)
@@ -736,19 +768,18 @@ herald_delivery_main(Datum arg)
 			claim_and_start(&claim, &want_claim, &next_due_at);
 
 		/* worker 0 purges what is past its retention, in bounded batches */
-		if (worker_slot == 0 && claim.ready && GetCurrentTimestamp() >= next_purge_at)
+		may_purge = (worker_slot == 0 && claim.ready);
+		if (may_purge && (purge_now || GetCurrentTimestamp() >= next_purge_at))
 		{
 			PurgeStep	purge = {0};
 
-			if (in_transaction("pg_herald: purging", purge_step, &purge) &&
-				purge.purged >= herald_purge_batch)
-				next_purge_at = 0;
-			else
-				next_purge_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-															PURGE_INTERVAL_MS);
+			purge_now = in_transaction("pg_herald: purging", purge_step, &purge) &&
+				purge.purged >= herald_purge_batch;
+			next_purge_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														PURGE_INTERVAL_MS);
 		}
 
-		if (noutcomes > 0 || next_purge_at == 0 ||
+		if (noutcomes > 0 || (may_purge && purge_now) ||
 			(want_claim && herald_http_in_flight() < herald_max_in_flight))
 			timeout = 0;
 		else
@@ -757,7 +788,7 @@ herald_delivery_main(Datum arg)
 			rate_wait = rate_wait_ms();
 			if (rate_wait >= 0 && rate_wait < timeout)
 				timeout = rate_wait;
-			if (worker_slot == 0 && claim.ready)
+			if (may_purge)
 				timeout = Min(timeout, ms_until(next_purge_at));
 		}
 		if (herald_http_wait(timeout, PG_WAIT_EXTENSION))

@@ -48,7 +48,7 @@ static WatchedSocket *sockets = NULL;
 static int	nsockets = 0;
 static int	maxsockets = 0;
 static bool sockets_changed = true;
-static long curl_timeout = -1;	/* ms until libcurl's timer, -1 none */
+static TimestampTz curl_deadline = 0;	/* when libcurl's timer fires, 0 none */
 
 static WaitEventSet *wait_set = NULL;
 static WaitEvent *wait_events = NULL;
@@ -92,7 +92,8 @@ socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp, void *socke
 static int
 timer_callback(CURLM *m, long timeout_ms, void *userp)
 {
-	curl_timeout = timeout_ms;
+	curl_deadline = timeout_ms < 0 ? 0 :
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 	return 0;
 }
 
@@ -285,9 +286,15 @@ herald_http_wait(long timeout_ms, uint32 wait_event_info)
 	if (sockets_changed || wait_set == NULL)
 		rebuild_wait_set();
 
-	if (in_flight > 0 && curl_timeout >= 0 &&
-		(timeout < 0 || curl_timeout < timeout))
-		timeout = curl_timeout;
+	if (in_flight > 0 && curl_deadline != 0)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		long		curl_ms = curl_deadline <= now ? 0 :
+			(long) ((curl_deadline - now + 999) / 1000);
+
+		if (timeout < 0 || curl_ms < timeout)
+			timeout = curl_ms;
+	}
 
 	n = WaitEventSetWait(wait_set, timeout, wait_events, wait_set_size,
 						 wait_event_info);
@@ -313,8 +320,11 @@ herald_http_wait(long timeout_ms, uint32 wait_event_info)
 	}
 
 	/* libcurl's timer: connection set-up, timeouts, newly added handles */
-	if (in_flight > 0)
+	if (in_flight > 0 && curl_deadline != 0 && GetCurrentTimestamp() >= curl_deadline)
+	{
+		curl_deadline = 0;
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
 	collect_completed();
 	CHECK_FOR_INTERRUPTS();
 	return latch_set;

@@ -84,6 +84,10 @@ herald_shmem_startup(void)
 static void
 herald_xact_callback(XactEvent event, void *arg)
 {
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		herald_capture_xact_end();
+
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:

@@ -66,6 +66,9 @@ extern Oid	herald_schema_oid(bool missing_ok);
 extern Oid	herald_extension_owner(void);
 extern void herald_require_preload(const char *what);
 
+/* capture.c */
+extern void herald_capture_xact_end(void);
+
 /* signing.c */
 #define HERALD_SIGNATURE_MAX 128
 extern bool herald_secret_key(const char *secret, uint8 *key, int *keylen);

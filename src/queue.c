@@ -292,6 +292,8 @@ herald_queue_purge(int limit)
 								  "                   WHERE f.status = $1"
 								  "                     AND f.finished_at < now() - $2 * interval '1 second'"
 								  "                   ORDER BY f.finished_at LIMIT $3)"
+								  "     AND d.status = $1"
+								  "     AND d.finished_at < now() - $2 * interval '1 second'"
 								  "   RETURNING d.id, d.event_id),"
 								  " attempts AS ("
 								  "  DELETE FROM herald.attempt_log a USING gone"
@@ -529,6 +531,7 @@ herald_flush(PG_FUNCTION_ARGS)
 		CHECK_FOR_INTERRUPTS();
 		wait_ms = Min(wait_ms * 2, 50);
 	}
-	SPI_finish();
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_BOOL(done);
 }

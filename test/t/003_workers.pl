@@ -1,0 +1,130 @@
+# Several delivery workers share the queue without sharing a lease.
+#
+# With herald.delivery_workers = 2, 10,000 rows are inserted in one
+# statement on a table watched by a row rule.  Both workers must run and
+# both must take part in the drain (each holds leases at some point), and
+# in normal operation a lease is never shared: every event reaches the
+# receiver exactly once, and no webhook-id arrives twice.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+use HeraldTest;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+
+my $timeout = $PostgreSQL::Test::Utils::timeout_default;
+my $events = 10_000;
+my $workers = 2;
+my $delay_ms = 2;    # the receiver's answer time: requests overlap
+
+my $started = time();
+my $node = PostgreSQL::Test::Cluster->new('main');
+$node->init;
+$node->append_conf('postgresql.conf', qq(
+shared_preload_libraries = 'pg_herald'
+herald.database = 'postgres'
+herald.delivery_workers = $workers
+));
+$node->start;
+
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) FROM pg_stat_activity"
+		  . " WHERE backend_type = 'pg_herald delivery'",
+		$workers),
+	"$workers delivery workers appear in pg_stat_activity");
+
+my $receiver = HeraldTest::start_receiver($node);
+$node->safe_psql('postgres', qq(
+CREATE EXTENSION pg_herald;
+CREATE TABLE orders(id int PRIMARY KEY, amount numeric);
+SELECT herald.create_channel(name => 'hook', kind => 'webhook',
+                             target => '$receiver->{url}/hook?delay_ms=$delay_ms');
+SELECT herald.on_change(name => 'orders', on_table => 'orders',
+                        channels => ARRAY['hook'], operations => '{INSERT}');
+));
+
+my $t0 = time();
+$node->safe_psql('postgres',
+	"INSERT INTO orders SELECT g, g FROM generate_series(1, $events) g");
+
+# Watch the leases while the queue drains: which worker slots hold some.
+# (herald.delivery_queue.leased_by is the slot of the worker holding the
+# lease; the views only say whether a delivery is in flight.)
+my (%slots, $samples);
+my $deadline = time() + $timeout;
+while (time() < $deadline)
+{
+	my ($pending, $leased_by) = split /\|/,
+	  $node->safe_psql('postgres', qq(
+SELECT count(*) FILTER (WHERE status = 'pending'),
+       string_agg(DISTINCT leased_by::text, ',')
+  FROM herald.delivery_queue));
+	$samples++;
+	$slots{$_}++ foreach grep { $_ ne '' } split /,/, $leased_by // '';
+	last if $pending == 0 || keys %slots == $workers;
+	sleep 0.01;
+}
+note("leases seen in $samples samples: "
+	  . join(', ', map { "worker $_ in $slots{$_}" } sort keys %slots));
+is(scalar(keys %slots), $workers, "all $workers workers hold leases during the drain");
+
+my $flushed = $node->safe_psql('postgres', "SELECT herald.flush('60 seconds')",
+	timeout => 60 + $timeout);
+is($flushed, 't', 'herald.flush() completes');
+note(sprintf('%d deliveries drained in %.1f s by %d workers',
+	$events, time() - $t0, $workers));
+
+is( $node->safe_psql('postgres',
+		"SELECT status || ' ' || count(*) FROM herald.deliveries GROUP BY status"),
+	"delivered $events",
+	'every delivery is delivered, none pending or dead');
+is( $node->safe_psql('postgres',
+		"SELECT count(*) FROM herald.deliveries WHERE attempts <> 1"),
+	0,
+	'every delivery took exactly one attempt');
+
+# What the database says each event's delivery is, and what arrived.
+my %webhook_id = map { split /\|/ } split /\n/,
+  $node->safe_psql('postgres',
+	"SELECT event_id, webhook_id FROM herald.deliveries");
+my (%by_event, %by_webhook_id);
+foreach my $r (@{ HeraldTest::received($receiver, '/hook') })
+{
+	$by_event{ $r->{event_id} // 'none' }++;
+	$by_webhook_id{ $r->{webhook_id} }++;
+}
+
+my @event_ids = split /\n/,
+  $node->safe_psql('postgres', 'SELECT id FROM herald.events');
+is(scalar(@event_ids), $events, 'every committed row change is an event');
+my @missing = grep { !$by_event{$_} } @event_ids;
+is(scalar(@missing), 0, 'the receiver got every event')
+  or diag("missing event ids (first 20): @missing[0 .. ($#missing < 19 ? $#missing : 19)]");
+my @twice = grep { $by_event{$_} > 1 } keys %by_event;
+is(scalar(@twice), 0, 'the receiver got no event twice')
+  or diag("events received more than once (first 20): @twice[0 .. ($#twice < 19 ? $#twice : 19)]");
+my %known = map { $_ => 1 } @event_ids;
+my @unknown = grep { !$known{$_} } keys %by_event;
+is(scalar(@unknown), 0, 'the receiver got no event that is not in herald.events')
+  or diag("unknown event ids: @unknown");
+my @duplicate_ids = grep { $by_webhook_id{$_} > 1 } keys %by_webhook_id;
+is(scalar(@duplicate_ids), 0, 'no webhook-id arrived twice')
+  or diag("duplicate webhook-ids (first 20): @duplicate_ids[0 .. ($#duplicate_ids < 19 ? $#duplicate_ids : 19)]");
+my %expected_ids = map { $_ => 1 } values %webhook_id;
+is(scalar(grep { $expected_ids{$_} } keys %by_webhook_id),
+	$events, "the $events webhook-ids received are the deliveries' own");
+
+my $requests = 0;
+$requests += $_ foreach values %by_webhook_id;
+note(sprintf('%d requests received; total run time %.1f s',
+	$requests, time() - $started));
+
+$node->stop('fast');
+HeraldTest::stop_receiver($receiver);
+
+done_testing();
