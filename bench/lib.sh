@@ -43,6 +43,10 @@
 #     Waits up to 30 s for a delivery worker (it starts a few seconds after
 #     the cluster: database "herald" is created after the server) and prints
 #     its pid.
+# bench_pause_worker PID / bench_resume_worker
+#     Stops the delivery worker with SIGSTOP at a moment it sleeps in its
+#     wait (holding no lock and no transaction), and lets it go on.  The
+#     cleanup resumes a paused worker, so the cluster can stop.
 # bench_server_log_summary
 #     Prints the ERROR / FATAL / PANIC / WARNING lines of the current
 #     cluster's log, counted by message, or "none".
@@ -70,6 +74,7 @@ BENCH_NAME=bench
 BENCH_TMP=
 BENCH_COMMAND=
 BENCH_LOAD_START=
+BENCH_PAUSED_PID=
 BENCH_NGINX_PID=
 BENCH_NGINX_URL=
 BENCH_NGINX_LOG=
@@ -123,6 +128,7 @@ bench_cleanup() {
 	for pid in "${BENCH_BG_PIDS[@]}"; do
 		_bench_stop_pid "$pid"
 	done
+	bench_resume_worker
 	bench_nginx_stop
 	if [ "$rc" -ne 0 ]; then
 		echo "$BENCH_NAME: failed (exit $rc)" >&2
@@ -192,6 +198,44 @@ bench_wait_worker() {
 		sleep 0.5
 	done
 	bench_die "no pg_herald delivery worker in pg_stat_activity after 30 s"
+}
+
+# Pause the delivery worker with SIGSTOP, only while it sleeps in its wait
+# (epoll): then it holds no lock and no transaction, so writers never wait
+# on it.  The sleeping system call is learned from the worker itself first.
+bench_pause_worker() {
+	local pid=$1 idle_nr= nr state
+	for _ in $(seq 100); do
+		if [ "$(cat "/proc/$pid/wchan" 2>/dev/null || true)" = do_epoll_wait ]; then
+			idle_nr=$(cut -d' ' -f1 "/proc/$pid/syscall" 2>/dev/null || true)
+			[[ $idle_nr =~ ^[0-9]+$ ]] && break
+			idle_nr=
+		fi
+		sleep 0.02
+	done
+	[ -n "$idle_nr" ] || bench_die "could not see delivery worker $pid sleep in epoll_wait"
+	for _ in $(seq 200); do
+		kill -STOP "$pid"
+		BENCH_PAUSED_PID=$pid
+		for _ in $(seq 100); do
+			state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null || true)
+			[ "$state" != T ] || break
+			sleep 0.01
+		done
+		nr=$(cut -d' ' -f1 "/proc/$pid/syscall" 2>/dev/null || true)
+		if [ "$state" = T ] && [ "$nr" = "$idle_nr" ]; then
+			return 0
+		fi
+		bench_resume_worker
+		sleep 0.02
+	done
+	bench_die "could not pause delivery worker $pid while it was idle"
+}
+
+bench_resume_worker() {
+	[ -n "${BENCH_PAUSED_PID:-}" ] || return 0
+	kill -CONT "$BENCH_PAUSED_PID" 2>/dev/null || true
+	BENCH_PAUSED_PID=
 }
 
 # --- nginx ----------------------------------------------------------------

@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
 # Write-path cost of a row rule: pgbench single-row INSERT throughput into
 #
-#   (a)  a plain table;
-#   (b)  the same table with a pg_herald row rule matching every INSERT, its
-#        channel pointing at nginx, so the delivery worker drains the queue
-#        while pgbench writes (the cost a real deployment pays);
-#   (b') the same rule in a second database that no delivery worker serves
-#        (herald.database is "herald"): the capture cost alone, the queue
-#        only grows;
-#   (c)  the same table with a hand-written PL/pgSQL AFTER INSERT FOR EACH ROW
-#        trigger inserting the row as jsonb into an event table: the usual
-#        do-it-yourself outbox.
+#   (a)   a plain table;
+#   (b)   the same table with a pg_herald row rule matching every INSERT, its
+#         channel pointing at nginx, so the delivery worker drains the queue
+#         while pgbench writes (the cost a real deployment pays);
+#   (b')  the same as (b) with the delivery worker paused (SIGSTOP, taken
+#         while it sleeps in its wait, so it holds no lock) during the run:
+#         the capture cost alone, nothing is claimed or sent meanwhile;
+#   (b'') the same rule and table in a second database, which no delivery
+#         worker serves (herald.database is "herald"): capture, plus whatever
+#         the commit-time wake-up of the worker costs;
+#   (c)   the same table with a hand-written PL/pgSQL AFTER INSERT FOR EACH
+#         ROW trigger inserting the row as jsonb into an event table: the
+#         usual do-it-yourself outbox.
 #
 #   bash bench/write_path.sh [--seconds 15] [--clients 2] [--rounds 3]
 #
-# The variants run interleaved, a b b' c a b b' c ..., --rounds times, each
-# for --seconds with --clients connections; the report gives each variant's
-# median TPS and its ratio to (a).  Before each run: CHECKPOINT.  After each
-# (b) run: herald.flush(), so no backlog spills into the next run.
+# The variants run interleaved, a b b' b'' c a b b' b'' c ..., --rounds
+# times, each for --seconds with --clients connections; the report gives
+# each variant's median TPS and its ratio to (a).  Before each run:
+# CHECKPOINT.  After each (b) and (b') run: herald.flush(), so no backlog
+# spills into the next run.
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh
@@ -28,7 +32,7 @@ clients=2
 rounds=3
 
 usage() {
-	sed -n '15,15p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '19,19p' "$0" | sed 's/^# \{0,1\}//'
 	exit "${1:-0}"
 }
 args=("$@")
@@ -49,7 +53,7 @@ bench_init write_path "${args[@]}"
 bench_nginx_start
 bench_say "nginx on $BENCH_NGINX_URL"
 herald_cluster_start "$BENCH_TMP/pg" >&2
-bench_wait_worker >/dev/null
+worker=$(bench_wait_worker)
 
 # One definition for the four tables, so that they differ only in what
 # fires on INSERT.
@@ -110,30 +114,33 @@ INSERT INTO $table (customer, amount) VALUES ('customer ' || :customer, :cents /
 SQL
 done
 
-variants=(a b b2 c)
+variants=(a b b1 b2 c)
 declare -A label=(
-	[a]="(a)  plain table"
-	[b]="(b)  row rule, delivered to nginx meanwhile"
-	[b2]="(b') row rule, no worker serves the database"
-	[c]="(c)  PL/pgSQL outbox trigger"
+	[a]="(a)   plain table"
+	[b]="(b)   row rule, delivered to nginx meanwhile"
+	[b1]="(b')  row rule, delivery worker paused"
+	[b2]="(b'') row rule, database no worker serves"
+	[c]="(c)   PL/pgSQL outbox trigger"
 )
-declare -A script=([a]=wp_plain [b]=wp_rule [b2]=wp_rule [c]=wp_outbox)
-declare -A database=([a]=herald [b]=herald [b2]=herald_idle [c]=herald)
+declare -A script=([a]=wp_plain [b]=wp_rule [b1]=wp_rule [b2]=wp_rule [c]=wp_outbox)
+declare -A database=([a]=herald [b]=herald [b1]=herald [b2]=herald_idle [c]=herald)
 declare -A tps_list
-backlog_rows="(b) round|rows inserted|pending at end of run|drained after s"
+backlog_rows="run|rows inserted|pending at end of run|drained after s"
 b_total=0
 
 for round in $(seq "$rounds"); do
 	for v in "${variants[@]}"; do
 		bench_psql -c CHECKPOINT
 		bench_say "round $round/$rounds: ${label[$v]}"
+		[ "$v" != b1 ] || bench_pause_worker "$worker"
 		out=$(BENCH_SQL_TIMEOUT=$((seconds + 120)) bench_pgbench -n -c "$clients" -j "$clients" \
 			-T "$seconds" -f "$BENCH_TMP/${script[$v]}.sql" "${database[$v]}" 2>&1) ||
 			bench_die "pgbench failed: $out"
+		bench_resume_worker
 		tps=$(awk '/^tps = / { printf "%.0f", $3 }' <<<"$out")
 		[[ $tps =~ ^[0-9]+$ ]] || bench_die "could not read pgbench's output: $out"
 		tps_list[$v]+="$tps "
-		if [ "$v" = b ]; then
+		if [ "$v" = b ] || [ "$v" = b1 ]; then
 			read -r inserted pending drained flushed < <(BENCH_SQL_TIMEOUT=700 bench_psql -F ' ' <<'SQL'
 SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
        extract(epoch FROM clock_timestamp()) AS t0
@@ -144,7 +151,7 @@ SELECT (SELECT count(*) FROM herald.deliveries), :pending,
 SQL
 			)
 			[ "$flushed" = t ] || bench_die "the (b) backlog did not drain within 10 minutes"
-			backlog_rows+=$'\n'"$round|$((inserted - b_total))|$pending|$drained"
+			backlog_rows+=$'\n'"${label[$v]%%  *}, round $round|$((inserted - b_total))|$pending|$drained"
 			b_total=$inserted
 		fi
 	done
@@ -162,6 +169,7 @@ for v in "${variants[@]}"; do
 done
 c_median=$(median c)
 b_median=$(median b)
+b1_median=$(median b1)
 b2_median=$(median b2)
 
 {
@@ -170,23 +178,26 @@ b2_median=$(median b2)
 	echo
 	bench_table <<<"$rows"
 	echo
-	awk -v b="$b_median" -v b2="$b2_median" -v c="$c_median" 'BEGIN {
-		printf "row rule vs PL/pgSQL outbox: (b)/(c) = %.3f, (b\x27)/(c) = %.3f\n", b / c, b2 / c }'
+	awk -v b="$b_median" -v b1="$b1_median" -v b2="$b2_median" -v c="$c_median" 'BEGIN {
+		printf "row rule vs PL/pgSQL outbox: (b)/(c) = %.3f, (b\x27)/(c) = %.3f, (b\x27\x27)/(c) = %.3f\n",
+			b / c, b1 / c, b2 / c }'
 	echo
 	bench_table <<<"$backlog_rows"
 	echo
-	echo "(b):  deliveries drain to nginx while pgbench writes: the worker, PostgreSQL and nginx share"
-	echo "      the 2 cores with pgbench.  After each (b) run, herald.flush() empties the queue"
-	echo "      (\"drained after s\") before the next run starts."
-	echo "(b'): the same rule and table in database herald_idle; the delivery workers serve database"
-	echo "      \"herald\" only, so nothing is claimed or sent: the capture trigger's cost alone."
-	echo "(c):  AFTER INSERT FOR EACH ROW, PL/pgSQL, INSERT INTO outbox (payload) VALUES"
-	echo "      (jsonb_build_object('table', TG_TABLE_NAME, 'operation', TG_OP, 'new', to_jsonb(NEW)))."
-	echo "      pg_herald's rule writes two rows per insert (event + delivery), the outbox one."
-	echo "load: pgbench -n -c $clients -j $clients -T $seconds, INSERT INTO t (customer, amount) VALUES (...),"
-	echo "      autocommit; tables identical (bigserial key, text, numeric, timestamptz default)."
+	echo "(b)    the worker drains to nginx while pgbench writes: it, PostgreSQL and nginx share the"
+	echo "       cores with pgbench.  After each (b) and (b') run, herald.flush() empties the queue"
+	echo "       (\"drained after s\" above) before the next run starts."
+	echo "(b')   same table and rule as (b); the delivery worker is stopped with SIGSTOP (taken while"
+	echo "       it sleeps in its wait, holding no lock) during the run, resumed after: capture alone."
+	echo "(b'')  the same rule and table in database herald_idle, which the worker does not serve (it"
+	echo "       serves \"herald\"); it keeps running, and commits there still wake it."
+	echo "(c)    AFTER INSERT FOR EACH ROW, PL/pgSQL: INSERT INTO outbox (payload) VALUES"
+	echo "       (jsonb_build_object('table', TG_TABLE_NAME, 'operation', TG_OP, 'new', to_jsonb(NEW))),"
+	echo "       one row per insert; pg_herald's rule writes two (event + delivery)."
+	echo "load:  pgbench -n -c $clients -j $clients -T $seconds, INSERT INTO t (customer, amount) VALUES (...),"
+	echo "       autocommit; the tables are identical (bigserial key, text, numeric, timestamptz default)."
 	echo "cluster: scripts/cluster.sh defaults (fsync = off: commits are cheap, which makes any trigger's"
-	echo "      relative cost larger), one delivery worker."
+	echo "       relative cost larger), one delivery worker."
 	echo "server log ERROR/FATAL/PANIC/WARNING lines: $(bench_server_log_summary)"
 	bench_machine
 } | bench_report

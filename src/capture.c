@@ -378,9 +378,49 @@ insert_events(CaptureRule *rule, const char *type, Datum payloads)
 }
 
 /*
- * Run the rule's selection as its owner, in a subtransaction.  Returns the
- * payloads as a jsonb[] (NULL when no row matched).  On error, fills
- * *error with the message and returns NULL.
+ * Run the rule's selection as its owner; the payloads as a jsonb[], or 0
+ * when no row matched.
+ */
+static Datum
+run_selection(CaptureRule *rule, Oid relid, int op, Oid ext_owner, int sec_context)
+{
+	SPIPlanPtr	plan = get_select_plan(rule, relid, op);
+	Datum		result = (Datum) 0;
+	int			ret;
+
+	SetUserIdAndSecContext(rule->owner, sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	ret = SPI_execute_plan(plan, NULL, NULL, false, 0);
+	SetUserIdAndSecContext(ext_owner, sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "unexpected result of the capture statement: %s",
+			 SPI_result_code_string(ret));
+	if (SPI_processed > 0)
+	{
+		int			n = SPI_processed;
+		Datum	   *elems = palloc(sizeof(Datum) * n);
+		bool		isnull;
+
+		for (int i = 0; i < n; i++)
+		{
+			elems[i] = SPI_getbinval(SPI_tuptable->vals[i],
+									 SPI_tuptable->tupdesc, 1, &isnull);
+			if (isnull)
+				elog(ERROR, "capture statement returned a null payload");
+		}
+		result = PointerGetDatum(construct_array(elems, n, JSONBOID, -1,
+												 false, TYPALIGN_INT));
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return result;
+}
+
+/*
+ * The payloads of the rows that satisfy the rule.  A rule without a
+ * condition runs no user code and needs no protection; a condition runs in
+ * a subtransaction, and if it fails, *error gets the message and the
+ * result is 0.
  */
 static Datum
 select_payloads(CaptureRule *rule, Oid relid, int op, Oid ext_owner,
@@ -391,38 +431,14 @@ select_payloads(CaptureRule *rule, Oid relid, int op, Oid ext_owner,
 	Datum		result = (Datum) 0;
 
 	*error = NULL;
+	if (rule->condition == NULL)
+		return run_selection(rule, relid, op, ext_owner, sec_context);
+
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(caller);
 	PG_TRY();
 	{
-		SPIPlanPtr	plan = get_select_plan(rule, relid, op);
-		int			ret;
-
-		SetUserIdAndSecContext(rule->owner, sec_context |
-							   SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
-		ret = SPI_execute_plan(plan, NULL, NULL, false, 0);
-		SetUserIdAndSecContext(ext_owner, sec_context | SECURITY_LOCAL_USERID_CHANGE);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "unexpected result of the capture statement: %s",
-				 SPI_result_code_string(ret));
-		if (SPI_processed > 0)
-		{
-			int			n = SPI_processed;
-			Datum	   *elems = palloc(sizeof(Datum) * n);
-			bool		isnull;
-
-			for (int i = 0; i < n; i++)
-			{
-				elems[i] = SPI_getbinval(SPI_tuptable->vals[i],
-										 SPI_tuptable->tupdesc, 1, &isnull);
-				if (isnull)
-					elog(ERROR, "capture statement returned a null payload");
-			}
-			result = PointerGetDatum(construct_array(elems, n, JSONBOID, -1,
-													 false, TYPALIGN_INT));
-		}
-		SPI_freetuptable(SPI_tuptable);
+		result = run_selection(rule, relid, op, ext_owner, sec_context);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(caller);
 		CurrentResourceOwner = owner;

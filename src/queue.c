@@ -77,8 +77,9 @@ herald_queue_release(int slot)
 	Datum		args[1] = {Int32GetDatum(slot)};
 	int			ret;
 
+	/* back to the front of the queue, where they were when claimed */
 	ret = SPI_execute_with_args("UPDATE herald.delivery_queue"
-								"   SET next_attempt_at = now(), leased_by = NULL"
+								"   SET next_attempt_at = least(created_at, now()), leased_by = NULL"
 								" WHERE status = 'pending' AND leased_by = $1",
 								1, argtypes, args, NULL, false, 0);
 	if (ret != SPI_OK_UPDATE)

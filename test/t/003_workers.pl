@@ -73,11 +73,11 @@ note("leases seen in $samples samples: "
 	  . join(', ', map { "worker $_ in $slots{$_}" } sort keys %slots));
 is(scalar(keys %slots), $workers, "all $workers workers hold leases during the drain");
 
-my $flushed = $node->safe_psql('postgres', "SELECT herald.flush('60 seconds')",
-	timeout => 60 + $timeout);
+my $flushed = $node->safe_psql('postgres', "SELECT herald.flush('120 seconds')",
+	timeout => 120 + $timeout);
 is($flushed, 't', 'herald.flush() completes');
-note(sprintf('%d deliveries drained in %.1f s by %d workers',
-	$events, time() - $t0, $workers));
+note(sprintf('%d deliveries drained in %.1f s (%.0f/s) by %d workers',
+	$events, time() - $t0, $events / (time() - $t0), $workers));
 
 is( $node->safe_psql('postgres',
 		"SELECT status || ' ' || count(*) FROM herald.deliveries GROUP BY status"),
@@ -123,6 +123,11 @@ my $requests = 0;
 $requests += $_ foreach values %by_webhook_id;
 note(sprintf('%d requests received; total run time %.1f s',
 	$requests, time() - $started));
+
+# The workers log a failed step and go on: an error must not go unnoticed.
+my @errors = HeraldTest::server_log($node, 0, qr/\b(?:ERROR|PANIC):/);
+is(scalar(@errors), 0, 'the server log shows no error')
+  or diag(join "\n", @errors[0 .. ($#errors < 9 ? $#errors : 9)]);
 
 $node->stop('fast');
 HeraldTest::stop_receiver($receiver);
