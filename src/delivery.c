@@ -286,51 +286,85 @@ channel_state(HeraldDelivery *d)
 	bool		found;
 
 	cs = hash_search(channel_states, &d->channel_id, HASH_ENTER, &found);
-	cs->max_concurrency = d->max_concurrency;
-	cs->rate = d->rate_limit;
 	if (!found)
 	{
 		cs->in_flight = 0;
+		cs->more_due = false;
+	}
+	cs->max_concurrency = d->max_concurrency;
+	if (!found || cs->rate != d->rate_limit)
+	{
+		/* a new or changed rate starts from a full bucket */
+		cs->rate = d->rate_limit;
 		cs->tokens = bucket_size(cs);
 		cs->refilled_at = GetCurrentTimestamp();
-		cs->more_due = false;
 	}
 	return cs;
 }
 
 /*
- * The allowance of every tracked channel, for the claim; forgets channels
- * that are back to their full allowance.
+ * What the worker uses of every tracked channel, for the claim; forgets
+ * channels that are back to their full allowance.
  */
 static void
-build_caps(HeraldChannelCaps *caps, MemoryContext cxt)
+build_use(HeraldChannelUse *use, MemoryContext cxt)
 {
 	HASH_SEQ_STATUS status;
 	ChannelState *cs;
 	TimestampTz now = GetCurrentTimestamp();
-	long		n = hash_get_num_entries(channel_states);
+	long		n = Max(hash_get_num_entries(channel_states), 1);
 
-	caps->n = 0;
-	caps->channel_ids = MemoryContextAlloc(cxt, sizeof(Datum) * Max(n, 1));
-	caps->caps = MemoryContextAlloc(cxt, sizeof(Datum) * Max(n, 1));
+	use->n = 0;
+	use->channel_ids = MemoryContextAlloc(cxt, sizeof(Datum) * n);
+	use->in_flight = MemoryContextAlloc(cxt, sizeof(Datum) * n);
+	use->tokens = MemoryContextAlloc(cxt, sizeof(Datum) * n);
+	use->tokens_null = MemoryContextAlloc(cxt, sizeof(bool) * n);
 	hash_seq_init(&status, channel_states);
 	while ((cs = hash_seq_search(&status)) != NULL)
 	{
-		int			cap;
-
 		refill(cs, now);
 		if (cs->in_flight == 0 && (cs->rate == 0 || cs->tokens >= bucket_size(cs)))
 		{
 			hash_search(channel_states, &cs->channel_id, HASH_REMOVE, NULL);
 			continue;
 		}
-		cap = cs->max_concurrency - cs->in_flight;
-		if (cs->rate > 0)
-			cap = Min(cap, (int) cs->tokens);
-		caps->channel_ids[caps->n] = Int32GetDatum(cs->channel_id);
-		caps->caps[caps->n] = Int32GetDatum(Max(cap, 0));
-		caps->n++;
+		use->channel_ids[use->n] = Int32GetDatum(cs->channel_id);
+		use->in_flight[use->n] = Int32GetDatum(cs->in_flight);
+		use->tokens[use->n] = Float8GetDatum(Max(cs->tokens, 0));
+		use->tokens_null[use->n] = (cs->rate == 0);
+		use->n++;
 	}
+}
+
+/*
+ * Count claimed deliveries against their channels (sign 1), or give them
+ * back when the claim did not commit (sign -1).
+ */
+static void
+charge(HeraldDelivery *claimed, int n, int sign)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (int i = 0; i < n; i++)
+	{
+		ChannelState *cs = channel_state(&claimed[i]);
+
+		refill(cs, now);
+		cs->in_flight += sign;
+		if (cs->rate > 0)
+			cs->tokens -= sign;
+	}
+}
+
+static void
+forget_channels(void)
+{
+	HASH_SEQ_STATUS status;
+	ChannelState *cs;
+
+	hash_seq_init(&status, channel_states);
+	while ((cs = hash_seq_search(&status)) != NULL)
+		hash_search(channel_states, &cs->channel_id, HASH_REMOVE, NULL);
 }
 
 /*
@@ -437,9 +471,9 @@ record_outcomes(void)
 typedef struct ClaimStep
 {
 	int			limit;
-	HeraldChannelCaps caps;		/* allowances before the claim */
 	bool		ready;
 	bool		released;
+	bool		charged;		/* the claimed deliveries are counted */
 	int			nclaimed;
 	HeraldDelivery *claimed;
 	MemoryContext cxt;
@@ -447,120 +481,62 @@ typedef struct ClaimStep
 	Oid			schema;
 } ClaimStep;
 
-/* The allowance a channel got in this claim. */
-static int
-claim_allowance(ClaimStep *c, HeraldDelivery *d)
-{
-	for (int i = 0; i < c->caps.n; i++)
-		if (DatumGetInt32(c->caps.channel_ids[i]) == d->channel_id)
-			return DatumGetInt32(c->caps.caps[i]);
-	if (d->rate_limit > 0)
-		return Min(d->max_concurrency, Max(1, (int) floor(d->rate_limit)));
-	return d->max_concurrency;
-}
-
-/*
- * The allowances once this claim's deliveries are counted, for the
- * next-due query: channels that used theirs up are not due.
- */
-static HeraldChannelCaps
-caps_after_claim(ClaimStep *c)
-{
-	HeraldChannelCaps after;
-	int			max = c->caps.n + c->nclaimed;
-
-	after.n = 0;
-	after.channel_ids = MemoryContextAlloc(c->cxt, sizeof(Datum) * Max(max, 1));
-	after.caps = MemoryContextAlloc(c->cxt, sizeof(Datum) * Max(max, 1));
-	for (int i = 0; i < c->nclaimed; i++)
-	{
-		HeraldDelivery *d = &c->claimed[i];
-		int			k;
-
-		for (k = 0; k < after.n; k++)
-			if (DatumGetInt32(after.channel_ids[k]) == d->channel_id)
-				break;
-		if (k == after.n)
-		{
-			after.channel_ids[k] = Int32GetDatum(d->channel_id);
-			after.caps[k] = Int32GetDatum(claim_allowance(c, d));
-			after.n++;
-		}
-		after.caps[k] = Int32GetDatum(DatumGetInt32(after.caps[k]) - 1);
-	}
-	for (int i = 0; i < c->caps.n; i++)
-	{
-		int			k;
-
-		for (k = 0; k < after.n; k++)
-			if (after.channel_ids[k] == c->caps.channel_ids[i])
-				break;
-		if (k == after.n)
-		{
-			after.channel_ids[k] = c->caps.channel_ids[i];
-			after.caps[k] = c->caps.caps[i];
-			after.n++;
-		}
-	}
-	return after;
-}
-
 static void
 claim_step(void *arg)
 {
 	ClaimStep  *c = arg;
+	HeraldChannelUse use;
 
 	c->ready = herald_queue_ready();
 	if (!c->ready)
 		return;
+
+	/* a re-created extension numbers its channels anew */
+	if (c->schema != herald_schema_oid(false))
+	{
+		forget_channels();
+		c->schema = herald_schema_oid(false);
+	}
 	if (!c->released)
 	{
 		herald_queue_release(worker_slot);
 		c->released = true;
 	}
-	c->schema = herald_schema_oid(false);
-	c->nclaimed = herald_queue_claim(worker_slot, c->limit, &c->caps, c->cxt,
+
+	build_use(&use, c->cxt);
+	c->nclaimed = herald_queue_claim(worker_slot, c->limit, &use, c->cxt,
 									 &c->claimed);
+	charge(c->claimed, c->nclaimed, 1);
+	c->charged = true;
 	if (c->nclaimed < c->limit)
 	{
-		HeraldChannelCaps after = caps_after_claim(c);
-
-		c->next_due_ms = herald_queue_next_due(&after);
+		/* the next due time, for channels with an allowance left */
+		build_use(&use, c->cxt);
+		c->next_due_ms = herald_queue_next_due(&use);
 	}
 	else
 		c->next_due_ms = 0;
 }
 
 /*
- * Count the claimed deliveries against their channels' limits, and note
- * the channels that used their whole allowance: they may have more due.
+ * Note the channels that used their whole allowance in this claim: they
+ * may have more due work as soon as a request finishes or a token comes.
  */
 static void
-charge_claim(ClaimStep *c, InFlight **flights)
+note_more_due(ClaimStep *c)
 {
 	for (int i = 0; i < c->nclaimed; i++)
 	{
 		HeraldDelivery *d = &c->claimed[i];
-		ChannelState *cs = channel_state(d);
-
-		refill(cs, GetCurrentTimestamp());
-		cs->in_flight++;
-		if (cs->rate > 0)
-			cs->tokens -= 1;
-		cs->more_due = false;
-		flights[i]->charged = true;
-	}
-	for (int i = 0; i < c->nclaimed; i++)
-	{
-		HeraldDelivery *d = &c->claimed[i];
-		ChannelState *cs = channel_state(d);
+		ChannelState *cs = hash_search(channel_states, &d->channel_id, HASH_FIND, NULL);
 		int			used = 0;
 
+		if (cs == NULL)
+			continue;
 		for (int k = 0; k < c->nclaimed; k++)
 			if (c->claimed[k].channel_id == d->channel_id)
 				used++;
-		if (used >= claim_allowance(c, d))
-			cs->more_due = true;
+		cs->more_due = (used >= d->allowance);
 	}
 }
 
@@ -647,10 +623,13 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 					   herald_max_in_flight - herald_http_in_flight());
 	claim->cxt = batch->cxt;
 	claim->nclaimed = 0;
-	build_caps(&claim->caps, batch->cxt);
+	claim->charged = false;
 	if (!in_transaction("pg_herald: claiming deliveries", claim_step, claim))
 	{
+		if (claim->charged)
+			charge(claim->claimed, claim->nclaimed, -1);
 		claim->ready = false;
+		claim->released = false;
 		claim->nclaimed = 0;
 		claim->next_due_ms = ERROR_PAUSE_MS;
 	}
@@ -669,9 +648,12 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 		flights[i]->delivery = &claim->claimed[i];
 		flights[i]->batch = batch;
 	}
-	charge_claim(claim, flights);
+	note_more_due(claim);
 	for (int i = 0; i < claim->nclaimed; i++)
+	{
+		flights[i]->charged = true;
 		start_delivery(flights[i]);
+	}
 	if (claim->nclaimed == 0)
 	{
 		MemoryContextDelete(batch->cxt);

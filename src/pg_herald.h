@@ -117,20 +117,24 @@ typedef struct HeraldDelivery
 	int32		max_attempts;
 	int32		max_concurrency;
 	double		rate_limit;		/* messages per second, 0 for none */
+	int32		allowance;		/* what the claim allowed its channel */
 	bool		channel_enabled;
 } HeraldDelivery;
 
 /*
- * How many more deliveries a worker may claim for one channel right now
- * (its concurrency and rate limits); channels not listed get their full
- * allowance.
+ * What a worker already uses of the channels it tracks: requests in flight
+ * and, for rate-limited channels, the tokens left in its bucket.  The claim
+ * turns this and each channel's current settings into an allowance;
+ * channels not listed get their full allowance.
  */
-typedef struct HeraldChannelCaps
+typedef struct HeraldChannelUse
 {
 	int			n;
 	Datum	   *channel_ids;
-	Datum	   *caps;
-} HeraldChannelCaps;
+	Datum	   *in_flight;
+	Datum	   *tokens;
+	bool	   *tokens_null;	/* no bucket tracked: a full one */
+} HeraldChannelUse;
 
 /* The result of one attempt, as queue.c records it. */
 typedef struct HeraldOutcome
@@ -150,9 +154,9 @@ typedef struct HeraldOutcome
 /* queue.c: called inside a transaction with SPI connected */
 extern bool herald_queue_ready(void);
 extern void herald_queue_release(int slot);
-extern int	herald_queue_claim(int slot, int limit, HeraldChannelCaps *caps,
+extern int	herald_queue_claim(int slot, int limit, HeraldChannelUse *caps,
 							   MemoryContext cxt, HeraldDelivery **out);
-extern long herald_queue_next_due(HeraldChannelCaps *caps);
+extern long herald_queue_next_due(HeraldChannelUse *caps);
 extern void herald_queue_record(int slot, HeraldOutcome *outcomes, int n);
 extern int64 herald_queue_purge(int limit);
 

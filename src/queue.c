@@ -100,28 +100,36 @@ copy_text(HeapTuple tup, TupleDesc desc, int col)
 }
 
 /*
- * Each channel's allowance for this claim: what the worker passed for the
- * channels it tracks, otherwise the channel's concurrency (and one second
- * of its rate).  Shared by the claim and the next-due query.
+ * Each channel's allowance for this claim, from its current settings and
+ * what the worker already uses of it: max_concurrency less the requests in
+ * flight, and for a rate-limited channel no more than the whole tokens in
+ * its bucket (a full bucket, one second's worth, when none is tracked).
+ * Shared by the claim and the next-due query.
  */
 #define CHANNEL_CAPS_CTE \
 	"caps AS (" \
-	"  SELECT c.id, coalesce(s.cap," \
-	"         CASE WHEN c.rate_limit IS NULL THEN c.max_concurrency" \
-	"              ELSE least(c.max_concurrency, greatest(1, floor(c.rate_limit))::int) END) AS cap" \
+	"  SELECT c.id," \
+	"         CASE WHEN c.rate_limit IS NULL" \
+	"              THEN c.max_concurrency - coalesce(s.in_flight, 0)" \
+	"              ELSE least(c.max_concurrency - coalesce(s.in_flight, 0)," \
+	"                         floor(coalesce(s.tokens, greatest(1, c.rate_limit)))::int)" \
+	"         END AS cap" \
 	"    FROM herald.channels c" \
-	"    LEFT JOIN unnest($1::int[], $2::int[]) AS s(id, cap) ON s.id = c.id)"
+	"    LEFT JOIN unnest($1::int[], $2::int[], $3::float8[]) AS s(id, in_flight, tokens)" \
+	"           ON s.id = c.id)"
 
 static void
-caps_args(HeraldChannelCaps *caps, Datum *args)
+use_args(HeraldChannelUse *use, Datum *args)
 {
-	int			dims[1] = {caps->n};
+	int			dims[1] = {use->n};
 	int			lbs[1] = {1};
 
-	args[0] = PointerGetDatum(construct_md_array(caps->channel_ids, NULL, 1, dims, lbs,
+	args[0] = PointerGetDatum(construct_md_array(use->channel_ids, NULL, 1, dims, lbs,
 												 INT4OID, 4, true, TYPALIGN_INT));
-	args[1] = PointerGetDatum(construct_md_array(caps->caps, NULL, 1, dims, lbs,
+	args[1] = PointerGetDatum(construct_md_array(use->in_flight, NULL, 1, dims, lbs,
 												 INT4OID, 4, true, TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_md_array(use->tokens, use->tokens_null, 1, dims, lbs,
+												 FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
 /*
@@ -130,11 +138,11 @@ caps_args(HeraldChannelCaps *caps, Datum *args)
  * claimed.
  */
 int
-herald_queue_claim(int slot, int limit, HeraldChannelCaps *caps,
+herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 				   MemoryContext cxt, HeraldDelivery **out)
 {
-	Oid			argtypes[4] = {INT4ARRAYOID, INT4ARRAYOID, INT4OID, INT4OID};
-	Datum		args[4];
+	Oid			argtypes[5] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID, INT4OID, INT4OID};
+	Datum		args[5];
 	int			ret;
 	int			n;
 	HeraldDelivery *deliveries;
@@ -144,7 +152,7 @@ herald_queue_claim(int slot, int limit, HeraldChannelCaps *caps,
 		claim_plan = prepare_kept(
 								  "WITH " CHANNEL_CAPS_CTE ","
 								  " due AS ("
-								  "  SELECT q.id, caps.id AS channel_id FROM caps"
+								  "  SELECT q.id, caps.id AS channel_id, caps.cap FROM caps"
 								  "   CROSS JOIN LATERAL ("
 								  "     SELECT d.id FROM herald.delivery_queue d"
 								  "      WHERE d.channel_id = caps.id AND d.status = 'pending'"
@@ -153,15 +161,15 @@ herald_queue_claim(int slot, int limit, HeraldChannelCaps *caps,
 								  "      LIMIT caps.cap"
 								  "      FOR UPDATE SKIP LOCKED) q"
 								  "   WHERE caps.cap > 0"
-								  "   LIMIT $3),"
+								  "   LIMIT $4),"
 								  " claimed AS ("
 								  "  UPDATE herald.delivery_queue d"
 								  "     SET next_attempt_at = now() + c.timeout + " LEASE_MARGIN ","
-								  "         leased_by = $4"
+								  "         leased_by = $5"
 								  "    FROM due JOIN herald.channels c ON c.id = due.channel_id"
 								  "   WHERE d.id = due.id"
 								  "   RETURNING d.id, d.attempts - d.retry_base AS attempts,"
-								  "             d.event_id, d.channel_id)"
+								  "             d.event_id, d.channel_id, due.cap)"
 								  " SELECT cl.id, cl.attempts, herald.webhook_id(cl.id),"
 								  "        e.id, e.type, e.rule,"
 								  "        to_char(e.created_at AT TIME ZONE 'UTC',"
@@ -173,16 +181,16 @@ herald_queue_claim(int slot, int limit, HeraldChannelCaps *caps,
 								  "        (extract(epoch FROM c.timeout) * 1000)::bigint,"
 								  "        extract(epoch FROM c.retry_delay)::float8 * 1000,"
 								  "        c.max_attempts, c.enabled, c.max_concurrency,"
-								  "        coalesce(c.rate_limit, 0)"
+								  "        coalesce(c.rate_limit, 0), cl.cap"
 								  "   FROM claimed cl"
 								  "   JOIN herald.event_log e ON e.id = cl.event_id"
 								  "   JOIN herald.channels c ON c.id = cl.channel_id"
 								  "   LEFT JOIN herald.rule_defs r ON r.id = e.rule_id",
-								  4, argtypes);
+								  5, argtypes);
 
-	caps_args(caps, args);
-	args[2] = Int32GetDatum(limit);
-	args[3] = Int32GetDatum(slot);
+	use_args(use, args);
+	args[3] = Int32GetDatum(limit);
+	args[4] = Int32GetDatum(slot);
 	ret = SPI_execute_plan(claim_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not claim deliveries: %s", SPI_result_code_string(ret));
@@ -230,6 +238,7 @@ herald_queue_claim(int slot, int limit, HeraldChannelCaps *caps,
 		d->channel_enabled = DatumGetBool(SPI_getbinval(tup, desc, 19, &isnull));
 		d->max_concurrency = DatumGetInt32(SPI_getbinval(tup, desc, 20, &isnull));
 		d->rate_limit = DatumGetFloat8(SPI_getbinval(tup, desc, 21, &isnull));
+		d->allowance = DatumGetInt32(SPI_getbinval(tup, desc, 22, &isnull));
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
@@ -242,10 +251,10 @@ herald_queue_claim(int slot, int limit, HeraldChannelCaps *caps,
  * allowance left is due (or its lease expires); -1 when there is none.
  */
 long
-herald_queue_next_due(HeraldChannelCaps *caps)
+herald_queue_next_due(HeraldChannelUse *use)
 {
-	Oid			argtypes[2] = {INT4ARRAYOID, INT4ARRAYOID};
-	Datum		args[2];
+	Oid			argtypes[3] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID};
+	Datum		args[3];
 	int			ret;
 	bool		isnull;
 	Datum		d;
@@ -259,8 +268,8 @@ herald_queue_next_due(HeraldChannelCaps *caps)
 									 "      WHERE d.channel_id = caps.id AND d.status = 'pending'"
 									 "      ORDER BY d.next_attempt_at LIMIT 1) n"
 									 "  WHERE caps.cap > 0",
-									 2, argtypes);
-	caps_args(caps, args);
+									 3, argtypes);
+	use_args(use, args);
 	ret = SPI_execute_plan(next_due_plan, args, NULL, true, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read the next due delivery: %s",
