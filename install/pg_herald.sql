@@ -70,7 +70,6 @@ CREATE TABLE herald.event_log (
     created_at  timestamptz NOT NULL DEFAULT now(),
     payload     jsonb NOT NULL
 );
-CREATE INDEX event_log_rule ON herald.event_log (rule_id, created_at);
 
 CREATE TABLE herald.delivery_queue (
     id              bigserial PRIMARY KEY,
