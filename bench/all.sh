@@ -7,11 +7,11 @@
 # Progress goes to stderr while they run; the tables come at the end, on
 # stdout.  To keep a record:  bash bench/all.sh 2>&1 | tee bench/results/latest.txt
 #
-# About 10 minutes on 2 cores when delivery keeps its targets.  memory.sh
-# gets a 7-minute drain budget here instead of its own 15, so that the whole
-# run stays within about 15 minutes even when the drain is slow (it then
-# reports that it gave up).  Each benchmark is also killed after a hard
-# limit; a failed or killed one is reported and the others still run.
+# About 10 minutes on 2 cores.  memory.sh gets a 7-minute drain budget here
+# instead of its own 15, so that the whole run stays within about 15 minutes
+# even when the drain is slow (it then reports that it gave up).  Each
+# benchmark is also killed after a hard limit; a failed or killed one is
+# reported and the others still run.
 set -euo pipefail
 
 bench_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

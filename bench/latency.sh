@@ -86,8 +86,8 @@ for rate in "${rate_list[@]}"; do
 		out=$(BENCH_SQL_TIMEOUT=$((run_seconds + 120)) bench_pgbench -n -c "$clients" -j "$jobs" \
 			-R "$rate" -T "$run_seconds" -D phase="$phase" -f "$BENCH_TMP/insert.sql" 2>&1) ||
 			bench_die "pgbench failed: $out"
-		BENCH_SQL_TIMEOUT=90 bench_psql -c "SELECT herald.flush('60 seconds')" | grep -qx t ||
-			bench_die "the deliveries of the $rate/s run were not done 60 s after it"
+		read -r flushed _ < <(bench_drain 60)
+		[ "$flushed" = t ] || bench_die "the deliveries of the $rate/s run were not done 60 s after it"
 		if [ "$phase" -ne 0 ]; then
 			tps=$(awk '/^tps = / { printf "%.0f", $3 }' <<<"$out")
 			lat=$(awk '/^latency average/ { print $4 }' <<<"$out")
@@ -104,7 +104,9 @@ bench_psql -c "CREATE TABLE receipts (at double precision, webhook_id text, byte
 BENCH_SQL_TIMEOUT=600 bench_psql -c "COPY receipts FROM STDIN WITH (FORMAT text, DELIMITER ' ')" \
 	<"$BENCH_NGINX_LOG"
 
-stats=$(BENCH_SQL_TIMEOUT=600 bench_psql <<'SQL'
+# One row per measured event: its latency, and its offset into its run.
+BENCH_SQL_TIMEOUT=600 bench_psql <<'SQL'
+CREATE TABLE latency AS
 WITH received AS (
     SELECT split_part(webhook_id, '_', 3)::bigint AS delivery_id, min(at) AS at
       FROM receipts WHERE webhook_id LIKE 'msg\_%' GROUP BY 1
@@ -119,11 +121,15 @@ WITH received AS (
       JOIN herald.deliveries d ON d.event_id = e.id
       LEFT JOIN received rc ON rc.delivery_id = d.id
      WHERE r.phase > 0
-), ms AS (
-    SELECT phase, (received + 0.0005 - committed) * 1000 AS receipt_ms, (sent - committed) * 1000 AS sent_ms,
-           committed
-      FROM sample
 )
+SELECT phase, committed,
+       committed - min(committed) OVER (PARTITION BY phase) AS offset_s,
+       (received + 0.0005 - committed) * 1000 AS receipt_ms,
+       (sent - committed) * 1000 AS sent_ms
+  FROM sample;
+SQL
+
+stats=$(bench_psql <<'SQL'
 SELECT phase,
        count(*),
        round(count(*) / nullif(max(committed) - min(committed), 0)),
@@ -132,18 +138,29 @@ SELECT phase,
        round(percentile_disc(0.9) WITHIN GROUP (ORDER BY receipt_ms)::numeric, 1),
        round(percentile_disc(0.99) WITHIN GROUP (ORDER BY receipt_ms)::numeric, 1),
        round(max(receipt_ms)::numeric, 1),
+       count(*) FILTER (WHERE receipt_ms > 25),
        round(percentile_disc(0.5) WITHIN GROUP (ORDER BY sent_ms)::numeric, 2),
        round(percentile_disc(0.99) WITHIN GROUP (ORDER BY sent_ms)::numeric, 2),
        round(min(receipt_ms)::numeric, 1)
-  FROM ms GROUP BY phase ORDER BY phase;
+  FROM latency GROUP BY phase ORDER BY phase;
+SQL
+)
+# the same, by 5-second window of each run, to show drift or a stall
+windows=$(bench_psql <<'SQL'
+SELECT phase, (floor(offset_s / 5) * 5)::int || '-' || (floor(offset_s / 5) * 5 + 5)::int,
+       count(*),
+       round(percentile_disc(0.5) WITHIN GROUP (ORDER BY receipt_ms)::numeric, 1),
+       round(percentile_disc(0.99) WITHIN GROUP (ORDER BY receipt_ms)::numeric, 1),
+       round(max(receipt_ms)::numeric, 1)
+  FROM latency GROUP BY phase, floor(offset_s / 5) ORDER BY phase, floor(offset_s / 5);
 SQL
 )
 
-rows="target events/s|events|achieved events/s|received|p50 ms|p90 ms|p99 ms|max ms"
+rows="target events/s|events|achieved events/s|received|p50 ms|p90 ms|p99 ms|max ms|over 25 ms"
 sent_rows="target events/s|commit -> attempt started, p50 ms|p99 ms|min commit -> receipt ms"
-while IFS='|' read -r phase n achieved received p50 p90 p99 max s50 s99 min; do
+while IFS='|' read -r phase n achieved received p50 p90 p99 max slow s50 s99 min; do
 	[ -n "$phase" ] || continue
-	rows+=$'\n'"$phase|$n|$achieved|$received|$p50|$p90|$p99|$max"
+	rows+=$'\n'"$phase|$n|$achieved|$received|$p50|$p90|$p99|$max|$slow"
 	sent_rows+=$'\n'"$phase|$s50|$s99|$min"
 	[ "$received" -eq "$n" ] || bench_say "WARNING: $((n - received)) of $n events at $phase/s were not seen by nginx"
 done <<<"$stats"
@@ -155,6 +172,8 @@ done <<<"$stats"
 	bench_table <<<"$rows"
 	echo
 	bench_table <<<"$sent_rows"
+	echo
+	bench_table <<<"target events/s|seconds into the run|events|p50 ms|p99 ms|max ms"$'\n'"$windows"
 	echo
 	echo "latency = nginx's receipt time - the transaction's commit timestamp (track_commit_timestamp)."
 	echo "          Receipt = nginx's \$msec logged with the webhook-id header, + 0.5 ms: \$msec is"

@@ -6,10 +6,11 @@
 # One transaction inserts --backlog rows into a watched table in
 # --statements INSERT ... SELECT statements; a row rule turns each row into
 # a delivery to nginx, so the whole backlog becomes visible to the worker at
-# COMMIT.  herald.flush() then waits for the drain, at most --timeout
-# seconds (the script gives up after that and says so).  Meanwhile the
-# delivery worker (pg_stat_activity.backend_type = 'pg_herald delivery') is
-# sampled every 0.5 s: RSS from ps -o rss=, and its split from
+# COMMIT.  The script then waits for the drain with short herald.flush()
+# calls, at most --timeout seconds (it gives up after that and says so).
+# Meanwhile the delivery worker (pg_stat_activity.backend_type =
+# 'pg_herald delivery') is sampled every 0.5 s: RSS from ps -o rss=, and its
+# split from
 # /proc/PID/status into RssAnon (the worker's private memory) and RssShmem
 # (PostgreSQL shared buffers the process has touched, shared with every
 # backend).
@@ -96,23 +97,25 @@ per=$(((backlog + statements - 1) / statements))
 	done
 	echo "SELECT extract(epoch FROM clock_timestamp()) AS t_commit \\gset"
 	echo "COMMIT;"
-	echo "SELECT herald.flush(make_interval(secs => $drain_timeout)) AS flushed \\gset"
-	echo "SELECT extract(epoch FROM clock_timestamp()) AS t_done \\gset"
-	echo "SELECT :t_begin, :t_commit, :t_done, :'flushed';"
+	echo "SELECT :t_begin, :t_commit;"
 } >"$BENCH_TMP/fill.sql"
 
-limit=$((fill_timeout + drain_timeout + 60))
-bench_say "inserting $backlog rows in $statements statements, one transaction; then draining (at most ${drain_timeout} s)"
-bench_bg "$limit" "$BENCH_PGBIN/psql" -X -q -At -F ' ' -v ON_ERROR_STOP=1 -f "$BENCH_TMP/fill.sql" \
+bench_say "inserting $backlog rows in $statements statements, one transaction"
+bench_bg "$fill_timeout" "$BENCH_PGBIN/psql" -X -q -At -F ' ' -v ON_ERROR_STOP=1 -f "$BENCH_TMP/fill.sql" \
 	-o "$BENCH_TMP/fill.out"
 session=$BENCH_BG_PID
 
+# Sample the worker every $interval s: while the fill runs, with sleep;
+# during the drain, a herald.flush('$interval seconds') call is the pause
+# (short calls: see bench_drain in lib.sh), until one returns true.
 samples=$BENCH_TMP/samples.txt
 restarts=0
 started=$(date +%s)
+t_commit=
+flushed=f
 n=0
-max_samples=$((limit * 2 + 10))
-while kill -0 "$session" 2>/dev/null && [ "$n" -lt "$max_samples" ]; do
+max_samples=$(((fill_timeout + drain_timeout) * 2 + 100))
+while [ "$n" -lt "$max_samples" ]; do
 	line=$(sample "$worker")
 	if [ -z "$line" ]; then
 		# the worker is gone: note it and follow its successor
@@ -123,18 +126,30 @@ while kill -0 "$session" 2>/dev/null && [ "$n" -lt "$max_samples" ]; do
 	fi
 	echo "$line" >>"$samples"
 	n=$((n + 1))
+	if [ -z "$t_commit" ]; then
+		if kill -0 "$session" 2>/dev/null; then
+			sleep "$interval"
+			continue
+		fi
+		rc=0
+		wait "$session" || rc=$?
+		[ "$rc" -eq 0 ] || bench_die "the fill session failed (exit $rc): $(cat "$BENCH_TMP/fill.out" 2>/dev/null)"
+		read -r t_begin t_commit <"$BENCH_TMP/fill.out"
+		drain_deadline=$(($(date +%s) + drain_timeout))
+		bench_say "committed; draining (at most $drain_timeout s)"
+	fi
+	read -r flushed t_done < <(bench_psql -F ' ' -c \
+		"SELECT herald.flush('$interval seconds'), extract(epoch FROM clock_timestamp())")
+	[ "$flushed" = t ] && break
+	[ "$(date +%s)" -lt "$drain_deadline" ] || break
 	if [ $((n % 20)) -eq 0 ]; then
-		pending=$(bench_psql -c "SELECT count(*) FROM herald.deliveries WHERE status = 'pending'" || echo '?')
+		pending=$(bench_psql -c "SELECT count(*) FROM herald.deliveries WHERE status = 'pending'")
 		read -r _ rss anon _ _ <<<"$line"
 		bench_say "$(($(date +%s) - started)) s: worker RSS $((rss / 1024)) MB (private $((anon / 1024)) MB), pending deliveries $pending"
 	fi
-	sleep "$interval"
 done
-rc=0
-wait "$session" || rc=$?
-[ "$rc" -eq 0 ] || bench_die "the fill/drain session failed (exit $rc): $(cat "$BENCH_TMP/fill.out" 2>/dev/null)"
+[ -n "$t_commit" ] || bench_die "the fill did not finish within $fill_timeout s"
 
-read -r t_begin t_commit t_done flushed <"$BENCH_TMP/fill.out"
 after=$(sample "$worker")
 counts=$(bench_psql -F ' ' -c "SELECT count(*) FILTER (WHERE status = 'delivered'),
 	count(*) FILTER (WHERE status = 'dead'), count(*) FILTER (WHERE status = 'pending'),
@@ -149,7 +164,9 @@ attempts=$((attempts - 1))
 read -r peak_rss peak_anon peak_shmem drain_samples < <(awk -v c="$t_commit" '
 	$1 >= c { n++; if ($2 > r) r = $2; if ($3 > a) a = $3; if ($4 > s) s = $4 }
 	END { printf "%d %d %d %d\n", r, a, s, n }' "$samples")
-read -r fill_rss _ < <(awk -v c="$t_commit" '$1 < c && $2 > r { r = $2 } END { print r + 0 }' "$samples")
+read -r fill_rss fill_anon fill_shmem < <(awk -v c="$t_commit" '
+	$1 < c { if ($2 > r) r = $2; if ($3 > a) a = $3; if ($4 > s) s = $4 }
+	END { printf "%d %d %d\n", r, a, s }' "$samples")
 mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 read -r _ idle_rss idle_anon idle_shmem _ <<<"$idle"
 read -r _ after_rss after_anon after_shmem _ <<<"${after:-0 0 0 0 0}"
@@ -164,7 +181,7 @@ rows="backlog|insert s|drain s|deliveries/s|delivered|dead|pending|attempts"
 rows+=$'\n'"$backlog|$insert_s|$drain_s|$rate|$delivered|$dead|$pending|$attempts"
 mem="delivery worker memory, MB|RSS (ps)|private (RssAnon)|shared buffers touched (RssShmem)"
 mem+=$'\n'"idle, before the backlog|$(mb "$idle_rss")|$(mb "$idle_anon")|$(mb "$idle_shmem")"
-mem+=$'\n'"peak while inserting (worker idle)|$(mb "$fill_rss")|-|-"
+mem+=$'\n'"peak while inserting (worker idle)|$(mb "$fill_rss")|$(mb "$fill_anon")|$(mb "$fill_shmem")"
 mem+=$'\n'"peak while draining ($drain_samples samples)|$(mb "$peak_rss")|$(mb "$peak_anon")|$(mb "$peak_shmem")"
 mem+=$'\n'"after the drain|$(mb "$after_rss")|$(mb "$after_anon")|$(mb "$after_shmem")"
 
@@ -177,11 +194,12 @@ mem+=$'\n'"after the drain|$(mb "$after_rss")|$(mb "$after_anon")|$(mb "$after_s
 	bench_table <<<"$mem"
 	echo
 	if [ "$flushed" != t ]; then
-		echo "GAVE UP: herald.flush() did not see the backlog drained within $drain_timeout s."
+		echo "GAVE UP: the backlog was not drained $drain_timeout s after COMMIT."
 	fi
 	[ "$restarts" -eq 0 ] || echo "WARNING: the delivery worker exited $restarts time(s) during the run."
 	echo "insert s: BEGIN -> COMMIT issued, $statements INSERT ... SELECT statements in one transaction."
-	echo "drain s:  COMMIT issued -> herald.flush() returned; deliveries/s = delivered / drain s."
+	echo "drain s:  COMMIT issued -> the herald.flush('$interval seconds') call (one per sample) that returned"
+	echo "          true; deliveries/s = delivered / drain s."
 	echo "memory:   sampled every ${interval} s; peaks are the largest sample (they need not coincide)."
 	echo "          RSS counts the shared buffers the worker has touched (RssShmem), which are"
 	echo "          PostgreSQL's shared memory (shared_buffers = 128MB), not the worker's own;"

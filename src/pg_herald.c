@@ -131,6 +131,12 @@ herald_wake_delivery(void)
 		return;
 
 	SpinLockAcquire(&herald_shared->mutex);
+	/* work in a database no worker serves waits for nobody */
+	if (herald_shared->database != MyDatabaseId)
+	{
+		SpinLockRelease(&herald_shared->mutex);
+		return;
+	}
 	herald_shared->wakeups++;
 	for (int i = 0; i < HERALD_MAX_WORKERS; i++)
 		if (herald_shared->latch[i] != NULL)
@@ -174,6 +180,7 @@ herald_worker_attach(int slot)
 	SpinLockAcquire(&herald_shared->mutex);
 	herald_shared->latch[slot] = MyLatch;
 	herald_shared->pid[slot] = MyProcPid;
+	herald_shared->database = MyDatabaseId;
 	SpinLockRelease(&herald_shared->mutex);
 	before_shmem_exit(herald_worker_detach, Int32GetDatum(slot));
 }

@@ -51,6 +51,7 @@ typedef struct HeraldShared
 	slock_t		mutex;
 	Latch	   *latch[HERALD_MAX_WORKERS];	/* running delivery workers' latches */
 	pid_t		pid[HERALD_MAX_WORKERS];	/* their pids, 0 when not running */
+	Oid			database;		/* the database they serve, once connected */
 	uint64		wakeups;		/* commits that produced work */
 } HeraldShared;
 
