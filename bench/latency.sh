@@ -30,8 +30,7 @@ clients=4
 warmup=3
 
 usage() {
-	sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'
-	exit "${1:-0}"
+	bench_usage 2,4 "${1:-0}"
 }
 args=("$@")
 while [ $# -gt 0 ]; do
@@ -44,9 +43,7 @@ while [ $# -gt 0 ]; do
 		*) echo "latency.sh: unknown argument: $1" >&2; usage 2 ;;
 	esac
 done
-for n in "$seconds" "$clients" "$warmup"; do
-	[[ $n =~ ^[1-9][0-9]*$ ]] || bench_die "not a positive integer: $n"
-done
+bench_positive_ints "$seconds" "$clients" "$warmup"
 [[ $rates =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || bench_die "--rates wants a list like 100,1000"
 
 bench_init latency "${args[@]}"

@@ -136,7 +136,7 @@ bench_cleanup() {
 	trap '' HUP INT PIPE TERM
 	set +e
 	for pid in "${BENCH_BG_PIDS[@]}"; do
-		_bench_stop_pid "$pid"
+		herald_stop_pid "$pid"
 	done
 	bench_resume_worker
 	bench_nginx_stop
@@ -162,19 +162,6 @@ bench_cleanup() {
 	exit "$rc"
 }
 
-# TERM, then KILL after 5 s, one process we started.
-_bench_stop_pid() {
-	local pid=$1
-	[ -n "$pid" ] || return 0
-	if kill -TERM "$pid" 2>/dev/null; then
-		for _ in $(seq 50); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	wait "$pid" 2>/dev/null || true
-}
 
 bench_bg() {
 	local seconds=$1
@@ -343,14 +330,7 @@ bench_nginx_stop() {
 	BENCH_NGINX_PID=
 	children=$(ps -o pid= --ppid "$pid" 2>/dev/null || true)
 	# QUIT is nginx's graceful stop; the worker follows its master.
-	if kill -QUIT "$pid" 2>/dev/null; then
-		for _ in $(seq 50); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	wait "$pid" 2>/dev/null || true
+	herald_stop_pid "$pid" QUIT
 	for pid in $children; do
 		kill -KILL "$pid" 2>/dev/null || true
 	done
@@ -459,4 +439,19 @@ bench_report() {
 	else
 		cat
 	fi
+}
+
+# bench_usage FIRST,LAST [STATUS]: print the script's header comment lines
+# FIRST to LAST as its usage and exit.
+bench_usage() {
+	sed -n "${1}p" "$0" | sed 's/^# \{0,1\}//'
+	exit "${2:-0}"
+}
+
+# bench_positive_ints VALUE...: die unless every VALUE is a positive integer.
+bench_positive_ints() {
+	local n
+	for n in "$@"; do
+		[[ $n =~ ^[1-9][0-9]*$ ]] || bench_die "not a positive integer: $n"
+	done
 }

@@ -26,8 +26,7 @@ fill_timeout=900
 interval=0.5
 
 usage() {
-	sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'
-	exit "${1:-0}"
+	bench_usage 2,4 "${1:-0}"
 }
 args=("$@")
 while [ $# -gt 0 ]; do
@@ -39,9 +38,7 @@ while [ $# -gt 0 ]; do
 		*) echo "memory.sh: unknown argument: $1" >&2; usage 2 ;;
 	esac
 done
-for n in "$backlog" "$statements" "$drain_timeout"; do
-	[[ $n =~ ^[1-9][0-9]*$ ]] || bench_die "not a positive integer: $n"
-done
+bench_positive_ints "$backlog" "$statements" "$drain_timeout"
 [ "$statements" -le "$backlog" ] || bench_die "--statements is larger than --backlog"
 
 bench_init memory "${args[@]}"

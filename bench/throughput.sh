@@ -28,8 +28,7 @@ connections=64
 drain_timeout=600
 
 usage() {
-	sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
-	exit "${1:-0}"
+	bench_usage 2,6 "${1:-0}"
 }
 args=("$@")
 while [ $# -gt 0 ]; do
@@ -43,9 +42,7 @@ while [ $# -gt 0 ]; do
 		*) echo "throughput.sh: unknown argument: $1" >&2; usage 2 ;;
 	esac
 done
-for n in "$events" "$wrk_seconds" "$connections" "$drain_timeout"; do
-	[[ $n =~ ^[1-9][0-9]*$ ]] || bench_die "not a positive integer: $n"
-done
+bench_positive_ints "$events" "$wrk_seconds" "$connections" "$drain_timeout"
 [[ $workers =~ ^[1-9][0-9]?(,[1-9][0-9]?)*$ ]] || bench_die "--workers wants a list like 1,2"
 
 bench_init throughput "${args[@]}"

@@ -32,8 +32,7 @@ clients=2
 rounds=3
 
 usage() {
-	sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
-	exit "${1:-0}"
+	bench_usage 2,18 "${1:-0}"
 }
 args=("$@")
 while [ $# -gt 0 ]; do
@@ -45,9 +44,7 @@ while [ $# -gt 0 ]; do
 		*) echo "write_path.sh: unknown argument: $1" >&2; usage 2 ;;
 	esac
 done
-for n in "$seconds" "$clients" "$rounds"; do
-	[[ $n =~ ^[1-9][0-9]*$ ]] || bench_die "not a positive integer: $n"
-done
+bench_positive_ints "$seconds" "$clients" "$rounds"
 
 bench_init write_path "${args[@]}"
 bench_nginx_start

@@ -221,10 +221,12 @@ herald_receiver_start() {
 	export HERALD_RECEIVER_LOG="$dir/receiver.log"
 }
 
-herald_receiver_stop() {
-	local pid=${HERALD_RECEIVER_PID:-}
+# herald_stop_pid PID [SIGNAL]: send SIGNAL (TERM by default) to a process
+# this shell started, KILL it if it is still there after 5 s, reap it.
+herald_stop_pid() {
+	local pid=$1 signal=${2:-TERM}
 	[ -n "$pid" ] || return 0
-	if kill -TERM "$pid" 2>/dev/null; then
+	if kill -"$signal" "$pid" 2>/dev/null; then
 		for _ in $(seq 50); do
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.1
@@ -232,6 +234,10 @@ herald_receiver_stop() {
 		kill -KILL "$pid" 2>/dev/null || true
 	fi
 	wait "$pid" 2>/dev/null || true
+}
+
+herald_receiver_stop() {
+	herald_stop_pid "${HERALD_RECEIVER_PID:-}"
 	HERALD_RECEIVER_PID=
 	return 0
 }
