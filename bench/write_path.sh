@@ -15,7 +15,10 @@
 #         ROW trigger inserting the row as jsonb into an event table: the
 #         usual do-it-yourself outbox.
 #
-#   bash bench/write_path.sh [--seconds 15] [--clients 2] [--rounds 3]
+#   bash bench/write_path.sh [--seconds 15] [--clients 2] [--rounds 3] [--durable]
+#
+# --durable runs the cluster with fsync = on (the test clusters run with
+# fsync = off, where commits cost almost nothing).
 #
 # The variants run interleaved, a b b' b'' c a b b' b'' c ..., --rounds
 # times, each for --seconds with --clients connections; the report gives
@@ -30,6 +33,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 seconds=15
 clients=2
 rounds=3
+durable=0
 
 usage() {
 	bench_usage 2,18 "${1:-0}"
@@ -40,6 +44,7 @@ while [ $# -gt 0 ]; do
 		--seconds) seconds=$2; shift 2 ;;
 		--clients) clients=$2; shift 2 ;;
 		--rounds) rounds=$2; shift 2 ;;
+		--durable) durable=1; shift ;;
 		-h | --help) usage 0 ;;
 		*) echo "write_path.sh: unknown argument: $1" >&2; usage 2 ;;
 	esac
@@ -49,7 +54,11 @@ bench_positive_ints "$seconds" "$clients" "$rounds"
 bench_init write_path "${args[@]}"
 bench_nginx_start
 bench_say "nginx on $BENCH_NGINX_URL"
-herald_cluster_start "$BENCH_TMP/pg" >&2
+if [ "$durable" = 1 ]; then
+	herald_cluster_start "$BENCH_TMP/pg" "fsync = on" "synchronous_commit = on" >&2
+else
+	herald_cluster_start "$BENCH_TMP/pg" >&2
+fi
 worker=$(bench_wait_worker)
 
 # One definition for the four tables, so that they differ only in what
@@ -189,8 +198,13 @@ b2_median=$(median b2)
 	echo "       one row per insert; pg_herald's rule writes two (event + delivery)."
 	echo "load:  pgbench -n -c $clients -j $clients -T $seconds, INSERT INTO t (customer, amount) VALUES (...),"
 	echo "       autocommit; the tables are identical (bigserial key, text, numeric, timestamptz default)."
-	echo "cluster: scripts/cluster.sh defaults (fsync = off: commits are cheap, which makes any trigger's"
-	echo "       relative cost larger), one delivery worker."
+	if [ "$durable" = 1 ]; then
+		echo "cluster: scripts/cluster.sh defaults but fsync = on, synchronous_commit = on (durable"
+		echo "       commits), one delivery worker."
+	else
+		echo "cluster: scripts/cluster.sh defaults (fsync = off: commits are cheap, which makes any trigger's"
+		echo "       relative cost larger), one delivery worker."
+	fi
 	echo "server log ERROR/FATAL/PANIC/WARNING lines: $(bench_server_log_summary)"
 	bench_machine
 } | bench_report

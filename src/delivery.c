@@ -166,13 +166,14 @@ backoff_ms(HeraldDelivery *d)
 	return delay * (0.8 + 0.4 * ((double) random() / (double) 0x7FFFFFFF));
 }
 
-/*
- * Decide what one attempt means: delivered, retried later, or dead.
- * error describes a failure before any request was made (req is NULL).
- */
 static void fill_outcome(HeraldOutcome *o, HeraldDelivery *d,
 						 HeraldRequest *req, const char *error);
 
+/*
+ * Queue the outcome of one attempt for recording, and give its channel
+ * allowance back.  error describes a failure before any request was made
+ * (req is NULL).
+ */
 static void
 add_outcome(InFlight *f, HeraldRequest *req, const char *error)
 {
@@ -207,6 +208,7 @@ add_outcome(InFlight *f, HeraldRequest *req, const char *error)
 	MemoryContextSwitchTo(old);
 }
 
+/* Decide what one attempt means: delivered, retried later, or dead. */
 static void
 fill_outcome(HeraldOutcome *o, HeraldDelivery *d, HeraldRequest *req,
 			 const char *error)
