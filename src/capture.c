@@ -8,9 +8,9 @@
  * rule listens to.  For every such rule it runs two set-based statements in
  * the writer's transaction:
  *
- *	1. as the rule's owner (privileges and row-level security of the owner,
- *	   never the writer's), select the payload of every transition row that
- *	   satisfies the rule's condition;
+ *	1. as the rule's owner (whatever the condition reads is read with the
+ *	   owner's privileges, never the writer's), select the payload of every
+ *	   transition row that satisfies the rule's condition;
  *	2. as the extension's owner, insert one event per selected row and one
  *	   delivery per event and channel.
  *
@@ -23,7 +23,9 @@
  *
  * A condition that fails at run time must not break the writer's statement:
  * it runs in a subtransaction, and its error becomes a "rule.error" event
- * sent to the rule's channels.
+ * sent to the rule's channels.  Everything runs with search_path
+ * pg_catalog, pg_temp (the one conditions are checked with at declaration),
+ * and settings a condition changes are undone before the writer goes on.
  *
  * The rules of each table are cached per backend with their prepared plans.
  * Any change to herald.rule_defs or herald.rule_channels fires
