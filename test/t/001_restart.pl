@@ -102,6 +102,8 @@ foreach my $mode ('immediate', 'fast')
 		  . " events were received more than once");
 }
 
+HeraldTest::no_server_errors($node);
+
 $node->stop('fast');
 HeraldTest::stop_receiver($receiver);
 

@@ -229,10 +229,7 @@ SELECT count(*) FILTER (WHERE status = 'delivered'),
 		$name, scalar(@repeated), scalar(keys %count), $copies, $in_flight));
 }
 
-# The workers log a failed step and go on: an error must not go unnoticed.
-my @errors = HeraldTest::server_log($node, 0, qr/\b(?:ERROR|PANIC):/);
-is(scalar(@errors), 0, 'the server log shows no error')
-  or diag(join "\n", @errors[0 .. ($#errors < 9 ? $#errors : 9)]);
+HeraldTest::no_server_errors($node);
 
 $node->stop('fast');
 HeraldTest::stop_receiver($receiver);

@@ -172,4 +172,15 @@ sub server_log
 	  slurp_file($node->logfile, $offset);
 }
 
+# The workers log a failed step and go on: an error must not go unnoticed.
+# One assertion: the node's server log holds no ERROR or PANIC line.
+sub no_server_errors
+{
+	my ($node) = @_;
+	my @errors = server_log($node, 0, qr/\b(?:ERROR|PANIC):/);
+	is(scalar(@errors), 0, 'the server log shows no error')
+	  or diag(join "\n", @errors[0 .. ($#errors < 9 ? $#errors : 9)]);
+	return;
+}
+
 1;
