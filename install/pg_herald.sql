@@ -87,7 +87,7 @@ CREATE TABLE herald.delivery_queue (
     finished_at     timestamptz
 );
 -- the claim: each channel's due pending rows in time order
-CREATE INDEX delivery_queue_due ON herald.delivery_queue (channel_id, next_attempt_at)
+CREATE INDEX delivery_queue_due ON herald.delivery_queue (channel_id, next_attempt_at, id)
     WHERE status = 'pending';
 -- the purge: finished rows by age; not touched by the insert
 CREATE INDEX delivery_queue_finished ON herald.delivery_queue (status, finished_at)

@@ -45,6 +45,8 @@
 
 /* How long an idle worker sleeps before it looks at the queue anyway. */
 #define IDLE_RECHECK_MS 10000
+/* How often the claim scans every channel from the start of its range. */
+#define FULL_SCAN_MS 10000
 /* Pause after a failed transaction, so that a broken state does not spin. */
 #define ERROR_PAUSE_MS 1000
 /* Longest backoff between two attempts, and longest Retry-After honoured. */
@@ -77,10 +79,18 @@ static int	maxoutcomes = 0;
 static MemoryContext outcome_context = NULL;	/* their strings */
 
 /*
- * What the worker knows of a channel it has sent to: requests in flight
- * and, for a rate-limited channel, a token bucket holding up to one second
- * of its rate.  A channel with nothing in flight and a full bucket is
- * forgotten: the claim then gives it its full allowance.
+ * What the worker knows of a channel it has sent to: requests in flight,
+ * for a rate-limited channel a token bucket holding up to one second of its
+ * rate, and the last row it claimed.
+ *
+ * The claim resumes each channel's scan just after that row instead of at
+ * the start of the channel's index range, where the entries of rows
+ * already done pile up as long as some snapshot still sees them (a long
+ * transaction anywhere): without the mark every claim would walk over all
+ * of them.  Rows can still appear behind the mark: a committing transaction
+ * reports the oldest due time it created (herald_take_rescan) and the marks
+ * move back to it; anything else (a lease another worker gave back, a
+ * prepared transaction) is found by a full scan every FULL_SCAN_MS.
  */
 typedef struct ChannelState
 {
@@ -91,9 +101,13 @@ typedef struct ChannelState
 	double		tokens;
 	TimestampTz refilled_at;
 	bool		more_due;		/* the last claim used its whole allowance */
+	bool		marked;			/* mark_at/mark_id hold the last row claimed */
+	TimestampTz mark_at;
+	int64		mark_id;
 } ChannelState;
 
 static HTAB *channel_states = NULL;
+static TimestampTz next_full_scan = 0;
 
 /* --- transactions --------------------------------------------------------- */
 
@@ -292,6 +306,7 @@ channel_state(HeraldDelivery *d)
 	{
 		cs->in_flight = 0;
 		cs->more_due = false;
+		cs->marked = false;
 	}
 	cs->max_concurrency = d->max_concurrency;
 	if (!found || cs->rate != d->rate_limit)
@@ -305,11 +320,11 @@ channel_state(HeraldDelivery *d)
 }
 
 /*
- * What the worker uses of every tracked channel, for the claim; forgets
- * channels that are back to their full allowance.
+ * What the worker uses of every tracked channel, and where to resume each
+ * channel's scan, for the claim.  full: scan every channel from its start.
  */
 static void
-build_use(HeraldChannelUse *use, MemoryContext cxt)
+build_use(HeraldChannelUse *use, MemoryContext cxt, bool full)
 {
 	HASH_SEQ_STATUS status;
 	ChannelState *cs;
@@ -321,20 +336,58 @@ build_use(HeraldChannelUse *use, MemoryContext cxt)
 	use->in_flight = MemoryContextAlloc(cxt, sizeof(Datum) * n);
 	use->tokens = MemoryContextAlloc(cxt, sizeof(Datum) * n);
 	use->tokens_null = MemoryContextAlloc(cxt, sizeof(bool) * n);
+	use->after_at = MemoryContextAlloc(cxt, sizeof(Datum) * n);
+	use->after_id = MemoryContextAlloc(cxt, sizeof(Datum) * n);
+	use->after_null = MemoryContextAlloc(cxt, sizeof(bool) * n);
 	hash_seq_init(&status, channel_states);
 	while ((cs = hash_seq_search(&status)) != NULL)
 	{
 		refill(cs, now);
-		if (cs->in_flight == 0 && (cs->rate == 0 || cs->tokens >= bucket_size(cs)))
-		{
-			hash_search(channel_states, &cs->channel_id, HASH_REMOVE, NULL);
-			continue;
-		}
 		use->channel_ids[use->n] = Int32GetDatum(cs->channel_id);
 		use->in_flight[use->n] = Int32GetDatum(cs->in_flight);
 		use->tokens[use->n] = Float8GetDatum(Max(cs->tokens, 0));
 		use->tokens_null[use->n] = (cs->rate == 0);
+		use->after_at[use->n] = TimestampTzGetDatum(cs->mark_at);
+		use->after_id[use->n] = Int64GetDatum(cs->mark_id);
+		use->after_null[use->n] = full || !cs->marked;
 		use->n++;
+	}
+}
+
+/* Move every mark back so that rows due from this time on are seen again. */
+static void
+rescan_from(TimestampTz from)
+{
+	HASH_SEQ_STATUS status;
+	ChannelState *cs;
+
+	hash_seq_init(&status, channel_states);
+	while ((cs = hash_seq_search(&status)) != NULL)
+		if (cs->marked && cs->mark_at >= from)
+		{
+			cs->mark_at = from - 1;
+			cs->mark_id = 0;
+		}
+}
+
+/* After a committed claim: resume each channel after the last row claimed. */
+static void
+advance_marks(HeraldDelivery *claimed, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		HeraldDelivery *d = &claimed[i];
+		ChannelState *cs = hash_search(channel_states, &d->channel_id, HASH_FIND, NULL);
+
+		if (cs == NULL)
+			continue;
+		if (!cs->marked || d->due_at > cs->mark_at ||
+			(d->due_at == cs->mark_at && d->id > cs->mark_id))
+		{
+			cs->marked = true;
+			cs->mark_at = d->due_at;
+			cs->mark_id = d->id;
+		}
 	}
 }
 
@@ -481,6 +534,7 @@ typedef struct ClaimStep
 	MemoryContext cxt;
 	long		next_due_ms;
 	Oid			schema;
+	bool		full;			/* scan every channel from its start */
 } ClaimStep;
 
 static void
@@ -505,7 +559,7 @@ claim_step(void *arg)
 		c->released = true;
 	}
 
-	build_use(&use, c->cxt);
+	build_use(&use, c->cxt, c->full);
 	c->nclaimed = herald_queue_claim(worker_slot, c->limit, &use, c->cxt,
 									 &c->claimed);
 	charge(c->claimed, c->nclaimed, 1);
@@ -513,7 +567,7 @@ claim_step(void *arg)
 	if (c->nclaimed < c->limit)
 	{
 		/* the next due time, for channels with an allowance left */
-		build_use(&use, c->cxt);
+		build_use(&use, c->cxt, c->full);
 		c->next_due_ms = herald_queue_next_due(&use);
 	}
 	else
@@ -617,6 +671,7 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 {
 	ClaimBatch *batch = MemoryContextAllocZero(TopMemoryContext, sizeof(ClaimBatch));
 	InFlight  **flights;
+	TimestampTz rescan;
 
 	batch->cxt = AllocSetContextCreate(TopMemoryContext,
 									   "pg_herald claim",
@@ -626,6 +681,15 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 	claim->cxt = batch->cxt;
 	claim->nclaimed = 0;
 	claim->charged = false;
+
+	/* before the claim's snapshot: rows committed up to now are then seen */
+	rescan = herald_take_rescan(worker_slot);
+	if (rescan != 0)
+		rescan_from(rescan);
+	claim->full = (GetCurrentTimestamp() >= next_full_scan);
+	if (claim->full)
+		next_full_scan = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), FULL_SCAN_MS);
+
 	if (!in_transaction("pg_herald: claiming deliveries", claim_step, claim))
 	{
 		if (claim->charged)
@@ -651,6 +715,7 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 		flights[i]->batch = batch;
 	}
 	note_more_due(claim);
+	advance_marks(claim->claimed, claim->nclaimed);
 	for (int i = 0; i < claim->nclaimed; i++)
 	{
 		flights[i]->charged = true;

@@ -43,6 +43,14 @@ HeraldShared *herald_shared = NULL;
 /* true while the current transaction has created deliveries */
 static bool work_pending = false;
 
+/*
+ * The start of that transaction: its deliveries are due from then on
+ * (next_attempt_at defaults to now()).  The workers resume their scan of
+ * the queue from there, since these rows may sort before rows they have
+ * already claimed.
+ */
+static TimestampTz work_due_from = 0;
+
 #if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 #endif
@@ -93,7 +101,7 @@ herald_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (work_pending)
-				herald_wake_delivery();
+				herald_wake_delivery(work_due_from);
 			work_pending = false;
 			break;
 		case XACT_EVENT_ABORT:
@@ -112,6 +120,7 @@ void
 herald_note_work(void)
 {
 	work_pending = true;
+	work_due_from = GetCurrentTransactionStartTimestamp();
 }
 
 bool
@@ -120,9 +129,12 @@ herald_work_pending(void)
 	return work_pending;
 }
 
-/* Set the latch of every running delivery worker. */
+/*
+ * Set the latch of every running delivery worker; due_from, when not 0, is
+ * the oldest due time of the deliveries that just committed.
+ */
 void
-herald_wake_delivery(void)
+herald_wake_delivery(TimestampTz due_from)
 {
 	Latch	   *latches[HERALD_MAX_WORKERS];
 	int			n = 0;
@@ -139,12 +151,32 @@ herald_wake_delivery(void)
 	}
 	herald_shared->wakeups++;
 	for (int i = 0; i < HERALD_MAX_WORKERS; i++)
+		if (due_from != 0 &&
+			(herald_shared->rescan_from[i] == 0 || due_from < herald_shared->rescan_from[i]))
+			herald_shared->rescan_from[i] = due_from;
+	for (int i = 0; i < HERALD_MAX_WORKERS; i++)
 		if (herald_shared->latch[i] != NULL)
 			latches[n++] = herald_shared->latch[i];
 	SpinLockRelease(&herald_shared->mutex);
 
 	for (int i = 0; i < n; i++)
 		SetLatch(latches[i]);
+}
+
+/*
+ * The oldest due time committed since this worker last asked, 0 for none:
+ * the worker resumes its scans of the queue from there.
+ */
+TimestampTz
+herald_take_rescan(int slot)
+{
+	TimestampTz from;
+
+	SpinLockAcquire(&herald_shared->mutex);
+	from = herald_shared->rescan_from[slot];
+	herald_shared->rescan_from[slot] = 0;
+	SpinLockRelease(&herald_shared->mutex);
+	return from;
 }
 
 bool

@@ -52,6 +52,10 @@ typedef struct HeraldShared
 	Latch	   *latch[HERALD_MAX_WORKERS];	/* running delivery workers' latches */
 	pid_t		pid[HERALD_MAX_WORKERS];	/* their pids, 0 when not running */
 	Oid			database;		/* the database they serve, once connected */
+	TimestampTz rescan_from[HERALD_MAX_WORKERS];	/* per worker: oldest
+													 * next_attempt_at committed
+													 * since it last looked, 0
+													 * for none */
 	uint64		wakeups;		/* commits that produced work */
 } HeraldShared;
 
@@ -60,7 +64,8 @@ extern HeraldShared *herald_shared;
 /* pg_herald.c */
 extern void herald_note_work(void);
 extern bool herald_work_pending(void);
-extern void herald_wake_delivery(void);
+extern void herald_wake_delivery(TimestampTz due_from);
+extern TimestampTz herald_take_rescan(int slot);
 extern bool herald_worker_running(void);
 extern void herald_worker_attach(int slot);
 extern Oid	herald_schema_oid(bool missing_ok);
@@ -119,6 +124,7 @@ typedef struct HeraldDelivery
 	int32		max_concurrency;
 	double		rate_limit;		/* messages per second, 0 for none */
 	int32		allowance;		/* what the claim allowed its channel */
+	TimestampTz due_at;			/* next_attempt_at when it was claimed */
 	bool		channel_enabled;
 } HeraldDelivery;
 
@@ -135,6 +141,9 @@ typedef struct HeraldChannelUse
 	Datum	   *in_flight;
 	Datum	   *tokens;
 	bool	   *tokens_null;	/* no bucket tracked: a full one */
+	Datum	   *after_at;		/* claim only rows after this (next_attempt_at, */
+	Datum	   *after_id;		/* id): the last one claimed */
+	bool	   *after_null;		/* no mark: scan the channel from its start */
 } HeraldChannelUse;
 
 /* The result of one attempt, as queue.c records it. */

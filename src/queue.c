@@ -113,10 +113,19 @@ copy_text(HeapTuple tup, TupleDesc desc, int col)
 	"              THEN c.max_concurrency - coalesce(s.in_flight, 0)" \
 	"              ELSE least(c.max_concurrency - coalesce(s.in_flight, 0)," \
 	"                         floor(coalesce(s.tokens, greatest(1, c.rate_limit)))::int)" \
-	"         END AS cap" \
+	"         END AS cap, s.after_at, s.after_id" \
 	"    FROM herald.channels c" \
-	"    LEFT JOIN unnest($1::int[], $2::int[], $3::float8[]) AS s(id, in_flight, tokens)" \
-	"           ON s.id = c.id)"
+	"    LEFT JOIN unnest($1::int[], $2::int[], $3::float8[], $4::timestamptz[], $5::bigint[])" \
+	"           AS s(id, in_flight, tokens, after_at, after_id) ON s.id = c.id)"
+
+/*
+ * A channel's pending rows in claim order, from just after the last row
+ * the worker claimed (see delivery.c: scanning from the start of the range
+ * every time would walk over the dead index entries of rows already done).
+ */
+#define CHANNEL_RANGE \
+	" d.channel_id = caps.id AND d.status = 'pending'" \
+	" AND (d.next_attempt_at, d.id) > (coalesce(caps.after_at, '-infinity'), coalesce(caps.after_id, 0))"
 
 static void
 use_args(HeraldChannelUse *use, Datum *args)
@@ -130,6 +139,10 @@ use_args(HeraldChannelUse *use, Datum *args)
 												 INT4OID, 4, true, TYPALIGN_INT));
 	args[2] = PointerGetDatum(construct_md_array(use->tokens, use->tokens_null, 1, dims, lbs,
 												 FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[3] = PointerGetDatum(construct_md_array(use->after_at, use->after_null, 1, dims, lbs,
+												 TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[4] = PointerGetDatum(construct_md_array(use->after_id, use->after_null, 1, dims, lbs,
+												 INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
 /*
@@ -141,8 +154,9 @@ int
 herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 				   MemoryContext cxt, HeraldDelivery **out)
 {
-	Oid			argtypes[5] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID, INT4OID, INT4OID};
-	Datum		args[5];
+	Oid			argtypes[7] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID,
+		TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT4OID, INT4OID};
+	Datum		args[7];
 	int			ret;
 	int			n;
 	HeraldDelivery *deliveries;
@@ -152,24 +166,24 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 		claim_plan = prepare_kept(
 								  "WITH " CHANNEL_CAPS_CTE ","
 								  " due AS ("
-								  "  SELECT q.id, caps.id AS channel_id, caps.cap FROM caps"
+								  "  SELECT q.id, q.next_attempt_at, caps.id AS channel_id, caps.cap FROM caps"
 								  "   CROSS JOIN LATERAL ("
-								  "     SELECT d.id FROM herald.delivery_queue d"
-								  "      WHERE d.channel_id = caps.id AND d.status = 'pending'"
+								  "     SELECT d.id, d.next_attempt_at FROM herald.delivery_queue d"
+								  "      WHERE" CHANNEL_RANGE
 								  "        AND d.next_attempt_at <= now()"
-								  "      ORDER BY d.next_attempt_at"
+								  "      ORDER BY d.next_attempt_at, d.id"
 								  "      LIMIT caps.cap"
 								  "      FOR UPDATE SKIP LOCKED) q"
 								  "   WHERE caps.cap > 0"
-								  "   LIMIT $4),"
+								  "   LIMIT $6),"
 								  " claimed AS ("
 								  "  UPDATE herald.delivery_queue d"
 								  "     SET next_attempt_at = now() + c.timeout + " LEASE_MARGIN ","
-								  "         leased_by = $5"
+								  "         leased_by = $7"
 								  "    FROM due JOIN herald.channels c ON c.id = due.channel_id"
 								  "   WHERE d.id = due.id"
 								  "   RETURNING d.id, d.attempts - d.retry_base AS attempts,"
-								  "             d.event_id, d.channel_id, due.cap)"
+								  "             d.event_id, d.channel_id, due.cap, due.next_attempt_at AS due_at)"
 								  " SELECT cl.id, cl.attempts, herald.webhook_id(cl.id),"
 								  "        e.id, e.type, e.rule,"
 								  "        to_char(e.created_at AT TIME ZONE 'UTC',"
@@ -181,16 +195,16 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 								  "        (extract(epoch FROM c.timeout) * 1000)::bigint,"
 								  "        extract(epoch FROM c.retry_delay)::float8 * 1000,"
 								  "        c.max_attempts, c.enabled, c.max_concurrency,"
-								  "        coalesce(c.rate_limit, 0), cl.cap"
+								  "        coalesce(c.rate_limit, 0), cl.cap, cl.due_at"
 								  "   FROM claimed cl"
 								  "   JOIN herald.event_log e ON e.id = cl.event_id"
 								  "   JOIN herald.channels c ON c.id = cl.channel_id"
 								  "   LEFT JOIN herald.rule_defs r ON r.id = e.rule_id",
-								  5, argtypes);
+								  7, argtypes);
 
 	use_args(use, args);
-	args[3] = Int32GetDatum(limit);
-	args[4] = Int32GetDatum(slot);
+	args[5] = Int32GetDatum(limit);
+	args[6] = Int32GetDatum(slot);
 	ret = SPI_execute_plan(claim_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not claim deliveries: %s", SPI_result_code_string(ret));
@@ -239,6 +253,7 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 		d->max_concurrency = DatumGetInt32(SPI_getbinval(tup, desc, 20, &isnull));
 		d->rate_limit = DatumGetFloat8(SPI_getbinval(tup, desc, 21, &isnull));
 		d->allowance = DatumGetInt32(SPI_getbinval(tup, desc, 22, &isnull));
+		d->due_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 23, &isnull));
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
@@ -253,8 +268,9 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 long
 herald_queue_next_due(HeraldChannelUse *use)
 {
-	Oid			argtypes[3] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID};
-	Datum		args[3];
+	Oid			argtypes[5] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID,
+	TIMESTAMPTZARRAYOID, INT8ARRAYOID};
+	Datum		args[5];
 	int			ret;
 	bool		isnull;
 	Datum		d;
@@ -265,10 +281,10 @@ herald_queue_next_due(HeraldChannelUse *use)
 									 " SELECT ceil(extract(epoch FROM min(n.at) - clock_timestamp()) * 1000)::bigint"
 									 "   FROM caps CROSS JOIN LATERAL ("
 									 "     SELECT d.next_attempt_at AS at FROM herald.delivery_queue d"
-									 "      WHERE d.channel_id = caps.id AND d.status = 'pending'"
-									 "      ORDER BY d.next_attempt_at LIMIT 1) n"
+									 "      WHERE" CHANNEL_RANGE
+									 "      ORDER BY d.next_attempt_at, d.id LIMIT 1) n"
 									 "  WHERE caps.cap > 0",
-									 3, argtypes);
+									 5, argtypes);
 	use_args(use, args);
 	ret = SPI_execute_plan(next_due_plan, args, NULL, true, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
@@ -515,7 +531,7 @@ herald_flush(PG_FUNCTION_ARGS)
 	last_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										  SPI_tuptable->tupdesc, 1, &isnull));
 	args[0] = Int64GetDatum(last_id);
-	herald_wake_delivery();
+	herald_wake_delivery(0);
 
 	for (;;)
 	{
