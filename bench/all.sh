@@ -7,7 +7,7 @@
 # Progress goes to stderr while they run; the tables come at the end, on
 # stdout.  To keep a record:  bash bench/all.sh 2>&1 | tee bench/results/latest.txt
 #
-# About 10 minutes on 2 cores.  memory.sh gets a 7-minute drain budget here
+# About 13 minutes on 2 cores.  memory.sh gets a 7-minute drain budget here
 # instead of its own 15, so that the whole run stays within about 15 minutes
 # even when the drain is slow (it then reports that it gave up).  Each
 # benchmark is also killed after a hard limit; a failed or killed one is
@@ -26,6 +26,7 @@ runs=(
 	"latency 300"
 	"write_path 600"
 	"memory 600 --timeout 420"
+	"snapshot 600"
 )
 
 started=$(date +%s)
@@ -47,7 +48,7 @@ echo "######## pg_herald benchmarks: bash bench/all.sh, $((($(date +%s) - starte
 cat "$report"
 echo
 if [ ${#failed[@]} -eq 0 ]; then
-	echo "all.sh: 4 benchmarks ran"
+	echo "all.sh: ${#runs[@]} benchmarks ran"
 else
 	echo "all.sh: failed or incomplete: ${failed[*]}"
 	exit 1
