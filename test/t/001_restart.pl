@@ -20,13 +20,7 @@ use Test::More;
 my $timeout = $PostgreSQL::Test::Utils::timeout_default;
 my $rows = 200;
 
-my $node = PostgreSQL::Test::Cluster->new('main');
-$node->init;
-$node->append_conf('postgresql.conf', qq(
-shared_preload_libraries = 'pg_herald'
-herald.database = 'postgres'
-));
-$node->start;
+my $node = HeraldTest::new_node('main');
 
 my $receiver = HeraldTest::start_receiver($node);
 my $url = $receiver->{url};

@@ -42,16 +42,9 @@ my $delay_ms = 2;                 # the receiver's answer time
 my $flush_seconds = 150;
 
 my $started = time();
-my $node = PostgreSQL::Test::Cluster->new('main');
-$node->init;
-$node->append_conf('postgresql.conf', qq(
-shared_preload_libraries = 'pg_herald'
-herald.database = 'postgres'
-# PostgreSQL::Test::Cluster turns this off; a crashed worker must restart
-# the server as it would in production
-restart_after_crash = on
-));
-$node->start;
+# PostgreSQL::Test::Cluster turns restart_after_crash off; a crashed worker
+# must restart the server as it would in production
+my $node = HeraldTest::new_node('main', "restart_after_crash = on\n");
 
 my $receiver = HeraldTest::start_receiver($node);
 $node->safe_psql('postgres', 'CREATE EXTENSION pg_herald');

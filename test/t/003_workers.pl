@@ -23,14 +23,7 @@ my $workers = 2;
 my $delay_ms = 2;    # the receiver's answer time: requests overlap
 
 my $started = time();
-my $node = PostgreSQL::Test::Cluster->new('main');
-$node->init;
-$node->append_conf('postgresql.conf', qq(
-shared_preload_libraries = 'pg_herald'
-herald.database = 'postgres'
-herald.delivery_workers = $workers
-));
-$node->start;
+my $node = HeraldTest::new_node('main', "herald.delivery_workers = $workers\n");
 
 ok( $node->poll_query_until('postgres',
 		"SELECT count(*) FROM pg_stat_activity"

@@ -37,6 +37,7 @@ use warnings;
 use File::Basename qw(dirname);
 use IPC::Run;
 use PostgreSQL::Test::Utils;
+use PostgreSQL::Test::Cluster;
 use Test::More;
 use Time::HiRes qw(time sleep);
 
@@ -170,6 +171,22 @@ sub server_log
 
 	return grep { /$regexp/ } split /\n/,
 	  slurp_file($node->logfile, $offset);
+}
+
+# A node with pg_herald preloaded, its workers serving database postgres,
+# plus the given postgresql.conf lines; started.
+sub new_node
+{
+	my ($name, $extra_conf) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+
+	$node->init;
+	$node->append_conf('postgresql.conf',
+		"shared_preload_libraries = 'pg_herald'\n"
+		  . "herald.database = 'postgres'\n"
+		  . ($extra_conf // ''));
+	$node->start;
+	return $node;
 }
 
 # The workers log a failed step and go on: an error must not go unnoticed.
