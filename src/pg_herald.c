@@ -179,21 +179,6 @@ herald_take_rescan(int slot)
 	return from;
 }
 
-bool
-herald_worker_running(void)
-{
-	bool		running = false;
-
-	if (herald_shared == NULL)
-		return false;
-	SpinLockAcquire(&herald_shared->mutex);
-	for (int i = 0; i < HERALD_MAX_WORKERS; i++)
-		if (herald_shared->pid[i] != 0)
-			running = true;
-	SpinLockRelease(&herald_shared->mutex);
-	return running;
-}
-
 static void
 herald_worker_detach(int code, Datum arg)
 {

@@ -66,7 +66,6 @@ extern void herald_note_work(void);
 extern bool herald_work_pending(void);
 extern void herald_wake_delivery(TimestampTz due_from);
 extern TimestampTz herald_take_rescan(int slot);
-extern bool herald_worker_running(void);
 extern void herald_worker_attach(int slot);
 extern Oid	herald_schema_oid(bool missing_ok);
 extern Oid	herald_extension_owner(void);
