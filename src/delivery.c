@@ -101,6 +101,7 @@ typedef struct ChannelState
 	double		tokens;
 	TimestampTz refilled_at;
 	bool		more_due;		/* the last claim used its whole allowance */
+	int			claimed;		/* scratch: rows of this channel in a claim */
 	bool		marked;			/* mark_at/mark_id hold the last row claimed */
 	TimestampTz mark_at;
 	int64		mark_id;
@@ -581,19 +582,22 @@ claim_step(void *arg)
 static void
 note_more_due(ClaimStep *c)
 {
+	ChannelState **states = palloc(sizeof(ChannelState *) * Max(c->nclaimed, 1));
+
 	for (int i = 0; i < c->nclaimed; i++)
 	{
-		HeraldDelivery *d = &c->claimed[i];
-		ChannelState *cs = hash_search(channel_states, &d->channel_id, HASH_FIND, NULL);
-		int			used = 0;
-
-		if (cs == NULL)
-			continue;
-		for (int k = 0; k < c->nclaimed; k++)
-			if (c->claimed[k].channel_id == d->channel_id)
-				used++;
-		cs->more_due = (used >= d->allowance);
+		states[i] = hash_search(channel_states, &c->claimed[i].channel_id,
+								HASH_FIND, NULL);
+		if (states[i])
+			states[i]->claimed = 0;
 	}
+	for (int i = 0; i < c->nclaimed; i++)
+		if (states[i])
+			states[i]->claimed++;
+	for (int i = 0; i < c->nclaimed; i++)
+		if (states[i])
+			states[i]->more_due = (states[i]->claimed >= c->claimed[i].allowance);
+	pfree(states);
 }
 
 typedef struct PurgeStep

@@ -149,7 +149,6 @@ herald_wake_delivery(TimestampTz due_from)
 		SpinLockRelease(&herald_shared->mutex);
 		return;
 	}
-	herald_shared->wakeups++;
 	for (int i = 0; i < HERALD_MAX_WORKERS; i++)
 		if (due_from != 0 &&
 			(herald_shared->rescan_from[i] == 0 || due_from < herald_shared->rescan_from[i]))

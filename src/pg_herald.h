@@ -56,7 +56,6 @@ typedef struct HeraldShared
 													 * next_attempt_at committed
 													 * since it last looked, 0
 													 * for none */
-	uint64		wakeups;		/* commits that produced work */
 } HeraldShared;
 
 extern HeraldShared *herald_shared;
