@@ -15,7 +15,9 @@ OBJS = \
 	src/http.o \
 	src/webhook.o \
 	src/signing.o \
-	src/template.o
+	src/template.o \
+	src/evaluate.o \
+	src/scheduler.o
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 EXTRA_CLEAN = $(EXTENSION).control
@@ -33,7 +35,11 @@ all: $(EXTENSION).control
 $(EXTENSION).control: $(EXTENSION).control.in Makefile
 	sed 's/@EXTVERSION@/$(EXTVERSION)/' $< > $@
 
-$(EXTENSION)--$(EXTVERSION).sql: install/pg_herald.sql Makefile
-	cp $< $@
+# The install script, in this order: catalog and row rules, threshold rules,
+# privileges last.
+INSTALL_SQL = install/pg_herald.sql install/thresholds.sql install/privileges.sql
+
+$(EXTENSION)--$(EXTVERSION).sql: $(INSTALL_SQL) Makefile
+	cat $(INSTALL_SQL) > $@
 
 $(OBJS): src/pg_herald.h

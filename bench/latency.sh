@@ -94,12 +94,8 @@ for rate in "${rate_list[@]}"; do
 	done
 done
 
-# nginx writes each log line when it answers; give it a moment, then load
-# the receipts next to the data.
-sleep 1
-bench_psql -c "CREATE TABLE receipts (at double precision, webhook_id text, bytes text)"
-BENCH_SQL_TIMEOUT=600 bench_psql -c "COPY receipts FROM STDIN WITH (FORMAT text, DELIMITER ' ')" \
-	<"$BENCH_NGINX_LOG"
+# the receipts next to the data
+bench_nginx_receipts receipts
 
 # One row per measured event: its latency, and its offset into its run.
 BENCH_SQL_TIMEOUT=600 bench_psql <<'SQL'

@@ -42,16 +42,22 @@
 #     herald.flush('1 second') calls, for at most about SECONDS.  Prints
 #     "t EPOCH" (done; EPOCH = the server's clock when the last call
 #     returned) or "f EPOCH" (gave up).
-# bench_worker_pid
-#     Prints the pid of the (first) pg_herald delivery worker, or nothing.
-# bench_wait_worker
-#     Waits up to 30 s for a delivery worker (it starts a few seconds after
-#     the cluster: database "herald" is created after the server) and prints
+# bench_worker_pid [TYPE]
+#     Prints the pid of the (first) pg_herald worker whose backend_type is
+#     TYPE ("pg_herald delivery", the default, or "pg_herald scheduler"), or
+#     nothing.
+# bench_wait_worker [TYPE]
+#     Waits up to 30 s for such a worker (it starts a few seconds after the
+#     cluster: database "herald" is created after the server) and prints
 #     its pid.
 # bench_pause_worker PID / bench_resume_worker
-#     Stops the delivery worker with SIGSTOP at a moment it sleeps in its
-#     wait (holding no lock and no transaction), and lets it go on.  The
-#     cleanup resumes a paused worker, so the cluster can stop.
+#     Stops a worker with SIGSTOP at a moment it sleeps in its wait (holding
+#     no lock and no transaction), and lets it go on.  The cleanup resumes a
+#     paused worker, so the cluster can stop.
+# bench_nginx_receipts TABLE
+#     Gives nginx a second to write its last log lines, then loads
+#     BENCH_NGINX_LOG into a new table TABLE (at double precision,
+#     webhook_id text, bytes text) of the current database.
 # bench_server_log_summary
 #     Prints the ERROR / FATAL / PANIC / WARNING lines of the current
 #     cluster's log, counted by message, or "none".
@@ -200,24 +206,26 @@ bench_drain() {
 }
 
 bench_worker_pid() {
-	bench_psql -c "SELECT pid FROM pg_stat_activity
-		WHERE backend_type = 'pg_herald delivery' ORDER BY backend_start, pid LIMIT 1"
+	bench_psql -v type="${1:-pg_herald delivery}" <<'SQL'
+SELECT pid FROM pg_stat_activity
+ WHERE backend_type = :'type' ORDER BY backend_start, pid LIMIT 1;
+SQL
 }
 
 bench_wait_worker() {
-	local pid
+	local type=${1:-pg_herald delivery} pid
 	for _ in $(seq 60); do
-		pid=$(bench_worker_pid)
+		pid=$(bench_worker_pid "$type")
 		if [ -n "$pid" ]; then
 			echo "$pid"
 			return 0
 		fi
 		sleep 0.5
 	done
-	bench_die "no pg_herald delivery worker in pg_stat_activity after 30 s"
+	bench_die "no $type worker in pg_stat_activity after 30 s"
 }
 
-# Pause the delivery worker with SIGSTOP, only while it sleeps in its wait
+# Pause a worker with SIGSTOP, only while it sleeps in its wait
 # (epoll): then it holds no lock and no transaction, so writers never wait
 # on it.  The sleeping system call is learned from the worker itself first.
 bench_pause_worker() {
@@ -230,7 +238,7 @@ bench_pause_worker() {
 		fi
 		sleep 0.02
 	done
-	[ -n "$idle_nr" ] || bench_die "could not see delivery worker $pid sleep in epoll_wait"
+	[ -n "$idle_nr" ] || bench_die "could not see worker $pid sleep in epoll_wait"
 	for _ in $(seq 200); do
 		kill -STOP "$pid"
 		BENCH_PAUSED_PID=$pid
@@ -246,7 +254,7 @@ bench_pause_worker() {
 		bench_resume_worker
 		sleep 0.02
 	done
-	bench_die "could not pause delivery worker $pid while it was idle"
+	bench_die "could not pause worker $pid while it was idle"
 }
 
 bench_resume_worker() {
@@ -335,6 +343,14 @@ bench_nginx_stop() {
 		kill -KILL "$pid" 2>/dev/null || true
 	done
 	return 0
+}
+
+bench_nginx_receipts() {
+	# nginx writes each log line when it answers; give it a moment
+	sleep 1
+	bench_psql -c "CREATE TABLE $1 (at double precision, webhook_id text, bytes text)"
+	BENCH_SQL_TIMEOUT=600 bench_psql -c "COPY $1 FROM STDIN WITH (FORMAT text, DELIMITER ' ')" \
+		<"$BENCH_NGINX_LOG"
 }
 
 # --- wrk ------------------------------------------------------------------

@@ -39,18 +39,38 @@ COMMENT ON TABLE herald.channels IS 'Destinations of pg_herald messages, with th
 CREATE TABLE herald.rule_defs (
     id          serial PRIMARY KEY,
     name        text NOT NULL UNIQUE CHECK (name <> ''),
-    kind        text NOT NULL CHECK (kind IN ('row')),
+    kind        text NOT NULL CHECK (kind IN ('row', 'threshold')),
     owner       regrole NOT NULL,
     enabled     boolean NOT NULL DEFAULT true,
+    message     text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- row rules
     on_table    regclass,
     operations  text[],
     condition   text,
-    message     text,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    CHECK (kind <> 'row' OR (on_table IS NOT NULL AND cardinality(operations) > 0))
+    -- threshold rules
+    metric            text,
+    grouped           boolean,     -- the metric returns a key column first
+    search_path       text,        -- the declaring session's, used to run the metric
+    op                text CHECK (op IN ('>', '>=', '<', '<=', '=', '<>')),
+    threshold         numeric,
+    warning_threshold numeric,
+    recover_threshold numeric,
+    watch             regclass[],
+    every             interval CHECK (every > '0'),
+    pending_for       interval CHECK (pending_for >= '0'),
+    repeat_every      interval CHECK (repeat_every > '0'),
+    min_interval      interval NOT NULL DEFAULT '0' CHECK (min_interval >= '0'),
+    no_data           text NOT NULL DEFAULT 'ok' CHECK (no_data IN ('ok', 'alert', 'keep')),
+    query_timeout     interval CHECK (query_timeout > '0'),
+    CHECK (kind <> 'row' OR (on_table IS NOT NULL AND cardinality(operations) > 0)),
+    CHECK (kind <> 'threshold' OR (metric IS NOT NULL AND grouped IS NOT NULL
+                                   AND op IS NOT NULL AND threshold IS NOT NULL
+                                   AND query_timeout IS NOT NULL
+                                   AND (cardinality(watch) > 0 OR every IS NOT NULL)))
 );
 CREATE INDEX rule_defs_on_table ON herald.rule_defs (on_table);
-COMMENT ON TABLE herald.rule_defs IS 'Rules declared with herald.on_change()';
+COMMENT ON TABLE herald.rule_defs IS 'Rules declared with herald.on_change() and herald.on_threshold()';
 
 CREATE TABLE herald.rule_channels (
     rule_id     integer NOT NULL REFERENCES herald.rule_defs ON DELETE CASCADE,
@@ -58,6 +78,61 @@ CREATE TABLE herald.rule_channels (
     PRIMARY KEY (rule_id, channel_id)
 );
 CREATE INDEX rule_channels_channel ON herald.rule_channels (channel_id);
+
+-- Mutes a rule (or every rule, rule_id NULL) until a time: its events are
+-- recorded, not delivered.
+CREATE TABLE herald.silence_defs (
+    id          serial PRIMARY KEY,
+    rule_id     integer REFERENCES herald.rule_defs ON DELETE CASCADE,
+    starts_at   timestamptz NOT NULL DEFAULT now(),
+    until       timestamptz NOT NULL,
+    reason      text NOT NULL CHECK (reason <> ''),
+    created_by  name NOT NULL DEFAULT current_user,
+    ended_at    timestamptz,
+    ended_by    name,
+    CHECK (until > starts_at)
+);
+CREATE INDEX silence_defs_rule ON herald.silence_defs (rule_id);
+
+-- The state machine of each threshold rule instance (one per group key;
+-- key '' for a metric without a key column).  Written by the scheduler only.
+CREATE TABLE herald.rule_instances (
+    rule_id           integer NOT NULL REFERENCES herald.rule_defs ON DELETE CASCADE,
+    key               text NOT NULL,
+    state             text NOT NULL DEFAULT 'ok'
+                      CHECK (state IN ('ok', 'pending', 'firing', 'error', 'no_data')),
+    level             text CHECK (level IN ('warning', 'critical')),
+    value             numeric,
+    since             timestamptz NOT NULL,   -- in this state since
+    pending_since     timestamptz,            -- the condition has held since
+    firing_since      timestamptz,            -- the open episode began (NULL: none)
+    fired_event_id    bigint,                 -- the event that opened it
+    last_notified_at  timestamptz,            -- last fired, escalated or reminder event
+    last_evaluated_at timestamptz,
+    next_check_at     timestamptz,            -- a timer: pending period over, reminder due
+    error             text,
+    PRIMARY KEY (rule_id, key)
+);
+
+-- Every evaluation of every instance: the metric's history.  Purged by
+-- herald.retention.
+CREATE TABLE herald.evaluation_log (
+    id            bigserial PRIMARY KEY,
+    rule_id       integer NOT NULL,
+    key           text NOT NULL,
+    evaluated_at  timestamptz NOT NULL,
+    value         numeric,
+    duration_ms   double precision,
+    state_before  text,
+    state_after   text NOT NULL,
+    level         text,
+    event_id      bigint,
+    error         text
+);
+CREATE INDEX evaluation_log_rule ON herald.evaluation_log (rule_id, key, evaluated_at);
+CREATE INDEX evaluation_log_at ON herald.evaluation_log (evaluated_at);
+ALTER TABLE herald.evaluation_log SET (autovacuum_vacuum_scale_factor = 0.02,
+                                      autovacuum_vacuum_cost_delay = 0);
 
 -- Queue tables carry no foreign keys: they are written on the capture path,
 -- where a per-row check would cost more than the insert itself.  pg_herald's
@@ -68,8 +143,12 @@ CREATE TABLE herald.event_log (
     rule_id     integer,
     rule        text,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    payload     jsonb NOT NULL
+    payload     jsonb NOT NULL,
+    silenced_by integer             -- the silence that muted it: no deliveries
 );
+
+-- the purge of silenced events, which have no deliveries
+CREATE INDEX event_log_silenced ON herald.event_log (created_at) WHERE silenced_by IS NOT NULL;
 
 CREATE TABLE herald.delivery_queue (
     id              bigserial PRIMARY KEY,
@@ -123,6 +202,8 @@ SELECT pg_catalog.pg_extension_config_dump('herald.channels_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.rule_defs', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.rule_defs_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.rule_channels', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.silence_defs', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.silence_defs_id_seq', '');
 
 -------------------------------------------------------------------------------
 -- Internal functions (C)
@@ -138,7 +219,7 @@ CREATE FUNCTION herald._rules_changed() RETURNS trigger
 CREATE FUNCTION herald._check_condition(on_table regclass, condition text) RETURNS void
     LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_condition';
 
-CREATE FUNCTION herald._check_template(message text, on_table regclass) RETURNS void
+CREATE FUNCTION herald._check_template(message text, kind text, on_table regclass) RETURNS void
     LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_template';
 
 CREATE FUNCTION herald._check_target(kind text, target text) RETURNS void
@@ -156,6 +237,26 @@ CREATE TRIGGER rules_changed
 CREATE TRIGGER rules_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON herald.rule_channels
     FOR EACH STATEMENT EXECUTE FUNCTION herald._rules_changed();
+CREATE TRIGGER rules_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON herald.silence_defs
+    FOR EACH STATEMENT EXECUTE FUNCTION herald._rules_changed();
+
+CREATE FUNCTION herald.touch() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'herald_touch';
+COMMENT ON FUNCTION herald.touch() IS 'Statement trigger installed on tables that threshold rules watch';
+
+CREATE TYPE herald._metric_result AS (
+    keys         text[],
+    vals         numeric[],
+    error        text,
+    duration_ms  double precision
+);
+
+CREATE FUNCTION herald._run_metric(rule_id integer) RETURNS herald._metric_result
+    STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_run_metric';
+
+CREATE FUNCTION herald._check_metric(metric text) RETURNS boolean
+    STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_metric';
 
 -------------------------------------------------------------------------------
 -- Public functions
@@ -326,8 +427,9 @@ COMMENT ON FUNCTION herald.drop_channel(text) IS 'Drop a channel that no rule us
 
 -- Rules -----------------------------------------------------------------------
 
--- Create or drop the capture triggers of a table so that they match its
--- enabled row rules: one statement trigger per operation.
+-- Create or drop the triggers of a table so that they match its enabled
+-- rules: for row rules, one capture trigger per operation; for threshold
+-- rules that watch it, one herald_watch trigger.
 CREATE FUNCTION herald._sync_triggers(tbl regclass) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -338,6 +440,19 @@ DECLARE
     v_wanted boolean;
     v_exists boolean;
 BEGIN
+    SELECT EXISTS (SELECT 1 FROM herald.rule_defs r
+                    WHERE r.kind = 'threshold' AND r.enabled AND tbl = ANY (r.watch))
+      INTO v_wanted;
+    SELECT EXISTS (SELECT 1 FROM pg_trigger t
+                    WHERE t.tgrelid = tbl AND t.tgname = 'herald_watch')
+      INTO v_exists;
+    IF v_wanted AND NOT v_exists THEN
+        EXECUTE format('CREATE TRIGGER herald_watch AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE'
+                       ' ON %s FOR EACH STATEMENT EXECUTE FUNCTION herald.touch()', tbl);
+    ELSIF v_exists AND NOT v_wanted THEN
+        EXECUTE format('DROP TRIGGER herald_watch ON %s', tbl);
+    END IF;
+
     FOREACH v_op IN ARRAY ARRAY['INSERT', 'UPDATE', 'DELETE'] LOOP
         v_name := 'herald_capture_' || lower(v_op);
         SELECT EXISTS (SELECT 1 FROM herald.rule_defs r
@@ -363,6 +478,86 @@ BEGIN
 END;
 $$;
 
+-- Checks shared by the declarations ------------------------------------------
+
+-- A new rule's name: not empty, not taken.
+CREATE FUNCTION herald._check_rule_name(name text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF _check_rule_name.name IS NULL OR _check_rule_name.name = '' THEN
+        RAISE EXCEPTION 'rule name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM herald.rule_defs r WHERE r.name = _check_rule_name.name) THEN
+        RAISE EXCEPTION 'rule "%" already exists', _check_rule_name.name
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+END;
+$$;
+
+-- The ids of the named channels, each once; an error names a missing one.
+CREATE FUNCTION herald._channel_ids(channels text[]) RETURNS integer[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_channel text;
+    v_id integer;
+    v_ids integer[] := '{}';
+BEGIN
+    IF channels IS NULL OR cardinality(channels) = 0 THEN
+        RAISE EXCEPTION 'a rule needs at least one channel'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH v_channel IN ARRAY channels LOOP
+        SELECT c.id INTO v_id FROM herald.channels c WHERE c.name = v_channel;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'channel "%" does not exist', v_channel
+                USING ERRCODE = 'undefined_object';
+        END IF;
+        IF NOT v_id = ANY (v_ids) THEN
+            v_ids := v_ids || v_id;
+        END IF;
+    END LOOP;
+    RETURN v_ids;
+END;
+$$;
+
+-- A table a rule may watch: an ordinary or partitioned table outside the
+-- system and pg_herald's schemas, that the declaring role can read.
+CREATE FUNCTION herald._check_watchable(tbl regclass) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rel record;
+BEGIN
+    SELECT c.relkind, n.nspname INTO v_rel
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid
+            USING ERRCODE = 'undefined_table';
+    END IF;
+    IF v_rel.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'cannot watch "%": only tables can be watched', tbl
+            USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF v_rel.nspname IN ('herald', 'pg_catalog', 'information_schema')
+       OR v_rel.nspname LIKE 'pg\_toast%' THEN
+        RAISE EXCEPTION 'cannot watch "%": it belongs to schema "%"', tbl, v_rel.nspname
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    IF NOT has_table_privilege(tbl, 'SELECT') THEN
+        RAISE EXCEPTION 'permission denied to watch table %', tbl
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'A rule can only watch tables its owner may read.';
+    END IF;
+END;
+$$;
+
 CREATE FUNCTION herald.on_change(
     name       text,
     on_table   regclass,
@@ -377,55 +572,16 @@ AS $$
 DECLARE
     v_ops text[];
     v_op text;
-    v_channel text;
-    v_channel_ids integer[] := '{}';
+    v_channel_ids integer[];
     v_id integer;
-    v_rel record;
 BEGIN
-    IF on_change.name IS NULL OR on_change.name = '' THEN
-        RAISE EXCEPTION 'rule name must not be empty'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF EXISTS (SELECT 1 FROM herald.rule_defs r WHERE r.name = on_change.name) THEN
-        RAISE EXCEPTION 'rule "%" already exists', on_change.name
-            USING ERRCODE = 'duplicate_object';
-    END IF;
-
+    PERFORM herald._check_rule_name(on_change.name);
     IF on_change.on_table IS NULL THEN
         RAISE EXCEPTION 'on_table must not be null'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    SELECT c.relkind, n.nspname INTO v_rel
-      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE c.oid = on_change.on_table;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'relation with OID % does not exist', on_change.on_table::oid
-            USING ERRCODE = 'undefined_table';
-    END IF;
-    IF v_rel.relkind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION 'cannot watch "%": only tables can be watched', on_change.on_table
-            USING ERRCODE = 'wrong_object_type';
-    END IF;
-    IF v_rel.nspname IN ('herald', 'pg_catalog', 'information_schema')
-       OR v_rel.nspname LIKE 'pg\_toast%' THEN
-        RAISE EXCEPTION 'cannot watch "%": it belongs to schema "%"', on_change.on_table, v_rel.nspname
-            USING ERRCODE = 'feature_not_supported';
-    END IF;
-
-    IF on_change.channels IS NULL OR cardinality(on_change.channels) = 0 THEN
-        RAISE EXCEPTION 'a rule needs at least one channel'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    FOREACH v_channel IN ARRAY on_change.channels LOOP
-        SELECT c.id INTO v_id FROM herald.channels c WHERE c.name = v_channel;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'channel "%" does not exist', v_channel
-                USING ERRCODE = 'undefined_object';
-        END IF;
-        IF NOT v_id = ANY (v_channel_ids) THEN
-            v_channel_ids := v_channel_ids || v_id;
-        END IF;
-    END LOOP;
+    PERFORM herald._check_watchable(on_change.on_table);
+    v_channel_ids := herald._channel_ids(on_change.channels);
 
     IF on_change.operations IS NULL OR cardinality(on_change.operations) = 0 THEN
         RAISE EXCEPTION 'a rule needs at least one operation'
@@ -445,7 +601,7 @@ BEGIN
     END LOOP;
 
     PERFORM herald._check_condition(on_change.on_table, on_change.condition);
-    PERFORM herald._check_template(on_change.message, on_change.on_table);
+    PERFORM herald._check_template(on_change.message, 'row', on_change.on_table);
 
     INSERT INTO herald.rule_defs (name, kind, owner, on_table, operations, condition, message)
     VALUES (on_change.name, 'row', current_user::regrole, on_change.on_table, v_ops,
@@ -459,6 +615,16 @@ END;
 $$;
 COMMENT ON FUNCTION herald.on_change(text, regclass, text[], text[], text, text) IS
     'Declare a row rule: matching committed row changes become events on the given channels';
+
+-- Sync the triggers of every table a rule uses.
+CREATE FUNCTION herald._sync_rule_triggers(r herald.rule_defs) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT herald._sync_triggers(t)
+      FROM (SELECT DISTINCT t FROM unnest(r.on_table || coalesce(r.watch, '{}')) AS t
+             WHERE t IS NOT NULL) AS tables;
+END;
 
 -- Look a rule up by name, with a clear error when it does not exist.
 CREATE FUNCTION herald._rule(name text) RETURNS herald.rule_defs
@@ -485,9 +651,8 @@ DECLARE
     v_rule herald.rule_defs := herald._rule(drop_rule.name);
 BEGIN
     DELETE FROM herald.rule_defs r WHERE r.id = v_rule.id;
-    IF v_rule.on_table IS NOT NULL THEN
-        PERFORM herald._sync_triggers(v_rule.on_table);
-    END IF;
+    DELETE FROM herald.evaluation_log l WHERE l.rule_id = v_rule.id;
+    PERFORM herald._sync_rule_triggers(v_rule);
 END;
 $$;
 COMMENT ON FUNCTION herald.drop_rule(text) IS 'Drop a rule; its events and deliveries stay';
@@ -500,9 +665,7 @@ DECLARE
     v_rule herald.rule_defs := herald._rule(_set_rule_enabled.name);
 BEGIN
     UPDATE herald.rule_defs r SET enabled = _set_rule_enabled.enabled WHERE r.id = v_rule.id;
-    IF v_rule.on_table IS NOT NULL THEN
-        PERFORM herald._sync_triggers(v_rule.on_table);
-    END IF;
+    PERFORM herald._sync_rule_triggers(v_rule);
 END;
 $$;
 
@@ -561,26 +724,81 @@ COMMENT ON FUNCTION herald.redeliver(bigint) IS 'Put a dead or failing delivery 
 -- Views
 -------------------------------------------------------------------------------
 
+-- One row per row rule, one per threshold rule instance (one per threshold
+-- rule not evaluated yet, with a NULL state).
 CREATE VIEW herald.rules AS
 SELECT r.name,
        r.kind,
-       CASE WHEN r.enabled THEN 'active' ELSE 'disabled' END AS state,
-       NULL::numeric AS value,
+       i.key,
+       CASE WHEN NOT r.enabled THEN 'disabled'
+            WHEN r.kind = 'row' THEN 'active'
+            ELSE i.state END AS state,
+       i.value,
+       i.level,
+       i.since,
+       i.last_evaluated_at,
+       i.error,
+       s.until AS silenced_until,
        r.enabled,
        r.on_table,
        r.operations,
        r.condition,
+       r.metric,
+       r.op,
+       r.threshold,
+       r.warning_threshold,
+       r.recover_threshold,
+       r.watch,
+       r.every,
+       r.pending_for,
+       r.repeat_every,
+       r.min_interval,
+       r.no_data,
+       r.query_timeout,
        r.message,
        ARRAY(SELECT c.name FROM herald.rule_channels rc
                JOIN herald.channels c ON c.id = rc.channel_id
               WHERE rc.rule_id = r.id ORDER BY c.name) AS channels,
        r.owner,
        r.created_at
-  FROM herald.rule_defs r;
+  FROM herald.rule_defs r
+  LEFT JOIN herald.rule_instances i ON i.rule_id = r.id
+  LEFT JOIN LATERAL (
+        SELECT max(x.until) AS until FROM herald.silence_defs x
+         WHERE (x.rule_id = r.id OR x.rule_id IS NULL) AND x.ended_at IS NULL
+           AND now() >= x.starts_at AND now() < x.until) s ON true;
 
 CREATE VIEW herald.events AS
-SELECT e.id, e.type, e.rule, e.created_at, e.payload
+SELECT e.id, e.type, e.rule, e.created_at, e.payload, e.silenced_by IS NOT NULL AS silenced
   FROM herald.event_log e;
+
+CREATE VIEW herald.evaluations AS
+SELECT l.id,
+       r.name AS rule,
+       l.key,
+       l.evaluated_at,
+       l.value,
+       l.duration_ms,
+       l.state_before,
+       l.state_after,
+       l.level,
+       l.event_id,
+       l.error
+  FROM herald.evaluation_log l
+  JOIN herald.rule_defs r ON r.id = l.rule_id;
+
+CREATE VIEW herald.silences AS
+SELECT x.id,
+       r.name AS rule,
+       x.starts_at,
+       x.until,
+       x.reason,
+       x.created_by,
+       x.ended_at,
+       x.ended_by,
+       x.ended_at IS NULL AND now() >= x.starts_at AND now() < x.until AS active
+  FROM herald.silence_defs x
+  LEFT JOIN herald.rule_defs r ON r.id = x.rule_id;
 
 CREATE VIEW herald.deliveries AS
 SELECT d.id,
@@ -638,9 +856,3 @@ SELECT c.name AS channel,
                round(percentile_cont(0.99) WITHIN GROUP (ORDER BY t.latency_ms)::numeric, 3) AS latency_p99_ms
           FROM herald.attempt_log t
          WHERE t.channel_id = c.id AND t.started_at > now() - interval '1 hour') a;
-
--------------------------------------------------------------------------------
--- Privileges: nothing for PUBLIC
--------------------------------------------------------------------------------
-
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA herald FROM PUBLIC;

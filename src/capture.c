@@ -27,8 +27,12 @@
  * pg_catalog, pg_temp (the one conditions are checked with at declaration),
  * and settings a condition changes are undone before the writer goes on.
  *
- * The rules of each table are cached per backend with their prepared plans.
- * Any change to herald.rule_defs or herald.rule_channels fires
+ * A silenced rule's events are recorded with the silence's id and no
+ * deliveries.
+ *
+ * The rules of each table are cached per backend with their prepared plans
+ * and the silence muting each, if any.  Any change to herald.rule_defs,
+ * herald.rule_channels or herald.silence_defs fires
  * herald._rules_changed(), which sends a relcache invalidation for
  * rule_defs at commit; the callback below then drops the whole cache.
  *
@@ -80,6 +84,8 @@ typedef struct CaptureRule
 	int			opmask;
 	char	   *condition;		/* NULL when the rule has none */
 	Datum		channels;		/* int4[] of channel ids */
+	int32		silence_id;		/* the silence muting the rule, 0 for none */
+	TimestampTz silenced_until; /* ... until then */
 	SPIPlanPtr	select_plan[NUM_OPS];	/* prepared on first use */
 	SPIPlanPtr	direct_plan[NUM_OPS];	/* select and insert in one, see below */
 } CaptureRule;
@@ -233,8 +239,10 @@ load_table_rules(Oid relid)
 
 	plan = SPI_prepare("SELECT r.id, r.name, r.owner::oid, r.operations, r.condition,"
 					   "       array(SELECT rc.channel_id FROM herald.rule_channels rc"
-					   "             WHERE rc.rule_id = r.id ORDER BY rc.channel_id)"
-					   "  FROM herald.rule_defs r"
+					   "             WHERE rc.rule_id = r.id ORDER BY rc.channel_id),"
+					   "       (s).id, (s).until"
+					   "  FROM herald.rule_defs r,"
+					   "       LATERAL (SELECT herald._active_silence(r.id) AS s) AS x"
 					   " WHERE r.kind = 'row' AND r.enabled AND r.on_table = $1"
 					   " ORDER BY r.id",
 					   1, argtypes);
@@ -267,6 +275,12 @@ load_table_rules(Oid relid)
 		rule->condition = isnull ? NULL : TextDatumGetCString(d);
 		d = SPI_getbinval(tup, desc, 6, &isnull);
 		rule->channels = PointerGetDatum(DatumGetArrayTypePCopy(d));
+		d = SPI_getbinval(tup, desc, 7, &isnull);
+		if (!isnull)
+		{
+			rule->silence_id = DatumGetInt32(d);
+			rule->silenced_until = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
+		}
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
@@ -349,37 +363,63 @@ get_select_plan(CaptureRule *rule, Oid relid, int op)
 	return plan;
 }
 
+/*
+ * The arguments shared by the event statements: $1 type, $2 rule id,
+ * $3 rule name, $4 the channels to deliver to, $5 the silence muting the
+ * rule.  A muted rule's events are recorded with no deliveries.
+ */
+#define EVENT_ARGS 5
+#define EVENT_ARGTYPES TEXTOID, INT4OID, TEXTOID, INT4ARRAYOID, INT4OID
+
+static void
+event_args(CaptureRule *rule, const char *type, Datum *args, char *nulls)
+{
+	bool		silenced = rule->silence_id != 0 &&
+		GetCurrentTransactionStartTimestamp() < rule->silenced_until;
+
+	args[0] = CStringGetTextDatum(type);
+	args[1] = Int32GetDatum(rule->id);
+	args[2] = CStringGetTextDatum(rule->name);
+	args[3] = silenced ? PointerGetDatum(construct_empty_array(INT4OID)) : rule->channels;
+	args[4] = Int32GetDatum(rule->silence_id);
+	memset(nulls, ' ', EVENT_ARGS);
+	nulls[4] = silenced ? ' ' : 'n';
+}
+
+/* The statement recording events: FROM-clause selection in %s. */
+#define EVENT_SQL \
+	"WITH ev AS (" \
+	"  INSERT INTO herald.event_log (type, rule_id, rule, payload, silenced_by)" \
+	"  SELECT $1, $2, $3, p.payload, $5 FROM %s" \
+	"  RETURNING id)" \
+	" INSERT INTO herald.delivery_queue (event_id, channel_id)" \
+	" SELECT ev.id, c FROM ev CROSS JOIN unnest($4) AS c"
+
 /* Insert one event per payload and one delivery per event and channel. */
 static void
 insert_events(CaptureRule *rule, const char *type, Datum payloads)
 {
-	Oid			argtypes[5] = {TEXTOID, INT4OID, TEXTOID, JSONBARRAYOID, INT4ARRAYOID};
-	Datum		args[5];
+	Oid			argtypes[EVENT_ARGS + 1] = {EVENT_ARGTYPES, JSONBARRAYOID};
+	Datum		args[EVENT_ARGS + 1];
+	char		nulls[EVENT_ARGS + 1];
 	int			ret;
 
 	if (insert_plan == NULL)
 	{
 		SPIPlanPtr	plan;
 
-		plan = SPI_prepare("WITH ev AS ("
-						   "  INSERT INTO herald.event_log (type, rule_id, rule, payload)"
-						   "  SELECT $1, $2, $3, p FROM unnest($4) AS p"
-						   "  RETURNING id)"
-						   " INSERT INTO herald.delivery_queue (event_id, channel_id)"
-						   " SELECT ev.id, c FROM ev CROSS JOIN unnest($5) AS c",
-						   5, argtypes);
+		plan = SPI_prepare(psprintf(EVENT_SQL, "unnest($6) AS p(payload)"),
+						   EVENT_ARGS + 1, argtypes);
 		if (plan == NULL || SPI_keepplan(plan) != 0)
 			elog(ERROR, "could not prepare the event statement: %s",
 				 SPI_result_code_string(SPI_result));
 		insert_plan = plan;
 	}
 
-	args[0] = CStringGetTextDatum(type);
-	args[1] = Int32GetDatum(rule->id);
-	args[2] = CStringGetTextDatum(rule->name);
-	args[3] = payloads;
-	args[4] = rule->channels;
-	ret = SPI_execute_plan(insert_plan, args, NULL, false, 0);
+	event_args(rule, type, args, nulls);
+	args[EVENT_ARGS] = payloads;
+	nulls[EVENT_ARGS] = ' ';
+	ret = SPI_execute_plan(insert_plan, args, nulls, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not record events of rule \"%s\": %s",
 			 rule->name, SPI_result_code_string(ret));
@@ -425,62 +465,41 @@ run_selection(CaptureRule *rule, Oid relid, int op, Oid ext_owner, int sec_conte
 	return result;
 }
 
+typedef struct Selection
+{
+	CaptureRule *rule;
+	Oid			relid;
+	int			op;
+	Oid			ext_owner;
+	int			sec_context;
+	Datum		result;
+} Selection;
+
+static void
+selection_step(void *arg)
+{
+	Selection  *s = arg;
+
+	s->result = run_selection(s->rule, s->relid, s->op, s->ext_owner, s->sec_context);
+}
+
 /*
  * The payloads of the rows that satisfy the rule.  A rule without a
  * condition runs no user code and needs no protection; a condition runs in
  * a subtransaction, and if it fails, *error gets the message and the
- * result is 0.
+ * result is 0.  The subtransaction's abort restores the extension owner.
  */
 static Datum
 select_payloads(CaptureRule *rule, Oid relid, int op, Oid ext_owner,
 				int sec_context, char **error)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	Datum		result = (Datum) 0;
+	Selection	s = {rule, relid, op, ext_owner, sec_context, (Datum) 0};
 
 	*error = NULL;
 	if (rule->condition == NULL)
 		return run_selection(rule, relid, op, ext_owner, sec_context);
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(caller);
-	PG_TRY();
-	{
-		result = run_selection(rule, relid, op, ext_owner, sec_context);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(caller);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(caller);
-		CurrentResourceOwner = owner;
-
-		/*
-		 * A cancel, a shutdown or a lack of resources is not the rule's
-		 * fault: the statement fails as it would without pg_herald.
-		 */
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
-			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION ||
-			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INSUFFICIENT_RESOURCES ||
-			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_SYSTEM_ERROR ||
-			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INTERNAL_ERROR)
-			ReThrowError(edata);
-
-		/* the subtransaction's abort restored the extension owner */
-		*error = edata->message ? pstrdup(edata->message) : pstrdup("unknown error");
-		FreeErrorData(edata);
-		result = (Datum) 0;
-	}
-	PG_END_TRY();
-	return result;
+	*error = herald_run_protected(selection_step, &s);
+	return *error ? (Datum) 0 : s.result;
 }
 
 /* A failing condition is reported as an event on the rule's channels. */
@@ -523,32 +542,26 @@ can_capture_directly(CaptureRule *rule, Oid ext_owner)
 static void
 capture_directly(CaptureRule *rule, Oid relid, int op)
 {
-	Oid			argtypes[4] = {TEXTOID, INT4OID, TEXTOID, INT4ARRAYOID};
-	Datum		args[4];
+	Oid			argtypes[EVENT_ARGS] = {EVENT_ARGTYPES};
+	Datum		args[EVENT_ARGS];
+	char		nulls[EVENT_ARGS];
 	int			ret;
 
 	if (rule->direct_plan[op] == NULL)
 	{
 		SPIPlanPtr	plan;
 
-		plan = SPI_prepare(psprintf("WITH ev AS ("
-									"  INSERT INTO herald.event_log (type, rule_id, rule, payload)"
-									"  SELECT $1, $2, $3, p.payload FROM (%s) AS p(payload)"
-									"  RETURNING id)"
-									" INSERT INTO herald.delivery_queue (event_id, channel_id)"
-									" SELECT ev.id, c FROM ev CROSS JOIN unnest($4) AS c",
-									build_select_sql(relid, op, NULL)),
-						   4, argtypes);
+		plan = SPI_prepare(psprintf(EVENT_SQL,
+									psprintf("(%s) AS p(payload)",
+											 build_select_sql(relid, op, NULL))),
+						   EVENT_ARGS, argtypes);
 		if (plan == NULL || SPI_keepplan(plan) != 0)
 			elog(ERROR, "could not prepare the capture statement of rule \"%s\": %s",
 				 rule->name, SPI_result_code_string(SPI_result));
 		rule->direct_plan[op] = plan;
 	}
-	args[0] = CStringGetTextDatum(op_events[op]);
-	args[1] = Int32GetDatum(rule->id);
-	args[2] = CStringGetTextDatum(rule->name);
-	args[3] = rule->channels;
-	ret = SPI_execute_plan(rule->direct_plan[op], args, NULL, false, 0);
+	event_args(rule, op_events[op], args, nulls);
+	ret = SPI_execute_plan(rule->direct_plan[op], args, nulls, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not record events of rule \"%s\": %s",
 			 rule->name, SPI_result_code_string(ret));
@@ -675,6 +688,7 @@ herald_rules_changed(PG_FUNCTION_ARGS)
 
 	if (OidIsValid(rules_relid))
 		CacheInvalidateRelcacheByRelid(rules_relid);
+	herald_note_rules_changed();
 	return PointerGetDatum(NULL);
 }
 

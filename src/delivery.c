@@ -110,49 +110,6 @@ typedef struct ChannelState
 static HTAB *channel_states = NULL;
 static TimestampTz next_full_scan = 0;
 
-/* --- transactions --------------------------------------------------------- */
-
-typedef void (*txn_step) (void *arg);
-
-/*
- * Run step in its own transaction with SPI connected.  On error, log it,
- * abort, and return false.
- */
-static bool
-in_transaction(const char *activity, txn_step step, void *arg)
-{
-	MemoryContext caller = CurrentMemoryContext;
-	volatile bool ok = true;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PG_TRY();
-	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, activity);
-		step(arg);
-		if (SPI_finish() != SPI_OK_FINISH)
-			elog(ERROR, "SPI_finish failed");
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(caller);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(caller);
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-	return ok;
-}
-
 /* --- outcomes ------------------------------------------------------------- */
 
 /* The response body as stored: valid text in the database encoding. */
@@ -500,7 +457,7 @@ record_outcomes(void)
 {
 	if (noutcomes == 0)
 		return;
-	if (!in_transaction("pg_herald: recording attempts", record_step, NULL))
+	if (!herald_in_transaction("pg_herald: recording attempts", record_step, NULL))
 		ereport(LOG,
 				(errmsg("pg_herald delivery worker %d could not record %d attempts; they will be retried when their leases expire",
 						worker_slot, noutcomes)));
@@ -694,7 +651,7 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 	if (claim->full)
 		next_full_scan = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), FULL_SCAN_MS);
 
-	if (!in_transaction("pg_herald: claiming deliveries", claim_step, claim))
+	if (!herald_in_transaction("pg_herald: claiming deliveries", claim_step, claim))
 	{
 		if (claim->charged)
 			charge(claim->claimed, claim->nclaimed, -1);
@@ -826,7 +783,7 @@ herald_delivery_main(Datum arg)
 		{
 			PurgeStep	purge = {0};
 
-			purge_now = in_transaction("pg_herald: purging", purge_step, &purge) &&
+			purge_now = herald_in_transaction("pg_herald: purging", purge_step, &purge) &&
 				purge.purged >= herald_purge_batch;
 			next_purge_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														PURGE_INTERVAL_MS);

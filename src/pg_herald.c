@@ -4,10 +4,13 @@
  *		Module entry point: settings, shared state, worker registration and
  *		the commit-time wake-up of the delivery workers.
  *
- * A transaction that creates deliveries calls herald_note_work().  The
- * transaction callback sets the delivery workers' latches when, and only
- * when, that transaction commits; an abort forgets the note.  The workers
- * publish their latches in HeraldShared, whose spinlock guards every field.
+ * A transaction that creates deliveries calls herald_note_work(); one that
+ * writes to a table a threshold rule watches calls herald_note_touch(); one
+ * that changes rules calls herald_note_rules_changed().  The transaction
+ * callback passes these notes to the workers (the delivery workers, the
+ * scheduler) and sets their latches when, and only when, that transaction
+ * commits; an abort forgets them.  The workers publish their latches in
+ * HeraldShared, whose spinlock guards every field.
  *
  *-------------------------------------------------------------------------
  */
@@ -15,14 +18,19 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "executor/spi.h"
 #include "catalog/pg_namespace.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "pg_herald.h"
@@ -51,12 +59,23 @@ static bool work_pending = false;
  */
 static TimestampTz work_due_from = 0;
 
+/*
+ * Watched tables the current transaction wrote to, for the scheduler; past
+ * LOCAL_TOUCHED of them, all of them.  And whether it changed rules.
+ */
+#define LOCAL_TOUCHED 16
+static Oid	local_touched[LOCAL_TOUCHED];
+static int	nlocal_touched = 0;
+static bool local_touched_all = false;
+static bool rules_changed = false;
+
 #if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 #endif
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 void		_PG_init(void);
+static void wake_scheduler(void);
 
 static void
 herald_shmem_request(void)
@@ -102,17 +121,92 @@ herald_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (work_pending)
 				herald_wake_delivery(work_due_from);
-			work_pending = false;
+			if (nlocal_touched > 0 || local_touched_all || rules_changed)
+				wake_scheduler();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
-			/* a prepared transaction's work is found by the idle recheck */
-			work_pending = false;
+			/*
+			 * A prepared transaction's deliveries are found by the idle
+			 * recheck, its touches by the next evaluation of the rules.
+			 */
 			break;
 		default:
-			break;
+			return;
 	}
+	work_pending = false;
+	nlocal_touched = 0;
+	local_touched_all = false;
+	rules_changed = false;
+}
+
+/* The current transaction wrote to a table that threshold rules watch. */
+void
+herald_note_touch(Oid relid)
+{
+	for (int i = 0; i < nlocal_touched; i++)
+		if (local_touched[i] == relid)
+			return;
+	if (nlocal_touched < LOCAL_TOUCHED)
+		local_touched[nlocal_touched++] = relid;
+	else
+		local_touched_all = true;
+}
+
+/* The current transaction changed rules: the scheduler reloads them. */
+void
+herald_note_rules_changed(void)
+{
+	rules_changed = true;
+}
+
+/*
+ * At commit: hand the touched tables and the rule change to the scheduler
+ * and wake it.  Touches accumulate until it takes them; past
+ * HERALD_MAX_TOUCHED tables it evaluates every watching rule.
+ */
+static void
+wake_scheduler(void)
+{
+	Latch	   *latch;
+
+	if (herald_shared == NULL)
+		return;
+	SpinLockAcquire(&herald_shared->mutex);
+	if (herald_shared->database != MyDatabaseId)
+	{
+		SpinLockRelease(&herald_shared->mutex);
+		return;
+	}
+	if (rules_changed)
+		herald_shared->rules_version++;
+	/* a new or changed rule is evaluated at once: herald.flush() waits */
+	if (nlocal_touched > 0 || local_touched_all || rules_changed)
+		herald_shared->touch_seq++;
+	if (nlocal_touched > 0 || local_touched_all)
+	{
+		if (local_touched_all)
+			herald_shared->touched_all = true;
+		for (int i = 0; i < nlocal_touched && !herald_shared->touched_all; i++)
+		{
+			int			k;
+
+			for (k = 0; k < herald_shared->ntouched; k++)
+				if (herald_shared->touched[k] == local_touched[i])
+					break;
+			if (k < herald_shared->ntouched)
+				continue;
+			if (herald_shared->ntouched < HERALD_MAX_TOUCHED)
+				herald_shared->touched[herald_shared->ntouched++] = local_touched[i];
+			else
+				herald_shared->touched_all = true;
+		}
+	}
+	latch = herald_shared->scheduler_latch;
+	SpinLockRelease(&herald_shared->mutex);
+	if (latch)
+		SetLatch(latch);
 }
 
 /* The current transaction created deliveries: wake the workers at commit. */
@@ -123,10 +217,11 @@ herald_note_work(void)
 	work_due_from = GetCurrentTransactionStartTimestamp();
 }
 
+/* Has the current transaction work the workers will see only at commit? */
 bool
 herald_work_pending(void)
 {
-	return work_pending;
+	return work_pending || nlocal_touched > 0 || local_touched_all;
 }
 
 /*
@@ -199,6 +294,111 @@ herald_worker_attach(int slot)
 	herald_shared->database = MyDatabaseId;
 	SpinLockRelease(&herald_shared->mutex);
 	before_shmem_exit(herald_worker_detach, Int32GetDatum(slot));
+}
+
+static void
+herald_scheduler_detach(int code, Datum arg)
+{
+	SpinLockAcquire(&herald_shared->mutex);
+	herald_shared->scheduler_latch = NULL;
+	SpinLockRelease(&herald_shared->mutex);
+}
+
+/* Publish the scheduler's latch until it exits. */
+void
+herald_scheduler_attach(void)
+{
+	SpinLockAcquire(&herald_shared->mutex);
+	herald_shared->scheduler_latch = MyLatch;
+	herald_shared->database = MyDatabaseId;
+	SpinLockRelease(&herald_shared->mutex);
+	before_shmem_exit(herald_scheduler_detach, (Datum) 0);
+}
+
+/*
+ * Run step in its own transaction with SPI connected and a snapshot; for
+ * the workers.  On error, log it, abort, and return false.
+ */
+bool
+herald_in_transaction(const char *activity, herald_step step, void *arg)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, activity);
+		step(arg);
+		if (SPI_finish() != SPI_OK_FINISH)
+			elog(ERROR, "SPI_finish failed");
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(caller);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return ok;
+}
+
+/*
+ * Run step, which runs SQL its caller does not control (a rule's condition
+ * or metric), in a subtransaction.  Returns NULL when it succeeded, or the
+ * error message when it failed: the failure is the rule's, and the caller
+ * goes on.  A cancel, a shutdown or a lack of resources is not the rule's
+ * fault and is raised again.
+ */
+char *
+herald_run_protected(herald_step step, void *arg)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	char	   *volatile error = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller);
+	PG_TRY();
+	{
+		step(arg);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller);
+		CurrentResourceOwner = owner;
+
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INSUFFICIENT_RESOURCES ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_SYSTEM_ERROR ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INTERNAL_ERROR)
+			ReThrowError(edata);
+		error = edata->message ? pstrdup(edata->message) : pstrdup("unknown error");
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return error;
 }
 
 /*
@@ -323,24 +523,36 @@ herald_define_settings(void)
 }
 
 static void
+register_worker(const char *function, const char *name, const char *type, Datum arg)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "pg_herald");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "%s", name);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", type);
+	worker.bgw_main_arg = arg;
+	RegisterBackgroundWorker(&worker);
+}
+
+static void
 herald_register_workers(void)
 {
+	char		name[BGW_MAXLEN];
+
 	for (int slot = 0; slot < herald_delivery_workers; slot++)
 	{
-		BackgroundWorker worker;
-
-		memset(&worker, 0, sizeof(worker));
-		worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-			BGWORKER_BACKEND_DATABASE_CONNECTION;
-		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-		worker.bgw_restart_time = 5;
-		snprintf(worker.bgw_library_name, BGW_MAXLEN, "pg_herald");
-		snprintf(worker.bgw_function_name, BGW_MAXLEN, "herald_delivery_main");
-		snprintf(worker.bgw_name, BGW_MAXLEN, "pg_herald delivery worker %d", slot);
-		snprintf(worker.bgw_type, BGW_MAXLEN, "pg_herald delivery");
-		worker.bgw_main_arg = Int32GetDatum(slot);
-		RegisterBackgroundWorker(&worker);
+		snprintf(name, sizeof(name), "pg_herald delivery worker %d", slot);
+		register_worker("herald_delivery_main", name, "pg_herald delivery",
+						Int32GetDatum(slot));
 	}
+	register_worker("herald_scheduler_main", "pg_herald scheduler",
+					"pg_herald scheduler", (Datum) 0);
 }
 
 void

@@ -4,7 +4,10 @@
  *		Declarations shared by the pg_herald source files.
  *
  * The flow is capture -> queue -> deliver: capture.c turns committed row
- * changes into events and deliveries, queue.c claims and records them,
+ * changes into events and deliveries; for threshold rules, evaluate.c notes
+ * the watched tables a transaction touched and runs metrics, scheduler.c
+ * evaluates the rules after those commits and on their schedules.  queue.c
+ * claims deliveries and records their outcomes,
  * delivery.c runs the background worker that sends them through http.c,
  * webhook.c renders the request and signing.c signs it.  template.c renders
  * messages for every channel kind.  pg_herald.c holds the module entry
@@ -33,6 +36,7 @@
 
 /* Settings (GUCs), defined in pg_herald.c. */
 #define HERALD_MAX_WORKERS 16
+#define HERALD_MAX_TOUCHED 64
 extern char *herald_database;
 extern int	herald_delivery_workers;
 extern int	herald_batch_size;
@@ -56,12 +60,24 @@ typedef struct HeraldShared
 													 * next_attempt_at committed
 													 * since it last looked, 0
 													 * for none */
+
+	/* the scheduler (threshold rules) */
+	Latch	   *scheduler_latch;	/* NULL when not running */
+	uint32		rules_version;	/* bumped by each commit that changes rules */
+	uint64		touch_seq;		/* commits that touched watched tables */
+	uint64		evaluated_seq;	/* touch_seq whose evaluations are done */
+	int			ntouched;		/* watched tables touched since the scheduler
+								 * last looked */
+	bool		touched_all;	/* more than HERALD_MAX_TOUCHED: all of them */
+	Oid			touched[HERALD_MAX_TOUCHED];
 } HeraldShared;
 
 extern HeraldShared *herald_shared;
 
 /* pg_herald.c */
 extern void herald_note_work(void);
+extern void herald_note_touch(Oid relid);
+extern void herald_note_rules_changed(void);
 extern bool herald_work_pending(void);
 extern void herald_wake_delivery(TimestampTz due_from);
 extern TimestampTz herald_take_rescan(int slot);
@@ -69,6 +85,11 @@ extern void herald_worker_attach(int slot);
 extern Oid	herald_schema_oid(bool missing_ok);
 extern Oid	herald_extension_owner(void);
 extern void herald_require_preload(const char *what);
+extern void herald_scheduler_attach(void);
+
+typedef void (*herald_step) (void *arg);
+extern bool herald_in_transaction(const char *activity, herald_step step, void *arg);
+extern char *herald_run_protected(herald_step step, void *arg);
 
 /* capture.c */
 extern void herald_capture_xact_end(void);
@@ -86,12 +107,13 @@ typedef struct HeraldTemplateValues
 	const char *rule;
 	int64		event_id;
 	const char *type;
-	Jsonb	   *data;			/* event payload: table, operation, new, old */
+	Jsonb	   *data;			/* event payload: table, operation, new, old
+								 * for row rules; key, value, thresholds,
+								 * state, level for threshold rules */
 } HeraldTemplateValues;
 
 extern char *herald_render_template(const char *tmpl,
 									const HeraldTemplateValues *values);
-extern const char *herald_default_message(const char *event_type);
 
 /*
  * One claimed delivery, copied out of the claiming transaction so that it
@@ -175,5 +197,8 @@ extern struct curl_slist *herald_webhook_request(HeraldDelivery *d,
 
 /* delivery.c */
 extern PGDLLEXPORT void herald_delivery_main(Datum arg);
+
+/* scheduler.c */
+extern PGDLLEXPORT void herald_scheduler_main(Datum arg);
 
 #endif							/* PG_HERALD_H */

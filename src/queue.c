@@ -29,6 +29,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
+#include "storage/spin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -47,6 +48,7 @@ static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr purge_plan = NULL;
+static SPIPlanPtr silenced_purge_plan = NULL;
 
 static SPIPlanPtr
 prepare_kept(const char *sql, int nargs, Oid *argtypes)
@@ -333,6 +335,29 @@ herald_queue_purge(int limit)
 								  " SELECT count(*) FROM gone",
 								  3, argtypes);
 
+	/* silenced events never had deliveries: they go by age */
+	if (herald_retention >= 0 && total < limit)
+	{
+		Oid			silenced_types[2] = {INT4OID, INT4OID};
+		Datum		silenced_args[2];
+		int			ret;
+
+		if (silenced_purge_plan == NULL)
+			silenced_purge_plan = prepare_kept(
+											   "DELETE FROM herald.event_log e"
+											   " WHERE e.id IN (SELECT s.id FROM herald.event_log s"
+											   "                 WHERE s.silenced_by IS NOT NULL"
+											   "                   AND s.created_at < now() - $1 * interval '1 second'"
+											   "                 ORDER BY s.created_at LIMIT $2)",
+											   2, silenced_types);
+		silenced_args[0] = Int32GetDatum(herald_retention);
+		silenced_args[1] = Int32GetDatum(limit - (int) total);
+		ret = SPI_execute_plan(silenced_purge_plan, silenced_args, NULL, false, 0);
+		if (ret != SPI_OK_DELETE)
+			elog(ERROR, "could not purge silenced events: %s", SPI_result_code_string(ret));
+		total += SPI_processed;
+	}
+
 	for (int i = 0; i < 2 && total < limit; i++)
 	{
 		int			ret;
@@ -483,9 +508,43 @@ herald_note_work_sql(PG_FUNCTION_ARGS)
 }
 
 /*
- * herald.flush(timeout interval): wait until every delivery that existed
- * when the call began is delivered or dead.  True when that happened
- * within the timeout.
+ * Wait until the scheduler has evaluated the rules that watch the tables
+ * committed before the call; false when the deadline passed first.
+ */
+static bool
+wait_for_evaluations(TimestampTz deadline)
+{
+	uint64		target;
+	long		wait_ms = 1;
+
+	SpinLockAcquire(&herald_shared->mutex);
+	target = herald_shared->touch_seq;
+	SpinLockRelease(&herald_shared->mutex);
+
+	for (;;)
+	{
+		uint64		done;
+
+		SpinLockAcquire(&herald_shared->mutex);
+		done = herald_shared->evaluated_seq;
+		SpinLockRelease(&herald_shared->mutex);
+		if (done >= target)
+			return true;
+		if (GetCurrentTimestamp() >= deadline)
+			return false;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 wait_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		wait_ms = Min(wait_ms * 2, 50);
+	}
+}
+
+/*
+ * herald.flush(timeout interval): wait until the rule evaluations caused by
+ * commits made before the call are done, then until every delivery that
+ * existed by then is delivered or dead.  True when that happened within
+ * the timeout.
  */
 Datum
 herald_flush(PG_FUNCTION_ARGS)
@@ -522,6 +581,9 @@ herald_flush(PG_FUNCTION_ARGS)
 	timeout_ms = ((int64) timeout->month * DAYS_PER_MONTH + timeout->day) *
 		(USECS_PER_DAY / 1000) + timeout->time / 1000;
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Max(timeout_ms, 0));
+
+	if (!wait_for_evaluations(deadline))
+		PG_RETURN_BOOL(false);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

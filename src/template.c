@@ -9,8 +9,13 @@
  * what can be rendered.  Rendering produces plain text; each channel format
  * escapes it for its target.
  *
- * Placeholders: {{rule}}, {{event_id}}, {{type}}, {{table}}, {{operation}},
- * {{new.COLUMN}} and {{old.COLUMN}}.
+ * Placeholders: {{rule}}, {{event_id}}, {{type}} for every event; for row
+ * rules {{table}}, {{operation}}, {{new.COLUMN}} and {{old.COLUMN}}; for
+ * threshold rules {{key}}, {{value}}, {{op}}, {{threshold}},
+ * {{warning_threshold}}, {{recover_threshold}}, {{state}},
+ * {{previous_state}}, {{level}}, {{since}} and {{error}}.  Every placeholder
+ * but {{new.*}} and {{old.*}} names a field of the event's payload or a
+ * column of the event.
  *
  *-------------------------------------------------------------------------
  */
@@ -25,7 +30,25 @@
 
 #include "pg_herald.h"
 
-#define VALID_PLACEHOLDERS "{{rule}}, {{event_id}}, {{type}}, {{table}}, {{operation}}, {{new.COLUMN}}, {{old.COLUMN}}"
+#define COMMON_PLACEHOLDERS "{{rule}}, {{event_id}}, {{type}}"
+#define ROW_PLACEHOLDERS COMMON_PLACEHOLDERS ", {{table}}, {{operation}}, {{new.COLUMN}}, {{old.COLUMN}}"
+#define THRESHOLD_PLACEHOLDERS COMMON_PLACEHOLDERS ", {{key}}, {{value}}, {{op}}, {{threshold}}, " \
+	"{{warning_threshold}}, {{recover_threshold}}, {{state}}, {{previous_state}}, " \
+	"{{level}}, {{since}}, {{error}}"
+
+static const char *const row_fields[] = {"table", "operation", NULL};
+static const char *const threshold_fields[] = {
+	"key", "value", "op", "threshold", "warning_threshold", "recover_threshold",
+	"state", "previous_state", "level", "since", "error", NULL
+};
+
+/* What a template is checked against. */
+typedef struct TemplateKind
+{
+	bool		threshold;
+	Oid			relid;			/* row rules: the table */
+	const char *valid;			/* the placeholders, for hints */
+} TemplateKind;
 
 PG_FUNCTION_INFO_V1(herald_check_template);
 
@@ -37,12 +60,12 @@ typedef void (*placeholder_fn) (const char *name, StringInfo out, void *arg);
 
 /*
  * Copy tmpl to out (when not NULL), calling fn for every placeholder.
- * With strict, an unterminated or empty placeholder is an error; otherwise
- * it is copied as it stands.
+ * With strict (the valid placeholders, for the hint), an unterminated or
+ * empty placeholder is an error; otherwise it is copied as it stands.
  */
 static void
 template_walk(const char *tmpl, placeholder_fn fn, void *arg, StringInfo out,
-			  bool strict)
+			  const char *strict)
 {
 	const char *p = tmpl;
 
@@ -88,7 +111,7 @@ template_walk(const char *tmpl, placeholder_fn fn, void *arg, StringInfo out,
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("empty placeholder in message template"),
-						 errhint("Valid placeholders: %s.", VALID_PLACEHOLDERS)));
+						 errhint("Valid placeholders: %s.", strict)));
 			if (out)
 				appendBinaryStringInfo(out, open, close + 2 - open);
 		}
@@ -104,47 +127,61 @@ template_walk(const char *tmpl, placeholder_fn fn, void *arg, StringInfo out,
 
 /* --- checking ----------------------------------------------------------- */
 
+static bool
+in_list(const char *name, const char *const *list)
+{
+	for (; *list; list++)
+		if (strcmp(name, *list) == 0)
+			return true;
+	return false;
+}
+
 static void
 check_placeholder(const char *name, StringInfo out, void *arg)
 {
-	Oid			relid = *(Oid *) arg;
+	TemplateKind *kind = arg;
 
 	if (strcmp(name, "rule") == 0 || strcmp(name, "event_id") == 0 ||
-		strcmp(name, "type") == 0 || strcmp(name, "table") == 0 ||
-		strcmp(name, "operation") == 0)
+		strcmp(name, "type") == 0)
+		return;
+	if (in_list(name, kind->threshold ? threshold_fields : row_fields))
 		return;
 
-	if (strncmp(name, "new.", 4) == 0 || strncmp(name, "old.", 4) == 0)
+	if (!kind->threshold &&
+		(strncmp(name, "new.", 4) == 0 || strncmp(name, "old.", 4) == 0))
 	{
 		const char *col = name + 4;
-		AttrNumber	attnum = get_attnum(relid, col);
+		AttrNumber	attnum = get_attnum(kind->relid, col);
 
 		if (attnum == InvalidAttrNumber || attnum < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
 					 errmsg("column \"%s\" in placeholder \"{{%s}}\" does not exist in table %s",
-							col, name, get_rel_name(relid))));
+							col, name, get_rel_name(kind->relid))));
 		return;
 	}
 
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("unknown placeholder \"{{%s}}\" in message template", name),
-			 errhint("Valid placeholders: %s.", VALID_PLACEHOLDERS)));
+			 errhint("Valid placeholders for %s rules: %s.",
+					 kind->threshold ? "threshold" : "row", kind->valid)));
 }
 
-/* herald._check_template(message text, on_table regclass) */
+/* herald._check_template(message text, kind text, on_table regclass) */
 Datum
 herald_check_template(PG_FUNCTION_ARGS)
 {
 	char	   *tmpl;
-	Oid			relid;
+	TemplateKind kind;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_VOID();
 	tmpl = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	relid = PG_GETARG_OID(1);
-	template_walk(tmpl, check_placeholder, &relid, NULL, true);
+	kind.threshold = strcmp(text_to_cstring(PG_GETARG_TEXT_PP(1)), "threshold") == 0;
+	kind.relid = PG_ARGISNULL(2) ? InvalidOid : PG_GETARG_OID(2);
+	kind.valid = kind.threshold ? THRESHOLD_PLACEHOLDERS : ROW_PLACEHOLDERS;
+	template_walk(tmpl, check_placeholder, &kind, NULL, kind.valid);
 	PG_RETURN_VOID();
 }
 
@@ -200,9 +237,12 @@ render_placeholder(const char *name, StringInfo out, void *arg)
 		appendStringInfo(out, INT64_FORMAT, values->event_id);
 	else if (strcmp(name, "type") == 0)
 		appendStringInfoString(out, values->type);
-	else if ((strcmp(name, "table") == 0 || strcmp(name, "operation") == 0) &&
-			 object_field(data, name, &v))
-		append_jsonb_value(out, &v);
+	else if ((in_list(name, row_fields) || in_list(name, threshold_fields)))
+	{
+		/* a field the event lacks (no warning threshold) renders as nothing */
+		if (object_field(data, name, &v))
+			append_jsonb_value(out, &v);
+	}
 	else if ((strncmp(name, "new.", 4) == 0 || strncmp(name, "old.", 4) == 0))
 	{
 		char		which[4];
@@ -222,24 +262,9 @@ render_placeholder(const char *name, StringInfo out, void *arg)
 		appendStringInfo(out, "{{%s}}", name);
 }
 
-/*
- * Render a template for one event.  A placeholder that cannot be resolved
- * any more (a column dropped after the rule was declared) stays visible as
- * written rather than failing the delivery.
- */
-char *
-herald_render_template(const char *tmpl, const HeraldTemplateValues *values)
-{
-	StringInfoData out;
-
-	initStringInfo(&out);
-	template_walk(tmpl, render_placeholder, (void *) values, &out, false);
-	return out.data;
-}
-
 /* The message of a rule that gives none. */
-const char *
-herald_default_message(const char *event_type)
+static const char *
+default_message(const char *event_type, bool has_key)
 {
 	if (strcmp(event_type, "row.inserted") == 0)
 		return "New row in {{table}} (rule {{rule}}, event {{event_id}})";
@@ -247,5 +272,44 @@ herald_default_message(const char *event_type)
 		return "Row updated in {{table}} (rule {{rule}}, event {{event_id}})";
 	if (strcmp(event_type, "row.deleted") == 0)
 		return "Row deleted from {{table}} (rule {{rule}}, event {{event_id}})";
+	if (strcmp(event_type, "rule.fired") == 0)
+		return has_key ?
+			"{{rule}} [{{key}}] is firing ({{level}}): {{value}} {{op}} {{threshold}}" :
+			"{{rule}} is firing ({{level}}): {{value}} {{op}} {{threshold}}";
+	if (strcmp(event_type, "rule.escalated") == 0)
+		return has_key ?
+			"{{rule}} [{{key}}] escalated to {{level}}: {{value}} {{op}} {{threshold}}" :
+			"{{rule}} escalated to {{level}}: {{value}} {{op}} {{threshold}}";
+	if (strcmp(event_type, "rule.reminder") == 0)
+		return has_key ?
+			"{{rule}} [{{key}}] is still firing ({{level}}) since {{since}}: value {{value}}" :
+			"{{rule}} is still firing ({{level}}) since {{since}}: value {{value}}";
+	if (strcmp(event_type, "rule.resolved") == 0)
+		return has_key ?
+			"{{rule}} [{{key}}] resolved: value {{value}}" :
+			"{{rule}} resolved: value {{value}}";
+	if (strcmp(event_type, "rule.error") == 0)
+		return "{{rule}} could not be evaluated: {{error}}";
 	return "{{type}} (rule {{rule}}, event {{event_id}})";
+}
+
+/*
+ * Render a template for one event; NULL renders the default message of the
+ * event's type.  A placeholder that cannot be resolved any more (a column
+ * dropped after the rule was declared) stays visible as written rather than
+ * failing the delivery.
+ */
+char *
+herald_render_template(const char *tmpl, const HeraldTemplateValues *values)
+{
+	StringInfoData out;
+	JsonbValue	v;
+
+	if (tmpl == NULL)
+		tmpl = default_message(values->type,
+							   object_field(values->data ? &values->data->root : NULL,
+											"key", &v) != NULL);
+	initStringInfo(&out);
+	template_walk(tmpl, render_placeholder, (void *) values, &out, NULL);
+	return out.data;
 }

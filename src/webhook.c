@@ -87,9 +87,7 @@ herald_webhook_request(HeraldDelivery *d, char **body, size_t *bodylen)
 	values.event_id = d->event_id;
 	values.type = d->event_type;
 	values.data = d->payload;
-	message = herald_render_template(d->message ? d->message :
-									 herald_default_message(d->event_type),
-									 &values);
+	message = herald_render_template(d->message, &values);
 
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"type\": ");

@@ -1,0 +1,546 @@
+-------------------------------------------------------------------------------
+-- Threshold rules
+--
+-- herald.on_threshold() declares a metric (a query returning one number, or
+-- a key and a number per row) compared with thresholds.  The scheduler
+-- worker evaluates it after commits that touch a watched table and every
+-- `every`, calling herald._evaluate(): the metric runs as the rule's owner
+-- (herald._run_metric, in C), herald._plan_evaluation() pairs its rows with
+-- the rule's instances and herald._transition() moves each instance's state
+-- machine.  Transitions become events through herald._emit(), which honours
+-- silences.  herald.preview() runs the same plan and stores nothing.
+-------------------------------------------------------------------------------
+
+-- The silence muting a rule now, if any (the one lasting longest).
+CREATE FUNCTION herald._active_silence(rule_id integer) RETURNS herald.silence_defs
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT x.* FROM herald.silence_defs x
+     WHERE (x.rule_id = _active_silence.rule_id OR x.rule_id IS NULL)
+       AND x.ended_at IS NULL AND now() >= x.starts_at AND now() < x.until
+     ORDER BY x.until DESC, x.id
+     LIMIT 1;
+END;
+
+-- Record an event of a rule and queue it to the rule's channels, unless a
+-- silence mutes the rule: then it is recorded only.
+CREATE FUNCTION herald._emit(rule_id integer, type text, payload jsonb) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_silence integer := (herald._active_silence(_emit.rule_id)).id;
+    v_id bigint;
+BEGIN
+    INSERT INTO herald.event_log (type, rule_id, rule, payload, silenced_by)
+    SELECT _emit.type, r.id, r.name, _emit.payload, v_silence
+      FROM herald.rule_defs r WHERE r.id = _emit.rule_id
+    RETURNING id INTO v_id;
+    IF v_silence IS NULL THEN
+        INSERT INTO herald.delivery_queue (event_id, channel_id)
+        SELECT v_id, rc.channel_id FROM herald.rule_channels rc
+         WHERE rc.rule_id = _emit.rule_id;
+        IF FOUND THEN
+            PERFORM herald._note_work();
+        END IF;
+    END IF;
+    RETURN v_id;
+END;
+$$;
+
+CREATE FUNCTION herald._compare(v numeric, op text, t numeric) RETURNS boolean
+LANGUAGE sql IMMUTABLE
+RETURN CASE op WHEN '>' THEN v > t WHEN '>=' THEN v >= t
+               WHEN '<' THEN v < t WHEN '<=' THEN v <= t
+               WHEN '=' THEN v = t WHEN '<>' THEN v <> t END;
+
+-- One step of an instance's state machine: instance i observes value v
+-- (NULL: no data) at time at.  Returns the instance as it becomes and the
+-- event the step causes, if any.
+--
+--   ok -> pending (condition holds, pending_for not over) -> firing
+--   firing -> ok once recovered: for > and >=, at or below
+--   recover_threshold (for < and <=, at or above it); without one, as soon
+--   as no threshold is crossed.  Between the two the instance keeps firing.
+--   A firing episode never de-escalates: warning -> critical is reported
+--   once (rule.escalated), and the episode ends with rule.resolved.
+CREATE FUNCTION herald._transition(r herald.rule_defs, i herald.rule_instances,
+                                   v numeric, at timestamptz,
+                                   OUT n herald.rule_instances, OUT event text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_open boolean := i.firing_since IS NOT NULL;
+    v_level text;
+BEGIN
+    n := i;
+    n.value := v;
+    n.error := NULL;
+    n.last_evaluated_at := at;
+
+    IF v IS NULL THEN
+        IF r.no_data = 'keep' THEN
+            IF i.state = 'error' THEN
+                n.state := CASE WHEN v_open THEN 'firing' ELSE 'ok' END;
+            END IF;
+        ELSIF r.no_data = 'alert' THEN
+            n.state := 'no_data';
+            IF NOT v_open THEN
+                n.level := 'critical';
+                n.firing_since := at;
+                event := 'rule.fired';
+            END IF;
+        ELSE
+            n.state := 'ok';
+        END IF;
+    ELSE
+        v_level := CASE WHEN herald._compare(v, r.op, r.threshold) THEN 'critical'
+                        WHEN herald._compare(v, r.op, r.warning_threshold) THEN 'warning' END;
+        IF v_open THEN
+            IF v_level IS NOT NULL THEN
+                n.state := 'firing';
+                IF v_level = 'critical' AND i.level = 'warning' THEN
+                    n.level := 'critical';
+                    event := 'rule.escalated';
+                END IF;
+            ELSIF r.recover_threshold IS NULL
+                  OR (r.op IN ('>', '>=') AND v <= r.recover_threshold)
+                  OR (r.op IN ('<', '<=') AND v >= r.recover_threshold) THEN
+                n.state := 'ok';
+            ELSE
+                n.state := 'firing';
+            END IF;
+        ELSIF v_level IS NULL THEN
+            n.state := 'ok';
+        ELSIF coalesce(r.pending_for, '0') = '0'
+              OR (i.state = 'pending' AND at >= i.pending_since + r.pending_for) THEN
+            n.state := 'firing';
+            n.level := v_level;
+            n.firing_since := at;
+            event := 'rule.fired';
+        ELSE
+            n.state := 'pending';
+            n.level := v_level;
+            n.pending_since := CASE WHEN i.state = 'pending' THEN i.pending_since ELSE at END;
+        END IF;
+    END IF;
+
+    IF n.state = 'ok' THEN
+        IF v_open THEN
+            event := 'rule.resolved';
+        END IF;
+        n.level := NULL;
+        n.firing_since := NULL;
+        n.fired_event_id := NULL;
+        n.last_notified_at := NULL;
+    END IF;
+    IF n.state <> 'pending' THEN
+        n.pending_since := NULL;
+    END IF;
+    IF event IN ('rule.fired', 'rule.escalated') THEN
+        n.last_notified_at := at;
+    ELSIF event IS NULL AND n.firing_since IS NOT NULL AND r.repeat_every IS NOT NULL
+          AND at >= n.last_notified_at + r.repeat_every THEN
+        event := 'rule.reminder';
+        n.last_notified_at := at;
+    END IF;
+
+    n.since := CASE WHEN n.state IS DISTINCT FROM i.state THEN at ELSE i.since END;
+    n.next_check_at := CASE
+        WHEN n.state = 'pending' THEN n.pending_since + r.pending_for
+        WHEN n.firing_since IS NOT NULL THEN n.last_notified_at + r.repeat_every
+    END;
+END;
+$$;
+
+-- What one evaluation does to each instance of rule r, given the metric's
+-- result m: one row per instance, existing (before) or new (before NULL).
+-- present is false for a key the metric no longer returns.
+CREATE FUNCTION herald._plan_evaluation(r herald.rule_defs, m herald._metric_result,
+                                        at timestamptz)
+RETURNS TABLE (before herald.rule_instances, after herald.rule_instances,
+               event text, present boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    o record;
+    t record;
+    v_base herald.rule_instances;
+BEGIN
+    v_base.rule_id := r.id;
+    v_base.state := 'ok';
+    v_base.since := at;
+
+    IF m.error IS NOT NULL THEN
+        -- every instance is in error; a rule without any gets one
+        present := true;
+        FOR o IN SELECT i FROM herald.rule_instances i WHERE i.rule_id = r.id
+                 UNION ALL
+                 SELECT NULL::herald.rule_instances
+                  WHERE NOT EXISTS (SELECT 1 FROM herald.rule_instances i
+                                     WHERE i.rule_id = r.id)
+        LOOP
+            before := o.i;
+            IF before.rule_id IS NULL THEN
+                after := v_base;
+                after.key := '';
+            ELSE
+                after := before;
+            END IF;
+            event := CASE WHEN after.state <> 'error' OR before.rule_id IS NULL
+                          THEN 'rule.error' END;
+            after.since := CASE WHEN after.state = 'error' THEN after.since ELSE at END;
+            after.state := 'error';
+            after.error := m.error;
+            after.value := NULL;
+            after.pending_since := NULL;
+            after.next_check_at := NULL;
+            after.last_evaluated_at := at;
+            IF before.rule_id IS NULL THEN
+                before := NULL;
+            END IF;
+            RETURN NEXT;
+        END LOOP;
+        RETURN;
+    END IF;
+
+    FOR o IN SELECT coalesce(obs.key, i.key) AS key, obs.value,
+                    obs.key IS NOT NULL AS present, i.inst
+               FROM unnest(m.keys, m.vals) AS obs(key, value)
+               FULL JOIN (SELECT x.key, x AS inst FROM herald.rule_instances x
+                           WHERE x.rule_id = r.id) i
+                 ON i.key = obs.key
+              ORDER BY 1
+    LOOP
+        IF (o.inst).rule_id IS NULL THEN
+            before := NULL;
+            v_base.key := o.key;
+            t := herald._transition(r, v_base, o.value, at);
+        ELSE
+            before := o.inst;
+            t := herald._transition(r, before, o.value, at);
+        END IF;
+        after := t.n;
+        event := t.event;
+        present := o.present;
+        RETURN NEXT;
+    END LOOP;
+END;
+$$;
+
+-- The payload of a threshold event.
+CREATE FUNCTION herald._threshold_payload(r herald.rule_defs, before herald.rule_instances,
+                                          after herald.rule_instances)
+RETURNS jsonb
+LANGUAGE sql STABLE
+RETURN jsonb_strip_nulls(jsonb_build_object(
+    'key', nullif(after.key, ''),
+    'value', after.value,
+    'op', r.op,
+    'threshold', r.threshold,
+    'warning_threshold', r.warning_threshold,
+    'recover_threshold', r.recover_threshold,
+    'state', after.state,
+    'previous_state', coalesce(before.state, 'ok'),
+    'level', after.level,
+    'since', after.firing_since,
+    'error', after.error));
+
+-- Evaluate a threshold rule now and apply the result: called by the
+-- scheduler, one transaction per evaluation.  Returns when the rule's next
+-- timer falls due (end of a pending period, a reminder), or NULL.
+CREATE FUNCTION herald._evaluate(rule_id integer) RETURNS timestamptz
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r herald.rule_defs;
+    m herald._metric_result;
+    p record;
+    v_after herald.rule_instances;
+    v_event bigint;
+    v_at timestamptz := now();
+BEGIN
+    SELECT * INTO r FROM herald.rule_defs x
+     WHERE x.id = _evaluate.rule_id AND x.kind = 'threshold' AND x.enabled;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    m := herald._run_metric(r.id);
+
+    FOR p IN SELECT * FROM herald._plan_evaluation(r, m, v_at) LOOP
+        v_after := p.after;
+        v_event := NULL;
+        IF p.event IS NOT NULL THEN
+            v_event := herald._emit(r.id, p.event,
+                                    herald._threshold_payload(r, p.before, v_after));
+            IF p.event = 'rule.fired' THEN
+                v_after.fired_event_id := v_event;
+            END IF;
+        END IF;
+
+        IF NOT p.present AND v_after.state = 'ok' THEN
+            DELETE FROM herald.rule_instances i
+             WHERE i.rule_id = r.id AND i.key = v_after.key;
+        ELSE
+            INSERT INTO herald.rule_instances AS i
+            SELECT v_after.*
+            ON CONFLICT ON CONSTRAINT rule_instances_pkey DO UPDATE
+               SET state = EXCLUDED.state, level = EXCLUDED.level, value = EXCLUDED.value,
+                   since = EXCLUDED.since, pending_since = EXCLUDED.pending_since,
+                   firing_since = EXCLUDED.firing_since,
+                   fired_event_id = EXCLUDED.fired_event_id,
+                   last_notified_at = EXCLUDED.last_notified_at,
+                   last_evaluated_at = EXCLUDED.last_evaluated_at,
+                   next_check_at = EXCLUDED.next_check_at, error = EXCLUDED.error;
+        END IF;
+
+        INSERT INTO herald.evaluation_log (rule_id, key, evaluated_at, value, duration_ms,
+                                           state_before, state_after, level, event_id, error)
+        VALUES (r.id, v_after.key, v_at, v_after.value, m.duration_ms,
+                (p.before).state, v_after.state, v_after.level, v_event, v_after.error);
+    END LOOP;
+
+    RETURN (SELECT min(i.next_check_at) FROM herald.rule_instances i WHERE i.rule_id = r.id);
+END;
+$$;
+
+-- Declaration -----------------------------------------------------------------
+
+CREATE FUNCTION herald.on_threshold(
+    name              text,
+    metric            text,
+    op                text,
+    threshold         numeric,
+    channels          text[],
+    watch             regclass[] DEFAULT NULL,
+    every             interval DEFAULT NULL,
+    message           text DEFAULT NULL,
+    warning_threshold numeric DEFAULT NULL,
+    recover_threshold numeric DEFAULT NULL,
+    pending_for       interval DEFAULT NULL,
+    repeat_every      interval DEFAULT NULL,
+    min_interval      interval DEFAULT '0',
+    no_data           text DEFAULT 'ok',
+    query_timeout     interval DEFAULT '5 seconds')
+RETURNS void
+LANGUAGE plpgsql
+-- No SET search_path: the metric is checked, and later run, with the
+-- declaring session's search_path (as SET search_path FROM CURRENT would).
+-- Every name below is schema-qualified.
+AS $$
+DECLARE
+    v_channel_ids integer[];
+    v_grouped boolean;
+    v_watch regclass[] := '{}';
+    v_tbl regclass;
+    v_above boolean := on_threshold.op IN ('>', '>=');
+    v_id integer;
+    v_rule herald.rule_defs;
+BEGIN
+    PERFORM herald._check_rule_name(on_threshold.name);
+
+    IF on_threshold.metric IS NULL THEN
+        RAISE EXCEPTION 'metric must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give a query returning one number, or a key and a number per row.';
+    END IF;
+    IF on_threshold.op IS NULL OR on_threshold.op NOT IN ('>', '>=', '<', '<=', '=', '<>') THEN
+        RAISE EXCEPTION 'unknown comparison operator "%"', on_threshold.op
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Operators are >, >=, <, <=, = and <>.';
+    END IF;
+    IF on_threshold.threshold IS NULL THEN
+        RAISE EXCEPTION 'threshold must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    v_channel_ids := herald._channel_ids(on_threshold.channels);
+
+    IF on_threshold.watch IS NOT NULL THEN
+        FOREACH v_tbl IN ARRAY on_threshold.watch LOOP
+            IF v_tbl IS NULL THEN
+                RAISE EXCEPTION 'watch must not contain null'
+                    USING ERRCODE = 'null_value_not_allowed';
+            END IF;
+            PERFORM herald._check_watchable(v_tbl);
+            IF NOT v_tbl = ANY (v_watch) THEN
+                v_watch := v_watch || v_tbl;
+            END IF;
+        END LOOP;
+    END IF;
+    IF cardinality(v_watch) = 0 AND on_threshold.every IS NULL THEN
+        RAISE EXCEPTION 'a threshold rule needs watch or every'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'watch lists the tables whose commits cause an evaluation; every schedules evaluations.';
+    END IF;
+    IF on_threshold.every IS NOT NULL AND on_threshold.every < '1 second' THEN
+        RAISE EXCEPTION 'every must be at least 1 second'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    IF on_threshold.warning_threshold IS NOT NULL THEN
+        IF on_threshold.op IN ('=', '<>') THEN
+            RAISE EXCEPTION 'warning_threshold needs one of the operators >, >=, <, <='
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF (v_above AND on_threshold.warning_threshold >= on_threshold.threshold)
+           OR (NOT v_above AND on_threshold.warning_threshold <= on_threshold.threshold) THEN
+            RAISE EXCEPTION 'warning_threshold % is not less severe than threshold %',
+                            on_threshold.warning_threshold, on_threshold.threshold
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('With operator %s the warning level is crossed first: it must be %s the threshold.',
+                                    on_threshold.op, CASE WHEN v_above THEN 'below' ELSE 'above' END);
+        END IF;
+    END IF;
+    IF on_threshold.recover_threshold IS NOT NULL THEN
+        IF on_threshold.op IN ('=', '<>') THEN
+            RAISE EXCEPTION 'recover_threshold needs one of the operators >, >=, <, <='
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF (v_above AND on_threshold.recover_threshold
+                        > coalesce(on_threshold.warning_threshold, on_threshold.threshold))
+           OR (NOT v_above AND on_threshold.recover_threshold
+                        < coalesce(on_threshold.warning_threshold, on_threshold.threshold)) THEN
+            RAISE EXCEPTION 'recover_threshold % is beyond the alerting threshold %',
+                            on_threshold.recover_threshold,
+                            coalesce(on_threshold.warning_threshold, on_threshold.threshold)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('With operator %s an instance recovers %s: recover_threshold must be at or %s the lowest alerting threshold.',
+                                    on_threshold.op,
+                                    CASE WHEN v_above THEN 'at or below it' ELSE 'at or above it' END,
+                                    CASE WHEN v_above THEN 'below' ELSE 'above' END);
+        END IF;
+    END IF;
+    IF on_threshold.pending_for IS NOT NULL AND on_threshold.pending_for < '0' THEN
+        RAISE EXCEPTION 'pending_for must not be negative'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF on_threshold.repeat_every IS NOT NULL AND on_threshold.repeat_every < '1 second' THEN
+        RAISE EXCEPTION 'repeat_every must be at least 1 second'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF on_threshold.min_interval IS NULL OR on_threshold.min_interval < '0' THEN
+        RAISE EXCEPTION 'min_interval must not be null or negative'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF on_threshold.no_data IS NULL OR on_threshold.no_data NOT IN ('ok', 'alert', 'keep') THEN
+        RAISE EXCEPTION 'unknown no_data policy "%"', on_threshold.no_data
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Policies are ok, alert and keep.';
+    END IF;
+    IF on_threshold.query_timeout IS NULL OR on_threshold.query_timeout <= '0'
+       OR on_threshold.query_timeout > '1 hour' THEN
+        RAISE EXCEPTION 'query_timeout must be between 0 and 1 hour'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- parsed, planned and started as the declaring role
+    v_grouped := herald._check_metric(on_threshold.metric);
+    PERFORM herald._check_template(on_threshold.message, 'threshold', NULL);
+
+    INSERT INTO herald.rule_defs (name, kind, owner, message, metric, grouped, search_path,
+                                  op, threshold, warning_threshold, recover_threshold,
+                                  watch, every, pending_for, repeat_every, min_interval,
+                                  no_data, query_timeout)
+    VALUES (on_threshold.name, 'threshold', current_user::regrole, on_threshold.message,
+            on_threshold.metric, v_grouped, current_setting('search_path'),
+            on_threshold.op, on_threshold.threshold, on_threshold.warning_threshold,
+            on_threshold.recover_threshold, nullif(v_watch, '{}'), on_threshold.every,
+            on_threshold.pending_for, on_threshold.repeat_every, on_threshold.min_interval,
+            on_threshold.no_data, on_threshold.query_timeout)
+    RETURNING * INTO v_rule;
+    INSERT INTO herald.rule_channels (rule_id, channel_id)
+    SELECT v_rule.id, unnest(v_channel_ids);
+    PERFORM herald._sync_rule_triggers(v_rule);
+END;
+$$;
+COMMENT ON FUNCTION herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text, numeric, numeric, interval, interval, interval, text, interval) IS
+    'Declare a threshold rule: a metric compared with thresholds, evaluated as watched tables commit and on a schedule';
+
+-- Preview, silences -------------------------------------------------------------
+
+CREATE FUNCTION herald.preview(name text)
+RETURNS TABLE (key text, value numeric, state text, next_state text, level text,
+               event text, error text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r herald.rule_defs;
+BEGIN
+    SELECT * INTO r FROM herald.rule_defs x WHERE x.name = preview.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'rule "%" does not exist', preview.name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF r.kind <> 'threshold' THEN
+        RAISE EXCEPTION 'rule "%" is not a threshold rule', preview.name
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Only threshold rules can be previewed.';
+    END IF;
+    IF NOT pg_has_role(current_user, r.owner, 'USAGE') THEN
+        RAISE EXCEPTION 'permission denied to preview rule "%"', preview.name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The metric runs as the rule''s owner.';
+    END IF;
+    RETURN QUERY
+        SELECT (p.after).key, (p.after).value, (p.before).state, (p.after).state,
+               (p.after).level, p.event, (p.after).error
+          FROM herald._plan_evaluation(r, herald._run_metric(r.id), now()) p;
+END;
+$$;
+COMMENT ON FUNCTION herald.preview(text) IS
+    'Evaluate a threshold rule now: per instance, the value and the state it would move to; stores and sends nothing';
+
+CREATE FUNCTION herald.silence(rule text, until timestamptz, reason text) RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rule_id integer;
+    v_id integer;
+BEGIN
+    IF silence.rule IS NOT NULL THEN
+        v_rule_id := (herald._rule(silence.rule)).id;
+    END IF;
+    IF silence.until IS NULL OR silence.until <= now() THEN
+        RAISE EXCEPTION 'a silence must end in the future'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF silence.reason IS NULL OR btrim(silence.reason) = '' THEN
+        RAISE EXCEPTION 'a silence needs a reason'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The reason is kept with the silence, for whoever wonders why nothing was sent.';
+    END IF;
+    INSERT INTO herald.silence_defs (rule_id, until, reason)
+    VALUES (v_rule_id, silence.until, silence.reason)
+    RETURNING id INTO v_id;
+    RETURN v_id;
+END;
+$$;
+COMMENT ON FUNCTION herald.silence(text, timestamptz, text) IS
+    'Mute a rule (NULL: every rule) until a time: its events are recorded, not delivered';
+
+CREATE FUNCTION herald.unsilence(rule text) RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rule_id integer;
+    v_count integer;
+BEGIN
+    IF unsilence.rule IS NOT NULL THEN
+        v_rule_id := (herald._rule(unsilence.rule)).id;
+    END IF;
+    UPDATE herald.silence_defs x SET ended_at = now(), ended_by = current_user
+     WHERE x.rule_id IS NOT DISTINCT FROM v_rule_id
+       AND x.ended_at IS NULL AND now() < x.until;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END;
+$$;
+COMMENT ON FUNCTION herald.unsilence(text) IS
+    'End the active silences of a rule (NULL: those of every rule); returns how many ended';

@@ -1,0 +1,406 @@
+/*-------------------------------------------------------------------------
+ *
+ * evaluate.c
+ *		Threshold rules: watched tables, metric checks and metric runs.
+ *
+ * A table that threshold rules watch carries the statement trigger
+ * herald.touch(): it notes the table in the writer's transaction
+ * (herald_note_touch), and pg_herald.c hands the note to the scheduler at
+ * commit.  It costs one function call per statement, whatever the number of
+ * rows.
+ *
+ * herald._check_metric() checks a metric when a rule is declared: one
+ * SELECT, returning one number or a key and a number, that the declaring
+ * role can run.  herald._run_metric() runs a rule's metric for the
+ * scheduler and for herald.preview(): as the rule's owner (whose
+ * privileges and row-level security apply), under
+ * SECURITY_RESTRICTED_OPERATION, with the search_path the rule was
+ * declared with, read-only, within the rule's query_timeout, in a
+ * subtransaction.  A failure is returned as the result's error, so that it
+ * puts the rule in state "error" and stops nothing else.  The state machine
+ * itself is SQL (herald._evaluate in the install script).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "parser/parser.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/numeric.h"
+#include "utils/timeout.h"
+#include "utils/timestamp.h"
+
+#include "pg_herald.h"
+
+PG_FUNCTION_INFO_V1(herald_touch);
+PG_FUNCTION_INFO_V1(herald_check_metric);
+PG_FUNCTION_INFO_V1(herald_run_metric);
+
+/* herald.touch(): statement trigger on watched tables */
+Datum
+herald_touch(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
+		!TRIGGER_FIRED_AFTER(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("herald.touch() must be called as a statement-level AFTER trigger")));
+	herald_note_touch(RelationGetRelid(trigdata->tg_relation));
+	return PointerGetDatum(NULL);
+}
+
+static bool
+is_numeric_type(Oid type)
+{
+	switch (getBaseType(type))
+	{
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+		case NUMERICOID:
+		case FLOAT4OID:
+		case FLOAT8OID:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/* Error unless metric is one SELECT statement (not SELECT INTO). */
+static void
+check_single_select(const char *metric)
+{
+	List	   *parsed = raw_parser(metric, RAW_PARSE_DEFAULT);
+	Node	   *stmt = list_length(parsed) == 1 ? linitial_node(RawStmt, parsed)->stmt : NULL;
+
+	if (stmt == NULL || !IsA(stmt, SelectStmt) ||
+		((SelectStmt *) stmt)->intoClause != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("it is not a single SELECT statement"),
+				 errhint("Write one query returning one number, or a key and a number per row.")));
+}
+
+/*
+ * herald._check_metric(metric text) RETURNS boolean: error unless the
+ * metric is one SELECT returning a number, or a key and a number; true for
+ * the second shape.  The metric is parsed, planned and started (with LIMIT
+ * 0, so that nothing is computed) as the calling role: a table it cannot
+ * read is an error now, not at the first evaluation.
+ */
+Datum
+herald_check_metric(PG_FUNCTION_ARGS)
+{
+	char	   *metric = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	MemoryContext caller = CurrentMemoryContext;
+	volatile bool grouped = false;
+
+	PG_TRY();
+	{
+		TupleDesc	desc;
+		int			ret;
+
+		check_single_select(metric);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		ret = SPI_execute(psprintf("SELECT * FROM (%s\n) AS metric LIMIT 0", metric),
+						  true, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "unexpected result of the metric: %s", SPI_result_code_string(ret));
+		desc = SPI_tuptable->tupdesc;
+		if (desc->natts < 1 || desc->natts > 2)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("it returns %d columns", desc->natts),
+					 errhint("Return one numeric column, or a key column and a numeric column.")));
+		if (!is_numeric_type(TupleDescAttr(desc, desc->natts - 1)->atttypid))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("its %s column is of type %s, not a number",
+							desc->natts == 2 ? "second" : "only",
+							format_type_be(TupleDescAttr(desc, desc->natts - 1)->atttypid)),
+					 errhint("Cast it to numeric, or return a count, a sum or an average.")));
+		grouped = desc->natts == 2;
+		SPI_finish();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(edata->sqlerrcode),
+				 errmsg("invalid metric: %s", edata->message),
+				 edata->detail ? errdetail("%s", edata->detail) : 0,
+				 edata->hint ? errhint("%s", edata->hint) : 0));
+	}
+	PG_END_TRY();
+	PG_RETURN_BOOL(grouped);
+}
+
+/* One run of a metric: the rule, and what it returned. */
+typedef struct MetricRun
+{
+	char	   *metric;
+	Oid			owner;
+	bool		grouped;
+	char	   *search_path;
+	int			timeout_ms;
+	TimestampTz deadline;		/* when query_timeout ends */
+	MemoryContext cxt;			/* where the results go */
+	int			n;
+	Datum	   *keys;
+	Datum	   *vals;
+	bool	   *val_nulls;
+} MetricRun;
+
+/* A metric's value as numeric, whatever numeric type it has. */
+static Datum
+to_numeric(Datum value, Oid type)
+{
+	Oid			output;
+	bool		varlena;
+
+	getTypeOutputInfo(type, &output, &varlena);
+	return DirectFunctionCall3(numeric_in,
+							   CStringGetDatum(OidOutputFunctionCall(output, value)),
+							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+}
+
+static char *
+key_text(Datum value, bool isnull, Oid type)
+{
+	Oid			output;
+	bool		varlena;
+
+	if (isnull)
+		return "";
+	getTypeOutputInfo(type, &output, &varlena);
+	return OidOutputFunctionCall(output, value);
+}
+
+static int
+compare_keys(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/*
+ * Run the metric: inside herald_run_protected()'s subtransaction, whose
+ * abort undoes the user and settings switches below when it fails.
+ */
+static void
+metric_step(void *arg)
+{
+	MetricRun  *run = arg;
+	Oid			save_user;
+	int			save_sec;
+	int			guc_level;
+	bool		outer_timeout = get_timeout_active(STATEMENT_TIMEOUT);
+	TimestampTz outer_deadline = outer_timeout ? get_timeout_finish_time(STATEMENT_TIMEOUT) : 0;
+	int			ret;
+	TupleDesc	desc;
+	MemoryContext old;
+
+	guc_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", run->search_path,
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(run->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+
+	/* query_timeout, unless the caller's own statement timeout comes first */
+	run->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), run->timeout_ms);
+	if (!outer_timeout || run->deadline < outer_deadline)
+		enable_timeout_at(STATEMENT_TIMEOUT, run->deadline);
+	PG_TRY();
+	{
+		ret = SPI_execute(run->metric, true, run->grouped ? 0 : 2);
+	}
+	PG_FINALLY();
+	{
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		if (outer_timeout)
+			enable_timeout_at(STATEMENT_TIMEOUT, outer_deadline);
+	}
+	PG_END_TRY();
+
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "unexpected result of the metric: %s", SPI_result_code_string(ret));
+	desc = SPI_tuptable->tupdesc;
+	if (desc->natts != (run->grouped ? 2 : 1) ||
+		!is_numeric_type(TupleDescAttr(desc, desc->natts - 1)->atttypid))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("the metric no longer returns %s",
+						run->grouped ? "a key and a number" : "one number")));
+	if (!run->grouped && SPI_processed > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_CARDINALITY_VIOLATION),
+				 errmsg("the metric returned more than one row"),
+				 errhint("A metric without a key column returns one row.")));
+
+	old = MemoryContextSwitchTo(run->cxt);
+	run->n = run->grouped ? SPI_processed : 1;
+	run->keys = palloc(sizeof(Datum) * Max(run->n, 1));
+	run->vals = palloc(sizeof(Datum) * Max(run->n, 1));
+	run->val_nulls = palloc(sizeof(bool) * Max(run->n, 1));
+	if (!run->grouped)
+	{
+		/* no row is no data, like a NULL value */
+		run->keys[0] = CStringGetTextDatum("");
+		run->val_nulls[0] = true;
+		if (SPI_processed == 1)
+		{
+			Datum		v = SPI_getbinval(SPI_tuptable->vals[0], desc, 1, &run->val_nulls[0]);
+
+			if (!run->val_nulls[0])
+				run->vals[0] = to_numeric(v, TupleDescAttr(desc, 0)->atttypid);
+		}
+	}
+	else
+	{
+		char	  **sorted = palloc(sizeof(char *) * Max(run->n, 1));
+
+		for (int i = 0; i < run->n; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			bool		isnull;
+			Datum		k = SPI_getbinval(tup, desc, 1, &isnull);
+			char	   *key = key_text(k, isnull, TupleDescAttr(desc, 0)->atttypid);
+			Datum		v;
+
+			sorted[i] = key;
+			run->keys[i] = CStringGetTextDatum(key);
+			v = SPI_getbinval(tup, desc, 2, &run->val_nulls[i]);
+			if (!run->val_nulls[i])
+				run->vals[i] = to_numeric(v, TupleDescAttr(desc, 1)->atttypid);
+		}
+		qsort(sorted, run->n, sizeof(char *), compare_keys);
+		for (int i = 1; i < run->n; i++)
+			if (strcmp(sorted[i - 1], sorted[i]) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_CARDINALITY_VIOLATION),
+						 errmsg("the metric returned key \"%s\" more than once", sorted[i]),
+						 errhint("Group the metric by its key column.")));
+	}
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
+
+	SetUserIdAndSecContext(save_user, save_sec);
+	AtEOXact_GUC(true, guc_level);
+}
+
+/*
+ * herald._run_metric(rule_id integer) RETURNS herald._metric_result:
+ * (keys text[], vals numeric[], error text, duration_ms float8).  A metric
+ * without a key column has the one key ''.
+ */
+Datum
+herald_run_metric(PG_FUNCTION_ARGS)
+{
+	int32		rule_id = PG_GETARG_INT32(0);
+	MetricRun	run;
+	TupleDesc	result_desc;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+	char	   *error;
+	TimestampTz start;
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1];
+	int			ret;
+	bool		isnull;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	MemoryContext old;
+
+	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "herald._run_metric must return a composite type");
+	result_desc = BlessTupleDesc(result_desc);
+
+	memset(&run, 0, sizeof(run));
+	run.cxt = CurrentMemoryContext;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	args[0] = Int32GetDatum(rule_id);
+	ret = SPI_execute_with_args("SELECT metric, owner::oid, grouped, search_path,"
+								"       ceil(extract(epoch FROM query_timeout) * 1000)::int4"
+								"  FROM herald.rule_defs WHERE id = $1 AND kind = 'threshold'",
+								1, argtypes, args, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read rule %d: %s", rule_id, SPI_result_code_string(ret));
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("threshold rule %d does not exist", rule_id)));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	old = MemoryContextSwitchTo(run.cxt);
+	run.metric = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+	run.owner = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+	run.grouped = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+	run.search_path = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+	run.timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
+
+	start = GetCurrentTimestamp();
+	PG_TRY();
+	{
+		error = herald_run_protected(metric_step, &run);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		/* the cancel that query_timeout caused is the rule's failure */
+		if (run.deadline == 0 || GetCurrentTimestamp() < run.deadline ||
+			geterrcode() != ERRCODE_QUERY_CANCELED)
+			PG_RE_THROW();
+		MemoryContextSwitchTo(run.cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		FreeErrorData(edata);
+		error = psprintf("the metric ran longer than its query_timeout (%d ms)", run.timeout_ms);
+	}
+	PG_END_TRY();
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+
+	if (error)
+	{
+		ereport(LOG,
+				(errmsg("metric of threshold rule %d failed: %s", rule_id, error)));
+		nulls[0] = nulls[1] = true;
+		values[2] = CStringGetTextDatum(error);
+	}
+	else
+	{
+		values[0] = PointerGetDatum(construct_array(run.keys, run.n, TEXTOID, -1, false,
+													TYPALIGN_INT));
+		values[1] = PointerGetDatum(construct_md_array(run.vals, run.val_nulls, 1, &run.n,
+													   (int[]) {1}, NUMERICOID, -1, false,
+													   TYPALIGN_INT));
+		nulls[2] = true;
+	}
+	values[3] = Float8GetDatum((double) (GetCurrentTimestamp() - start) / 1000.0);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(result_desc, values, nulls)));
+}
