@@ -14,6 +14,9 @@ OBJS = \
 	src/delivery.o \
 	src/http.o \
 	src/webhook.o \
+	src/format.o \
+	src/format_chat.o \
+	src/format_email.o \
 	src/signing.o \
 	src/template.o \
 	src/evaluate.o \

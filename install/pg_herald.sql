@@ -20,10 +20,16 @@
 CREATE TABLE herald.channels (
     id              serial PRIMARY KEY,
     name            text NOT NULL UNIQUE CHECK (name <> ''),
-    kind            text NOT NULL CHECK (kind IN ('webhook')),
+    kind            text NOT NULL
+                    CHECK (kind IN ('webhook', 'slack', 'teams', 'google_chat', 'email', 'notify')),
     target          text NOT NULL,
     secret          text,
+    previous_secret text,             -- still signs until previous_secret_until
+    previous_secret_until timestamptz,
     headers         jsonb,
+    recipients      text[],           -- email
+    sender          text,             -- email
+    subject         text,             -- email: a template
     max_attempts    integer NOT NULL CHECK (max_attempts > 0),
     retry_delay     interval NOT NULL CHECK (retry_delay > '0'),
     timeout         interval NOT NULL CHECK (timeout > '0'),
@@ -285,73 +291,99 @@ COMMENT ON FUNCTION herald.flush(interval) IS
 
 -- Channels --------------------------------------------------------------------
 
-CREATE FUNCTION herald.create_channel(
-    name         text,
-    kind         text,
-    target       text,
-    secret       text DEFAULT NULL,
-    max_attempts integer DEFAULT 8,
-    retry_delay  interval DEFAULT '5 seconds',
-    timeout      interval DEFAULT '15 seconds',
-    headers      jsonb DEFAULT NULL,
-    rate_limit   double precision DEFAULT NULL,
-    max_concurrency integer DEFAULT 32)
-RETURNS void
+-- Check a channel's settings as a whole, for create_channel and
+-- alter_channel alike.  Each error names the setting.
+CREATE FUNCTION herald._check_channel(c herald.channels) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_header record;
+    v_address text;
+    v_email constant text := '^[^][[:space:]<>()@",;:\\]+@[^][[:space:]<>()@",;:\\]+$';
 BEGIN
-    IF create_channel.name IS NULL OR create_channel.name = '' THEN
-        RAISE EXCEPTION 'channel name must not be empty'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF EXISTS (SELECT 1 FROM herald.channels c WHERE c.name = create_channel.name) THEN
-        RAISE EXCEPTION 'channel "%" already exists', create_channel.name
-            USING ERRCODE = 'duplicate_object';
-    END IF;
-    IF create_channel.kind IS NULL OR create_channel.kind NOT IN ('webhook') THEN
-        RAISE EXCEPTION 'unknown channel kind "%"', create_channel.kind
+    IF c.kind IS NULL OR c.kind NOT IN ('webhook', 'slack', 'teams', 'google_chat', 'email', 'notify') THEN
+        RAISE EXCEPTION 'unknown channel kind "%"', c.kind
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Supported kinds: webhook.';
+                  HINT = 'Supported kinds: webhook, slack, teams, google_chat, email, notify.';
     END IF;
-    IF create_channel.target IS NULL THEN
+    IF c.target IS NULL THEN
         RAISE EXCEPTION 'channel target must not be null'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    PERFORM herald._check_target(create_channel.kind, create_channel.target);
-    IF create_channel.secret IS NOT NULL THEN
-        PERFORM herald._check_secret(create_channel.secret);
+    IF c.kind = 'notify' THEN
+        IF c.target = '' OR octet_length(c.target) > 63 THEN
+            RAISE EXCEPTION 'the target of a notify channel is a notification channel name of 1 to 63 bytes'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    ELSE
+        PERFORM herald._check_target(c.kind, c.target);
     END IF;
-    IF create_channel.max_attempts IS NULL OR create_channel.max_attempts <= 0 THEN
+
+    IF c.kind = 'webhook' THEN
+        PERFORM herald._check_secret(c.secret);
+    ELSIF c.kind = 'email' THEN
+        IF c.secret ~ '[\r\n]' THEN
+            RAISE EXCEPTION 'the secret of an email channel is the SMTP password, on one line'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    ELSIF c.secret IS NOT NULL THEN
+        RAISE EXCEPTION 'channels of kind % take no secret', c.kind
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = CASE WHEN c.kind = 'notify' THEN NULL
+                              ELSE 'The token of an incoming webhook is part of its URL, which is kept as a secret.' END;
+    END IF;
+
+    IF c.kind = 'email' THEN
+        IF c.recipients IS NULL OR cardinality(c.recipients) = 0 THEN
+            RAISE EXCEPTION 'an email channel needs recipients'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        FOREACH v_address IN ARRAY c.recipients || c.sender LOOP
+            IF v_address IS NULL OR v_address !~ v_email THEN
+                RAISE EXCEPTION 'invalid email address "%"', coalesce(v_address, 'NULL')
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Give plain addresses such as ops@example.com; the sender is required.';
+            END IF;
+        END LOOP;
+        PERFORM herald._check_template(c.subject, 'channel', NULL);
+    ELSIF c.recipients IS NOT NULL OR c.sender IS NOT NULL OR c.subject IS NOT NULL THEN
+        RAISE EXCEPTION 'recipients, sender and subject are settings of email channels'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    IF c.max_attempts IS NULL OR c.max_attempts <= 0 THEN
         RAISE EXCEPTION 'max_attempts must be positive'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF create_channel.retry_delay IS NULL OR create_channel.retry_delay <= '0' THEN
+    IF c.retry_delay IS NULL OR c.retry_delay <= '0' THEN
         RAISE EXCEPTION 'retry_delay must be positive'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF create_channel.timeout IS NULL OR create_channel.timeout <= '0' THEN
+    IF c.timeout IS NULL OR c.timeout <= '0' THEN
         RAISE EXCEPTION 'timeout must be positive'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF create_channel.rate_limit IS NOT NULL
-       AND NOT (create_channel.rate_limit > 0 AND create_channel.rate_limit <= 1000000) THEN
+    IF c.rate_limit IS NOT NULL
+       AND NOT (c.rate_limit > 0 AND c.rate_limit <= 1000000) THEN
         RAISE EXCEPTION 'rate_limit must be between 0 and 1000000 messages per second'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'NULL means no limit.';
     END IF;
-    IF create_channel.max_concurrency IS NULL OR create_channel.max_concurrency <= 0 THEN
+    IF c.max_concurrency IS NULL OR c.max_concurrency <= 0 THEN
         RAISE EXCEPTION 'max_concurrency must be positive'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF create_channel.headers IS NOT NULL THEN
-        IF jsonb_typeof(create_channel.headers) <> 'object' THEN
+    IF c.headers IS NOT NULL THEN
+        IF c.kind IN ('email', 'notify') THEN
+            RAISE EXCEPTION 'channels of kind % take no headers', c.kind
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF jsonb_typeof(c.headers) <> 'object' THEN
             RAISE EXCEPTION 'headers must be a JSON object of header names and values'
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        FOR v_header IN SELECT * FROM jsonb_each(create_channel.headers) LOOP
+        FOR v_header IN SELECT * FROM jsonb_each(c.headers) LOOP
             IF v_header.key !~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]+$' THEN
                 RAISE EXCEPTION 'invalid header name "%"', v_header.key
                     USING ERRCODE = 'invalid_parameter_value';
@@ -369,19 +401,167 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
-
-    INSERT INTO herald.channels (name, kind, target, secret, headers,
-                                 max_attempts, retry_delay, timeout,
-                                 rate_limit, max_concurrency)
-    VALUES (create_channel.name, create_channel.kind, create_channel.target,
-            coalesce(create_channel.secret, herald.generate_secret()),
-            create_channel.headers, create_channel.max_attempts,
-            create_channel.retry_delay, create_channel.timeout,
-            create_channel.rate_limit, create_channel.max_concurrency);
 END;
 $$;
-COMMENT ON FUNCTION herald.create_channel(text, text, text, text, integer, interval, interval, jsonb, double precision, integer) IS
+
+CREATE FUNCTION herald.create_channel(
+    name         text,
+    kind         text,
+    target       text,
+    secret       text DEFAULT NULL,
+    max_attempts integer DEFAULT 8,
+    retry_delay  interval DEFAULT '5 seconds',
+    timeout      interval DEFAULT '15 seconds',
+    headers      jsonb DEFAULT NULL,
+    rate_limit   double precision DEFAULT NULL,
+    max_concurrency integer DEFAULT 32,
+    recipients   text[] DEFAULT NULL,
+    sender       text DEFAULT NULL,
+    subject      text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c herald.channels;
+BEGIN
+    IF create_channel.name IS NULL OR create_channel.name = '' THEN
+        RAISE EXCEPTION 'channel name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM herald.channels x WHERE x.name = create_channel.name) THEN
+        RAISE EXCEPTION 'channel "%" already exists', create_channel.name
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    c.name := create_channel.name;
+    c.kind := create_channel.kind;
+    c.target := create_channel.target;
+    -- webhooks are always signed; Slack and Google Chat take one message a second
+    c.secret := CASE WHEN create_channel.kind = 'webhook'
+                     THEN coalesce(create_channel.secret, herald.generate_secret())
+                     ELSE create_channel.secret END;
+    c.rate_limit := coalesce(create_channel.rate_limit,
+                             CASE WHEN create_channel.kind IN ('slack', 'google_chat') THEN 1 END);
+    c.max_attempts := create_channel.max_attempts;
+    c.retry_delay := create_channel.retry_delay;
+    c.timeout := create_channel.timeout;
+    c.headers := create_channel.headers;
+    c.max_concurrency := create_channel.max_concurrency;
+    c.recipients := create_channel.recipients;
+    c.sender := create_channel.sender;
+    c.subject := create_channel.subject;
+    PERFORM herald._check_channel(c);
+
+    INSERT INTO herald.channels (name, kind, target, secret, headers, recipients, sender, subject,
+                                 max_attempts, retry_delay, timeout, rate_limit, max_concurrency)
+    VALUES (c.name, c.kind, c.target, c.secret, c.headers, c.recipients, c.sender, c.subject,
+            c.max_attempts, c.retry_delay, c.timeout, c.rate_limit, c.max_concurrency);
+END;
+$$;
+COMMENT ON FUNCTION herald.create_channel(text, text, text, text, integer, interval, interval, jsonb, double precision, integer, text[], text, text) IS
     'Create a channel: a destination and its delivery policy';
+
+-- NULL leaves a setting as it is.  A new secret of a webhook channel starts
+-- a rotation: the previous one keeps signing (a second signature) for
+-- rotation, so that receivers can switch at their pace.
+CREATE FUNCTION herald.alter_channel(
+    name         text,
+    target       text DEFAULT NULL,
+    secret       text DEFAULT NULL,
+    max_attempts integer DEFAULT NULL,
+    retry_delay  interval DEFAULT NULL,
+    timeout      interval DEFAULT NULL,
+    headers      jsonb DEFAULT NULL,
+    rate_limit   double precision DEFAULT NULL,
+    max_concurrency integer DEFAULT NULL,
+    recipients   text[] DEFAULT NULL,
+    sender       text DEFAULT NULL,
+    subject      text DEFAULT NULL,
+    enabled      boolean DEFAULT NULL,
+    rotation     interval DEFAULT '1 day')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c herald.channels;
+    v_old herald.channels;
+BEGIN
+    SELECT * INTO v_old FROM herald.channels x WHERE x.name = alter_channel.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'channel "%" does not exist', alter_channel.name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF alter_channel.rotation IS NULL OR alter_channel.rotation < '0' THEN
+        RAISE EXCEPTION 'rotation must not be null or negative'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    c := v_old;
+    c.target := coalesce(alter_channel.target, c.target);
+    c.secret := coalesce(alter_channel.secret, c.secret);
+    c.max_attempts := coalesce(alter_channel.max_attempts, c.max_attempts);
+    c.retry_delay := coalesce(alter_channel.retry_delay, c.retry_delay);
+    c.timeout := coalesce(alter_channel.timeout, c.timeout);
+    c.headers := coalesce(alter_channel.headers, c.headers);
+    c.rate_limit := coalesce(alter_channel.rate_limit, c.rate_limit);
+    c.max_concurrency := coalesce(alter_channel.max_concurrency, c.max_concurrency);
+    c.recipients := coalesce(alter_channel.recipients, c.recipients);
+    c.sender := coalesce(alter_channel.sender, c.sender);
+    c.subject := coalesce(alter_channel.subject, c.subject);
+    PERFORM herald._check_channel(c);
+
+    IF c.kind = 'webhook' AND c.secret IS DISTINCT FROM v_old.secret THEN
+        c.previous_secret := v_old.secret;
+        c.previous_secret_until := now() + alter_channel.rotation;
+    END IF;
+    IF alter_channel.enabled IS NOT NULL THEN
+        c.enabled := alter_channel.enabled;
+        c.disabled_reason := CASE WHEN alter_channel.enabled THEN NULL ELSE 'disabled by ' || current_user END;
+    END IF;
+    UPDATE herald.channels x
+       SET target = c.target, secret = c.secret, previous_secret = c.previous_secret,
+           previous_secret_until = c.previous_secret_until, max_attempts = c.max_attempts,
+           retry_delay = c.retry_delay, timeout = c.timeout, headers = c.headers,
+           rate_limit = c.rate_limit, max_concurrency = c.max_concurrency,
+           recipients = c.recipients, sender = c.sender, subject = c.subject,
+           enabled = c.enabled, disabled_reason = c.disabled_reason
+     WHERE x.id = c.id;
+END;
+$$;
+COMMENT ON FUNCTION herald.alter_channel(text, text, text, integer, interval, interval, jsonb, double precision, integer, text[], text, text, boolean, interval) IS
+    'Change a channel''s settings; a new webhook secret starts a rotation during which both sign';
+
+CREATE FUNCTION herald.test_channel(name text) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c herald.channels;
+    v_event bigint;
+    v_delivery bigint;
+BEGIN
+    SELECT * INTO c FROM herald.channels x WHERE x.name = test_channel.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'channel "%" does not exist', test_channel.name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF NOT c.enabled THEN
+        RAISE EXCEPTION 'channel "%" is disabled', test_channel.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Enable it with herald.alter_channel(name, enabled => true).';
+    END IF;
+    INSERT INTO herald.event_log (type, payload)
+    VALUES ('channel.test', jsonb_build_object('channel', c.name, 'requested_by', current_user))
+    RETURNING id INTO v_event;
+    INSERT INTO herald.delivery_queue (event_id, channel_id)
+    VALUES (v_event, c.id)
+    RETURNING id INTO v_delivery;
+    PERFORM herald._note_work();
+    RETURN v_delivery;
+END;
+$$;
+COMMENT ON FUNCTION herald.test_channel(text) IS
+    'Send a channel.test event through the whole delivery path; returns its delivery id';
 
 CREATE FUNCTION herald.drop_channel(name text) RETURNS void
 LANGUAGE plpgsql

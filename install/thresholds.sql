@@ -231,7 +231,7 @@ BEGIN
 END;
 $$;
 
--- The payload of a threshold event.
+-- The payload of a threshold event, with the metric's recent values.
 CREATE FUNCTION herald._threshold_payload(r herald.rule_defs, before herald.rule_instances,
                                           after herald.rule_instances)
 RETURNS jsonb
@@ -247,7 +247,14 @@ RETURN jsonb_strip_nulls(jsonb_build_object(
     'previous_state', coalesce(before.state, 'ok'),
     'level', after.level,
     'since', after.firing_since,
-    'error', after.error));
+    'error', after.error,
+    -- the last values, oldest first, for {{sparkline}}
+    'recent', coalesce((SELECT jsonb_agg(x.value ORDER BY x.evaluated_at)
+                          FROM (SELECT l.value, l.evaluated_at FROM herald.evaluation_log l
+                                 WHERE l.rule_id = r.id AND l.key = after.key
+                                   AND l.value IS NOT NULL
+                                 ORDER BY l.evaluated_at DESC LIMIT 19) x), '[]')
+              || coalesce(to_jsonb(after.value), '[]')));
 
 -- Evaluate a threshold rule now and apply the result: called by the
 -- scheduler, one transaction per evaluation.  Returns when the rule's next

@@ -9,6 +9,7 @@
 #   trap 'herald_stop_all' EXIT
 #   herald_cluster_start "$tmp/pg" "herald.some_setting = 'x'"
 #   herald_receiver_start "$tmp/receiver"
+#   herald_smtp_start "$tmp/smtp"                # optional
 #   psql -c 'CREATE EXTENSION pg_herald'      # PG* variables are exported
 #
 # herald_cluster_start DIR [LINE...]
@@ -26,8 +27,14 @@
 #     HERALD_RECEIVER_URL, HERALD_RECEIVER_LOG and HERALD_RECEIVER_PID.
 # herald_receiver_stop
 #     Stops the receiver.  Safe to call twice.
+# herald_smtp_start DIR
+#     The same for the SMTP receiver test/smtp_receiver.py (needs
+#     python3-aiosmtpd): log DIR/smtp.log; exports HERALD_SMTP_URL
+#     (smtp://127.0.0.1:PORT), HERALD_SMTP_LOG and HERALD_SMTP_PID.
+# herald_smtp_stop
+#     Stops the SMTP receiver.  Safe to call twice.
 # herald_stop_all
-#     Both of the above, for a trap.
+#     All of the above, for a trap.
 # herald_free_port
 #     Prints a TCP port that is free on 127.0.0.1 right now.
 # herald_pg_bindir
@@ -36,7 +43,10 @@
 #     Prints the Python 3 interpreter the postgres user runs the helpers with
 #     (the system one: a per-user interpreter of root may be out of reach).
 #
-# When run as root, the server and the receiver run as user postgres; the
+# Both receivers stop by themselves after HERALD_RECEIVER_MAX_SECONDS
+# (default 3600).
+#
+# When run as root, the server and the receivers run as user postgres; the
 # repository may live where postgres cannot read (for example under /root),
 # so DIR must be somewhere postgres can reach (a mktemp -d directory made
 # mode 755 is) and whatever postgres runs is copied there first.  When not
@@ -180,45 +190,73 @@ herald_cluster_stop() {
 	return 0
 }
 
+# _herald_start_listener NAME SCRIPT DIR PIDVAR: copy test/SCRIPT into DIR
+# (which exists and is absolute), start it as postgres with its log in DIR/NAME.log, export its pid as
+# PIDVAR at once (so that a trap can stop it) and wait for its port file.
+# Sets _herald_listener_port; when the listener does not start, prints its
+# output, stops it and returns 1.
+_herald_start_listener() {
+	local name=$1 script=$2 dir=$3 pidvar=$4 pid
+
+	_herald_listener_port=
+	install -m 644 "$HERALD_REPO/test/$script" "$dir/$script"
+	rm -f "$dir/$name.port"
+	: >"$dir/$name.log"
+	if [ "$(id -u)" -eq 0 ]; then
+		chown postgres:postgres "$dir/$name.log"
+	fi
+
+	(_herald_spawn_as_postgres "$(herald_python)" "$dir/$script" --log "$dir/$name.log" --port 0 \
+		--port-file "$dir/$name.port" --max-seconds "${HERALD_RECEIVER_MAX_SECONDS:-3600}") \
+		</dev/null >"$dir/$name.out" 2>&1 &
+	pid=$!
+	export "$pidvar=$pid"
+
+	for _ in $(seq 100); do
+		if [ -s "$dir/$name.port" ]; then
+			break
+		fi
+		if ! kill -0 "$pid" 2>/dev/null; then
+			break
+		fi
+		sleep 0.1
+	done
+	if [ ! -s "$dir/$name.port" ]; then
+		echo "${FUNCNAME[1]}: $script did not start:" >&2
+		cat "$dir/$name.out" >&2 || true
+		herald_stop_pid "$pid"
+		export "$pidvar="
+		return 1
+	fi
+	_herald_listener_port=$(cat "$dir/$name.port")
+}
+
 herald_receiver_start() {
 	if [ $# -ne 1 ]; then
 		echo "herald_receiver_start: usage: herald_receiver_start DIR" >&2
 		return 2
 	fi
-	local dir=$1 port
+	local dir=$1
 
 	_herald_make_dir "$dir"
 	dir=$(cd "$dir" && pwd)
-	install -m 644 "$HERALD_REPO/test/receiver.py" "$dir/receiver.py"
-	rm -f "$dir/receiver.port"
-	: >"$dir/receiver.log"
-	if [ "$(id -u)" -eq 0 ]; then
-		chown postgres:postgres "$dir/receiver.log"
-	fi
-
-	(_herald_spawn_as_postgres "$(herald_python)" "$dir/receiver.py" --log "$dir/receiver.log" --port 0 \
-		--port-file "$dir/receiver.port" --max-seconds "${HERALD_RECEIVER_MAX_SECONDS:-3600}") \
-		</dev/null >"$dir/receiver.out" 2>&1 &
-	export HERALD_RECEIVER_PID=$!
-
-	for _ in $(seq 100); do
-		if [ -s "$dir/receiver.port" ]; then
-			break
-		fi
-		if ! kill -0 "$HERALD_RECEIVER_PID" 2>/dev/null; then
-			break
-		fi
-		sleep 0.1
-	done
-	if [ ! -s "$dir/receiver.port" ]; then
-		echo "herald_receiver_start: the receiver did not start:" >&2
-		cat "$dir/receiver.out" >&2 || true
-		herald_receiver_stop
-		return 1
-	fi
-	port=$(cat "$dir/receiver.port")
-	export HERALD_RECEIVER_URL="http://127.0.0.1:$port"
+	_herald_start_listener receiver receiver.py "$dir" HERALD_RECEIVER_PID || return 1
+	export HERALD_RECEIVER_URL="http://127.0.0.1:$_herald_listener_port"
 	export HERALD_RECEIVER_LOG="$dir/receiver.log"
+}
+
+herald_smtp_start() {
+	if [ $# -ne 1 ]; then
+		echo "herald_smtp_start: usage: herald_smtp_start DIR" >&2
+		return 2
+	fi
+	local dir=$1
+
+	_herald_make_dir "$dir"
+	dir=$(cd "$dir" && pwd)
+	_herald_start_listener smtp smtp_receiver.py "$dir" HERALD_SMTP_PID || return 1
+	export HERALD_SMTP_URL="smtp://127.0.0.1:$_herald_listener_port"
+	export HERALD_SMTP_LOG="$dir/smtp.log"
 }
 
 # herald_stop_pid PID [SIGNAL]: send SIGNAL (TERM by default) to a process
@@ -242,7 +280,14 @@ herald_receiver_stop() {
 	return 0
 }
 
+herald_smtp_stop() {
+	herald_stop_pid "${HERALD_SMTP_PID:-}"
+	HERALD_SMTP_PID=
+	return 0
+}
+
 herald_stop_all() {
 	herald_receiver_stop
+	herald_smtp_stop
 	herald_cluster_stop
 }

@@ -10,7 +10,7 @@
 set -euo pipefail
 
 packages=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev
-	libipc-run-perl python3 make gcc)
+	libipc-run-perl python3 python3-aiosmtpd make gcc)
 
 for arg in "$@"; do
 	case "$arg" in

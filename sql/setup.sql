@@ -2,6 +2,8 @@
 \getenv receiver_url HERALD_RECEIVER_URL
 \getenv receiver_log HERALD_RECEIVER_LOG
 \getenv test_dir HERALD_TEST_DIR
+\getenv smtp_url HERALD_SMTP_URL
+\getenv smtp_log HERALD_SMTP_LOG
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS pg_herald CASCADE;
 DROP SCHEMA IF EXISTS test CASCADE;
@@ -9,8 +11,9 @@ RESET client_min_messages;
 CREATE EXTENSION pg_herald;
 
 CREATE SCHEMA test;
-CREATE TABLE test.config (url text, log text, dir text);
-INSERT INTO test.config VALUES (:'receiver_url', :'receiver_log', :'test_dir');
+CREATE TABLE test.config (url text, log text, dir text, smtp_url text, smtp_log text);
+INSERT INTO test.config VALUES (:'receiver_url', :'receiver_log', :'test_dir',
+                                :'smtp_url', :'smtp_log');
 
 -- Requests the local receiver recorded whose path starts with prefix.
 CREATE FUNCTION test.received(prefix text) RETURNS SETOF jsonb
@@ -18,6 +21,15 @@ LANGUAGE sql AS $$
     SELECT line::jsonb
       FROM regexp_split_to_table(pg_read_file((SELECT log FROM test.config)), E'\n') AS line
      WHERE line <> '' AND (line::jsonb ->> 'path') LIKE prefix || '%'
+     ORDER BY (line::jsonb ->> 'n')::int
+$$;
+
+-- Messages the local SMTP server received, in order.
+CREATE FUNCTION test.mails() RETURNS SETOF jsonb
+LANGUAGE sql AS $$
+    SELECT line::jsonb
+      FROM regexp_split_to_table(pg_read_file((SELECT smtp_log FROM test.config)), E'\n') AS line
+     WHERE line <> ''
      ORDER BY (line::jsonb ->> 'n')::int
 $$;
 

@@ -195,10 +195,23 @@ fill_outcome(HeraldOutcome *o, HeraldDelivery *d, HeraldRequest *req,
 	o->response = response_excerpt(req);
 	o->status = "pending";
 
+	if (req == NULL && error == NULL)
+	{
+		/* sent without a request (notify) */
+		o->status = "delivered";
+		return;
+	}
 	if (req == NULL)
 		o->error = pstrdup(error);
 	else if (req->result != CURLE_OK)
 		o->error = herald_http_error(req);
+	else if (req->transport == HERALD_SMTP)
+	{
+		/* the server accepted the message (its last reply, 250) */
+		o->http_status = (int32) req->http_status;
+		o->status = "delivered";
+		return;
+	}
 	else
 	{
 		long		code = req->http_status;
@@ -576,9 +589,8 @@ start_delivery(InFlight *f)
 {
 	HeraldDelivery *d = f->delivery;
 	MemoryContext old = MemoryContextSwitchTo(f->batch->cxt);
-	char	   *body;
-	size_t		bodylen;
-	struct curl_slist *headers;
+	/* in memory, not in a variable that the error path could see clobbered */
+	HeraldOutgoing *out = palloc0(sizeof(HeraldOutgoing));
 	char	   *error = NULL;
 
 	if (!d->channel_enabled)
@@ -591,9 +603,9 @@ start_delivery(InFlight *f)
 
 	PG_TRY();
 	{
-		headers = herald_webhook_request(d, &body, &bodylen);
-		f->request = herald_http_start(d->target, headers, body, bodylen,
-									   d->timeout_ms, f);
+		herald_format(d, out);
+		if (out->transport != HERALD_NOTIFY)
+			f->request = herald_http_start(out, d->timeout_ms, f);
 	}
 	PG_CATCH();
 	{
@@ -602,6 +614,9 @@ start_delivery(InFlight *f)
 		MemoryContextSwitchTo(f->batch->cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
+		/* what a started request would have taken over */
+		curl_slist_free_all(out->headers);
+		curl_slist_free_all(out->rcpts);
 		error = psprintf("could not prepare the request: %s", edata->message);
 		FreeErrorData(edata);
 	}
@@ -609,6 +624,15 @@ start_delivery(InFlight *f)
 	MemoryContextSwitchTo(old);
 	if (error)
 		add_outcome(f, NULL, error);
+	else if (out->transport == HERALD_NOTIFY)
+	{
+		/* sent by the transaction that records it */
+		add_outcome(f, NULL, NULL);
+		old = MemoryContextSwitchTo(outcome_context);
+		outcomes[noutcomes - 1].notify_channel = pstrdup(out->url);
+		outcomes[noutcomes - 1].notify_payload = pstrdup(out->body);
+		MemoryContextSwitchTo(old);
+	}
 }
 
 /* --- main loop ------------------------------------------------------------- */

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * http.c
- *		Concurrent HTTP requests on one libcurl multi handle, driven by a
- *		PostgreSQL WaitEventSet.
+ *		Concurrent HTTP and SMTP requests on one libcurl multi handle, driven
+ *		by a PostgreSQL WaitEventSet.
  *
  * The delivery worker starts requests with herald_http_start() and waits in
  * herald_http_wait(), which sleeps on the worker's latch, postmaster death,
@@ -10,8 +10,14 @@
  * that sets the latch wakes the worker even while requests are in flight,
  * and nothing is polled on a fixed period.  Connections are reused through
  * the multi handle's pool, capped per host (herald.max_host_connections).
- * Redirects are never followed, only http and https are spoken, and proxy
- * settings from the environment are ignored.
+ *
+ * A request is what a channel format built (HeraldOutgoing): an HTTP POST
+ * (webhook and chat channels), spoken over http and https only, redirects
+ * never followed; or an SMTP message (email channels), spoken over smtp
+ * (STARTTLS when the server offers it) and smtps only, the user name taken
+ * from the URL and the password from the channel's secret.  Proxy settings
+ * from the environment are ignored.  For SMTP, http_status is the server's
+ * last reply code.
  *
  * The module-level state belongs to the one worker process that uses it;
  * there is no locking.  herald._check_target() validates target URLs with
@@ -139,53 +145,133 @@ herald_http_configure(void)
 					  (long) Max(herald_max_host_connections * 4, 16));
 }
 
+/* libcurl reads the SMTP message from the request's body. */
+static size_t
+read_callback(char *buffer, size_t size, size_t nitems, void *userp)
+{
+	HeraldRequest *req = userp;
+	size_t		n = Min(size * nitems, req->bodylen - req->read_offset);
+
+	memcpy(buffer, req->body + req->read_offset, n);
+	req->read_offset += n;
+	return n;
+}
+
+/* libcurl rewinds the message when it has to send it again. */
+static int
+seek_callback(void *userp, curl_off_t offset, int origin)
+{
+	HeraldRequest *req = userp;
+
+	if (origin != SEEK_SET || offset < 0 || (size_t) offset > req->bodylen)
+		return CURL_SEEKFUNC_CANTSEEK;
+	req->read_offset = (size_t) offset;
+	return CURL_SEEKFUNC_OK;
+}
+
 /*
- * Start a POST request.  The request takes ownership of headers and body
- * (palloc'd in any context that outlives the request, or in http_context).
+ * Start sending what a channel format built: out->body POSTed to out->url
+ * with out->headers (HERALD_HTTP), or out->body sent as a message to
+ * out->rcpts through the SMTP server at out->url (HERALD_SMTP).
+ *
+ * Once it returns, the request owns out->headers, out->rcpts and out->body
+ * (palloc'd in a context that outlives the request) and they are cleared in
+ * out; when it raises an error they still belong to out.  libcurl keeps its
+ * own copies of the URL, the sender and the password.  A request that
+ * cannot even be started is returned as a failed attempt.
  */
 HeraldRequest *
-herald_http_start(const char *url, struct curl_slist *headers, char *body,
-				  size_t bodylen, long timeout_ms, void *arg)
+herald_http_start(HeraldOutgoing *out, long timeout_ms, void *arg)
 {
-	MemoryContext old = MemoryContextSwitchTo(http_context);
-	HeraldRequest *req = palloc0(sizeof(HeraldRequest));
+	MemoryContext old;
+	HeraldRequest *req;
 	CURL	   *easy;
 	CURLMcode	mrc;
+	char	   *mail_from = NULL;
 
+	if (out->transport != HERALD_HTTP && out->transport != HERALD_SMTP)
+		elog(ERROR, "pg_herald transport %d is not sent through libcurl",
+			 (int) out->transport);
+	if (out->transport == HERALD_SMTP)
+		mail_from = (out->mail_from && out->mail_from[0] == '<') ?
+			pstrdup(out->mail_from) :
+			psprintf("<%s>", out->mail_from ? out->mail_from : "");
+
+	old = MemoryContextSwitchTo(http_context);
+	req = palloc0(sizeof(HeraldRequest));
 	initStringInfo(&req->response);
 	MemoryContextSwitchTo(old);
 
-	req->arg = arg;
-	req->headers = headers;
-	req->body = body;
-	req->bodylen = bodylen;
-	req->retry_after = -1;
-
 	easy = curl_easy_init();
 	if (easy == NULL)
+	{
+		pfree(req->response.data);
+		pfree(req);
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not create a libcurl handle")));
+	}
+
+	/* from here on nothing fails: the request takes what it sends */
+	req->arg = arg;
+	req->transport = out->transport;
 	req->easy = easy;
+	req->headers = out->headers;
+	req->rcpts = out->rcpts;
+	req->body = out->body;
+	req->bodylen = out->bodylen;
+	req->retry_after = -1;
+	out->headers = NULL;
+	out->rcpts = NULL;
+	out->body = NULL;
+
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
-	curl_easy_setopt(easy, CURLOPT_URL, url);
-#if LIBCURL_VERSION_NUM >= 0x075500
-	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-	curl_easy_setopt(easy, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_URL, out->url);
 	curl_easy_setopt(easy, CURLOPT_PROXY, "");
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) bodylen);
-	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
-	curl_easy_setopt(easy, CURLOPT_USERAGENT, "pg_herald/" PG_HERALD_VERSION);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_callback);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
+	if (req->transport == HERALD_HTTP)
+	{
+#if LIBCURL_VERSION_NUM >= 0x075500
+		curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+		curl_easy_setopt(easy, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+		curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+		curl_easy_setopt(easy, CURLOPT_POST, 1L);
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body);
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->bodylen);
+		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers);
+		curl_easy_setopt(easy, CURLOPT_USERAGENT, "pg_herald/" PG_HERALD_VERSION);
+	}
+	else
+	{
+#if LIBCURL_VERSION_NUM >= 0x075500
+		curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+#else
+		curl_easy_setopt(easy, CURLOPT_PROTOCOLS, (long) (CURLPROTO_SMTP | CURLPROTO_SMTPS));
+#endif
+		curl_easy_setopt(easy, CURLOPT_MAIL_FROM, mail_from);
+		curl_easy_setopt(easy, CURLOPT_MAIL_RCPT, req->rcpts);
+		curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(easy, CURLOPT_READFUNCTION, read_callback);
+		curl_easy_setopt(easy, CURLOPT_READDATA, req);
+		curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, seek_callback);
+		curl_easy_setopt(easy, CURLOPT_SEEKDATA, req);
+		curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t) req->bodylen);
+		/*
+		 * STARTTLS when offered (smtps:// is TLS from the start); with a
+		 * password, TLS is required, so that it never crosses in clear.
+		 */
+		curl_easy_setopt(easy, CURLOPT_USE_SSL,
+						 (long) (out->password ? CURLUSESSL_ALL : CURLUSESSL_TRY));
+		if (out->password)
+			curl_easy_setopt(easy, CURLOPT_PASSWORD, out->password);
+		pfree(mail_from);
+	}
 
 	req->started = GetCurrentTimestamp();
 	mrc = curl_multi_add_handle(multi, easy);
@@ -362,6 +448,8 @@ herald_http_free(HeraldRequest *req)
 		curl_easy_cleanup(req->easy);
 	if (req->headers)
 		curl_slist_free_all(req->headers);
+	if (req->rcpts)
+		curl_slist_free_all(req->rcpts);
 	if (req->body)
 		pfree(req->body);
 	pfree(req->response.data);
@@ -370,20 +458,34 @@ herald_http_free(HeraldRequest *req)
 
 /*
  * herald._check_target(kind text, target text): error unless target is an
- * absolute http or https URL with a host.  The URL itself is never quoted
- * in messages: it may carry a token.
+ * absolute URL with a host and a scheme the channel kind speaks: smtp or
+ * smtps for email, http or https for webhook, slack, teams and
+ * google_chat.  Notify targets are channel names, checked in SQL.  The URL
+ * itself is never quoted in messages: it may carry a token.
  */
 Datum
 herald_check_target(PG_FUNCTION_ARGS)
 {
 	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	char	   *target = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	CURLU	   *url = curl_url();
+	bool		email;
+	CURLU	   *url;
 	CURLUcode	rc;
 	char	   *scheme = NULL;
 	char	   *host = NULL;
 	char	   *scheme_copy;
 
+	if (strcmp(kind, "email") == 0)
+		email = true;
+	else if (strcmp(kind, "webhook") == 0 || strcmp(kind, "slack") == 0 ||
+			 strcmp(kind, "teams") == 0 || strcmp(kind, "google_chat") == 0)
+		email = false;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot check a URL target for a channel of kind %s", kind)));
+
+	url = curl_url();
 	if (url == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
@@ -393,14 +495,22 @@ herald_check_target(PG_FUNCTION_ARGS)
 		rc = curl_url_get(url, CURLUPART_SCHEME, &scheme, 0);
 	if (rc == CURLUE_OK)
 	{
+		bool		allowed;
+
 		scheme_copy = pstrdup(scheme);
 		curl_free(scheme);
-		if (strcmp(scheme_copy, "http") != 0 && strcmp(scheme_copy, "https") != 0)
+		if (email)
+			allowed = strcmp(scheme_copy, "smtp") == 0 || strcmp(scheme_copy, "smtps") == 0;
+		else
+			allowed = strcmp(scheme_copy, "http") == 0 || strcmp(scheme_copy, "https") == 0;
+		if (!allowed)
 		{
 			curl_url_cleanup(url);
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("cannot use scheme \"%s\" for a %s channel", scheme_copy, kind),
+					 errmsg("cannot use scheme \"%s\" for a channel of kind %s", scheme_copy, kind),
+					 email ?
+					 errhint("Use an smtp or smtps URL.") :
 					 errhint("Use an http or https URL.")));
 		}
 		rc = curl_url_get(url, CURLUPART_HOST, &host, 0);
@@ -413,10 +523,12 @@ herald_check_target(PG_FUNCTION_ARGS)
 	if (rc != CURLUE_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("malformed target URL for a %s channel", kind),
+				 errmsg("malformed target URL for a channel of kind %s", kind),
 #if LIBCURL_VERSION_NUM >= 0x075000
 				 errdetail("%s.", curl_url_strerror(rc)),
 #endif
+				 email ?
+				 errhint("Give an absolute URL such as smtp://user@mail.example.com:587.") :
 				 errhint("Give an absolute URL such as https://hooks.example.com/path.")));
 	PG_RETURN_VOID();
 }

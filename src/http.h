@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * http.h
- *		Concurrent HTTP requests for the delivery worker (libcurl multi).
+ *		Concurrent HTTP and SMTP requests for the delivery worker (libcurl
+ *		multi).
  *
  *-------------------------------------------------------------------------
  */
@@ -16,33 +17,37 @@
 #include "lib/stringinfo.h"
 #include "utils/timestamp.h"
 
+#include "pg_herald.h"
+
 #define HERALD_RESPONSE_EXCERPT 1024
 
 typedef struct HeraldRequest
 {
 	dlist_node	node;			/* in the completed list */
 	void	   *arg;			/* the caller's delivery */
+	HeraldTransport transport;	/* HERALD_HTTP or HERALD_SMTP */
 	CURL	   *easy;
-	struct curl_slist *headers;
+	struct curl_slist *headers; /* HTTP headers, owned by the request */
+	struct curl_slist *rcpts;	/* SMTP recipients, owned by the request */
 	char	   *body;			/* owned by the request */
 	size_t		bodylen;
+	size_t		read_offset;	/* SMTP: how much of body libcurl has read */
 	TimestampTz started;
 	char		errbuf[CURL_ERROR_SIZE];
 	StringInfoData response;	/* first HERALD_RESPONSE_EXCERPT bytes */
 
 	/* results, valid once completed */
 	CURLcode	result;
-	long		http_status;	/* 0 when no response */
+	long		http_status;	/* HTTP status, or the last SMTP reply code;
+								 * 0 when no response */
 	long		retry_after;	/* seconds, -1 when absent */
 	double		latency_ms;
 } HeraldRequest;
 
 extern void herald_http_init(void);
 extern void herald_http_configure(void);
-extern HeraldRequest *herald_http_start(const char *url,
-										struct curl_slist *headers,
-										char *body, size_t bodylen,
-										long timeout_ms, void *arg);
+extern HeraldRequest *herald_http_start(HeraldOutgoing *out, long timeout_ms,
+										void *arg);
 extern bool herald_http_wait(long timeout_ms, uint32 wait_event_info);
 extern HeraldRequest *herald_http_next_completed(void);
 extern void herald_http_free(HeraldRequest *req);

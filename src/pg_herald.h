@@ -136,8 +136,13 @@ typedef struct HeraldDelivery
 	char	   *kind;
 	char	   *target;
 	char	   *secret;
+	char	   *previous_secret;	/* still signing during a rotation, or NULL */
 	char	  **headers;		/* "Name: value" lines */
 	int			nheaders;
+	char	  **recipients;		/* email: addresses */
+	int			nrecipients;
+	char	   *sender;			/* email: From address */
+	char	   *subject;		/* email: subject template, NULL for the default */
 	long		timeout_ms;
 	double		retry_delay_ms;
 	int32		max_attempts;
@@ -179,6 +184,8 @@ typedef struct HeraldOutcome
 	TimestampTz started;
 	double		retry_in_ms;	/* when status is "pending" */
 	char	   *disable_reason; /* non-NULL: disable the channel */
+	char	   *notify_channel; /* notify deliveries: pg_notify() this, */
+	char	   *notify_payload; /* with this payload, when recorded */
 } HeraldOutcome;
 
 /* queue.c: called inside a transaction with SPI connected */
@@ -190,10 +197,67 @@ extern long herald_queue_next_due(HeraldChannelUse *caps);
 extern void herald_queue_record(int slot, HeraldOutcome *outcomes, int n);
 extern int64 herald_queue_purge(int limit);
 
-/* webhook.c */
+/*
+ * What a channel format builds from one delivery, for the transport to
+ * send with no transaction open.  Everything is palloc'd in the current
+ * memory context, except the curl lists, which the sender frees.
+ */
+typedef enum HeraldTransport
+{
+	HERALD_HTTP,				/* POST body to url with headers */
+	HERALD_SMTP,				/* send body (an RFC 5322 message) to url */
+	HERALD_NOTIFY				/* pg_notify(url, body) in the worker */
+} HeraldTransport;
+
 struct curl_slist;
-extern struct curl_slist *herald_webhook_request(HeraldDelivery *d,
-												 char **body, size_t *bodylen);
+
+typedef struct HeraldOutgoing
+{
+	HeraldTransport transport;
+	char	   *url;			/* HTTP or SMTP URL; NOTIFY: the channel name */
+	struct curl_slist *headers; /* HTTP headers */
+	char	   *body;
+	size_t		bodylen;
+	char	   *mail_from;		/* SMTP envelope sender */
+	struct curl_slist *rcpts;	/* SMTP envelope recipients */
+	char	   *password;		/* SMTP login (user from the URL), or NULL */
+} HeraldOutgoing;
+
+/*
+ * format.c: the event model every format shares, and the dispatch.  All
+ * strings are plain text (UTF-8 in the database encoding); each format
+ * escapes them for its target.
+ */
+typedef struct HeraldFact
+{
+	const char *name;
+	char	   *value;
+} HeraldFact;
+
+#define HERALD_MAX_FACTS 10
+#define HERALD_MAX_LINKS 5
+
+extern void herald_format(HeraldDelivery *d, HeraldOutgoing *out);
+extern char *herald_message(HeraldDelivery *d);
+extern char *herald_title(HeraldDelivery *d);
+extern char *herald_context_line(HeraldDelivery *d);
+extern int	herald_facts(HeraldDelivery *d, HeraldFact *facts);
+extern int	herald_links(const char *message, char **links);
+extern char *herald_thread_key(HeraldDelivery *d);
+extern char *herald_truncate(const char *text, int max_chars, const char *marker);
+extern int	herald_char_length(const char *text);
+extern struct curl_slist *herald_append_header(struct curl_slist *list, const char *line);
+
+/* webhook.c */
+extern void herald_format_webhook(HeraldDelivery *d, HeraldOutgoing *out);
+
+/* format_chat.c */
+extern void herald_format_slack(HeraldDelivery *d, HeraldOutgoing *out);
+extern void herald_format_teams(HeraldDelivery *d, HeraldOutgoing *out);
+extern void herald_format_google_chat(HeraldDelivery *d, HeraldOutgoing *out);
+
+/* format_email.c */
+extern void herald_format_email(HeraldDelivery *d, HeraldOutgoing *out);
 
 /* delivery.c */
 extern PGDLLEXPORT void herald_delivery_main(Datum arg);

@@ -49,6 +49,7 @@ static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr purge_plan = NULL;
 static SPIPlanPtr silenced_purge_plan = NULL;
+static SPIPlanPtr notify_plan = NULL;
 
 static SPIPlanPtr
 prepare_kept(const char *sql, int nargs, Oid *argtypes)
@@ -99,6 +100,27 @@ copy_text(HeapTuple tup, TupleDesc desc, int col)
 	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
 
 	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/* A text[] column as C strings (NULL elements as ""); NULL and 0 for NULL. */
+static char **
+copy_text_array(HeapTuple tup, TupleDesc desc, int col, int *n)
+{
+	bool		isnull;
+	Datum		v = SPI_getbinval(tup, desc, col, &isnull);
+	Datum	   *elems;
+	bool	   *nulls;
+	char	  **result;
+
+	*n = 0;
+	if (isnull)
+		return NULL;
+	deconstruct_array(DatumGetArrayTypeP(v), TEXTOID, -1, false,
+					  TYPALIGN_INT, &elems, &nulls, n);
+	result = palloc(sizeof(char *) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+		result[i] = nulls[i] ? pstrdup("") : TextDatumGetCString(elems[i]);
+	return result;
 }
 
 /*
@@ -197,7 +219,9 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 								  "        (extract(epoch FROM c.timeout) * 1000)::bigint,"
 								  "        extract(epoch FROM c.retry_delay)::float8 * 1000,"
 								  "        c.max_attempts, c.enabled, c.max_concurrency,"
-								  "        coalesce(c.rate_limit, 0), cl.cap, cl.due_at"
+								  "        coalesce(c.rate_limit, 0), cl.cap, cl.due_at,"
+								  "        CASE WHEN c.previous_secret_until > now() THEN c.previous_secret END,"
+								  "        c.recipients, c.sender, c.subject"
 								  "   FROM claimed cl"
 								  "   JOIN herald.event_log e ON e.id = cl.event_id"
 								  "   JOIN herald.channels c ON c.id = cl.channel_id"
@@ -220,7 +244,6 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		HeraldDelivery *d = &deliveries[i];
 		bool		isnull;
-		Datum		v;
 
 		d->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		d->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
@@ -236,18 +259,7 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 		d->kind = copy_text(tup, desc, 12);
 		d->target = copy_text(tup, desc, 13);
 		d->secret = copy_text(tup, desc, 14);
-		v = SPI_getbinval(tup, desc, 15, &isnull);
-		if (!isnull)
-		{
-			Datum	   *elems;
-			bool	   *nulls;
-
-			deconstruct_array(DatumGetArrayTypeP(v), TEXTOID, -1, false,
-							  TYPALIGN_INT, &elems, &nulls, &d->nheaders);
-			d->headers = palloc(sizeof(char *) * Max(d->nheaders, 1));
-			for (int h = 0; h < d->nheaders; h++)
-				d->headers[h] = nulls[h] ? pstrdup("") : TextDatumGetCString(elems[h]);
-		}
+		d->headers = copy_text_array(tup, desc, 15, &d->nheaders);
 		d->timeout_ms = DatumGetInt64(SPI_getbinval(tup, desc, 16, &isnull));
 		d->retry_delay_ms = DatumGetFloat8(SPI_getbinval(tup, desc, 17, &isnull));
 		d->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 18, &isnull));
@@ -256,6 +268,10 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 		d->rate_limit = DatumGetFloat8(SPI_getbinval(tup, desc, 21, &isnull));
 		d->allowance = DatumGetInt32(SPI_getbinval(tup, desc, 22, &isnull));
 		d->due_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 23, &isnull));
+		d->previous_secret = copy_text(tup, desc, 24);
+		d->recipients = copy_text_array(tup, desc, 25, &d->nrecipients);
+		d->sender = copy_text(tup, desc, 26);
+		d->subject = copy_text(tup, desc, 27);
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
@@ -394,6 +410,41 @@ build_array(Datum *values, bool *nulls, int n, Oid elemtype)
 											  elemtype, typlen, typbyval, typalign));
 }
 
+/*
+ * notify deliveries: their notifications go out when the transaction
+ * recording them commits, so that a delivery is marked delivered exactly
+ * when its notification is sent.
+ */
+static void
+send_notifications(HeraldOutcome *outcomes, int n)
+{
+	Oid			argtypes[2] = {TEXTARRAYOID, TEXTARRAYOID};
+	Datum		args[2];
+	Datum	   *channels = palloc(sizeof(Datum) * n);
+	Datum	   *payloads = palloc(sizeof(Datum) * n);
+	int			k = 0;
+	int			ret;
+
+	for (int i = 0; i < n; i++)
+	{
+		if (outcomes[i].notify_channel == NULL)
+			continue;
+		channels[k] = CStringGetTextDatum(outcomes[i].notify_channel);
+		payloads[k] = CStringGetTextDatum(outcomes[i].notify_payload);
+		k++;
+	}
+	if (k == 0)
+		return;
+	if (notify_plan == NULL)
+		notify_plan = prepare_kept("SELECT pg_notify(n.c, n.p) FROM unnest($1, $2) AS n(c, p)",
+								   2, argtypes);
+	args[0] = build_array(channels, NULL, k, TEXTOID);
+	args[1] = build_array(payloads, NULL, k, TEXTOID);
+	ret = SPI_execute_plan(notify_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not send notifications: %s", SPI_result_code_string(ret));
+}
+
 /* Record a batch of outcomes and their attempts in one statement. */
 void
 herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
@@ -474,6 +525,7 @@ herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not record delivery attempts: %s",
 			 SPI_result_code_string(ret));
+	send_notifications(outcomes, n);
 
 	/* 410 Gone: the endpoint asked not to be called again */
 	for (int i = 0; i < n; i++)

@@ -13,9 +13,11 @@
  * rules {{table}}, {{operation}}, {{new.COLUMN}} and {{old.COLUMN}}; for
  * threshold rules {{key}}, {{value}}, {{op}}, {{threshold}},
  * {{warning_threshold}}, {{recover_threshold}}, {{state}},
- * {{previous_state}}, {{level}}, {{since}} and {{error}}.  Every placeholder
- * but {{new.*}} and {{old.*}} names a field of the event's payload or a
- * column of the event.
+ * {{previous_state}}, {{level}}, {{since}}, {{error}} and {{sparkline}} (the
+ * metric's recent values drawn with block characters).  A channel's
+ * template (an email subject) serves every kind and may use all of them
+ * but {{new.*}} and {{old.*}}.  Every other placeholder names a field of
+ * the event's payload or a column of the event.
  *
  *-------------------------------------------------------------------------
  */
@@ -32,23 +34,40 @@
 
 #define COMMON_PLACEHOLDERS "{{rule}}, {{event_id}}, {{type}}"
 #define ROW_PLACEHOLDERS COMMON_PLACEHOLDERS ", {{table}}, {{operation}}, {{new.COLUMN}}, {{old.COLUMN}}"
-#define THRESHOLD_PLACEHOLDERS COMMON_PLACEHOLDERS ", {{key}}, {{value}}, {{op}}, {{threshold}}, " \
+#define THRESHOLD_FIELDS "{{key}}, {{value}}, {{op}}, {{threshold}}, " \
 	"{{warning_threshold}}, {{recover_threshold}}, {{state}}, {{previous_state}}, " \
-	"{{level}}, {{since}}, {{error}}"
+	"{{level}}, {{since}}, {{error}}, {{sparkline}}"
+#define THRESHOLD_PLACEHOLDERS COMMON_PLACEHOLDERS ", " THRESHOLD_FIELDS
+#define CHANNEL_PLACEHOLDERS COMMON_PLACEHOLDERS ", {{table}}, {{operation}}, " THRESHOLD_FIELDS
 
 static const char *const row_fields[] = {"table", "operation", NULL};
+/* fields of other events, rendered but not offered to rule templates */
+static const char *const other_fields[] = {"channel", NULL};
 static const char *const threshold_fields[] = {
 	"key", "value", "op", "threshold", "warning_threshold", "recover_threshold",
-	"state", "previous_state", "level", "since", "error", NULL
+	"state", "previous_state", "level", "since", "error", "sparkline", NULL
 };
 
-/* What a template is checked against. */
-typedef struct TemplateKind
+/*
+ * What a template is checked against: a row rule's message (with its
+ * table), a threshold rule's message, or a channel's template (an email
+ * subject), which serves events of every kind.
+ */
+typedef enum TemplateKind
 {
-	bool		threshold;
+	TEMPLATE_ROW,
+	TEMPLATE_THRESHOLD,
+	TEMPLATE_CHANNEL
+} TemplateKind;
+
+typedef struct TemplateCheck
+{
+	TemplateKind kind;
 	Oid			relid;			/* row rules: the table */
 	const char *valid;			/* the placeholders, for hints */
-} TemplateKind;
+} TemplateCheck;
+
+static const char *const kind_names[] = {"row rules", "threshold rules", "channels"};
 
 PG_FUNCTION_INFO_V1(herald_check_template);
 
@@ -139,49 +158,65 @@ in_list(const char *name, const char *const *list)
 static void
 check_placeholder(const char *name, StringInfo out, void *arg)
 {
-	TemplateKind *kind = arg;
+	TemplateCheck *check = arg;
 
 	if (strcmp(name, "rule") == 0 || strcmp(name, "event_id") == 0 ||
 		strcmp(name, "type") == 0)
 		return;
-	if (in_list(name, kind->threshold ? threshold_fields : row_fields))
+	if (check->kind != TEMPLATE_THRESHOLD && in_list(name, row_fields))
+		return;
+	if (check->kind != TEMPLATE_ROW && in_list(name, threshold_fields))
 		return;
 
-	if (!kind->threshold &&
+	if (check->kind == TEMPLATE_ROW &&
 		(strncmp(name, "new.", 4) == 0 || strncmp(name, "old.", 4) == 0))
 	{
 		const char *col = name + 4;
-		AttrNumber	attnum = get_attnum(kind->relid, col);
+		AttrNumber	attnum = get_attnum(check->relid, col);
 
 		if (attnum == InvalidAttrNumber || attnum < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
 					 errmsg("column \"%s\" in placeholder \"{{%s}}\" does not exist in table %s",
-							col, name, get_rel_name(kind->relid))));
+							col, name, get_rel_name(check->relid))));
 		return;
 	}
 
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unknown placeholder \"{{%s}}\" in message template", name),
-			 errhint("Valid placeholders for %s rules: %s.",
-					 kind->threshold ? "threshold" : "row", kind->valid)));
+			 errmsg("unknown placeholder \"{{%s}}\" in template", name),
+			 errhint("Valid placeholders for %s: %s.", kind_names[check->kind], check->valid)));
 }
 
-/* herald._check_template(message text, kind text, on_table regclass) */
+/* herald._check_template(template text, kind text, on_table regclass) */
 Datum
 herald_check_template(PG_FUNCTION_ARGS)
 {
 	char	   *tmpl;
-	TemplateKind kind;
+	char	   *kind;
+	TemplateCheck check;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_VOID();
 	tmpl = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	kind.threshold = strcmp(text_to_cstring(PG_GETARG_TEXT_PP(1)), "threshold") == 0;
-	kind.relid = PG_ARGISNULL(2) ? InvalidOid : PG_GETARG_OID(2);
-	kind.valid = kind.threshold ? THRESHOLD_PLACEHOLDERS : ROW_PLACEHOLDERS;
-	template_walk(tmpl, check_placeholder, &kind, NULL, kind.valid);
+	kind = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	check.relid = PG_ARGISNULL(2) ? InvalidOid : PG_GETARG_OID(2);
+	if (strcmp(kind, "row") == 0)
+	{
+		check.kind = TEMPLATE_ROW;
+		check.valid = ROW_PLACEHOLDERS;
+	}
+	else if (strcmp(kind, "threshold") == 0)
+	{
+		check.kind = TEMPLATE_THRESHOLD;
+		check.valid = THRESHOLD_PLACEHOLDERS;
+	}
+	else
+	{
+		check.kind = TEMPLATE_CHANNEL;
+		check.valid = CHANNEL_PLACEHOLDERS;
+	}
+	template_walk(tmpl, check_placeholder, &check, NULL, check.valid);
 	PG_RETURN_VOID();
 }
 
@@ -223,6 +258,48 @@ object_field(JsonbContainer *obj, const char *key, JsonbValue *result)
 	return getKeyJsonValueFromContainer(obj, key, strlen(key), result);
 }
 
+/*
+ * The metric's recent values (the payload's "recent" array) as a Unicode
+ * sparkline, one block per value from its minimum to its maximum.
+ */
+static void
+append_sparkline(StringInfo out, JsonbContainer *data)
+{
+	static const char *const blocks[] = {
+		"\xE2\x96\x81", "\xE2\x96\x82", "\xE2\x96\x83", "\xE2\x96\x84",
+		"\xE2\x96\x85", "\xE2\x96\x86", "\xE2\x96\x87", "\xE2\x96\x88"
+	};
+	JsonbValue	recent;
+	double		values[64];
+	int			n = 0;
+	double		lo = 0;
+	double		hi = 0;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (!object_field(data, "recent", &recent) || recent.type != jbvBinary ||
+		!JsonContainerIsArray(recent.val.binary.data))
+		return;
+	it = JsonbIteratorInit(recent.val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok != WJB_ELEM || v.type != jbvNumeric || n >= lengthof(values))
+			continue;
+		values[n] = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+													   NumericGetDatum(v.val.numeric)));
+		lo = (n == 0 || values[n] < lo) ? values[n] : lo;
+		hi = (n == 0 || values[n] > hi) ? values[n] : hi;
+		n++;
+	}
+	for (int i = 0; i < n; i++)
+	{
+		int			level = (hi > lo) ? (int) ((values[i] - lo) / (hi - lo) * 7.0 + 0.5) : 3;
+
+		appendStringInfoString(out, blocks[Max(0, Min(level, 7))]);
+	}
+}
+
 static void
 render_placeholder(const char *name, StringInfo out, void *arg)
 {
@@ -237,7 +314,10 @@ render_placeholder(const char *name, StringInfo out, void *arg)
 		appendStringInfo(out, INT64_FORMAT, values->event_id);
 	else if (strcmp(name, "type") == 0)
 		appendStringInfoString(out, values->type);
-	else if ((in_list(name, row_fields) || in_list(name, threshold_fields)))
+	else if (strcmp(name, "sparkline") == 0)
+		append_sparkline(out, data);
+	else if (in_list(name, row_fields) || in_list(name, threshold_fields) ||
+			 in_list(name, other_fields))
 	{
 		/* a field the event lacks (no warning threshold) renders as nothing */
 		if (object_field(data, name, &v))
@@ -274,8 +354,8 @@ default_message(const char *event_type, bool has_key)
 		return "Row deleted from {{table}} (rule {{rule}}, event {{event_id}})";
 	if (strcmp(event_type, "rule.fired") == 0)
 		return has_key ?
-			"{{rule}} [{{key}}] is firing ({{level}}): {{value}} {{op}} {{threshold}}" :
-			"{{rule}} is firing ({{level}}): {{value}} {{op}} {{threshold}}";
+			"{{rule}} [{{key}}] is firing ({{level}}): {{value}} {{op}} {{threshold}} {{sparkline}}" :
+			"{{rule}} is firing ({{level}}): {{value}} {{op}} {{threshold}} {{sparkline}}";
 	if (strcmp(event_type, "rule.escalated") == 0)
 		return has_key ?
 			"{{rule}} [{{key}}] escalated to {{level}}: {{value}} {{op}} {{threshold}}" :
@@ -290,6 +370,8 @@ default_message(const char *event_type, bool has_key)
 			"{{rule}} resolved: value {{value}}";
 	if (strcmp(event_type, "rule.error") == 0)
 		return "{{rule}} could not be evaluated: {{error}}";
+	if (strcmp(event_type, "channel.test") == 0)
+		return "Test message from pg_herald: channel {{channel}} works.";
 	return "{{type}} (rule {{rule}}, event {{event_id}})";
 }
 

@@ -7,7 +7,8 @@
  * the rule, the event id, the rendered message and the event's payload
  * (table, operation, new and old rows).  Headers: webhook-id (stable across
  * retries of one delivery), webhook-timestamp (this attempt) and
- * webhook-signature (see signing.c), plus the channel's own headers.
+ * webhook-signature (see signing.c; during a secret rotation, one signature
+ * per secret), plus the channel's own headers.
  *
  * Called by the delivery worker with no transaction open.
  *
@@ -51,43 +52,20 @@ append_object_members(StringInfo buf, Jsonb *object)
 	pfree(text.data);
 }
 
-static struct curl_slist *
-append_header(struct curl_slist *list, const char *line)
-{
-	struct curl_slist *next = curl_slist_append(list, line);
-
-	if (next == NULL)
-	{
-		curl_slist_free_all(list);
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory while building request headers")));
-	}
-	return next;
-}
-
 /*
- * Build the body and headers of one attempt.  The body is palloc'd in the
- * current memory context; the caller owns both.
+ * Build the request of one attempt: the body, and the headers, signed with
+ * the channel's secret and, while a rotation lasts, its previous one too
+ * (several space-separated signatures, as the specification allows).
  */
-struct curl_slist *
-herald_webhook_request(HeraldDelivery *d, char **body, size_t *bodylen)
+void
+herald_format_webhook(HeraldDelivery *d, HeraldOutgoing *out)
 {
 	StringInfoData buf;
-	HeraldTemplateValues values;
-	char	   *message;
-	uint8		key[64];
-	int			keylen;
-	char		signature[HERALD_SIGNATURE_MAX];
+	char	   *message = herald_message(d);
+	char	   *secrets[2] = {d->secret, d->previous_secret};
+	StringInfoData signatures;
 	int64		now = (int64) time(NULL);
 	struct curl_slist *headers = NULL;
-	char	   *line;
-
-	values.rule = d->rule;
-	values.event_id = d->event_id;
-	values.type = d->event_type;
-	values.data = d->payload;
-	message = herald_render_template(d->message, &values);
 
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"type\": ");
@@ -105,27 +83,34 @@ herald_webhook_request(HeraldDelivery *d, char **body, size_t *bodylen)
 	append_object_members(&buf, d->payload);
 	appendStringInfoString(&buf, "}}");
 
-	if (!herald_secret_key(d->secret, key, &keylen))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("channel \"%s\" has a malformed secret", d->channel)));
-	herald_sign(key, keylen, d->webhook_id, now, buf.data, buf.len, signature);
+	initStringInfo(&signatures);
+	for (int i = 0; i < 2; i++)
+	{
+		uint8		key[64];
+		int			keylen;
+		char		signature[HERALD_SIGNATURE_MAX];
 
-	headers = append_header(headers, "Content-Type: application/json");
-	headers = append_header(headers, "Expect:");
+		if (secrets[i] == NULL)
+			continue;
+		if (!herald_secret_key(secrets[i], key, &keylen))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("channel \"%s\" has a malformed secret", d->channel)));
+		herald_sign(key, keylen, d->webhook_id, now, buf.data, buf.len, signature);
+		appendStringInfo(&signatures, "%s%s", signatures.len > 0 ? " " : "", signature);
+	}
+
+	headers = herald_append_header(headers, "Content-Type: application/json");
+	headers = herald_append_header(headers, "Expect:");
 	for (int i = 0; i < d->nheaders; i++)
-		headers = append_header(headers, d->headers[i]);
-	line = psprintf("webhook-id: %s", d->webhook_id);
-	headers = append_header(headers, line);
-	pfree(line);
-	line = psprintf("webhook-timestamp: " INT64_FORMAT, now);
-	headers = append_header(headers, line);
-	pfree(line);
-	line = psprintf("webhook-signature: %s", signature);
-	headers = append_header(headers, line);
-	pfree(line);
+		headers = herald_append_header(headers, d->headers[i]);
+	headers = herald_append_header(headers, psprintf("webhook-id: %s", d->webhook_id));
+	headers = herald_append_header(headers, psprintf("webhook-timestamp: " INT64_FORMAT, now));
+	headers = herald_append_header(headers, psprintf("webhook-signature: %s", signatures.data));
 
-	*body = buf.data;
-	*bodylen = buf.len;
-	return headers;
+	out->transport = HERALD_HTTP;
+	out->url = pstrdup(d->target);
+	out->headers = headers;
+	out->body = buf.data;
+	out->bodylen = buf.len;
 }

@@ -1,0 +1,354 @@
+/*-------------------------------------------------------------------------
+ *
+ * format.c
+ *		The event model shared by every channel format, and the dispatch.
+ *
+ * A delivery is rendered by the format of its channel's kind: webhook.c
+ * (Standard Webhooks), format_chat.c (Slack, Microsoft Teams, Google
+ * Chat), format_email.c (SMTP) and notify below.  They all draw on the same
+ * pieces, built here from the event: the message (the rule's template or
+ * the default one for the event type, template.c), a short title, the
+ * facts worth a glance (value, threshold, state, level and key for a
+ * threshold event; table, operation and the first columns of the row for a
+ * row event), a context line, the links the message contains and a thread
+ * key per rule instance.  These are plain text; each format escapes them
+ * for its target and keeps within its size limits.
+ *
+ * Called by the delivery worker with no transaction open.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+
+#include "pg_herald.h"
+
+/* PostgreSQL's limit on a NOTIFY payload is 8000 bytes. */
+#define NOTIFY_MAX_BYTES 7999
+
+/* Columns of a row event shown as facts. */
+#define ROW_FACT_COLUMNS 6
+
+static HeraldTemplateValues
+template_values(HeraldDelivery *d)
+{
+	HeraldTemplateValues values;
+
+	values.rule = d->rule;
+	values.event_id = d->event_id;
+	values.type = d->event_type;
+	values.data = d->payload;
+	return values;
+}
+
+/* The event's message: the rule's template, or the default of its type. */
+char *
+herald_message(HeraldDelivery *d)
+{
+	HeraldTemplateValues values = template_values(d);
+
+	return herald_render_template(d->message, &values);
+}
+
+/* A short title, for headers and subjects. */
+char *
+herald_title(HeraldDelivery *d)
+{
+	HeraldTemplateValues values = template_values(d);
+	const char *tmpl;
+	JsonbValue	v;
+	bool		has_key = d->payload &&
+		getKeyJsonValueFromContainer(&d->payload->root, "key", 3, &v) != NULL;
+
+	if (strcmp(d->event_type, "rule.fired") == 0)
+		tmpl = has_key ? "{{rule}} [{{key}}] is firing" : "{{rule}} is firing";
+	else if (strcmp(d->event_type, "rule.escalated") == 0)
+		tmpl = has_key ? "{{rule}} [{{key}}] escalated to {{level}}" : "{{rule}} escalated to {{level}}";
+	else if (strcmp(d->event_type, "rule.reminder") == 0)
+		tmpl = has_key ? "{{rule}} [{{key}}] is still firing" : "{{rule}} is still firing";
+	else if (strcmp(d->event_type, "rule.resolved") == 0)
+		tmpl = has_key ? "{{rule}} [{{key}}] resolved" : "{{rule}} resolved";
+	else if (strcmp(d->event_type, "rule.error") == 0)
+		tmpl = "{{rule}} failed";
+	else if (strcmp(d->event_type, "row.inserted") == 0)
+		tmpl = "{{rule}}: new row in {{table}}";
+	else if (strcmp(d->event_type, "row.updated") == 0)
+		tmpl = "{{rule}}: row updated in {{table}}";
+	else if (strcmp(d->event_type, "row.deleted") == 0)
+		tmpl = "{{rule}}: row deleted from {{table}}";
+	else if (strcmp(d->event_type, "channel.test") == 0)
+		tmpl = "Test message from pg_herald";
+	else
+		tmpl = "{{type}}";
+	return herald_render_template(tmpl, &values);
+}
+
+/* "rule big-order · 2026-11-23 13:01:13 UTC · event 42" */
+char *
+herald_context_line(HeraldDelivery *d)
+{
+	StringInfoData buf;
+	char		when[32];
+
+	/* created_at is ISO 8601 in UTC: 2026-11-23T13:01:13.843169Z */
+	strlcpy(when, d->created_at ? d->created_at : "", sizeof(when));
+	if (strlen(when) >= 19)
+	{
+		when[10] = ' ';
+		when[19] = '\0';
+	}
+	initStringInfo(&buf);
+	if (d->rule)
+		appendStringInfo(&buf, "rule %s \xC2\xB7 ", d->rule);
+	appendStringInfo(&buf, "%s UTC \xC2\xB7 event " INT64_FORMAT, when, d->event_id);
+	return buf.data;
+}
+
+/* A JSON value as plain text: strings unquoted, null as "null". */
+static char *
+value_text(JsonbValue *v)
+{
+	StringInfoData buf;
+
+	switch (v->type)
+	{
+		case jbvNull:
+			return pstrdup("null");
+		case jbvString:
+			return pnstrdup(v->val.string.val, v->val.string.len);
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out,
+													   NumericGetDatum(v->val.numeric)));
+		case jbvBool:
+			return pstrdup(v->val.boolean ? "true" : "false");
+		case jbvBinary:
+			initStringInfo(&buf);
+			(void) JsonbToCString(&buf, v->val.binary.data, v->val.binary.len);
+			return buf.data;
+		default:
+			return pstrdup("");
+	}
+}
+
+static int
+add_fact(HeraldFact *facts, int n, JsonbContainer *obj, const char *key,
+		 const char *name)
+{
+	JsonbValue	v;
+
+	if (n >= HERALD_MAX_FACTS || obj == NULL ||
+		getKeyJsonValueFromContainer(obj, key, strlen(key), &v) == NULL ||
+		v.type == jbvNull)
+		return n;
+	facts[n].name = name;
+	facts[n].value = value_text(&v);
+	return n + 1;
+}
+
+/*
+ * The facts of an event, at most HERALD_MAX_FACTS: for a threshold event
+ * its key, value, threshold, state and level; for a row event its table,
+ * operation and the first columns of its row (new, or old for a delete).
+ */
+int
+herald_facts(HeraldDelivery *d, HeraldFact *facts)
+{
+	JsonbContainer *data = d->payload ? &d->payload->root : NULL;
+	JsonbValue	row;
+	int			n = 0;
+
+	if (data == NULL || !JsonContainerIsObject(data))
+		return 0;
+	if (strncmp(d->event_type, "row.", 4) == 0)
+	{
+		JsonbIterator *it;
+		JsonbValue	v;
+		JsonbIteratorToken tok;
+		int			columns = 0;
+
+		n = add_fact(facts, n, data, "table", "Table");
+		n = add_fact(facts, n, data, "operation", "Operation");
+		if ((getKeyJsonValueFromContainer(data, "new", 3, &row) == NULL &&
+			 getKeyJsonValueFromContainer(data, "old", 3, &row) == NULL) ||
+			row.type != jbvBinary || !JsonContainerIsObject(row.val.binary.data))
+			return n;
+		it = JsonbIteratorInit(row.val.binary.data);
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok != WJB_KEY || columns >= ROW_FACT_COLUMNS || n >= HERALD_MAX_FACTS)
+				continue;
+			facts[n].name = pnstrdup(v.val.string.val, v.val.string.len);
+			tok = JsonbIteratorNext(&it, &v, true);
+			facts[n].value = value_text(&v);
+			n++;
+			columns++;
+		}
+		return n;
+	}
+	n = add_fact(facts, n, data, "key", "Key");
+	n = add_fact(facts, n, data, "value", "Value");
+	n = add_fact(facts, n, data, "threshold", "Threshold");
+	n = add_fact(facts, n, data, "state", "State");
+	n = add_fact(facts, n, data, "level", "Level");
+	n = add_fact(facts, n, data, "error", "Error");
+	n = add_fact(facts, n, data, "channel", "Channel");
+	return n;
+}
+
+/* The http(s) links in a message, in order, at most HERALD_MAX_LINKS. */
+int
+herald_links(const char *message, char **links)
+{
+	const char *p = message;
+	int			n = 0;
+
+	while (n < HERALD_MAX_LINKS && (p = strstr(p, "http")) != NULL)
+	{
+		const char *end;
+
+		if (strncmp(p, "http://", 7) != 0 && strncmp(p, "https://", 8) != 0)
+		{
+			p += 4;
+			continue;
+		}
+		end = p;
+		while (*end && !isspace((unsigned char) *end) && *end != '"' &&
+			   *end != '<' && *end != '>')
+			end++;
+		/* a sentence's final punctuation is not part of the link */
+		while (end > p && strchr(".,;:!?)]}'", end[-1]) != NULL)
+			end--;
+		links[n++] = pnstrdup(p, end - p);
+		p = end;
+	}
+	return n;
+}
+
+/*
+ * One thread per rule instance: the rule's name, and the key of a grouped
+ * threshold rule.
+ */
+char *
+herald_thread_key(HeraldDelivery *d)
+{
+	JsonbValue	v;
+
+	if (d->payload &&
+		getKeyJsonValueFromContainer(&d->payload->root, "key", 3, &v) != NULL &&
+		v.type == jbvString)
+		return psprintf("%s/%.*s", d->rule ? d->rule : "", v.val.string.len, v.val.string.val);
+	return pstrdup(d->rule ? d->rule : d->event_type);
+}
+
+/* Characters (not bytes) in a string of the database encoding. */
+int
+herald_char_length(const char *text)
+{
+	return pg_mbstrlen(text);
+}
+
+/*
+ * text cut to at most max_chars characters, marker included, at a
+ * character boundary; text itself when it fits.
+ */
+char *
+herald_truncate(const char *text, int max_chars, const char *marker)
+{
+	int			keep;
+	int			bytes;
+
+	if (pg_mbstrlen(text) <= max_chars)
+		return pstrdup(text);
+	keep = Max(max_chars - pg_mbstrlen(marker), 0);
+	bytes = pg_mbcharcliplen(text, strlen(text), keep);
+	return psprintf("%.*s%s", bytes, text, marker);
+}
+
+struct curl_slist *
+herald_append_header(struct curl_slist *list, const char *line)
+{
+	struct curl_slist *next = curl_slist_append(list, line);
+
+	if (next == NULL)
+	{
+		curl_slist_free_all(list);
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory while building a request")));
+	}
+	return next;
+}
+
+/*
+ * notify: pg_notify(target, payload), sent by the worker when it records
+ * the outcome.  The payload {"event_id", "type", "rule", "message"} stays
+ * under PostgreSQL's 8,000-byte limit: a long message is cut, the event id
+ * is always there, and "truncated" says so.
+ */
+static void
+format_notify(HeraldDelivery *d, HeraldOutgoing *out)
+{
+	char	   *message = herald_message(d);
+	StringInfoData buf;
+	int			full = strlen(message);
+	int			cut = full;
+
+	for (;;)
+	{
+		initStringInfo(&buf);
+		appendStringInfo(&buf, "{\"event_id\": " INT64_FORMAT ", \"type\": ", d->event_id);
+		escape_json(&buf, d->event_type);
+		appendStringInfoString(&buf, ", \"rule\": ");
+		if (d->rule)
+			escape_json(&buf, d->rule);
+		else
+			appendStringInfoString(&buf, "null");
+		appendStringInfoString(&buf, ", \"message\": ");
+		escape_json(&buf, message);
+		if (cut < full || buf.len + 1 > NOTIFY_MAX_BYTES)
+			appendStringInfoString(&buf, ", \"truncated\": true");
+		appendStringInfoChar(&buf, '}');
+		if (buf.len <= NOTIFY_MAX_BYTES || cut == 0)
+			break;
+		/* escaping can grow a character up to six bytes: cut by the excess */
+		cut = pg_mbcliplen(message, cut, Max(cut - (buf.len - NOTIFY_MAX_BYTES) - 32, 0));
+		message[cut] = '\0';
+		pfree(buf.data);
+	}
+	out->transport = HERALD_NOTIFY;
+	out->url = pstrdup(d->target);
+	out->body = buf.data;
+	out->bodylen = buf.len;
+}
+
+/* Build what the delivery's channel kind sends. */
+void
+herald_format(HeraldDelivery *d, HeraldOutgoing *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->transport = HERALD_HTTP;
+	if (strcmp(d->kind, "webhook") == 0)
+		herald_format_webhook(d, out);
+	else if (strcmp(d->kind, "slack") == 0)
+		herald_format_slack(d, out);
+	else if (strcmp(d->kind, "teams") == 0)
+		herald_format_teams(d, out);
+	else if (strcmp(d->kind, "google_chat") == 0)
+		herald_format_google_chat(d, out);
+	else if (strcmp(d->kind, "email") == 0)
+		herald_format_email(d, out);
+	else if (strcmp(d->kind, "notify") == 0)
+		format_notify(d, out);
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("unknown channel kind \"%s\"", d->kind)));
+}

@@ -1,0 +1,575 @@
+/*-------------------------------------------------------------------------
+ *
+ * format_chat.c
+ *		The chat formats: Slack, Microsoft Teams and Google Chat.
+ *
+ * Each format posts JSON to the channel's target URL and draws its text
+ * from the shared event model (format.c): the title, the message, the
+ * facts, the context line and the links of the message.  Whatever the
+ * data, the body is valid JSON within the service's limits: text is cut
+ * (character by character, with a visible "… [truncated]") before it is
+ * escaped, first for the service's markup and then for JSON.
+ *
+ * Slack (incoming webhook): Block Kit, with a "text" fallback for
+ * notifications.  A header block (plain text, 150 characters), a section
+ * with the message (mrkdwn, 3,000 characters), a section with up to 10
+ * facts as fields (2,000 characters each), a context block and an actions
+ * block with a button per link (label 75 characters, URL 3,000).  Slack's
+ * limits count characters after its escaping of & < > as entities, so the
+ * raw text is cut to what fits once escaped.
+ *
+ * Microsoft Teams (Workflows webhook): a message with one Adaptive Card:
+ * title, message, a fact set (values 500 characters), the context line and
+ * an Action.OpenUrl per link.  Teams refuses payloads of 28 KB and more.
+ *
+ * Google Chat (incoming webhook): a "text" message (*title*, message,
+ * "Name: value" lines, _context_), & < > escaped as entities since Chat
+ * reads <...> as links and mentions, in the thread of the rule instance;
+ * REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD opens the thread when it does not
+ * exist yet.  Chat refuses messages of 32,000 bytes and more.
+ *
+ * For the two byte limits, fit_body builds the payload and, while it is
+ * too long, cuts the message by the excess (plus a margin), then drops
+ * facts, then links, and builds it again.
+ *
+ * Called by the delivery worker with no transaction open.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "utils/json.h"
+
+#include "pg_herald.h"
+
+/* What ends a text that was cut: "… [truncated]" */
+#define TRUNCATED "\xE2\x80\xA6 [truncated]"
+
+/* Limits every format applies (characters) */
+#define TITLE_MAX_CHARS 150		/* Slack's limit for a header */
+#define CONTEXT_MAX_CHARS 500
+#define LINK_MAX_CHARS 3000		/* longer links are left out */
+#define LABEL_MAX_CHARS 75		/* Slack's limit for a button's text */
+#define FACT_VALUE_MAX_CHARS 500	/* Teams and Google Chat */
+
+/* Slack: characters, counted after Slack's escaping */
+#define SLACK_TEXT_MAX_CHARS 3000
+#define SLACK_FIELD_MAX_CHARS 2000
+
+/* Teams and Google Chat: bytes of the whole payload, which must be less */
+#define TEAMS_MAX_BYTES 28000
+#define GOOGLE_CHAT_MAX_BYTES 32000
+#define GOOGLE_CHAT_THREAD_KEY_MAX_CHARS 4000
+#define GOOGLE_CHAT_REPLY_OPTION \
+	"messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD"
+
+/*
+ * fit_body cuts a little more than the excess, so that the marker it adds
+ * cannot leave the payload still too long, and gives up (a bug) after
+ * FIT_MAX_ROUNDS builds: one cut of the message, then one per fact and
+ * link dropped, suffice.
+ */
+#define FIT_MARGIN 64
+#define FIT_MAX_ROUNDS 32
+
+/* The text of one message, as plain text, before any escaping. */
+typedef struct ChatParts
+{
+	char	   *title;
+	char	   *message;		/* as sent: full_message, or cut */
+	char	   *full_message;
+	int			message_bytes;	/* bytes of full_message in message */
+	char	   *context;
+	char	   *thread_key;		/* Google Chat */
+	HeraldFact	facts[HERALD_MAX_FACTS];
+	int			nfacts;
+	char	   *links[HERALD_MAX_LINKS];
+	char	   *labels[HERALD_MAX_LINKS];	/* the links' button text */
+	int			nlinks;
+} ChatParts;
+
+typedef void (*chat_builder) (StringInfo buf, ChatParts *p);
+
+/* Bytes of the character at p, never past end. */
+static int
+char_bytes(const char *p, const char *end)
+{
+	return Min(pg_mblen(p), (int) (end - p));
+}
+
+/* Characters one byte becomes in markup: & < > are entities. */
+static int
+markup_width(char c)
+{
+	switch (c)
+	{
+		case '&':
+			return 5;			/* &amp; */
+		case '<':
+		case '>':
+			return 4;			/* &lt; &gt; */
+		default:
+			return 1;
+	}
+}
+
+/* Append len bytes of text with & < > as entities (Slack, Google Chat). */
+static void
+append_markup(StringInfo buf, const char *text, int len)
+{
+	for (int i = 0; i < len; i++)
+	{
+		switch (text[i])
+		{
+			case '&':
+				appendStringInfoString(buf, "&amp;");
+				break;
+			case '<':
+				appendStringInfoString(buf, "&lt;");
+				break;
+			case '>':
+				appendStringInfoString(buf, "&gt;");
+				break;
+			default:
+				appendStringInfoChar(buf, text[i]);
+				break;
+		}
+	}
+}
+
+static char *
+markup(const char *text)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	append_markup(&buf, text, strlen(text));
+	return buf.data;
+}
+
+/*
+ * text cut to at most max_chars characters, marker included; with
+ * as_markup, escaped for markup and cut so that the escaped text fits.
+ * Not escaped for JSON.
+ */
+static char *
+cut_text(const char *text, int max_chars, bool as_markup)
+{
+	int			budget = max_chars - herald_char_length(TRUNCATED);
+	const char *end = text + strlen(text);
+	const char *fits = NULL;	/* end of what fits with the marker */
+	int			chars = 0;
+	StringInfoData buf;
+
+	if (!as_markup)
+		return herald_truncate(text, max_chars, TRUNCATED);
+	for (const char *p = text; p < end; p += char_bytes(p, end))
+	{
+		chars += markup_width(*p);
+		if (fits == NULL && chars > budget)
+			fits = p;
+	}
+	initStringInfo(&buf);
+	if (chars <= max_chars)
+		append_markup(&buf, text, end - text);
+	else
+	{
+		append_markup(&buf, text, fits - text);
+		appendStringInfoString(&buf, TRUNCATED);
+	}
+	return buf.data;
+}
+
+/* The authority of a URL, without user and password: "" when none. */
+static char *
+link_host(const char *link)
+{
+	const char *start = strstr(link, "://");
+	const char *end;
+	const char *at;
+
+	if (start == NULL)
+		return pstrdup("");
+	start += 3;
+	end = start + strcspn(start, "/?#");
+	for (at = start; at < end; at++)
+		if (*at == '@')
+			start = at + 1;
+	return pnstrdup(start, end - start);
+}
+
+/*
+ * A button's text for each link: its host, or "Open link N" when another
+ * link shares it.
+ */
+static void
+label_links(ChatParts *p, char **hosts)
+{
+	for (int i = 0; i < p->nlinks; i++)
+	{
+		bool		unique = true;
+
+		for (int j = 0; j < p->nlinks && unique; j++)
+			if (j != i && strcmp(hosts[i], hosts[j]) == 0)
+				unique = false;
+		if (unique)
+			p->labels[i] = herald_truncate(hosts[i], LABEL_MAX_CHARS, TRUNCATED);
+		else
+			p->labels[i] = psprintf("Open link %d", i + 1);
+	}
+}
+
+/*
+ * The text of a delivery, with the limits every format shares applied;
+ * fact values are cut to fact_max characters (0: not cut here).
+ */
+static void
+collect_parts(HeraldDelivery *d, ChatParts *p, int fact_max)
+{
+	char	   *links[HERALD_MAX_LINKS];
+	char	   *hosts[HERALD_MAX_LINKS];
+	int			nlinks;
+
+	memset(p, 0, sizeof(*p));
+	p->title = herald_truncate(herald_title(d), TITLE_MAX_CHARS, TRUNCATED);
+	p->full_message = herald_message(d);
+	p->message = p->full_message;
+	p->message_bytes = strlen(p->full_message);
+	p->context = herald_truncate(herald_context_line(d), CONTEXT_MAX_CHARS,
+								 TRUNCATED);
+	p->nfacts = herald_facts(d, p->facts);
+	if (fact_max > 0)
+		for (int i = 0; i < p->nfacts; i++)
+			p->facts[i].value = herald_truncate(p->facts[i].value, fact_max,
+												TRUNCATED);
+
+	/*
+	 * Links from the whole message, so that cutting it keeps them.  Slack
+	 * refuses the whole message for one button with a bad URL: leave out
+	 * the links with no host and the ones too long.
+	 */
+	nlinks = herald_links(p->full_message, links);
+	for (int i = 0; i < nlinks; i++)
+	{
+		char	   *host = link_host(links[i]);
+
+		if (host[0] == '\0' || herald_char_length(links[i]) > LINK_MAX_CHARS)
+			continue;
+		hosts[p->nlinks] = host;
+		p->links[p->nlinks++] = links[i];
+	}
+	label_links(p, hosts);
+}
+
+/*
+ * Shrink the payload by about bytes: cut the message or, once nothing is
+ * left of it, drop the last fact, then the last link.  false when there is
+ * nothing left to drop.
+ */
+static bool
+shrink_parts(ChatParts *p, int bytes)
+{
+	if (p->message_bytes > 0)
+	{
+		/* escaping never shrinks text: each byte cut saves at least one */
+		p->message_bytes = pg_mbcliplen(p->full_message, p->message_bytes,
+										Max(p->message_bytes - bytes, 0));
+		p->message = psprintf("%.*s%s", p->message_bytes, p->full_message,
+							  TRUNCATED);
+		return true;
+	}
+	if (p->nfacts > 0)
+	{
+		p->nfacts--;
+		return true;
+	}
+	if (p->nlinks > 0)
+	{
+		p->nlinks--;
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Build the payload into buf, shrinking the parts until it is shorter than
+ * max_bytes.
+ */
+static void
+fit_body(StringInfo buf, ChatParts *p, chat_builder build, int max_bytes,
+		 const char *format)
+{
+	for (int round = 0; round < FIT_MAX_ROUNDS; round++)
+	{
+		resetStringInfo(buf);
+		build(buf, p);
+		if (buf->len < max_bytes)
+			return;
+		if (!shrink_parts(p, buf->len - max_bytes + FIT_MARGIN))
+			break;
+	}
+	elog(ERROR, "could not fit a %s message in %d bytes", format, max_bytes);
+}
+
+/* Separate the items of a JSON array. */
+static void
+append_separator(StringInfo buf, bool *first)
+{
+	if (!*first)
+		appendStringInfoString(buf, ", ");
+	*first = false;
+}
+
+/* The request every format sends: a JSON POST to url. */
+static void
+set_request(HeraldDelivery *d, HeraldOutgoing *out, char *url, StringInfo body)
+{
+	struct curl_slist *headers = NULL;
+
+	headers = herald_append_header(headers,
+								   "Content-Type: application/json; charset=utf-8");
+	/* no "100 Continue" round trip */
+	headers = herald_append_header(headers, "Expect:");
+	for (int i = 0; i < d->nheaders; i++)
+		headers = herald_append_header(headers, d->headers[i]);
+
+	out->transport = HERALD_HTTP;
+	out->url = url;
+	out->headers = headers;
+	out->body = body->data;
+	out->bodylen = body->len;
+}
+
+/*
+ * Slack: Block Kit, cut to Slack's limits per element (there is no
+ * overall byte limit to fit, so no fit_body).  Empty texts are refused by
+ * Slack, so a block with an empty text is left out.
+ */
+static void
+build_slack(StringInfo buf, ChatParts *p)
+{
+	char	   *fallback;
+	bool		first = true;
+
+	if (p->message[0])
+		fallback = psprintf("%s: %s", p->title, p->message);
+	else
+		fallback = p->title;
+	appendStringInfoString(buf, "{\"text\": ");
+	escape_json(buf, cut_text(fallback, SLACK_TEXT_MAX_CHARS, true));
+	appendStringInfoString(buf, ", \"blocks\": [");
+
+	if (p->title[0])
+	{
+		append_separator(buf, &first);
+		appendStringInfoString(buf, "{\"type\": \"header\", "
+							   "\"text\": {\"type\": \"plain_text\", \"text\": ");
+		escape_json(buf, p->title);
+		appendStringInfoString(buf, ", \"emoji\": true}}");
+	}
+
+	if (p->message[0])
+	{
+		append_separator(buf, &first);
+		appendStringInfoString(buf, "{\"type\": \"section\", "
+							   "\"text\": {\"type\": \"mrkdwn\", \"text\": ");
+		escape_json(buf, cut_text(p->message, SLACK_TEXT_MAX_CHARS, true));
+		appendStringInfoString(buf, "}}");
+	}
+
+	if (p->nfacts > 0)
+	{
+		append_separator(buf, &first);
+		appendStringInfoString(buf, "{\"type\": \"section\", \"fields\": [");
+		for (int i = 0; i < p->nfacts; i++)
+		{
+			char	   *name = psprintf("*%s*\n", markup(p->facts[i].name));
+			int			room = Max(SLACK_FIELD_MAX_CHARS - herald_char_length(name), 0);
+
+			if (i > 0)
+				appendStringInfoString(buf, ", ");
+			appendStringInfoString(buf, "{\"type\": \"mrkdwn\", \"text\": ");
+			escape_json(buf, psprintf("%s%s", name,
+									  cut_text(p->facts[i].value, room, true)));
+			appendStringInfoChar(buf, '}');
+		}
+		appendStringInfoString(buf, "]}");
+	}
+
+	append_separator(buf, &first);
+	appendStringInfoString(buf, "{\"type\": \"context\", "
+						   "\"elements\": [{\"type\": \"mrkdwn\", \"text\": ");
+	escape_json(buf, cut_text(p->context, SLACK_TEXT_MAX_CHARS, true));
+	appendStringInfoString(buf, "}]}");
+
+	if (p->nlinks > 0)
+	{
+		append_separator(buf, &first);
+		appendStringInfoString(buf, "{\"type\": \"actions\", \"elements\": [");
+		for (int i = 0; i < p->nlinks; i++)
+		{
+			if (i > 0)
+				appendStringInfoString(buf, ", ");
+			appendStringInfoString(buf, "{\"type\": \"button\", "
+								   "\"text\": {\"type\": \"plain_text\", \"text\": ");
+			escape_json(buf, p->labels[i]);
+			appendStringInfoString(buf, "}, \"url\": ");
+			escape_json(buf, p->links[i]);
+			appendStringInfoChar(buf, '}');
+		}
+		appendStringInfoString(buf, "]}");
+	}
+	appendStringInfoString(buf, "]}");
+}
+
+/* Teams: a message with one Adaptive Card. */
+static void
+build_teams(StringInfo buf, ChatParts *p)
+{
+	appendStringInfoString(buf,
+						   "{\"type\": \"message\", \"attachments\": [{"
+						   "\"contentType\": \"application/vnd.microsoft.card.adaptive\", "
+						   "\"contentUrl\": null, \"content\": {"
+						   "\"$schema\": "
+						   "\"http://adaptivecards.io/schemas/adaptive-card.json\", "
+						   "\"type\": \"AdaptiveCard\", \"version\": \"1.4\", \"body\": [");
+
+	appendStringInfoString(buf, "{\"type\": \"TextBlock\", \"text\": ");
+	escape_json(buf, p->title);
+	appendStringInfoString(buf, ", \"weight\": \"Bolder\", \"size\": \"Medium\", "
+						   "\"wrap\": true}");
+
+	appendStringInfoString(buf, ", {\"type\": \"TextBlock\", \"text\": ");
+	escape_json(buf, p->message);
+	appendStringInfoString(buf, ", \"wrap\": true}");
+
+	if (p->nfacts > 0)
+	{
+		appendStringInfoString(buf, ", {\"type\": \"FactSet\", \"facts\": [");
+		for (int i = 0; i < p->nfacts; i++)
+		{
+			if (i > 0)
+				appendStringInfoString(buf, ", ");
+			appendStringInfoString(buf, "{\"title\": ");
+			escape_json(buf, p->facts[i].name);
+			appendStringInfoString(buf, ", \"value\": ");
+			escape_json(buf, p->facts[i].value);
+			appendStringInfoChar(buf, '}');
+		}
+		appendStringInfoString(buf, "]}");
+	}
+
+	appendStringInfoString(buf, ", {\"type\": \"TextBlock\", \"text\": ");
+	escape_json(buf, p->context);
+	appendStringInfoString(buf, ", \"isSubtle\": true, \"size\": \"Small\", "
+						   "\"wrap\": true}]");
+
+	if (p->nlinks > 0)
+	{
+		appendStringInfoString(buf, ", \"actions\": [");
+		for (int i = 0; i < p->nlinks; i++)
+		{
+			if (i > 0)
+				appendStringInfoString(buf, ", ");
+			appendStringInfoString(buf, "{\"type\": \"Action.OpenUrl\", \"title\": ");
+			escape_json(buf, p->labels[i]);
+			appendStringInfoString(buf, ", \"url\": ");
+			escape_json(buf, p->links[i]);
+			appendStringInfoChar(buf, '}');
+		}
+		appendStringInfoChar(buf, ']');
+	}
+	appendStringInfoString(buf, "}}]}");
+}
+
+/* Google Chat: one text, in the thread of the rule instance. */
+static void
+build_google_chat(StringInfo buf, ChatParts *p)
+{
+	StringInfoData text;
+
+	initStringInfo(&text);
+	appendStringInfoChar(&text, '*');
+	append_markup(&text, p->title, strlen(p->title));
+	appendStringInfoString(&text, "*\n");
+	append_markup(&text, p->message, strlen(p->message));
+	for (int i = 0; i < p->nfacts; i++)
+	{
+		appendStringInfoChar(&text, '\n');
+		append_markup(&text, p->facts[i].name, strlen(p->facts[i].name));
+		appendStringInfoString(&text, ": ");
+		append_markup(&text, p->facts[i].value, strlen(p->facts[i].value));
+	}
+	appendStringInfoString(&text, "\n_");
+	append_markup(&text, p->context, strlen(p->context));
+	appendStringInfoChar(&text, '_');
+
+	appendStringInfoString(buf, "{\"text\": ");
+	escape_json(buf, text.data);
+	appendStringInfoString(buf, ", \"thread\": {\"threadKey\": ");
+	escape_json(buf, p->thread_key);
+	appendStringInfoString(buf, "}}");
+	pfree(text.data);
+}
+
+/* The target with the reply option, unless it already has one. */
+static char *
+google_chat_url(const char *target)
+{
+	size_t		len = strlen(target);
+	const char *sep;
+
+	if (strstr(target, "messageReplyOption=") != NULL)
+		return pstrdup(target);
+	if (len > 0 && (target[len - 1] == '?' || target[len - 1] == '&'))
+		sep = "";
+	else if (strchr(target, '?') != NULL)
+		sep = "&";
+	else
+		sep = "?";
+	return psprintf("%s%s%s", target, sep, GOOGLE_CHAT_REPLY_OPTION);
+}
+
+void
+herald_format_slack(HeraldDelivery *d, HeraldOutgoing *out)
+{
+	ChatParts	p;
+	StringInfoData buf;
+
+	/* fact values are cut in build_slack, to what fits once escaped */
+	collect_parts(d, &p, 0);
+	initStringInfo(&buf);
+	build_slack(&buf, &p);
+	set_request(d, out, pstrdup(d->target), &buf);
+}
+
+void
+herald_format_teams(HeraldDelivery *d, HeraldOutgoing *out)
+{
+	ChatParts	p;
+	StringInfoData buf;
+
+	collect_parts(d, &p, FACT_VALUE_MAX_CHARS);
+	initStringInfo(&buf);
+	fit_body(&buf, &p, build_teams, TEAMS_MAX_BYTES, "Microsoft Teams");
+	set_request(d, out, pstrdup(d->target), &buf);
+}
+
+void
+herald_format_google_chat(HeraldDelivery *d, HeraldOutgoing *out)
+{
+	ChatParts	p;
+	StringInfoData buf;
+
+	collect_parts(d, &p, FACT_VALUE_MAX_CHARS);
+	/* an identifier, not shown: cut with no marker */
+	p.thread_key = herald_truncate(herald_thread_key(d),
+								   GOOGLE_CHAT_THREAD_KEY_MAX_CHARS, "");
+	initStringInfo(&buf);
+	fit_body(&buf, &p, build_google_chat, GOOGLE_CHAT_MAX_BYTES, "Google Chat");
+	set_request(d, out, google_chat_url(d->target), &buf);
+}
