@@ -13,6 +13,7 @@ OBJS = \
 	src/queue.o \
 	src/delivery.o \
 	src/http.o \
+	src/network.o \
 	src/webhook.o \
 	src/format.o \
 	src/format_chat.o \

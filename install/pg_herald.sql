@@ -17,7 +17,7 @@
 -- Tables
 -------------------------------------------------------------------------------
 
-CREATE TABLE herald.channels (
+CREATE TABLE herald.channel_defs (
     id              serial PRIMARY KEY,
     name            text NOT NULL UNIQUE CHECK (name <> ''),
     kind            text NOT NULL
@@ -38,9 +38,9 @@ CREATE TABLE herald.channels (
     enabled         boolean NOT NULL DEFAULT true,
     disabled_reason text,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    created_by      name NOT NULL DEFAULT current_user
+    created_by      name NOT NULL
 );
-COMMENT ON TABLE herald.channels IS 'Destinations of pg_herald messages, with their secrets and delivery policy';
+COMMENT ON TABLE herald.channel_defs IS 'Destinations of pg_herald messages, with their secrets and delivery policy';
 
 CREATE TABLE herald.rule_defs (
     id          serial PRIMARY KEY,
@@ -80,7 +80,7 @@ COMMENT ON TABLE herald.rule_defs IS 'Rules declared with herald.on_change() and
 
 CREATE TABLE herald.rule_channels (
     rule_id     integer NOT NULL REFERENCES herald.rule_defs ON DELETE CASCADE,
-    channel_id  integer NOT NULL REFERENCES herald.channels,
+    channel_id  integer NOT NULL REFERENCES herald.channel_defs,
     PRIMARY KEY (rule_id, channel_id)
 );
 CREATE INDEX rule_channels_channel ON herald.rule_channels (channel_id);
@@ -93,7 +93,7 @@ CREATE TABLE herald.silence_defs (
     starts_at   timestamptz NOT NULL DEFAULT now(),
     until       timestamptz NOT NULL,
     reason      text NOT NULL CHECK (reason <> ''),
-    created_by  name NOT NULL DEFAULT current_user,
+    created_by  name NOT NULL,
     ended_at    timestamptz,
     ended_by    name,
     CHECK (until > starts_at)
@@ -203,8 +203,8 @@ ALTER TABLE herald.attempt_log SET (autovacuum_vacuum_scale_factor = 0.02,
 ALTER TABLE herald.event_log SET (autovacuum_vacuum_scale_factor = 0.02,
                                  autovacuum_vacuum_cost_delay = 0);
 
-SELECT pg_catalog.pg_extension_config_dump('herald.channels', '');
-SELECT pg_catalog.pg_extension_config_dump('herald.channels_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.channel_defs', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.channel_defs_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.rule_defs', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.rule_defs_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.rule_channels', '');
@@ -237,6 +237,30 @@ CREATE FUNCTION herald._check_secret(secret text) RETURNS void
 CREATE FUNCTION herald._note_work() RETURNS void
     LANGUAGE c AS 'MODULE_PATHNAME', 'herald_note_work_sql';
 
+-- Does row-level security apply to the invoker on this table?
+CREATE FUNCTION herald._rls_applies(tbl regclass) RETURNS boolean
+    STRICT STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_rls_applies';
+
+-- The role that called pg_herald's API: current_user outside of the
+-- SECURITY DEFINER functions it runs in.  Rules are owned by it, and its
+-- privileges are the ones checked.
+CREATE FUNCTION herald._invoker() RETURNS regrole
+    STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_invoker';
+
+-- Channels, secrets and deliveries are herald_admin's.
+CREATE FUNCTION herald._require_admin(what text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT pg_has_role(herald._invoker(), 'herald_admin', 'USAGE') THEN
+        RAISE EXCEPTION 'permission denied to %', what
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Only members of herald_admin may.';
+    END IF;
+END;
+$$;
+
 CREATE TRIGGER rules_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON herald.rule_defs
     FOR EACH STATEMENT EXECUTE FUNCTION herald._rules_changed();
@@ -261,7 +285,7 @@ CREATE TYPE herald._metric_result AS (
 CREATE FUNCTION herald._run_metric(rule_id integer) RETURNS herald._metric_result
     STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_run_metric';
 
-CREATE FUNCTION herald._check_metric(metric text) RETURNS boolean
+CREATE FUNCTION herald._check_metric(metric text, search_path text) RETURNS boolean
     STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_metric';
 
 -------------------------------------------------------------------------------
@@ -285,7 +309,7 @@ COMMENT ON FUNCTION herald.webhook_id(bigint) IS
     'The webhook-id header of a delivery: stable across its retries, unique to this installation';
 
 CREATE FUNCTION herald.flush(timeout interval DEFAULT '10 seconds') RETURNS boolean
-    VOLATILE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_flush';
+    VOLATILE STRICT SECURITY DEFINER LANGUAGE c AS 'MODULE_PATHNAME', 'herald_flush';
 COMMENT ON FUNCTION herald.flush(interval) IS
     'Wait until the deliveries committed before the call are delivered or dead; true when that happened in time';
 
@@ -293,7 +317,7 @@ COMMENT ON FUNCTION herald.flush(interval) IS
 
 -- Check a channel's settings as a whole, for create_channel and
 -- alter_channel alike.  Each error names the setting.
-CREATE FUNCTION herald._check_channel(c herald.channels) RETURNS void
+CREATE FUNCTION herald._check_channel(c herald.channel_defs) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -420,16 +444,18 @@ CREATE FUNCTION herald.create_channel(
     subject      text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    c herald.channels;
+    c herald.channel_defs;
 BEGIN
+    PERFORM herald._require_admin('create a channel');
     IF create_channel.name IS NULL OR create_channel.name = '' THEN
         RAISE EXCEPTION 'channel name must not be empty'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF EXISTS (SELECT 1 FROM herald.channels x WHERE x.name = create_channel.name) THEN
+    IF EXISTS (SELECT 1 FROM herald.channel_defs x WHERE x.name = create_channel.name) THEN
         RAISE EXCEPTION 'channel "%" already exists', create_channel.name
             USING ERRCODE = 'duplicate_object';
     END IF;
@@ -452,10 +478,12 @@ BEGIN
     c.subject := create_channel.subject;
     PERFORM herald._check_channel(c);
 
-    INSERT INTO herald.channels (name, kind, target, secret, headers, recipients, sender, subject,
-                                 max_attempts, retry_delay, timeout, rate_limit, max_concurrency)
+    INSERT INTO herald.channel_defs (name, kind, target, secret, headers, recipients, sender, subject,
+                                 max_attempts, retry_delay, timeout, rate_limit, max_concurrency,
+                                 created_by)
     VALUES (c.name, c.kind, c.target, c.secret, c.headers, c.recipients, c.sender, c.subject,
-            c.max_attempts, c.retry_delay, c.timeout, c.rate_limit, c.max_concurrency);
+            c.max_attempts, c.retry_delay, c.timeout, c.rate_limit, c.max_concurrency,
+            herald._invoker());
 END;
 $$;
 COMMENT ON FUNCTION herald.create_channel(text, text, text, text, integer, interval, interval, jsonb, double precision, integer, text[], text, text) IS
@@ -481,13 +509,15 @@ CREATE FUNCTION herald.alter_channel(
     rotation     interval DEFAULT '1 day')
 RETURNS void
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    c herald.channels;
-    v_old herald.channels;
+    c herald.channel_defs;
+    v_old herald.channel_defs;
 BEGIN
-    SELECT * INTO v_old FROM herald.channels x WHERE x.name = alter_channel.name FOR UPDATE;
+    PERFORM herald._require_admin('alter a channel');
+    SELECT * INTO v_old FROM herald.channel_defs x WHERE x.name = alter_channel.name FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'channel "%" does not exist', alter_channel.name
             USING ERRCODE = 'undefined_object';
@@ -516,9 +546,9 @@ BEGIN
     END IF;
     IF alter_channel.enabled IS NOT NULL THEN
         c.enabled := alter_channel.enabled;
-        c.disabled_reason := CASE WHEN alter_channel.enabled THEN NULL ELSE 'disabled by ' || current_user END;
+        c.disabled_reason := CASE WHEN alter_channel.enabled THEN NULL ELSE 'disabled by ' || herald._invoker() END;
     END IF;
-    UPDATE herald.channels x
+    UPDATE herald.channel_defs x
        SET target = c.target, secret = c.secret, previous_secret = c.previous_secret,
            previous_secret_until = c.previous_secret_until, max_attempts = c.max_attempts,
            retry_delay = c.retry_delay, timeout = c.timeout, headers = c.headers,
@@ -533,14 +563,16 @@ COMMENT ON FUNCTION herald.alter_channel(text, text, text, integer, interval, in
 
 CREATE FUNCTION herald.test_channel(name text) RETURNS bigint
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    c herald.channels;
+    c herald.channel_defs;
     v_event bigint;
     v_delivery bigint;
 BEGIN
-    SELECT * INTO c FROM herald.channels x WHERE x.name = test_channel.name;
+    PERFORM herald._require_admin('test a channel');
+    SELECT * INTO c FROM herald.channel_defs x WHERE x.name = test_channel.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'channel "%" does not exist', test_channel.name
             USING ERRCODE = 'undefined_object';
@@ -551,7 +583,7 @@ BEGIN
                   HINT = 'Enable it with herald.alter_channel(name, enabled => true).';
     END IF;
     INSERT INTO herald.event_log (type, payload)
-    VALUES ('channel.test', jsonb_build_object('channel', c.name, 'requested_by', current_user))
+    VALUES ('channel.test', jsonb_build_object('channel', c.name, 'requested_by', herald._invoker()::text))
     RETURNING id INTO v_event;
     INSERT INTO herald.delivery_queue (event_id, channel_id)
     VALUES (v_event, c.id)
@@ -565,6 +597,7 @@ COMMENT ON FUNCTION herald.test_channel(text) IS
 
 CREATE FUNCTION herald.drop_channel(name text) RETURNS void
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -572,7 +605,8 @@ DECLARE
     v_rules text;
     v_pending bigint;
 BEGIN
-    SELECT c.id INTO v_id FROM herald.channels c WHERE c.name = drop_channel.name FOR UPDATE;
+    PERFORM herald._require_admin('drop a channel');
+    SELECT c.id INTO v_id FROM herald.channel_defs c WHERE c.name = drop_channel.name FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'channel "%" does not exist', drop_channel.name
             USING ERRCODE = 'undefined_object';
@@ -597,7 +631,7 @@ BEGIN
      WHERE e.id IN (SELECT event_id FROM gone)
        AND NOT EXISTS (SELECT 1 FROM herald.delivery_queue o
                         WHERE o.event_id = e.id AND o.channel_id <> v_id);
-    DELETE FROM herald.channels c WHERE c.id = v_id;
+    DELETE FROM herald.channel_defs c WHERE c.id = v_id;
     IF v_pending > 0 THEN
         RAISE NOTICE '% pending deliveries to channel "%" were discarded', v_pending, drop_channel.name;
     END IF;
@@ -692,7 +726,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     FOREACH v_channel IN ARRAY channels LOOP
-        SELECT c.id INTO v_id FROM herald.channels c WHERE c.name = v_channel;
+        SELECT c.id INTO v_id FROM herald.channel_defs c WHERE c.name = v_channel;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'channel "%" does not exist', v_channel
                 USING ERRCODE = 'undefined_object';
@@ -730,10 +764,27 @@ BEGIN
         RAISE EXCEPTION 'cannot watch "%": it belongs to schema "%"', tbl, v_rel.nspname
             USING ERRCODE = 'feature_not_supported';
     END IF;
-    IF NOT has_table_privilege(tbl, 'SELECT') THEN
+    IF NOT has_table_privilege(herald._invoker(), tbl, 'SELECT') THEN
         RAISE EXCEPTION 'permission denied to watch table %', tbl
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'A rule can only watch tables its owner may read.';
+    END IF;
+END;
+$$;
+
+-- Row rules pass whole rows to their channels: a table whose row-level
+-- security applies to the rule's owner cannot be captured faithfully.
+CREATE FUNCTION herald._check_capturable(tbl regclass) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF herald._rls_applies(tbl) THEN
+        RAISE EXCEPTION 'cannot capture rows of table % for role %: row-level security applies to it',
+                        tbl, herald._invoker()
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Row events carry whole rows, whatever the policies let the rule''s owner see.',
+                  HINT = 'Declare the rule as a role the policies do not apply to, or use a threshold rule: metrics run under row-level security.';
     END IF;
 END;
 $$;
@@ -747,6 +798,7 @@ CREATE FUNCTION herald.on_change(
     message    text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -761,6 +813,7 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
     PERFORM herald._check_watchable(on_change.on_table);
+    PERFORM herald._check_capturable(on_change.on_table);
     v_channel_ids := herald._channel_ids(on_change.channels);
 
     IF on_change.operations IS NULL OR cardinality(on_change.operations) = 0 THEN
@@ -784,7 +837,7 @@ BEGIN
     PERFORM herald._check_template(on_change.message, 'row', on_change.on_table);
 
     INSERT INTO herald.rule_defs (name, kind, owner, on_table, operations, condition, message)
-    VALUES (on_change.name, 'row', current_user::regrole, on_change.on_table, v_ops,
+    VALUES (on_change.name, 'row', herald._invoker(), on_change.on_table, v_ops,
             on_change.condition, on_change.message)
     RETURNING id INTO v_id;
     INSERT INTO herald.rule_channels (rule_id, channel_id)
@@ -795,6 +848,25 @@ END;
 $$;
 COMMENT ON FUNCTION herald.on_change(text, regclass, text[], text[], text, text) IS
     'Declare a row rule: matching committed row changes become events on the given channels';
+
+-- A rule the invoker may change: its own (or its role's), or any for
+-- herald_admin.
+CREATE FUNCTION herald._own_rule(name text, what text) RETURNS herald.rule_defs
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rule herald.rule_defs := herald._rule(_own_rule.name);
+BEGIN
+    IF NOT pg_has_role(herald._invoker(), v_rule.owner, 'USAGE')
+       AND NOT pg_has_role(herald._invoker(), 'herald_admin', 'USAGE') THEN
+        RAISE EXCEPTION 'permission denied to % rule "%"', what, _own_rule.name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('The rule belongs to %s.', v_rule.owner);
+    END IF;
+    RETURN v_rule;
+END;
+$$;
 
 -- Sync the triggers of every table a rule uses.
 CREATE FUNCTION herald._sync_rule_triggers(r herald.rule_defs) RETURNS void
@@ -825,10 +897,11 @@ $$;
 
 CREATE FUNCTION herald.drop_rule(name text) RETURNS void
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_rule herald.rule_defs := herald._rule(drop_rule.name);
+    v_rule herald.rule_defs := herald._own_rule(drop_rule.name, 'drop');
 BEGIN
     DELETE FROM herald.rule_defs r WHERE r.id = v_rule.id;
     DELETE FROM herald.evaluation_log l WHERE l.rule_id = v_rule.id;
@@ -842,7 +915,8 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_rule herald.rule_defs := herald._rule(_set_rule_enabled.name);
+    v_rule herald.rule_defs := herald._own_rule(_set_rule_enabled.name,
+                                                CASE WHEN enabled THEN 'enable' ELSE 'disable' END);
 BEGIN
     UPDATE herald.rule_defs r SET enabled = _set_rule_enabled.enabled WHERE r.id = v_rule.id;
     PERFORM herald._sync_rule_triggers(v_rule);
@@ -851,6 +925,8 @@ $$;
 
 CREATE FUNCTION herald.enable_rule(name text) RETURNS void
     LANGUAGE sql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
     BEGIN ATOMIC
         SELECT herald._set_rule_enabled(name, true);
     END;
@@ -858,6 +934,8 @@ COMMENT ON FUNCTION herald.enable_rule(text) IS 'Enable a rule';
 
 CREATE FUNCTION herald.disable_rule(name text) RETURNS void
     LANGUAGE sql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
     BEGIN ATOMIC
         SELECT herald._set_rule_enabled(name, false);
     END;
@@ -867,12 +945,14 @@ COMMENT ON FUNCTION herald.disable_rule(text) IS 'Disable a rule: it captures no
 
 CREATE FUNCTION herald.redeliver(delivery_id bigint) RETURNS void
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_status text;
     v_channel record;
 BEGIN
+    PERFORM herald._require_admin('redeliver');
     SELECT d.status INTO v_status FROM herald.delivery_queue d
      WHERE d.id = redeliver.delivery_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -884,7 +964,7 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     SELECT c.name, c.enabled INTO v_channel
-      FROM herald.channels c JOIN herald.delivery_queue d ON d.channel_id = c.id
+      FROM herald.channel_defs c JOIN herald.delivery_queue d ON d.channel_id = c.id
      WHERE d.id = redeliver.delivery_id;
     IF NOT v_channel.enabled THEN
         RAISE EXCEPTION 'channel "%" is disabled', v_channel.name
@@ -937,7 +1017,7 @@ SELECT r.name,
        r.query_timeout,
        r.message,
        ARRAY(SELECT c.name FROM herald.rule_channels rc
-               JOIN herald.channels c ON c.id = rc.channel_id
+               JOIN herald.channel_defs c ON c.id = rc.channel_id
               WHERE rc.rule_id = r.id ORDER BY c.name) AS channels,
        r.owner,
        r.created_at
@@ -947,6 +1027,39 @@ SELECT r.name,
         SELECT max(x.until) AS until FROM herald.silence_defs x
          WHERE (x.rule_id = r.id OR x.rule_id IS NULL) AND x.ended_at IS NULL
            AND now() >= x.starts_at AND now() < x.until) s ON true;
+
+-- A URL without what may be a credential: the password of its user
+-- information, its path and its query (Slack and Teams put their tokens in
+-- the path, Google Chat in the query).
+CREATE FUNCTION herald._mask_url(url text) RETURNS text
+LANGUAGE sql IMMUTABLE
+RETURN regexp_replace(url, '^([A-Za-z][A-Za-z0-9+.-]*://)(([^/?#@:]*)(:[^/?#@]*)?@)?([^/?#]*)(.*)$',
+                      '\1' || CASE WHEN url ~ '^[^/]*//[^/?#@]*:[^/?#@]*@' THEN '\3:***@'
+                                    WHEN url ~ '^[^/]*//[^/?#@]*@' THEN '\3@' ELSE '' END
+                           || '\5' || CASE WHEN url ~ '^[^/]*//[^/?#]*[/?#].' THEN '/***' ELSE '' END);
+
+-- Channels as everyone but herald_admin sees them: no secret, no token.
+CREATE VIEW herald.channels AS
+SELECT c.id,
+       c.name,
+       c.kind,
+       herald._mask_url(c.target) AS target,
+       CASE WHEN c.secret IS NOT NULL THEN '***' END AS secret,
+       (SELECT jsonb_object_agg(h.key, '***') FROM jsonb_each(c.headers) h) AS headers,
+       c.recipients,
+       c.sender,
+       c.subject,
+       c.max_attempts,
+       c.retry_delay,
+       c.timeout,
+       c.max_concurrency,
+       c.rate_limit,
+       c.enabled,
+       c.disabled_reason,
+       c.previous_secret_until > now() AS rotating,
+       c.created_at,
+       c.created_by
+  FROM herald.channel_defs c;
 
 CREATE VIEW herald.events AS
 SELECT e.id, e.type, e.rule, e.created_at, e.payload, e.silenced_by IS NOT NULL AS silenced
@@ -994,7 +1107,7 @@ SELECT d.id,
        d.created_at,
        d.finished_at
   FROM herald.delivery_queue d
-  JOIN herald.channels c ON c.id = d.channel_id;
+  JOIN herald.channel_defs c ON c.id = d.channel_id;
 
 CREATE VIEW herald.attempts AS
 SELECT a.delivery_id,
@@ -1020,7 +1133,7 @@ SELECT c.name AS channel,
        a.latency_p50_ms,
        a.latency_p99_ms,
        q.oldest_pending_age
-  FROM herald.channels c
+  FROM herald.channel_defs c
   CROSS JOIN LATERAL (
         SELECT count(*) FILTER (WHERE d.status = 'pending') AS pending,
                count(*) FILTER (WHERE d.status = 'pending' AND d.leased_by IS NOT NULL) AS in_flight,

@@ -1,5 +1,71 @@
 -------------------------------------------------------------------------------
--- Privileges: nothing for PUBLIC
+-- Privileges
+--
+-- Nothing is granted to PUBLIC.  Two roles, created when missing (they are
+-- cluster-wide and outlive the extension):
+--
+--   herald_author  declares, previews, silences, enables, disables and drops
+--                  its own rules; reads rules, events, deliveries, attempts,
+--                  evaluations, silences and channels (masked); waits with
+--                  flush().
+--   herald_admin   all of that, for every rule; creates, alters, tests and
+--                  drops channels; reads their secrets (herald.channel_defs);
+--                  redelivers; silences every rule at once.
+--
+-- Neither gets any privilege on pg_herald's tables beyond SELECT for
+-- herald_admin: the API functions are SECURITY DEFINER and check who calls
+-- them (herald._invoker()).  No one but the extension's owner can create a
+-- trigger or a policy on them.
 -------------------------------------------------------------------------------
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA herald FROM PUBLIC;
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'herald_author') THEN
+        CREATE ROLE herald_author NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'herald_admin') THEN
+        CREATE ROLE herald_admin NOLOGIN;
+    END IF;
+    IF NOT pg_catalog.pg_has_role('herald_admin', 'herald_author', 'MEMBER') THEN
+        GRANT herald_author TO herald_admin;
+    END IF;
+END;
+$$;
+
+GRANT USAGE ON SCHEMA herald TO herald_author, herald_admin;
+
+GRANT SELECT ON herald.rules, herald.events, herald.deliveries, herald.attempts,
+                herald.evaluations, herald.silences, herald.channels, herald.channel_health
+    TO herald_author;
+
+GRANT EXECUTE ON FUNCTION
+    herald.on_change(text, regclass, text[], text[], text, text),
+    herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text, numeric,
+                        numeric, interval, interval, interval, text, interval),
+    herald._declare_threshold(text, text, text, numeric, text[], regclass[], interval, text,
+                              numeric, numeric, interval, interval, interval, text, interval, text),
+    herald.preview(text),
+    herald.silence(text, timestamptz, text),
+    herald.unsilence(text),
+    herald.drop_rule(text),
+    herald.enable_rule(text),
+    herald.disable_rule(text),
+    herald.flush(interval),
+    herald.webhook_id(bigint),
+    herald.webhook_signature(text, bigint, text, text),
+    herald.generate_secret(),
+    herald._mask_url(text)
+    TO herald_author;
+
+GRANT SELECT ON ALL TABLES IN SCHEMA herald TO herald_admin;
+GRANT EXECUTE ON FUNCTION
+    herald.create_channel(text, text, text, text, integer, interval, interval, jsonb,
+                          double precision, integer, text[], text, text),
+    herald.alter_channel(text, text, text, integer, interval, interval, jsonb,
+                         double precision, integer, text[], text, text, boolean, interval),
+    herald.drop_channel(text),
+    herald.test_channel(text),
+    herald.redeliver(bigint)
+    TO herald_admin;

@@ -317,6 +317,156 @@ $$;
 
 -- Declaration -----------------------------------------------------------------
 
+CREATE FUNCTION herald._declare_threshold(
+    name              text,
+    metric            text,
+    op                text,
+    threshold         numeric,
+    channels          text[],
+    watch             regclass[] DEFAULT NULL,
+    every             interval DEFAULT NULL,
+    message           text DEFAULT NULL,
+    warning_threshold numeric DEFAULT NULL,
+    recover_threshold numeric DEFAULT NULL,
+    pending_for       interval DEFAULT NULL,
+    repeat_every      interval DEFAULT NULL,
+    min_interval      interval DEFAULT '0',
+    no_data           text DEFAULT 'ok',
+    query_timeout     interval DEFAULT '5 seconds',
+    search_path       text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_channel_ids integer[];
+    v_grouped boolean;
+    v_watch regclass[] := '{}';
+    v_tbl regclass;
+    v_above boolean := _declare_threshold.op IN ('>', '>=');
+    v_id integer;
+    v_rule herald.rule_defs;
+BEGIN
+    PERFORM herald._check_rule_name(_declare_threshold.name);
+
+    IF _declare_threshold.metric IS NULL THEN
+        RAISE EXCEPTION 'metric must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give a query returning one number, or a key and a number per row.';
+    END IF;
+    IF _declare_threshold.op IS NULL OR _declare_threshold.op NOT IN ('>', '>=', '<', '<=', '=', '<>') THEN
+        RAISE EXCEPTION 'unknown comparison operator "%"', _declare_threshold.op
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Operators are >, >=, <, <=, = and <>.';
+    END IF;
+    IF _declare_threshold.threshold IS NULL THEN
+        RAISE EXCEPTION 'threshold must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    v_channel_ids := herald._channel_ids(_declare_threshold.channels);
+
+    IF _declare_threshold.watch IS NOT NULL THEN
+        FOREACH v_tbl IN ARRAY _declare_threshold.watch LOOP
+            IF v_tbl IS NULL THEN
+                RAISE EXCEPTION 'watch must not contain null'
+                    USING ERRCODE = 'null_value_not_allowed';
+            END IF;
+            PERFORM herald._check_watchable(v_tbl);
+            IF NOT v_tbl = ANY (v_watch) THEN
+                v_watch := v_watch || v_tbl;
+            END IF;
+        END LOOP;
+    END IF;
+    IF cardinality(v_watch) = 0 AND _declare_threshold.every IS NULL THEN
+        RAISE EXCEPTION 'a threshold rule needs watch or every'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'watch lists the tables whose commits cause an evaluation; every schedules evaluations.';
+    END IF;
+    IF _declare_threshold.every IS NOT NULL AND _declare_threshold.every < '1 second' THEN
+        RAISE EXCEPTION 'every must be at least 1 second'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    IF _declare_threshold.warning_threshold IS NOT NULL THEN
+        IF _declare_threshold.op IN ('=', '<>') THEN
+            RAISE EXCEPTION 'warning_threshold needs one of the operators >, >=, <, <='
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF (v_above AND _declare_threshold.warning_threshold >= _declare_threshold.threshold)
+           OR (NOT v_above AND _declare_threshold.warning_threshold <= _declare_threshold.threshold) THEN
+            RAISE EXCEPTION 'warning_threshold % is not less severe than threshold %',
+                            _declare_threshold.warning_threshold, _declare_threshold.threshold
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('With operator %s the warning level is crossed first: it must be %s the threshold.',
+                                    _declare_threshold.op, CASE WHEN v_above THEN 'below' ELSE 'above' END);
+        END IF;
+    END IF;
+    IF _declare_threshold.recover_threshold IS NOT NULL THEN
+        IF _declare_threshold.op IN ('=', '<>') THEN
+            RAISE EXCEPTION 'recover_threshold needs one of the operators >, >=, <, <='
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF (v_above AND _declare_threshold.recover_threshold
+                        > coalesce(_declare_threshold.warning_threshold, _declare_threshold.threshold))
+           OR (NOT v_above AND _declare_threshold.recover_threshold
+                        < coalesce(_declare_threshold.warning_threshold, _declare_threshold.threshold)) THEN
+            RAISE EXCEPTION 'recover_threshold % is beyond the alerting threshold %',
+                            _declare_threshold.recover_threshold,
+                            coalesce(_declare_threshold.warning_threshold, _declare_threshold.threshold)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('With operator %s an instance recovers %s: recover_threshold must be at or %s the lowest alerting threshold.',
+                                    _declare_threshold.op,
+                                    CASE WHEN v_above THEN 'at or below it' ELSE 'at or above it' END,
+                                    CASE WHEN v_above THEN 'below' ELSE 'above' END);
+        END IF;
+    END IF;
+    IF _declare_threshold.pending_for IS NOT NULL AND _declare_threshold.pending_for < '0' THEN
+        RAISE EXCEPTION 'pending_for must not be negative'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF _declare_threshold.repeat_every IS NOT NULL AND _declare_threshold.repeat_every < '1 second' THEN
+        RAISE EXCEPTION 'repeat_every must be at least 1 second'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF _declare_threshold.min_interval IS NULL OR _declare_threshold.min_interval < '0' THEN
+        RAISE EXCEPTION 'min_interval must not be null or negative'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF _declare_threshold.no_data IS NULL OR _declare_threshold.no_data NOT IN ('ok', 'alert', 'keep') THEN
+        RAISE EXCEPTION 'unknown no_data policy "%"', _declare_threshold.no_data
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Policies are ok, alert and keep.';
+    END IF;
+    IF _declare_threshold.query_timeout IS NULL OR _declare_threshold.query_timeout <= '0'
+       OR _declare_threshold.query_timeout > '1 hour' THEN
+        RAISE EXCEPTION 'query_timeout must be between 0 and 1 hour'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- parsed, planned and started as the declaring role
+    v_grouped := herald._check_metric(_declare_threshold.metric, _declare_threshold.search_path);
+    PERFORM herald._check_template(_declare_threshold.message, 'threshold', NULL);
+
+    INSERT INTO herald.rule_defs (name, kind, owner, message, metric, grouped, search_path,
+                                  op, threshold, warning_threshold, recover_threshold,
+                                  watch, every, pending_for, repeat_every, min_interval,
+                                  no_data, query_timeout)
+    VALUES (_declare_threshold.name, 'threshold', herald._invoker(), _declare_threshold.message,
+            _declare_threshold.metric, v_grouped, _declare_threshold.search_path,
+            _declare_threshold.op, _declare_threshold.threshold, _declare_threshold.warning_threshold,
+            _declare_threshold.recover_threshold, nullif(v_watch, '{}'), _declare_threshold.every,
+            _declare_threshold.pending_for, _declare_threshold.repeat_every, _declare_threshold.min_interval,
+            _declare_threshold.no_data, _declare_threshold.query_timeout)
+    RETURNING * INTO v_rule;
+    INSERT INTO herald.rule_channels (rule_id, channel_id)
+    SELECT v_rule.id, unnest(v_channel_ids);
+    PERFORM herald._sync_rule_triggers(v_rule);
+END;
+$$;
+-- The declaration proper runs as the extension's owner; this wrapper runs
+-- as the caller and hands it the caller's search_path, with which the metric
+-- is checked and later run (as SET search_path FROM CURRENT would).
 CREATE FUNCTION herald.on_threshold(
     name              text,
     metric            text,
@@ -334,136 +484,13 @@ CREATE FUNCTION herald.on_threshold(
     no_data           text DEFAULT 'ok',
     query_timeout     interval DEFAULT '5 seconds')
 RETURNS void
-LANGUAGE plpgsql
--- No SET search_path: the metric is checked, and later run, with the
--- declaring session's search_path (as SET search_path FROM CURRENT would).
--- Every name below is schema-qualified.
-AS $$
-DECLARE
-    v_channel_ids integer[];
-    v_grouped boolean;
-    v_watch regclass[] := '{}';
-    v_tbl regclass;
-    v_above boolean := on_threshold.op IN ('>', '>=');
-    v_id integer;
-    v_rule herald.rule_defs;
-BEGIN
-    PERFORM herald._check_rule_name(on_threshold.name);
-
-    IF on_threshold.metric IS NULL THEN
-        RAISE EXCEPTION 'metric must not be null'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'Give a query returning one number, or a key and a number per row.';
-    END IF;
-    IF on_threshold.op IS NULL OR on_threshold.op NOT IN ('>', '>=', '<', '<=', '=', '<>') THEN
-        RAISE EXCEPTION 'unknown comparison operator "%"', on_threshold.op
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Operators are >, >=, <, <=, = and <>.';
-    END IF;
-    IF on_threshold.threshold IS NULL THEN
-        RAISE EXCEPTION 'threshold must not be null'
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    v_channel_ids := herald._channel_ids(on_threshold.channels);
-
-    IF on_threshold.watch IS NOT NULL THEN
-        FOREACH v_tbl IN ARRAY on_threshold.watch LOOP
-            IF v_tbl IS NULL THEN
-                RAISE EXCEPTION 'watch must not contain null'
-                    USING ERRCODE = 'null_value_not_allowed';
-            END IF;
-            PERFORM herald._check_watchable(v_tbl);
-            IF NOT v_tbl = ANY (v_watch) THEN
-                v_watch := v_watch || v_tbl;
-            END IF;
-        END LOOP;
-    END IF;
-    IF cardinality(v_watch) = 0 AND on_threshold.every IS NULL THEN
-        RAISE EXCEPTION 'a threshold rule needs watch or every'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'watch lists the tables whose commits cause an evaluation; every schedules evaluations.';
-    END IF;
-    IF on_threshold.every IS NOT NULL AND on_threshold.every < '1 second' THEN
-        RAISE EXCEPTION 'every must be at least 1 second'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-
-    IF on_threshold.warning_threshold IS NOT NULL THEN
-        IF on_threshold.op IN ('=', '<>') THEN
-            RAISE EXCEPTION 'warning_threshold needs one of the operators >, >=, <, <='
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        IF (v_above AND on_threshold.warning_threshold >= on_threshold.threshold)
-           OR (NOT v_above AND on_threshold.warning_threshold <= on_threshold.threshold) THEN
-            RAISE EXCEPTION 'warning_threshold % is not less severe than threshold %',
-                            on_threshold.warning_threshold, on_threshold.threshold
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = format('With operator %s the warning level is crossed first: it must be %s the threshold.',
-                                    on_threshold.op, CASE WHEN v_above THEN 'below' ELSE 'above' END);
-        END IF;
-    END IF;
-    IF on_threshold.recover_threshold IS NOT NULL THEN
-        IF on_threshold.op IN ('=', '<>') THEN
-            RAISE EXCEPTION 'recover_threshold needs one of the operators >, >=, <, <='
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        IF (v_above AND on_threshold.recover_threshold
-                        > coalesce(on_threshold.warning_threshold, on_threshold.threshold))
-           OR (NOT v_above AND on_threshold.recover_threshold
-                        < coalesce(on_threshold.warning_threshold, on_threshold.threshold)) THEN
-            RAISE EXCEPTION 'recover_threshold % is beyond the alerting threshold %',
-                            on_threshold.recover_threshold,
-                            coalesce(on_threshold.warning_threshold, on_threshold.threshold)
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = format('With operator %s an instance recovers %s: recover_threshold must be at or %s the lowest alerting threshold.',
-                                    on_threshold.op,
-                                    CASE WHEN v_above THEN 'at or below it' ELSE 'at or above it' END,
-                                    CASE WHEN v_above THEN 'below' ELSE 'above' END);
-        END IF;
-    END IF;
-    IF on_threshold.pending_for IS NOT NULL AND on_threshold.pending_for < '0' THEN
-        RAISE EXCEPTION 'pending_for must not be negative'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF on_threshold.repeat_every IS NOT NULL AND on_threshold.repeat_every < '1 second' THEN
-        RAISE EXCEPTION 'repeat_every must be at least 1 second'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF on_threshold.min_interval IS NULL OR on_threshold.min_interval < '0' THEN
-        RAISE EXCEPTION 'min_interval must not be null or negative'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF on_threshold.no_data IS NULL OR on_threshold.no_data NOT IN ('ok', 'alert', 'keep') THEN
-        RAISE EXCEPTION 'unknown no_data policy "%"', on_threshold.no_data
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Policies are ok, alert and keep.';
-    END IF;
-    IF on_threshold.query_timeout IS NULL OR on_threshold.query_timeout <= '0'
-       OR on_threshold.query_timeout > '1 hour' THEN
-        RAISE EXCEPTION 'query_timeout must be between 0 and 1 hour'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-
-    -- parsed, planned and started as the declaring role
-    v_grouped := herald._check_metric(on_threshold.metric);
-    PERFORM herald._check_template(on_threshold.message, 'threshold', NULL);
-
-    INSERT INTO herald.rule_defs (name, kind, owner, message, metric, grouped, search_path,
-                                  op, threshold, warning_threshold, recover_threshold,
-                                  watch, every, pending_for, repeat_every, min_interval,
-                                  no_data, query_timeout)
-    VALUES (on_threshold.name, 'threshold', current_user::regrole, on_threshold.message,
-            on_threshold.metric, v_grouped, current_setting('search_path'),
-            on_threshold.op, on_threshold.threshold, on_threshold.warning_threshold,
-            on_threshold.recover_threshold, nullif(v_watch, '{}'), on_threshold.every,
-            on_threshold.pending_for, on_threshold.repeat_every, on_threshold.min_interval,
-            on_threshold.no_data, on_threshold.query_timeout)
-    RETURNING * INTO v_rule;
-    INSERT INTO herald.rule_channels (rule_id, channel_id)
-    SELECT v_rule.id, unnest(v_channel_ids);
-    PERFORM herald._sync_rule_triggers(v_rule);
+LANGUAGE sql
+BEGIN ATOMIC
+    SELECT herald._declare_threshold(name, metric, op, threshold, channels, watch, every, message,
+                                     warning_threshold, recover_threshold, pending_for,
+                                     repeat_every, min_interval, no_data, query_timeout,
+                                     pg_catalog.current_setting('search_path'));
 END;
-$$;
 COMMENT ON FUNCTION herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text, numeric, numeric, interval, interval, interval, text, interval) IS
     'Declare a threshold rule: a metric compared with thresholds, evaluated as watched tables commit and on a schedule';
 
@@ -473,6 +500,7 @@ CREATE FUNCTION herald.preview(name text)
 RETURNS TABLE (key text, value numeric, state text, next_state text, level text,
                event text, error text)
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -488,7 +516,8 @@ BEGIN
             USING ERRCODE = 'wrong_object_type',
                   HINT = 'Only threshold rules can be previewed.';
     END IF;
-    IF NOT pg_has_role(current_user, r.owner, 'USAGE') THEN
+    IF NOT pg_has_role(herald._invoker(), r.owner, 'USAGE')
+       AND NOT pg_has_role(herald._invoker(), 'herald_admin', 'USAGE') THEN
         RAISE EXCEPTION 'permission denied to preview rule "%"', preview.name
             USING ERRCODE = 'insufficient_privilege',
                   DETAIL = 'The metric runs as the rule''s owner.';
@@ -504,6 +533,7 @@ COMMENT ON FUNCTION herald.preview(text) IS
 
 CREATE FUNCTION herald.silence(rule text, until timestamptz, reason text) RETURNS integer
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -511,7 +541,9 @@ DECLARE
     v_id integer;
 BEGIN
     IF silence.rule IS NOT NULL THEN
-        v_rule_id := (herald._rule(silence.rule)).id;
+        v_rule_id := (herald._own_rule(silence.rule, 'silence')).id;
+    ELSE
+        PERFORM herald._require_admin('silence every rule');
     END IF;
     IF silence.until IS NULL OR silence.until <= now() THEN
         RAISE EXCEPTION 'a silence must end in the future'
@@ -522,8 +554,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'The reason is kept with the silence, for whoever wonders why nothing was sent.';
     END IF;
-    INSERT INTO herald.silence_defs (rule_id, until, reason)
-    VALUES (v_rule_id, silence.until, silence.reason)
+    INSERT INTO herald.silence_defs (rule_id, until, reason, created_by)
+    VALUES (v_rule_id, silence.until, silence.reason, herald._invoker())
     RETURNING id INTO v_id;
     RETURN v_id;
 END;
@@ -533,6 +565,7 @@ COMMENT ON FUNCTION herald.silence(text, timestamptz, text) IS
 
 CREATE FUNCTION herald.unsilence(rule text) RETURNS integer
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -540,9 +573,11 @@ DECLARE
     v_count integer;
 BEGIN
     IF unsilence.rule IS NOT NULL THEN
-        v_rule_id := (herald._rule(unsilence.rule)).id;
+        v_rule_id := (herald._own_rule(unsilence.rule, 'unsilence')).id;
+    ELSE
+        PERFORM herald._require_admin('unsilence every rule');
     END IF;
-    UPDATE herald.silence_defs x SET ended_at = now(), ended_by = current_user
+    UPDATE herald.silence_defs x SET ended_at = now(), ended_by = herald._invoker()
      WHERE x.rule_id IS NOT DISTINCT FROM v_rule_id
        AND x.ended_at IS NULL AND now() < x.until;
     GET DIAGNOSTICS v_count = ROW_COUNT;

@@ -108,8 +108,8 @@ for raw in open(sys.argv[1], encoding="utf-8"):
 PY
 
 section "Independent signature check (test/verify_signature.py)"
-secret=$("${psql[@]}" -Atq -c "SELECT secret FROM herald.channels WHERE name = 'orders-webhook'")
-echo "channel secret: ${secret:0:10}... (from herald.channels)"
+secret=$("${psql[@]}" -Atq -c "SELECT secret FROM herald.channel_defs WHERE name = 'orders-webhook'")
+echo "channel secret: ${secret:0:10}... (from herald.channel_defs)"
 "$python" test/verify_signature.py --log "$HERALD_RECEIVER_LOG" --secret "$secret" \
 	--path-prefix /orders
 

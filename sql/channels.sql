@@ -6,7 +6,7 @@ SELECT herald.create_channel(name => 'ops', kind => 'webhook', target => 'https:
 SELECT secret ~ '^whsec_[A-Za-z0-9+/]{43}=$' AS well_formed,
        length(decode(substr(secret, 7), 'base64')) AS key_bytes,
        max_attempts, retry_delay, timeout, max_concurrency, rate_limit, enabled
-  FROM herald.channels WHERE name = 'ops';
+  FROM herald.channel_defs WHERE name = 'ops';
 
 -- two generated secrets differ
 SELECT herald.generate_secret() <> herald.generate_secret() AS distinct_secrets;
@@ -18,7 +18,7 @@ SELECT herald.create_channel('signed', 'webhook', 'http://127.0.0.1:9/x',
                              timeout => '2 seconds',
                              headers => '{"Authorization": "Bearer abc", "X-Team": "growth"}');
 SELECT name, secret, max_attempts, retry_delay, timeout, headers
-  FROM herald.channels WHERE name = 'signed';
+  FROM herald.channel_defs WHERE name = 'signed';
 
 -- validation errors: nothing is stored
 \set VERBOSITY default

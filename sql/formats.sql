@@ -141,7 +141,7 @@ SELECT herald.alter_channel('rotating', secret => 'whsec_dGhpcyBpcyBhIG5ldyBzZWN
                             max_attempts => 3, rate_limit => 50);
 SELECT kind, max_attempts, rate_limit, previous_secret IS NOT NULL AS rotating,
        previous_secret_until > now() + interval '23 hours' AS for_a_day
-  FROM herald.channels WHERE name = 'rotating';
+  FROM herald.channel_defs WHERE name = 'rotating';
 SELECT herald.test_channel('rotating') > 0 AS queued;
 SELECT herald.flush();
 SELECT array_length(string_to_array(r -> 'headers' ->> 'webhook-signature', ' '), 1) AS signatures,

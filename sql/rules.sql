@@ -33,7 +33,7 @@ SELECT herald.on_change('big-order', 'orders', ARRAY['rules-hook']);
 SELECT herald.on_change('r', 'no_such_table', ARRAY['rules-hook']);
 CREATE VIEW orders_view AS SELECT * FROM orders;
 SELECT herald.on_change('r', 'orders_view', ARRAY['rules-hook']);
-SELECT herald.on_change('r', 'herald.channels', ARRAY['rules-hook']);
+SELECT herald.on_change('r', 'herald.event_log', ARRAY['rules-hook']);
 SELECT herald.on_change('r', 'orders', ARRAY['no-such-channel']);
 SELECT herald.on_change('r', 'orders', ARRAY[]::text[]);
 SELECT herald.on_change('r', 'orders', ARRAY['rules-hook'], ARRAY['TRUNCATE']);

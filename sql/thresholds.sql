@@ -315,12 +315,8 @@ SELECT test.error_of($$SELECT herald.silence('quiet', now() + interval '1 hour',
 -- Privileges and row-level security: the metric sees what its owner sees.
 -------------------------------------------------------------------------------
 CREATE ROLE herald_test_analyst NOLOGIN;
--- what the analyst needs to declare a rule (issue of roles aside)
-GRANT USAGE ON SCHEMA herald, test TO herald_test_analyst;
-GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA herald TO herald_test_analyst;
-GRANT SELECT, INSERT ON herald.rule_defs, herald.rule_channels TO herald_test_analyst;
-GRANT SELECT ON herald.channels TO herald_test_analyst;
-GRANT USAGE ON SEQUENCE herald.rule_defs_id_seq TO herald_test_analyst;
+GRANT herald_author TO herald_test_analyst;
+GRANT USAGE ON SCHEMA test TO herald_test_analyst;
 GRANT EXECUTE ON FUNCTION test.error_of(text) TO herald_test_analyst;
 
 CREATE TABLE sales (seller name NOT NULL, amount numeric NOT NULL);

@@ -60,12 +60,14 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/rls.h"
 
 #include "pg_herald.h"
 
 PG_FUNCTION_INFO_V1(herald_capture);
 PG_FUNCTION_INFO_V1(herald_rules_changed);
 PG_FUNCTION_INFO_V1(herald_check_condition);
+PG_FUNCTION_INFO_V1(herald_rls_applies);
 
 /* Operations, as indexes and bits of CaptureRule.opmask */
 #define OP_INSERT 0
@@ -662,6 +664,13 @@ herald_capture(PG_FUNCTION_ARGS)
 			capture_directly(rule, relid, op);
 			continue;
 		}
+		/* policies enabled after the rule was declared: refuse, say why */
+		if (check_enable_rls(relid, rule->owner, true) == RLS_ENABLED)
+		{
+			record_rule_error(rule, relid, op,
+							  "row-level security on the table applies to the rule's owner");
+			continue;
+		}
 		payloads = select_payloads(rule, relid, op, ext_owner, save_sec, &error);
 		if (error)
 			record_rule_error(rule, relid, op, error);
@@ -675,6 +684,13 @@ herald_capture(PG_FUNCTION_ARGS)
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	return PointerGetDatum(NULL);
+}
+
+/* herald._rls_applies(tbl regclass): for the role calling the API */
+Datum
+herald_rls_applies(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(check_enable_rls(PG_GETARG_OID(0), herald_invoker_id(), true) == RLS_ENABLED);
 }
 
 /*
@@ -710,6 +726,8 @@ herald_check_condition(PG_FUNCTION_ARGS)
 	CachedPlanSource *source;
 	Oid			type;
 	MemoryContext caller = CurrentMemoryContext;
+	Oid			save_user;
+	int			save_sec;
 
 	if (PG_ARGISNULL(1))
 		PG_RETURN_VOID();
@@ -723,6 +741,7 @@ herald_check_condition(PG_FUNCTION_ARGS)
 	 * Errors are reported as errors of the condition, without a cursor
 	 * position into the statement pg_herald wrapped it in.
 	 */
+	GetUserIdAndSecContext(&save_user, &save_sec);
 	PG_TRY();
 	{
 		/* One expression, nothing around it */
@@ -766,12 +785,22 @@ herald_check_condition(PG_FUNCTION_ARGS)
 						0, NULL) == NULL)
 			elog(ERROR, "could not prepare the condition: %s",
 				 SPI_result_code_string(SPI_result));
+
+		/*
+		 * Started, computing nothing, as the declaring role (the API runs as
+		 * the extension's owner): what it may not read is an error now.
+		 */
+		SetUserIdAndSecContext(herald_invoker_id(), save_sec | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+		(void) SPI_execute(psprintf("SELECT (%s\n) %s LIMIT 0", condition, rows), true, 0);
+		SetUserIdAndSecContext(save_user, save_sec);
 		SPI_finish();
 	}
 	PG_CATCH();
 	{
 		ErrorData  *edata;
 
+		SetUserIdAndSecContext(save_user, save_sec);
 		MemoryContextSwitchTo(caller);
 		edata = CopyErrorData();
 		FlushErrorState();

@@ -203,6 +203,12 @@ fill_outcome(HeraldOutcome *o, HeraldDelivery *d, HeraldRequest *req,
 	}
 	if (req == NULL)
 		o->error = pstrdup(error);
+	else if (req->denied[0] != '\0')
+	{
+		/* the policy will refuse it next time too */
+		o->error = pstrdup(req->denied);
+		final = true;
+	}
 	else if (req->result != CURLE_OK)
 		o->error = herald_http_error(req);
 	else if (req->transport == HERALD_SMTP)

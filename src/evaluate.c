@@ -97,29 +97,44 @@ check_single_select(const char *metric)
 }
 
 /*
- * herald._check_metric(metric text) RETURNS boolean: error unless the
- * metric is one SELECT returning a number, or a key and a number; true for
- * the second shape.  The metric is parsed, planned and started (with LIMIT
- * 0, so that nothing is computed) as the calling role: a table it cannot
- * read is an error now, not at the first evaluation.
+ * herald._check_metric(metric text, search_path text) RETURNS boolean:
+ * error unless the metric is one SELECT returning a number, or a key and a
+ * number; true for the second shape.  The metric is parsed, planned and
+ * started (with LIMIT 0, so that nothing is computed) as the role that
+ * declares the rule (herald_invoker_id: pg_herald's API runs as the
+ * extension's owner), under SECURITY_RESTRICTED_OPERATION, with the
+ * search_path it will run with: a table or function that role may not use
+ * is an error now, not at the first evaluation.
  */
 Datum
 herald_check_metric(PG_FUNCTION_ARGS)
 {
 	char	   *metric = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *search_path = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	MemoryContext caller = CurrentMemoryContext;
 	volatile bool grouped = false;
+	Oid			save_user;
+	int			save_sec;
+	int			guc_level;
 
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	guc_level = NewGUCNestLevel();
 	PG_TRY();
 	{
 		TupleDesc	desc;
 		int			ret;
 
 		check_single_select(metric);
+		(void) set_config_option("search_path", search_path,
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
+		SetUserIdAndSecContext(herald_invoker_id(), save_sec | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
 		ret = SPI_execute(psprintf("SELECT * FROM (%s\n) AS metric LIMIT 0", metric),
 						  true, 0);
+		SetUserIdAndSecContext(save_user, save_sec);
 		if (ret != SPI_OK_SELECT)
 			elog(ERROR, "unexpected result of the metric: %s", SPI_result_code_string(ret));
 		desc = SPI_tuptable->tupdesc;
@@ -137,11 +152,15 @@ herald_check_metric(PG_FUNCTION_ARGS)
 					 errhint("Cast it to numeric, or return a count, a sum or an average.")));
 		grouped = desc->natts == 2;
 		SPI_finish();
+		AtEOXact_GUC(true, guc_level);
 	}
 	PG_CATCH();
 	{
 		ErrorData  *edata;
 
+		/* the error unwinds to the caller's subtransaction, if any: restore now */
+		SetUserIdAndSecContext(save_user, save_sec);
+		AtEOXact_GUC(false, guc_level);
 		MemoryContextSwitchTo(caller);
 		edata = CopyErrorData();
 		FlushErrorState();

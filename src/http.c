@@ -145,6 +145,20 @@ herald_http_configure(void)
 					  (long) Max(herald_max_host_connections * 4, 16));
 }
 
+/*
+ * libcurl asks for every socket it would connect, with the resolved
+ * address: the network policy refuses it before any connection exists.
+ */
+static curl_socket_t
+open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	HeraldRequest *req = clientp;
+
+	if (!herald_network_allowed(&address->addr, req->denied, sizeof(req->denied)))
+		return CURL_SOCKET_BAD;
+	return socket(address->family, address->socktype, address->protocol);
+}
+
 /* libcurl reads the SMTP message from the request's body. */
 static size_t
 read_callback(char *buffer, size_t size, size_t nitems, void *userp)
@@ -233,6 +247,8 @@ herald_http_start(HeraldOutgoing *out, long timeout_ms, void *arg)
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_callback);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req);
 	if (req->transport == HERALD_HTTP)
 	{
 #if LIBCURL_VERSION_NUM >= 0x075500

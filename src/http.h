@@ -34,6 +34,8 @@ typedef struct HeraldRequest
 	size_t		read_offset;	/* SMTP: how much of body libcurl has read */
 	TimestampTz started;
 	char		errbuf[CURL_ERROR_SIZE];
+	char		denied[160];	/* why the network policy refused a
+								 * connection, "" when it did not */
 	StringInfoData response;	/* first HERALD_RESPONSE_EXCERPT bytes */
 
 	/* results, valid once completed */

@@ -37,6 +37,8 @@
 
 PG_MODULE_MAGIC;
 
+PG_FUNCTION_INFO_V1(herald_invoker);
+
 char	   *herald_database = NULL;
 int			herald_delivery_workers = 1;
 int			herald_batch_size = 500;
@@ -45,6 +47,8 @@ int			herald_max_host_connections = 64;
 int			herald_retention = 7 * 86400;
 int			herald_dead_retention = 30 * 86400;
 int			herald_purge_batch = 10000;
+char	   *herald_deny_networks = NULL;
+char	   *herald_allow_networks = NULL;
 
 HeraldShared *herald_shared = NULL;
 
@@ -415,6 +419,24 @@ herald_require_preload(const char *what)
 				 errhint("Add pg_herald to shared_preload_libraries and restart the server.")));
 }
 
+/*
+ * The role that called pg_herald's API.  The API's functions are SECURITY
+ * DEFINER (they write pg_herald's tables as the extension's owner); the
+ * caller is the current user outside of them, which SET ROLE sets.
+ */
+Oid
+herald_invoker_id(void)
+{
+	return GetOuterUserId();
+}
+
+/* herald._invoker() RETURNS regrole */
+Datum
+herald_invoker(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_OID(herald_invoker_id());
+}
+
 Oid
 herald_schema_oid(bool missing_ok)
 {
@@ -514,6 +536,8 @@ herald_define_settings(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+
+	herald_define_network_settings();
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("herald");

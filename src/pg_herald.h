@@ -45,6 +45,8 @@ extern int	herald_max_host_connections;
 extern int	herald_retention;
 extern int	herald_dead_retention;
 extern int	herald_purge_batch;
+extern char *herald_deny_networks;
+extern char *herald_allow_networks;
 
 /*
  * State shared by the backends and the delivery worker.  The spinlock
@@ -84,6 +86,7 @@ extern TimestampTz herald_take_rescan(int slot);
 extern void herald_worker_attach(int slot);
 extern Oid	herald_schema_oid(bool missing_ok);
 extern Oid	herald_extension_owner(void);
+extern Oid	herald_invoker_id(void);
 extern void herald_require_preload(const char *what);
 extern void herald_scheduler_attach(void);
 
@@ -258,6 +261,11 @@ extern void herald_format_google_chat(HeraldDelivery *d, HeraldOutgoing *out);
 
 /* format_email.c */
 extern void herald_format_email(HeraldDelivery *d, HeraldOutgoing *out);
+
+/* network.c */
+struct sockaddr;
+extern void herald_define_network_settings(void);
+extern bool herald_network_allowed(const struct sockaddr *sa, char *why, size_t whylen);
 
 /* delivery.c */
 extern PGDLLEXPORT void herald_delivery_main(Datum arg);

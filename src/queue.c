@@ -138,7 +138,7 @@ copy_text_array(HeapTuple tup, TupleDesc desc, int col, int *n)
 	"              ELSE least(c.max_concurrency - coalesce(s.in_flight, 0)," \
 	"                         floor(coalesce(s.tokens, greatest(1, c.rate_limit)))::int)" \
 	"         END AS cap, s.after_at, s.after_id" \
-	"    FROM herald.channels c" \
+	"    FROM herald.channel_defs c" \
 	"    LEFT JOIN unnest($1::int[], $2::int[], $3::float8[], $4::timestamptz[], $5::bigint[])" \
 	"           AS s(id, in_flight, tokens, after_at, after_id) ON s.id = c.id)"
 
@@ -204,7 +204,7 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 								  "  UPDATE herald.delivery_queue d"
 								  "     SET next_attempt_at = now() + c.timeout + " LEASE_MARGIN ","
 								  "         leased_by = $7"
-								  "    FROM due JOIN herald.channels c ON c.id = due.channel_id"
+								  "    FROM due JOIN herald.channel_defs c ON c.id = due.channel_id"
 								  "   WHERE d.id = due.id"
 								  "   RETURNING d.id, d.attempts - d.retry_base AS attempts,"
 								  "             d.event_id, d.channel_id, due.cap, due.next_attempt_at AS due_at)"
@@ -224,7 +224,7 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 								  "        c.recipients, c.sender, c.subject"
 								  "   FROM claimed cl"
 								  "   JOIN herald.event_log e ON e.id = cl.event_id"
-								  "   JOIN herald.channels c ON c.id = cl.channel_id"
+								  "   JOIN herald.channel_defs c ON c.id = cl.channel_id"
 								  "   LEFT JOIN herald.rule_defs r ON r.id = e.rule_id",
 								  7, argtypes);
 
@@ -537,7 +537,7 @@ herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 			continue;
 		dargs[0] = Int32GetDatum(outcomes[i].channel_id);
 		dargs[1] = CStringGetTextDatum(outcomes[i].disable_reason);
-		ret = SPI_execute_with_args("UPDATE herald.channels"
+		ret = SPI_execute_with_args("UPDATE herald.channel_defs"
 									"   SET enabled = false, disabled_reason = $2"
 									" WHERE id = $1 AND enabled",
 									2, dargtypes, dargs, NULL, false, 0);

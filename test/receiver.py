@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Local HTTP receiver for the pg_herald tests and demo.
 
-It listens on 127.0.0.1 only, records every request it receives as one JSON
+It listens on a loopback address only (127.0.0.1 unless --host names
+another 127.x.y.z), records every request it receives as one JSON
 line in a log file, and answers the way the request's query string asks, so
 a test picks the behaviour of an endpoint just by choosing its URL:
 
@@ -260,10 +261,18 @@ class Receiver(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 1024
 
-    def __init__(self, port, log_path):
+    def __init__(self, host, port, log_path, connection_log=None):
         self.request_log = RequestLog(log_path)
         self.failures = FailureCounter()
-        super().__init__(("127.0.0.1", port), Handler)
+        self.connection_log = connection_log
+        super().__init__((host, port), Handler)
+
+    def verify_request(self, request, client_address):
+        """Every accepted connection, with or without a request, is noted."""
+        if self.connection_log:
+            with open(self.connection_log, "a") as f:
+                f.write("%s:%d\n" % client_address[:2])
+        return True
 
     def handle_error(self, request, client_address):
         """Connection errors (resets, broken pipes) are part of the tests."""
@@ -279,13 +288,18 @@ def write_port_file(path, port):
 def main():
     parser = argparse.ArgumentParser(description="pg_herald test HTTP receiver")
     parser.add_argument("--log", required=True, help="JSON-lines request log (appended)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="loopback address to bind (127.x.y.z), default 127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="port to bind, 0 = any free port")
+    parser.add_argument("--connection-log", help="append one line per accepted connection")
     parser.add_argument("--port-file", help="write the bound port here once listening")
     parser.add_argument("--max-seconds", type=float, default=3600,
                         help="exit after this many seconds (default 3600)")
     args = parser.parse_args()
 
-    server = Receiver(args.port, args.log)
+    if not args.host.startswith("127."):
+        parser.error("--host must be a loopback address (127.x.y.z)")
+    server = Receiver(args.host, args.port, args.log, args.connection_log)
 
     stopping = threading.Event()
 

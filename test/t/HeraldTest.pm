@@ -9,10 +9,12 @@
 #   my $requests = HeraldTest::received($receiver, '/hook');
 #   HeraldTest::stop_receiver($receiver);
 #
-# start_receiver($node)
-#     Starts test/receiver.py on a free port of 127.0.0.1, logging into the
-#     node's directory, and asserts that it listens.  Returns a hash with
-#     url, log and the process; receivers still running at exit are killed.
+# start_receiver($node [, $host])
+#     Starts test/receiver.py on a free port of $host (127.0.0.1 by default,
+#     any 127.x.y.z), logging into the node's directory, and asserts that it
+#     listens.  Returns a hash with url, port, log, connections (a file with
+#     one line per accepted connection) and the process; receivers still
+#     running at exit are killed.
 # stop_receiver($receiver)
 #     Stops it.  Safe to call twice.
 # receiver_lines($receiver)
@@ -56,17 +58,21 @@ END
 
 sub start_receiver
 {
-	my ($node) = @_;
+	my ($node, $host) = @_;
+	$host //= '127.0.0.1';
 	my $timeout = $PostgreSQL::Test::Utils::timeout_default;
 	my $basedir = $node->basedir;
-	my $port_file = "$basedir/receiver.port";
-	my $log = "$basedir/receiver.log";
+	my $port_file = "$basedir/receiver-$host.port";
+	my $log = "$basedir/receiver-$host.log";
+	my $connections = "$basedir/receiver-$host.connections";
 
 	unlink $port_file;
 	my $process = IPC::Run::start(
 		[
 			$python, "$test_dir/receiver.py",
+			'--host', $host,
 			'--log', $log,
+			'--connection-log', $connections,
 			'--port', '0',
 			'--port-file', $port_file,
 			'--max-seconds', 3 * $timeout
@@ -74,7 +80,7 @@ sub start_receiver
 		'<', '/dev/null',
 		'>', "$basedir/receiver.out",
 		'2>', "$basedir/receiver.out");
-	my $receiver = { process => $process, log => $log };
+	my $receiver = { process => $process, log => $log, connections => $connections };
 	push @running, $receiver;
 
 	my $deadline = time() + $timeout;
@@ -87,7 +93,8 @@ sub start_receiver
 		  . slurp_file("$basedir/receiver.out"));
 	my $port = slurp_file($port_file);
 	chomp $port;
-	$receiver->{url} = "http://127.0.0.1:$port";
+	$receiver->{port} = $port;
+	$receiver->{url} = "http://$host:$port";
 	return $receiver;
 }
 
