@@ -110,6 +110,12 @@ INSERT INTO sec_tickets VALUES (1, 'written by a superuser, who sees all three o
 SELECT herald.flush();
 SELECT name, owner, state, value FROM herald.rules WHERE name = 'alice-sales';
 SELECT rule, type FROM herald.events WHERE rule LIKE 'alice-%' ORDER BY id;
+-- privileges are checked every time a rule runs: alice loses SELECT
+REVOKE SELECT ON sec_tickets FROM herald_test_alice;
+INSERT INTO sec_tickets VALUES (2, 'after the revoke');
+SELECT herald.flush();
+SELECT rule, type, payload ->> 'error' AS error, payload ? 'new' AS has_row
+  FROM herald.events WHERE rule LIKE 'alice-%' ORDER BY id;
 
 -- an author manages its own rules only
 SET ROLE herald_test_bob;

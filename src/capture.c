@@ -60,6 +60,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/acl.h"
 #include "utils/rls.h"
 
 #include "pg_herald.h"
@@ -506,17 +507,24 @@ select_payloads(CaptureRule *rule, Oid relid, int op, Oid ext_owner,
 
 /* A failing condition is reported as an event on the rule's channels. */
 static void
-record_rule_error(CaptureRule *rule, Oid relid, int op, const char *message)
+record_rule_error(CaptureRule *rule, Oid relid, int op, const char *message,
+				  bool condition)
 {
 	StringInfoData payload;
 	Datum		elem;
 
 	/* the writer may not see what the owner's condition saw: log the text */
-	ereport(WARNING,
-			(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
-			 errmsg("condition of rule \"%s\" failed", rule->name),
-			 errdetail("The statement went on; the rule's channels receive a rule.error event."),
-			 errdetail_log("%s", message)));
+	if (condition)
+		ereport(WARNING,
+				(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+				 errmsg("condition of rule \"%s\" failed", rule->name),
+				 errdetail("The statement went on; the rule's channels receive a rule.error event."),
+				 errdetail_log("%s", message)));
+	else
+		ereport(WARNING,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("rule \"%s\" captured nothing: %s", rule->name, message),
+				 errdetail("The statement went on; the rule's channels receive a rule.error event.")));
 
 	initStringInfo(&payload);
 	appendStringInfoString(&payload, "{\"table\": ");
@@ -664,16 +672,25 @@ herald_capture(PG_FUNCTION_ARGS)
 			capture_directly(rule, relid, op);
 			continue;
 		}
-		/* policies enabled after the rule was declared: refuse, say why */
+		/*
+		 * Privileges revoked or policies enabled after the rule was declared:
+		 * the transition rows would show what the owner may no longer see.
+		 */
+		if (pg_class_aclcheck(relid, rule->owner, ACL_SELECT) != ACLCHECK_OK)
+		{
+			record_rule_error(rule, relid, op,
+							  "the rule's owner may no longer read the table", false);
+			continue;
+		}
 		if (check_enable_rls(relid, rule->owner, true) == RLS_ENABLED)
 		{
 			record_rule_error(rule, relid, op,
-							  "row-level security on the table applies to the rule's owner");
+							  "row-level security on the table applies to the rule's owner", false);
 			continue;
 		}
 		payloads = select_payloads(rule, relid, op, ext_owner, save_sec, &error);
 		if (error)
-			record_rule_error(rule, relid, op, error);
+			record_rule_error(rule, relid, op, error, true);
 		else if (payloads != (Datum) 0)
 			insert_events(rule, op_events[op], payloads);
 	}
