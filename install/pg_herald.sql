@@ -661,8 +661,11 @@ BEGIN
                     WHERE t.tgrelid = tbl AND t.tgname = 'herald_watch')
       INTO v_exists;
     IF v_wanted AND NOT v_exists THEN
+        -- disabled: it marks the table, pg_herald's executor hook does the
+        -- noting (see evaluate.c); enabled, it would note the table too
         EXECUTE format('CREATE TRIGGER herald_watch AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE'
                        ' ON %s FOR EACH STATEMENT EXECUTE FUNCTION herald.touch()', tbl);
+        EXECUTE format('ALTER TABLE %s DISABLE TRIGGER herald_watch', tbl);
     ELSIF v_exists AND NOT v_wanted THEN
         EXECUTE format('DROP TRIGGER herald_watch ON %s', tbl);
     END IF;

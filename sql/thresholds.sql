@@ -76,7 +76,8 @@ SELECT herald.on_threshold(
 SELECT herald.flush();
 SELECT name, kind, key, state, value, level, op, threshold, watch
   FROM herald.rules WHERE name = 'abandoned-baskets';
-SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger
+-- a disabled trigger marks the table; pg_herald's executor hook notes the writes
+SELECT tgname, tgenabled, pg_get_triggerdef(oid) FROM pg_trigger
  WHERE tgrelid = 'visits'::regclass ORDER BY tgname;
 
 INSERT INTO visits (store) SELECT 'paris' FROM generate_series(1, 4);  -- 4: warning
@@ -90,6 +91,18 @@ SELECT state, value, level FROM herald.rules WHERE name = 'abandoned-baskets';
 UPDATE visits SET bought = true WHERE id = 4;                           -- 2: recovered
 SELECT herald.flush();
 SELECT * FROM test.history('abandoned-baskets');
+-- COPY and TRUNCATE are noted too, and so are writes from inside functions
+COPY visits (store) FROM PROGRAM 'printf "nice\nnice\nnice\nnice\n"';
+SELECT herald.flush();
+SELECT state, value FROM herald.rules WHERE name = 'abandoned-baskets';
+TRUNCATE visits;
+SELECT herald.flush();
+SELECT state, value FROM herald.rules WHERE name = 'abandoned-baskets';
+DO $$ BEGIN INSERT INTO visits (store) SELECT 'metz' FROM generate_series(1, 4); END $$;
+SELECT herald.flush();
+SELECT state, value FROM herald.rules WHERE name = 'abandoned-baskets';
+DELETE FROM visits;
+SELECT herald.flush();
 -- delivered with the rule's message
 SELECT r -> 'headers' ->> 'webhook-id' IS NOT NULL AS signed,
        (r ->> 'body')::jsonb ->> 'type' AS type,

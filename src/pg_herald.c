@@ -584,6 +584,7 @@ _PG_init(void)
 {
 	herald_define_settings();
 	RegisterXactCallback(herald_xact_callback, NULL);
+	herald_install_watch_hooks();
 
 	/*
 	 * Loaded on demand in an ordinary backend: capture works, but there is no

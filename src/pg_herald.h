@@ -94,6 +94,10 @@ typedef void (*herald_step) (void *arg);
 extern bool herald_in_transaction(const char *activity, herald_step step, void *arg);
 extern char *herald_run_protected(herald_step step, void *arg);
 
+/* evaluate.c */
+#define HERALD_WATCH_TRIGGER "herald_watch"
+extern void herald_install_watch_hooks(void);
+
 /* capture.c */
 extern void herald_capture_xact_end(void);
 
