@@ -80,6 +80,7 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 void		_PG_init(void);
 static void wake_scheduler(void);
+static bool oid_in(Oid oid, const Oid *list, int n);
 
 static void
 herald_shmem_request(void)
@@ -168,12 +169,15 @@ herald_note_rules_changed(void)
 /*
  * At commit: hand the touched tables and the rule change to the scheduler
  * and wake it.  Touches accumulate until it takes them; past
- * HERALD_MAX_TOUCHED tables it evaluates every watching rule.
+ * HERALD_MAX_TOUCHED tables it evaluates every watching rule.  A table it
+ * declared quiet (every rule watching it already waits for its
+ * min_interval) only counts in touch_seq: no wake-up per commit.
  */
 static void
 wake_scheduler(void)
 {
 	Latch	   *latch;
+	bool		news = false;	/* something the scheduler does not know yet */
 
 	if (herald_shared == NULL)
 		return;
@@ -188,29 +192,35 @@ wake_scheduler(void)
 	/* a new or changed rule is evaluated at once: herald.flush() waits */
 	if (nlocal_touched > 0 || local_touched_all || rules_changed)
 		herald_shared->touch_seq++;
-	if (nlocal_touched > 0 || local_touched_all)
+	if (local_touched_all)
 	{
-		if (local_touched_all)
+		herald_shared->touched_all = true;
+		news = true;
+	}
+	for (int i = 0; i < nlocal_touched && !herald_shared->touched_all; i++)
+	{
+		if (oid_in(local_touched[i], herald_shared->quiet, herald_shared->nquiet) ||
+			oid_in(local_touched[i], herald_shared->touched, herald_shared->ntouched))
+			continue;
+		if (herald_shared->ntouched < HERALD_MAX_TOUCHED)
+			herald_shared->touched[herald_shared->ntouched++] = local_touched[i];
+		else
 			herald_shared->touched_all = true;
-		for (int i = 0; i < nlocal_touched && !herald_shared->touched_all; i++)
-		{
-			int			k;
-
-			for (k = 0; k < herald_shared->ntouched; k++)
-				if (herald_shared->touched[k] == local_touched[i])
-					break;
-			if (k < herald_shared->ntouched)
-				continue;
-			if (herald_shared->ntouched < HERALD_MAX_TOUCHED)
-				herald_shared->touched[herald_shared->ntouched++] = local_touched[i];
-			else
-				herald_shared->touched_all = true;
-		}
+		news = true;
 	}
 	latch = herald_shared->scheduler_latch;
 	SpinLockRelease(&herald_shared->mutex);
-	if (latch)
+	if (latch && (news || rules_changed))
 		SetLatch(latch);
+}
+
+static bool
+oid_in(Oid oid, const Oid *list, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (list[i] == oid)
+			return true;
+	return false;
 }
 
 /* The current transaction created deliveries: wake the workers at commit. */

@@ -72,6 +72,10 @@ typedef struct HeraldShared
 								 * last looked */
 	bool		touched_all;	/* more than HERALD_MAX_TOUCHED: all of them */
 	Oid			touched[HERALD_MAX_TOUCHED];
+	int			nquiet;			/* watched tables whose rules are all waiting
+								 * for their min_interval already: commits to
+								 * them need not wake the scheduler */
+	Oid			quiet[HERALD_MAX_TOUCHED];
 } HeraldShared;
 
 extern HeraldShared *herald_shared;

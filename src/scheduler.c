@@ -307,6 +307,43 @@ purge_step(void *arg)
 	p->purged = SPI_processed;
 }
 
+/*
+ * The watched tables whose every rule is dirty already (waiting for its
+ * min_interval): commits to them tell the scheduler nothing new, so they
+ * need not wake it.  Cleared at the start of each loop, before any
+ * evaluation, so that a commit made after an evaluation started always
+ * wakes it.
+ */
+static void
+publish_quiet_tables(void)
+{
+	Oid			quiet[HERALD_MAX_TOUCHED];
+	int			nquiet = 0;
+
+	for (int i = 0; i < nrules; i++)
+	{
+		for (int k = 0; k < rules[i].nwatch; k++)
+		{
+			Oid			table = rules[i].watch[k];
+			bool		all_dirty = true;
+			bool		known = false;
+
+			for (int q = 0; q < nquiet && !known; q++)
+				known = (quiet[q] == table);
+			for (int j = 0; j < nrules && all_dirty && !known; j++)
+				for (int w = 0; w < rules[j].nwatch; w++)
+					if (rules[j].watch[w] == table && !rules[j].dirty)
+						all_dirty = false;
+			if (!known && all_dirty && nquiet < HERALD_MAX_TOUCHED)
+				quiet[nquiet++] = table;
+		}
+	}
+	SpinLockAcquire(&herald_shared->mutex);
+	memcpy(herald_shared->quiet, quiet, sizeof(Oid) * nquiet);
+	herald_shared->nquiet = nquiet;
+	SpinLockRelease(&herald_shared->mutex);
+}
+
 static long
 ms_until(TimestampTz t)
 {
@@ -369,6 +406,8 @@ herald_scheduler_main(Datum arg)
 		memcpy(touched, herald_shared->touched, sizeof(Oid) * ntouched);
 		herald_shared->ntouched = 0;
 		herald_shared->touched_all = false;
+		/* commits from now on wake the scheduler again, until it says */
+		herald_shared->nquiet = 0;
 		SpinLockRelease(&herald_shared->mutex);
 
 		if (!rules_loaded || version != loaded_version)
@@ -418,6 +457,7 @@ herald_scheduler_main(Datum arg)
 		}
 		if (herald_shared->rules_version != loaded_version)
 			timeout = 0;
+		publish_quiet_tables();
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 timeout, PG_WAIT_EXTENSION);

@@ -139,10 +139,15 @@ SELECT count(*) FILTER (WHERE status = 'delivered'),
 		"SELECT event_id FROM herald.deliveries"
 		  . " WHERE channel = 'hook_$name' AND status = 'delivered'");
 	# The workers may commit asynchronously: an outcome seen here may still
-	# be lost in the crash, and its delivery then legitimately repeated.  A
-	# transaction committed synchronously after that query flushes the WAL
-	# past every commit it saw, so those outcomes are durable from now on.
-	$node->safe_psql('postgres', 'SELECT pg_current_xact_id()');
+	# be lost in the crash, and its delivery then legitimately repeated.
+	# Once the WAL is flushed past where it stood after that query (the WAL
+	# writer does it within wal_writer_delay), those outcomes are durable.
+	# (A transaction that only takes an xid would not do: it writes no WAL
+	# of its own, and PostgreSQL commits it asynchronously.)
+	my $lsn = $node->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
+	$node->poll_query_until('postgres',
+		"SELECT pg_current_wal_flush_lsn() >= '$lsn'::pg_lsn")
+	  or die "the WAL was not flushed past $lsn";
 	my $lines_at_crash = HeraldTest::receiver_lines($receiver);
 	note(sprintf("%s: crash after %.1f s: %d received, %d delivered, "
 		  . "%d pending of which %d in flight",
