@@ -54,6 +54,10 @@
 #     Stops a worker with SIGSTOP at a moment it sleeps in its wait (holding
 #     no lock and no transaction), and lets it go on.  The cleanup resumes a
 #     paused worker, so the cluster can stop.
+# bench_proc_usage PID
+#     Prints "CPU_SECONDS WAITS": the CPU time (user + system) process PID
+#     has used so far, and how many times it went to sleep (its voluntary
+#     context switches: about one per wake-up of a worker's latch).
 # bench_nginx_receipts TABLE
 #     Gives nginx a second to write its last log lines, then loads
 #     BENCH_NGINX_LOG into a new table TABLE (at double precision,
@@ -61,6 +65,9 @@
 # bench_server_log_summary
 #     Prints the ERROR / FATAL / PANIC / WARNING lines of the current
 #     cluster's log, counted by message, or "none".
+# bench_orders_table NAME
+#     Prints the CREATE TABLE of the orders table the write-path benchmarks
+#     insert into, so that their variants differ only in what fires.
 # bench_table
 #     Reads "|"-separated rows from stdin (the first is the header) and
 #     prints them as an aligned plain-text table.
@@ -90,6 +97,9 @@ BENCH_NAME=bench
 BENCH_TMP=
 BENCH_COMMAND=
 BENCH_LOAD_START=
+BENCH_BUILD=
+BENCH_SO=
+BENCH_SO_INSTALLED=
 BENCH_PAUSED_PID=
 BENCH_NGINX_PID=
 BENCH_NGINX_URL=
@@ -133,6 +143,10 @@ bench_init() {
 	trap 'exit 141' PIPE
 	trap 'exit 143' TERM
 	BENCH_LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+	# the build the cluster is about to load, for the report
+	BENCH_SO=$(pg_config --pkglibdir 2>/dev/null || echo /usr/lib/postgresql/15/lib)/pg_herald.so
+	BENCH_SO_INSTALLED=$(stat -c '%y' "$BENCH_SO" 2>/dev/null | cut -d. -f1)
+	BENCH_BUILD="$(git -C "$BENCH_REPO" rev-parse --short HEAD 2>/dev/null || echo '?') (working tree$(git -C "$BENCH_REPO" diff --quiet HEAD 2>/dev/null || echo ', uncommitted changes'))"
 }
 
 bench_cleanup() {
@@ -212,6 +226,7 @@ SELECT pid FROM pg_stat_activity
 SQL
 }
 
+# shellcheck disable=SC2120  # TYPE is optional
 bench_wait_worker() {
 	local type=${1:-pg_herald delivery} pid
 	for _ in $(seq 60); do
@@ -223,6 +238,15 @@ bench_wait_worker() {
 		sleep 0.5
 	done
 	bench_die "no $type worker in pg_stat_activity after 30 s"
+}
+
+bench_proc_usage() {
+	local hz cpu waits
+	hz=$(getconf CLK_TCK)
+	# fields 14 and 15 of /proc/PID/stat, counted after "PID (COMM) "
+	cpu=$(sed 's/^.*) //' "/proc/$1/stat" | awk -v hz="$hz" '{ printf "%.2f", ($12 + $13) / hz }')
+	waits=$(awk '/^voluntary_ctxt_switches:/ { print $2 }' "/proc/$1/status")
+	echo "$cpu $waits"
 }
 
 # Pause a worker with SIGSTOP, only while it sleeps in its wait
@@ -437,13 +461,17 @@ bench_server_log_summary() {
 }
 
 bench_machine() {
-	local cpu so
+	local cpu installed
 	cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-	so=$(pg_config --pkglibdir 2>/dev/null || echo /usr/lib/postgresql/15/lib)/pg_herald.so
 	echo "machine:    $(nproc) cores (nproc), ${cpu:-unknown CPU}, $(awk '/^MemTotal/ { printf "%.0f GB RAM", $2 / 1048576 }' /proc/meminfo)"
 	echo "            $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r)"
 	echo "software:   $("$BENCH_PGBIN/postgres" --version), $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }')"
-	echo "pg_herald:  $(git -C "$BENCH_REPO" rev-parse --short HEAD 2>/dev/null || echo '?') (working tree$(git -C "$BENCH_REPO" diff --quiet HEAD 2>/dev/null || echo ', uncommitted changes')), installed $(stat -c '%y' "$so" 2>/dev/null | cut -d. -f1)"
+	echo "pg_herald:  $BENCH_BUILD at the start, installed $BENCH_SO_INSTALLED"
+	installed=$(stat -c '%y' "$BENCH_SO" 2>/dev/null | cut -d. -f1)
+	if [ "$installed" != "$BENCH_SO_INSTALLED" ]; then
+		echo "            (pg_herald.so was replaced at $installed while the benchmark ran; its cluster had"
+		echo "            loaded the build installed at the start)"
+	fi
 	echo "load avg:   $BENCH_LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (1, 5, 15 min)"
 	echo "command:    $BENCH_COMMAND"
 	echo "finished:   $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
@@ -470,4 +498,15 @@ bench_positive_ints() {
 	for n in "$@"; do
 		[[ $n =~ ^[1-9][0-9]*$ ]] || bench_die "not a positive integer: $n"
 	done
+}
+
+bench_orders_table() {
+	cat <<SQL
+CREATE TABLE $1 (
+    id         bigserial PRIMARY KEY,
+    customer   text NOT NULL,
+    amount     numeric(12, 2) NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+SQL
 }

@@ -61,24 +61,11 @@ else
 fi
 worker=$(bench_wait_worker)
 
-# One definition for the four tables, so that they differ only in what
-# fires on INSERT.
-table_sql() {
-	cat <<SQL
-CREATE TABLE $1 (
-    id         bigserial PRIMARY KEY,
-    customer   text NOT NULL,
-    amount     numeric(12, 2) NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-SQL
-}
-
 {
 	echo "CREATE EXTENSION pg_herald;"
-	table_sql wp_plain
-	table_sql wp_rule
-	table_sql wp_outbox
+	bench_orders_table wp_plain
+	bench_orders_table wp_rule
+	bench_orders_table wp_outbox
 	cat <<'SQL'
 SELECT herald.create_channel(name => 'wp', kind => 'webhook', target => :'url' || '/wp');
 SELECT herald.on_change(name => 'wp', on_table => 'wp_rule', channels => ARRAY['wp'],
@@ -104,7 +91,7 @@ CREATE DATABASE herald_idle;
 \connect herald_idle
 CREATE EXTENSION pg_herald;
 SQL
-	table_sql wp_rule
+	bench_orders_table wp_rule
 	cat <<'SQL'
 SELECT herald.create_channel(name => 'wp', kind => 'webhook', target => :'url' || '/wp');
 SELECT herald.on_change(name => 'wp', on_table => 'wp_rule', channels => ARRAY['wp'],

@@ -190,8 +190,9 @@ herald_cluster_stop() {
 	return 0
 }
 
-# _herald_start_listener NAME SCRIPT DIR PIDVAR: copy test/SCRIPT into DIR
-# (which exists and is absolute), start it as postgres with its log in DIR/NAME.log, export its pid as
+# _herald_start_listener NAME SCRIPT DIR PIDVAR: copy test/SCRIPT (and
+# test/receiver.py, which it may import) into DIR (which exists and is
+# absolute), start it as postgres with its log in DIR/NAME.log, export its pid as
 # PIDVAR at once (so that a trap can stop it) and wait for its port file.
 # Sets _herald_listener_port; when the listener does not start, prints its
 # output, stops it and returns 1.
@@ -200,6 +201,8 @@ _herald_start_listener() {
 
 	_herald_listener_port=
 	install -m 644 "$HERALD_REPO/test/$script" "$dir/$script"
+	# the SMTP receiver shares the HTTP receiver's log writer
+	install -m 644 "$HERALD_REPO/test/receiver.py" "$dir/receiver.py"
 	rm -f "$dir/$name.port"
 	: >"$dir/$name.log"
 	if [ "$(id -u)" -eq 0 ]; then

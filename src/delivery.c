@@ -576,15 +576,10 @@ note_more_due(ClaimStep *c)
 	pfree(states);
 }
 
-typedef struct PurgeStep
-{
-	int64		purged;
-} PurgeStep;
-
 static void
 purge_step(void *arg)
 {
-	PurgeStep  *p = arg;
+	HeraldPurge  *p = arg;
 
 	p->purged = herald_queue_ready() ? herald_queue_purge(herald_purge_batch) : 0;
 }
@@ -811,7 +806,7 @@ herald_delivery_main(Datum arg)
 		may_purge = (worker_slot == 0 && claim.ready);
 		if (may_purge && (purge_now || GetCurrentTimestamp() >= next_purge_at))
 		{
-			PurgeStep	purge = {0};
+			HeraldPurge	purge = {0};
 
 			purge_now = herald_in_transaction("pg_herald: purging", purge_step, &purge) &&
 				purge.purged >= herald_purge_batch;

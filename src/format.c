@@ -272,6 +272,31 @@ herald_truncate(const char *text, int max_chars, const char *marker)
 	return psprintf("%.*s%s", bytes, text, marker);
 }
 
+/*
+ * The entity that stands for a character in markup (& < > and, with
+ * quotes, " and ' for HTML), or NULL for a character that stands for
+ * itself.
+ */
+const char *
+herald_entity(char c, bool quotes)
+{
+	switch (c)
+	{
+		case '&':
+			return "&amp;";
+		case '<':
+			return "&lt;";
+		case '>':
+			return "&gt;";
+		case '"':
+			return quotes ? "&quot;" : NULL;
+		case '\'':
+			return quotes ? "&#39;" : NULL;
+		default:
+			return NULL;
+	}
+}
+
 struct curl_slist *
 herald_append_header(struct curl_slist *list, const char *line)
 {

@@ -105,16 +105,9 @@ char_bytes(const char *p, const char *end)
 static int
 markup_width(char c)
 {
-	switch (c)
-	{
-		case '&':
-			return 5;			/* &amp; */
-		case '<':
-		case '>':
-			return 4;			/* &lt; &gt; */
-		default:
-			return 1;
-	}
+	const char *entity = herald_entity(c, false);
+
+	return entity ? strlen(entity) : 1;
 }
 
 /* Append len bytes of text with & < > as entities (Slack, Google Chat). */
@@ -123,21 +116,12 @@ append_markup(StringInfo buf, const char *text, int len)
 {
 	for (int i = 0; i < len; i++)
 	{
-		switch (text[i])
-		{
-			case '&':
-				appendStringInfoString(buf, "&amp;");
-				break;
-			case '<':
-				appendStringInfoString(buf, "&lt;");
-				break;
-			case '>':
-				appendStringInfoString(buf, "&gt;");
-				break;
-			default:
-				appendStringInfoChar(buf, text[i]);
-				break;
-		}
+		const char *entity = herald_entity(text[i], false);
+
+		if (entity)
+			appendStringInfoString(buf, entity);
+		else
+			appendStringInfoChar(buf, text[i]);
 	}
 }
 

@@ -375,34 +375,16 @@ append_html(StringInfo buf, const char *text, bool breaks)
 {
 	for (const char *p = text; *p; p++)
 	{
-		switch (*p)
-		{
-			case '&':
-				appendStringInfoString(buf, "&amp;");
-				break;
-			case '<':
-				appendStringInfoString(buf, "&lt;");
-				break;
-			case '>':
-				appendStringInfoString(buf, "&gt;");
-				break;
-			case '"':
-				appendStringInfoString(buf, "&quot;");
-				break;
-			case '\'':
-				appendStringInfoString(buf, "&#39;");
-				break;
-			case '\r':
-				if (p[1] == '\n')
-					break;		/* the LF makes the break */
-				/* FALLTHROUGH */
-			case '\n':
-				appendStringInfoString(buf, breaks ? "<br>\n" : " ");
-				break;
-			default:
-				appendStringInfoChar(buf, *p);
-				break;
-		}
+		const char *entity = herald_entity(*p, true);
+
+		if (entity)
+			appendStringInfoString(buf, entity);
+		else if (*p == '\r' && p[1] == '\n')
+			continue;			/* the LF makes the break */
+		else if (*p == '\r' || *p == '\n')
+			appendStringInfoString(buf, breaks ? "<br>\n" : " ");
+		else
+			appendStringInfoChar(buf, *p);
 	}
 }
 

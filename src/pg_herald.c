@@ -80,6 +80,7 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 void		_PG_init(void);
 static void wake_scheduler(void);
+static bool lock_for_this_database(void);
 static bool oid_in(Oid oid, const Oid *list, int n);
 
 static void
@@ -146,6 +147,25 @@ herald_xact_callback(XactEvent event, void *arg)
 	rules_changed = false;
 }
 
+/*
+ * Take the spinlock when the workers serve this database; false (and not
+ * locked) when they do not, or when there is no shared state: work in a
+ * database no worker serves waits for nobody.
+ */
+static bool
+lock_for_this_database(void)
+{
+	if (herald_shared == NULL)
+		return false;
+	SpinLockAcquire(&herald_shared->mutex);
+	if (herald_shared->database != MyDatabaseId)
+	{
+		SpinLockRelease(&herald_shared->mutex);
+		return false;
+	}
+	return true;
+}
+
 /* The current transaction wrote to a table that threshold rules watch. */
 void
 herald_note_touch(Oid relid)
@@ -179,14 +199,8 @@ wake_scheduler(void)
 	Latch	   *latch;
 	bool		news = false;	/* something the scheduler does not know yet */
 
-	if (herald_shared == NULL)
+	if (!lock_for_this_database())
 		return;
-	SpinLockAcquire(&herald_shared->mutex);
-	if (herald_shared->database != MyDatabaseId)
-	{
-		SpinLockRelease(&herald_shared->mutex);
-		return;
-	}
 	if (rules_changed)
 		herald_shared->rules_version++;
 	/* a new or changed rule is evaluated at once: herald.flush() waits */
@@ -248,16 +262,8 @@ herald_wake_delivery(TimestampTz due_from)
 	Latch	   *latches[HERALD_MAX_WORKERS];
 	int			n = 0;
 
-	if (herald_shared == NULL)
+	if (!lock_for_this_database())
 		return;
-
-	SpinLockAcquire(&herald_shared->mutex);
-	/* work in a database no worker serves waits for nobody */
-	if (herald_shared->database != MyDatabaseId)
-	{
-		SpinLockRelease(&herald_shared->mutex);
-		return;
-	}
 	for (int i = 0; i < HERALD_MAX_WORKERS; i++)
 		if (due_from != 0 &&
 			(herald_shared->rescan_from[i] == 0 || due_from < herald_shared->rescan_from[i]))

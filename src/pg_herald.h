@@ -95,6 +95,12 @@ extern void herald_require_preload(const char *what);
 extern void herald_scheduler_attach(void);
 
 typedef void (*herald_step) (void *arg);
+
+/* What a purge step did: how many rows it deleted. */
+typedef struct HeraldPurge
+{
+	int64		purged;
+} HeraldPurge;
 extern bool herald_in_transaction(const char *activity, herald_step step, void *arg);
 extern char *herald_run_protected(herald_step step, void *arg);
 
@@ -157,8 +163,9 @@ typedef struct HeraldDelivery
 	long		timeout_ms;
 	double		retry_delay_ms;
 	int32		max_attempts;
-	int32		max_concurrency;
-	double		rate_limit;		/* messages per second, 0 for none */
+	int32		max_concurrency;	/* this worker's share of the channel's */
+	double		rate_limit;		/* messages per second, 0 for none: this
+								 * worker's share */
 	int32		allowance;		/* what the claim allowed its channel */
 	TimestampTz due_at;			/* next_attempt_at when it was claimed */
 	bool		channel_enabled;
@@ -257,6 +264,7 @@ extern int	herald_links(const char *message, char **links);
 extern char *herald_thread_key(HeraldDelivery *d);
 extern char *herald_truncate(const char *text, int max_chars, const char *marker);
 extern int	herald_char_length(const char *text);
+extern const char *herald_entity(char c, bool quotes);
 extern struct curl_slist *herald_append_header(struct curl_slist *list, const char *line);
 
 /* webhook.c */

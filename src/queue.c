@@ -124,6 +124,15 @@ copy_text_array(HeapTuple tup, TupleDesc desc, int col, int *n)
 }
 
 /*
+ * Each delivery worker holds its share of a channel's limits, so that
+ * several workers together keep within them: the rate divided by the
+ * number of workers, and the concurrency too (at least one request each).
+ */
+#define WORKERS "current_setting('herald.delivery_workers')::int"
+#define CONCURRENCY_SHARE "greatest(1, c.max_concurrency / " WORKERS ")"
+#define RATE_SHARE "(c.rate_limit / " WORKERS ")"
+
+/*
  * Each channel's allowance for this claim, from its current settings and
  * what the worker already uses of it: max_concurrency less the requests in
  * flight, and for a rate-limited channel no more than the whole tokens in
@@ -134,9 +143,9 @@ copy_text_array(HeapTuple tup, TupleDesc desc, int col, int *n)
 	"caps AS (" \
 	"  SELECT c.id," \
 	"         CASE WHEN c.rate_limit IS NULL" \
-	"              THEN c.max_concurrency - coalesce(s.in_flight, 0)" \
-	"              ELSE least(c.max_concurrency - coalesce(s.in_flight, 0)," \
-	"                         floor(coalesce(s.tokens, greatest(1, c.rate_limit)))::int)" \
+	"              THEN " CONCURRENCY_SHARE " - coalesce(s.in_flight, 0)" \
+	"              ELSE least(" CONCURRENCY_SHARE " - coalesce(s.in_flight, 0)," \
+	"                         floor(coalesce(s.tokens, greatest(1, " RATE_SHARE ")))::int)" \
 	"         END AS cap, s.after_at, s.after_id" \
 	"    FROM herald.channel_defs c" \
 	"    LEFT JOIN unnest($1::int[], $2::int[], $3::float8[], $4::timestamptz[], $5::bigint[])" \
@@ -218,8 +227,8 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 								  "                FROM jsonb_each_text(c.headers) AS h),"
 								  "        (extract(epoch FROM c.timeout) * 1000)::bigint,"
 								  "        extract(epoch FROM c.retry_delay)::float8 * 1000,"
-								  "        c.max_attempts, c.enabled, c.max_concurrency,"
-								  "        coalesce(c.rate_limit, 0), cl.cap, cl.due_at,"
+								  "        c.max_attempts, c.enabled, " CONCURRENCY_SHARE ","
+								  "        coalesce(" RATE_SHARE ", 0), cl.cap, cl.due_at,"
 								  "        CASE WHEN c.previous_secret_until > now() THEN c.previous_secret END,"
 								  "        c.recipients, c.sender, c.subject"
 								  "   FROM claimed cl"

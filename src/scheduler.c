@@ -278,16 +278,11 @@ evaluate_due(void)
 	return all_clean;
 }
 
-typedef struct PurgeStep
-{
-	int64		purged;
-} PurgeStep;
-
 /* Purge evaluations past herald.retention, one bounded batch. */
 static void
 purge_step(void *arg)
 {
-	PurgeStep  *p = arg;
+	HeraldPurge  *p = arg;
 	Oid			argtypes[2] = {INT4OID, INT4OID};
 	Datum		args[2];
 	int			ret;
@@ -307,6 +302,22 @@ purge_step(void *arg)
 	p->purged = SPI_processed;
 }
 
+/* One (watched table, rule) pair, for publish_quiet_tables() */
+typedef struct WatchEntry
+{
+	Oid			table;
+	bool		dirty;			/* the rule watching it is */
+} WatchEntry;
+
+static int
+compare_watch(const void *a, const void *b)
+{
+	Oid			x = ((const WatchEntry *) a)->table;
+	Oid			y = ((const WatchEntry *) b)->table;
+
+	return (x > y) - (x < y);
+}
+
 /*
  * The watched tables whose every rule is dirty already (waiting for its
  * min_interval): commits to them tell the scheduler nothing new, so they
@@ -319,25 +330,35 @@ publish_quiet_tables(void)
 {
 	Oid			quiet[HERALD_MAX_TOUCHED];
 	int			nquiet = 0;
+	int			n = 0;
+	WatchEntry *entries;
 
 	for (int i = 0; i < nrules; i++)
-	{
+		n += rules[i].nwatch;
+	entries = palloc(sizeof(WatchEntry) * Max(n, 1));
+	n = 0;
+	for (int i = 0; i < nrules; i++)
 		for (int k = 0; k < rules[i].nwatch; k++)
 		{
-			Oid			table = rules[i].watch[k];
-			bool		all_dirty = true;
-			bool		known = false;
-
-			for (int q = 0; q < nquiet && !known; q++)
-				known = (quiet[q] == table);
-			for (int j = 0; j < nrules && all_dirty && !known; j++)
-				for (int w = 0; w < rules[j].nwatch; w++)
-					if (rules[j].watch[w] == table && !rules[j].dirty)
-						all_dirty = false;
-			if (!known && all_dirty && nquiet < HERALD_MAX_TOUCHED)
-				quiet[nquiet++] = table;
+			entries[n].table = rules[i].watch[k];
+			entries[n].dirty = rules[i].dirty;
+			n++;
 		}
+	/* one group per table: quiet when every rule in it is dirty */
+	qsort(entries, n, sizeof(WatchEntry), compare_watch);
+	for (int i = 0; i < n;)
+	{
+		int			j = i;
+		bool		all_dirty = true;
+
+		for (; j < n && entries[j].table == entries[i].table; j++)
+			all_dirty &= entries[j].dirty;
+		if (all_dirty && nquiet < HERALD_MAX_TOUCHED)
+			quiet[nquiet++] = entries[i].table;
+		i = j;
 	}
+	pfree(entries);
+
 	SpinLockAcquire(&herald_shared->mutex);
 	memcpy(herald_shared->quiet, quiet, sizeof(Oid) * nquiet);
 	herald_shared->nquiet = nquiet;
@@ -436,7 +457,7 @@ herald_scheduler_main(Datum arg)
 
 		if (GetCurrentTimestamp() >= next_purge_at)
 		{
-			PurgeStep	purge = {0};
+			HeraldPurge	purge = {0};
 			bool		more;
 
 			more = herald_in_transaction("pg_herald: purging evaluations", purge_step, &purge) &&

@@ -42,28 +42,11 @@ import time
 
 from aiosmtpd.smtp import SMTP
 
+# the HTTP receiver's log: the same JSON lines, numbered in arrival order
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from receiver import RequestLog  # noqa: E402
+
 STATUS_ADDRESS = re.compile(r"^status-([45][0-9][0-9])@", re.IGNORECASE)
-
-
-class MessageLog:
-    """Append-only JSON-lines log; one write per line."""
-
-    def __init__(self, path):
-        self._seq = 0
-        # Unbuffered binary append: each line is handed to the kernel in one
-        # write() call.  Everything runs in the event loop's one thread.
-        self._file = open(path, "ab", buffering=0)
-
-    def record(self, entry):
-        self._seq += 1
-        line = {"n": self._seq}
-        line.update(entry)
-        data = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
-        while data:
-            data = data[self._file.write(data):]
-
-    def close(self):
-        self._file.close()
 
 
 class Handler:
@@ -136,7 +119,7 @@ def main():
                         help="exit after this many seconds (default 3600)")
     args = parser.parse_args()
 
-    log = MessageLog(args.log)
+    log = RequestLog(args.log)
     try:
         asyncio.run(serve(args, log))
     finally:
