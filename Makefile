@@ -40,8 +40,9 @@ $(EXTENSION).control: $(EXTENSION).control.in Makefile
 	sed 's/@EXTVERSION@/$(EXTVERSION)/' $< > $@
 
 # The install script, in this order: catalog and row rules, threshold rules,
-# privileges last.
-INSTALL_SQL = install/pg_herald.sql install/thresholds.sql install/privileges.sql
+# decisions, privileges last.
+INSTALL_SQL = install/pg_herald.sql install/thresholds.sql install/decisions.sql \
+	install/privileges.sql
 
 $(EXTENSION)--$(EXTVERSION).sql: $(INSTALL_SQL) Makefile
 	cat $(INSTALL_SQL) > $@

@@ -116,6 +116,7 @@ CREATE TABLE herald.rule_instances (
     last_notified_at  timestamptz,            -- last fired, escalated or reminder event
     last_evaluated_at timestamptz,
     next_check_at     timestamptz,            -- a timer: pending period over, reminder due
+    acknowledged_at   timestamptz,            -- the open episode was acknowledged
     error             text,
     PRIMARY KEY (rule_id, key)
 );
@@ -1000,6 +1001,7 @@ SELECT r.name,
        i.level,
        i.since,
        i.last_evaluated_at,
+       i.acknowledged_at,
        i.error,
        s.until AS silenced_until,
        r.enabled,

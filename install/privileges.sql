@@ -5,9 +5,10 @@
 -- cluster-wide and outlive the extension):
 --
 --   herald_author  declares, previews, silences, enables, disables and drops
---                  its own rules; reads rules, events, deliveries, attempts,
---                  evaluations, silences and channels (masked); waits with
---                  flush().
+--                  its own rules; acknowledges events and records decisions;
+--                  reads rules, events, deliveries, attempts, evaluations,
+--                  silences, decisions, the timeline and channels (masked);
+--                  waits with flush().
 --   herald_admin   all of that, for every rule; creates, alters, tests and
 --                  drops channels; reads their secrets (herald.channel_defs);
 --                  redelivers; silences every rule at once.
@@ -37,7 +38,8 @@ $$;
 GRANT USAGE ON SCHEMA herald TO herald_author, herald_admin;
 
 GRANT SELECT ON herald.rules, herald.events, herald.deliveries, herald.attempts,
-                herald.evaluations, herald.silences, herald.channels, herald.channel_health
+                herald.evaluations, herald.silences, herald.channels, herald.channel_health,
+                herald.decisions, herald.timeline
     TO herald_author;
 
 GRANT EXECUTE ON FUNCTION
@@ -53,6 +55,9 @@ GRANT EXECUTE ON FUNCTION
     herald.enable_rule(text),
     herald.disable_rule(text),
     herald.flush(interval),
+    herald.acknowledge(bigint, text),
+    herald.decide(bigint, text, text, text),
+    herald.decision_report(timestamptz, timestamptz),
     herald.webhook_id(bigint),
     herald.webhook_signature(text, bigint, text, text),
     herald.generate_secret(),

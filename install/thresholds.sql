@@ -65,6 +65,7 @@ RETURN CASE op WHEN '>' THEN v > t WHEN '>=' THEN v >= t
 --   as no threshold is crossed.  Between the two the instance keeps firing.
 --   A firing episode never de-escalates: warning -> critical is reported
 --   once (rule.escalated), and the episode ends with rule.resolved.
+--   Reminders stop once the episode is acknowledged (herald.acknowledge).
 CREATE FUNCTION herald._transition(r herald.rule_defs, i herald.rule_instances,
                                    v numeric, at timestamptz,
                                    OUT n herald.rule_instances, OUT event text)
@@ -135,6 +136,7 @@ BEGIN
         n.firing_since := NULL;
         n.fired_event_id := NULL;
         n.last_notified_at := NULL;
+        n.acknowledged_at := NULL;
     END IF;
     IF n.state <> 'pending' THEN
         n.pending_since := NULL;
@@ -142,6 +144,7 @@ BEGIN
     IF event IN ('rule.fired', 'rule.escalated') THEN
         n.last_notified_at := at;
     ELSIF event IS NULL AND n.firing_since IS NOT NULL AND r.repeat_every IS NOT NULL
+          AND n.acknowledged_at IS NULL
           AND at >= n.last_notified_at + r.repeat_every THEN
         event := 'rule.reminder';
         n.last_notified_at := at;
@@ -150,7 +153,8 @@ BEGIN
     n.since := CASE WHEN n.state IS DISTINCT FROM i.state THEN at ELSE i.since END;
     n.next_check_at := CASE
         WHEN n.state = 'pending' THEN n.pending_since + r.pending_for
-        WHEN n.firing_since IS NOT NULL THEN n.last_notified_at + r.repeat_every
+        WHEN n.firing_since IS NOT NULL AND n.acknowledged_at IS NULL
+        THEN n.last_notified_at + r.repeat_every
     END;
 END;
 $$;
@@ -247,6 +251,7 @@ RETURN jsonb_strip_nulls(jsonb_build_object(
     'previous_state', coalesce(before.state, 'ok'),
     'level', after.level,
     'since', after.firing_since,
+    'fired_event_id', after.fired_event_id,   -- the episode's rule.fired event
     'error', after.error,
     -- the last values, oldest first, for {{sparkline}}
     'recent', coalesce((SELECT jsonb_agg(x.value ORDER BY x.evaluated_at)
@@ -302,7 +307,10 @@ BEGIN
                    fired_event_id = EXCLUDED.fired_event_id,
                    last_notified_at = EXCLUDED.last_notified_at,
                    last_evaluated_at = EXCLUDED.last_evaluated_at,
-                   next_check_at = EXCLUDED.next_check_at, error = EXCLUDED.error;
+                   next_check_at = EXCLUDED.next_check_at, error = EXCLUDED.error,
+                   -- an acknowledgement recorded meanwhile stays with its episode
+                   acknowledged_at = CASE WHEN EXCLUDED.firing_since IS NOT DISTINCT FROM i.firing_since
+                                          THEN i.acknowledged_at END;
         END IF;
 
         INSERT INTO herald.evaluation_log (rule_id, key, evaluated_at, value, duration_ms,

@@ -67,8 +67,12 @@ SELECT count(*) FILTER (WHERE status = 'delivered') AS delivered_left,
   FROM herald.deliveries;
 SELECT count(*) AS attempts_left FROM herald.attempts a
   JOIN herald.deliveries d ON d.id = a.delivery_id WHERE d.status = 'delivered';
+-- events go with their last delivery, unless someone recorded a decision about them
 SELECT count(*) AS orphan_events FROM herald.events e
- WHERE NOT EXISTS (SELECT 1 FROM herald.deliveries d WHERE d.event_id = e.id);
+ WHERE NOT EXISTS (SELECT 1 FROM herald.deliveries d WHERE d.event_id = e.id)
+   AND NOT EXISTS (SELECT 1 FROM herald.decisions x WHERE x.event_id = e.id);
+SELECT count(*) > 0 AS decided_events_kept FROM herald.events e
+ WHERE EXISTS (SELECT 1 FROM herald.decisions x WHERE x.event_id = e.id);
 ALTER SYSTEM RESET herald.retention;
 SELECT pg_reload_conf();
 

@@ -356,7 +356,9 @@ herald_queue_purge(int limit)
 								  "   WHERE e.id IN (SELECT event_id FROM gone)"
 								  "     AND NOT EXISTS (SELECT 1 FROM herald.delivery_queue o"
 								  "                      WHERE o.event_id = e.id"
-								  "                        AND o.id NOT IN (SELECT id FROM gone)))"
+								  "                        AND o.id NOT IN (SELECT id FROM gone))"
+								  "     AND NOT EXISTS (SELECT 1 FROM herald.decision_log dl"
+								  "                      WHERE dl.event_id = e.id))"
 								  " SELECT count(*) FROM gone",
 								  3, argtypes);
 

@@ -342,28 +342,33 @@ render_placeholder(const char *name, StringInfo out, void *arg)
 		appendStringInfo(out, "{{%s}}", name);
 }
 
+/* How to answer an event that calls for a decision. */
+#define DECIDE_HINT \
+	"\nAcknowledge: SELECT herald.acknowledge({{event_id}});" \
+	" decide: SELECT herald.decide({{event_id}}, 'what was decided');"
+
 /* The message of a rule that gives none. */
 static const char *
 default_message(const char *event_type, bool has_key)
 {
 	if (strcmp(event_type, "row.inserted") == 0)
-		return "New row in {{table}} (rule {{rule}}, event {{event_id}})";
+		return "New row in {{table}} (rule {{rule}}, event {{event_id}})" DECIDE_HINT;
 	if (strcmp(event_type, "row.updated") == 0)
-		return "Row updated in {{table}} (rule {{rule}}, event {{event_id}})";
+		return "Row updated in {{table}} (rule {{rule}}, event {{event_id}})" DECIDE_HINT;
 	if (strcmp(event_type, "row.deleted") == 0)
-		return "Row deleted from {{table}} (rule {{rule}}, event {{event_id}})";
+		return "Row deleted from {{table}} (rule {{rule}}, event {{event_id}})" DECIDE_HINT;
 	if (strcmp(event_type, "rule.fired") == 0)
 		return has_key ?
-			"{{rule}} [{{key}}] is firing ({{level}}): {{value}} {{op}} {{threshold}} {{sparkline}}" :
-			"{{rule}} is firing ({{level}}): {{value}} {{op}} {{threshold}} {{sparkline}}";
+			"{{rule}} [{{key}}] is firing ({{level}}): {{value}} {{op}} {{threshold}} {{sparkline}}" DECIDE_HINT :
+			"{{rule}} is firing ({{level}}): {{value}} {{op}} {{threshold}} {{sparkline}}" DECIDE_HINT;
 	if (strcmp(event_type, "rule.escalated") == 0)
 		return has_key ?
-			"{{rule}} [{{key}}] escalated to {{level}}: {{value}} {{op}} {{threshold}}" :
-			"{{rule}} escalated to {{level}}: {{value}} {{op}} {{threshold}}";
+			"{{rule}} [{{key}}] escalated to {{level}}: {{value}} {{op}} {{threshold}}" DECIDE_HINT :
+			"{{rule}} escalated to {{level}}: {{value}} {{op}} {{threshold}}" DECIDE_HINT;
 	if (strcmp(event_type, "rule.reminder") == 0)
 		return has_key ?
-			"{{rule}} [{{key}}] is still firing ({{level}}) since {{since}}: value {{value}}" :
-			"{{rule}} is still firing ({{level}}) since {{since}}: value {{value}}";
+			"{{rule}} [{{key}}] is still firing ({{level}}) since {{since}}: value {{value}}" DECIDE_HINT :
+			"{{rule}} is still firing ({{level}}) since {{since}}: value {{value}}" DECIDE_HINT;
 	if (strcmp(event_type, "rule.resolved") == 0)
 		return has_key ?
 			"{{rule}} [{{key}}] resolved: value {{value}}" :

@@ -1,0 +1,168 @@
+-------------------------------------------------------------------------------
+-- Decisions: what people recorded about events
+--
+-- herald.acknowledge() and herald.decide() append to herald.decision_log
+-- (several rows per event are fine: a decision may be revised, each one is
+-- kept).  Acknowledging an event of a firing threshold instance stops the
+-- episode's reminders.  herald.timeline tells the story of an event in one
+-- place; herald.decision_report() sums up how decisions follow events.
+-------------------------------------------------------------------------------
+
+CREATE TABLE herald.decision_log (
+    id           bigserial PRIMARY KEY,
+    event_id     bigint NOT NULL,
+    kind         text NOT NULL CHECK (kind IN ('acknowledgement', 'decision')),
+    decision     text,
+    action       text,
+    note         text,
+    decided_by   text NOT NULL,
+    recorded_by  name NOT NULL,          -- the role that called the function
+    decided_at   timestamptz NOT NULL DEFAULT now(),
+    CHECK (kind <> 'decision' OR decision IS NOT NULL)
+);
+CREATE INDEX decision_log_event ON herald.decision_log (event_id);
+COMMENT ON TABLE herald.decision_log IS 'Acknowledgements and decisions recorded about events';
+
+-- The event, with a clear error when there is none.
+CREATE FUNCTION herald._event(event_id bigint) RETURNS herald.event_log
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e herald.event_log;
+BEGIN
+    SELECT * INTO e FROM herald.event_log x WHERE x.id = _event.event_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'event % does not exist', coalesce(_event.event_id::text, 'NULL')
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Event ids are in herald.events and in every message pg_herald sends.';
+    END IF;
+    RETURN e;
+END;
+$$;
+
+CREATE FUNCTION herald.acknowledge(event_id bigint, note text DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e herald.event_log := herald._event(acknowledge.event_id);
+    v_id bigint;
+BEGIN
+    INSERT INTO herald.decision_log (event_id, kind, note, decided_by, recorded_by)
+    VALUES (e.id, 'acknowledgement', acknowledge.note, herald._invoker(), herald._invoker())
+    RETURNING id INTO v_id;
+    -- the threshold episode the event belongs to reminds no more
+    UPDATE herald.rule_instances i
+       SET acknowledged_at = coalesce(i.acknowledged_at, now()),
+           next_check_at = CASE WHEN i.state = 'pending' THEN i.next_check_at END
+     WHERE i.rule_id = e.rule_id AND i.firing_since IS NOT NULL
+       AND i.fired_event_id = coalesce((e.payload ->> 'fired_event_id')::bigint, e.id);
+    RETURN v_id;
+END;
+$$;
+COMMENT ON FUNCTION herald.acknowledge(bigint, text) IS
+    'Record that someone saw an event; a firing threshold episode stops reminding';
+
+CREATE FUNCTION herald.decide(event_id bigint, decision text, action text DEFAULT NULL,
+                              decided_by text DEFAULT current_user)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e herald.event_log := herald._event(decide.event_id);
+    v_id bigint;
+BEGIN
+    IF decide.decision IS NULL OR btrim(decide.decision) = '' THEN
+        RAISE EXCEPTION 'a decision must not be empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Say what was decided, for example ''no action: seasonal peak''.';
+    END IF;
+    IF decide.decided_by IS NULL OR btrim(decide.decided_by) = '' THEN
+        RAISE EXCEPTION 'decided_by must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO herald.decision_log (event_id, kind, decision, action, decided_by, recorded_by)
+    VALUES (e.id, 'decision', decide.decision, decide.action, decide.decided_by, herald._invoker())
+    RETURNING id INTO v_id;
+    RETURN v_id;
+END;
+$$;
+COMMENT ON FUNCTION herald.decide(bigint, text, text, text) IS
+    'Record what was decided about an event (several decisions per event are kept)';
+
+CREATE VIEW herald.decisions AS
+SELECT d.id, d.event_id, e.type AS event_type, e.rule, d.kind, d.decision, d.action, d.note,
+       d.decided_by, d.recorded_by, d.decided_at
+  FROM herald.decision_log d
+  LEFT JOIN herald.event_log e ON e.id = d.event_id;
+
+-- The story of each event, in time order: the evaluations that led to it
+-- (the one that emitted it, and the pending period before it), the event,
+-- every delivery attempt, acknowledgements and decisions.
+CREATE VIEW herald.timeline AS
+SELECT e.id AS event_id, l.evaluated_at AS at, 'evaluation'::text AS kind,
+       format('%s: value %s, %s -> %s', coalesce(nullif(l.key, ''), r.name),
+              coalesce(l.value::text, 'no data'), coalesce(l.state_before, 'new'),
+              l.state_after) AS detail
+  FROM herald.event_log e
+  JOIN herald.rule_defs r ON r.id = e.rule_id AND r.kind = 'threshold'
+  -- the pending evaluations since the instance last was anything but pending
+  CROSS JOIN LATERAL (
+        SELECT max(p.evaluated_at) AS since FROM herald.evaluation_log p
+         WHERE p.rule_id = e.rule_id AND p.key = coalesce(e.payload ->> 'key', '')
+           AND p.evaluated_at < e.created_at AND p.state_after <> 'pending') b
+  JOIN herald.evaluation_log l
+    ON l.rule_id = e.rule_id AND l.key = coalesce(e.payload ->> 'key', '')
+   AND (l.event_id = e.id
+        OR (l.state_after = 'pending' AND l.evaluated_at <= e.created_at
+            AND l.evaluated_at > coalesce(b.since, '-infinity')))
+UNION ALL
+SELECT e.id, e.created_at, 'event',
+       e.type || coalesce(' of rule ' || e.rule, '') || CASE WHEN e.silenced_by IS NOT NULL THEN ' (silenced)' ELSE '' END
+  FROM herald.event_log e
+UNION ALL
+SELECT d.event_id, a.started_at, 'delivery',
+       format('%s attempt %s: %s', c.name, a.attempt,
+              coalesce('HTTP ' || a.http_status, '') || coalesce(' ' || a.error, ''))
+  FROM herald.attempt_log a
+  JOIN herald.delivery_queue d ON d.id = a.delivery_id
+  JOIN herald.channel_defs c ON c.id = d.channel_id
+UNION ALL
+SELECT d.event_id, d.decided_at, d.kind,
+       CASE WHEN d.kind = 'decision'
+            THEN format('%s decided: %s', d.decided_by, d.decision) || coalesce(' (action: ' || d.action || ')', '')
+            ELSE format('%s acknowledged', d.decided_by) || coalesce(': ' || d.note, '') END
+  FROM herald.decision_log d;
+
+-- Per rule, for the events that call for a decision (rule.fired,
+-- rule.escalated and row events) created in [since, until): how many, how
+-- many got a decision, and how long acknowledging and deciding took.
+CREATE FUNCTION herald.decision_report(since timestamptz, until timestamptz)
+RETURNS TABLE (rule text, events bigint, decided bigint, decided_share numeric,
+               median_time_to_acknowledge interval, median_time_to_decide interval)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT e.rule,
+           count(*),
+           count(f.first_decision),
+           round(count(f.first_decision)::numeric / count(*), 4),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY f.first_ack - e.created_at),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY f.first_decision - e.created_at)
+      FROM herald.event_log e
+      CROSS JOIN LATERAL (
+            SELECT min(d.decided_at) FILTER (WHERE d.kind = 'acknowledgement') AS first_ack,
+                   min(d.decided_at) FILTER (WHERE d.kind = 'decision') AS first_decision
+              FROM herald.decision_log d WHERE d.event_id = e.id) f
+     WHERE e.created_at >= decision_report.since AND e.created_at < decision_report.until
+       AND (e.type IN ('rule.fired', 'rule.escalated') OR e.type LIKE 'row.%')
+     GROUP BY e.rule
+     ORDER BY e.rule;
+END;
+COMMENT ON FUNCTION herald.decision_report(timestamptz, timestamptz) IS
+    'Per rule: events calling for a decision, the share decided, median times to acknowledge and to decide';

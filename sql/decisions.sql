@@ -1,0 +1,105 @@
+-- Decisions: acknowledgements stop reminders, decisions are kept, the
+-- timeline tells each event's story in order, the report sums it up.
+\set SHOW_CONTEXT never
+SELECT herald.create_channel('decisions-hook', 'webhook', test.url('/decisions'));
+CREATE TABLE stock (item text PRIMARY KEY, level int NOT NULL);
+INSERT INTO stock VALUES ('flour', 50);
+
+SELECT herald.on_threshold('low-flour', $$SELECT level FROM stock WHERE item = 'flour'$$, '<', 10,
+                           ARRAY['decisions-hook'], watch => ARRAY['stock'::regclass],
+                           pending_for => '1 second', repeat_every => '1 second');
+SELECT herald.flush();
+
+-- pending, then firing once the pending period is over, then reminders
+UPDATE stock SET level = 5;
+SELECT herald.flush();
+SELECT test.wait_until($$SELECT count(*) >= 1 FROM herald.events
+                          WHERE rule = 'low-flour' AND type = 'rule.reminder'$$);
+CREATE TABLE test.fired AS
+SELECT id FROM herald.events WHERE rule = 'low-flour' AND type = 'rule.fired';
+
+-- the default message says how to answer
+SELECT (r ->> 'body')::jsonb -> 'data' ->> 'message' ~ 'herald.acknowledge\(\d+\);.*herald.decide\(\d+, ' AS says_how
+  FROM test.received('/decisions') r
+ WHERE (r ->> 'body')::jsonb ->> 'type' = 'rule.fired';
+
+-- acknowledging the episode (here through one of its reminders) stops the reminders
+SELECT herald.acknowledge((SELECT max(id) FROM herald.events
+                            WHERE rule = 'low-flour' AND type = 'rule.reminder'),
+                          'baker called') > 0 AS acknowledged;
+SELECT state, acknowledged_at IS NOT NULL AS acknowledged FROM herald.rules WHERE name = 'low-flour';
+CREATE TABLE test.reminders AS
+SELECT count(*) AS n FROM herald.events WHERE rule = 'low-flour' AND type = 'rule.reminder';
+-- nothing to wait for but time: three reminder periods go by
+SELECT pg_sleep(3);
+UPDATE stock SET level = 4;
+SELECT herald.flush();
+SELECT count(*) - (SELECT n FROM test.reminders) AS reminders_after_acknowledgement
+  FROM herald.events WHERE rule = 'low-flour' AND type = 'rule.reminder';
+
+-- decisions: several per event, each kept
+SELECT herald.decide((SELECT id FROM test.fired), 'order 20 kg more', action => 'purchase order 1234') > 0 AS decided;
+SELECT herald.decide((SELECT id FROM test.fired), 'switch supplier next month', decided_by => 'the bakery manager') > 0 AS decided;
+SELECT event_type, rule, kind, decision, action, note, decided_by
+  FROM herald.decisions ORDER BY id;
+
+-- the episode ends; a new one is not acknowledged and reminds again
+UPDATE stock SET level = 40;
+SELECT herald.flush();
+UPDATE stock SET level = 3;
+SELECT herald.flush();
+SELECT test.wait_until($$SELECT state = 'firing' AND acknowledged_at IS NULL
+                          FROM herald.rules WHERE name = 'low-flour'$$);
+SELECT test.wait_until($$SELECT count(*) > (SELECT n FROM test.reminders) FROM herald.events
+                          WHERE rule = 'low-flour' AND type = 'rule.reminder'$$) AS reminds_again;
+SELECT herald.disable_rule('low-flour');
+
+-- the timeline of the first rule.fired event, in order: the evaluations
+-- that led to it, the event, its delivery, the acknowledgement, the decisions
+SELECT kind, regexp_replace(detail, '\d+', 'N', 'g') AS detail
+  FROM herald.timeline WHERE event_id = (SELECT id FROM test.fired)
+ ORDER BY at, kind;
+-- the acknowledgement was made on a reminder: it is on that event's timeline
+SELECT kind, detail FROM herald.timeline
+ WHERE event_id IN (SELECT event_id FROM herald.decisions WHERE kind = 'acknowledgement')
+   AND kind = 'acknowledgement';
+
+-- errors
+\set VERBOSITY default
+SELECT herald.decide(999999999, 'anything');
+SELECT herald.decide((SELECT id FROM test.fired), '  ');
+SELECT herald.decide((SELECT id FROM test.fired), NULL);
+SELECT herald.acknowledge(999999999);
+\set VERBOSITY terse
+
+-- the report on a known history: three events of rule a, two of rule b
+CREATE TABLE test.history_events AS
+WITH ev AS (
+    INSERT INTO herald.event_log (type, rule, created_at, payload)
+    VALUES ('rule.fired', 'report-a', '2026-01-01 10:00', '{}'),
+           ('row.inserted', 'report-a', '2026-01-01 11:00', '{}'),
+           ('rule.escalated', 'report-a', '2026-01-01 12:00', '{}'),
+           ('rule.resolved', 'report-a', '2026-01-01 12:30', '{}'),     -- calls for no decision
+           ('rule.fired', 'report-b', '2026-01-02 09:00', '{}'),
+           ('rule.reminder', 'report-b', '2026-01-02 10:00', '{}'),    -- calls for no decision
+           ('rule.fired', 'report-b', '2026-01-03 09:00', '{}'),
+           ('rule.fired', 'report-b', '2026-02-01 09:00', '{}')        -- outside the window
+    RETURNING id, rule, created_at)
+SELECT * FROM ev;
+INSERT INTO herald.decision_log (event_id, kind, decision, decided_by, recorded_by, decided_at)
+SELECT h.id, d.kind, d.decision, 'tester', current_user, h.created_at + d.after
+  FROM test.history_events h
+  JOIN (VALUES ('report-a', '2026-01-01 10:00'::timestamptz, 'acknowledgement', NULL, interval '10 minutes'),
+               ('report-a', '2026-01-01 10:00', 'decision', 'restock', interval '1 hour'),
+               ('report-a', '2026-01-01 10:00', 'decision', 'restock twice', interval '2 hours'),
+               ('report-a', '2026-01-01 11:00', 'acknowledgement', NULL, interval '30 minutes'),
+               ('report-a', '2026-01-01 11:00', 'decision', 'ignore', interval '3 hours'),
+               ('report-b', '2026-01-02 09:00', 'acknowledgement', NULL, interval '5 minutes'))
+       AS d(rule, at, kind, decision, after)
+    ON d.rule = h.rule AND d.at = h.created_at;
+SELECT * FROM herald.decision_report('2026-01-01', '2026-01-31') WHERE rule LIKE 'report-%';
+
+-- clean up for the tests that follow
+DELETE FROM herald.decision_log WHERE event_id IN (SELECT id FROM test.history_events);
+DELETE FROM herald.event_log WHERE id IN (SELECT id FROM test.history_events);
+SELECT herald.drop_rule('low-flour');
