@@ -23,15 +23,21 @@ CREATE TABLE herald.decision_log (
 CREATE INDEX decision_log_event ON herald.decision_log (event_id);
 COMMENT ON TABLE herald.decision_log IS 'Acknowledgements and decisions recorded about events';
 
--- The event, with a clear error when there is none.
+-- The event, with a clear error when there is none or the caller may not
+-- see it (the same error: what it may not see does not exist for it).
 CREATE FUNCTION herald._event(event_id bigint) RETURNS herald.event_log
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     e herald.event_log;
+    v_invoker regrole := herald._invoker();
 BEGIN
-    SELECT * INTO e FROM herald.event_log x WHERE x.id = _event.event_id;
+    SELECT x.* INTO e FROM herald.event_log x
+      LEFT JOIN herald.rule_defs r ON r.id = x.rule_id
+     WHERE x.id = _event.event_id
+       AND (pg_has_role(v_invoker, 'herald_admin', 'USAGE')
+            OR (r.owner IS NOT NULL AND pg_has_role(v_invoker, r.owner, 'USAGE')));
     IF NOT FOUND THEN
         RAISE EXCEPTION 'event % does not exist', coalesce(_event.event_id::text, 'NULL')
             USING ERRCODE = 'undefined_object',
@@ -94,49 +100,57 @@ $$;
 COMMENT ON FUNCTION herald.decide(bigint, text, text, text) IS
     'Record what was decided about an event (several decisions per event are kept)';
 
-CREATE VIEW herald.decisions AS
+CREATE VIEW herald.decisions WITH (security_barrier) AS
 SELECT d.id, d.event_id, e.type AS event_type, e.rule, d.kind, d.decision, d.action, d.note,
        d.decided_by, d.recorded_by, d.decided_at
   FROM herald.decision_log d
-  LEFT JOIN herald.event_log e ON e.id = d.event_id;
+  LEFT JOIN herald.event_log e ON e.id = d.event_id
+  LEFT JOIN herald.rule_defs r ON r.id = e.rule_id
+ WHERE herald._may_see(r.owner);
 
 -- The story of each event, in time order: the evaluations that led to it
 -- (the one that emitted it, and the pending period before it), the event,
 -- every delivery attempt, acknowledgements and decisions.
-CREATE VIEW herald.timeline AS
-SELECT e.id AS event_id, l.evaluated_at AS at, 'evaluation'::text AS kind,
-       format('%s: value %s, %s -> %s', coalesce(nullif(l.key, ''), r.name),
-              coalesce(l.value::text, 'no data'), coalesce(l.state_before, 'new'),
-              l.state_after) AS detail
-  FROM herald.event_log e
-  JOIN herald.rule_defs r ON r.id = e.rule_id AND r.kind = 'threshold'
-  -- the pending evaluations since the instance last was anything but pending
-  CROSS JOIN LATERAL (
-        SELECT max(p.evaluated_at) AS since FROM herald.evaluation_log p
-         WHERE p.rule_id = e.rule_id AND p.key = coalesce(e.payload ->> 'key', '')
-           AND p.evaluated_at < e.created_at AND p.state_after <> 'pending') b
-  JOIN herald.evaluation_log l
-    ON l.rule_id = e.rule_id AND l.key = coalesce(e.payload ->> 'key', '')
-   AND (l.event_id = e.id
-        OR (l.state_after = 'pending' AND l.evaluated_at <= e.created_at
-            AND l.evaluated_at > coalesce(b.since, '-infinity')))
-UNION ALL
-SELECT e.id, e.created_at, 'event',
-       e.type || coalesce(' of rule ' || e.rule, '') || CASE WHEN e.silenced_by IS NOT NULL THEN ' (silenced)' ELSE '' END
-  FROM herald.event_log e
-UNION ALL
-SELECT d.event_id, a.started_at, 'delivery',
-       format('%s attempt %s: %s', c.name, a.attempt,
-              coalesce('HTTP ' || a.http_status, '') || coalesce(' ' || a.error, ''))
-  FROM herald.attempt_log a
-  JOIN herald.delivery_queue d ON d.id = a.delivery_id
-  JOIN herald.channel_defs c ON c.id = d.channel_id
-UNION ALL
-SELECT d.event_id, d.decided_at, d.kind,
-       CASE WHEN d.kind = 'decision'
-            THEN format('%s decided: %s', d.decided_by, d.decision) || coalesce(' (action: ' || d.action || ')', '')
-            ELSE format('%s acknowledged', d.decided_by) || coalesce(': ' || d.note, '') END
-  FROM herald.decision_log d;
+CREATE VIEW herald.timeline WITH (security_barrier) AS
+SELECT t.event_id, t.at, t.kind, t.detail
+  FROM (
+    SELECT e.id AS event_id, l.evaluated_at AS at, 'evaluation'::text AS kind,
+           format('%s: value %s, %s -> %s', coalesce(nullif(l.key, ''), r.name),
+                  coalesce(l.value::text, 'no data'), coalesce(l.state_before, 'new'),
+                  l.state_after) AS detail
+      FROM herald.event_log e
+      JOIN herald.rule_defs r ON r.id = e.rule_id AND r.kind = 'threshold'
+      -- the pending evaluations since the instance last was anything but pending
+      CROSS JOIN LATERAL (
+            SELECT max(p.evaluated_at) AS since FROM herald.evaluation_log p
+             WHERE p.rule_id = e.rule_id AND p.key = coalesce(e.payload ->> 'key', '')
+               AND p.evaluated_at < e.created_at AND p.state_after <> 'pending') b
+      JOIN herald.evaluation_log l
+        ON l.rule_id = e.rule_id AND l.key = coalesce(e.payload ->> 'key', '')
+       AND (l.event_id = e.id
+            OR (l.state_after = 'pending' AND l.evaluated_at <= e.created_at
+                AND l.evaluated_at > coalesce(b.since, '-infinity')))
+    UNION ALL
+    SELECT e.id, e.created_at, 'event',
+           e.type || coalesce(' of rule ' || e.rule, '') || CASE WHEN e.silenced_by IS NOT NULL THEN ' (silenced)' ELSE '' END
+      FROM herald.event_log e
+    UNION ALL
+    SELECT d.event_id, a.started_at, 'delivery',
+           format('%s attempt %s: %s', c.name, a.attempt,
+                  coalesce('HTTP ' || a.http_status, '') || coalesce(' ' || a.error, ''))
+      FROM herald.attempt_log a
+      JOIN herald.delivery_queue d ON d.id = a.delivery_id
+      JOIN herald.channel_defs c ON c.id = d.channel_id
+    UNION ALL
+    SELECT d.event_id, d.decided_at, d.kind,
+           CASE WHEN d.kind = 'decision'
+                THEN format('%s decided: %s', d.decided_by, d.decision) || coalesce(' (action: ' || d.action || ')', '')
+                ELSE format('%s acknowledged', d.decided_by) || coalesce(': ' || d.note, '') END
+      FROM herald.decision_log d
+       ) t
+  JOIN herald.event_log ev ON ev.id = t.event_id
+  LEFT JOIN herald.rule_defs vr ON vr.id = ev.rule_id
+ WHERE herald._may_see(vr.owner);
 
 -- Per rule, for the events that call for a decision (rule.fired,
 -- rule.escalated and row events) created in [since, until): how many, how
@@ -155,11 +169,15 @@ BEGIN ATOMIC
            percentile_cont(0.5) WITHIN GROUP (ORDER BY f.first_ack - e.created_at),
            percentile_cont(0.5) WITHIN GROUP (ORDER BY f.first_decision - e.created_at)
       FROM herald.event_log e
+      LEFT JOIN herald.rule_defs r ON r.id = e.rule_id
       CROSS JOIN LATERAL (
             SELECT min(d.decided_at) FILTER (WHERE d.kind = 'acknowledgement') AS first_ack,
                    min(d.decided_at) FILTER (WHERE d.kind = 'decision') AS first_decision
               FROM herald.decision_log d WHERE d.event_id = e.id) f
      WHERE e.created_at >= decision_report.since AND e.created_at < decision_report.until
+       -- the caller's rules, or all of them for herald_admin
+       AND (pg_has_role(herald._invoker(), 'herald_admin', 'USAGE')
+            OR (r.owner IS NOT NULL AND pg_has_role(herald._invoker(), r.owner, 'USAGE')))
        AND (e.type IN ('rule.fired', 'rule.escalated') OR e.type LIKE 'row.%')
      GROUP BY e.rule
      ORDER BY e.rule;

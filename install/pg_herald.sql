@@ -310,7 +310,9 @@ COMMENT ON FUNCTION herald.webhook_id(bigint) IS
     'The webhook-id header of a delivery: stable across its retries, unique to this installation';
 
 CREATE FUNCTION herald.flush(timeout interval DEFAULT '10 seconds') RETURNS boolean
-    VOLATILE STRICT SECURITY DEFINER LANGUAGE c AS 'MODULE_PATHNAME', 'herald_flush';
+    VOLATILE STRICT SECURITY DEFINER LANGUAGE c
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'herald_flush';
 COMMENT ON FUNCTION herald.flush(interval) IS
     'Wait until the deliveries committed before the call are delivered or dead; true when that happened in time';
 
@@ -708,6 +710,10 @@ BEGIN
         RAISE EXCEPTION 'rule name must not be empty'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF length(_check_rule_name.name) > 200 OR _check_rule_name.name ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'a rule name has at most 200 characters and no control characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF EXISTS (SELECT 1 FROM herald.rule_defs r WHERE r.name = _check_rule_name.name) THEN
         RAISE EXCEPTION 'rule "%" already exists', _check_rule_name.name
             USING ERRCODE = 'duplicate_object';
@@ -988,9 +994,18 @@ COMMENT ON FUNCTION herald.redeliver(bigint) IS 'Put a dead or failing delivery 
 -- Views
 -------------------------------------------------------------------------------
 
+-- What a role may see of rules and what they produced: its own (and its
+-- roles') rules, or everything for herald_admin.  The views below filter
+-- with it and are security barriers, so that no function of the caller's
+-- sees a row before the filter.
+CREATE FUNCTION herald._may_see(owner regrole) RETURNS boolean
+LANGUAGE sql STABLE
+RETURN pg_catalog.pg_has_role(current_user, 'herald_admin', 'USAGE')
+    OR (owner IS NOT NULL AND pg_catalog.pg_has_role(current_user, owner, 'USAGE'));
+
 -- One row per row rule, one per threshold rule instance (one per threshold
 -- rule not evaluated yet, with a NULL state).
-CREATE VIEW herald.rules AS
+CREATE VIEW herald.rules WITH (security_barrier) AS
 SELECT r.name,
        r.kind,
        i.key,
@@ -1031,17 +1046,19 @@ SELECT r.name,
   LEFT JOIN LATERAL (
         SELECT max(x.until) AS until FROM herald.silence_defs x
          WHERE (x.rule_id = r.id OR x.rule_id IS NULL) AND x.ended_at IS NULL
-           AND now() >= x.starts_at AND now() < x.until) s ON true;
+           AND now() >= x.starts_at AND now() < x.until) s ON true
+ WHERE herald._may_see(r.owner);
 
 -- A URL without what may be a credential: the password of its user
 -- information, its path and its query (Slack and Teams put their tokens in
 -- the path, Google Chat in the query).
 CREATE FUNCTION herald._mask_url(url text) RETURNS text
 LANGUAGE sql IMMUTABLE
-RETURN regexp_replace(url, '^([A-Za-z][A-Za-z0-9+.-]*://)(([^/?#@:]*)(:[^/?#@]*)?@)?([^/?#]*)(.*)$',
+RETURN CASE WHEN url !~ '^[A-Za-z][A-Za-z0-9+.-]*://' THEN '***' ELSE
+       regexp_replace(url, '^([A-Za-z][A-Za-z0-9+.-]*://)(([^/?#@:]*)(:[^/?#@]*)?@)?([^/?#]*)(.*)$',
                       '\1' || CASE WHEN url ~ '^[^/]*//[^/?#@]*:[^/?#@]*@' THEN '\3:***@'
                                     WHEN url ~ '^[^/]*//[^/?#@]*@' THEN '\3@' ELSE '' END
-                           || '\5' || CASE WHEN url ~ '^[^/]*//[^/?#]*[/?#].' THEN '/***' ELSE '' END);
+                           || '\5' || CASE WHEN url ~ '^[^/]*//[^/?#]*[/?#].' THEN '/***' ELSE '' END) END;
 
 -- Channels as everyone but herald_admin sees them: no secret, no token.
 CREATE VIEW herald.channels AS
@@ -1066,11 +1083,13 @@ SELECT c.id,
        c.created_by
   FROM herald.channel_defs c;
 
-CREATE VIEW herald.events AS
+CREATE VIEW herald.events WITH (security_barrier) AS
 SELECT e.id, e.type, e.rule, e.created_at, e.payload, e.silenced_by IS NOT NULL AS silenced
-  FROM herald.event_log e;
+  FROM herald.event_log e
+  LEFT JOIN herald.rule_defs r ON r.id = e.rule_id
+ WHERE herald._may_see(r.owner);
 
-CREATE VIEW herald.evaluations AS
+CREATE VIEW herald.evaluations WITH (security_barrier) AS
 SELECT l.id,
        r.name AS rule,
        l.key,
@@ -1083,9 +1102,10 @@ SELECT l.id,
        l.event_id,
        l.error
   FROM herald.evaluation_log l
-  JOIN herald.rule_defs r ON r.id = l.rule_id;
+  JOIN herald.rule_defs r ON r.id = l.rule_id
+ WHERE herald._may_see(r.owner);
 
-CREATE VIEW herald.silences AS
+CREATE VIEW herald.silences WITH (security_barrier) AS
 SELECT x.id,
        r.name AS rule,
        x.starts_at,
@@ -1096,9 +1116,10 @@ SELECT x.id,
        x.ended_by,
        x.ended_at IS NULL AND now() >= x.starts_at AND now() < x.until AS active
   FROM herald.silence_defs x
-  LEFT JOIN herald.rule_defs r ON r.id = x.rule_id;
+  LEFT JOIN herald.rule_defs r ON r.id = x.rule_id
+ WHERE x.rule_id IS NULL OR herald._may_see(r.owner);
 
-CREATE VIEW herald.deliveries AS
+CREATE VIEW herald.deliveries WITH (security_barrier) AS
 SELECT d.id,
        d.event_id,
        c.name AS channel,
@@ -1112,9 +1133,12 @@ SELECT d.id,
        d.created_at,
        d.finished_at
   FROM herald.delivery_queue d
-  JOIN herald.channel_defs c ON c.id = d.channel_id;
+  JOIN herald.channel_defs c ON c.id = d.channel_id
+  JOIN herald.event_log e ON e.id = d.event_id
+  LEFT JOIN herald.rule_defs r ON r.id = e.rule_id
+ WHERE herald._may_see(r.owner);
 
-CREATE VIEW herald.attempts AS
+CREATE VIEW herald.attempts WITH (security_barrier) AS
 SELECT a.delivery_id,
        a.attempt,
        a.started_at,
@@ -1122,7 +1146,11 @@ SELECT a.delivery_id,
        a.http_status,
        a.error,
        a.response
-  FROM herald.attempt_log a;
+  FROM herald.attempt_log a
+  JOIN herald.delivery_queue d ON d.id = a.delivery_id
+  JOIN herald.event_log e ON e.id = d.event_id
+  LEFT JOIN herald.rule_defs r ON r.id = e.rule_id
+ WHERE herald._may_see(r.owner);
 
 -- One row per channel: the queue now, and the attempts of the last hour.
 CREATE VIEW herald.channel_health AS

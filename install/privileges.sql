@@ -61,7 +61,8 @@ GRANT EXECUTE ON FUNCTION
     herald.webhook_id(bigint),
     herald.webhook_signature(text, bigint, text, text),
     herald.generate_secret(),
-    herald._mask_url(text)
+    herald._mask_url(text),
+    herald._may_see(regrole)
     TO herald_author;
 
 GRANT SELECT ON ALL TABLES IN SCHEMA herald TO herald_admin;

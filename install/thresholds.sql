@@ -156,6 +156,11 @@ BEGIN
         WHEN n.firing_since IS NOT NULL AND n.acknowledged_at IS NULL
         THEN n.last_notified_at + r.repeat_every
     END;
+    -- a timer already past (a pending instance kept without data) would
+    -- call for evaluations without end: the next commit or schedule decides
+    IF n.next_check_at <= at THEN
+        n.next_check_at := NULL;
+    END IF;
 END;
 $$;
 
@@ -223,6 +228,15 @@ BEGIN
             before := NULL;
             v_base.key := o.key;
             t := herald._transition(r, v_base, o.value, at);
+        ELSIF r.grouped AND o.key = '' AND NOT o.present THEN
+            -- the stand-in a failing grouped metric left: gone without a word
+            before := o.inst;
+            after := o.inst;
+            after.state := 'ok';
+            event := NULL;
+            present := false;
+            RETURN NEXT;
+            CONTINUE;
         ELSE
             before := o.inst;
             t := herald._transition(r, before, o.value, at);

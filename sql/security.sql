@@ -117,6 +117,33 @@ SELECT herald.flush();
 SELECT rule, type, payload ->> 'error' AS error, payload ? 'new' AS has_row
   FROM herald.events WHERE rule LIKE 'alice-%' ORDER BY id;
 
+-- rule code cannot call pg_herald's API (it would run in someone else's session)
+SET ROLE herald_test_alice;
+SELECT herald.on_threshold('sneaky', $m$SELECT count(*) FROM herald.on_threshold('sneakier', 'SELECT 1', '>', 0, ARRAY['sec-hook'], every => '1 hour')$m$,
+                           '>', 0, ARRAY['sec-hook'], every => '1 hour');
+SELECT key, next_state, error FROM herald.preview('sneaky');
+RESET ROLE;
+SELECT herald.flush();
+SELECT name, state, error FROM herald.rules WHERE name LIKE 'sneak%' ORDER BY name;
+SELECT herald.drop_rule('sneaky');
+
+-- an author sees its own rules and what they produced, nothing of others'
+CREATE TABLE test.alice_event AS
+SELECT max(id) AS id FROM herald.event_log WHERE rule LIKE 'alice-%';
+GRANT SELECT ON test.alice_event TO herald_test_bob;
+SET ROLE herald_test_bob;
+SELECT count(*) AS alice_rules FROM herald.rules WHERE name LIKE 'alice-%';
+SELECT count(*) AS alice_events FROM herald.events WHERE rule LIKE 'alice-%';
+SELECT count(*) AS alice_deliveries FROM herald.deliveries d
+  JOIN herald.channels c ON c.name = d.channel WHERE c.name = 'sec-hook';
+SELECT count(*) AS alice_evaluations FROM herald.evaluations WHERE rule LIKE 'alice-%';
+SELECT test.error_of($$SELECT herald.acknowledge((SELECT id FROM test.alice_event))$$);
+SELECT test.error_of($$SELECT herald.decide((SELECT id FROM test.alice_event), 'not mine')$$);
+RESET ROLE;
+SET ROLE herald_test_alice;
+SELECT count(*) > 0 AS own_events FROM herald.events WHERE rule LIKE 'alice-%';
+RESET ROLE;
+
 -- an author manages its own rules only
 SET ROLE herald_test_bob;
 SELECT test.error_of($$SELECT herald.drop_rule('alice-sales')$$);
@@ -160,5 +187,6 @@ SELECT test.error_of($$SET herald.deny_networks = '10.0.0.0/8'$$);
 -- clean up for the tests that follow
 SELECT herald.drop_rule(name) FROM herald.rule_defs WHERE name LIKE 'alice-%';
 SELECT herald.drop_channel(name) FROM herald.channel_defs WHERE name LIKE 'sec-%';
+DROP TABLE test.alice_event;
 DROP OWNED BY herald_test_admin, herald_test_alice, herald_test_bob, herald_test_nobody;
 DROP ROLE herald_test_admin, herald_test_alice, herald_test_bob, herald_test_nobody;

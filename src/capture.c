@@ -439,12 +439,19 @@ run_selection(CaptureRule *rule, Oid relid, int op, Oid ext_owner, int sec_conte
 	SPIPlanPtr	plan = get_select_plan(rule, relid, op);
 	Datum		result = (Datum) 0;
 	int			ret;
+	int			guc_level;
 
+	/*
+	 * Settings the condition changes, even without LOCAL, end with it: the
+	 * statements that follow run as the extension's owner.
+	 */
+	guc_level = NewGUCNestLevel();
 	SetUserIdAndSecContext(rule->owner, sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
 	ret = SPI_execute_plan(plan, NULL, NULL, false, 0);
 	SetUserIdAndSecContext(ext_owner, sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	AtEOXact_GUC(false, guc_level);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "unexpected result of the capture statement: %s",
 			 SPI_result_code_string(ret));

@@ -203,9 +203,9 @@ fill_outcome(HeraldOutcome *o, HeraldDelivery *d, HeraldRequest *req,
 	}
 	if (req == NULL)
 		o->error = pstrdup(error);
-	else if (req->denied[0] != '\0')
+	else if (req->result != CURLE_OK && req->denied[0] != '\0')
 	{
-		/* the policy will refuse it next time too */
+		/* the policy refused the connection; it will next time too */
 		o->error = pstrdup(req->denied);
 		final = true;
 	}

@@ -250,7 +250,7 @@ herald_check_metric(PG_FUNCTION_ARGS)
 					 errhint("Cast it to numeric, or return a count, a sum or an average.")));
 		grouped = desc->natts == 2;
 		SPI_finish();
-		AtEOXact_GUC(true, guc_level);
+		AtEOXact_GUC(false, guc_level);
 	}
 	PG_CATCH();
 	{
@@ -360,6 +360,14 @@ metric_step(void *arg)
 	}
 	PG_END_TRY();
 
+	/*
+	 * query_timeout went off just as the metric finished: the metric made it,
+	 * and the cancel it requested must not abort what follows.
+	 */
+	if (QueryCancelPending && GetCurrentTimestamp() >= run->deadline &&
+		(!outer_timeout || run->deadline < outer_deadline))
+		QueryCancelPending = false;
+
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "unexpected result of the metric: %s", SPI_result_code_string(ret));
 	desc = SPI_tuptable->tupdesc;
@@ -423,7 +431,8 @@ metric_step(void *arg)
 	SPI_freetuptable(SPI_tuptable);
 
 	SetUserIdAndSecContext(save_user, save_sec);
-	AtEOXact_GUC(true, guc_level);
+	/* whatever the metric set, even without LOCAL, ends with it */
+	AtEOXact_GUC(false, guc_level);
 }
 
 /*

@@ -341,8 +341,13 @@ format_notify(HeraldDelivery *d, HeraldOutgoing *out)
 		if (cut < full || buf.len + 1 > NOTIFY_MAX_BYTES)
 			appendStringInfoString(&buf, ", \"truncated\": true");
 		appendStringInfoChar(&buf, '}');
-		if (buf.len <= NOTIFY_MAX_BYTES || cut == 0)
+		if (buf.len <= NOTIFY_MAX_BYTES)
 			break;
+		if (cut == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("the notification of event " INT64_FORMAT " is longer than 8000 bytes even without its message",
+							d->event_id)));
 		/* escaping can grow a character up to six bytes: cut by the excess */
 		cut = pg_mbcliplen(message, cut, Max(cut - (buf.len - NOTIFY_MAX_BYTES) - 32, 0));
 		message[cut] = '\0';

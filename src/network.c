@@ -200,6 +200,18 @@ herald_network_allowed(const struct sockaddr *sa, char *why, size_t whylen)
 	if (inet_ntop(family, addr, text, sizeof(text)) == NULL)
 		strlcpy(text, "?", sizeof(text));
 
+	/* 0.0.0.0 and :: reach this machine's own services: never a target */
+	{
+		static const uint8 zero[16] = {0};
+
+		if ((family == AF_INET && addr[0] == 0) ||
+			(family == AF_INET6 && memcmp(addr, zero, 16) == 0))
+		{
+			snprintf(why, whylen, "connection to %s refused: unspecified address", text);
+			return false;
+		}
+	}
+
 	denied = find_network(deny_list, family, addr);
 	if (denied)
 	{

@@ -446,10 +446,20 @@ herald_invoker_id(void)
 	return GetOuterUserId();
 }
 
-/* herald._invoker() RETURNS regrole */
+/*
+ * herald._invoker() RETURNS regrole.  Every API function that acts on
+ * someone's behalf asks it, so this is where rule code is kept out: a
+ * metric or a condition runs under SECURITY_RESTRICTED_OPERATION, in a
+ * session (the scheduler's, a writer's) whose user is not the rule's owner,
+ * and must not call the API as that user.
+ */
 Datum
 herald_invoker(PG_FUNCTION_ARGS)
 {
+	if (InSecurityRestrictedOperation())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("pg_herald's functions cannot be called from a rule's metric or condition")));
 	PG_RETURN_OID(herald_invoker_id());
 }
 

@@ -66,6 +66,7 @@ typedef struct SchedRule
 } SchedRule;
 
 static MemoryContext rules_cxt = NULL;
+static MemoryContext loading_cxt = NULL;	/* a load under way, or one that failed */
 static SchedRule *rules = NULL;
 static int	nrules = 0;
 static bool rules_loaded = false;
@@ -112,8 +113,10 @@ load_step(void *arg)
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not load the threshold rules: %s", SPI_result_code_string(ret));
 
-	new_cxt = AllocSetContextCreate(TopMemoryContext, "pg_herald scheduler rules",
-									ALLOCSET_SMALL_SIZES);
+	if (loading_cxt)
+		MemoryContextDelete(loading_cxt);
+	loading_cxt = new_cxt = AllocSetContextCreate(TopMemoryContext, "pg_herald scheduler rules",
+												  ALLOCSET_SMALL_SIZES);
 	n = SPI_processed;
 	loaded = MemoryContextAllocZero(new_cxt, sizeof(SchedRule) * Max(n, 1));
 	for (int i = 0; i < n; i++)
@@ -159,6 +162,7 @@ load_step(void *arg)
 	if (rules_cxt)
 		MemoryContextDelete(rules_cxt);
 	rules_cxt = new_cxt;
+	loading_cxt = NULL;
 	rules = loaded;
 	nrules = n;
 }
@@ -199,7 +203,9 @@ next_due(SchedRule *r)
 		if (due == 0 || scheduled < due)
 			due = scheduled;
 	}
-	if (r->timer_at != 0 && (due == 0 || r->timer_at < due))
+	/* a timer at or before the last evaluation has been served */
+	if (r->timer_at != 0 && r->timer_at > r->last_eval &&
+		(due == 0 || r->timer_at < due))
 		due = r->timer_at;
 	return due;
 }
@@ -476,7 +482,8 @@ herald_scheduler_main(Datum arg)
 			if (due != 0)
 				timeout = Min(timeout, ms_until(due));
 		}
-		if (herald_shared->rules_version != loaded_version)
+		/* a failed load is retried within a second, not in a loop */
+		if (rules_loaded && herald_shared->rules_version != loaded_version)
 			timeout = 0;
 		publish_quiet_tables();
 

@@ -23,6 +23,8 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
@@ -286,8 +288,11 @@ append_sparkline(StringInfo out, JsonbContainer *data)
 	{
 		if (tok != WJB_ELEM || v.type != jbvNumeric || n >= lengthof(values))
 			continue;
-		values[n] = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+		/* a value beyond the range of double (or NaN) has no place to draw */
+		values[n] = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow,
 													   NumericGetDatum(v.val.numeric)));
+		if (isnan(values[n]) || isinf(values[n]))
+			continue;
 		lo = (n == 0 || values[n] < lo) ? values[n] : lo;
 		hi = (n == 0 || values[n] > hi) ? values[n] : hi;
 		n++;
