@@ -100,6 +100,68 @@ $$;
 COMMENT ON FUNCTION herald.decide(bigint, text, text, text) IS
     'Record what was decided about an event (several decisions per event are kept)';
 
+-- Follow-ups, sent by the scheduler: every event awaiting a decision
+-- (rule.fired, rule.escalated and row events of rules with followup_after)
+-- gets a decision.followup event on its rule's channels once it is
+-- followup_after old, and again every followup_every, until a decision is
+-- recorded.  decision_url, a template with {{event_id}}, gives the link.
+-- Returns when the next follow-up falls due, NULL when none waits.
+CREATE FUNCTION herald._send_followups(decision_url text) RETURNS timestamptz
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e record;
+    v_next timestamptz;
+    v_due timestamptz;
+BEGIN
+    FOR e IN
+        SELECT ev.id, ev.type, ev.rule_id, ev.created_at, r.followup_after, r.followup_every,
+               r.enabled AND r.followup_after IS NOT NULL AS active,
+               EXISTS (SELECT 1 FROM herald.decision_log d
+                        WHERE d.event_id = ev.id AND d.kind = 'decision') AS decided,
+               (SELECT max(f.created_at) FROM herald.event_log f
+                 WHERE f.about_event_id = ev.id) AS last_asked
+          FROM herald.event_log ev
+          LEFT JOIN herald.rule_defs r ON r.id = ev.rule_id
+         WHERE ev.awaits_decision
+         ORDER BY ev.created_at
+           FOR UPDATE OF ev SKIP LOCKED
+    LOOP
+        IF e.decided OR NOT coalesce(e.active, false) THEN
+            -- nothing more to ask: out of the index
+            UPDATE herald.event_log x SET awaits_decision = NULL WHERE x.id = e.id;
+            CONTINUE;
+        END IF;
+        v_due := CASE WHEN e.last_asked IS NULL THEN e.created_at + e.followup_after
+                      ELSE e.last_asked + e.followup_every END;
+        IF v_due IS NULL THEN
+            -- asked once, and once is what the rule wants
+            UPDATE herald.event_log x SET awaits_decision = NULL WHERE x.id = e.id;
+            CONTINUE;
+        END IF;
+        IF v_due > now() THEN
+            v_next := least(v_next, v_due);
+            CONTINUE;
+        END IF;
+        PERFORM herald._emit(e.rule_id, 'decision.followup', jsonb_strip_nulls(jsonb_build_object(
+                    'about_event_id', e.id,
+                    'about_type', e.type,
+                    'about_created_at', e.created_at,
+                    'sql', format('SELECT herald.decide(%s, %L);', e.id, 'what was decided'),
+                    'link', CASE WHEN coalesce(decision_url, '') <> ''
+                                 THEN replace(decision_url, '{{event_id}}', e.id::text) END)),
+                 e.id);
+        IF e.followup_every IS NULL THEN
+            UPDATE herald.event_log x SET awaits_decision = NULL WHERE x.id = e.id;
+        ELSE
+            v_next := least(v_next, now() + e.followup_every);
+        END IF;
+    END LOOP;
+    RETURN v_next;
+END;
+$$;
+
 CREATE VIEW herald.decisions WITH (security_barrier) AS
 SELECT d.id, d.event_id, e.type AS event_type, e.rule, d.kind, d.decision, d.action, d.note,
        d.decided_by, d.recorded_by, d.decided_at
@@ -110,7 +172,7 @@ SELECT d.id, d.event_id, e.type AS event_type, e.rule, d.kind, d.decision, d.act
 
 -- The story of each event, in time order: the evaluations that led to it
 -- (the one that emitted it, and the pending period before it), the event,
--- every delivery attempt, acknowledgements and decisions.
+-- every delivery attempt, follow-ups, acknowledgements and decisions.
 CREATE VIEW herald.timeline WITH (security_barrier) AS
 SELECT t.event_id, t.at, t.kind, t.detail
   FROM (
@@ -142,6 +204,11 @@ SELECT t.event_id, t.at, t.kind, t.detail
       JOIN herald.delivery_queue d ON d.id = a.delivery_id
       JOIN herald.channel_defs c ON c.id = d.channel_id
     UNION ALL
+    SELECT f.about_event_id, f.created_at, 'followup',
+           'asked what was decided' || CASE WHEN f.silenced_by IS NOT NULL THEN ' (silenced)' ELSE '' END
+      FROM herald.event_log f
+     WHERE f.about_event_id IS NOT NULL
+    UNION ALL
     SELECT d.event_id, d.decided_at, d.kind,
            CASE WHEN d.kind = 'decision'
                 THEN format('%s decided: %s', d.decided_by, d.decision) || coalesce(' (action: ' || d.action || ')', '')
@@ -154,10 +221,12 @@ SELECT t.event_id, t.at, t.kind, t.detail
 
 -- Per rule, for the events that call for a decision (rule.fired,
 -- rule.escalated and row events) created in [since, until): how many, how
--- many got a decision, and how long acknowledging and deciding took.
+-- many got a decision, how long acknowledging and deciding took, and how
+-- many follow-ups were sent about them.
 CREATE FUNCTION herald.decision_report(since timestamptz, until timestamptz)
 RETURNS TABLE (rule text, events bigint, decided bigint, decided_share numeric,
-               median_time_to_acknowledge interval, median_time_to_decide interval)
+               median_time_to_acknowledge interval, median_time_to_decide interval,
+               followups bigint)
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -167,12 +236,15 @@ BEGIN ATOMIC
            count(f.first_decision),
            round(count(f.first_decision)::numeric / count(*), 4),
            percentile_cont(0.5) WITHIN GROUP (ORDER BY f.first_ack - e.created_at),
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY f.first_decision - e.created_at)
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY f.first_decision - e.created_at),
+           sum(f.followups)::bigint
       FROM herald.event_log e
       LEFT JOIN herald.rule_defs r ON r.id = e.rule_id
       CROSS JOIN LATERAL (
             SELECT min(d.decided_at) FILTER (WHERE d.kind = 'acknowledgement') AS first_ack,
-                   min(d.decided_at) FILTER (WHERE d.kind = 'decision') AS first_decision
+                   min(d.decided_at) FILTER (WHERE d.kind = 'decision') AS first_decision,
+                   (SELECT count(*) FROM herald.event_log x
+                     WHERE x.about_event_id = e.id) AS followups
               FROM herald.decision_log d WHERE d.event_id = e.id) f
      WHERE e.created_at >= decision_report.since AND e.created_at < decision_report.until
        -- the caller's rules, or all of them for herald_admin

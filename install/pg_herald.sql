@@ -69,6 +69,9 @@ CREATE TABLE herald.rule_defs (
     min_interval      interval NOT NULL DEFAULT '0' CHECK (min_interval >= '0'),
     no_data           text NOT NULL DEFAULT 'ok' CHECK (no_data IN ('ok', 'alert', 'keep')),
     query_timeout     interval CHECK (query_timeout > '0'),
+    -- the decision loop, both kinds
+    followup_after    interval CHECK (followup_after > '0'),
+    followup_every    interval CHECK (followup_every > '0'),
     CHECK (kind <> 'row' OR (on_table IS NOT NULL AND cardinality(operations) > 0)),
     CHECK (kind <> 'threshold' OR (metric IS NOT NULL AND grouped IS NOT NULL
                                    AND op IS NOT NULL AND threshold IS NOT NULL
@@ -151,8 +154,13 @@ CREATE TABLE herald.event_log (
     rule        text,
     created_at  timestamptz NOT NULL DEFAULT now(),
     payload     jsonb NOT NULL,
-    silenced_by integer             -- the silence that muted it: no deliveries
+    silenced_by integer,            -- the silence that muted it: no deliveries
+    awaits_decision boolean,        -- its rule asks for a follow-up until decided
+    about_event_id bigint           -- decision.followup: the event it asks about
 );
+-- the follow-ups: events still awaiting a decision, and the questions asked
+CREATE INDEX event_log_awaiting ON herald.event_log (created_at) WHERE awaits_decision;
+CREATE INDEX event_log_about ON herald.event_log (about_event_id) WHERE about_event_id IS NOT NULL;
 
 -- the purge of silenced events, which have no deliveries
 CREATE INDEX event_log_silenced ON herald.event_log (created_at) WHERE silenced_by IS NOT NULL;
@@ -749,6 +757,29 @@ BEGIN
 END;
 $$;
 
+-- Follow-ups: after a delay, and again every so often if asked to.
+CREATE FUNCTION herald._check_followups(followup_after interval, followup_every interval)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF followup_after IS NOT NULL AND followup_after < '1 second' THEN
+        RAISE EXCEPTION 'followup_after must be at least 1 second'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF followup_every IS NOT NULL AND followup_after IS NULL THEN
+        RAISE EXCEPTION 'followup_every needs followup_after'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'followup_after says when the first follow-up goes out.';
+    END IF;
+    IF followup_every IS NOT NULL AND followup_every < '1 second' THEN
+        RAISE EXCEPTION 'followup_every must be at least 1 second'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END;
+$$;
+
 -- A table a rule may watch: an ordinary or partitioned table outside the
 -- system and pg_herald's schemas, that the declaring role can read.
 CREATE FUNCTION herald._check_watchable(tbl regclass) RETURNS void
@@ -805,7 +836,9 @@ CREATE FUNCTION herald.on_change(
     channels   text[],
     operations text[] DEFAULT '{INSERT,UPDATE,DELETE}',
     condition  text DEFAULT NULL,
-    message    text DEFAULT NULL)
+    message    text DEFAULT NULL,
+    followup_after interval DEFAULT NULL,
+    followup_every interval DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -845,10 +878,13 @@ BEGIN
 
     PERFORM herald._check_condition(on_change.on_table, on_change.condition);
     PERFORM herald._check_template(on_change.message, 'row', on_change.on_table);
+    PERFORM herald._check_followups(on_change.followup_after, on_change.followup_every);
 
-    INSERT INTO herald.rule_defs (name, kind, owner, on_table, operations, condition, message)
+    INSERT INTO herald.rule_defs (name, kind, owner, on_table, operations, condition, message,
+                                  followup_after, followup_every)
     VALUES (on_change.name, 'row', herald._invoker(), on_change.on_table, v_ops,
-            on_change.condition, on_change.message)
+            on_change.condition, on_change.message, on_change.followup_after,
+            on_change.followup_every)
     RETURNING id INTO v_id;
     INSERT INTO herald.rule_channels (rule_id, channel_id)
     SELECT v_id, unnest(v_channel_ids);
@@ -856,7 +892,7 @@ BEGIN
     PERFORM herald._sync_triggers(on_change.on_table);
 END;
 $$;
-COMMENT ON FUNCTION herald.on_change(text, regclass, text[], text[], text, text) IS
+COMMENT ON FUNCTION herald.on_change(text, regclass, text[], text[], text, text, interval, interval) IS
     'Declare a row rule: matching committed row changes become events on the given channels';
 
 -- A rule the invoker may change: its own (or its role's), or any for

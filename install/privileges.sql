@@ -43,11 +43,12 @@ GRANT SELECT ON herald.rules, herald.events, herald.deliveries, herald.attempts,
     TO herald_author;
 
 GRANT EXECUTE ON FUNCTION
-    herald.on_change(text, regclass, text[], text[], text, text),
+    herald.on_change(text, regclass, text[], text[], text, text, interval, interval),
     herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text, numeric,
-                        numeric, interval, interval, interval, text, interval),
+                        numeric, interval, interval, interval, text, interval, interval, interval),
     herald._declare_threshold(text, text, text, numeric, text[], regclass[], interval, text,
-                              numeric, numeric, interval, interval, interval, text, interval, text),
+                              numeric, numeric, interval, interval, interval, text, interval,
+                              interval, interval, text),
     herald.preview(text),
     herald.silence(text, timestamptz, text),
     herald.unsilence(text),

@@ -25,7 +25,8 @@ END;
 
 -- Record an event of a rule and queue it to the rule's channels, unless a
 -- silence mutes the rule: then it is recorded only.
-CREATE FUNCTION herald._emit(rule_id integer, type text, payload jsonb) RETURNS bigint
+CREATE FUNCTION herald._emit(rule_id integer, type text, payload jsonb,
+                             about_event_id bigint DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -33,8 +34,11 @@ DECLARE
     v_silence integer := (herald._active_silence(_emit.rule_id)).id;
     v_id bigint;
 BEGIN
-    INSERT INTO herald.event_log (type, rule_id, rule, payload, silenced_by)
-    SELECT _emit.type, r.id, r.name, _emit.payload, v_silence
+    INSERT INTO herald.event_log (type, rule_id, rule, payload, silenced_by,
+                                  awaits_decision, about_event_id)
+    SELECT _emit.type, r.id, r.name, _emit.payload, v_silence,
+           r.followup_after IS NOT NULL AND _emit.type IN ('rule.fired', 'rule.escalated'),
+           _emit.about_event_id
       FROM herald.rule_defs r WHERE r.id = _emit.rule_id
     RETURNING id INTO v_id;
     IF v_silence IS NULL THEN
@@ -355,6 +359,8 @@ CREATE FUNCTION herald._declare_threshold(
     min_interval      interval DEFAULT '0',
     no_data           text DEFAULT 'ok',
     query_timeout     interval DEFAULT '5 seconds',
+    followup_after    interval DEFAULT NULL,
+    followup_every    interval DEFAULT NULL,
     search_path       text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
@@ -469,17 +475,20 @@ BEGIN
     -- parsed, planned and started as the declaring role
     v_grouped := herald._check_metric(_declare_threshold.metric, _declare_threshold.search_path);
     PERFORM herald._check_template(_declare_threshold.message, 'threshold', NULL);
+    PERFORM herald._check_followups(_declare_threshold.followup_after,
+                                    _declare_threshold.followup_every);
 
     INSERT INTO herald.rule_defs (name, kind, owner, message, metric, grouped, search_path,
                                   op, threshold, warning_threshold, recover_threshold,
                                   watch, every, pending_for, repeat_every, min_interval,
-                                  no_data, query_timeout)
+                                  no_data, query_timeout, followup_after, followup_every)
     VALUES (_declare_threshold.name, 'threshold', herald._invoker(), _declare_threshold.message,
             _declare_threshold.metric, v_grouped, _declare_threshold.search_path,
             _declare_threshold.op, _declare_threshold.threshold, _declare_threshold.warning_threshold,
             _declare_threshold.recover_threshold, nullif(v_watch, '{}'), _declare_threshold.every,
             _declare_threshold.pending_for, _declare_threshold.repeat_every, _declare_threshold.min_interval,
-            _declare_threshold.no_data, _declare_threshold.query_timeout)
+            _declare_threshold.no_data, _declare_threshold.query_timeout,
+            _declare_threshold.followup_after, _declare_threshold.followup_every)
     RETURNING * INTO v_rule;
     INSERT INTO herald.rule_channels (rule_id, channel_id)
     SELECT v_rule.id, unnest(v_channel_ids);
@@ -504,16 +513,19 @@ CREATE FUNCTION herald.on_threshold(
     repeat_every      interval DEFAULT NULL,
     min_interval      interval DEFAULT '0',
     no_data           text DEFAULT 'ok',
-    query_timeout     interval DEFAULT '5 seconds')
+    query_timeout     interval DEFAULT '5 seconds',
+    followup_after    interval DEFAULT NULL,
+    followup_every    interval DEFAULT NULL)
 RETURNS void
 LANGUAGE sql
 BEGIN ATOMIC
     SELECT herald._declare_threshold(name, metric, op, threshold, channels, watch, every, message,
                                      warning_threshold, recover_threshold, pending_for,
                                      repeat_every, min_interval, no_data, query_timeout,
+                                     followup_after, followup_every,
                                      pg_catalog.current_setting('search_path'));
 END;
-COMMENT ON FUNCTION herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text, numeric, numeric, interval, interval, interval, text, interval) IS
+COMMENT ON FUNCTION herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text, numeric, numeric, interval, interval, interval, text, interval, interval, interval) IS
     'Declare a threshold rule: a metric compared with thresholds, evaluated as watched tables commit and on a schedule';
 
 -- Preview, silences -------------------------------------------------------------

@@ -99,6 +99,66 @@ SELECT h.id, d.kind, d.decision, 'tester', current_user, h.created_at + d.after
     ON d.rule = h.rule AND d.at = h.created_at;
 SELECT * FROM herald.decision_report('2026-01-01', '2026-01-31') WHERE rule LIKE 'report-%';
 
+-- follow-ups: once after the delay when nothing is decided, never when a
+-- decision came first, again and again with followup_every
+ALTER SYSTEM SET herald.decision_url = 'https://intranet.example/decide?event={{event_id}}';
+SELECT pg_reload_conf();
+CREATE TABLE complaints (id int PRIMARY KEY, customer text);
+SELECT herald.on_change('complaint', 'complaints', ARRAY['decisions-hook'], ARRAY['INSERT'],
+                        followup_after => '1 second');
+SELECT herald.on_change('complaint-nagging', 'complaints', ARRAY['decisions-hook'], ARRAY['INSERT'],
+                        followup_after => '1 second', followup_every => '1 second');
+INSERT INTO complaints VALUES (1, 'undecided'), (2, 'decided at once');
+SELECT herald.decide(e.id, 'refund', decided_by => 'support') > 0 AS decided
+  FROM herald.events e WHERE e.rule LIKE 'complaint%' AND e.payload -> 'new' ->> 'id' = '2';
+SELECT test.wait_until($$SELECT count(*) >= 2 FROM herald.events
+                          WHERE rule = 'complaint-nagging' AND type = 'decision.followup'$$) AS nagged_twice;
+SELECT herald.flush();
+SELECT about.rule, about.payload -> 'new' ->> 'customer' AS customer,
+       CASE WHEN about.rule = 'complaint' THEN count(f.id)::text
+            ELSE CASE WHEN count(f.id) >= 2 THEN 'at least 2' ELSE count(f.id)::text END
+       END AS followups
+  FROM herald.events about
+  LEFT JOIN herald.events f ON f.type = 'decision.followup'
+                           AND (f.payload ->> 'about_event_id')::bigint = about.id
+ WHERE about.rule LIKE 'complaint%' AND about.type = 'row.inserted'
+ GROUP BY about.id, about.rule, about.payload ORDER BY about.rule, customer;
+-- what the question says, and where it went
+SELECT regexp_replace(e.payload ->> 'sql', '\d+', 'N') AS sql,
+       regexp_replace(e.payload ->> 'link', '\d+$', 'N') AS link,
+       e.payload ->> 'about_type' AS about_type
+  FROM herald.events e WHERE e.rule = 'complaint' AND e.type = 'decision.followup';
+SELECT regexp_replace((r ->> 'body')::jsonb -> 'data' ->> 'message', '\d+', 'N', 'g') AS message
+  FROM test.received('/decisions') r
+ WHERE (r ->> 'body')::jsonb ->> 'type' = 'decision.followup'
+   AND (r ->> 'body')::jsonb -> 'data' ->> 'rule' = 'complaint';
+-- the follow-up is on the timeline of the event it asks about
+SELECT kind FROM herald.timeline
+ WHERE event_id = (SELECT id FROM herald.events WHERE rule = 'complaint'
+                     AND type = 'row.inserted' AND payload -> 'new' ->> 'id' = '1')
+ ORDER BY at, kind;
+-- a decision stops the questions
+SELECT herald.decide(e.id, 'apology sent') > 0 AS decided
+  FROM herald.events e WHERE e.rule = 'complaint-nagging' AND e.type = 'row.inserted'
+   AND e.payload -> 'new' ->> 'id' = '1';
+CREATE TABLE test.nags AS
+SELECT count(*) AS n FROM herald.events WHERE rule = 'complaint-nagging' AND type = 'decision.followup';
+-- nothing to wait for but time: two follow-up periods go by
+SELECT pg_sleep(2.5);
+SELECT count(*) - (SELECT n FROM test.nags) AS followups_after_decision
+  FROM herald.events WHERE rule = 'complaint-nagging' AND type = 'decision.followup';
+SELECT rule, events, decided, followups > 0 AS followed_up
+  FROM herald.decision_report(now() - interval '1 hour', now() + interval '1 hour')
+ WHERE rule LIKE 'complaint%';
+\set VERBOSITY default
+SELECT herald.on_change('bad-followup', 'complaints', ARRAY['decisions-hook'], followup_every => '1 minute');
+SELECT herald.on_change('bad-followup', 'complaints', ARRAY['decisions-hook'], followup_after => '10 milliseconds');
+\set VERBOSITY terse
+ALTER SYSTEM RESET herald.decision_url;
+SELECT pg_reload_conf();
+SELECT herald.drop_rule('complaint');
+SELECT herald.drop_rule('complaint-nagging');
+
 -- clean up for the tests that follow
 DELETE FROM herald.decision_log WHERE event_id IN (SELECT id FROM test.history_events);
 DELETE FROM herald.event_log WHERE id IN (SELECT id FROM test.history_events);

@@ -88,6 +88,7 @@ typedef struct CaptureRule
 	char	   *condition;		/* NULL when the rule has none */
 	Datum		channels;		/* int4[] of channel ids */
 	int32		silence_id;		/* the silence muting the rule, 0 for none */
+	bool		followup;		/* its events await a decision */
 	TimestampTz silenced_until; /* ... until then */
 	SPIPlanPtr	select_plan[NUM_OPS];	/* prepared on first use */
 	SPIPlanPtr	direct_plan[NUM_OPS];	/* select and insert in one, see below */
@@ -243,7 +244,7 @@ load_table_rules(Oid relid)
 	plan = SPI_prepare("SELECT r.id, r.name, r.owner::oid, r.operations, r.condition,"
 					   "       array(SELECT rc.channel_id FROM herald.rule_channels rc"
 					   "             WHERE rc.rule_id = r.id ORDER BY rc.channel_id),"
-					   "       (s).id, (s).until"
+					   "       (s).id, (s).until, r.followup_after IS NOT NULL"
 					   "  FROM herald.rule_defs r,"
 					   "       LATERAL (SELECT herald._active_silence(r.id) AS s) AS x"
 					   " WHERE r.kind = 'row' AND r.enabled AND r.on_table = $1"
@@ -284,6 +285,7 @@ load_table_rules(Oid relid)
 			rule->silence_id = DatumGetInt32(d);
 			rule->silenced_until = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
 		}
+		rule->followup = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
@@ -369,10 +371,11 @@ get_select_plan(CaptureRule *rule, Oid relid, int op)
 /*
  * The arguments shared by the event statements: $1 type, $2 rule id,
  * $3 rule name, $4 the channels to deliver to, $5 the silence muting the
- * rule.  A muted rule's events are recorded with no deliveries.
+ * rule, $6 whether the events await a decision (their rule asks for
+ * follow-ups).  A muted rule's events are recorded with no deliveries.
  */
-#define EVENT_ARGS 5
-#define EVENT_ARGTYPES TEXTOID, INT4OID, TEXTOID, INT4ARRAYOID, INT4OID
+#define EVENT_ARGS 6
+#define EVENT_ARGTYPES TEXTOID, INT4OID, TEXTOID, INT4ARRAYOID, INT4OID, BOOLOID
 
 static void
 event_args(CaptureRule *rule, const char *type, Datum *args, char *nulls)
@@ -385,6 +388,7 @@ event_args(CaptureRule *rule, const char *type, Datum *args, char *nulls)
 	args[2] = CStringGetTextDatum(rule->name);
 	args[3] = silenced ? PointerGetDatum(construct_empty_array(INT4OID)) : rule->channels;
 	args[4] = Int32GetDatum(rule->silence_id);
+	args[5] = BoolGetDatum(rule->followup && strncmp(type, "row.", 4) == 0);
 	memset(nulls, ' ', EVENT_ARGS);
 	nulls[4] = silenced ? ' ' : 'n';
 }
@@ -392,8 +396,8 @@ event_args(CaptureRule *rule, const char *type, Datum *args, char *nulls)
 /* The statement recording events: FROM-clause selection in %s. */
 #define EVENT_SQL \
 	"WITH ev AS (" \
-	"  INSERT INTO herald.event_log (type, rule_id, rule, payload, silenced_by)" \
-	"  SELECT $1, $2, $3, p.payload, $5 FROM %s" \
+	"  INSERT INTO herald.event_log (type, rule_id, rule, payload, silenced_by, awaits_decision)" \
+	"  SELECT $1, $2, $3, p.payload, $5, $6 FROM %s" \
 	"  RETURNING id)" \
 	" INSERT INTO herald.delivery_queue (event_id, channel_id)" \
 	" SELECT ev.id, c FROM ev CROSS JOIN unnest($4) AS c"
@@ -411,7 +415,7 @@ insert_events(CaptureRule *rule, const char *type, Datum payloads)
 	{
 		SPIPlanPtr	plan;
 
-		plan = SPI_prepare(psprintf(EVENT_SQL, "unnest($6) AS p(payload)"),
+		plan = SPI_prepare(psprintf(EVENT_SQL, "unnest($7) AS p(payload)"),
 						   EVENT_ARGS + 1, argtypes);
 		if (plan == NULL || SPI_keepplan(plan) != 0)
 			elog(ERROR, "could not prepare the event statement: %s",

@@ -86,6 +86,8 @@ herald_title(HeraldDelivery *d)
 		tmpl = "{{rule}}: row deleted from {{table}}";
 	else if (strcmp(d->event_type, "channel.test") == 0)
 		tmpl = "Test message from pg_herald";
+	else if (strcmp(d->event_type, "decision.followup") == 0)
+		tmpl = "{{rule}}: what was decided about event {{about_event_id}}?";
 	else
 		tmpl = "{{type}}";
 	return herald_render_template(tmpl, &values);

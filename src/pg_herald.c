@@ -48,6 +48,7 @@ int			herald_retention = 7 * 86400;
 int			herald_dead_retention = 30 * 86400;
 int			herald_purge_batch = 10000;
 char	   *herald_deny_networks = NULL;
+char	   *herald_decision_url = NULL;
 char	   *herald_allow_networks = NULL;
 
 HeraldShared *herald_shared = NULL;
@@ -562,6 +563,15 @@ herald_define_settings(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("herald.decision_url",
+							   "Link offered by follow-up questions, with {{event_id}} in it.",
+							   "For example https://intranet.example/decide?event={{event_id}}; empty for none.",
+							   &herald_decision_url,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
 
 	herald_define_network_settings();
 

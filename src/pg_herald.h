@@ -47,6 +47,7 @@ extern int	herald_dead_retention;
 extern int	herald_purge_batch;
 extern char *herald_deny_networks;
 extern char *herald_allow_networks;
+extern char *herald_decision_url;
 
 /*
  * State shared by the backends and the delivery worker.  The spinlock

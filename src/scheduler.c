@@ -51,6 +51,8 @@
 #define IDLE_RECHECK_MS 10000
 /* How often the evaluation log is purged. */
 #define PURGE_INTERVAL_MS 60000
+/* How often, at most, events awaiting a decision are looked at. */
+#define FOLLOWUP_CHECK_MS 1000
 
 typedef struct SchedRule
 {
@@ -72,6 +74,7 @@ static int	nrules = 0;
 static bool rules_loaded = false;
 static uint32 loaded_version = 0;
 static SPIPlanPtr evaluate_plan = NULL;
+static bool followups_wanted = false;	/* some rule asks for follow-ups */
 
 /* --- the rules ------------------------------------------------------------ */
 
@@ -95,6 +98,7 @@ load_step(void *arg)
 	SchedRule  *loaded;
 	int			n;
 	int			ret;
+	bool		isnull_any;
 
 	if (!herald_queue_ready())
 	{
@@ -157,6 +161,16 @@ load_step(void *arg)
 		else
 			r->dirty = true;
 	}
+	SPI_freetuptable(SPI_tuptable);
+
+	ret = SPI_execute("SELECT EXISTS (SELECT 1 FROM herald.rule_defs"
+					  "                WHERE enabled AND followup_after IS NOT NULL)"
+					  "    OR EXISTS (SELECT 1 FROM herald.event_log WHERE awaits_decision)",
+					  true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not look for follow-ups: %s", SPI_result_code_string(ret));
+	followups_wanted = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+												  SPI_tuptable->tupdesc, 1, &isnull_any));
 	SPI_freetuptable(SPI_tuptable);
 
 	if (rules_cxt)
@@ -284,6 +298,29 @@ evaluate_due(void)
 	return all_clean;
 }
 
+/* Send the follow-ups that are due; note when the next one is. */
+static void
+followup_step(void *arg)
+{
+	TimestampTz *next = arg;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	bool		isnull;
+	Datum		d;
+	int			ret;
+
+	*next = 0;
+	if (!herald_queue_ready())
+		return;
+	args[0] = CStringGetTextDatum(herald_decision_url ? herald_decision_url : "");
+	ret = SPI_execute_with_args("SELECT herald._send_followups($1)", 1, argtypes, args,
+								NULL, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not send follow-ups: %s", SPI_result_code_string(ret));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	*next = isnull ? 0 : DatumGetTimestampTz(d);
+}
+
 /* Purge evaluations past herald.retention, one bounded batch. */
 static void
 purge_step(void *arg)
@@ -385,6 +422,7 @@ void
 herald_scheduler_main(Datum arg)
 {
 	TimestampTz next_purge_at = 0;
+	TimestampTz next_followup_at = 0;
 	MemoryContext loop_context;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -460,6 +498,19 @@ herald_scheduler_main(Datum arg)
 				herald_shared->evaluated_seq = seq;
 			SpinLockRelease(&herald_shared->mutex);
 		}
+
+		if (followups_wanted && GetCurrentTimestamp() >= next_followup_at)
+		{
+			TimestampTz due = 0;
+
+			(void) herald_in_transaction("pg_herald: sending follow-ups", followup_step, &due);
+			/* new events awaiting a decision appear without telling: look again soon */
+			next_followup_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), FOLLOWUP_CHECK_MS);
+			if (due != 0 && due < next_followup_at)
+				next_followup_at = due;
+		}
+		if (followups_wanted)
+			timeout = Min(timeout, ms_until(next_followup_at));
 
 		if (GetCurrentTimestamp() >= next_purge_at)
 		{

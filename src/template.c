@@ -44,7 +44,9 @@
 
 static const char *const row_fields[] = {"table", "operation", NULL};
 /* fields of other events, rendered but not offered to rule templates */
-static const char *const other_fields[] = {"channel", NULL};
+static const char *const other_fields[] = {
+	"channel", "about_event_id", "about_type", "about_created_at", "sql", "link", NULL
+};
 static const char *const threshold_fields[] = {
 	"key", "value", "op", "threshold", "warning_threshold", "recover_threshold",
 	"state", "previous_state", "level", "since", "error", "sparkline", NULL
@@ -380,6 +382,9 @@ default_message(const char *event_type, bool has_key)
 			"{{rule}} resolved: value {{value}}";
 	if (strcmp(event_type, "rule.error") == 0)
 		return "{{rule}} could not be evaluated: {{error}}";
+	if (strcmp(event_type, "decision.followup") == 0)
+		return "No decision is recorded yet for event {{about_event_id}} ({{about_type}} of rule {{rule}}). "
+			"What was decided? Record it: {{sql}} {{link}}";
 	if (strcmp(event_type, "channel.test") == 0)
 		return "Test message from pg_herald: channel {{channel}} works.";
 	return "{{type}} (rule {{rule}}, event {{event_id}})";
