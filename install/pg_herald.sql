@@ -72,6 +72,7 @@ CREATE TABLE herald.rule_defs (
     -- the decision loop, both kinds
     followup_after    interval CHECK (followup_after > '0'),
     followup_every    interval CHECK (followup_every > '0'),
+    meeting           interval CHECK (meeting > '0'),   -- threshold rules
     CHECK (kind <> 'row' OR (on_table IS NOT NULL AND cardinality(operations) > 0)),
     CHECK (kind <> 'threshold' OR (metric IS NOT NULL AND grouped IS NOT NULL
                                    AND op IS NOT NULL AND threshold IS NOT NULL

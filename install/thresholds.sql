@@ -279,6 +279,22 @@ RETURN jsonb_strip_nulls(jsonb_build_object(
                                  ORDER BY l.evaluated_at DESC LIMIT 19) x), '[]')
               || coalesce(to_jsonb(after.value), '[]')));
 
+-- A decision meeting, for a rule that asks for one, when it fires or
+-- escalates at critical level: at the next full hour, for the rule's
+-- meeting length.  Email channels send it as an invitation.
+CREATE FUNCTION herald._meeting(r herald.rule_defs, event text, after herald.rule_instances)
+RETURNS jsonb
+LANGUAGE sql STABLE
+RETURN CASE WHEN r.meeting IS NOT NULL AND event IN ('rule.fired', 'rule.escalated')
+                 AND after.level = 'critical'
+            THEN jsonb_build_object('meeting', jsonb_build_object(
+                     'start', to_char(date_trunc('hour', now() AT TIME ZONE 'UTC') + interval '1 hour',
+                                      'YYYYMMDD"T"HH24MISS"Z"'),
+                     'end', to_char(date_trunc('hour', now() AT TIME ZONE 'UTC') + interval '1 hour'
+                                    + r.meeting, 'YYYYMMDD"T"HH24MISS"Z"'),
+                     'minutes', extract(epoch FROM r.meeting) / 60))
+            ELSE '{}' END;
+
 -- Evaluate a threshold rule now and apply the result: called by the
 -- scheduler, one transaction per evaluation.  Returns when the rule's next
 -- timer falls due (end of a pending period, a reminder), or NULL.
@@ -306,7 +322,8 @@ BEGIN
         v_event := NULL;
         IF p.event IS NOT NULL THEN
             v_event := herald._emit(r.id, p.event,
-                                    herald._threshold_payload(r, p.before, v_after));
+                                    herald._threshold_payload(r, p.before, v_after)
+                                    || herald._meeting(r, p.event, v_after));
             IF p.event = 'rule.fired' THEN
                 v_after.fired_event_id := v_event;
             END IF;
@@ -361,6 +378,7 @@ CREATE FUNCTION herald._declare_threshold(
     query_timeout     interval DEFAULT '5 seconds',
     followup_after    interval DEFAULT NULL,
     followup_every    interval DEFAULT NULL,
+    meeting           interval DEFAULT NULL,
     search_path       text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
@@ -477,18 +495,32 @@ BEGIN
     PERFORM herald._check_template(_declare_threshold.message, 'threshold', NULL);
     PERFORM herald._check_followups(_declare_threshold.followup_after,
                                     _declare_threshold.followup_every);
+    IF _declare_threshold.meeting IS NOT NULL THEN
+        IF _declare_threshold.meeting < '5 minutes' OR _declare_threshold.meeting > '8 hours' THEN
+            RAISE EXCEPTION 'a meeting lasts between 5 minutes and 8 hours'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM herald.channel_defs c
+                        WHERE c.id = ANY (v_channel_ids) AND c.kind = 'email') THEN
+            RAISE EXCEPTION 'a meeting needs an email channel'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'The invitation goes to the recipients of the rule''s email channels.';
+        END IF;
+    END IF;
 
     INSERT INTO herald.rule_defs (name, kind, owner, message, metric, grouped, search_path,
                                   op, threshold, warning_threshold, recover_threshold,
                                   watch, every, pending_for, repeat_every, min_interval,
-                                  no_data, query_timeout, followup_after, followup_every)
+                                  no_data, query_timeout, followup_after, followup_every,
+                                  meeting)
     VALUES (_declare_threshold.name, 'threshold', herald._invoker(), _declare_threshold.message,
             _declare_threshold.metric, v_grouped, _declare_threshold.search_path,
             _declare_threshold.op, _declare_threshold.threshold, _declare_threshold.warning_threshold,
             _declare_threshold.recover_threshold, nullif(v_watch, '{}'), _declare_threshold.every,
             _declare_threshold.pending_for, _declare_threshold.repeat_every, _declare_threshold.min_interval,
             _declare_threshold.no_data, _declare_threshold.query_timeout,
-            _declare_threshold.followup_after, _declare_threshold.followup_every)
+            _declare_threshold.followup_after, _declare_threshold.followup_every,
+            _declare_threshold.meeting)
     RETURNING * INTO v_rule;
     INSERT INTO herald.rule_channels (rule_id, channel_id)
     SELECT v_rule.id, unnest(v_channel_ids);
@@ -515,17 +547,18 @@ CREATE FUNCTION herald.on_threshold(
     no_data           text DEFAULT 'ok',
     query_timeout     interval DEFAULT '5 seconds',
     followup_after    interval DEFAULT NULL,
-    followup_every    interval DEFAULT NULL)
+    followup_every    interval DEFAULT NULL,
+    meeting           interval DEFAULT NULL)
 RETURNS void
 LANGUAGE sql
 BEGIN ATOMIC
     SELECT herald._declare_threshold(name, metric, op, threshold, channels, watch, every, message,
                                      warning_threshold, recover_threshold, pending_for,
                                      repeat_every, min_interval, no_data, query_timeout,
-                                     followup_after, followup_every,
+                                     followup_after, followup_every, meeting,
                                      pg_catalog.current_setting('search_path'));
 END;
-COMMENT ON FUNCTION herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text, numeric, numeric, interval, interval, interval, text, interval, interval, interval) IS
+COMMENT ON FUNCTION herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text, numeric, numeric, interval, interval, interval, text, interval, interval, interval, interval) IS
     'Declare a threshold rule: a metric compared with thresholds, evaluated as watched tables commit and on a schedule';
 
 -- Preview, silences -------------------------------------------------------------

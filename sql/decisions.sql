@@ -159,6 +159,44 @@ SELECT pg_reload_conf();
 SELECT herald.drop_rule('complaint');
 SELECT herald.drop_rule('complaint-nagging');
 
+-- meetings: a threshold that turns critical invites the email channel's
+-- recipients to a decision meeting, at the next full hour
+SELECT herald.create_channel('decisions-mail', 'email', (SELECT smtp_url FROM test.config),
+                             recipients => ARRAY['ops@example.com', 'cfo@example.com'],
+                             sender => 'herald@example.com');
+CREATE TABLE returns_rate (v numeric);
+INSERT INTO returns_rate VALUES (1);
+SELECT herald.on_threshold('returns-spike', 'SELECT v FROM returns_rate', '>', 10,
+                           ARRAY['decisions-mail'], watch => ARRAY['returns_rate'::regclass],
+                           warning_threshold => 5, meeting => '30 minutes');
+SELECT herald.flush();
+UPDATE returns_rate SET v = 7;     -- warning: no meeting yet
+SELECT herald.flush();
+UPDATE returns_rate SET v = 20;    -- critical: the meeting
+SELECT herald.flush();
+CREATE TABLE test.invitations AS
+SELECT m ->> 'data' LIKE '%X-Herald-Type: rule.escalated%' AS escalated,
+       replace(replace(replace(split_part(m ->> 'data', 'Content-Type: text/calendar', 2),
+                               E'=\r\n', ''), '=3D', '='), E'\r\n ', '') AS ics
+  FROM test.mails() m WHERE m ->> 'data' LIKE '%returns-spike%';
+SELECT escalated, ics <> '' AS has_invitation FROM test.invitations ORDER BY escalated;
+SELECT (regexp_match(ics, E'\r\n(BEGIN:VCALENDAR)\r\n'))[1] AS calendar,
+       (regexp_match(ics, E'\r\n(METHOD:REQUEST)\r\n'))[1] AS method,
+       (regexp_match(ics, E'\r\n(VERSION:2.0)\r\n'))[1] AS version,
+       (SELECT array_agg(a[1] ORDER BY a[1]) FROM regexp_matches(ics, E'\nATTENDEE;[^\r]*:mailto:([^\r]+)\r', 'g') AS a) AS attendees,
+       (regexp_match(ics, E'\r\nORGANIZER:mailto:([^\r]+)\r\n'))[1] AS organizer,
+       to_timestamp((regexp_match(ics, E'DTEND:(\\d{8}T\\d{6})Z'))[1], 'YYYYMMDD"T"HH24MISS')
+         - to_timestamp((regexp_match(ics, E'DTSTART:(\\d{8}T\\d{6})Z'))[1], 'YYYYMMDD"T"HH24MISS') AS length,
+       (regexp_match(ics, E'DTSTART:\\d{8}T\\d\\d(\\d{4})Z'))[1] AS minutes_seconds,
+       ics ~ E'\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n' AS ends_well
+  FROM test.invitations WHERE escalated;
+\set VERBOSITY default
+SELECT herald.on_threshold('no-mail-meeting', 'SELECT 1', '>', 0, ARRAY['decisions-hook'],
+                           every => '1 hour', meeting => '30 minutes');
+\set VERBOSITY terse
+SELECT herald.drop_rule('returns-spike');
+SELECT herald.drop_channel('decisions-mail');
+
 -- clean up for the tests that follow
 DELETE FROM herald.decision_log WHERE event_id IN (SELECT id FROM test.history_events);
 DELETE FROM herald.event_log WHERE id IN (SELECT id FROM test.history_events);

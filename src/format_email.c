@@ -13,13 +13,17 @@
  *	 From, To, Subject, Date (the event's creation time), Message-ID
  *	 (<webhook-id@pg-herald>, stable across retries), MIME-Version,
  *	 X-Herald-Event, X-Herald-Type, then a multipart/alternative body whose
- *	 boundary is "herald-<webhook-id>" with two parts:
+ *	 boundary is "herald-<webhook-id>" with these parts:
  *	   text/plain: the message, the facts as "Name: value" lines and the
  *	   context line;
  *	   text/html: a small self-contained document with the title, the
  *	   message, a table of the facts and the context line, every piece of
- *	   event text HTML-escaped.
- *	 Both parts are UTF-8 in quoted-printable (RFC 2045), so every line of
+ *	   event text HTML-escaped;
+ *	   and, when the event asks for a decision meeting (its payload's
+ *	   "meeting": a critical threshold rule with a meeting length), a third
+ *	   one, text/calendar with METHOD:REQUEST: the invitation, with the
+ *	   recipients as attendees.
+ *	 The parts are UTF-8 in quoted-printable (RFC 2045), so every line of
  *	 the message is short and 7-bit whatever the event holds; an encoded
  *	 line never starts with "-", so no event text can end a part early.
  *
@@ -445,6 +449,94 @@ html_part(const char *title, const char *message, HeraldFact *facts,
 	return buf.data;
 }
 
+/* iCalendar text: backslash, semicolon, comma and line breaks escaped. */
+static void
+append_ical_text(StringInfo buf, const char *text)
+{
+	for (const char *p = text; *p; p++)
+	{
+		if (*p == '\\' || *p == ';' || *p == ',')
+		{
+			appendStringInfoChar(buf, '\\');
+			appendStringInfoChar(buf, *p);
+		}
+		else if (*p == '\r' && p[1] == '\n')
+			continue;
+		else if (*p == '\r' || *p == '\n')
+			appendStringInfoString(buf, "\\n");
+		else
+			appendStringInfoChar(buf, *p);
+	}
+}
+
+/* One content line, folded at 75 octets without splitting a character. */
+static void
+append_ical_line(StringInfo buf, const char *line)
+{
+	int			len = strlen(line);
+	int			width = 75;
+
+	while (len > width)
+	{
+		int			cut = pg_mbcliplen(line, len, width);
+
+		appendBinaryStringInfo(buf, line, cut);
+		appendStringInfoString(buf, "\r\n ");
+		line += cut;
+		len -= cut;
+		width = 74;				/* the leading space counts */
+	}
+	appendStringInfo(buf, "%s\r\n", line);
+}
+
+/*
+ * The invitation to a decision meeting (RFC 5545, METHOD:REQUEST) that a
+ * threshold rule with a meeting asks for when it fires at critical level:
+ * the payload's meeting gives its start and end, the channel's recipients
+ * are the attendees.
+ */
+static char *
+calendar_part(HeraldDelivery *d, const char *id, const char *title, const char *message,
+			  const char *sender, char **recipients, int nrecipients,
+			  const char *start, const char *end)
+{
+	StringInfoData buf;
+	StringInfoData line;
+	char		stamp[32];
+
+	/* DTSTAMP from created_at, 2026-11-23T13:01:13.843169Z */
+	snprintf(stamp, sizeof(stamp), "%.4s%.2s%.2sT%.2s%.2s%.2sZ",
+			 d->created_at, d->created_at + 5, d->created_at + 8,
+			 d->created_at + 11, d->created_at + 14, d->created_at + 17);
+
+	initStringInfo(&buf);
+	initStringInfo(&line);
+	append_ical_line(&buf, "BEGIN:VCALENDAR");
+	append_ical_line(&buf, "VERSION:2.0");
+	append_ical_line(&buf, "PRODID:-//pg_herald//pg_herald " PG_HERALD_VERSION "//EN");
+	append_ical_line(&buf, "METHOD:REQUEST");
+	append_ical_line(&buf, "BEGIN:VEVENT");
+	append_ical_line(&buf, psprintf("UID:%s@pg-herald", id));
+	append_ical_line(&buf, psprintf("DTSTAMP:%s", stamp));
+	append_ical_line(&buf, psprintf("DTSTART:%s", one_line(start)));
+	append_ical_line(&buf, psprintf("DTEND:%s", one_line(end)));
+	appendStringInfoString(&line, "SUMMARY:Decision meeting: ");
+	append_ical_text(&line, title);
+	append_ical_line(&buf, line.data);
+	resetStringInfo(&line);
+	appendStringInfoString(&line, "DESCRIPTION:");
+	append_ical_text(&line, message);
+	append_ical_line(&buf, line.data);
+	append_ical_line(&buf, psprintf("ORGANIZER:mailto:%s", sender));
+	for (int i = 0; i < nrecipients; i++)
+		append_ical_line(&buf, psprintf("ATTENDEE;ROLE=REQ-PARTICIPANT;PARTSTAT=NEEDS-ACTION;RSVP=TRUE:mailto:%s",
+										recipients[i]));
+	append_ical_line(&buf, "STATUS:CONFIRMED");
+	append_ical_line(&buf, "END:VEVENT");
+	append_ical_line(&buf, "END:VCALENDAR");
+	return buf.data;
+}
+
 /* One part of the multipart body: its headers and its encoded content. */
 static void
 append_part(StringInfo buf, const char *boundary, const char *type,
@@ -478,6 +570,9 @@ herald_format_email(HeraldDelivery *d, HeraldOutgoing *out)
 	char	   *id;
 	char	   *boundary;
 	StringInfoData buf;
+	char	   *meeting_start = NULL;
+	char	   *meeting_end = NULL;
+	JsonbValue	meeting;
 
 	sender = clean_address(d->sender);
 	if (sender[0] == '\0')
@@ -514,6 +609,21 @@ herald_format_email(HeraldDelivery *d, HeraldOutgoing *out)
 	id = clean_id(d->webhook_id);
 	boundary = psprintf("herald-%s", id);
 
+	/* a decision meeting to invite the recipients to, for some events */
+	if (d->payload &&
+		getKeyJsonValueFromContainer(&d->payload->root, "meeting", 7, &meeting) != NULL &&
+		meeting.type == jbvBinary && JsonContainerIsObject(meeting.val.binary.data))
+	{
+		JsonbValue	v;
+
+		if (getKeyJsonValueFromContainer(meeting.val.binary.data, "start", 5, &v) &&
+			v.type == jbvString)
+			meeting_start = pnstrdup(v.val.string.val, v.val.string.len);
+		if (getKeyJsonValueFromContainer(meeting.val.binary.data, "end", 3, &v) &&
+			v.type == jbvString)
+			meeting_end = pnstrdup(v.val.string.val, v.val.string.len);
+	}
+
 	initStringInfo(&buf);
 	append_address_header(&buf, "From", &sender, 1);
 	append_address_header(&buf, "To", recipients, nrecipients);
@@ -530,6 +640,10 @@ herald_format_email(HeraldDelivery *d, HeraldOutgoing *out)
 				plain_part(message, facts, nfacts, context));
 	append_part(&buf, boundary, "text/html",
 				html_part(one_line(title), message, facts, nfacts, context));
+	if (meeting_start && meeting_end)
+		append_part(&buf, boundary, "text/calendar; method=REQUEST",
+					calendar_part(d, id, one_line(title), message, sender,
+								  recipients, nrecipients, meeting_start, meeting_end));
 	appendStringInfo(&buf, "--%s--\r\n", boundary);
 
 	out->transport = HERALD_SMTP;
