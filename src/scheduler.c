@@ -20,6 +20,10 @@
  *	3. publish how far it got (evaluated_seq, which herald.flush() waits
  *	   for) and sleep on its latch until the next timer.
  *
+ * It also sends the follow-up questions of the decision loop
+ * (herald._send_followups(), at most once a second while some rule asks
+ * for them) and purges the evaluation log.
+ *
  * Touches that arrive during a round wait for the next one: a burst of
  * commits costs one evaluation per rule and round, not one per commit.  At
  * start every rule is evaluated once, so that commits made while no
