@@ -236,15 +236,28 @@ typedef struct EvalStep
 	TimestampTz timer_at;
 } EvalStep;
 
+/*
+ * The one timestamptz a statement just returned ("when next"), 0 for NULL;
+ * error, saying what failed, when the statement did not return one row.
+ */
+static TimestampTz
+next_time_result(int ret, const char *what)
+{
+	bool		isnull;
+	Datum		d;
+
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not %s: %s", what, SPI_result_code_string(ret));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetTimestampTz(d);
+}
+
 static void
 evaluate_step(void *arg)
 {
 	EvalStep   *e = arg;
 	Oid			argtypes[1] = {INT4OID};
 	Datum		args[1];
-	bool		isnull;
-	Datum		d;
-	int			ret;
 
 	if (evaluate_plan == NULL)
 	{
@@ -256,12 +269,8 @@ evaluate_step(void *arg)
 		evaluate_plan = plan;
 	}
 	args[0] = Int32GetDatum(e->rule_id);
-	ret = SPI_execute_plan(evaluate_plan, args, NULL, false, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not evaluate threshold rule %d: %s",
-			 e->rule_id, SPI_result_code_string(ret));
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	e->timer_at = isnull ? 0 : DatumGetTimestampTz(d);
+	e->timer_at = next_time_result(SPI_execute_plan(evaluate_plan, args, NULL, false, 1),
+								   psprintf("evaluate threshold rule %d", e->rule_id));
 }
 
 /* Evaluate every rule that is due; true when none is left dirty. */
@@ -309,20 +318,14 @@ followup_step(void *arg)
 	TimestampTz *next = arg;
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
-	bool		isnull;
-	Datum		d;
-	int			ret;
 
 	*next = 0;
 	if (!herald_queue_ready())
 		return;
 	args[0] = CStringGetTextDatum(herald_decision_url ? herald_decision_url : "");
-	ret = SPI_execute_with_args("SELECT herald._send_followups($1)", 1, argtypes, args,
-								NULL, false, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not send follow-ups: %s", SPI_result_code_string(ret));
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	*next = isnull ? 0 : DatumGetTimestampTz(d);
+	*next = next_time_result(SPI_execute_with_args("SELECT herald._send_followups($1)",
+												   1, argtypes, args, NULL, false, 1),
+							 "send follow-ups");
 }
 
 /* Purge evaluations past herald.retention, one bounded batch. */
