@@ -38,6 +38,11 @@ BEGIN
      WHERE x.id = _event.event_id
        AND (pg_has_role(v_invoker, 'herald_admin', 'USAGE')
             OR (r.owner IS NOT NULL AND pg_has_role(v_invoker, r.owner, 'USAGE')));
+    -- a reminder stands for its episode: answers go to the rule.fired event
+    IF FOUND AND e.type = 'rule.reminder' AND e.payload ? 'fired_event_id' THEN
+        SELECT x.* INTO e FROM herald.event_log x
+         WHERE x.id = (e.payload ->> 'fired_event_id')::bigint;
+    END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'event % does not exist', coalesce(_event.event_id::text, 'NULL')
             USING ERRCODE = 'undefined_object',
@@ -112,19 +117,20 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     e record;
-    v_next timestamptz;
-    v_due timestamptz;
 BEGIN
     FOR e IN
-        SELECT ev.id, ev.type, ev.rule_id, ev.created_at, r.followup_after, r.followup_every,
+        SELECT ev.id, ev.type, ev.rule_id, ev.created_at, r.followup_every,
                r.enabled AND r.followup_after IS NOT NULL AS active,
                EXISTS (SELECT 1 FROM herald.decision_log d
-                        WHERE d.event_id = ev.id AND d.kind = 'decision') AS decided,
-               (SELECT max(f.created_at) FROM herald.event_log f
-                 WHERE f.about_event_id = ev.id) AS last_asked
+                        WHERE d.event_id = ev.id AND d.kind = 'decision') AS decided
           FROM herald.event_log ev
           LEFT JOIN herald.rule_defs r ON r.id = ev.rule_id
          WHERE ev.awaits_decision
+           AND (r.id IS NULL OR NOT r.enabled OR r.followup_after IS NULL
+                OR coalesce(ev.asked_at + r.followup_every,
+                            CASE WHEN ev.asked_at IS NULL THEN ev.created_at + r.followup_after END)
+                   <= now()
+                OR ev.asked_at IS NOT NULL AND r.followup_every IS NULL)
          ORDER BY ev.created_at
            FOR UPDATE OF ev SKIP LOCKED
     LOOP
@@ -133,16 +139,8 @@ BEGIN
             UPDATE herald.event_log x SET awaits_decision = NULL WHERE x.id = e.id;
             CONTINUE;
         END IF;
-        v_due := CASE WHEN e.last_asked IS NULL THEN e.created_at + e.followup_after
-                      ELSE e.last_asked + e.followup_every END;
-        IF v_due IS NULL THEN
-            -- asked once, and once is what the rule wants
-            UPDATE herald.event_log x SET awaits_decision = NULL WHERE x.id = e.id;
-            CONTINUE;
-        END IF;
-        IF v_due > now() THEN
-            v_next := least(v_next, v_due);
-            CONTINUE;
+        IF (herald._active_silence(e.rule_id)).id IS NOT NULL THEN
+            CONTINUE;           -- asked once the silence ends
         END IF;
         PERFORM herald._emit(e.rule_id, 'decision.followup', jsonb_strip_nulls(jsonb_build_object(
                     'about_event_id', e.id,
@@ -152,13 +150,16 @@ BEGIN
                     'link', CASE WHEN coalesce(decision_url, '') <> ''
                                  THEN replace(decision_url, '{{event_id}}', e.id::text) END)),
                  e.id);
-        IF e.followup_every IS NULL THEN
-            UPDATE herald.event_log x SET awaits_decision = NULL WHERE x.id = e.id;
-        ELSE
-            v_next := least(v_next, now() + e.followup_every);
-        END IF;
+        UPDATE herald.event_log x
+           SET asked_at = now(),
+               awaits_decision = CASE WHEN e.followup_every IS NOT NULL THEN true END
+         WHERE x.id = e.id;
     END LOOP;
-    RETURN v_next;
+
+    -- when the next one falls due
+    RETURN (SELECT min(coalesce(ev.asked_at + r.followup_every, ev.created_at + r.followup_after))
+              FROM herald.event_log ev JOIN herald.rule_defs r ON r.id = ev.rule_id
+             WHERE ev.awaits_decision AND r.enabled);
 END;
 $$;
 
@@ -182,6 +183,7 @@ SELECT t.event_id, t.at, t.kind, t.detail
                   l.state_after) AS detail
       FROM herald.event_log e
       JOIN herald.rule_defs r ON r.id = e.rule_id AND r.kind = 'threshold'
+                              AND e.type LIKE 'rule.%'
       -- the pending evaluations since the instance last was anything but pending
       CROSS JOIN LATERAL (
             SELECT max(p.evaluated_at) AS since FROM herald.evaluation_log p
@@ -189,9 +191,9 @@ SELECT t.event_id, t.at, t.kind, t.detail
                AND p.evaluated_at < e.created_at AND p.state_after <> 'pending') b
       JOIN herald.evaluation_log l
         ON l.rule_id = e.rule_id AND l.key = coalesce(e.payload ->> 'key', '')
-       AND (l.event_id = e.id
-            OR (l.state_after = 'pending' AND l.evaluated_at <= e.created_at
-                AND l.evaluated_at > coalesce(b.since, '-infinity')))
+       -- the emitting evaluation has the event's time (the same now())
+       AND l.evaluated_at > coalesce(b.since, '-infinity') AND l.evaluated_at <= e.created_at
+       AND (l.event_id = e.id OR l.state_after = 'pending')
     UNION ALL
     SELECT e.id, e.created_at, 'event',
            e.type || coalesce(' of rule ' || e.rule, '') || CASE WHEN e.silenced_by IS NOT NULL THEN ' (silenced)' ELSE '' END

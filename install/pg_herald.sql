@@ -157,7 +157,8 @@ CREATE TABLE herald.event_log (
     payload     jsonb NOT NULL,
     silenced_by integer,            -- the silence that muted it: no deliveries
     awaits_decision boolean,        -- its rule asks for a follow-up until decided
-    about_event_id bigint           -- decision.followup: the event it asks about
+    about_event_id bigint,          -- decision.followup: the event it asks about
+    asked_at    timestamptz         -- when the last follow-up about it was sent
 );
 -- the follow-ups: events still awaiting a decision, and the questions asked
 CREATE INDEX event_log_awaiting ON herald.event_log (created_at) WHERE awaits_decision;

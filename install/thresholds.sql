@@ -37,7 +37,8 @@ BEGIN
     INSERT INTO herald.event_log (type, rule_id, rule, payload, silenced_by,
                                   awaits_decision, about_event_id)
     SELECT _emit.type, r.id, r.name, _emit.payload, v_silence,
-           r.followup_after IS NOT NULL AND _emit.type IN ('rule.fired', 'rule.escalated'),
+           r.followup_after IS NOT NULL AND _emit.type IN ('rule.fired', 'rule.escalated')
+               AND v_silence IS NULL,
            _emit.about_event_id
       FROM herald.rule_defs r WHERE r.id = _emit.rule_id
     RETURNING id INTO v_id;

@@ -55,11 +55,12 @@ SELECT test.wait_until($$SELECT count(*) > (SELECT n FROM test.reminders) FROM h
 SELECT herald.disable_rule('low-flour');
 
 -- the timeline of the first rule.fired event, in order: the evaluations
--- that led to it, the event, its delivery, the acknowledgement, the decisions
+-- that led to it, the event, its delivery, the acknowledgement (made through a
+-- reminder of the same episode), the decisions
 SELECT kind, regexp_replace(detail, '\d+', 'N', 'g') AS detail
   FROM herald.timeline WHERE event_id = (SELECT id FROM test.fired)
  ORDER BY at, kind;
--- the acknowledgement was made on a reminder: it is on that event's timeline
+-- made through a reminder, the acknowledgement is recorded on the episode's rule.fired event
 SELECT kind, detail FROM herald.timeline
  WHERE event_id IN (SELECT event_id FROM herald.decisions WHERE kind = 'acknowledgement')
    AND kind = 'acknowledgement';

@@ -388,7 +388,8 @@ event_args(CaptureRule *rule, const char *type, Datum *args, char *nulls)
 	args[2] = CStringGetTextDatum(rule->name);
 	args[3] = silenced ? PointerGetDatum(construct_empty_array(INT4OID)) : rule->channels;
 	args[4] = Int32GetDatum(rule->silence_id);
-	args[5] = BoolGetDatum(rule->followup && strncmp(type, "row.", 4) == 0);
+	/* nobody was told of a muted event: nobody is asked about it */
+	args[5] = BoolGetDatum(rule->followup && !silenced && strncmp(type, "row.", 4) == 0);
 	memset(nulls, ' ', EVENT_ARGS);
 	nulls[4] = silenced ? ' ' : 'n';
 }

@@ -464,6 +464,8 @@ append_ical_text(StringInfo buf, const char *text)
 			continue;
 		else if (*p == '\r' || *p == '\n')
 			appendStringInfoString(buf, "\\n");
+		else if ((unsigned char) *p < 0x20 || *p == 0x7F)
+			appendStringInfoChar(buf, ' ');	/* TEXT allows no control character */
 		else
 			appendStringInfoChar(buf, *p);
 	}

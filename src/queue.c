@@ -221,7 +221,8 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 								  "        e.id, e.type, e.rule,"
 								  "        to_char(e.created_at AT TIME ZONE 'UTC',"
 								  "                'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-								  "        e.payload, r.message,"
+								  "        e.payload,"
+								  "        CASE WHEN e.type <> 'decision.followup' THEN r.message END,"
 								  "        c.id, c.name, c.kind, c.target, c.secret,"
 								  "        ARRAY(SELECT h.key || ': ' || h.value"
 								  "                FROM jsonb_each_text(c.headers) AS h),"
@@ -358,7 +359,8 @@ herald_queue_purge(int limit)
 								  "                      WHERE o.event_id = e.id"
 								  "                        AND o.id NOT IN (SELECT id FROM gone))"
 								  "     AND NOT EXISTS (SELECT 1 FROM herald.decision_log dl"
-								  "                      WHERE dl.event_id = e.id))"
+								  "                      WHERE dl.event_id = e.id)"
+								  "     AND e.awaits_decision IS NOT TRUE)"
 								  " SELECT count(*) FROM gone",
 								  3, argtypes);
 
@@ -375,7 +377,9 @@ herald_queue_purge(int limit)
 											   " WHERE e.id IN (SELECT s.id FROM herald.event_log s"
 											   "                 WHERE s.silenced_by IS NOT NULL"
 											   "                   AND s.created_at < now() - $1 * interval '1 second'"
-											   "                 ORDER BY s.created_at LIMIT $2)",
+											   "                 ORDER BY s.created_at LIMIT $2)"
+											   "   AND NOT EXISTS (SELECT 1 FROM herald.decision_log dl"
+											   "                    WHERE dl.event_id = e.id)",
 											   2, silenced_types);
 		silenced_args[0] = Int32GetDatum(herald_retention);
 		silenced_args[1] = Int32GetDatum(limit - (int) total);
