@@ -724,6 +724,9 @@ BEGIN
         RAISE EXCEPTION 'a rule name has at most 200 characters and no control characters'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- two sessions declaring the same name: the second waits for the first,
+    -- then sees its rule
+    PERFORM pg_advisory_xact_lock(hashtext('herald.rule_defs.name'), hashtext(_check_rule_name.name));
     IF EXISTS (SELECT 1 FROM herald.rule_defs r WHERE r.name = _check_rule_name.name) THEN
         RAISE EXCEPTION 'rule "%" already exists', _check_rule_name.name
             USING ERRCODE = 'duplicate_object';
