@@ -31,13 +31,11 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     e herald.event_log;
-    v_invoker regrole := herald._invoker();
 BEGIN
     SELECT x.* INTO e FROM herald.event_log x
       LEFT JOIN herald.rule_defs r ON r.id = x.rule_id
      WHERE x.id = _event.event_id
-       AND (pg_has_role(v_invoker, 'herald_admin', 'USAGE')
-            OR (r.owner IS NOT NULL AND pg_has_role(v_invoker, r.owner, 'USAGE')));
+       AND herald._may_see(r.owner, herald._invoker());
     -- a reminder stands for its episode: answers go to the rule.fired event
     IF FOUND AND e.type = 'rule.reminder' AND e.payload ? 'fired_event_id' THEN
         SELECT x.* INTO e FROM herald.event_log x
@@ -250,8 +248,7 @@ BEGIN ATOMIC
               FROM herald.decision_log d WHERE d.event_id = e.id) f
      WHERE e.created_at >= decision_report.since AND e.created_at < decision_report.until
        -- the caller's rules, or all of them for herald_admin
-       AND (pg_has_role(herald._invoker(), 'herald_admin', 'USAGE')
-            OR (r.owner IS NOT NULL AND pg_has_role(herald._invoker(), r.owner, 'USAGE')))
+       AND herald._may_see(r.owner, herald._invoker())
        AND (e.type IN ('rule.fired', 'rule.escalated') OR e.type LIKE 'row.%')
      GROUP BY e.rule
      ORDER BY e.rule;

@@ -258,6 +258,15 @@ CREATE FUNCTION herald._rls_applies(tbl regclass) RETURNS boolean
 CREATE FUNCTION herald._invoker() RETURNS regrole
     STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_invoker';
 
+-- What a role may see of rules and what they produced, and which rules it
+-- may change: its own (and its roles') rules, or everything for
+-- herald_admin.  Views ask for current_user, the API for the invoker.
+CREATE FUNCTION herald._may_see(owner regrole, viewer regrole DEFAULT current_user::regrole)
+RETURNS boolean
+LANGUAGE sql STABLE
+RETURN pg_catalog.pg_has_role(viewer, 'herald_admin', 'USAGE')
+    OR (owner IS NOT NULL AND pg_catalog.pg_has_role(viewer, owner, 'USAGE'));
+
 -- Channels, secrets and deliveries are herald_admin's.
 CREATE FUNCTION herald._require_admin(what text) RETURNS void
 LANGUAGE plpgsql
@@ -909,8 +918,7 @@ AS $$
 DECLARE
     v_rule herald.rule_defs := herald._rule(_own_rule.name);
 BEGIN
-    IF NOT pg_has_role(herald._invoker(), v_rule.owner, 'USAGE')
-       AND NOT pg_has_role(herald._invoker(), 'herald_admin', 'USAGE') THEN
+    IF NOT herald._may_see(v_rule.owner, herald._invoker()) THEN
         RAISE EXCEPTION 'permission denied to % rule "%"', what, _own_rule.name
             USING ERRCODE = 'insufficient_privilege',
                   DETAIL = format('The rule belongs to %s.', v_rule.owner);
@@ -1035,15 +1043,9 @@ COMMENT ON FUNCTION herald.redeliver(bigint) IS 'Put a dead or failing delivery 
 -- Views
 -------------------------------------------------------------------------------
 
--- What a role may see of rules and what they produced: its own (and its
--- roles') rules, or everything for herald_admin.  The views below filter
--- with it and are security barriers, so that no function of the caller's
--- sees a row before the filter.
-CREATE FUNCTION herald._may_see(owner regrole) RETURNS boolean
-LANGUAGE sql STABLE
-RETURN pg_catalog.pg_has_role(current_user, 'herald_admin', 'USAGE')
-    OR (owner IS NOT NULL AND pg_catalog.pg_has_role(current_user, owner, 'USAGE'));
-
+-- The views below filter with herald._may_see() and are security
+-- barriers, so that no function of the caller's sees a row before the
+-- filter.
 -- One row per row rule, one per threshold rule instance (one per threshold
 -- rule not evaluated yet, with a NULL state).
 CREATE VIEW herald.rules WITH (security_barrier) AS

@@ -64,7 +64,7 @@ GRANT EXECUTE ON FUNCTION
     herald.webhook_signature(text, bigint, text, text),
     herald.generate_secret(),
     herald._mask_url(text),
-    herald._may_see(regrole)
+    herald._may_see(regrole, regrole)
     TO herald_author;
 
 GRANT SELECT ON ALL TABLES IN SCHEMA herald TO herald_admin;

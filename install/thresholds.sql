@@ -584,8 +584,7 @@ BEGIN
             USING ERRCODE = 'wrong_object_type',
                   HINT = 'Only threshold rules can be previewed.';
     END IF;
-    IF NOT pg_has_role(herald._invoker(), r.owner, 'USAGE')
-       AND NOT pg_has_role(herald._invoker(), 'herald_admin', 'USAGE') THEN
+    IF NOT herald._may_see(r.owner, herald._invoker()) THEN
         RAISE EXCEPTION 'permission denied to preview rule "%"', preview.name
             USING ERRCODE = 'insufficient_privilege',
                   DETAIL = 'The metric runs as the rule''s owner.';
