@@ -4,7 +4,7 @@
 # file and reaches the C code as PG_HERALD_VERSION.
 
 EXTENSION = pg_herald
-EXTVERSION = 0.1.0
+EXTVERSION = 0.2.0
 
 MODULE_big = pg_herald
 OBJS = \
@@ -23,7 +23,8 @@ OBJS = \
 	src/evaluate.o \
 	src/scheduler.o
 
-DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(EXTENSION)--0.1.0--$(EXTVERSION).sql
+DATA = install/released/$(EXTENSION)--0.1.0.sql
 EXTRA_CLEAN = $(EXTENSION).control
 
 CURL_CONFIG ?= curl-config
@@ -39,12 +40,22 @@ all: $(EXTENSION).control
 $(EXTENSION).control: $(EXTENSION).control.in Makefile
 	sed 's/@EXTVERSION@/$(EXTVERSION)/' $< > $@
 
-# The install script, in this order: catalog and row rules, threshold rules,
-# decisions, privileges last.
-INSTALL_SQL = install/pg_herald.sql install/thresholds.sql install/decisions.sql \
+# The install script of this version: the tables (install/schema.sql), then
+# the code: functions, views and triggers, every one CREATE OR REPLACE, in
+# this order: channels and row rules, threshold rules, decisions; privileges
+# last.
+CODE_SQL = install/pg_herald.sql install/thresholds.sql install/decisions.sql \
 	install/privileges.sql
 
-$(EXTENSION)--$(EXTVERSION).sql: $(INSTALL_SQL) Makefile
-	cat $(INSTALL_SQL) > $@
+$(EXTENSION)--$(EXTVERSION).sql: install/schema.sql $(CODE_SQL) Makefile
+	cat install/schema.sql $(CODE_SQL) > $@
+
+# The upgrade from the last release: what changed in its tables and what it
+# had that this version drops or redefines with another signature
+# (install/upgrade.sql), then the same code as a fresh install.  Released
+# scripts are frozen in install/released/; when this version is released,
+# this script joins them.
+$(EXTENSION)--0.1.0--$(EXTVERSION).sql: install/upgrade.sql $(CODE_SQL) Makefile
+	cat install/upgrade.sql $(CODE_SQL) > $@
 
 $(OBJS): src/pg_herald.h

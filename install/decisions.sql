@@ -1,31 +1,6 @@
--------------------------------------------------------------------------------
--- Decisions: what people recorded about events
---
--- herald.acknowledge() and herald.decide() append to herald.decision_log
--- (several rows per event are fine: a decision may be revised, each one is
--- kept).  Acknowledging an event of a firing threshold instance stops the
--- episode's reminders.  herald.timeline tells the story of an event in one
--- place; herald.decision_report() sums up how decisions follow events.
--------------------------------------------------------------------------------
-
-CREATE TABLE herald.decision_log (
-    id           bigserial PRIMARY KEY,
-    event_id     bigint NOT NULL,
-    kind         text NOT NULL CHECK (kind IN ('acknowledgement', 'decision')),
-    decision     text,
-    action       text,
-    note         text,
-    decided_by   text NOT NULL,
-    recorded_by  name NOT NULL,          -- the role that called the function
-    decided_at   timestamptz NOT NULL DEFAULT now(),
-    CHECK (kind <> 'decision' OR decision IS NOT NULL)
-);
-CREATE INDEX decision_log_event ON herald.decision_log (event_id);
-COMMENT ON TABLE herald.decision_log IS 'Acknowledgements and decisions recorded about events';
-
 -- The event, with a clear error when there is none or the caller may not
 -- see it (the same error: what it may not see does not exist for it).
-CREATE FUNCTION herald._event(event_id bigint) RETURNS herald.event_log
+CREATE OR REPLACE FUNCTION herald._event(event_id bigint) RETURNS herald.event_log
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -50,7 +25,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION herald.acknowledge(event_id bigint, note text DEFAULT NULL) RETURNS bigint
+CREATE OR REPLACE FUNCTION herald.acknowledge(event_id bigint, note text DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -74,7 +49,7 @@ $$;
 COMMENT ON FUNCTION herald.acknowledge(bigint, text) IS
     'Record that someone saw an event; a firing threshold episode stops reminding';
 
-CREATE FUNCTION herald.decide(event_id bigint, decision text, action text DEFAULT NULL,
+CREATE OR REPLACE FUNCTION herald.decide(event_id bigint, decision text, action text DEFAULT NULL,
                               decided_by text DEFAULT current_user)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -109,7 +84,7 @@ COMMENT ON FUNCTION herald.decide(bigint, text, text, text) IS
 -- followup_after old, and again every followup_every, until a decision is
 -- recorded.  decision_url, a template with {{event_id}}, gives the link.
 -- Returns when the next follow-up falls due, NULL when none waits.
-CREATE FUNCTION herald._send_followups(decision_url text) RETURNS timestamptz
+CREATE OR REPLACE FUNCTION herald._send_followups(decision_url text) RETURNS timestamptz
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -161,7 +136,7 @@ BEGIN
 END;
 $$;
 
-CREATE VIEW herald.decisions WITH (security_barrier) AS
+CREATE OR REPLACE VIEW herald.decisions WITH (security_barrier) AS
 SELECT d.id, d.event_id, e.type AS event_type, e.rule, d.kind, d.decision, d.action, d.note,
        d.decided_by, d.recorded_by, d.decided_at
   FROM herald.decision_log d
@@ -172,7 +147,7 @@ SELECT d.id, d.event_id, e.type AS event_type, e.rule, d.kind, d.decision, d.act
 -- The story of each event, in time order: the evaluations that led to it
 -- (the one that emitted it, and the pending period before it), the event,
 -- every delivery attempt, follow-ups, acknowledgements and decisions.
-CREATE VIEW herald.timeline WITH (security_barrier) AS
+CREATE OR REPLACE VIEW herald.timeline WITH (security_barrier) AS
 SELECT t.event_id, t.at, t.kind, t.detail
   FROM (
     SELECT e.id AS event_id, l.evaluated_at AS at, 'evaluation'::text AS kind,
@@ -223,7 +198,7 @@ SELECT t.event_id, t.at, t.kind, t.detail
 -- rule.escalated and row events) created in [since, until): how many, how
 -- many got a decision, how long acknowledging and deciding took, and how
 -- many follow-ups were sent about them.
-CREATE FUNCTION herald.decision_report(since timestamptz, until timestamptz)
+CREATE OR REPLACE FUNCTION herald.decision_report(since timestamptz, until timestamptz)
 RETURNS TABLE (rule text, events bigint, decided bigint, decided_share numeric,
                median_time_to_acknowledge interval, median_time_to_decide interval,
                followups bigint)

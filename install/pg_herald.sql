@@ -1,274 +1,50 @@
-/*
- * pg_herald install script.
- *
- * Catalog (who owns what):
- *   channels, rule_defs, rule_channels   configuration, kept by pg_dump
- *   event_log                            capture writes, workers read
- *   delivery_queue, attempt_log          the queue: capture inserts,
- *                                        delivery workers claim and record
- * Views give the stable names of the SQL contract: herald.rules,
- * herald.events, herald.deliveries, herald.attempts.
- *
- * Nothing is granted to PUBLIC.
- */
-\echo Use "CREATE EXTENSION pg_herald" to load this file. \quit
-
--------------------------------------------------------------------------------
--- Tables
--------------------------------------------------------------------------------
-
-CREATE TABLE herald.channel_defs (
-    id              serial PRIMARY KEY,
-    name            text NOT NULL UNIQUE CHECK (name <> ''),
-    kind            text NOT NULL
-                    CHECK (kind IN ('webhook', 'slack', 'teams', 'google_chat', 'email', 'notify')),
-    target          text NOT NULL,
-    secret          text,
-    previous_secret text,             -- still signs until previous_secret_until
-    previous_secret_until timestamptz,
-    headers         jsonb,
-    recipients      text[],           -- email
-    sender          text,             -- email
-    subject         text,             -- email: a template
-    max_attempts    integer NOT NULL CHECK (max_attempts > 0),
-    retry_delay     interval NOT NULL CHECK (retry_delay > '0'),
-    timeout         interval NOT NULL CHECK (timeout > '0'),
-    max_concurrency integer NOT NULL DEFAULT 32 CHECK (max_concurrency > 0),
-    rate_limit      double precision CHECK (rate_limit > 0 AND rate_limit <= 1000000),   -- per second
-    enabled         boolean NOT NULL DEFAULT true,
-    disabled_reason text,
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    created_by      name NOT NULL
-);
-COMMENT ON TABLE herald.channel_defs IS 'Destinations of pg_herald messages, with their secrets and delivery policy';
-
-CREATE TABLE herald.rule_defs (
-    id          serial PRIMARY KEY,
-    name        text NOT NULL UNIQUE CHECK (name <> ''),
-    kind        text NOT NULL CHECK (kind IN ('row', 'threshold')),
-    owner       regrole NOT NULL,
-    enabled     boolean NOT NULL DEFAULT true,
-    message     text,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    -- row rules
-    on_table    regclass,
-    operations  text[],
-    condition   text,
-    -- threshold rules
-    metric            text,
-    grouped           boolean,     -- the metric returns a key column first
-    search_path       text,        -- the declaring session's, used to run the metric
-    op                text CHECK (op IN ('>', '>=', '<', '<=', '=', '<>')),
-    threshold         numeric,
-    warning_threshold numeric,
-    recover_threshold numeric,
-    watch             regclass[],
-    every             interval CHECK (every > '0'),
-    pending_for       interval CHECK (pending_for >= '0'),
-    repeat_every      interval CHECK (repeat_every > '0'),
-    min_interval      interval NOT NULL DEFAULT '0' CHECK (min_interval >= '0'),
-    no_data           text NOT NULL DEFAULT 'ok' CHECK (no_data IN ('ok', 'alert', 'keep')),
-    query_timeout     interval CHECK (query_timeout > '0'),
-    -- the decision loop, both kinds
-    followup_after    interval CHECK (followup_after > '0'),
-    followup_every    interval CHECK (followup_every > '0'),
-    meeting           interval CHECK (meeting > '0'),   -- threshold rules
-    CHECK (kind <> 'row' OR (on_table IS NOT NULL AND cardinality(operations) > 0)),
-    CHECK (kind <> 'threshold' OR (metric IS NOT NULL AND grouped IS NOT NULL
-                                   AND op IS NOT NULL AND threshold IS NOT NULL
-                                   AND query_timeout IS NOT NULL
-                                   AND (cardinality(watch) > 0 OR every IS NOT NULL)))
-);
-CREATE INDEX rule_defs_on_table ON herald.rule_defs (on_table);
-COMMENT ON TABLE herald.rule_defs IS 'Rules declared with herald.on_change() and herald.on_threshold()';
-
-CREATE TABLE herald.rule_channels (
-    rule_id     integer NOT NULL REFERENCES herald.rule_defs ON DELETE CASCADE,
-    channel_id  integer NOT NULL REFERENCES herald.channel_defs,
-    PRIMARY KEY (rule_id, channel_id)
-);
-CREATE INDEX rule_channels_channel ON herald.rule_channels (channel_id);
-
--- Mutes a rule (or every rule, rule_id NULL) until a time: its events are
--- recorded, not delivered.
-CREATE TABLE herald.silence_defs (
-    id          serial PRIMARY KEY,
-    rule_id     integer REFERENCES herald.rule_defs ON DELETE CASCADE,
-    starts_at   timestamptz NOT NULL DEFAULT now(),
-    until       timestamptz NOT NULL,
-    reason      text NOT NULL CHECK (reason <> ''),
-    created_by  name NOT NULL,
-    ended_at    timestamptz,
-    ended_by    name,
-    CHECK (until > starts_at)
-);
-CREATE INDEX silence_defs_rule ON herald.silence_defs (rule_id);
-
--- The state machine of each threshold rule instance (one per group key;
--- key '' for a metric without a key column).  Written by the scheduler only.
-CREATE TABLE herald.rule_instances (
-    rule_id           integer NOT NULL REFERENCES herald.rule_defs ON DELETE CASCADE,
-    key               text NOT NULL,
-    state             text NOT NULL DEFAULT 'ok'
-                      CHECK (state IN ('ok', 'pending', 'firing', 'error', 'no_data')),
-    level             text CHECK (level IN ('warning', 'critical')),
-    value             numeric,
-    since             timestamptz NOT NULL,   -- in this state since
-    pending_since     timestamptz,            -- the condition has held since
-    firing_since      timestamptz,            -- the open episode began (NULL: none)
-    fired_event_id    bigint,                 -- the event that opened it
-    last_notified_at  timestamptz,            -- last fired, escalated or reminder event
-    last_evaluated_at timestamptz,
-    next_check_at     timestamptz,            -- a timer: pending period over, reminder due
-    acknowledged_at   timestamptz,            -- the open episode was acknowledged
-    error             text,
-    PRIMARY KEY (rule_id, key)
-);
-
--- Every evaluation of every instance: the metric's history.  Purged by
--- herald.retention.
-CREATE TABLE herald.evaluation_log (
-    id            bigserial PRIMARY KEY,
-    rule_id       integer NOT NULL,
-    key           text NOT NULL,
-    evaluated_at  timestamptz NOT NULL,
-    value         numeric,
-    duration_ms   double precision,
-    state_before  text,
-    state_after   text NOT NULL,
-    level         text,
-    event_id      bigint,
-    error         text
-);
-CREATE INDEX evaluation_log_rule ON herald.evaluation_log (rule_id, key, evaluated_at);
-CREATE INDEX evaluation_log_at ON herald.evaluation_log (evaluated_at);
-ALTER TABLE herald.evaluation_log SET (autovacuum_vacuum_scale_factor = 0.02,
-                                      autovacuum_vacuum_cost_delay = 0);
-
--- Queue tables carry no foreign keys: they are written on the capture path,
--- where a per-row check would cost more than the insert itself.  pg_herald's
--- own functions keep them consistent.
-CREATE TABLE herald.event_log (
-    id          bigserial PRIMARY KEY,
-    type        text NOT NULL,
-    rule_id     integer,
-    rule        text,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    payload     jsonb NOT NULL,
-    silenced_by integer,            -- the silence that muted it: no deliveries
-    awaits_decision boolean,        -- its rule asks for a follow-up until decided
-    about_event_id bigint,          -- decision.followup: the event it asks about
-    asked_at    timestamptz         -- when the last follow-up about it was sent
-);
--- the follow-ups: events still awaiting a decision, and the questions asked
-CREATE INDEX event_log_awaiting ON herald.event_log (created_at) WHERE awaits_decision;
-CREATE INDEX event_log_about ON herald.event_log (about_event_id) WHERE about_event_id IS NOT NULL;
-
--- the purge of silenced events, which have no deliveries
-CREATE INDEX event_log_silenced ON herald.event_log (created_at) WHERE silenced_by IS NOT NULL;
-
-CREATE TABLE herald.delivery_queue (
-    id              bigserial PRIMARY KEY,
-    event_id        bigint NOT NULL,
-    channel_id      integer NOT NULL,
-    status          text NOT NULL DEFAULT 'pending'
-                    CHECK (status IN ('pending', 'delivered', 'dead')),
-    attempts        integer NOT NULL DEFAULT 0,
-    retry_base      integer NOT NULL DEFAULT 0,   -- attempts before the last redeliver
-    next_attempt_at timestamptz NOT NULL DEFAULT now(),
-    leased_by       integer,
-    last_status     integer,
-    last_error      text,
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    finished_at     timestamptz
-);
--- the claim: each channel's due pending rows in time order
-CREATE INDEX delivery_queue_due ON herald.delivery_queue (channel_id, next_attempt_at, id)
-    WHERE status = 'pending';
--- the purge: finished rows by age; not touched by the insert
-CREATE INDEX delivery_queue_finished ON herald.delivery_queue (status, finished_at)
-    WHERE status <> 'pending';
-CREATE INDEX delivery_queue_event ON herald.delivery_queue (event_id);
-
-CREATE TABLE herald.attempt_log (
-    id           bigserial PRIMARY KEY,
-    delivery_id  bigint NOT NULL,
-    channel_id   integer NOT NULL,
-    attempt      integer NOT NULL,
-    started_at   timestamptz NOT NULL,
-    latency_ms   double precision,
-    http_status  integer,
-    error        text,
-    response     text
-);
-CREATE INDEX attempt_log_delivery ON herald.attempt_log (delivery_id);
-CREATE INDEX attempt_log_channel ON herald.attempt_log (channel_id, started_at);
-
--- The queue tables churn: every delivery is inserted, leased, finished and
--- purged.  Vacuum them early so that dead rows do not pile up.
-ALTER TABLE herald.delivery_queue SET (autovacuum_vacuum_scale_factor = 0.01,
-                                      autovacuum_vacuum_insert_scale_factor = 0.01,
-                                      autovacuum_vacuum_cost_delay = 0);
-ALTER TABLE herald.attempt_log SET (autovacuum_vacuum_scale_factor = 0.02,
-                                   autovacuum_vacuum_cost_delay = 0);
-ALTER TABLE herald.event_log SET (autovacuum_vacuum_scale_factor = 0.02,
-                                 autovacuum_vacuum_cost_delay = 0);
-
-SELECT pg_catalog.pg_extension_config_dump('herald.channel_defs', '');
-SELECT pg_catalog.pg_extension_config_dump('herald.channel_defs_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('herald.rule_defs', '');
-SELECT pg_catalog.pg_extension_config_dump('herald.rule_defs_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('herald.rule_channels', '');
-SELECT pg_catalog.pg_extension_config_dump('herald.silence_defs', '');
-SELECT pg_catalog.pg_extension_config_dump('herald.silence_defs_id_seq', '');
-
 -------------------------------------------------------------------------------
 -- Internal functions (C)
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION herald.capture() RETURNS trigger
+CREATE OR REPLACE FUNCTION herald.capture() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'herald_capture';
 COMMENT ON FUNCTION herald.capture() IS 'Statement trigger installed by row rules on watched tables';
 
-CREATE FUNCTION herald._rules_changed() RETURNS trigger
+CREATE OR REPLACE FUNCTION herald._rules_changed() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'herald_rules_changed';
 
-CREATE FUNCTION herald._check_condition(on_table regclass, condition text) RETURNS void
+CREATE OR REPLACE FUNCTION herald._check_condition(on_table regclass, condition text) RETURNS void
     LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_condition';
 
-CREATE FUNCTION herald._check_template(message text, kind text, on_table regclass) RETURNS void
+CREATE OR REPLACE FUNCTION herald._check_template(message text, kind text, on_table regclass) RETURNS void
     LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_template';
 
-CREATE FUNCTION herald._check_target(kind text, target text) RETURNS void
+CREATE OR REPLACE FUNCTION herald._check_target(kind text, target text) RETURNS void
     STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_target';
 
-CREATE FUNCTION herald._check_secret(secret text) RETURNS void
+CREATE OR REPLACE FUNCTION herald._check_secret(secret text) RETURNS void
     LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_secret';
 
-CREATE FUNCTION herald._note_work() RETURNS void
+CREATE OR REPLACE FUNCTION herald._note_work() RETURNS void
     LANGUAGE c AS 'MODULE_PATHNAME', 'herald_note_work_sql';
 
 -- Does row-level security apply to the invoker on this table?
-CREATE FUNCTION herald._rls_applies(tbl regclass) RETURNS boolean
+CREATE OR REPLACE FUNCTION herald._rls_applies(tbl regclass) RETURNS boolean
     STRICT STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_rls_applies';
 
 -- The role that called pg_herald's API: current_user outside of the
 -- SECURITY DEFINER functions it runs in.  Rules are owned by it, and its
 -- privileges are the ones checked.
-CREATE FUNCTION herald._invoker() RETURNS regrole
+CREATE OR REPLACE FUNCTION herald._invoker() RETURNS regrole
     STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_invoker';
 
 -- What a role may see of rules and what they produced, and which rules it
 -- may change: its own (and its roles') rules, or everything for
 -- herald_admin.  Views ask for current_user, the API for the invoker.
-CREATE FUNCTION herald._may_see(owner regrole, viewer regrole DEFAULT current_user::regrole)
+CREATE OR REPLACE FUNCTION herald._may_see(owner regrole, viewer regrole DEFAULT current_user::regrole)
 RETURNS boolean
 LANGUAGE sql STABLE
 RETURN pg_catalog.pg_has_role(viewer, 'herald_admin', 'USAGE')
     OR (owner IS NOT NULL AND pg_catalog.pg_has_role(viewer, owner, 'USAGE'));
 
 -- Channels, secrets and deliveries are herald_admin's.
-CREATE FUNCTION herald._require_admin(what text) RETURNS void
+CREATE OR REPLACE FUNCTION herald._require_admin(what text) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -281,54 +57,47 @@ BEGIN
 END;
 $$;
 
-CREATE TRIGGER rules_changed
+CREATE OR REPLACE TRIGGER rules_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON herald.rule_defs
     FOR EACH STATEMENT EXECUTE FUNCTION herald._rules_changed();
-CREATE TRIGGER rules_changed
+CREATE OR REPLACE TRIGGER rules_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON herald.rule_channels
     FOR EACH STATEMENT EXECUTE FUNCTION herald._rules_changed();
-CREATE TRIGGER rules_changed
+CREATE OR REPLACE TRIGGER rules_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON herald.silence_defs
     FOR EACH STATEMENT EXECUTE FUNCTION herald._rules_changed();
 
-CREATE FUNCTION herald.touch() RETURNS trigger
+CREATE OR REPLACE FUNCTION herald.touch() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'herald_touch';
 COMMENT ON FUNCTION herald.touch() IS 'Statement trigger installed on tables that threshold rules watch';
 
-CREATE TYPE herald._metric_result AS (
-    keys         text[],
-    vals         numeric[],
-    error        text,
-    duration_ms  double precision
-);
-
-CREATE FUNCTION herald._run_metric(rule_id integer) RETURNS herald._metric_result
+CREATE OR REPLACE FUNCTION herald._run_metric(rule_id integer) RETURNS herald._metric_result
     STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_run_metric';
 
-CREATE FUNCTION herald._check_metric(metric text, search_path text) RETURNS boolean
+CREATE OR REPLACE FUNCTION herald._check_metric(metric text, search_path text) RETURNS boolean
     STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_metric';
 
 -------------------------------------------------------------------------------
 -- Public functions
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION herald.generate_secret() RETURNS text
+CREATE OR REPLACE FUNCTION herald.generate_secret() RETURNS text
     VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_generate_secret';
 COMMENT ON FUNCTION herald.generate_secret() IS 'A new random Standard Webhooks secret (whsec_...)';
 
-CREATE FUNCTION herald.webhook_signature(msg_id text, "timestamp" bigint, body text, secret text)
+CREATE OR REPLACE FUNCTION herald.webhook_signature(msg_id text, "timestamp" bigint, body text, secret text)
     RETURNS text
     IMMUTABLE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_webhook_signature';
 COMMENT ON FUNCTION herald.webhook_signature(text, bigint, text, text) IS
     'The webhook-signature header value pg_herald sends for a request';
 
-CREATE FUNCTION herald.webhook_id(delivery_id bigint) RETURNS text
+CREATE OR REPLACE FUNCTION herald.webhook_id(delivery_id bigint) RETURNS text
     STABLE STRICT LANGUAGE sql
     RETURN 'msg_' || 'herald'::regnamespace::oid || '_' || delivery_id;
 COMMENT ON FUNCTION herald.webhook_id(bigint) IS
     'The webhook-id header of a delivery: stable across its retries, unique to this installation';
 
-CREATE FUNCTION herald.flush(timeout interval DEFAULT '10 seconds') RETURNS boolean
+CREATE OR REPLACE FUNCTION herald.flush(timeout interval DEFAULT '10 seconds') RETURNS boolean
     VOLATILE STRICT SECURITY DEFINER LANGUAGE c
     SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'herald_flush';
@@ -339,7 +108,7 @@ COMMENT ON FUNCTION herald.flush(interval) IS
 
 -- Check a channel's settings as a whole, for create_channel and
 -- alter_channel alike.  Each error names the setting.
-CREATE FUNCTION herald._check_channel(c herald.channel_defs) RETURNS void
+CREATE OR REPLACE FUNCTION herald._check_channel(c herald.channel_defs) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -450,7 +219,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION herald.create_channel(
+CREATE OR REPLACE FUNCTION herald.create_channel(
     name         text,
     kind         text,
     target       text,
@@ -514,7 +283,7 @@ COMMENT ON FUNCTION herald.create_channel(text, text, text, text, integer, inter
 -- NULL leaves a setting as it is.  A new secret of a webhook channel starts
 -- a rotation: the previous one keeps signing (a second signature) for
 -- rotation, so that receivers can switch at their pace.
-CREATE FUNCTION herald.alter_channel(
+CREATE OR REPLACE FUNCTION herald.alter_channel(
     name         text,
     target       text DEFAULT NULL,
     secret       text DEFAULT NULL,
@@ -583,7 +352,7 @@ $$;
 COMMENT ON FUNCTION herald.alter_channel(text, text, text, integer, interval, interval, jsonb, double precision, integer, text[], text, text, boolean, interval) IS
     'Change a channel''s settings; a new webhook secret starts a rotation during which both sign';
 
-CREATE FUNCTION herald.test_channel(name text) RETURNS bigint
+CREATE OR REPLACE FUNCTION herald.test_channel(name text) RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -617,7 +386,7 @@ $$;
 COMMENT ON FUNCTION herald.test_channel(text) IS
     'Send a channel.test event through the whole delivery path; returns its delivery id';
 
-CREATE FUNCTION herald.drop_channel(name text) RETURNS void
+CREATE OR REPLACE FUNCTION herald.drop_channel(name text) RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -666,7 +435,7 @@ COMMENT ON FUNCTION herald.drop_channel(text) IS 'Drop a channel that no rule us
 -- Create or drop the triggers of a table so that they match its enabled
 -- rules: for row rules, one capture trigger per operation; for threshold
 -- rules that watch it, one herald_watch trigger.
-CREATE FUNCTION herald._sync_triggers(tbl regclass) RETURNS void
+CREATE OR REPLACE FUNCTION herald._sync_triggers(tbl regclass) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -720,7 +489,7 @@ $$;
 -- Checks shared by the declarations ------------------------------------------
 
 -- A new rule's name: not empty, not taken.
-CREATE FUNCTION herald._check_rule_name(name text) RETURNS void
+CREATE OR REPLACE FUNCTION herald._check_rule_name(name text) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -744,7 +513,7 @@ END;
 $$;
 
 -- The ids of the named channels, each once; an error names a missing one.
-CREATE FUNCTION herald._channel_ids(channels text[]) RETURNS integer[]
+CREATE OR REPLACE FUNCTION herald._channel_ids(channels text[]) RETURNS integer[]
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -772,7 +541,7 @@ END;
 $$;
 
 -- Follow-ups: after a delay, and again every so often if asked to.
-CREATE FUNCTION herald._check_followups(followup_after interval, followup_every interval)
+CREATE OR REPLACE FUNCTION herald._check_followups(followup_after interval, followup_every interval)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -796,7 +565,7 @@ $$;
 
 -- A table a rule may watch: an ordinary or partitioned table outside the
 -- system and pg_herald's schemas, that the declaring role can read.
-CREATE FUNCTION herald._check_watchable(tbl regclass) RETURNS void
+CREATE OR REPLACE FUNCTION herald._check_watchable(tbl regclass) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -829,7 +598,7 @@ $$;
 
 -- Row rules pass whole rows to their channels: a table whose row-level
 -- security applies to the rule's owner cannot be captured faithfully.
-CREATE FUNCTION herald._check_capturable(tbl regclass) RETURNS void
+CREATE OR REPLACE FUNCTION herald._check_capturable(tbl regclass) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -844,7 +613,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION herald.on_change(
+CREATE OR REPLACE FUNCTION herald.on_change(
     name       text,
     on_table   regclass,
     channels   text[],
@@ -911,7 +680,7 @@ COMMENT ON FUNCTION herald.on_change(text, regclass, text[], text[], text, text,
 
 -- A rule the invoker may change: its own (or its role's), or any for
 -- herald_admin.
-CREATE FUNCTION herald._own_rule(name text, what text) RETURNS herald.rule_defs
+CREATE OR REPLACE FUNCTION herald._own_rule(name text, what text) RETURNS herald.rule_defs
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -928,7 +697,7 @@ END;
 $$;
 
 -- Sync the triggers of every table a rule uses.
-CREATE FUNCTION herald._sync_rule_triggers(r herald.rule_defs) RETURNS void
+CREATE OR REPLACE FUNCTION herald._sync_rule_triggers(r herald.rule_defs) RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
@@ -938,7 +707,7 @@ BEGIN ATOMIC
 END;
 
 -- Look a rule up by name, with a clear error when it does not exist.
-CREATE FUNCTION herald._rule(name text) RETURNS herald.rule_defs
+CREATE OR REPLACE FUNCTION herald._rule(name text) RETURNS herald.rule_defs
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -954,7 +723,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION herald.drop_rule(name text) RETURNS void
+CREATE OR REPLACE FUNCTION herald.drop_rule(name text) RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -969,7 +738,7 @@ END;
 $$;
 COMMENT ON FUNCTION herald.drop_rule(text) IS 'Drop a rule; its events and deliveries stay';
 
-CREATE FUNCTION herald._set_rule_enabled(name text, enabled boolean) RETURNS void
+CREATE OR REPLACE FUNCTION herald._set_rule_enabled(name text, enabled boolean) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -982,7 +751,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION herald.enable_rule(name text) RETURNS void
+CREATE OR REPLACE FUNCTION herald.enable_rule(name text) RETURNS void
     LANGUAGE sql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -991,7 +760,7 @@ CREATE FUNCTION herald.enable_rule(name text) RETURNS void
     END;
 COMMENT ON FUNCTION herald.enable_rule(text) IS 'Enable a rule';
 
-CREATE FUNCTION herald.disable_rule(name text) RETURNS void
+CREATE OR REPLACE FUNCTION herald.disable_rule(name text) RETURNS void
     LANGUAGE sql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -1002,7 +771,7 @@ COMMENT ON FUNCTION herald.disable_rule(text) IS 'Disable a rule: it captures no
 
 -- Deliveries ------------------------------------------------------------------
 
-CREATE FUNCTION herald.redeliver(delivery_id bigint) RETURNS void
+CREATE OR REPLACE FUNCTION herald.redeliver(delivery_id bigint) RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -1048,7 +817,7 @@ COMMENT ON FUNCTION herald.redeliver(bigint) IS 'Put a dead or failing delivery 
 -- filter.
 -- One row per row rule, one per threshold rule instance (one per threshold
 -- rule not evaluated yet, with a NULL state).
-CREATE VIEW herald.rules WITH (security_barrier) AS
+CREATE OR REPLACE VIEW herald.rules WITH (security_barrier) AS
 SELECT r.name,
        r.kind,
        i.key,
@@ -1095,7 +864,7 @@ SELECT r.name,
 -- A URL without what may be a credential: the password of its user
 -- information, its path and its query (Slack and Teams put their tokens in
 -- the path, Google Chat in the query).
-CREATE FUNCTION herald._mask_url(url text) RETURNS text
+CREATE OR REPLACE FUNCTION herald._mask_url(url text) RETURNS text
 LANGUAGE sql IMMUTABLE
 RETURN CASE WHEN url !~ '^[A-Za-z][A-Za-z0-9+.-]*://' THEN '***' ELSE
        regexp_replace(url, '^([A-Za-z][A-Za-z0-9+.-]*://)(([^/?#@:]*)(:[^/?#@]*)?@)?([^/?#]*)(.*)$',
@@ -1104,7 +873,7 @@ RETURN CASE WHEN url !~ '^[A-Za-z][A-Za-z0-9+.-]*://' THEN '***' ELSE
                            || '\5' || CASE WHEN url ~ '^[^/]*//[^/?#]*[/?#].' THEN '/***' ELSE '' END) END;
 
 -- Channels as everyone but herald_admin sees them: no secret, no token.
-CREATE VIEW herald.channels AS
+CREATE OR REPLACE VIEW herald.channels AS
 SELECT c.id,
        c.name,
        c.kind,
@@ -1126,13 +895,13 @@ SELECT c.id,
        c.created_by
   FROM herald.channel_defs c;
 
-CREATE VIEW herald.events WITH (security_barrier) AS
+CREATE OR REPLACE VIEW herald.events WITH (security_barrier) AS
 SELECT e.id, e.type, e.rule, e.created_at, e.payload, e.silenced_by IS NOT NULL AS silenced
   FROM herald.event_log e
   LEFT JOIN herald.rule_defs r ON r.id = e.rule_id
  WHERE herald._may_see(r.owner);
 
-CREATE VIEW herald.evaluations WITH (security_barrier) AS
+CREATE OR REPLACE VIEW herald.evaluations WITH (security_barrier) AS
 SELECT l.id,
        r.name AS rule,
        l.key,
@@ -1148,7 +917,7 @@ SELECT l.id,
   JOIN herald.rule_defs r ON r.id = l.rule_id
  WHERE herald._may_see(r.owner);
 
-CREATE VIEW herald.silences WITH (security_barrier) AS
+CREATE OR REPLACE VIEW herald.silences WITH (security_barrier) AS
 SELECT x.id,
        r.name AS rule,
        x.starts_at,
@@ -1162,7 +931,7 @@ SELECT x.id,
   LEFT JOIN herald.rule_defs r ON r.id = x.rule_id
  WHERE x.rule_id IS NULL OR herald._may_see(r.owner);
 
-CREATE VIEW herald.deliveries WITH (security_barrier) AS
+CREATE OR REPLACE VIEW herald.deliveries WITH (security_barrier) AS
 SELECT d.id,
        d.event_id,
        c.name AS channel,
@@ -1181,7 +950,7 @@ SELECT d.id,
   LEFT JOIN herald.rule_defs r ON r.id = e.rule_id
  WHERE herald._may_see(r.owner);
 
-CREATE VIEW herald.attempts WITH (security_barrier) AS
+CREATE OR REPLACE VIEW herald.attempts WITH (security_barrier) AS
 SELECT a.delivery_id,
        a.attempt,
        a.started_at,
@@ -1196,7 +965,7 @@ SELECT a.delivery_id,
  WHERE herald._may_see(r.owner);
 
 -- One row per channel: the queue now, and the attempts of the last hour.
-CREATE VIEW herald.channel_health AS
+CREATE OR REPLACE VIEW herald.channel_health AS
 SELECT c.name AS channel,
        c.kind,
        c.enabled,

@@ -19,8 +19,6 @@
 -- trigger or a policy on them.
 -------------------------------------------------------------------------------
 
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA herald FROM PUBLIC;
-
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'herald_author') THEN
@@ -34,6 +32,12 @@ BEGIN
     END IF;
 END;
 $$;
+
+-- From nothing, so that an upgrade ends with the same privileges as a fresh
+-- install.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA herald FROM PUBLIC, herald_author, herald_admin;
+REVOKE ALL ON ALL TABLES IN SCHEMA herald FROM PUBLIC, herald_author, herald_admin;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA herald FROM PUBLIC, herald_author, herald_admin;
 
 GRANT USAGE ON SCHEMA herald TO herald_author, herald_admin;
 

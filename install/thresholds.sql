@@ -12,7 +12,7 @@
 -------------------------------------------------------------------------------
 
 -- The silence muting a rule now, if any (the one lasting longest).
-CREATE FUNCTION herald._active_silence(rule_id integer) RETURNS herald.silence_defs
+CREATE OR REPLACE FUNCTION herald._active_silence(rule_id integer) RETURNS herald.silence_defs
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
@@ -25,7 +25,7 @@ END;
 
 -- Record an event of a rule and queue it to the rule's channels, unless a
 -- silence mutes the rule: then it is recorded only.
-CREATE FUNCTION herald._emit(rule_id integer, type text, payload jsonb,
+CREATE OR REPLACE FUNCTION herald._emit(rule_id integer, type text, payload jsonb,
                              about_event_id bigint DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -54,7 +54,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION herald._compare(v numeric, op text, t numeric) RETURNS boolean
+CREATE OR REPLACE FUNCTION herald._compare(v numeric, op text, t numeric) RETURNS boolean
 LANGUAGE sql IMMUTABLE
 RETURN CASE op WHEN '>' THEN v > t WHEN '>=' THEN v >= t
                WHEN '<' THEN v < t WHEN '<=' THEN v <= t
@@ -71,7 +71,7 @@ RETURN CASE op WHEN '>' THEN v > t WHEN '>=' THEN v >= t
 --   A firing episode never de-escalates: warning -> critical is reported
 --   once (rule.escalated), and the episode ends with rule.resolved.
 --   Reminders stop once the episode is acknowledged (herald.acknowledge).
-CREATE FUNCTION herald._transition(r herald.rule_defs, i herald.rule_instances,
+CREATE OR REPLACE FUNCTION herald._transition(r herald.rule_defs, i herald.rule_instances,
                                    v numeric, at timestamptz,
                                    OUT n herald.rule_instances, OUT event text)
 LANGUAGE plpgsql STABLE
@@ -172,7 +172,7 @@ $$;
 -- What one evaluation does to each instance of rule r, given the metric's
 -- result m: one row per instance, existing (before) or new (before NULL).
 -- present is false for a key the metric no longer returns.
-CREATE FUNCTION herald._plan_evaluation(r herald.rule_defs, m herald._metric_result,
+CREATE OR REPLACE FUNCTION herald._plan_evaluation(r herald.rule_defs, m herald._metric_result,
                                         at timestamptz)
 RETURNS TABLE (before herald.rule_instances, after herald.rule_instances,
                event text, present boolean)
@@ -255,7 +255,7 @@ END;
 $$;
 
 -- The payload of a threshold event, with the metric's recent values.
-CREATE FUNCTION herald._threshold_payload(r herald.rule_defs, before herald.rule_instances,
+CREATE OR REPLACE FUNCTION herald._threshold_payload(r herald.rule_defs, before herald.rule_instances,
                                           after herald.rule_instances)
 RETURNS jsonb
 LANGUAGE sql STABLE
@@ -283,7 +283,7 @@ RETURN jsonb_strip_nulls(jsonb_build_object(
 -- A decision meeting, for a rule that asks for one, when it fires or
 -- escalates at critical level: at the next full hour, for the rule's
 -- meeting length.  Email channels send it as an invitation.
-CREATE FUNCTION herald._meeting(r herald.rule_defs, event text, after herald.rule_instances)
+CREATE OR REPLACE FUNCTION herald._meeting(r herald.rule_defs, event text, after herald.rule_instances)
 RETURNS jsonb
 LANGUAGE sql STABLE
 RETURN CASE WHEN r.meeting IS NOT NULL AND event IN ('rule.fired', 'rule.escalated')
@@ -299,7 +299,7 @@ RETURN CASE WHEN r.meeting IS NOT NULL AND event IN ('rule.fired', 'rule.escalat
 -- Evaluate a threshold rule now and apply the result: called by the
 -- scheduler, one transaction per evaluation.  Returns when the rule's next
 -- timer falls due (end of a pending period, a reminder), or NULL.
-CREATE FUNCTION herald._evaluate(rule_id integer) RETURNS timestamptz
+CREATE OR REPLACE FUNCTION herald._evaluate(rule_id integer) RETURNS timestamptz
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -361,7 +361,7 @@ $$;
 
 -- Declaration -----------------------------------------------------------------
 
-CREATE FUNCTION herald._declare_threshold(
+CREATE OR REPLACE FUNCTION herald._declare_threshold(
     name              text,
     metric            text,
     op                text,
@@ -531,7 +531,7 @@ $$;
 -- The declaration proper runs as the extension's owner; this wrapper runs
 -- as the caller and hands it the caller's search_path, with which the metric
 -- is checked and later run (as SET search_path FROM CURRENT would).
-CREATE FUNCTION herald.on_threshold(
+CREATE OR REPLACE FUNCTION herald.on_threshold(
     name              text,
     metric            text,
     op                text,
@@ -564,7 +564,7 @@ COMMENT ON FUNCTION herald.on_threshold(text, text, text, numeric, text[], regcl
 
 -- Preview, silences -------------------------------------------------------------
 
-CREATE FUNCTION herald.preview(name text)
+CREATE OR REPLACE FUNCTION herald.preview(name text)
 RETURNS TABLE (key text, value numeric, state text, next_state text, level text,
                event text, error text)
 LANGUAGE plpgsql
@@ -598,7 +598,7 @@ $$;
 COMMENT ON FUNCTION herald.preview(text) IS
     'Evaluate a threshold rule now: per instance, the value and the state it would move to; stores and sends nothing';
 
-CREATE FUNCTION herald.silence(rule text, until timestamptz, reason text) RETURNS integer
+CREATE OR REPLACE FUNCTION herald.silence(rule text, until timestamptz, reason text) RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -630,7 +630,7 @@ $$;
 COMMENT ON FUNCTION herald.silence(text, timestamptz, text) IS
     'Mute a rule (NULL: every rule) until a time: its events are recorded, not delivered';
 
-CREATE FUNCTION herald.unsilence(rule text) RETURNS integer
+CREATE OR REPLACE FUNCTION herald.unsilence(rule text) RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp

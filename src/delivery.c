@@ -58,7 +58,7 @@ typedef struct ClaimBatch
 {
 	MemoryContext cxt;
 	int			remaining;		/* deliveries not yet recorded */
-	Oid			schema;			/* herald's schema when they were claimed */
+	Oid			installation;	/* pg_herald's extension when they were claimed */
 } ClaimBatch;
 
 typedef struct InFlight
@@ -456,11 +456,11 @@ rate_channel_ready(void)
 static void
 record_step(void *arg)
 {
-	Oid			schema = herald_schema_oid(true);
+	Oid			installation = herald_installation();
 	int			n = 0;
 
 	for (int i = 0; i < noutcomes; i++)
-		if (outcome_owner[i]->batch->schema == schema)
+		if (outcome_owner[i]->batch->installation == installation)
 		{
 			if (n != i)
 				outcomes[n] = outcomes[i];
@@ -510,7 +510,7 @@ typedef struct ClaimStep
 	HeraldDelivery *claimed;
 	MemoryContext cxt;
 	long		next_due_ms;
-	Oid			schema;
+	Oid			installation;	/* what it claimed from */
 	bool		full;			/* scan every channel from its start */
 } ClaimStep;
 
@@ -520,15 +520,17 @@ claim_step(void *arg)
 	ClaimStep  *c = arg;
 	HeraldChannelUse use;
 
-	c->ready = herald_queue_ready();
+	Oid			installation = herald_installation();
+
+	c->ready = OidIsValid(installation);
 	if (!c->ready)
 		return;
 
 	/* a re-created extension numbers its channels anew */
-	if (c->schema != herald_schema_oid(false))
+	if (c->installation != installation)
 	{
 		forget_channels();
-		c->schema = herald_schema_oid(false);
+		c->installation = installation;
 	}
 	if (!c->released)
 	{
@@ -581,7 +583,7 @@ purge_step(void *arg)
 {
 	HeraldPurge  *p = arg;
 
-	p->purged = herald_queue_ready() ? herald_queue_purge(herald_purge_batch) : 0;
+	p->purged = OidIsValid(herald_installation()) ? herald_queue_purge(herald_purge_batch) : 0;
 }
 
 /* Render and start the request of one claimed delivery. */
@@ -692,7 +694,7 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 	}
 
 	batch->remaining = claim->nclaimed;
-	batch->schema = claim->schema;
+	batch->installation = claim->installation;
 	flights = MemoryContextAlloc(batch->cxt, sizeof(InFlight *) * Max(claim->nclaimed, 1));
 	for (int i = 0; i < claim->nclaimed; i++)
 	{

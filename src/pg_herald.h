@@ -208,7 +208,7 @@ typedef struct HeraldOutcome
 } HeraldOutcome;
 
 /* queue.c: called inside a transaction with SPI connected */
-extern bool herald_queue_ready(void);
+extern Oid	herald_installation(void);
 extern void herald_queue_release(int slot);
 extern int	herald_queue_claim(int slot, int limit, HeraldChannelUse *caps,
 							   MemoryContext cxt, HeraldDelivery **out);

@@ -20,7 +20,12 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
@@ -34,6 +39,8 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/fmgroids.h"
 #include "utils/timestamp.h"
 
 #include "pg_herald.h"
@@ -64,12 +71,66 @@ prepare_kept(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
-/* Is pg_herald installed in the worker's database? */
-bool
-herald_queue_ready(void)
+/*
+ * The installation of pg_herald the workers serve: the OID of the extension
+ * in the worker's database, when it is installed at this library's version;
+ * InvalidOid otherwise.  A DROP and CREATE EXTENSION makes a new
+ * installation with a new OID, so what was claimed from the old one can be
+ * told apart.  An installation at another version waits for ALTER EXTENSION
+ * pg_herald UPDATE: the workers leave it alone, and say so once.
+ */
+Oid
+herald_installation(void)
 {
-	return OidIsValid(get_extension_oid(HERALD_EXTENSION, true)) &&
-		OidIsValid(herald_schema_oid(true));
+	static char *reported = NULL;
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			extoid = InvalidOid;
+	char	   *version = NULL;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum(HERALD_EXTENSION));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		extoid = ((Form_pg_extension) GETSTRUCT(tup))->oid;
+		if (!isnull)
+			version = TextDatumGetCString(d);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+
+	if (!OidIsValid(extoid) || !OidIsValid(herald_schema_oid(true)))
+		return InvalidOid;
+	if (version == NULL || strcmp(version, PG_HERALD_VERSION) != 0)
+	{
+		if (reported == NULL || strcmp(reported, version ? version : "") != 0)
+		{
+			ereport(LOG,
+					(errmsg("pg_herald %s is installed in database \"%s\", but the library is version %s: nothing is delivered or evaluated until it is updated",
+							version ? version : "?", get_database_name(MyDatabaseId),
+							PG_HERALD_VERSION),
+					 errhint("Run ALTER EXTENSION pg_herald UPDATE in that database.")));
+			if (reported)
+				pfree(reported);
+			reported = MemoryContextStrdup(TopMemoryContext, version ? version : "");
+		}
+		return InvalidOid;
+	}
+	if (reported)
+	{
+		pfree(reported);
+		reported = NULL;
+	}
+	return extoid;
 }
 
 /* A restarting worker gives back the leases its previous run held. */

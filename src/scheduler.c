@@ -104,7 +104,7 @@ load_step(void *arg)
 	int			ret;
 	bool		isnull_any;
 
-	if (!herald_queue_ready())
+	if (!OidIsValid(herald_installation()))
 	{
 		nrules = 0;
 		return;
@@ -320,7 +320,7 @@ followup_step(void *arg)
 	Datum		args[1];
 
 	*next = 0;
-	if (!herald_queue_ready())
+	if (!OidIsValid(herald_installation()))
 		return;
 	args[0] = CStringGetTextDatum(herald_decision_url ? herald_decision_url : "");
 	*next = next_time_result(SPI_execute_with_args("SELECT herald._send_followups($1)",
@@ -338,7 +338,7 @@ purge_step(void *arg)
 	int			ret;
 
 	p->purged = 0;
-	if (herald_retention < 0 || !herald_queue_ready())
+	if (herald_retention < 0 || !OidIsValid(herald_installation()))
 		return;
 	args[0] = Int32GetDatum(herald_retention);
 	args[1] = Int32GetDatum(herald_purge_batch);

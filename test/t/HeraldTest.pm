@@ -24,6 +24,9 @@
 #     The requests logged for $path, in arrival order: a list of hashes with
 #     n (the receiver's sequence number), event_id (data.event_id of the
 #     JSON body, undef without one) and webhook_id (the header, '' without).
+# diff_lines($got, $expected)
+#     The lines only one of two texts has, each marked - (got) or + (expected),
+#     for a diagnostic.
 # server_log($node, $offset, $regexp)
 #     The lines of the server log after byte $offset that match $regexp.
 #
@@ -178,6 +181,17 @@ sub server_log
 
 	return grep { /$regexp/ } split /\n/,
 	  slurp_file($node->logfile, $offset);
+}
+
+sub diff_lines
+{
+	my ($got, $expected) = @_;
+	my (%in_got, %in_expected);
+	$in_got{$_}++ foreach split /\n/, $got;
+	$in_expected{$_}++ foreach split /\n/, $expected;
+	return join "\n",
+	  (map { "- $_" } grep { !$in_expected{$_} } split /\n/, $got),
+	  (map { "+ $_" } grep { !$in_got{$_} } split /\n/, $expected);
 }
 
 # A node with pg_herald preloaded, its workers serving database postgres,

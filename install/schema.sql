@@ -1,0 +1,256 @@
+/*
+ * pg_herald install script.
+ *
+ * Catalog (who owns what):
+ *   channels, rule_defs, rule_channels   configuration, kept by pg_dump
+ *   event_log                            capture writes, workers read
+ *   delivery_queue, attempt_log          the queue: capture inserts,
+ *                                        delivery workers claim and record
+ * Views give the stable names of the SQL contract: herald.rules,
+ * herald.events, herald.deliveries, herald.attempts.
+ *
+ * Nothing is granted to PUBLIC.
+ */
+\echo Use "CREATE EXTENSION pg_herald" to load this file. \quit
+
+-------------------------------------------------------------------------------
+-- Tables
+-------------------------------------------------------------------------------
+
+CREATE TABLE herald.channel_defs (
+    id              serial PRIMARY KEY,
+    name            text NOT NULL UNIQUE CHECK (name <> ''),
+    kind            text NOT NULL
+                    CHECK (kind IN ('webhook', 'slack', 'teams', 'google_chat', 'email', 'notify')),
+    target          text NOT NULL,
+    secret          text,
+    previous_secret text,             -- still signs until previous_secret_until
+    previous_secret_until timestamptz,
+    headers         jsonb,
+    recipients      text[],           -- email
+    sender          text,             -- email
+    subject         text,             -- email: a template
+    max_attempts    integer NOT NULL CHECK (max_attempts > 0),
+    retry_delay     interval NOT NULL CHECK (retry_delay > '0'),
+    timeout         interval NOT NULL CHECK (timeout > '0'),
+    max_concurrency integer NOT NULL DEFAULT 32 CHECK (max_concurrency > 0),
+    rate_limit      double precision CHECK (rate_limit > 0 AND rate_limit <= 1000000),   -- per second
+    enabled         boolean NOT NULL DEFAULT true,
+    disabled_reason text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    created_by      name NOT NULL
+);
+COMMENT ON TABLE herald.channel_defs IS 'Destinations of pg_herald messages, with their secrets and delivery policy';
+
+CREATE TABLE herald.rule_defs (
+    id          serial PRIMARY KEY,
+    name        text NOT NULL UNIQUE CHECK (name <> ''),
+    kind        text NOT NULL CHECK (kind IN ('row', 'threshold')),
+    owner       regrole NOT NULL,
+    enabled     boolean NOT NULL DEFAULT true,
+    message     text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- row rules
+    on_table    regclass,
+    operations  text[],
+    condition   text,
+    -- threshold rules
+    metric            text,
+    grouped           boolean,     -- the metric returns a key column first
+    search_path       text,        -- the declaring session's, used to run the metric
+    op                text CHECK (op IN ('>', '>=', '<', '<=', '=', '<>')),
+    threshold         numeric,
+    warning_threshold numeric,
+    recover_threshold numeric,
+    watch             regclass[],
+    every             interval CHECK (every > '0'),
+    pending_for       interval CHECK (pending_for >= '0'),
+    repeat_every      interval CHECK (repeat_every > '0'),
+    min_interval      interval NOT NULL DEFAULT '0' CHECK (min_interval >= '0'),
+    no_data           text NOT NULL DEFAULT 'ok' CHECK (no_data IN ('ok', 'alert', 'keep')),
+    query_timeout     interval CHECK (query_timeout > '0'),
+    -- the decision loop, both kinds
+    followup_after    interval CHECK (followup_after > '0'),
+    followup_every    interval CHECK (followup_every > '0'),
+    meeting           interval CHECK (meeting > '0'),   -- threshold rules
+    CHECK (kind <> 'row' OR (on_table IS NOT NULL AND cardinality(operations) > 0)),
+    CHECK (kind <> 'threshold' OR (metric IS NOT NULL AND grouped IS NOT NULL
+                                   AND op IS NOT NULL AND threshold IS NOT NULL
+                                   AND query_timeout IS NOT NULL
+                                   AND (cardinality(watch) > 0 OR every IS NOT NULL)))
+);
+CREATE INDEX rule_defs_on_table ON herald.rule_defs (on_table);
+COMMENT ON TABLE herald.rule_defs IS 'Rules declared with herald.on_change() and herald.on_threshold()';
+
+CREATE TABLE herald.rule_channels (
+    rule_id     integer NOT NULL REFERENCES herald.rule_defs ON DELETE CASCADE,
+    channel_id  integer NOT NULL REFERENCES herald.channel_defs,
+    PRIMARY KEY (rule_id, channel_id)
+);
+CREATE INDEX rule_channels_channel ON herald.rule_channels (channel_id);
+
+-- Mutes a rule (or every rule, rule_id NULL) until a time: its events are
+-- recorded, not delivered.
+CREATE TABLE herald.silence_defs (
+    id          serial PRIMARY KEY,
+    rule_id     integer REFERENCES herald.rule_defs ON DELETE CASCADE,
+    starts_at   timestamptz NOT NULL DEFAULT now(),
+    until       timestamptz NOT NULL,
+    reason      text NOT NULL CHECK (reason <> ''),
+    created_by  name NOT NULL,
+    ended_at    timestamptz,
+    ended_by    name,
+    CHECK (until > starts_at)
+);
+CREATE INDEX silence_defs_rule ON herald.silence_defs (rule_id);
+
+-- The state machine of each threshold rule instance (one per group key;
+-- key '' for a metric without a key column).  Written by the scheduler only.
+CREATE TABLE herald.rule_instances (
+    rule_id           integer NOT NULL REFERENCES herald.rule_defs ON DELETE CASCADE,
+    key               text NOT NULL,
+    state             text NOT NULL DEFAULT 'ok'
+                      CHECK (state IN ('ok', 'pending', 'firing', 'error', 'no_data')),
+    level             text CHECK (level IN ('warning', 'critical')),
+    value             numeric,
+    since             timestamptz NOT NULL,   -- in this state since
+    pending_since     timestamptz,            -- the condition has held since
+    firing_since      timestamptz,            -- the open episode began (NULL: none)
+    fired_event_id    bigint,                 -- the event that opened it
+    last_notified_at  timestamptz,            -- last fired, escalated or reminder event
+    last_evaluated_at timestamptz,
+    next_check_at     timestamptz,            -- a timer: pending period over, reminder due
+    acknowledged_at   timestamptz,            -- the open episode was acknowledged
+    error             text,
+    PRIMARY KEY (rule_id, key)
+);
+
+-- Every evaluation of every instance: the metric's history.  Purged by
+-- herald.retention.
+CREATE TABLE herald.evaluation_log (
+    id            bigserial PRIMARY KEY,
+    rule_id       integer NOT NULL,
+    key           text NOT NULL,
+    evaluated_at  timestamptz NOT NULL,
+    value         numeric,
+    duration_ms   double precision,
+    state_before  text,
+    state_after   text NOT NULL,
+    level         text,
+    event_id      bigint,
+    error         text
+);
+CREATE INDEX evaluation_log_rule ON herald.evaluation_log (rule_id, key, evaluated_at);
+CREATE INDEX evaluation_log_at ON herald.evaluation_log (evaluated_at);
+ALTER TABLE herald.evaluation_log SET (autovacuum_vacuum_scale_factor = 0.02,
+                                      autovacuum_vacuum_cost_delay = 0);
+
+-- Queue tables carry no foreign keys: they are written on the capture path,
+-- where a per-row check would cost more than the insert itself.  pg_herald's
+-- own functions keep them consistent.
+CREATE TABLE herald.event_log (
+    id          bigserial PRIMARY KEY,
+    type        text NOT NULL,
+    rule_id     integer,
+    rule        text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    payload     jsonb NOT NULL,
+    silenced_by integer,            -- the silence that muted it: no deliveries
+    awaits_decision boolean,        -- its rule asks for a follow-up until decided
+    about_event_id bigint,          -- decision.followup: the event it asks about
+    asked_at    timestamptz         -- when the last follow-up about it was sent
+);
+-- the follow-ups: events still awaiting a decision, and the questions asked
+CREATE INDEX event_log_awaiting ON herald.event_log (created_at) WHERE awaits_decision;
+CREATE INDEX event_log_about ON herald.event_log (about_event_id) WHERE about_event_id IS NOT NULL;
+
+-- the purge of silenced events, which have no deliveries
+CREATE INDEX event_log_silenced ON herald.event_log (created_at) WHERE silenced_by IS NOT NULL;
+
+CREATE TABLE herald.delivery_queue (
+    id              bigserial PRIMARY KEY,
+    event_id        bigint NOT NULL,
+    channel_id      integer NOT NULL,
+    status          text NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'delivered', 'dead')),
+    attempts        integer NOT NULL DEFAULT 0,
+    retry_base      integer NOT NULL DEFAULT 0,   -- attempts before the last redeliver
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    leased_by       integer,
+    last_status     integer,
+    last_error      text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    finished_at     timestamptz
+);
+-- the claim: each channel's due pending rows in time order
+CREATE INDEX delivery_queue_due ON herald.delivery_queue (channel_id, next_attempt_at, id)
+    WHERE status = 'pending';
+-- the purge: finished rows by age; not touched by the insert
+CREATE INDEX delivery_queue_finished ON herald.delivery_queue (status, finished_at)
+    WHERE status <> 'pending';
+CREATE INDEX delivery_queue_event ON herald.delivery_queue (event_id);
+
+CREATE TABLE herald.attempt_log (
+    id           bigserial PRIMARY KEY,
+    delivery_id  bigint NOT NULL,
+    channel_id   integer NOT NULL,
+    attempt      integer NOT NULL,
+    started_at   timestamptz NOT NULL,
+    latency_ms   double precision,
+    http_status  integer,
+    error        text,
+    response     text
+);
+CREATE INDEX attempt_log_delivery ON herald.attempt_log (delivery_id);
+CREATE INDEX attempt_log_channel ON herald.attempt_log (channel_id, started_at);
+
+-- The queue tables churn: every delivery is inserted, leased, finished and
+-- purged.  Vacuum them early so that dead rows do not pile up.
+ALTER TABLE herald.delivery_queue SET (autovacuum_vacuum_scale_factor = 0.01,
+                                      autovacuum_vacuum_insert_scale_factor = 0.01,
+                                      autovacuum_vacuum_cost_delay = 0);
+ALTER TABLE herald.attempt_log SET (autovacuum_vacuum_scale_factor = 0.02,
+                                   autovacuum_vacuum_cost_delay = 0);
+ALTER TABLE herald.event_log SET (autovacuum_vacuum_scale_factor = 0.02,
+                                 autovacuum_vacuum_cost_delay = 0);
+
+SELECT pg_catalog.pg_extension_config_dump('herald.channel_defs', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.channel_defs_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.rule_defs', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.rule_defs_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.rule_channels', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.silence_defs', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.silence_defs_id_seq', '');
+
+-- What herald._run_metric() returns.
+CREATE TYPE herald._metric_result AS (
+    keys         text[],
+    vals         numeric[],
+    error        text,
+    duration_ms  double precision
+);
+
+-------------------------------------------------------------------------------
+-- Decisions: what people recorded about events
+--
+-- herald.acknowledge() and herald.decide() append to herald.decision_log
+-- (several rows per event are fine: a decision may be revised, each one is
+-- kept).  Acknowledging an event of a firing threshold instance stops the
+-- episode's reminders.  herald.timeline tells the story of an event in one
+-- place; herald.decision_report() sums up how decisions follow events.
+-------------------------------------------------------------------------------
+
+CREATE TABLE herald.decision_log (
+    id           bigserial PRIMARY KEY,
+    event_id     bigint NOT NULL,
+    kind         text NOT NULL CHECK (kind IN ('acknowledgement', 'decision')),
+    decision     text,
+    action       text,
+    note         text,
+    decided_by   text NOT NULL,
+    recorded_by  name NOT NULL,          -- the role that called the function
+    decided_at   timestamptz NOT NULL DEFAULT now(),
+    CHECK (kind <> 'decision' OR decision IS NOT NULL)
+);
+CREATE INDEX decision_log_event ON herald.decision_log (event_id);
+COMMENT ON TABLE herald.decision_log IS 'Acknowledgements and decisions recorded about events';
