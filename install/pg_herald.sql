@@ -28,9 +28,8 @@ CREATE OR REPLACE FUNCTION herald._note_work() RETURNS void
 CREATE OR REPLACE FUNCTION herald._rls_applies(tbl regclass) RETURNS boolean
     STRICT STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_rls_applies';
 
--- The role that called pg_herald's API: current_user outside of the
--- SECURITY DEFINER functions it runs in.  Rules are owned by it, and its
--- privileges are the ones checked.
+-- The role that called pg_herald's API (src/api.c): rules are owned by it,
+-- and its privileges are the ones checked.  An error outside an API call.
 CREATE OR REPLACE FUNCTION herald._invoker() RETURNS regrole
     STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_invoker';
 
@@ -98,7 +97,7 @@ COMMENT ON FUNCTION herald.webhook_id(bigint) IS
     'The webhook-id header of a delivery: stable across its retries, unique to this installation';
 
 CREATE OR REPLACE FUNCTION herald.flush(timeout interval DEFAULT '10 seconds') RETURNS boolean
-    VOLATILE STRICT SECURITY DEFINER LANGUAGE c
+    VOLATILE STRICT LANGUAGE c
     SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'herald_flush';
 COMMENT ON FUNCTION herald.flush(interval) IS
@@ -235,7 +234,6 @@ CREATE OR REPLACE FUNCTION herald.create_channel(
     subject      text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -300,7 +298,6 @@ CREATE OR REPLACE FUNCTION herald.alter_channel(
     rotation     interval DEFAULT '1 day')
 RETURNS void
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -354,7 +351,6 @@ COMMENT ON FUNCTION herald.alter_channel(text, text, text, integer, interval, in
 
 CREATE OR REPLACE FUNCTION herald.test_channel(name text) RETURNS bigint
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -388,7 +384,6 @@ COMMENT ON FUNCTION herald.test_channel(text) IS
 
 CREATE OR REPLACE FUNCTION herald.drop_channel(name text) RETURNS void
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -624,7 +619,6 @@ CREATE OR REPLACE FUNCTION herald.on_change(
     followup_every interval DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -725,7 +719,6 @@ $$;
 
 CREATE OR REPLACE FUNCTION herald.drop_rule(name text) RETURNS void
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -753,7 +746,6 @@ $$;
 
 CREATE OR REPLACE FUNCTION herald.enable_rule(name text) RETURNS void
     LANGUAGE sql
-    SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     BEGIN ATOMIC
         SELECT herald._set_rule_enabled(name, true);
@@ -762,7 +754,6 @@ COMMENT ON FUNCTION herald.enable_rule(text) IS 'Enable a rule';
 
 CREATE OR REPLACE FUNCTION herald.disable_rule(name text) RETURNS void
     LANGUAGE sql
-    SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     BEGIN ATOMIC
         SELECT herald._set_rule_enabled(name, false);
@@ -773,7 +764,6 @@ COMMENT ON FUNCTION herald.disable_rule(text) IS 'Disable a rule: it captures no
 
 CREATE OR REPLACE FUNCTION herald.redeliver(delivery_id bigint) RETURNS void
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

@@ -14,9 +14,11 @@
 --                  redelivers; silences every rule at once.
 --
 -- Neither gets any privilege on pg_herald's tables beyond SELECT for
--- herald_admin: the API functions are SECURITY DEFINER and check who calls
--- them (herald._invoker()).  No one but the extension's owner can create a
--- trigger or a policy on them.
+-- herald_admin: the API functions run as the extension's owner on behalf of
+-- their caller, herald._invoker() (src/api.c), and check what it may do.
+-- No one but the extension's owner can create a trigger or a policy on
+-- them.  Internal functions (herald._*) are the owner's, but for the two
+-- pure helpers the views call.
 -------------------------------------------------------------------------------
 
 DO $$
@@ -51,9 +53,6 @@ GRANT EXECUTE ON FUNCTION
     herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text, numeric,
                         numeric, interval, interval, interval, text, interval, interval, interval,
                         interval),
-    herald._declare_threshold(text, text, text, numeric, text[], regclass[], interval, text,
-                              numeric, numeric, interval, interval, interval, text, interval,
-                              interval, interval, interval, text),
     herald.preview(text),
     herald.silence(text, timestamptz, text),
     herald.unsilence(text),

@@ -383,7 +383,6 @@ CREATE OR REPLACE FUNCTION herald._declare_threshold(
     search_path       text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -568,7 +567,6 @@ CREATE OR REPLACE FUNCTION herald.preview(name text)
 RETURNS TABLE (key text, value numeric, state text, next_state text, level text,
                event text, error text)
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -600,7 +598,6 @@ COMMENT ON FUNCTION herald.preview(text) IS
 
 CREATE OR REPLACE FUNCTION herald.silence(rule text, until timestamptz, reason text) RETURNS integer
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -632,7 +629,6 @@ COMMENT ON FUNCTION herald.silence(text, timestamptz, text) IS
 
 CREATE OR REPLACE FUNCTION herald.unsilence(rule text) RETURNS integer
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

@@ -184,7 +184,8 @@ ALTER SYSTEM SET herald.allow_networks = 'example.com';
 \set VERBOSITY terse
 SELECT test.error_of($$SET herald.deny_networks = '10.0.0.0/8'$$);
 
--- clean up for the tests that follow
+-- clean up for the tests that follow, once what the rules sent is delivered
+SELECT herald.flush();
 SELECT herald.drop_rule(name) FROM herald.rule_defs WHERE name LIKE 'alice-%';
 SELECT herald.drop_channel(name) FROM herald.channel_defs WHERE name LIKE 'sec-%';
 DROP TABLE test.alice_event;

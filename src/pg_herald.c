@@ -37,8 +37,6 @@
 
 PG_MODULE_MAGIC;
 
-PG_FUNCTION_INFO_V1(herald_invoker);
-
 char	   *herald_database = NULL;
 int			herald_delivery_workers = 1;
 int			herald_batch_size = 500;
@@ -436,57 +434,10 @@ herald_require_preload(const char *what)
 				 errhint("Add pg_herald to shared_preload_libraries and restart the server.")));
 }
 
-/*
- * The role that called pg_herald's API.  The API's functions are SECURITY
- * DEFINER (they write pg_herald's tables as the extension's owner); the
- * caller is the current user outside of them, which SET ROLE sets.
- */
-Oid
-herald_invoker_id(void)
-{
-	return GetOuterUserId();
-}
-
-/*
- * herald._invoker() RETURNS regrole.  Every API function that acts on
- * someone's behalf asks it, so this is where rule code is kept out: a
- * metric or a condition runs under SECURITY_RESTRICTED_OPERATION, in a
- * session (the scheduler's, a writer's) whose user is not the rule's owner,
- * and must not call the API as that user.
- */
-Datum
-herald_invoker(PG_FUNCTION_ARGS)
-{
-	if (InSecurityRestrictedOperation())
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("pg_herald's functions cannot be called from a rule's metric or condition")));
-	PG_RETURN_OID(herald_invoker_id());
-}
-
 Oid
 herald_schema_oid(bool missing_ok)
 {
 	return get_namespace_oid(HERALD_SCHEMA, missing_ok);
-}
-
-/*
- * The role that owns the extension's objects: the owner of its schema,
- * which CREATE EXTENSION made.  pg_herald's own statements run as this role.
- */
-Oid
-herald_extension_owner(void)
-{
-	Oid			nspid = herald_schema_oid(false);
-	HeapTuple	tup;
-	Oid			owner;
-
-	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nspid));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for namespace %u", nspid);
-	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
-	ReleaseSysCache(tup);
-	return owner;
 }
 
 static void
@@ -620,6 +571,7 @@ _PG_init(void)
 {
 	herald_define_settings();
 	RegisterXactCallback(herald_xact_callback, NULL);
+	herald_api_init();
 	herald_install_watch_hooks();
 
 	/*

@@ -90,8 +90,6 @@ extern void herald_wake_delivery(TimestampTz due_from);
 extern TimestampTz herald_take_rescan(int slot);
 extern void herald_worker_attach(int slot);
 extern Oid	herald_schema_oid(bool missing_ok);
-extern Oid	herald_extension_owner(void);
-extern Oid	herald_invoker_id(void);
 extern void herald_require_preload(const char *what);
 extern void herald_scheduler_attach(void);
 
@@ -104,6 +102,11 @@ typedef struct HeraldPurge
 } HeraldPurge;
 extern bool herald_in_transaction(const char *activity, herald_step step, void *arg);
 extern char *herald_run_protected(herald_step step, void *arg);
+
+/* api.c */
+extern void herald_api_init(void);
+extern Oid	herald_extension_owner(void);
+extern Oid	herald_invoker_id(void);
 
 /* evaluate.c */
 #define HERALD_WATCH_TRIGGER "herald_watch"
