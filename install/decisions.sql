@@ -1,25 +1,37 @@
--- The event, with a clear error when there is none or the caller may not
--- see it (the same error: what it may not see does not exist for it).
+-- The event, with a clear error when there is none, or when the caller may
+-- not answer it: the rule's owner (and its members) and herald_admin may.
 CREATE OR REPLACE FUNCTION herald._event(event_id bigint) RETURNS herald.event_log
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     e herald.event_log;
+    v_owner regrole;
 BEGIN
-    SELECT x.* INTO e FROM herald.event_log x
-      LEFT JOIN herald.rule_defs r ON r.id = x.rule_id
-     WHERE x.id = _event.event_id
-       AND herald._may_see(r.owner, herald._invoker());
-    -- a reminder stands for its episode: answers go to the rule.fired event
-    IF FOUND AND e.type = 'rule.reminder' AND e.payload ? 'fired_event_id' THEN
-        SELECT x.* INTO e FROM herald.event_log x
-         WHERE x.id = (e.payload ->> 'fired_event_id')::bigint;
-    END IF;
+    SELECT x.* INTO e FROM herald.event_log x WHERE x.id = _event.event_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'event % does not exist', coalesce(_event.event_id::text, 'NULL')
             USING ERRCODE = 'undefined_object',
                   HINT = 'Event ids are in herald.events and in every message pg_herald sends.';
+    END IF;
+    SELECT r.owner INTO v_owner FROM herald.rule_defs r WHERE r.id = e.rule_id;
+    IF NOT herald._may_see(v_owner, herald._invoker()) THEN
+        RAISE EXCEPTION 'permission denied to answer event %', _event.event_id
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = CASE WHEN v_owner IS NULL
+                                THEN 'Only members of herald_admin may answer events without a rule.'
+                                ELSE format('Only the owner of its rule (%s), the roles that are members of it, and members of herald_admin may answer it.', v_owner) END,
+                  HINT = 'Ask the rule''s owner to grant you its role, or an administrator to record the answer.';
+    END IF;
+    -- a reminder stands for its episode: answers go to the rule.fired event
+    IF e.type = 'rule.reminder' AND e.payload ? 'fired_event_id' THEN
+        SELECT x.* INTO e FROM herald.event_log x
+         WHERE x.id = (e.payload ->> 'fired_event_id')::bigint;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'event % does not exist', _event.event_id
+                USING ERRCODE = 'undefined_object',
+                      DETAIL = 'It reminds of an event that has been purged.';
+        END IF;
     END IF;
     RETURN e;
 END;
@@ -196,7 +208,8 @@ SELECT t.event_id, t.at, t.kind, t.detail
 -- rule.escalated and row events) created in [since, until): how many, how
 -- many got a decision, how long acknowledging and deciding took, and how
 -- many follow-ups were sent about them.
-CREATE OR REPLACE FUNCTION herald.decision_report(since timestamptz, until timestamptz)
+CREATE OR REPLACE FUNCTION herald.decision_report(since timestamptz DEFAULT now() - interval '30 days',
+                                                  until timestamptz DEFAULT now())
 RETURNS TABLE (rule text, events bigint, decided bigint, decided_share numeric,
                median_time_to_acknowledge interval, median_time_to_decide interval,
                followups bigint)

@@ -21,6 +21,14 @@ CREATE OR REPLACE FUNCTION herald._check_target(kind text, target text) RETURNS 
 CREATE OR REPLACE FUNCTION herald._check_secret(secret text) RETURNS void
     LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_secret';
 
+-- Whether the workers serve this database (src/pg_herald.c).
+CREATE OR REPLACE FUNCTION herald._warn_unserved(consequence text) RETURNS void
+    STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_warn_unserved';
+CREATE OR REPLACE FUNCTION herald._status(OUT database text, OUT served boolean, OUT reason text,
+                                          OUT served_database text, OUT delivery_workers integer,
+                                          OUT scheduler boolean, OUT library_version text)
+    STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_status';
+
 CREATE OR REPLACE FUNCTION herald._note_work() RETURNS void
     LANGUAGE c AS 'MODULE_PATHNAME', 'herald_note_work_sql';
 
@@ -240,6 +248,7 @@ DECLARE
     c herald.channel_defs;
 BEGIN
     PERFORM herald._require_admin('create a channel');
+    PERFORM herald._warn_unserved('Nothing sent to this channel will be delivered.');
     IF create_channel.name IS NULL OR create_channel.name = '' THEN
         RAISE EXCEPTION 'channel name must not be empty'
             USING ERRCODE = 'invalid_parameter_value';
@@ -359,6 +368,7 @@ DECLARE
     v_delivery bigint;
 BEGIN
     PERFORM herald._require_admin('test a channel');
+    PERFORM herald._warn_unserved('The test message will not be delivered.');
     SELECT * INTO c FROM herald.channel_defs x WHERE x.name = test_channel.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'channel "%" does not exist', test_channel.name
@@ -628,6 +638,7 @@ DECLARE
     v_id integer;
 BEGIN
     PERFORM herald._check_rule_name(on_change.name);
+    PERFORM herald._warn_unserved('The rule''s events will be recorded but not delivered.');
     IF on_change.on_table IS NULL THEN
         RAISE EXCEPTION 'on_table must not be null'
             USING ERRCODE = 'null_value_not_allowed';
@@ -850,6 +861,22 @@ SELECT r.name,
          WHERE (x.rule_id = r.id OR x.rule_id IS NULL) AND x.ended_at IS NULL
            AND now() >= x.starts_at AND now() < x.until) s ON true
  WHERE herald._may_see(r.owner);
+
+-- Is this database served?  One row: the database, whether pg_herald's
+-- workers serve it (and why not), the database they serve, how many run,
+-- the library's version and the installation's.
+CREATE OR REPLACE VIEW herald.status AS
+SELECT s.database,
+       s.served,
+       s.reason,
+       s.served_database,
+       s.delivery_workers,
+       s.scheduler,
+       s.library_version,
+       e.extversion AS installed_version
+  FROM herald._status() s
+  CROSS JOIN pg_catalog.pg_extension e
+ WHERE e.extname = 'pg_herald';
 
 -- A URL without what may be a credential: the password of its user
 -- information, its path and its query (Slack and Teams put their tokens in

@@ -45,7 +45,7 @@ GRANT USAGE ON SCHEMA herald TO herald_author, herald_admin;
 
 GRANT SELECT ON herald.rules, herald.events, herald.deliveries, herald.attempts,
                 herald.evaluations, herald.silences, herald.channels, herald.channel_health,
-                herald.decisions, herald.timeline
+                herald.decisions, herald.timeline, herald.status
     TO herald_author;
 
 GRANT EXECUTE ON FUNCTION
@@ -67,6 +67,7 @@ GRANT EXECUTE ON FUNCTION
     herald.webhook_signature(text, bigint, text, text),
     herald.generate_secret(),
     herald._mask_url(text),
+    herald._status(),
     herald._may_see(regrole, regrole)
     TO herald_author;
 
@@ -80,3 +81,6 @@ GRANT EXECUTE ON FUNCTION
     herald.test_channel(text),
     herald.redeliver(bigint)
     TO herald_admin;
+
+-- Installed where no worker serves: say so now.
+SELECT herald._warn_unserved('Rules and channels declared here record events that are never delivered.');

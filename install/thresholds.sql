@@ -395,6 +395,7 @@ DECLARE
     v_rule herald.rule_defs;
 BEGIN
     PERFORM herald._check_rule_name(_declare_threshold.name);
+    PERFORM herald._warn_unserved('The rule will not be evaluated.');
 
     IF _declare_threshold.metric IS NULL THEN
         RAISE EXCEPTION 'metric must not be null'

@@ -139,6 +139,19 @@ SELECT count(*) AS alice_deliveries FROM herald.deliveries d
 SELECT count(*) AS alice_evaluations FROM herald.evaluations WHERE rule LIKE 'alice-%';
 SELECT test.error_of($$SELECT herald.acknowledge((SELECT id FROM test.alice_event))$$);
 SELECT test.error_of($$SELECT herald.decide((SELECT id FROM test.alice_event), 'not mine')$$);
+-- the error says who may answer
+DO $$
+DECLARE
+    v_detail text;
+    v_hint text;
+BEGIN
+    PERFORM herald.decide(id, 'not mine') FROM test.alice_event;
+EXCEPTION WHEN insufficient_privilege THEN
+    GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
+    RAISE NOTICE 'detail: %', v_detail;
+    RAISE NOTICE 'hint: %', v_hint;
+END
+$$;
 RESET ROLE;
 SET ROLE herald_test_alice;
 SELECT count(*) > 0 AS own_events FROM herald.events WHERE rule LIKE 'alice-%';

@@ -441,19 +441,21 @@ insert_events(CaptureRule *rule, const char *type, Datum payloads)
 static Datum
 run_selection(CaptureRule *rule, Oid relid, int op, Oid ext_owner, int sec_context)
 {
-	SPIPlanPtr	plan = get_select_plan(rule, relid, op);
+	SPIPlanPtr	plan;
 	Datum		result = (Datum) 0;
 	int			ret;
 	int			guc_level;
 
 	/*
-	 * Settings the condition changes, even without LOCAL, end with it: the
-	 * statements that follow run as the extension's owner.
+	 * Prepared, planned and run as the rule's owner.  Settings the condition
+	 * changes, even without LOCAL, end with it: the statements that follow
+	 * run as the extension's owner.
 	 */
 	guc_level = NewGUCNestLevel();
 	SetUserIdAndSecContext(rule->owner, sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
+	plan = get_select_plan(rule, relid, op);
 	ret = SPI_execute_plan(plan, NULL, NULL, false, 0);
 	SetUserIdAndSecContext(ext_owner, sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	AtEOXact_GUC(false, guc_level);
@@ -797,6 +799,15 @@ herald_check_condition(PG_FUNCTION_ARGS)
 						table, table);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
+
+		/*
+		 * Parsed, planned and started (computing nothing) as the declaring
+		 * role, in a security-restricted operation, as it will run: what it
+		 * may not read is an error now, and none of its code runs as
+		 * anyone else.
+		 */
+		SetUserIdAndSecContext(herald_invoker_id(), save_sec | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
 		plan = SPI_prepare(psprintf("SELECT (%s\n) %s", condition, rows), 0, NULL);
 		if (plan == NULL)
 			elog(ERROR, "could not prepare the condition: %s",
@@ -814,13 +825,6 @@ herald_check_condition(PG_FUNCTION_ARGS)
 						0, NULL) == NULL)
 			elog(ERROR, "could not prepare the condition: %s",
 				 SPI_result_code_string(SPI_result));
-
-		/*
-		 * Started, computing nothing, as the declaring role (the API runs as
-		 * the extension's owner): what it may not read is an error now.
-		 */
-		SetUserIdAndSecContext(herald_invoker_id(), save_sec | SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
 		(void) SPI_execute(psprintf("SELECT (%s\n) %s LIMIT 0", condition, rows), true, 0);
 		SetUserIdAndSecContext(save_user, save_sec);
 		SPI_finish();

@@ -17,7 +17,11 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/htup_details.h"
 #include "catalog/namespace.h"
+#include "commands/dbcommands.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
 #include "executor/spi.h"
 #include "catalog/pg_namespace.h"
 #include "fmgr.h"
@@ -36,6 +40,9 @@
 #include "pg_herald.h"
 
 PG_MODULE_MAGIC;
+
+PG_FUNCTION_INFO_V1(herald_warn_unserved);
+PG_FUNCTION_INFO_V1(herald_status);
 
 char	   *herald_database = NULL;
 int			herald_delivery_workers = 1;
@@ -421,17 +428,99 @@ herald_run_protected(herald_step step, void *arg)
 }
 
 /*
- * Functions that rely on the workers refuse to run when the library was not
- * preloaded: their work would never be done.
+ * Why pg_herald's workers do not serve the current database (a sentence, for
+ * a message's detail), or NULL when they do.
+ */
+static char *
+not_served_reason(void)
+{
+	char	   *db = get_database_name(MyDatabaseId);
+
+	if (herald_shared == NULL)
+		return pstrdup("pg_herald is not loaded through shared_preload_libraries, so no worker runs.");
+	if (db == NULL || strcmp(db, herald_database) != 0)
+		return psprintf("The workers serve database \"%s\" (herald.database), not \"%s\".",
+						herald_database, db ? db : "?");
+	return NULL;
+}
+
+/* Report, at elevel, that the workers do not serve this database, and what follows. */
+static void
+not_served_report(int elevel, const char *consequence)
+{
+	char	   *reason = not_served_reason();
+
+	if (reason == NULL)
+		return;
+	ereport(elevel,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("pg_herald's workers do not serve database \"%s\"",
+					get_database_name(MyDatabaseId)),
+			 errdetail_internal("%s %s", reason, consequence),
+			 herald_shared == NULL ?
+			 errhint("Add pg_herald to shared_preload_libraries, set herald.database, and restart the server.") :
+			 errhint("Set herald.database to this database and restart the server, or use pg_herald in database \"%s\".",
+					 herald_database)));
+}
+
+/*
+ * Functions that wait for the workers refuse to run where no worker serves
+ * the database: their wait would never end.
  */
 void
-herald_require_preload(const char *what)
+herald_require_served(const char *consequence)
 {
-	if (herald_shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("%s requires pg_herald to be loaded through shared_preload_libraries", what),
-				 errhint("Add pg_herald to shared_preload_libraries and restart the server.")));
+	not_served_report(ERROR, consequence);
+}
+
+/*
+ * herald._warn_unserved(consequence text) RETURNS void: a WARNING when the
+ * workers do not serve this database, saying what follows.  CREATE
+ * EXTENSION and every declaration call it, so that nothing is queued there
+ * silently.
+ */
+Datum
+herald_warn_unserved(PG_FUNCTION_ARGS)
+{
+	not_served_report(WARNING, text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	PG_RETURN_VOID();
+}
+
+/*
+ * herald._status(): one row saying whether the workers serve this
+ * database, why not, how many of them run, and the versions of the
+ * library and of the installation.
+ */
+Datum
+herald_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[7];
+	bool		nulls[7] = {false};
+	char	   *reason = not_served_reason();
+	int			delivery = 0;
+	bool		scheduler = false;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "herald._status() must return a row");
+	if (herald_shared != NULL && reason == NULL)
+	{
+		SpinLockAcquire(&herald_shared->mutex);
+		for (int i = 0; i < HERALD_MAX_WORKERS; i++)
+			if (herald_shared->pid[i] != 0)
+				delivery++;
+		scheduler = herald_shared->scheduler_latch != NULL;
+		SpinLockRelease(&herald_shared->mutex);
+	}
+	values[0] = CStringGetTextDatum(get_database_name(MyDatabaseId));
+	values[1] = BoolGetDatum(reason == NULL);
+	values[2] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
+	nulls[2] = reason == NULL;
+	values[3] = CStringGetTextDatum(herald_database);
+	values[4] = Int32GetDatum(delivery);
+	values[5] = BoolGetDatum(scheduler);
+	values[6] = CStringGetTextDatum(PG_HERALD_VERSION);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }
 
 Oid

@@ -90,7 +90,7 @@ extern void herald_wake_delivery(TimestampTz due_from);
 extern TimestampTz herald_take_rescan(int slot);
 extern void herald_worker_attach(int slot);
 extern Oid	herald_schema_oid(bool missing_ok);
-extern void herald_require_preload(const char *what);
+extern void herald_require_served(const char *what);
 extern void herald_scheduler_attach(void);
 
 typedef void (*herald_step) (void *arg);

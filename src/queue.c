@@ -688,13 +688,7 @@ herald_flush(PG_FUNCTION_ARGS)
 	Datum		args[1];
 	bool		done = false;
 
-	herald_require_preload("herald.flush()");
-	if (strcmp(get_database_name(MyDatabaseId), herald_database) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the pg_herald workers run in database \"%s\", not in this one",
-						herald_database),
-				 errhint("Set herald.database to this database and restart the server.")));
+	herald_require_served("herald.flush() would wait in vain.");
 	if (IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
