@@ -19,3 +19,22 @@ SELECT herald.flush();
 SELECT database, served, reason, served_database, delivery_workers, scheduler FROM herald.status;
 \c herald
 DROP DATABASE herald_unserved;
+
+-- In a database without pg_herald, a schema of the same name is nobody's
+-- API: its functions run as their caller, as any function does.
+CREATE DATABASE herald_lookalike;
+\c herald_lookalike
+CREATE ROLE herald_lookalike_owner;
+CREATE ROLE herald_lookalike_caller;
+CREATE SCHEMA herald AUTHORIZATION herald_lookalike_owner;
+SET ROLE herald_lookalike_owner;
+CREATE FUNCTION herald.whoami() RETURNS text LANGUAGE sql VOLATILE AS $$ SELECT current_user::text $$;
+GRANT EXECUTE ON FUNCTION herald.whoami() TO herald_lookalike_caller;
+RESET ROLE;
+GRANT USAGE ON SCHEMA herald TO herald_lookalike_caller;
+SET ROLE herald_lookalike_caller;
+SELECT herald.whoami();
+RESET ROLE;
+\c herald
+DROP DATABASE herald_lookalike;
+DROP ROLE herald_lookalike_owner, herald_lookalike_caller;

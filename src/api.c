@@ -4,9 +4,9 @@
  *		The boundary of pg_herald's SQL API: who calls it, and as whom it
  *		runs.
  *
- * The API's functions are the VOLATILE functions of schema herald, owned by
- * the extension's owner, whose names do not begin with an underscore and
- * that are neither triggers nor SECURITY DEFINER.  A function manager hook
+ * The API's functions are the VOLATILE functions of the extension, in schema
+ * herald, whose names do not begin with an underscore and that are neither
+ * triggers nor SECURITY DEFINER.  A function manager hook
  * runs each of them on its caller's behalf:
  *
  *	- when one starts, the hook refuses it inside a security-restricted
@@ -38,9 +38,11 @@
 #include "access/htup_details.h"
 #include "access/transam.h"
 #include "access/xact.h"
+#include "catalog/dependency.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/lsyscache.h"
@@ -93,8 +95,8 @@ is_api_function(Oid fn_oid)
 	Form_pg_proc proc;
 	bool		candidate;
 	Oid			nspid;
-	Oid			owner;
 	Oid			herald;
+	Oid			extoid;
 
 	if (fn_oid < FirstNormalObjectId)
 		return false;
@@ -107,14 +109,20 @@ is_api_function(Oid fn_oid)
 		!proc->prosecdef &&
 		proc->prorettype != TRIGGEROID;
 	nspid = proc->pronamespace;
-	owner = proc->proowner;
 	ReleaseSysCache(tup);
 	if (!candidate)
 		return false;
 
-	/* the extension's own functions, not one a superuser put in its schema */
+	/*
+	 * One of pg_herald's own functions: a member of the extension, not a
+	 * function someone put in a schema of that name.
+	 */
 	herald = herald_schema_oid(true);
-	return OidIsValid(herald) && nspid == herald && owner == herald_extension_owner();
+	if (!OidIsValid(herald) || nspid != herald)
+		return false;
+	extoid = get_extension_oid(HERALD_EXTENSION, true);
+	return OidIsValid(extoid) &&
+		getExtensionOfObject(ProcedureRelationId, fn_oid) == extoid;
 }
 
 static bool
