@@ -92,10 +92,9 @@ COMMENT ON FUNCTION herald.webhook_signature(text, bigint, text, text) IS
     'The webhook-signature header value pg_herald sends for a request';
 
 CREATE OR REPLACE FUNCTION herald.webhook_id(delivery_id bigint) RETURNS text
-    STABLE STRICT LANGUAGE sql
-    RETURN 'msg_' || 'herald'::regnamespace::oid || '_' || delivery_id;
+    STABLE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_webhook_id';
 COMMENT ON FUNCTION herald.webhook_id(bigint) IS
-    'The webhook-id header of a delivery: stable across its retries, unique to this installation';
+    'The webhook-id header of a delivery: stable across its retries, unique across installations';
 
 CREATE OR REPLACE FUNCTION herald.flush(timeout interval DEFAULT '10 seconds') RETURNS boolean
     VOLATILE STRICT SECURITY DEFINER LANGUAGE c

@@ -108,6 +108,7 @@ typedef struct ChannelState
 } ChannelState;
 
 static HTAB *channel_states = NULL;
+static Oid	channel_states_of = InvalidOid;	/* the installation they describe */
 static TimestampTz next_full_scan = 0;
 
 /* --- outcomes ------------------------------------------------------------- */
@@ -166,7 +167,8 @@ add_outcome(InFlight *f, HeraldRequest *req, const char *error)
 	o = &outcomes[noutcomes];
 	outcome_owner[noutcomes] = f;
 	noutcomes++;
-	if (f->charged)
+	/* a request of a dropped installation counts against no channel now */
+	if (f->charged && f->batch->installation == channel_states_of)
 	{
 		ChannelState *cs = hash_search(channel_states, &d->channel_id,
 									   HASH_FIND, NULL);
@@ -189,6 +191,7 @@ fill_outcome(HeraldOutcome *o, HeraldDelivery *d, HeraldRequest *req,
 
 	memset(o, 0, sizeof(*o));
 	o->delivery_id = d->id;
+	o->webhook_id = d->webhook_id;
 	o->channel_id = d->channel_id;
 	o->started = req ? req->started : GetCurrentTimestamp();
 	o->latency_ms = req ? req->latency_ms : 0;
@@ -531,6 +534,7 @@ claim_step(void *arg)
 	{
 		forget_channels();
 		c->installation = installation;
+		channel_states_of = installation;
 	}
 	if (!c->released)
 	{

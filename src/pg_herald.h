@@ -194,6 +194,7 @@ typedef struct HeraldChannelUse
 typedef struct HeraldOutcome
 {
 	int64		delivery_id;
+	const char *webhook_id;		/* the delivery's, as sent */
 	int32		channel_id;
 	const char *status;			/* "pending", "delivered" or "dead" */
 	int32		http_status;	/* 0 when there was no response */

@@ -521,16 +521,21 @@ send_notifications(HeraldOutcome *outcomes, int n)
 		elog(ERROR, "could not send notifications: %s", SPI_result_code_string(ret));
 }
 
-/* Record a batch of outcomes and their attempts in one statement. */
+/*
+ * Record a batch of outcomes and their attempts in one statement.  A row
+ * is updated only while its webhook-id is still the one that was sent: a
+ * delivery of another installation (DROP and CREATE EXTENSION while the
+ * request was in flight) that happens to have the same id is left alone.
+ */
 void
 herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 {
-	Oid			argtypes[10] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+	Oid			argtypes[11] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 		TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
-	FLOAT8ARRAYOID, INT4ARRAYOID, INT4OID};
-	Datum		args[10];
-	Datum	   *v[9];
-	bool	   *nulls[9];
+	FLOAT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INT4OID};
+	Datum		args[11];
+	Datum	   *v[10];
+	bool	   *nulls[10];
 	int			ret;
 
 	if (n == 0)
@@ -538,9 +543,9 @@ herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 	if (record_plan == NULL)
 		record_plan = prepare_kept(
 								   "WITH r AS ("
-								   "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+								   "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 								   "    AS r(id, status, http_status, error, latency_ms, response,"
-								   "         started_at, retry_in_ms, channel_id)),"
+								   "         started_at, retry_in_ms, channel_id, webhook_id)),"
 								   " upd AS ("
 								   "  UPDATE herald.delivery_queue d"
 								   "     SET status = r.status,"
@@ -552,7 +557,8 @@ herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 								   "         last_status = r.http_status,"
 								   "         last_error = r.error,"
 								   "         finished_at = CASE WHEN r.status <> 'pending' THEN now() END"
-								   "    FROM r WHERE d.id = r.id AND d.leased_by = $10"
+								   "    FROM r WHERE d.id = r.id AND d.leased_by = $11"
+								   "     AND herald.webhook_id(d.id) = r.webhook_id"
 								   "   RETURNING d.id, d.attempts)"
 								   " INSERT INTO herald.attempt_log"
 								   "        (delivery_id, channel_id, attempt, started_at, latency_ms,"
@@ -560,9 +566,9 @@ herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 								   " SELECT r.id, r.channel_id, upd.attempts, r.started_at, r.latency_ms,"
 								   "        r.http_status, r.error, r.response"
 								   "   FROM r JOIN upd ON upd.id = r.id",
-								   10, argtypes);
+								   11, argtypes);
 
-	for (int c = 0; c < 9; c++)
+	for (int c = 0; c < 10; c++)
 	{
 		v[c] = palloc(sizeof(Datum) * n);
 		nulls[c] = palloc0(sizeof(bool) * n);
@@ -585,6 +591,7 @@ herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 		v[6][i] = TimestampTzGetDatum(o->started);
 		v[7][i] = Float8GetDatum(o->retry_in_ms);
 		v[8][i] = Int32GetDatum(o->channel_id);
+		v[9][i] = CStringGetTextDatum(o->webhook_id);
 	}
 	args[0] = build_array(v[0], nulls[0], n, INT8OID);
 	args[1] = build_array(v[1], nulls[1], n, TEXTOID);
@@ -595,7 +602,8 @@ herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 	args[6] = build_array(v[6], nulls[6], n, TIMESTAMPTZOID);
 	args[7] = build_array(v[7], nulls[7], n, FLOAT8OID);
 	args[8] = build_array(v[8], nulls[8], n, INT4OID);
-	args[9] = Int32GetDatum(slot);
+	args[9] = build_array(v[9], nulls[9], n, TEXTOID);
+	args[10] = Int32GetDatum(slot);
 
 	ret = SPI_execute_plan(record_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)
