@@ -21,7 +21,7 @@ SELECT status, attempts, last_status, last_error FROM herald.deliveries WHERE ch
 SELECT r ->> 'method' AS method,
        r -> 'headers' ->> 'content-type' AS content_type,
        r -> 'headers' ->> 'x-team' AS x_team,
-       r -> 'headers' ->> 'user-agent' AS user_agent,
+       r -> 'headers' ->> 'user-agent' = 'pg_herald/' || (SELECT extversion FROM pg_extension WHERE extname = 'pg_herald') AS user_agent,
        r -> 'headers' ->> 'webhook-id' = d.webhook_id AS id_matches,
        (r -> 'headers' ->> 'webhook-timestamp')::bigint
            BETWEEN extract(epoch FROM now())::bigint - 300 AND extract(epoch FROM now())::bigint + 300 AS recent,
