@@ -130,8 +130,12 @@ typedef struct HeraldTemplateValues
 								 * state, level for threshold rules */
 } HeraldTemplateValues;
 
+/* What ends a text that was cut: "… [truncated]" */
+#define HERALD_TRUNCATED "\xE2\x80\xA6 [truncated]"
+
 extern char *herald_render_template(const char *tmpl,
-									const HeraldTemplateValues *values);
+									const HeraldTemplateValues *values,
+									int max_bytes, bool *cut);
 
 /*
  * One claimed delivery, copied out of the claiming transaction so that it
@@ -257,9 +261,12 @@ typedef struct HeraldFact
 #define HERALD_MAX_FACTS 10
 #define HERALD_MAX_LINKS 5
 
+extern int	herald_max_message_size;
+extern void herald_define_format_settings(void);
+extern int	herald_chars_bytes(int chars);
 extern void herald_format(HeraldDelivery *d, HeraldOutgoing *out);
-extern char *herald_message(HeraldDelivery *d);
-extern char *herald_title(HeraldDelivery *d);
+extern char *herald_message(HeraldDelivery *d, int max_bytes, bool *cut);
+extern char *herald_title(HeraldDelivery *d, int max_bytes);
 extern char *herald_context_line(HeraldDelivery *d);
 extern int	herald_facts(HeraldDelivery *d, HeraldFact *facts);
 extern int	herald_links(const char *message, char **links);

@@ -147,7 +147,7 @@ void
 herald_format_webhook(HeraldDelivery *d, HeraldOutgoing *out)
 {
 	StringInfoData buf;
-	char	   *message = herald_message(d);
+	char	   *message = herald_message(d, 0, NULL);
 	char	   *secrets[2] = {d->secret, d->previous_secret};
 	StringInfoData signatures;
 	int64		now = (int64) time(NULL);
