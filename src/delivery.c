@@ -49,9 +49,13 @@
 #define FULL_SCAN_MS 10000
 /* Pause after a failed transaction, so that a broken state does not spin. */
 #define ERROR_PAUSE_MS 1000
-/* Longest backoff between two attempts, and longest Retry-After honoured. */
+/*
+ * Longest backoff between two attempts (unless the channel's retry_delay
+ * is longer), and longest wait before any retry: a Retry-After or a
+ * retry_delay beyond it waits that long (queue.c saturates likewise).
+ */
 #define MAX_BACKOFF_MS (3600.0 * 1000)
-#define MAX_RETRY_AFTER_MS (86400.0 * 1000)
+#define MAX_RETRY_MS ((double) HERALD_MAX_WAIT_MS)
 
 /* Deliveries claimed together share one memory context. */
 typedef struct ClaimBatch
@@ -136,7 +140,8 @@ backoff_ms(HeraldDelivery *d)
 	for (int i = 1; i < attempt && delay < MAX_BACKOFF_MS; i++)
 		delay *= 2;
 	delay = Min(delay, Max(MAX_BACKOFF_MS, d->retry_delay_ms));
-	return delay * (0.8 + 0.4 * ((double) random() / (double) 0x7FFFFFFF));
+	delay *= 0.8 + 0.4 * ((double) random() / (double) 0x7FFFFFFF);
+	return Min(delay, MAX_RETRY_MS);
 }
 
 static void fill_outcome(HeraldOutcome *o, HeraldDelivery *d,
@@ -251,7 +256,7 @@ fill_outcome(HeraldOutcome *o, HeraldDelivery *d, HeraldRequest *req,
 	}
 	if (req && (req->http_status == 429 || req->http_status == 503) &&
 		req->retry_after > 0)
-		o->retry_in_ms = Min(req->retry_after * 1000.0, MAX_RETRY_AFTER_MS);
+		o->retry_in_ms = Min(req->retry_after * 1000.0, MAX_RETRY_MS);
 	else
 		o->retry_in_ms = backoff_ms(d);
 }

@@ -194,6 +194,13 @@ typedef struct HeraldChannelUse
 	bool	   *after_null;		/* no mark: scan the channel from its start */
 } HeraldChannelUse;
 
+/*
+ * The longest a delivery worker waits for a request or before a retry,
+ * whatever a channel's timeout, retry_delay or a Retry-After ask: a day.
+ * Within it, no lease or retry time can overflow a timestamp.
+ */
+#define HERALD_MAX_WAIT_MS 86400000
+
 /* The result of one attempt, as queue.c records it. */
 typedef struct HeraldOutcome
 {

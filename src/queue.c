@@ -51,6 +51,17 @@ PG_FUNCTION_INFO_V1(herald_note_work_sql);
 /* Extra lease time beyond a channel's timeout. */
 #define LEASE_MARGIN "interval '1 minute'"
 
+/*
+ * A channel's timeout as the worker applies it, in milliseconds: at least
+ * 1 (libcurl reads 0 as no timeout at all) and at most HERALD_MAX_WAIT_MS,
+ * whatever the table holds, so that the lease, now() plus the timeout,
+ * never overflows a timestamp.  The retry delay likewise.
+ */
+#define MAX_WAIT_MS CppAsString2(HERALD_MAX_WAIT_MS)
+#define CLAMPED_MS(interval) \
+	"least(greatest(ceil(extract(epoch FROM " interval ") * 1000), 1), " MAX_WAIT_MS ")::bigint"
+#define TIMEOUT_MS CLAMPED_MS("c.timeout")
+
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
@@ -272,7 +283,8 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 								  "   LIMIT $6),"
 								  " claimed AS ("
 								  "  UPDATE herald.delivery_queue d"
-								  "     SET next_attempt_at = now() + c.timeout + " LEASE_MARGIN ","
+								  "     SET next_attempt_at = now() + " TIMEOUT_MS " * interval '1 millisecond'"
+								  "                         + " LEASE_MARGIN ","
 								  "         leased_by = $7"
 								  "    FROM due JOIN herald.channel_defs c ON c.id = due.channel_id"
 								  "   WHERE d.id = due.id"
@@ -287,8 +299,8 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 								  "        c.id, c.name, c.kind, c.target, c.secret,"
 								  "        ARRAY(SELECT h.key || ': ' || h.value"
 								  "                FROM jsonb_each_text(c.headers) AS h),"
-								  "        (extract(epoch FROM c.timeout) * 1000)::bigint,"
-								  "        extract(epoch FROM c.retry_delay)::float8 * 1000,"
+								  "        " TIMEOUT_MS ","
+								  "        " CLAMPED_MS("c.retry_delay") "::float8,"
 								  "        c.max_attempts, c.enabled, " CONCURRENCY_SHARE ","
 								  "        coalesce(" RATE_SHARE ", 0), cl.cap, cl.due_at,"
 								  "        CASE WHEN c.previous_secret_until > now() THEN c.previous_secret END,"
@@ -551,7 +563,8 @@ herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 								   "     SET status = r.status,"
 								   "         attempts = d.attempts + 1,"
 								   "         next_attempt_at = CASE WHEN r.status = 'pending'"
-								   "              THEN now() + r.retry_in_ms * interval '1 millisecond'"
+								   "              THEN now() + least(greatest(r.retry_in_ms, 0), " MAX_WAIT_MS ")"
+								   "                           * interval '1 millisecond'"
 								   "              ELSE d.next_attempt_at END,"
 								   "         leased_by = NULL,"
 								   "         last_status = r.http_status,"
