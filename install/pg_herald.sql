@@ -987,8 +987,11 @@ SELECT c.name AS channel,
           FROM herald.delivery_queue d
          WHERE d.channel_id = c.id) q
   CROSS JOIN LATERAL (
+        -- every attempt counts: an attempt succeeded when it recorded no
+        -- error (a 2xx, an SMTP acceptance, a notification); refusals,
+        -- timeouts and connection errors have no HTTP status but count
         SELECT count(*) AS attempts,
-               round(avg((t.http_status BETWEEN 200 AND 299)::int), 4) AS success_rate,
+               round(avg((t.error IS NULL)::int), 4) AS success_rate,
                round(percentile_cont(0.5) WITHIN GROUP (ORDER BY t.latency_ms)::numeric, 3) AS latency_p50_ms,
                round(percentile_cont(0.99) WITHIN GROUP (ORDER BY t.latency_ms)::numeric, 3) AS latency_p99_ms
           FROM herald.attempt_log t
