@@ -117,17 +117,27 @@ static TimestampTz next_full_scan = 0;
 
 /* --- outcomes ------------------------------------------------------------- */
 
-/* The response body as stored: valid text in the database encoding. */
+/*
+ * The response body as stored: its first bytes, when they are text in the
+ * database encoding (an excerpt may end within a character: that character
+ * is left out); otherwise a note of its size.
+ */
 static char *
 response_excerpt(HeraldRequest *req)
 {
+	int			encoding = GetDatabaseEncoding();
 	int			len;
+	int			valid;
 
 	if (req == NULL || req->response.len == 0)
 		return NULL;
-	len = strnlen(req->response.data, req->response.len);
-	len = pg_encoding_verifymbstr(GetDatabaseEncoding(), req->response.data, len);
-	return pnstrdup(req->response.data, len);
+	len = req->response.len;
+	valid = pg_encoding_verifymbstr(encoding, req->response.data, len);
+	if (valid < len &&
+		!(req->response_bytes > (size_t) len && req->response.data[valid] != '\0' &&
+		  pg_encoding_mblen(encoding, req->response.data + valid) > len - valid))
+		return psprintf("[binary response, %zu bytes]", req->response_bytes);
+	return pnstrdup(req->response.data, valid);
 }
 
 /* Exponential backoff from the channel's retry delay, with +-20% jitter. */
