@@ -97,4 +97,5 @@ is($node->safe_psql('upgraded', 'SELECT herald.webhook_id(7)'), $before,
 	'the updated installation keeps its webhook-ids');
 
 HeraldTest::stop_receiver($receiver);
+HeraldTest::no_server_errors($node);
 done_testing();
