@@ -99,10 +99,9 @@ COMMENT ON FUNCTION herald.webhook_signature(text, bigint, text, text) IS
     'The webhook-signature header value pg_herald sends for a request';
 
 CREATE OR REPLACE FUNCTION herald.webhook_id(delivery_id bigint) RETURNS text
-    STABLE STRICT LANGUAGE sql
-    RETURN 'msg_' || 'herald'::regnamespace::oid || '_' || delivery_id;
+    STABLE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_webhook_id';
 COMMENT ON FUNCTION herald.webhook_id(bigint) IS
-    'The webhook-id header of a delivery: stable across its retries, unique to this installation';
+    'The webhook-id header of a delivery: stable across its retries, unique across installations';
 
 CREATE OR REPLACE FUNCTION herald.flush(timeout interval DEFAULT '10 seconds') RETURNS boolean
     VOLATILE STRICT LANGUAGE c
@@ -1005,8 +1004,11 @@ SELECT c.name AS channel,
           FROM herald.delivery_queue d
          WHERE d.channel_id = c.id) q
   CROSS JOIN LATERAL (
+        -- every attempt counts: an attempt succeeded when it recorded no
+        -- error (a 2xx, an SMTP acceptance, a notification); refusals,
+        -- timeouts and connection errors have no HTTP status but count
         SELECT count(*) AS attempts,
-               round(avg((t.http_status BETWEEN 200 AND 299)::int), 4) AS success_rate,
+               round(avg((t.error IS NULL)::int), 4) AS success_rate,
                round(percentile_cont(0.5) WITHIN GROUP (ORDER BY t.latency_ms)::numeric, 3) AS latency_p50_ms,
                round(percentile_cont(0.99) WITHIN GROUP (ORDER BY t.latency_ms)::numeric, 3) AS latency_p99_ms
           FROM herald.attempt_log t

@@ -190,6 +190,21 @@ CREATE INDEX delivery_queue_finished ON herald.delivery_queue (status, finished_
     WHERE status <> 'pending';
 CREATE INDEX delivery_queue_event ON herald.delivery_queue (event_id);
 
+-- The installation: one row, written by CREATE EXTENSION.  Its id is the
+-- middle part of every webhook-id (herald.webhook_id()), which receivers
+-- dedupe on: an installation made again after DROP EXTENSION numbers its
+-- deliveries from 1 again, so each draws a random id of its own (60 bits,
+-- in decimal).  Not kept by pg_dump, like the queue: a restored database
+-- numbers its deliveries anew under a new id.
+CREATE TABLE herald.installation (
+    id          text PRIMARY KEY CHECK (id ~ '^[0-9]+$'),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX installation_one_row ON herald.installation ((true));
+COMMENT ON TABLE herald.installation IS 'This installation of pg_herald: the id its webhook-ids carry';
+INSERT INTO herald.installation (id)
+    SELECT ('x' || left(replace(pg_catalog.gen_random_uuid()::text, '-', ''), 15))::bit(60)::bigint::text;
+
 CREATE TABLE herald.attempt_log (
     id           bigserial PRIMARY KEY,
     delivery_id  bigint NOT NULL,

@@ -49,9 +49,13 @@
 #define FULL_SCAN_MS 10000
 /* Pause after a failed transaction, so that a broken state does not spin. */
 #define ERROR_PAUSE_MS 1000
-/* Longest backoff between two attempts, and longest Retry-After honoured. */
+/*
+ * Longest backoff between two attempts (unless the channel's retry_delay
+ * is longer), and longest wait before any retry: a Retry-After or a
+ * retry_delay beyond it waits that long (queue.c saturates likewise).
+ */
 #define MAX_BACKOFF_MS (3600.0 * 1000)
-#define MAX_RETRY_AFTER_MS (86400.0 * 1000)
+#define MAX_RETRY_MS ((double) HERALD_MAX_WAIT_MS)
 
 /* Deliveries claimed together share one memory context. */
 typedef struct ClaimBatch
@@ -108,21 +112,32 @@ typedef struct ChannelState
 } ChannelState;
 
 static HTAB *channel_states = NULL;
+static Oid	channel_states_of = InvalidOid;	/* the installation they describe */
 static TimestampTz next_full_scan = 0;
 
 /* --- outcomes ------------------------------------------------------------- */
 
-/* The response body as stored: valid text in the database encoding. */
+/*
+ * The response body as stored: its first bytes, when they are text in the
+ * database encoding (an excerpt may end within a character: that character
+ * is left out); otherwise a note of its size.
+ */
 static char *
 response_excerpt(HeraldRequest *req)
 {
+	int			encoding = GetDatabaseEncoding();
 	int			len;
+	int			valid;
 
 	if (req == NULL || req->response.len == 0)
 		return NULL;
-	len = strnlen(req->response.data, req->response.len);
-	len = pg_encoding_verifymbstr(GetDatabaseEncoding(), req->response.data, len);
-	return pnstrdup(req->response.data, len);
+	len = req->response.len;
+	valid = pg_encoding_verifymbstr(encoding, req->response.data, len);
+	if (valid < len &&
+		!(req->response_bytes > (size_t) len && req->response.data[valid] != '\0' &&
+		  pg_encoding_mblen(encoding, req->response.data + valid) > len - valid))
+		return psprintf("[binary response, %zu bytes]", req->response_bytes);
+	return pnstrdup(req->response.data, valid);
 }
 
 /* Exponential backoff from the channel's retry delay, with +-20% jitter. */
@@ -135,7 +150,8 @@ backoff_ms(HeraldDelivery *d)
 	for (int i = 1; i < attempt && delay < MAX_BACKOFF_MS; i++)
 		delay *= 2;
 	delay = Min(delay, Max(MAX_BACKOFF_MS, d->retry_delay_ms));
-	return delay * (0.8 + 0.4 * ((double) random() / (double) 0x7FFFFFFF));
+	delay *= 0.8 + 0.4 * ((double) random() / (double) 0x7FFFFFFF);
+	return Min(delay, MAX_RETRY_MS);
 }
 
 static void fill_outcome(HeraldOutcome *o, HeraldDelivery *d,
@@ -166,7 +182,8 @@ add_outcome(InFlight *f, HeraldRequest *req, const char *error)
 	o = &outcomes[noutcomes];
 	outcome_owner[noutcomes] = f;
 	noutcomes++;
-	if (f->charged)
+	/* a request of a dropped installation counts against no channel now */
+	if (f->charged && f->batch->installation == channel_states_of)
 	{
 		ChannelState *cs = hash_search(channel_states, &d->channel_id,
 									   HASH_FIND, NULL);
@@ -189,6 +206,7 @@ fill_outcome(HeraldOutcome *o, HeraldDelivery *d, HeraldRequest *req,
 
 	memset(o, 0, sizeof(*o));
 	o->delivery_id = d->id;
+	o->webhook_id = d->webhook_id;
 	o->channel_id = d->channel_id;
 	o->started = req ? req->started : GetCurrentTimestamp();
 	o->latency_ms = req ? req->latency_ms : 0;
@@ -248,7 +266,7 @@ fill_outcome(HeraldOutcome *o, HeraldDelivery *d, HeraldRequest *req,
 	}
 	if (req && (req->http_status == 429 || req->http_status == 503) &&
 		req->retry_after > 0)
-		o->retry_in_ms = Min(req->retry_after * 1000.0, MAX_RETRY_AFTER_MS);
+		o->retry_in_ms = Min(req->retry_after * 1000.0, MAX_RETRY_MS);
 	else
 		o->retry_in_ms = backoff_ms(d);
 }
@@ -531,6 +549,7 @@ claim_step(void *arg)
 	{
 		forget_channels();
 		c->installation = installation;
+		channel_states_of = installation;
 	}
 	if (!c->released)
 	{

@@ -14,6 +14,11 @@
  * key per rule instance.  These are plain text; each format escapes them
  * for its target and keeps within its size limits.
  *
+ * Every text is bounded before it is built, whatever the template and the
+ * row: the message by its kind's limit and herald.max_message_size, the
+ * title by what the format shows of it, each fact by FACT_MAX_BYTES.  So a
+ * delivery's memory is its payload plus these bounds.
+ *
  * Called by the delivery worker with no transaction open.
  *
  *-------------------------------------------------------------------------
@@ -25,6 +30,7 @@
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -36,6 +42,33 @@
 
 /* Columns of a row event shown as facts. */
 #define ROW_FACT_COLUMNS 6
+
+/* The longest fact value, in bytes: more than any format shows. */
+#define FACT_MAX_BYTES 8192
+
+/* herald.max_message_size: the most bytes of a rendered message, any kind */
+int			herald_max_message_size = 65536;
+
+void
+herald_define_format_settings(void)
+{
+	DefineCustomIntVariable("herald.max_message_size",
+							"Maximum size of a rendered message.",
+							"A longer message is cut and ends with \"… [truncated]\"; "
+							"each channel kind may cut it shorter.",
+							&herald_max_message_size,
+							65536, 1024, 16 * 1024 * 1024,
+							PGC_SIGHUP,
+							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+}
+
+/* The most bytes chars characters take in the database encoding. */
+int
+herald_chars_bytes(int chars)
+{
+	return chars * pg_database_encoding_max_length();
+}
 
 static HeraldTemplateValues
 template_values(HeraldDelivery *d)
@@ -49,18 +82,26 @@ template_values(HeraldDelivery *d)
 	return values;
 }
 
-/* The event's message: the rule's template, or the default of its type. */
+/*
+ * The event's message: the rule's template, or the default of its type, in
+ * at most max_bytes (the kind's limit, 0 for none) and
+ * herald.max_message_size bytes.  *cut (when not NULL) says whether it was
+ * cut.
+ */
 char *
-herald_message(HeraldDelivery *d)
+herald_message(HeraldDelivery *d, int max_bytes, bool *cut)
 {
 	HeraldTemplateValues values = template_values(d);
+	int			limit = herald_max_message_size;
 
-	return herald_render_template(d->message, &values);
+	if (max_bytes > 0)
+		limit = Min(limit, max_bytes);
+	return herald_render_template(d->message, &values, limit, cut);
 }
 
-/* A short title, for headers and subjects. */
+/* A short title, for headers and subjects, in at most max_bytes. */
 char *
-herald_title(HeraldDelivery *d)
+herald_title(HeraldDelivery *d, int max_bytes)
 {
 	HeraldTemplateValues values = template_values(d);
 	const char *tmpl;
@@ -90,7 +131,8 @@ herald_title(HeraldDelivery *d)
 		tmpl = "{{rule}}: what was decided about event {{about_event_id}}?";
 	else
 		tmpl = "{{type}}";
-	return herald_render_template(tmpl, &values);
+	return herald_render_template(tmpl, &values,
+								  Min(max_bytes, herald_max_message_size), NULL);
 }
 
 /* "rule big-order · 2026-11-23 13:01:13 UTC · event 42" */
@@ -114,18 +156,32 @@ herald_context_line(HeraldDelivery *d)
 	return buf.data;
 }
 
-/* A JSON value as plain text: strings unquoted, null as "null". */
+/* len bytes of text, cut to FACT_MAX_BYTES with the marker. */
+static char *
+fact_text(const char *text, int len)
+{
+	if (len <= FACT_MAX_BYTES)
+		return pnstrdup(text, len);
+	len = pg_mbcliplen(text, len, FACT_MAX_BYTES - strlen(HERALD_TRUNCATED));
+	return psprintf("%.*s%s", len, text, HERALD_TRUNCATED);
+}
+
+/*
+ * A JSON value as plain text: strings unquoted, null as "null"; at most
+ * FACT_MAX_BYTES.
+ */
 static char *
 value_text(JsonbValue *v)
 {
 	StringInfoData buf;
+	char	   *text;
 
 	switch (v->type)
 	{
 		case jbvNull:
 			return pstrdup("null");
 		case jbvString:
-			return pnstrdup(v->val.string.val, v->val.string.len);
+			return fact_text(v->val.string.val, v->val.string.len);
 		case jbvNumeric:
 			return DatumGetCString(DirectFunctionCall1(numeric_out,
 													   NumericGetDatum(v->val.numeric)));
@@ -134,7 +190,9 @@ value_text(JsonbValue *v)
 		case jbvBinary:
 			initStringInfo(&buf);
 			(void) JsonbToCString(&buf, v->val.binary.data, v->val.binary.len);
-			return buf.data;
+			text = fact_text(buf.data, buf.len);
+			pfree(buf.data);
+			return text;
 		default:
 			return pstrdup("");
 	}
@@ -323,7 +381,8 @@ herald_append_header(struct curl_slist *list, const char *line)
 static void
 format_notify(HeraldDelivery *d, HeraldOutgoing *out)
 {
-	char	   *message = herald_message(d);
+	bool		rendered_cut;
+	char	   *message = herald_message(d, NOTIFY_MAX_BYTES, &rendered_cut);
 	StringInfoData buf;
 	int			full = strlen(message);
 	int			cut = full;
@@ -340,7 +399,7 @@ format_notify(HeraldDelivery *d, HeraldOutgoing *out)
 			appendStringInfoString(&buf, "null");
 		appendStringInfoString(&buf, ", \"message\": ");
 		escape_json(&buf, message);
-		if (cut < full || buf.len + 1 > NOTIFY_MAX_BYTES)
+		if (rendered_cut || cut < full || buf.len + 1 > NOTIFY_MAX_BYTES)
 			appendStringInfoString(&buf, ", \"truncated\": true");
 		appendStringInfoChar(&buf, '}');
 		if (buf.len <= NOTIFY_MAX_BYTES)

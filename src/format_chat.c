@@ -46,9 +46,6 @@
 
 #include "pg_herald.h"
 
-/* What ends a text that was cut: "… [truncated]" */
-#define TRUNCATED "\xE2\x80\xA6 [truncated]"
-
 /* Limits every format applies (characters) */
 #define TITLE_MAX_CHARS 150		/* Slack's limit for a header */
 #define CONTEXT_MAX_CHARS 500
@@ -143,14 +140,14 @@ markup(const char *text)
 static char *
 cut_text(const char *text, int max_chars, bool as_markup)
 {
-	int			budget = max_chars - herald_char_length(TRUNCATED);
+	int			budget = max_chars - herald_char_length(HERALD_TRUNCATED);
 	const char *end = text + strlen(text);
 	const char *fits = NULL;	/* end of what fits with the marker */
 	int			chars = 0;
 	StringInfoData buf;
 
 	if (!as_markup)
-		return herald_truncate(text, max_chars, TRUNCATED);
+		return herald_truncate(text, max_chars, HERALD_TRUNCATED);
 	for (const char *p = text; p < end; p += char_bytes(p, end))
 	{
 		chars += markup_width(*p);
@@ -163,7 +160,7 @@ cut_text(const char *text, int max_chars, bool as_markup)
 	else
 	{
 		append_markup(&buf, text, fits - text);
-		appendStringInfoString(&buf, TRUNCATED);
+		appendStringInfoString(&buf, HERALD_TRUNCATED);
 	}
 	return buf.data;
 }
@@ -201,38 +198,41 @@ label_links(ChatParts *p, char **hosts)
 			if (j != i && strcmp(hosts[i], hosts[j]) == 0)
 				unique = false;
 		if (unique)
-			p->labels[i] = herald_truncate(hosts[i], LABEL_MAX_CHARS, TRUNCATED);
+			p->labels[i] = herald_truncate(hosts[i], LABEL_MAX_CHARS, HERALD_TRUNCATED);
 		else
 			p->labels[i] = psprintf("Open link %d", i + 1);
 	}
 }
 
 /*
- * The text of a delivery, with the limits every format shares applied;
- * fact values are cut to fact_max characters (0: not cut here).
+ * The text of a delivery, with the limits every format shares applied:
+ * the message rendered in at most message_max bytes (what the format can
+ * show of it), fact values cut to fact_max characters (0: not cut here).
  */
 static void
-collect_parts(HeraldDelivery *d, ChatParts *p, int fact_max)
+collect_parts(HeraldDelivery *d, ChatParts *p, int message_max, int fact_max)
 {
 	char	   *links[HERALD_MAX_LINKS];
 	char	   *hosts[HERALD_MAX_LINKS];
 	int			nlinks;
 
 	memset(p, 0, sizeof(*p));
-	p->title = herald_truncate(herald_title(d), TITLE_MAX_CHARS, TRUNCATED);
-	p->full_message = herald_message(d);
+	p->title = herald_truncate(herald_title(d, herald_chars_bytes(TITLE_MAX_CHARS)),
+							   TITLE_MAX_CHARS, HERALD_TRUNCATED);
+	p->full_message = herald_message(d, message_max, NULL);
 	p->message = p->full_message;
 	p->message_bytes = strlen(p->full_message);
 	p->context = herald_truncate(herald_context_line(d), CONTEXT_MAX_CHARS,
-								 TRUNCATED);
+								 HERALD_TRUNCATED);
 	p->nfacts = herald_facts(d, p->facts);
 	if (fact_max > 0)
 		for (int i = 0; i < p->nfacts; i++)
 			p->facts[i].value = herald_truncate(p->facts[i].value, fact_max,
-												TRUNCATED);
+												HERALD_TRUNCATED);
 
 	/*
-	 * Links from the whole message, so that cutting it keeps them.  Slack
+	 * Links from the whole rendered message, so that cutting it to fit the
+	 * payload keeps them.  Slack
 	 * refuses the whole message for one button with a bad URL: leave out
 	 * the links with no host and the ones too long.
 	 */
@@ -263,7 +263,7 @@ shrink_parts(ChatParts *p, int bytes)
 		p->message_bytes = pg_mbcliplen(p->full_message, p->message_bytes,
 										Max(p->message_bytes - bytes, 0));
 		p->message = psprintf("%.*s%s", p->message_bytes, p->full_message,
-							  TRUNCATED);
+							  HERALD_TRUNCATED);
 		return true;
 	}
 	if (p->nfacts > 0)
@@ -525,7 +525,7 @@ herald_format_slack(HeraldDelivery *d, HeraldOutgoing *out)
 	StringInfoData buf;
 
 	/* fact values are cut in build_slack, to what fits once escaped */
-	collect_parts(d, &p, 0);
+	collect_parts(d, &p, herald_chars_bytes(SLACK_TEXT_MAX_CHARS), 0);
 	initStringInfo(&buf);
 	build_slack(&buf, &p);
 	set_request(d, out, pstrdup(d->target), &buf);
@@ -537,7 +537,7 @@ herald_format_teams(HeraldDelivery *d, HeraldOutgoing *out)
 	ChatParts	p;
 	StringInfoData buf;
 
-	collect_parts(d, &p, FACT_VALUE_MAX_CHARS);
+	collect_parts(d, &p, TEAMS_MAX_BYTES, FACT_VALUE_MAX_CHARS);
 	initStringInfo(&buf);
 	fit_body(&buf, &p, build_teams, TEAMS_MAX_BYTES, "Microsoft Teams");
 	set_request(d, out, pstrdup(d->target), &buf);
@@ -549,7 +549,7 @@ herald_format_google_chat(HeraldDelivery *d, HeraldOutgoing *out)
 	ChatParts	p;
 	StringInfoData buf;
 
-	collect_parts(d, &p, FACT_VALUE_MAX_CHARS);
+	collect_parts(d, &p, GOOGLE_CHAT_MAX_BYTES, FACT_VALUE_MAX_CHARS);
 	/* an identifier, not shown: cut with no marker */
 	p.thread_key = herald_truncate(herald_thread_key(d),
 								   GOOGLE_CHAT_THREAD_KEY_MAX_CHARS, "");

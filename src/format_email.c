@@ -598,12 +598,15 @@ herald_format_email(HeraldDelivery *d, HeraldOutgoing *out)
 	values.event_id = d->event_id;
 	values.type = d->event_type;
 	values.data = d->payload;
-	title = herald_title(d);
-	message = herald_message(d);
+	title = herald_title(d, herald_chars_bytes(SUBJECT_MAX_CHARS));
+	message = herald_message(d, 0, NULL);
 	context = herald_context_line(d);
 	nfacts = herald_facts(d, facts);
 
-	subject = one_line(d->subject ? herald_render_template(d->subject, &values) : title);
+	subject = one_line(d->subject ?
+					   herald_render_template(d->subject, &values,
+											  herald_chars_bytes(SUBJECT_MAX_CHARS), NULL) :
+					   title);
 	if (subject[0] == '\0')
 		subject = one_line(title);
 	subject = herald_truncate(subject, SUBJECT_MAX_CHARS, "...");

@@ -112,6 +112,33 @@ write_callback(char *data, size_t size, size_t nmemb, void *userp)
 
 	if (room > 0)
 		appendBinaryStringInfo(&req->response, data, Min((size_t) room, len));
+	req->response_bytes += len;
+	return len;
+}
+
+/*
+ * libcurl hands over each response header line: count them, and stop the
+ * transfer once they pass HERALD_RESPONSE_HEADERS_MAX, so that an endpoint
+ * cannot make the worker hold megabytes of headers.
+ */
+static size_t
+header_callback(char *data, size_t size, size_t nitems, void *userp)
+{
+	HeraldRequest *req = userp;
+	size_t		len = size * nitems;
+
+	req->header_bytes += len;
+	if (req->header_bytes > HERALD_RESPONSE_HEADERS_MAX)
+	{
+		req->headers_too_large = true;
+		return 0;
+	}
+	/* a status line starts the headers of an answer (100 Continue first) */
+	if (len >= 5 && strncmp(data, "HTTP/", 5) == 0)
+		req->headers_done = false;
+	else if ((len == 2 && data[0] == '\r' && data[1] == '\n') ||
+			 (len == 1 && data[0] == '\n'))
+		req->headers_done = true;
 	return len;
 }
 
@@ -243,7 +270,8 @@ herald_http_start(HeraldOutgoing *out, long timeout_ms, void *arg)
 	curl_easy_setopt(easy, CURLOPT_URL, out->url);
 	curl_easy_setopt(easy, CURLOPT_PROXY, "");
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+	/* 0 would mean no timeout at all to libcurl */
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, Max(timeout_ms, 1L));
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_callback);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
@@ -257,6 +285,8 @@ herald_http_start(HeraldOutgoing *out, long timeout_ms, void *arg)
 		curl_easy_setopt(easy, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
 		curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+		curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, header_callback);
+		curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
 		curl_easy_setopt(easy, CURLOPT_POST, 1L);
 		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body);
 		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->bodylen);
@@ -452,6 +482,18 @@ herald_http_error(HeraldRequest *req)
 {
 	if (req->result == CURLE_OK)
 		return NULL;
+	if (req->headers_too_large)
+		return psprintf("response header too large: more than %d bytes",
+						HERALD_RESPONSE_HEADERS_MAX);
+
+	/*
+	 * libcurl refuses a header line longer than CURL_MAX_HTTP_HEADER
+	 * before handing it over, and reports it as out of memory.
+	 */
+	if (req->transport == HERALD_HTTP && req->result == CURLE_OUT_OF_MEMORY &&
+		!req->headers_done)
+		return psprintf("response header too large: a line of more than %d bytes",
+						CURL_MAX_HTTP_HEADER);
 	if (req->errbuf[0] != '\0')
 		return psprintf("%s: %s", curl_easy_strerror(req->result), req->errbuf);
 	return pstrdup(curl_easy_strerror(req->result));

@@ -20,6 +20,8 @@
 #include "pg_herald.h"
 
 #define HERALD_RESPONSE_EXCERPT 1024
+/* The most bytes of response headers read: a longer answer fails. */
+#define HERALD_RESPONSE_HEADERS_MAX 65536
 
 typedef struct HeraldRequest
 {
@@ -37,6 +39,10 @@ typedef struct HeraldRequest
 	char		denied[160];	/* why the network policy refused a
 								 * connection, "" when it did not */
 	StringInfoData response;	/* first HERALD_RESPONSE_EXCERPT bytes */
+	size_t		response_bytes; /* of the body, all of it */
+	size_t		header_bytes;	/* of the response headers so far */
+	bool		headers_done;	/* the headers of the final answer ended */
+	bool		headers_too_large;	/* HERALD_RESPONSE_HEADERS_MAX passed */
 
 	/* results, valid once completed */
 	CURLcode	result;

@@ -133,8 +133,12 @@ typedef struct HeraldTemplateValues
 								 * state, level for threshold rules */
 } HeraldTemplateValues;
 
+/* What ends a text that was cut: "… [truncated]" */
+#define HERALD_TRUNCATED "\xE2\x80\xA6 [truncated]"
+
 extern char *herald_render_template(const char *tmpl,
-									const HeraldTemplateValues *values);
+									const HeraldTemplateValues *values,
+									int max_bytes, bool *cut);
 
 /*
  * One claimed delivery, copied out of the claiming transaction so that it
@@ -193,10 +197,18 @@ typedef struct HeraldChannelUse
 	bool	   *after_null;		/* no mark: scan the channel from its start */
 } HeraldChannelUse;
 
+/*
+ * The longest a delivery worker waits for a request or before a retry,
+ * whatever a channel's timeout, retry_delay or a Retry-After ask: a day.
+ * Within it, no lease or retry time can overflow a timestamp.
+ */
+#define HERALD_MAX_WAIT_MS 86400000
+
 /* The result of one attempt, as queue.c records it. */
 typedef struct HeraldOutcome
 {
 	int64		delivery_id;
+	const char *webhook_id;		/* the delivery's, as sent */
 	int32		channel_id;
 	const char *status;			/* "pending", "delivered" or "dead" */
 	int32		http_status;	/* 0 when there was no response */
@@ -259,9 +271,12 @@ typedef struct HeraldFact
 #define HERALD_MAX_FACTS 10
 #define HERALD_MAX_LINKS 5
 
+extern int	herald_max_message_size;
+extern void herald_define_format_settings(void);
+extern int	herald_chars_bytes(int chars);
 extern void herald_format(HeraldDelivery *d, HeraldOutgoing *out);
-extern char *herald_message(HeraldDelivery *d);
-extern char *herald_title(HeraldDelivery *d);
+extern char *herald_message(HeraldDelivery *d, int max_bytes, bool *cut);
+extern char *herald_title(HeraldDelivery *d, int max_bytes);
 extern char *herald_context_line(HeraldDelivery *d);
 extern int	herald_facts(HeraldDelivery *d, HeraldFact *facts);
 extern int	herald_links(const char *message, char **links);

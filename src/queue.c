@@ -51,6 +51,17 @@ PG_FUNCTION_INFO_V1(herald_note_work_sql);
 /* Extra lease time beyond a channel's timeout. */
 #define LEASE_MARGIN "interval '1 minute'"
 
+/*
+ * A channel's timeout as the worker applies it, in milliseconds: at least
+ * 1 (libcurl reads 0 as no timeout at all) and at most HERALD_MAX_WAIT_MS,
+ * whatever the table holds, so that the lease, now() plus the timeout,
+ * never overflows a timestamp.  The retry delay likewise.
+ */
+#define MAX_WAIT_MS CppAsString2(HERALD_MAX_WAIT_MS)
+#define CLAMPED_MS(interval) \
+	"least(greatest(ceil(extract(epoch FROM " interval ") * 1000), 1), " MAX_WAIT_MS ")::bigint"
+#define TIMEOUT_MS CLAMPED_MS("c.timeout")
+
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
@@ -272,7 +283,8 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 								  "   LIMIT $6),"
 								  " claimed AS ("
 								  "  UPDATE herald.delivery_queue d"
-								  "     SET next_attempt_at = now() + c.timeout + " LEASE_MARGIN ","
+								  "     SET next_attempt_at = now() + " TIMEOUT_MS " * interval '1 millisecond'"
+								  "                         + " LEASE_MARGIN ","
 								  "         leased_by = $7"
 								  "    FROM due JOIN herald.channel_defs c ON c.id = due.channel_id"
 								  "   WHERE d.id = due.id"
@@ -287,8 +299,8 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 								  "        c.id, c.name, c.kind, c.target, c.secret,"
 								  "        ARRAY(SELECT h.key || ': ' || h.value"
 								  "                FROM jsonb_each_text(c.headers) AS h),"
-								  "        (extract(epoch FROM c.timeout) * 1000)::bigint,"
-								  "        extract(epoch FROM c.retry_delay)::float8 * 1000,"
+								  "        " TIMEOUT_MS ","
+								  "        " CLAMPED_MS("c.retry_delay") "::float8,"
 								  "        c.max_attempts, c.enabled, " CONCURRENCY_SHARE ","
 								  "        coalesce(" RATE_SHARE ", 0), cl.cap, cl.due_at,"
 								  "        CASE WHEN c.previous_secret_until > now() THEN c.previous_secret END,"
@@ -521,16 +533,21 @@ send_notifications(HeraldOutcome *outcomes, int n)
 		elog(ERROR, "could not send notifications: %s", SPI_result_code_string(ret));
 }
 
-/* Record a batch of outcomes and their attempts in one statement. */
+/*
+ * Record a batch of outcomes and their attempts in one statement.  A row
+ * is updated only while its webhook-id is still the one that was sent: a
+ * delivery of another installation (DROP and CREATE EXTENSION while the
+ * request was in flight) that happens to have the same id is left alone.
+ */
 void
 herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 {
-	Oid			argtypes[10] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+	Oid			argtypes[11] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 		TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
-	FLOAT8ARRAYOID, INT4ARRAYOID, INT4OID};
-	Datum		args[10];
-	Datum	   *v[9];
-	bool	   *nulls[9];
+	FLOAT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INT4OID};
+	Datum		args[11];
+	Datum	   *v[10];
+	bool	   *nulls[10];
 	int			ret;
 
 	if (n == 0)
@@ -538,21 +555,23 @@ herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 	if (record_plan == NULL)
 		record_plan = prepare_kept(
 								   "WITH r AS ("
-								   "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+								   "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 								   "    AS r(id, status, http_status, error, latency_ms, response,"
-								   "         started_at, retry_in_ms, channel_id)),"
+								   "         started_at, retry_in_ms, channel_id, webhook_id)),"
 								   " upd AS ("
 								   "  UPDATE herald.delivery_queue d"
 								   "     SET status = r.status,"
 								   "         attempts = d.attempts + 1,"
 								   "         next_attempt_at = CASE WHEN r.status = 'pending'"
-								   "              THEN now() + r.retry_in_ms * interval '1 millisecond'"
+								   "              THEN now() + least(greatest(r.retry_in_ms, 0), " MAX_WAIT_MS ")"
+								   "                           * interval '1 millisecond'"
 								   "              ELSE d.next_attempt_at END,"
 								   "         leased_by = NULL,"
 								   "         last_status = r.http_status,"
 								   "         last_error = r.error,"
 								   "         finished_at = CASE WHEN r.status <> 'pending' THEN now() END"
-								   "    FROM r WHERE d.id = r.id AND d.leased_by = $10"
+								   "    FROM r WHERE d.id = r.id AND d.leased_by = $11"
+								   "     AND herald.webhook_id(d.id) = r.webhook_id"
 								   "   RETURNING d.id, d.attempts)"
 								   " INSERT INTO herald.attempt_log"
 								   "        (delivery_id, channel_id, attempt, started_at, latency_ms,"
@@ -560,9 +579,9 @@ herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 								   " SELECT r.id, r.channel_id, upd.attempts, r.started_at, r.latency_ms,"
 								   "        r.http_status, r.error, r.response"
 								   "   FROM r JOIN upd ON upd.id = r.id",
-								   10, argtypes);
+								   11, argtypes);
 
-	for (int c = 0; c < 9; c++)
+	for (int c = 0; c < 10; c++)
 	{
 		v[c] = palloc(sizeof(Datum) * n);
 		nulls[c] = palloc0(sizeof(bool) * n);
@@ -585,6 +604,7 @@ herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 		v[6][i] = TimestampTzGetDatum(o->started);
 		v[7][i] = Float8GetDatum(o->retry_in_ms);
 		v[8][i] = Int32GetDatum(o->channel_id);
+		v[9][i] = CStringGetTextDatum(o->webhook_id);
 	}
 	args[0] = build_array(v[0], nulls[0], n, INT8OID);
 	args[1] = build_array(v[1], nulls[1], n, TEXTOID);
@@ -595,7 +615,8 @@ herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 	args[6] = build_array(v[6], nulls[6], n, TIMESTAMPTZOID);
 	args[7] = build_array(v[7], nulls[7], n, FLOAT8OID);
 	args[8] = build_array(v[8], nulls[8], n, INT4OID);
-	args[9] = Int32GetDatum(slot);
+	args[9] = build_array(v[9], nulls[9], n, TEXTOID);
+	args[10] = Int32GetDatum(slot);
 
 	ret = SPI_execute_plan(record_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)

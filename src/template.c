@@ -19,6 +19,12 @@
  * but {{new.*}} and {{old.*}}.  Every other placeholder names a field of
  * the event's payload or a column of the event.
  *
+ * A rendering is bounded: the caller gives the most bytes it can use (its
+ * channel kind's limit, and herald.max_message_size), and the walk stops
+ * as soon as the text reaches it, so that neither a template repeating a
+ * placeholder nor a huge value costs more than that bound; the text is
+ * then cut at a character boundary and ends with HERALD_TRUNCATED.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -27,6 +33,7 @@
 
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -76,23 +83,63 @@ static const char *const kind_names[] = {"row rules", "threshold rules", "channe
 PG_FUNCTION_INFO_V1(herald_check_template);
 
 /*
+ * What a rendering writes to: at most limit bytes of text; cut is set once
+ * something did not fit.
+ */
+typedef struct RenderBuffer
+{
+	StringInfoData text;
+	int			limit;
+	bool		cut;
+} RenderBuffer;
+
+/*
+ * Append len bytes of s, or what fits of them at a character boundary.
+ * false once the buffer is full: the caller stops.
+ */
+static bool
+emit(RenderBuffer *rb, const char *s, int len)
+{
+	int			room = rb->limit - rb->text.len;
+
+	if (rb->cut)
+		return false;
+	if (len > room)
+	{
+		if (room > 0)
+			appendBinaryStringInfo(&rb->text, s, pg_mbcliplen(s, len, room));
+		rb->cut = true;
+		return false;
+	}
+	appendBinaryStringInfo(&rb->text, s, len);
+	return true;
+}
+
+static bool
+emit_string(RenderBuffer *rb, const char *s)
+{
+	return emit(rb, s, strlen(s));
+}
+
+/*
  * Called for each placeholder with its trimmed name; appends the value to
  * out (when out is not NULL).
  */
-typedef void (*placeholder_fn) (const char *name, StringInfo out, void *arg);
+typedef void (*placeholder_fn) (const char *name, RenderBuffer *out, void *arg);
 
 /*
- * Copy tmpl to out (when not NULL), calling fn for every placeholder.
- * With strict (the valid placeholders, for the hint), an unterminated or
- * empty placeholder is an error; otherwise it is copied as it stands.
+ * Copy tmpl to out (when not NULL), calling fn for every placeholder, until
+ * out is full.  With strict (the valid placeholders, for the hint), an
+ * unterminated or empty placeholder is an error; otherwise it is copied as
+ * it stands.
  */
 static void
-template_walk(const char *tmpl, placeholder_fn fn, void *arg, StringInfo out,
+template_walk(const char *tmpl, placeholder_fn fn, void *arg, RenderBuffer *out,
 			  const char *strict)
 {
 	const char *p = tmpl;
 
-	while (*p)
+	while (*p && !(out && out->cut))
 	{
 		const char *open = strstr(p, "{{");
 		const char *close;
@@ -103,11 +150,11 @@ template_walk(const char *tmpl, placeholder_fn fn, void *arg, StringInfo out,
 		if (open == NULL)
 		{
 			if (out)
-				appendStringInfoString(out, p);
+				emit_string(out, p);
 			return;
 		}
-		if (out)
-			appendBinaryStringInfo(out, p, open - p);
+		if (out && !emit(out, p, open - p))
+			return;
 
 		close = strstr(open + 2, "}}");
 		if (close == NULL)
@@ -118,7 +165,7 @@ template_walk(const char *tmpl, placeholder_fn fn, void *arg, StringInfo out,
 						 errmsg("unterminated placeholder in message template"),
 						 errdetail("A placeholder opened with \"{{\" is never closed with \"}}\".")));
 			if (out)
-				appendStringInfoString(out, open);
+				emit_string(out, open);
 			return;
 		}
 
@@ -136,7 +183,7 @@ template_walk(const char *tmpl, placeholder_fn fn, void *arg, StringInfo out,
 						 errmsg("empty placeholder in message template"),
 						 errhint("Valid placeholders: %s.", strict)));
 			if (out)
-				appendBinaryStringInfo(out, open, close + 2 - open);
+				emit(out, open, close + 2 - open);
 		}
 		else
 		{
@@ -160,7 +207,7 @@ in_list(const char *name, const char *const *list)
 }
 
 static void
-check_placeholder(const char *name, StringInfo out, void *arg)
+check_placeholder(const char *name, RenderBuffer *out, void *arg)
 {
 	TemplateCheck *check = arg;
 
@@ -228,25 +275,31 @@ herald_check_template(PG_FUNCTION_ARGS)
 
 /* Append a JSON value as plain text: strings unquoted, null as nothing. */
 static void
-append_jsonb_value(StringInfo out, JsonbValue *v)
+append_jsonb_value(RenderBuffer *out, JsonbValue *v)
 {
+	StringInfoData json;
+
 	switch (v->type)
 	{
 		case jbvNull:
 			break;
 		case jbvString:
-			appendBinaryStringInfo(out, v->val.string.val, v->val.string.len);
+			emit(out, v->val.string.val, v->val.string.len);
 			break;
 		case jbvNumeric:
-			appendStringInfoString(out,
-								   DatumGetCString(DirectFunctionCall1(numeric_out,
-																	   NumericGetDatum(v->val.numeric))));
+			emit_string(out,
+						DatumGetCString(DirectFunctionCall1(numeric_out,
+															NumericGetDatum(v->val.numeric))));
 			break;
 		case jbvBool:
-			appendStringInfoString(out, v->val.boolean ? "true" : "false");
+			emit_string(out, v->val.boolean ? "true" : "false");
 			break;
 		case jbvBinary:
-			(void) JsonbToCString(out, v->val.binary.data, v->val.binary.len);
+			/* an object or an array: its text is about the size of the value */
+			initStringInfo(&json);
+			(void) JsonbToCString(&json, v->val.binary.data, v->val.binary.len);
+			emit(out, json.data, json.len);
+			pfree(json.data);
 			break;
 		default:
 			break;
@@ -267,7 +320,7 @@ object_field(JsonbContainer *obj, const char *key, JsonbValue *result)
  * sparkline, one block per value from its minimum to its maximum.
  */
 static void
-append_sparkline(StringInfo out, JsonbContainer *data)
+append_sparkline(RenderBuffer *out, JsonbContainer *data)
 {
 	static const char *const blocks[] = {
 		"\xE2\x96\x81", "\xE2\x96\x82", "\xE2\x96\x83", "\xE2\x96\x84",
@@ -303,12 +356,21 @@ append_sparkline(StringInfo out, JsonbContainer *data)
 	{
 		int			level = (hi > lo) ? (int) ((values[i] - lo) / (hi - lo) * 7.0 + 0.5) : 3;
 
-		appendStringInfoString(out, blocks[Max(0, Min(level, 7))]);
+		if (!emit_string(out, blocks[Max(0, Min(level, 7))]))
+			break;
 	}
 }
 
+/* A placeholder that cannot be resolved, as written. */
 static void
-render_placeholder(const char *name, StringInfo out, void *arg)
+emit_unresolved(RenderBuffer *out, const char *name)
+{
+	if (emit_string(out, "{{") && emit_string(out, name))
+		emit_string(out, "}}");
+}
+
+static void
+render_placeholder(const char *name, RenderBuffer *out, void *arg)
 {
 	const HeraldTemplateValues *values = arg;
 	JsonbContainer *data = values->data ? &values->data->root : NULL;
@@ -316,11 +378,16 @@ render_placeholder(const char *name, StringInfo out, void *arg)
 	JsonbValue	row;
 
 	if (strcmp(name, "rule") == 0)
-		appendStringInfoString(out, values->rule ? values->rule : "");
+		emit_string(out, values->rule ? values->rule : "");
 	else if (strcmp(name, "event_id") == 0)
-		appendStringInfo(out, INT64_FORMAT, values->event_id);
+	{
+		char		id[32];
+
+		snprintf(id, sizeof(id), INT64_FORMAT, values->event_id);
+		emit_string(out, id);
+	}
 	else if (strcmp(name, "type") == 0)
-		appendStringInfoString(out, values->type);
+		emit_string(out, values->type);
 	else if (strcmp(name, "sparkline") == 0)
 		append_sparkline(out, data);
 	else if (in_list(name, row_fields) || in_list(name, threshold_fields) ||
@@ -343,10 +410,10 @@ render_placeholder(const char *name, StringInfo out, void *arg)
 		else if (object_field(row.val.binary.data, name + 4, &v))
 			append_jsonb_value(out, &v);
 		else
-			appendStringInfo(out, "{{%s}}", name);
+			emit_unresolved(out, name);
 	}
 	else
-		appendStringInfo(out, "{{%s}}", name);
+		emit_unresolved(out, name);
 }
 
 /* How to answer an event that calls for a decision. */
@@ -391,22 +458,39 @@ default_message(const char *event_type, bool has_key)
 }
 
 /*
- * Render a template for one event; NULL renders the default message of the
- * event's type.  A placeholder that cannot be resolved any more (a column
- * dropped after the rule was declared) stays visible as written rather than
- * failing the delivery.
+ * Render a template for one event, in at most max_bytes bytes (at least
+ * enough for HERALD_TRUNCATED); NULL renders the default message of the
+ * event's type.  A text that does not fit is cut at a character boundary
+ * and ends with HERALD_TRUNCATED; *cut (when not NULL) says whether that
+ * happened.  A placeholder that cannot be resolved any more (a column
+ * dropped after the rule was declared) stays visible as written rather
+ * than failing the delivery.
  */
 char *
-herald_render_template(const char *tmpl, const HeraldTemplateValues *values)
+herald_render_template(const char *tmpl, const HeraldTemplateValues *values,
+					   int max_bytes, bool *cut)
 {
-	StringInfoData out;
+	RenderBuffer out;
 	JsonbValue	v;
+	int			marker = strlen(HERALD_TRUNCATED);
 
+	Assert(max_bytes >= marker);
 	if (tmpl == NULL)
 		tmpl = default_message(values->type,
 							   object_field(values->data ? &values->data->root : NULL,
 											"key", &v) != NULL);
-	initStringInfo(&out);
+	initStringInfo(&out.text);
+	out.limit = Max(max_bytes, marker);
+	out.cut = false;
 	template_walk(tmpl, render_placeholder, (void *) values, &out, NULL);
-	return out.data;
+	if (out.cut)
+	{
+		out.text.len = pg_mbcliplen(out.text.data, out.text.len,
+									out.limit - marker);
+		out.text.data[out.text.len] = '\0';
+		appendStringInfoString(&out.text, HERALD_TRUNCATED);
+	}
+	if (cut)
+		*cut = out.cut;
+	return out.text.data;
 }

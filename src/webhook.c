@@ -10,6 +10,12 @@
  * webhook-signature (see signing.c; during a secret rotation, one signature
  * per secret), plus the channel's own headers.
  *
+ * The webhook-id of a delivery is "msg_" + the installation's id + "_" + the
+ * delivery's id (herald.webhook_id(), defined here only: the claim and the
+ * views call it).  The installation's id is drawn at CREATE EXTENSION
+ * (herald.installation), so that a new installation, which numbers its
+ * deliveries from 1 again, never repeats an id that receivers have seen.
+ *
  * Called by the delivery worker with no transaction open.
  *
  *-------------------------------------------------------------------------
@@ -19,11 +25,91 @@
 #include <curl/curl.h>
 #include <time.h>
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 #include "pg_herald.h"
+
+PG_FUNCTION_INFO_V1(herald_webhook_id);
+
+/* herald.installation: its one row */
+#define INSTALLATION_TABLE "installation"
+#define Anum_installation_id 1
+
+/*
+ * The id of this installation, from herald.installation.  Read directly,
+ * not through SQL: it is no secret (every webhook-id shows it), and those
+ * who may see a delivery's webhook-id need no privilege on the table.
+ */
+static char *
+installation_id(void)
+{
+	Oid			relid = get_relname_relid(INSTALLATION_TABLE, herald_schema_oid(false));
+	Relation	rel;
+	Snapshot	snapshot;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	char	   *id = NULL;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("pg_herald's table herald.%s is missing", INSTALLATION_TABLE),
+				 errhint("Run ALTER EXTENSION pg_herald UPDATE.")));
+	rel = table_open(relid, AccessShareLock);
+	snapshot = RegisterSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() :
+								GetTransactionSnapshot());
+	scan = table_beginscan(rel, snapshot, 0, NULL);
+	tup = heap_getnext(scan, ForwardScanDirection);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_installation_id,
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			id = TextDatumGetCString(d);
+	}
+	table_endscan(scan);
+	UnregisterSnapshot(snapshot);
+	table_close(rel, AccessShareLock);
+	if (id == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("pg_herald's table herald.%s is empty", INSTALLATION_TABLE)));
+	return id;
+}
+
+/*
+ * herald.webhook_id(delivery_id bigint): the webhook-id header of a
+ * delivery.  The installation's id is read once per query.
+ */
+Datum
+herald_webhook_id(PG_FUNCTION_ARGS)
+{
+	int64		delivery_id = PG_GETARG_INT64(0);
+	char	   *id = fcinfo->flinfo->fn_extra;
+
+	if (id == NULL)
+	{
+		char	   *read = installation_id();
+
+		id = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, read);
+		pfree(read);
+		fcinfo->flinfo->fn_extra = id;
+	}
+	PG_RETURN_TEXT_P(cstring_to_text(psprintf("msg_%s_" INT64_FORMAT, id, delivery_id)));
+}
 
 /* Append the members of a JSON object's text, without its braces. */
 static void
@@ -61,7 +147,7 @@ void
 herald_format_webhook(HeraldDelivery *d, HeraldOutgoing *out)
 {
 	StringInfoData buf;
-	char	   *message = herald_message(d);
+	char	   *message = herald_message(d, 0, NULL);
 	char	   *secrets[2] = {d->secret, d->previous_secret};
 	StringInfoData signatures;
 	int64		now = (int64) time(NULL);

@@ -15,6 +15,10 @@ a test picks the behaviour of an endpoint just by choosing its URL:
     delay_ms=D       wait D milliseconds before answering (at most 60000)
     location=URL     add a Location header
     body=TEXT        response body (default "ok")
+    binary=N         instead, a binary body of N bytes (NUL and invalid UTF-8),
+                     Content-Type application/octet-stream (N at most 1 MB)
+    header_bytes=N   add an "X-Padding" header with a value of N bytes (at
+                     most 8 MB)
 
 GET /_health answers 200 and is not recorded.
 
@@ -49,6 +53,8 @@ from urllib.parse import parse_qs
 
 MAX_DELAY_MS = 60000
 MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_BINARY_BYTES = 1024 * 1024
+MAX_HEADER_BYTES = 8 * 1024 * 1024
 
 
 class BadParameter(Exception):
@@ -167,7 +173,7 @@ class Handler(BaseHTTPRequestHandler):
             raise ValueError("bad Content-Length")
         return self.rfile.read(length)
 
-    def _answer(self, status, body, extra_headers=()):
+    def _answer(self, status, body, extra_headers=(), content_type="text/plain; charset=utf-8"):
         """Send one response, always framed so the connection can be reused."""
         self.send_response(status)
         for name, value in extra_headers:
@@ -176,7 +182,7 @@ class Handler(BaseHTTPRequestHandler):
         if status in (204, 304):
             body = b""
         else:
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
         if self.close_connection:
             self.send_header("Connection", "close")
@@ -218,6 +224,7 @@ class Handler(BaseHTTPRequestHandler):
             return
 
         extra = []
+        content_type = "text/plain; charset=utf-8"
         try:
             params = parse_qs(query, keep_blank_values=True)
             status = int_param(params, "status", 200, 200, 599)
@@ -227,6 +234,14 @@ class Handler(BaseHTTPRequestHandler):
             delay_ms = int_param(params, "delay_ms", 0, 0, 10 ** 9)
             location = str_param(params, "location", None)
             reply = str_param(params, "body", "ok").encode("utf-8")
+            binary = int_param(params, "binary", None, 1, MAX_BINARY_BYTES)
+            header_bytes = int_param(params, "header_bytes", 0, 0, MAX_HEADER_BYTES)
+            if binary is not None:
+                # NUL bytes and bytes that are never valid UTF-8
+                reply = (b"\x00\xff\xfe\x89PNG\r\n" * (binary // 8 + 1))[:binary]
+                content_type = "application/octet-stream"
+            if header_bytes:
+                extra.append(("X-Padding", "h" * header_bytes))
 
             if fail_first > 0:
                 key = headers.get("webhook-id") or self.path
@@ -241,6 +256,7 @@ class Handler(BaseHTTPRequestHandler):
             reply = ("bad receiver parameter: %s\n" % e).encode("utf-8")
             delay_ms = 0
             extra = []
+            content_type = "text/plain; charset=utf-8"
 
         if delay_ms:
             time.sleep(min(delay_ms, MAX_DELAY_MS) / 1000.0)
@@ -249,7 +265,7 @@ class Handler(BaseHTTPRequestHandler):
         # is already in the log.
         self._record(received_at, path, query, headers, body, status)
         try:
-            self._answer(status, reply, extra)
+            self._answer(status, reply, extra, content_type)
         except OSError:
             # The client gave up (for example after its own timeout).
             self.close_connection = True
