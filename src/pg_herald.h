@@ -10,8 +10,9 @@
  * claims deliveries and records their outcomes,
  * delivery.c runs the background worker that sends them through http.c,
  * webhook.c renders the request and signing.c signs it.  template.c renders
- * messages for every channel kind.  pg_herald.c holds the module entry
- * point, the settings, the shared state and the commit-time wake-up.
+ * messages for every channel kind.  limits.c checks the ranges of declared
+ * parameter values.  pg_herald.c holds the module entry point, the settings,
+ * the shared state and the commit-time wake-up.
  *
  *-------------------------------------------------------------------------
  */
@@ -94,6 +95,11 @@ extern Oid	herald_extension_owner(void);
 extern Oid	herald_invoker_id(void);
 extern void herald_require_preload(const char *what);
 extern void herald_scheduler_attach(void);
+
+/* limits.c */
+extern void herald_check_range(const char *parameter, Datum value, bool isnull,
+							   Oid type, const char *low, const char *high,
+							   bool required, const char *hint);
 
 typedef void (*herald_step) (void *arg);
 
