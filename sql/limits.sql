@@ -31,6 +31,7 @@ SELECT p AS parameter, v AS value,
                ('timeout', '10 minutes'), ('timeout', '10 minutes 0.000001 seconds'),
                ('timeout', '0'), ('timeout', '-1 second'), ('timeout', '0.4 milliseconds'),
                ('timeout', '300000 years'), ('timeout', NULL),
+               ('timeout', '1 month -30 days 5 minutes'), ('timeout', '1 minute -59 seconds'),
                ('retry_delay', '10 milliseconds'), ('retry_delay', '9.999 milliseconds'),
                ('retry_delay', '1 day'), ('retry_delay', '1 day 0.000001 seconds'),
                ('retry_delay', '0'), ('retry_delay', '300000 years'),
@@ -42,6 +43,11 @@ SELECT p AS parameter, v AS value,
                ('rate_limit', '1000000.000001'), ('rate_limit', '0'), ('rate_limit', '-1'),
                ('rate_limit', 'NaN'), ('rate_limit', 'Infinity'), ('rate_limit', '-Infinity'))
        AS t(p, v);
+
+-- an interval whose parts have opposite signs lasts differently from one
+-- date to another: refused whatever it compares to
+SELECT herald.create_channel('limits-x', 'webhook', 'https://hooks.example.com/',
+                             timeout => '1 month -30 days 5 minutes');
 
 -- alter_channel checks the same ranges, and rotation's
 SELECT p AS parameter, v AS value,
@@ -67,6 +73,7 @@ SELECT p AS parameter, v AS value,
                ('every', '-1 day'),
                ('pending_for', '0'), ('pending_for', '-0.000001 seconds'),
                ('pending_for', '30 days'), ('pending_for', '30 days 0.000001 seconds'),
+               ('pending_for', '1 month -30 days'),
                ('repeat_every', '1 second'), ('repeat_every', '0.999999 seconds'),
                ('repeat_every', '30 days'), ('repeat_every', '30 days 0.000001 seconds'),
                ('min_interval', '0'), ('min_interval', '-0.000001 seconds'),

@@ -15,14 +15,20 @@
  * ("100 milliseconds"), and read as values of the checked type.  The
  * comparison is the type's default ordering, in which NaN sorts above
  * every number and the infinities beyond every finite one: both fall
- * outside any finite range.
+ * outside any finite range.  An interval whose parts have opposite signs
+ * ('1 month -30 days 5 minutes') is refused whatever its place in that
+ * ordering: it lasts from less than nothing to two days depending on the
+ * date it is added to, and the workers both add intervals to dates and
+ * convert them to milliseconds.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "catalog/pg_collation.h"
+#include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "datatype/timestamp.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/typcache.h"
@@ -62,6 +68,19 @@ herald_check_range(const char *parameter, Datum value, bool isnull, Oid type,
 					 errdetail("It must be between %s and %s.", low, high),
 					 hint ? errhint("%s", hint) : 0));
 		return;
+	}
+
+	if (type == INTERVALOID)
+	{
+		Interval   *iv = DatumGetIntervalP(value);
+
+		if ((iv->month > 0 || iv->day > 0 || iv->time > 0) &&
+			(iv->month < 0 || iv->day < 0 || iv->time < 0))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s must be between %s and %s", parameter, low, high),
+					 errdetail("Its months, days and time must not have opposite signs."),
+					 hint ? errhint("%s", hint) : 0));
 	}
 
 	tc = lookup_type_cache(type, TYPECACHE_CMP_PROC_FINFO);
