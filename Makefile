@@ -21,6 +21,7 @@ OBJS = \
 	src/format_email.o \
 	src/signing.o \
 	src/template.o \
+	src/limits.o \
 	src/evaluate.o \
 	src/scheduler.o
 

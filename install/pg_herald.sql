@@ -32,6 +32,54 @@ CREATE OR REPLACE FUNCTION herald._status(OUT database text, OUT served boolean,
 CREATE OR REPLACE FUNCTION herald._note_work() RETURNS void
     LANGUAGE c AS 'MODULE_PATHNAME', 'herald_note_work_sql';
 
+-- Refuse a value outside [low, high] (bounds written as the error shows
+-- them, read as the value's type): the one check of the ranges the README
+-- documents for every interval and number of the API.  NULL passes unless
+-- required.
+CREATE OR REPLACE FUNCTION herald._check_range(parameter text, value anyelement, low text, high text,
+                                               required boolean DEFAULT false, hint text DEFAULT NULL)
+RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_range_sql';
+
+-- A threshold is any finite number: NaN and the infinities compare in ways
+-- no rule means.
+CREATE OR REPLACE FUNCTION herald._check_finite(parameter text, value numeric) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF _check_finite.value IN ('NaN', 'Infinity', '-Infinity') THEN
+        RAISE EXCEPTION '% must be a finite number, not %', parameter, _check_finite.value
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END;
+$$;
+
+-- The name of a channel or a rule: 1 to 200 characters, none of them a
+-- control character (names go into messages, logs and headers, one line
+-- each).
+CREATE OR REPLACE FUNCTION herald._check_name(what text, name text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF _check_name.name IS NULL OR _check_name.name = '' THEN
+        RAISE EXCEPTION '% name must not be empty', what
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF length(_check_name.name) > 200 THEN
+        RAISE EXCEPTION '% name must have at most 200 characters', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The name given has %s characters.', length(_check_name.name));
+    END IF;
+    IF _check_name.name ~ '[\x01-\x1f\x7f]' THEN
+        RAISE EXCEPTION '% name must not contain control characters', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Newlines, tabs and other control characters are refused.';
+    END IF;
+END;
+$$;
+
 -- Does row-level security apply to the invoker on this table?
 CREATE OR REPLACE FUNCTION herald._rls_applies(tbl regclass) RETURNS boolean
     STRICT STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_rls_applies';
@@ -173,28 +221,16 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    IF c.max_attempts IS NULL OR c.max_attempts <= 0 THEN
-        RAISE EXCEPTION 'max_attempts must be positive'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF c.retry_delay IS NULL OR c.retry_delay <= '0' THEN
-        RAISE EXCEPTION 'retry_delay must be positive'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF c.timeout IS NULL OR c.timeout <= '0' THEN
-        RAISE EXCEPTION 'timeout must be positive'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF c.rate_limit IS NOT NULL
-       AND NOT (c.rate_limit > 0 AND c.rate_limit <= 1000000) THEN
-        RAISE EXCEPTION 'rate_limit must be between 0 and 1000000 messages per second'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'NULL means no limit.';
-    END IF;
-    IF c.max_concurrency IS NULL OR c.max_concurrency <= 0 THEN
-        RAISE EXCEPTION 'max_concurrency must be positive'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    -- the ranges keep the lease (now() + timeout), the backoff and the
+    -- rate's token bucket in range
+    PERFORM herald._check_range('max_attempts', c.max_attempts, '1', '100', required => true);
+    PERFORM herald._check_range('retry_delay', c.retry_delay, '10 milliseconds', '1 day',
+                                required => true);
+    PERFORM herald._check_range('timeout', c.timeout, '100 milliseconds', '10 minutes',
+                                required => true);
+    PERFORM herald._check_range('rate_limit', c.rate_limit, '0.001', '1000000',
+                                hint => 'It counts messages per second; NULL means no limit.');
+    PERFORM herald._check_range('max_concurrency', c.max_concurrency, '1', '1000', required => true);
     IF c.headers IS NOT NULL THEN
         IF c.kind IN ('email', 'notify') THEN
             RAISE EXCEPTION 'channels of kind % take no headers', c.kind
@@ -216,9 +252,10 @@ BEGIN
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
             IF jsonb_typeof(v_header.value) <> 'string'
-               OR v_header.value #>> '{}' ~ '[\r\n]' THEN
-                RAISE EXCEPTION 'value of header "%" must be a single-line string', v_header.key
-                    USING ERRCODE = 'invalid_parameter_value';
+               OR v_header.value #>> '{}' ~ '[\x01-\x1f\x7f]' THEN
+                RAISE EXCEPTION 'value of header "%" must be a string without control characters', v_header.key
+                    USING ERRCODE = 'invalid_parameter_value',
+                          DETAIL = 'Newlines, tabs and other control characters are refused.';
             END IF;
         END LOOP;
     END IF;
@@ -247,11 +284,8 @@ DECLARE
     c herald.channel_defs;
 BEGIN
     PERFORM herald._require_admin('create a channel');
+    PERFORM herald._check_name('channel', create_channel.name);
     PERFORM herald._warn_unserved('Nothing sent to this channel will be delivered.');
-    IF create_channel.name IS NULL OR create_channel.name = '' THEN
-        RAISE EXCEPTION 'channel name must not be empty'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     IF EXISTS (SELECT 1 FROM herald.channel_defs x WHERE x.name = create_channel.name) THEN
         RAISE EXCEPTION 'channel "%" already exists', create_channel.name
             USING ERRCODE = 'duplicate_object';
@@ -318,10 +352,8 @@ BEGIN
         RAISE EXCEPTION 'channel "%" does not exist', alter_channel.name
             USING ERRCODE = 'undefined_object';
     END IF;
-    IF alter_channel.rotation IS NULL OR alter_channel.rotation < '0' THEN
-        RAISE EXCEPTION 'rotation must not be null or negative'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM herald._check_range('rotation', alter_channel.rotation, '0', '30 days', required => true,
+                                hint => 'The previous secret keeps signing for that long.');
     c := v_old;
     c.target := coalesce(alter_channel.target, c.target);
     c.secret := coalesce(alter_channel.secret, c.secret);
@@ -492,20 +524,13 @@ $$;
 
 -- Checks shared by the declarations ------------------------------------------
 
--- A new rule's name: not empty, not taken.
+-- A new rule's name: a valid name (herald._check_name), not taken.
 CREATE OR REPLACE FUNCTION herald._check_rule_name(name text) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF _check_rule_name.name IS NULL OR _check_rule_name.name = '' THEN
-        RAISE EXCEPTION 'rule name must not be empty'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF length(_check_rule_name.name) > 200 OR _check_rule_name.name ~ '[[:cntrl:]]' THEN
-        RAISE EXCEPTION 'a rule name has at most 200 characters and no control characters'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM herald._check_name('rule', _check_rule_name.name);
     -- two sessions declaring the same name: the second waits for the first,
     -- then sees its rule
     PERFORM pg_advisory_xact_lock(hashtext('herald.rule_defs.name'), hashtext(_check_rule_name.name));
@@ -551,19 +576,13 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF followup_after IS NOT NULL AND followup_after < '1 second' THEN
-        RAISE EXCEPTION 'followup_after must be at least 1 second'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM herald._check_range('followup_after', followup_after, '1 second', '30 days');
     IF followup_every IS NOT NULL AND followup_after IS NULL THEN
         RAISE EXCEPTION 'followup_every needs followup_after'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'followup_after says when the first follow-up goes out.';
     END IF;
-    IF followup_every IS NOT NULL AND followup_every < '1 second' THEN
-        RAISE EXCEPTION 'followup_every must be at least 1 second'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM herald._check_range('followup_every', followup_every, '1 second', '30 days');
 END;
 $$;
 
@@ -877,16 +896,16 @@ SELECT s.database,
   CROSS JOIN pg_catalog.pg_extension e
  WHERE e.extname = 'pg_herald';
 
--- A URL without what may be a credential: the password of its user
--- information, its path and its query (Slack and Teams put their tokens in
--- the path, Google Chat in the query).
+-- A URL without what may be a credential: its user information (user
+-- name and password: an API key is often the user name), its path and its
+-- query (Slack and Teams put their tokens in the path, Google Chat in the
+-- query).  The user information runs to the authority's last '@'.
 CREATE OR REPLACE FUNCTION herald._mask_url(url text) RETURNS text
 LANGUAGE sql IMMUTABLE
 RETURN CASE WHEN url !~ '^[A-Za-z][A-Za-z0-9+.-]*://' THEN '***' ELSE
-       regexp_replace(url, '^([A-Za-z][A-Za-z0-9+.-]*://)(([^/?#@:]*)(:[^/?#@]*)?@)?([^/?#]*)(.*)$',
-                      '\1' || CASE WHEN url ~ '^[^/]*//[^/?#@]*:[^/?#@]*@' THEN '\3:***@'
-                                    WHEN url ~ '^[^/]*//[^/?#@]*@' THEN '\3@' ELSE '' END
-                           || '\5' || CASE WHEN url ~ '^[^/]*//[^/?#]*[/?#].' THEN '/***' ELSE '' END) END;
+       regexp_replace(url, '^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*@)?([^/?#]*)(.*)$',
+                      '\1' || CASE WHEN url ~ '^[^/]*//[^/?#]*@' THEN '***@' ELSE '' END
+                           || '\3' || CASE WHEN url ~ '^[^/]*//[^/?#]*[/?#].' THEN '/***' ELSE '' END) END;
 
 -- Channels as everyone but herald_admin sees them: no secret, no token.
 CREATE OR REPLACE VIEW herald.channels AS

@@ -30,11 +30,13 @@ CREATE TABLE herald.channel_defs (
     recipients      text[],           -- email
     sender          text,             -- email
     subject         text,             -- email: a template
-    max_attempts    integer NOT NULL CHECK (max_attempts > 0),
-    retry_delay     interval NOT NULL CHECK (retry_delay > '0'),
-    timeout         interval NOT NULL CHECK (timeout > '0'),
-    max_concurrency integer NOT NULL DEFAULT 32 CHECK (max_concurrency > 0),
-    rate_limit      double precision CHECK (rate_limit > 0 AND rate_limit <= 1000000),   -- per second
+    -- the ranges of README's "Parameter ranges", checked by the API with
+    -- herald._check_range()
+    max_attempts    integer NOT NULL CHECK (max_attempts BETWEEN 1 AND 100),
+    retry_delay     interval NOT NULL CHECK (retry_delay BETWEEN '10 milliseconds' AND '1 day'),
+    timeout         interval NOT NULL CHECK (timeout BETWEEN '100 milliseconds' AND '10 minutes'),
+    max_concurrency integer NOT NULL DEFAULT 32 CHECK (max_concurrency BETWEEN 1 AND 1000),
+    rate_limit      double precision CHECK (rate_limit BETWEEN 0.001 AND 1000000),   -- per second
     enabled         boolean NOT NULL DEFAULT true,
     disabled_reason text,
     created_at      timestamptz NOT NULL DEFAULT now(),
@@ -63,16 +65,18 @@ CREATE TABLE herald.rule_defs (
     warning_threshold numeric,
     recover_threshold numeric,
     watch             regclass[],
-    every             interval CHECK (every > '0'),
-    pending_for       interval CHECK (pending_for >= '0'),
-    repeat_every      interval CHECK (repeat_every > '0'),
-    min_interval      interval NOT NULL DEFAULT '0' CHECK (min_interval >= '0'),
+    -- the ranges of README's "Parameter ranges", checked by the API with
+    -- herald._check_range()
+    every             interval CHECK (every BETWEEN '1 second' AND '366 days'),
+    pending_for       interval CHECK (pending_for BETWEEN '0' AND '30 days'),
+    repeat_every      interval CHECK (repeat_every BETWEEN '1 second' AND '30 days'),
+    min_interval      interval NOT NULL DEFAULT '0' CHECK (min_interval BETWEEN '0' AND '1 day'),
     no_data           text NOT NULL DEFAULT 'ok' CHECK (no_data IN ('ok', 'alert', 'keep')),
-    query_timeout     interval CHECK (query_timeout > '0'),
+    query_timeout     interval CHECK (query_timeout BETWEEN '10 milliseconds' AND '1 hour'),
     -- the decision loop, both kinds
-    followup_after    interval CHECK (followup_after > '0'),
-    followup_every    interval CHECK (followup_every > '0'),
-    meeting           interval CHECK (meeting > '0'),   -- threshold rules
+    followup_after    interval CHECK (followup_after BETWEEN '1 second' AND '30 days'),
+    followup_every    interval CHECK (followup_every BETWEEN '1 second' AND '30 days'),
+    meeting           interval CHECK (meeting BETWEEN '5 minutes' AND '8 hours'),   -- threshold rules
     CHECK (kind <> 'row' OR (on_table IS NOT NULL AND cardinality(operations) > 0)),
     CHECK (kind <> 'threshold' OR (metric IS NOT NULL AND grouped IS NOT NULL
                                    AND op IS NOT NULL AND threshold IS NOT NULL

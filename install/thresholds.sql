@@ -411,6 +411,9 @@ BEGIN
         RAISE EXCEPTION 'threshold must not be null'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    PERFORM herald._check_finite('threshold', _declare_threshold.threshold);
+    PERFORM herald._check_finite('warning_threshold', _declare_threshold.warning_threshold);
+    PERFORM herald._check_finite('recover_threshold', _declare_threshold.recover_threshold);
     v_channel_ids := herald._channel_ids(_declare_threshold.channels);
 
     IF _declare_threshold.watch IS NOT NULL THEN
@@ -430,10 +433,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'watch lists the tables whose commits cause an evaluation; every schedules evaluations.';
     END IF;
-    IF _declare_threshold.every IS NOT NULL AND _declare_threshold.every < '1 second' THEN
-        RAISE EXCEPTION 'every must be at least 1 second'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    -- the ranges keep every timer the scheduler computes in range
+    PERFORM herald._check_range('every', _declare_threshold.every, '1 second', '366 days');
 
     IF _declare_threshold.warning_threshold IS NOT NULL THEN
         IF _declare_threshold.op IN ('=', '<>') THEN
@@ -468,39 +469,25 @@ BEGIN
                                     CASE WHEN v_above THEN 'below' ELSE 'above' END);
         END IF;
     END IF;
-    IF _declare_threshold.pending_for IS NOT NULL AND _declare_threshold.pending_for < '0' THEN
-        RAISE EXCEPTION 'pending_for must not be negative'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF _declare_threshold.repeat_every IS NOT NULL AND _declare_threshold.repeat_every < '1 second' THEN
-        RAISE EXCEPTION 'repeat_every must be at least 1 second'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF _declare_threshold.min_interval IS NULL OR _declare_threshold.min_interval < '0' THEN
-        RAISE EXCEPTION 'min_interval must not be null or negative'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM herald._check_range('pending_for', _declare_threshold.pending_for, '0', '30 days');
+    PERFORM herald._check_range('repeat_every', _declare_threshold.repeat_every, '1 second', '30 days');
+    PERFORM herald._check_range('min_interval', _declare_threshold.min_interval, '0', '1 day',
+                                required => true);
     IF _declare_threshold.no_data IS NULL OR _declare_threshold.no_data NOT IN ('ok', 'alert', 'keep') THEN
         RAISE EXCEPTION 'unknown no_data policy "%"', _declare_threshold.no_data
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Policies are ok, alert and keep.';
     END IF;
-    IF _declare_threshold.query_timeout IS NULL OR _declare_threshold.query_timeout <= '0'
-       OR _declare_threshold.query_timeout > '1 hour' THEN
-        RAISE EXCEPTION 'query_timeout must be between 0 and 1 hour'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM herald._check_range('query_timeout', _declare_threshold.query_timeout,
+                                '10 milliseconds', '1 hour', required => true);
 
     -- parsed, planned and started as the declaring role
     v_grouped := herald._check_metric(_declare_threshold.metric, _declare_threshold.search_path);
     PERFORM herald._check_template(_declare_threshold.message, 'threshold', NULL);
     PERFORM herald._check_followups(_declare_threshold.followup_after,
                                     _declare_threshold.followup_every);
+    PERFORM herald._check_range('meeting', _declare_threshold.meeting, '5 minutes', '8 hours');
     IF _declare_threshold.meeting IS NOT NULL THEN
-        IF _declare_threshold.meeting < '5 minutes' OR _declare_threshold.meeting > '8 hours' THEN
-            RAISE EXCEPTION 'a meeting lasts between 5 minutes and 8 hours'
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
         IF NOT EXISTS (SELECT 1 FROM herald.channel_defs c
                         WHERE c.id = ANY (v_channel_ids) AND c.kind = 'email') THEN
             RAISE EXCEPTION 'a meeting needs an email channel'
@@ -604,16 +591,22 @@ AS $$
 DECLARE
     v_rule_id integer;
     v_id integer;
+    v_length interval;
 BEGIN
     IF silence.rule IS NOT NULL THEN
         v_rule_id := (herald._own_rule(silence.rule, 'silence')).id;
     ELSE
         PERFORM herald._require_admin('silence every rule');
     END IF;
-    IF silence.until IS NULL OR silence.until <= now() THEN
-        RAISE EXCEPTION 'a silence must end in the future'
-            USING ERRCODE = 'invalid_parameter_value';
+    -- how long it lasts; an infinite or distant until is clamped to a
+    -- length that is still out of range (timestamps that far apart do not
+    -- subtract)
+    IF silence.until IS NOT NULL THEN
+        v_length := least(greatest(silence.until, now() - interval '1 day'),
+                          now() + interval '2 years') - now();
     END IF;
+    PERFORM herald._check_range('until', v_length, '1 second', '366 days', required => true,
+                                hint => 'A silence ends at least 1 second and at most 366 days from now.');
     IF silence.reason IS NULL OR btrim(silence.reason) = '' THEN
         RAISE EXCEPTION 'a silence needs a reason'
             USING ERRCODE = 'invalid_parameter_value',

@@ -17,3 +17,91 @@ COMMENT ON TABLE herald.installation IS 'This installation of pg_herald: the id 
 -- 0.1.0 made webhook-ids from the schema's OID: the upgraded installation
 -- keeps that id, so that its deliveries keep theirs across retries
 INSERT INTO herald.installation (id) SELECT 'herald'::regnamespace::oid::text;
+
+-------------------------------------------------------------------------------
+-- Parameter ranges
+--
+-- 0.2.0 bounds every interval and number of the API (README, "Parameter
+-- ranges").  A value 0.1.0 stored outside its range (a timeout of 300000
+-- years broke the claim for every channel) is brought to the nearest bound,
+-- with a warning naming the channel or rule (an extension script shows no
+-- notice); then the tables' checks become the ranges, validated, so that
+-- the catalog is a fresh install's.
+-------------------------------------------------------------------------------
+
+DO $$
+DECLARE
+    r record;
+    v_name text;
+BEGIN
+    FOR r IN
+        SELECT * FROM (VALUES
+            ('channel', 'channel_defs', 'max_attempts', '1', '100'),
+            ('channel', 'channel_defs', 'retry_delay', '10 milliseconds', '1 day'),
+            ('channel', 'channel_defs', 'timeout', '100 milliseconds', '10 minutes'),
+            ('channel', 'channel_defs', 'max_concurrency', '1', '1000'),
+            ('channel', 'channel_defs', 'rate_limit', '0.001', '1000000'),
+            ('rule', 'rule_defs', 'every', '1 second', '366 days'),
+            ('rule', 'rule_defs', 'pending_for', '0', '30 days'),
+            ('rule', 'rule_defs', 'repeat_every', '1 second', '30 days'),
+            ('rule', 'rule_defs', 'min_interval', '0', '1 day'),
+            ('rule', 'rule_defs', 'query_timeout', '10 milliseconds', '1 hour'),
+            ('rule', 'rule_defs', 'followup_after', '1 second', '30 days'),
+            ('rule', 'rule_defs', 'followup_every', '1 second', '30 days'),
+            ('rule', 'rule_defs', 'meeting', '5 minutes', '8 hours'))
+            AS t(what, tbl, col, low, high)
+    LOOP
+        FOR v_name IN EXECUTE format(
+            'UPDATE herald.%1$I x SET %2$I = least(greatest(x.%2$I, %3$L), %4$L)'
+            ' WHERE NOT x.%2$I BETWEEN %3$L AND %4$L RETURNING x.name',
+            r.tbl, r.col, r.low, r.high)
+        LOOP
+            RAISE WARNING '% "%": % was outside its range (% to %), set to the nearest bound',
+                         r.what, v_name, r.col, r.low, r.high;
+        END LOOP;
+    END LOOP;
+END;
+$$;
+
+-- Timers set from such values: due at the latest when the ranges allow
+-- (a pending period or a reminder 30 days ahead, a retry 1 day ahead).
+UPDATE herald.rule_instances i SET next_check_at = now() + interval '30 days'
+ WHERE i.next_check_at > now() + interval '30 days';
+UPDATE herald.delivery_queue d SET next_attempt_at = now() + interval '1 day'
+ WHERE d.status = 'pending' AND d.next_attempt_at > now() + interval '1 day';
+
+ALTER TABLE herald.channel_defs
+    DROP CONSTRAINT channel_defs_max_attempts_check,
+    ADD CONSTRAINT channel_defs_max_attempts_check CHECK (max_attempts BETWEEN 1 AND 100),
+    DROP CONSTRAINT channel_defs_retry_delay_check,
+    ADD CONSTRAINT channel_defs_retry_delay_check
+        CHECK (retry_delay BETWEEN '10 milliseconds' AND '1 day'),
+    DROP CONSTRAINT channel_defs_timeout_check,
+    ADD CONSTRAINT channel_defs_timeout_check
+        CHECK (timeout BETWEEN '100 milliseconds' AND '10 minutes'),
+    DROP CONSTRAINT channel_defs_max_concurrency_check,
+    ADD CONSTRAINT channel_defs_max_concurrency_check CHECK (max_concurrency BETWEEN 1 AND 1000),
+    DROP CONSTRAINT channel_defs_rate_limit_check,
+    ADD CONSTRAINT channel_defs_rate_limit_check CHECK (rate_limit BETWEEN 0.001 AND 1000000);
+
+ALTER TABLE herald.rule_defs
+    DROP CONSTRAINT rule_defs_every_check,
+    ADD CONSTRAINT rule_defs_every_check CHECK (every BETWEEN '1 second' AND '366 days'),
+    DROP CONSTRAINT rule_defs_pending_for_check,
+    ADD CONSTRAINT rule_defs_pending_for_check CHECK (pending_for BETWEEN '0' AND '30 days'),
+    DROP CONSTRAINT rule_defs_repeat_every_check,
+    ADD CONSTRAINT rule_defs_repeat_every_check
+        CHECK (repeat_every BETWEEN '1 second' AND '30 days'),
+    DROP CONSTRAINT rule_defs_min_interval_check,
+    ADD CONSTRAINT rule_defs_min_interval_check CHECK (min_interval BETWEEN '0' AND '1 day'),
+    DROP CONSTRAINT rule_defs_query_timeout_check,
+    ADD CONSTRAINT rule_defs_query_timeout_check
+        CHECK (query_timeout BETWEEN '10 milliseconds' AND '1 hour'),
+    DROP CONSTRAINT rule_defs_followup_after_check,
+    ADD CONSTRAINT rule_defs_followup_after_check
+        CHECK (followup_after BETWEEN '1 second' AND '30 days'),
+    DROP CONSTRAINT rule_defs_followup_every_check,
+    ADD CONSTRAINT rule_defs_followup_every_check
+        CHECK (followup_every BETWEEN '1 second' AND '30 days'),
+    DROP CONSTRAINT rule_defs_meeting_check,
+    ADD CONSTRAINT rule_defs_meeting_check CHECK (meeting BETWEEN '5 minutes' AND '8 hours');

@@ -49,6 +49,7 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
+#include "parser/scanner.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -739,6 +740,22 @@ herald_rules_changed(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
+/* Does the text hold a token, not only blanks and comments? */
+static bool
+has_token(const char *text)
+{
+	core_yy_extra_type yyextra;
+	core_yyscan_t scanner;
+	core_YYSTYPE yylval;
+	YYLTYPE		yylloc;
+	int			token;
+
+	scanner = scanner_init(text, &yyextra, &ScanKeywords, ScanKeywordTokens);
+	token = core_yylex(&yylval, &yylloc, scanner);
+	scanner_finish(scanner);
+	return token != 0;
+}
+
 /*
  * herald._check_condition(on_table regclass, condition text): the condition
  * must be one boolean SQL expression over NEW and OLD, with the columns of
@@ -775,6 +792,12 @@ herald_check_condition(PG_FUNCTION_ARGS)
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	PG_TRY();
 	{
+		if (!has_token(condition))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("it is empty"),
+					 errhint("A rule without a condition (NULL) matches every row.")));
+
 		/* One expression, nothing around it */
 		parsed = raw_parser(psprintf("SELECT (%s\n)", condition), RAW_PARSE_DEFAULT);
 		if (list_length(parsed) == 1 &&

@@ -10,8 +10,9 @@
  * claims deliveries and records their outcomes,
  * delivery.c runs the background worker that sends them through http.c,
  * webhook.c renders the request and signing.c signs it.  template.c renders
- * messages for every channel kind.  pg_herald.c holds the module entry
- * point, the settings, the shared state and the commit-time wake-up.
+ * messages for every channel kind.  limits.c checks the ranges of declared
+ * parameter values.  pg_herald.c holds the module entry point, the settings,
+ * the shared state and the commit-time wake-up.
  *
  *-------------------------------------------------------------------------
  */
@@ -92,6 +93,11 @@ extern void herald_worker_attach(int slot);
 extern Oid	herald_schema_oid(bool missing_ok);
 extern void herald_require_served(const char *what);
 extern void herald_scheduler_attach(void);
+
+/* limits.c */
+extern void herald_check_range(const char *parameter, Datum value, bool isnull,
+							   Oid type, const char *low, const char *high,
+							   bool required, const char *hint);
 
 typedef void (*herald_step) (void *arg);
 

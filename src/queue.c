@@ -721,9 +721,12 @@ herald_flush(PG_FUNCTION_ARGS)
 				 errmsg("herald.flush() cannot wait for work of the current transaction"),
 				 errhint("Commit the transaction first.")));
 
+	/* within range, the deadline is too */
+	herald_check_range("timeout", PG_GETARG_DATUM(0), false, INTERVALOID,
+					   "0", "1 hour", true, NULL);
 	timeout_ms = ((int64) timeout->month * DAYS_PER_MONTH + timeout->day) *
 		(USECS_PER_DAY / 1000) + timeout->time / 1000;
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Max(timeout_ms, 0));
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 
 	if (!wait_for_evaluations(deadline))
 		PG_RETURN_BOOL(false);
