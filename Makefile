@@ -10,6 +10,7 @@ MODULE_big = pg_herald
 OBJS = \
 	src/pg_herald.o \
 	src/capture.o \
+	src/rule_code.o \
 	src/queue.o \
 	src/delivery.o \
 	src/http.o \

@@ -103,7 +103,13 @@ typedef struct HeraldPurge
 	int64		purged;
 } HeraldPurge;
 extern bool herald_in_transaction(const char *activity, herald_step step, void *arg);
+
+/* rule_code.c: running a rule's SQL in someone else's session */
+extern char *herald_run_limited(herald_step step, void *arg, int timeout_ms,
+								bool *timed_out);
 extern char *herald_run_protected(herald_step step, void *arg);
+extern void herald_rule_code_xact_end(void);
+extern void herald_rule_code_init(void);
 
 /* evaluate.c */
 #define HERALD_WATCH_TRIGGER "herald_watch"
@@ -111,6 +117,7 @@ extern void herald_install_watch_hooks(void);
 
 /* capture.c */
 extern void herald_capture_xact_end(void);
+extern void herald_define_capture_settings(void);
 
 /* signing.c */
 #define HERALD_SIGNATURE_MAX 128
