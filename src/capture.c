@@ -544,12 +544,13 @@ select_payloads(CaptureRule *rule, Oid relid, int op, Oid ext_owner,
 				int sec_context, char **error, RuleFailure *failure)
 {
 	Selection	s = {rule, relid, op, ext_owner, sec_context, (Datum) 0};
+	int			timeout = condition_timeout;	/* the writer's, as armed */
 	bool		timed_out;
 
 	*error = NULL;
 	if (rule->condition == NULL)
 		return run_selection(rule, relid, op, ext_owner, sec_context);
-	*error = herald_run_limited(selection_step, &s, condition_timeout, &timed_out);
+	*error = herald_run_limited(selection_step, &s, timeout, &timed_out);
 	if (*error == NULL)
 		return s.result;
 	*failure = CONDITION_FAILED;
@@ -557,7 +558,7 @@ select_payloads(CaptureRule *rule, Oid relid, int op, Oid ext_owner,
 	{
 		*failure = CONDITION_TIMED_OUT;
 		*error = psprintf("the condition ran longer than herald.condition_timeout (%d ms)",
-						  condition_timeout);
+						  timeout);
 	}
 	return (Datum) 0;
 }
