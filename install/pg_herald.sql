@@ -470,7 +470,8 @@ COMMENT ON FUNCTION herald.drop_channel(text) IS 'Drop a channel that no rule us
 
 -- Create or drop the triggers of a table so that they match its enabled
 -- rules: for row rules, one capture trigger per operation; for threshold
--- rules that watch it, one herald_watch trigger.
+-- rules that watch it, one herald_watch trigger.  A table that no longer
+-- exists has no triggers left to change.
 CREATE OR REPLACE FUNCTION herald._sync_triggers(tbl regclass) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -481,6 +482,9 @@ DECLARE
     v_wanted boolean;
     v_exists boolean;
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = tbl) THEN
+        RETURN;
+    END IF;
     SELECT EXISTS (SELECT 1 FROM herald.rule_defs r
                     WHERE r.kind = 'threshold' AND r.enabled AND tbl = ANY (r.watch))
       INTO v_wanted;
@@ -586,8 +590,10 @@ BEGIN
 END;
 $$;
 
--- A table a rule may watch: an ordinary or partitioned table outside the
--- system and pg_herald's schemas, that the declaring role can read.
+-- A table a rule may watch: an ordinary or partitioned table, not a
+-- temporary one (rules outlive the session that owns it), outside the
+-- system and pg_herald's schemas, that the declaring role can read as
+-- SELECT would: USAGE on its schema and SELECT on it.
 CREATE OR REPLACE FUNCTION herald._check_watchable(tbl regclass) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -595,7 +601,7 @@ AS $$
 DECLARE
     v_rel record;
 BEGIN
-    SELECT c.relkind, n.nspname INTO v_rel
+    SELECT c.relkind, c.relpersistence, c.relnamespace, n.nspname INTO v_rel
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE c.oid = tbl;
     IF NOT FOUND THEN
@@ -606,15 +612,21 @@ BEGIN
         RAISE EXCEPTION 'cannot watch "%": only tables can be watched', tbl
             USING ERRCODE = 'wrong_object_type';
     END IF;
+    IF v_rel.relpersistence = 't' THEN
+        RAISE EXCEPTION 'cannot watch "%": it is a temporary table', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'A rule outlives the session a temporary table belongs to.';
+    END IF;
     IF v_rel.nspname IN ('herald', 'pg_catalog', 'information_schema')
        OR v_rel.nspname LIKE 'pg\_toast%' THEN
         RAISE EXCEPTION 'cannot watch "%": it belongs to schema "%"', tbl, v_rel.nspname
             USING ERRCODE = 'feature_not_supported';
     END IF;
-    IF NOT has_table_privilege(herald._invoker(), tbl, 'SELECT') THEN
+    IF NOT has_schema_privilege(herald._invoker(), v_rel.relnamespace, 'USAGE')
+       OR NOT has_table_privilege(herald._invoker(), tbl, 'SELECT') THEN
         RAISE EXCEPTION 'permission denied to watch table %', tbl
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'A rule can only watch tables its owner may read.';
+                  HINT = 'A rule can only watch tables its owner may read: USAGE on the schema and SELECT on the table.';
     END IF;
 END;
 $$;
@@ -768,6 +780,13 @@ DECLARE
     v_rule herald.rule_defs := herald._own_rule(_set_rule_enabled.name,
                                                 CASE WHEN enabled THEN 'enable' ELSE 'disable' END);
 BEGIN
+    IF _set_rule_enabled.enabled AND v_rule.table_dropped_at IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot enable rule "%": a table it uses was dropped', _set_rule_enabled.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The table was dropped at %s; the rule was disabled then.',
+                                  v_rule.table_dropped_at),
+                  HINT = 'Drop the rule, and declare a new one on the table that replaces it.';
+    END IF;
     UPDATE herald.rule_defs r SET enabled = _set_rule_enabled.enabled WHERE r.id = v_rule.id;
     PERFORM herald._sync_rule_triggers(v_rule);
 END;
@@ -788,6 +807,41 @@ CREATE OR REPLACE FUNCTION herald.disable_rule(name text) RETURNS void
         SELECT herald._set_rule_enabled(name, false);
     END;
 COMMENT ON FUNCTION herald.disable_rule(text) IS 'Disable a rule: it captures nothing until enabled again';
+
+-- Called by herald._on_sql_drop(), the sql_drop event trigger, with the
+-- tables a command dropped (oids and names, in the same order): every rule
+-- that uses one of them (its table, a table it watches) is disabled for
+-- good, its channels receive a rule.error event saying why, and the
+-- triggers of the tables it used that remain are brought in line.  The
+-- rule and its history stay until drop_rule().
+CREATE OR REPLACE FUNCTION herald._tables_dropped(tables oid[], names text[]) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r herald.rule_defs;
+    v_table text;
+BEGIN
+    FOR r IN SELECT * FROM herald.rule_defs x
+              WHERE x.table_dropped_at IS NULL
+                AND (x.on_table::oid = ANY (tables) OR x.watch::oid[] && tables)
+              ORDER BY x.id
+              FOR UPDATE
+    LOOP
+        SELECT names[i] INTO v_table
+          FROM generate_subscripts(tables, 1) AS i
+         WHERE tables[i] = ANY ((r.on_table || coalesce(r.watch, '{}'))::oid[])
+         ORDER BY i LIMIT 1;
+        UPDATE herald.rule_defs x SET enabled = false, table_dropped_at = now() WHERE x.id = r.id;
+        PERFORM herald._emit(r.id, 'rule.error',
+                             jsonb_build_object('table', v_table,
+                                                'error', format('table %s was dropped: the rule is disabled', v_table)));
+        PERFORM herald._sync_triggers(t)
+           FROM (SELECT DISTINCT t FROM unnest(r.on_table || coalesce(r.watch, '{}')) AS t
+                  WHERE t IS NOT NULL AND NOT t::oid = ANY (tables)) AS remaining;
+    END LOOP;
+END;
+$$;
 
 -- Deliveries ------------------------------------------------------------------
 

@@ -77,6 +77,8 @@ CREATE TABLE herald.rule_defs (
     followup_after    interval CHECK (followup_after BETWEEN '1 second' AND '30 days'),
     followup_every    interval CHECK (followup_every BETWEEN '1 second' AND '30 days'),
     meeting           interval CHECK (meeting BETWEEN '5 minutes' AND '8 hours'),   -- threshold rules
+    -- a table the rule uses was dropped then: disabled, for good
+    table_dropped_at  timestamptz,
     CHECK (kind <> 'row' OR (on_table IS NOT NULL AND cardinality(operations) > 0)),
     CHECK (kind <> 'threshold' OR (metric IS NOT NULL AND grouped IS NOT NULL
                                    AND op IS NOT NULL AND threshold IS NOT NULL
@@ -273,3 +275,12 @@ CREATE TABLE herald.decision_log (
 );
 CREATE INDEX decision_log_event ON herald.decision_log (event_id);
 COMMENT ON TABLE herald.decision_log IS 'Acknowledgements and decisions recorded about events';
+
+-------------------------------------------------------------------------------
+-- Dropped tables: the rules that use them are disabled (herald._tables_dropped)
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION herald._on_sql_drop() RETURNS event_trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'herald_on_sql_drop';
+CREATE EVENT TRIGGER herald_sql_drop ON sql_drop
+    EXECUTE FUNCTION herald._on_sql_drop();

@@ -21,11 +21,15 @@
  * leaves nothing, and the delivery workers are woken only at commit
  * (herald_note_work).
  *
- * A condition that fails at run time must not break the writer's statement:
- * it runs in a subtransaction, and its error becomes a "rule.error" event
- * sent to the rule's channels.  Everything runs with search_path
- * pg_catalog, pg_temp (the one conditions are checked with at declaration),
- * and settings a condition changes are undone before the writer goes on.
+ * A condition must not break, block or hold up the writer's statement: it
+ * runs through herald_run_limited() (rule_code.c), for at most
+ * herald.condition_timeout, and whatever it raises, its time running out
+ * included, becomes a "rule.error" event sent to the rule's channels; the
+ * session-level locks it took are released.  Everything runs with
+ * search_path pg_catalog, pg_temp (the one conditions are checked with at
+ * declaration), and settings a condition changes are undone before the
+ * writer goes on.  The owner's right to read the table (USAGE on its
+ * schema, SELECT on it) is checked again at every capture.
  *
  * A silenced rule's events are recorded with the silence's id and no
  * deliveries.
@@ -34,7 +38,14 @@
  * and the silence muting each, if any.  Any change to herald.rule_defs,
  * herald.rule_channels or herald.silence_defs fires
  * herald._rules_changed(), which sends a relcache invalidation for
- * rule_defs at commit; the callback below then drops the whole cache.
+ * rule_defs at commit; the callback below then drops the whole cache.  So
+ * does an invalidation of a watched table (renamed, altered) or of any
+ * schema (renamed): the statements name the table, and are rebuilt with
+ * its current name.
+ *
+ * herald._on_sql_drop(), an sql_drop event trigger, disables the rules of
+ * a table that is dropped (with its schema or not) and records why with a
+ * rule.error event: such a rule can be dropped, never enabled again.
  *
  *-------------------------------------------------------------------------
  */
@@ -63,6 +74,8 @@
 #include "utils/rel.h"
 #include "utils/acl.h"
 #include "utils/rls.h"
+#include "utils/syscache.h"
+#include "commands/event_trigger.h"
 
 #include "pg_herald.h"
 
@@ -70,6 +83,10 @@ PG_FUNCTION_INFO_V1(herald_capture);
 PG_FUNCTION_INFO_V1(herald_rules_changed);
 PG_FUNCTION_INFO_V1(herald_check_condition);
 PG_FUNCTION_INFO_V1(herald_rls_applies);
+PG_FUNCTION_INFO_V1(herald_on_sql_drop);
+
+/* herald.condition_timeout, in milliseconds */
+static int	condition_timeout = 50;
 
 /* Operations, as indexes and bits of CaptureRule.opmask */
 #define OP_INSERT 0
@@ -160,8 +177,16 @@ static bool cache_stale = false;
 static void
 capture_relcache_callback(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == cached_rules_relid)
+	if (relid == InvalidOid || relid == cached_rules_relid ||
+		(table_rules != NULL && hash_search(table_rules, &relid, HASH_FIND, NULL) != NULL))
 		cache_stale = true;
+}
+
+/* A schema renamed or dropped: the statements may name it. */
+static void
+capture_namespace_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	cache_stale = true;
 }
 
 static void
@@ -172,6 +197,7 @@ ensure_capture_cache(Oid rules_relid)
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(capture_relcache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, capture_namespace_callback, (Datum) 0);
 		callback_registered = true;
 	}
 	if (capture_context == NULL)
@@ -501,40 +527,65 @@ selection_step(void *arg)
 	s->result = run_selection(s->rule, s->relid, s->op, s->ext_owner, s->sec_context);
 }
 
+/* Why a rule captured nothing, for record_rule_error() */
+typedef enum RuleFailure
+{
+	CONDITION_FAILED,			/* the condition raised an error */
+	CONDITION_TIMED_OUT,		/* it ran past herald.condition_timeout */
+	OWNER_MAY_NOT_READ			/* the owner lost the right to read the table */
+} RuleFailure;
+
 /*
  * The payloads of the rows that satisfy the rule.  A rule without a
- * condition runs no user code and needs no protection; a condition runs in
- * a subtransaction, and if it fails, *error gets the message and the
- * result is 0.  The subtransaction's abort restores the extension owner.
+ * condition runs no user code and needs no protection; a condition runs
+ * through herald_run_limited(), and if it fails, *error gets the message,
+ * *failure why, and the result is 0.  The subtransaction's abort restores
+ * the extension owner.
  */
 static Datum
 select_payloads(CaptureRule *rule, Oid relid, int op, Oid ext_owner,
-				int sec_context, char **error)
+				int sec_context, char **error, RuleFailure *failure)
 {
 	Selection	s = {rule, relid, op, ext_owner, sec_context, (Datum) 0};
+	int			timeout = condition_timeout;	/* the writer's, as armed */
+	bool		timed_out;
 
 	*error = NULL;
 	if (rule->condition == NULL)
 		return run_selection(rule, relid, op, ext_owner, sec_context);
-	*error = herald_run_protected(selection_step, &s);
-	return *error ? (Datum) 0 : s.result;
+	*error = herald_run_limited(selection_step, &s, timeout, &timed_out);
+	if (*error == NULL)
+		return s.result;
+	*failure = CONDITION_FAILED;
+	if (timed_out)
+	{
+		*failure = CONDITION_TIMED_OUT;
+		*error = psprintf("the condition ran longer than herald.condition_timeout (%d ms)",
+						  timeout);
+	}
+	return (Datum) 0;
 }
 
-/* A failing condition is reported as an event on the rule's channels. */
+/* A rule that captured nothing is reported as an event on its channels. */
 static void
 record_rule_error(CaptureRule *rule, Oid relid, int op, const char *message,
-				  bool condition)
+				  RuleFailure failure)
 {
 	StringInfoData payload;
 	Datum		elem;
 
 	/* the writer may not see what the owner's condition saw: log the text */
-	if (condition)
+	if (failure == CONDITION_FAILED)
 		ereport(WARNING,
 				(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
 				 errmsg("condition of rule \"%s\" failed", rule->name),
 				 errdetail("The statement went on; the rule's channels receive a rule.error event."),
 				 errdetail_log("%s", message)));
+	else if (failure == CONDITION_TIMED_OUT)
+		ereport(WARNING,
+				(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+				 errmsg("condition of rule \"%s\" was cancelled: %s", rule->name, message),
+				 errdetail("The statement went on; the rule's channels receive a rule.error event.")));
 	else
 		ereport(WARNING,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -679,6 +730,7 @@ herald_capture(PG_FUNCTION_ARGS)
 		CaptureRule *rule = &entry->rules[i];
 		Datum		payloads;
 		char	   *error;
+		RuleFailure failure;
 
 		if ((rule->opmask & (1 << op)) == 0)
 			continue;
@@ -690,22 +742,27 @@ herald_capture(PG_FUNCTION_ARGS)
 		/*
 		 * Privileges revoked or policies enabled after the rule was declared:
 		 * the transition rows would show what the owner may no longer see.
+		 * Reading the table takes what SELECT takes: USAGE on its schema
+		 * and SELECT on it.
 		 */
-		if (pg_class_aclcheck(relid, rule->owner, ACL_SELECT) != ACLCHECK_OK)
+		if (pg_namespace_aclcheck(get_rel_namespace(relid), rule->owner,
+								  ACL_USAGE) != ACLCHECK_OK ||
+			pg_class_aclcheck(relid, rule->owner, ACL_SELECT) != ACLCHECK_OK)
 		{
 			record_rule_error(rule, relid, op,
-							  "the rule's owner may no longer read the table", false);
+							  "the rule's owner may no longer read the table", OWNER_MAY_NOT_READ);
 			continue;
 		}
 		if (check_enable_rls(relid, rule->owner, true) == RLS_ENABLED)
 		{
 			record_rule_error(rule, relid, op,
-							  "row-level security on the table applies to the rule's owner", false);
+							  "row-level security on the table applies to the rule's owner",
+							  OWNER_MAY_NOT_READ);
 			continue;
 		}
-		payloads = select_payloads(rule, relid, op, ext_owner, save_sec, &error);
+		payloads = select_payloads(rule, relid, op, ext_owner, save_sec, &error, &failure);
 		if (error)
-			record_rule_error(rule, relid, op, error, true);
+			record_rule_error(rule, relid, op, error, failure);
 		else if (payloads != (Datum) 0)
 			insert_events(rule, op_events[op], payloads);
 	}
@@ -868,5 +925,88 @@ herald_check_condition(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 
+	PG_RETURN_VOID();
+}
+
+/*
+ * Settings of row rules.  herald.condition_timeout is the writers' bound on
+ * what others' conditions cost them: only a superuser (or a role granted SET
+ * on it) changes it, for a session, a role, a database or the server; a
+ * rule's author cannot raise it, and a condition that changes it changes
+ * nothing (the limit is armed before it runs, and its settings are undone).
+ */
+void
+herald_define_capture_settings(void)
+{
+	DefineCustomIntVariable("herald.condition_timeout",
+							"Longest time a row rule's condition may run for the rows of one statement.",
+							"Past it the condition is cancelled: the statement goes on, and the rule's channels receive a rule.error event.",
+							&condition_timeout,
+							50, 1, 3600 * 1000,
+							PGC_SUSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+}
+
+/* Disable the rules of the tables this command dropped, if any. */
+static void
+tables_dropped_step(void *arg)
+{
+	int			ret;
+
+	ret = SPI_execute("SELECT herald._tables_dropped(pg_catalog.array_agg(d.objid),"
+					  "                              pg_catalog.array_agg(d.object_identity))"
+					  "  FROM pg_catalog.pg_event_trigger_dropped_objects() AS d"
+					  " WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass"
+					  "   AND d.objsubid = 0"
+					  " HAVING pg_catalog.count(*) > 0",
+					  false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not disable the rules of dropped tables: %s",
+			 SPI_result_code_string(ret));
+}
+
+/*
+ * herald._on_sql_drop(): the sql_drop event trigger.  The rules of the
+ * tables a command drops are disabled (herald._tables_dropped), as the
+ * extension's owner: the role dropping them need not be able to change
+ * rules.  Most commands drop no table a rule uses and cost one query.  No
+ * command fails because of pg_herald: an error here is a warning, and the
+ * rules it left are still dropped by drop_rule().
+ */
+Datum
+herald_on_sql_drop(PG_FUNCTION_ARGS)
+{
+	Oid			save_user;
+	int			save_sec;
+	int			guc_level;
+	char	   *error;
+
+	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("herald._on_sql_drop() must be called as an sql_drop event trigger")));
+	if (!OidIsValid(herald_schema_oid(true)))
+		PG_RETURN_VOID();
+
+	guc_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(herald_extension_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	error = herald_run_protected(tables_dropped_step, NULL);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	SetUserIdAndSecContext(save_user, save_sec);
+	AtEOXact_GUC(false, guc_level);
+
+	if (error)
+		ereport(WARNING,
+				(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+				 errmsg("could not disable the rules of the dropped tables: %s", error),
+				 errhint("Drop those rules with herald.drop_rule().")));
 	PG_RETURN_VOID();
 }

@@ -125,7 +125,10 @@ herald_xact_callback(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PREPARE)
+	{
 		herald_capture_xact_end();
+		herald_rule_code_xact_end();
+	}
 
 	switch (event)
 	{
@@ -381,53 +384,6 @@ herald_in_transaction(const char *activity, herald_step step, void *arg)
 }
 
 /*
- * Run step, which runs SQL its caller does not control (a rule's condition
- * or metric), in a subtransaction.  Returns NULL when it succeeded, or the
- * error message when it failed: the failure is the rule's, and the caller
- * goes on.  A cancel, a shutdown or a lack of resources is not the rule's
- * fault and is raised again.
- */
-char *
-herald_run_protected(herald_step step, void *arg)
-{
-	MemoryContext caller = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	char	   *volatile error = NULL;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(caller);
-	PG_TRY();
-	{
-		step(arg);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(caller);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(caller);
-		CurrentResourceOwner = owner;
-
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
-			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION ||
-			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INSUFFICIENT_RESOURCES ||
-			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_SYSTEM_ERROR ||
-			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INTERNAL_ERROR)
-			ReThrowError(edata);
-		error = edata->message ? pstrdup(edata->message) : pstrdup("unknown error");
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	return error;
-}
-
-/*
  * Why pg_herald's workers do not serve the current database (a sentence, for
  * a message's detail), or NULL when they do.
  */
@@ -615,6 +571,7 @@ herald_define_settings(void)
 
 	herald_define_network_settings();
 	herald_define_format_settings();
+	herald_define_capture_settings();
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("herald");
@@ -663,6 +620,7 @@ _PG_init(void)
 	RegisterXactCallback(herald_xact_callback, NULL);
 	herald_api_init();
 	herald_install_watch_hooks();
+	herald_rule_code_init();
 
 	/*
 	 * Loaded on demand in an ordinary backend: capture works, but there is no

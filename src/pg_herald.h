@@ -11,8 +11,10 @@
  * delivery.c runs the background worker that sends them through http.c,
  * webhook.c renders the request and signing.c signs it.  template.c renders
  * messages for every channel kind.  limits.c checks the ranges of declared
- * parameter values.  pg_herald.c holds the module entry point, the settings,
- * the shared state and the commit-time wake-up.
+ * parameter values.  rule_code.c runs a rule's condition or metric in a
+ * session that is not its owner's, within bounds.  pg_herald.c holds the
+ * module entry point, the settings, the shared state and the commit-time
+ * wake-up.
  *
  *-------------------------------------------------------------------------
  */
@@ -107,7 +109,13 @@ typedef struct HeraldPurge
 	int64		purged;
 } HeraldPurge;
 extern bool herald_in_transaction(const char *activity, herald_step step, void *arg);
+
+/* rule_code.c: running a rule's SQL in someone else's session */
+extern char *herald_run_limited(herald_step step, void *arg, int timeout_ms,
+								bool *timed_out);
 extern char *herald_run_protected(herald_step step, void *arg);
+extern void herald_rule_code_xact_end(void);
+extern void herald_rule_code_init(void);
 
 /* api.c */
 extern void herald_api_init(void);
@@ -120,6 +128,7 @@ extern void herald_install_watch_hooks(void);
 
 /* capture.c */
 extern void herald_capture_xact_end(void);
+extern void herald_define_capture_settings(void);
 
 /* signing.c */
 #define HERALD_SIGNATURE_MAX 128
