@@ -11,6 +11,7 @@ OBJS = \
 	src/pg_herald.o \
 	src/api.o \
 	src/capture.o \
+	src/payload.o \
 	src/queue.o \
 	src/delivery.o \
 	src/http.o \
