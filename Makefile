@@ -12,6 +12,7 @@ OBJS = \
 	src/api.o \
 	src/capture.o \
 	src/rule_code.o \
+	src/payload.o \
 	src/queue.o \
 	src/delivery.o \
 	src/http.o \

@@ -1,4 +1,39 @@
 -------------------------------------------------------------------------------
+-- The schema
+--
+-- pg_herald's code runs as the owner of schema herald, and everyone calls
+-- herald.* trusting it.  CREATE EXTENSION adopts a schema herald that
+-- already exists: if someone else created it, its owner could add to it,
+-- for instance a herald.acknowledge(integer) that SELECT
+-- herald.acknowledge(42) would call, as whoever runs it.  So the schema, and
+-- everything in it, must belong to superusers.
+-------------------------------------------------------------------------------
+
+DO $$
+DECLARE
+    v_owner regrole;
+BEGIN
+    SELECT x.owner INTO v_owner
+      FROM (SELECT n.nspowner AS owner FROM pg_catalog.pg_namespace n WHERE n.nspname = 'herald'
+            UNION ALL
+            SELECT p.proowner FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'herald'::regnamespace
+            UNION ALL
+            SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.relnamespace = 'herald'::regnamespace
+            UNION ALL
+            SELECT t.typowner FROM pg_catalog.pg_type t WHERE t.typnamespace = 'herald'::regnamespace) x
+      JOIN pg_catalog.pg_roles r ON r.oid = x.owner
+     WHERE NOT r.rolsuper
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'schema "herald" holds objects of role %, which is not a superuser', v_owner
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'pg_herald runs as the owner of schema herald, and its users call whatever that schema holds.',
+                  HINT = 'Drop or rename that schema herald, then create the extension again.';
+    END IF;
+END;
+$$;
+
+-------------------------------------------------------------------------------
 -- Internal functions (C)
 -------------------------------------------------------------------------------
 

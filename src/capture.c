@@ -15,8 +15,11 @@
  *	   delivery per event and channel.
  *
  * A statement that touches 10,000 rows therefore costs two statements per
- * rule, not 10,000.  A rule with no condition, owned by the extension's
- * owner, runs no code on anyone else's behalf: both steps are one statement
+ * rule, not 10,000.  The payloads run no code of anyone's: on a table with a
+ * column of a type created after initdb, the owner's statement returns the
+ * rows and herald_row_payload() renders them (payload.c).  A rule with no
+ * condition, owned by the extension's owner, on a table of built-in types
+ * only, runs no code on anyone else's behalf: both steps are one statement
  * (capture_directly).  Both belong to the writer's transaction: a rollback
  * leaves nothing, and the delivery workers are woken only at commit
  * (herald_note_work).
@@ -109,6 +112,7 @@ typedef struct CaptureRule
 	bool		followup;		/* its events await a decision */
 	TimestampTz silenced_until; /* ... until then */
 	SPIPlanPtr	select_plan[NUM_OPS];	/* prepared on first use */
+	SPIPlanPtr	rows_plan[NUM_OPS]; /* the same, returning rows: see below */
 	SPIPlanPtr	direct_plan[NUM_OPS];	/* select and insert in one, see below */
 } CaptureRule;
 
@@ -155,6 +159,8 @@ reset_capture_cache(void)
 				{
 					if (entry->rules[i].select_plan[op])
 						SPI_freeplan(entry->rules[i].select_plan[op]);
+					if (entry->rules[i].rows_plan[op])
+						SPI_freeplan(entry->rules[i].rows_plan[op]);
 					if (entry->rules[i].direct_plan[op])
 						SPI_freeplan(entry->rules[i].direct_plan[op]);
 				}
@@ -334,12 +340,14 @@ qualified_table_name(Oid relid)
 
 /*
  * The owner's statement for one rule and operation: one jsonb payload per
- * transition row that satisfies the condition.  NEW and OLD name the rows;
+ * transition row that satisfies the condition, or with rows, the rows
+ * themselves (new, old or both, in that order), whose payloads
+ * herald_row_payload() builds (see payload.c).  NEW and OLD name the rows;
  * the one an operation lacks is a row of NULLs.  UPDATE pairs old and new
  * rows by position, which is how the transition tables are filled.
  */
 static char *
-build_select_sql(Oid relid, int op, const char *condition)
+build_select_sql(Oid relid, int op, const char *condition, bool rows)
 {
 	StringInfoData sql;
 	char	   *table = qualified_table_name(relid);
@@ -347,23 +355,28 @@ build_select_sql(Oid relid, int op, const char *condition)
 	const char *null_row = psprintf("(SELECT (NULL::%s).*)", table);
 
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT jsonb_build_object('table', %s, 'operation', '%s'",
-					 table_lit, op_names[op]);
+	if (!rows)
+		appendStringInfo(&sql, "SELECT jsonb_build_object('table', %s, 'operation', '%s'",
+						 table_lit, op_names[op]);
 	switch (op)
 	{
 		case OP_INSERT:
-			appendStringInfoString(&sql, ", 'new', to_jsonb(new)) FROM herald_new AS new");
+			appendStringInfoString(&sql, rows ? "SELECT new" : ", 'new', to_jsonb(new))");
+			appendStringInfoString(&sql, " FROM herald_new AS new");
 			if (condition)
 				appendStringInfo(&sql, ", %s AS old", null_row);
 			break;
 		case OP_DELETE:
-			appendStringInfoString(&sql, ", 'old', to_jsonb(old)) FROM herald_old AS old");
+			appendStringInfoString(&sql, rows ? "SELECT old" : ", 'old', to_jsonb(old))");
+			appendStringInfoString(&sql, " FROM herald_old AS old");
 			if (condition)
 				appendStringInfo(&sql, ", %s AS new", null_row);
 			break;
 		case OP_UPDATE:
 			appendStringInfoString(&sql,
-								   ", 'new', to_jsonb(n.r), 'old', to_jsonb(o.r))"
+								   rows ? "SELECT n.r, o.r"
+								   : ", 'new', to_jsonb(n.r), 'old', to_jsonb(o.r))");
+			appendStringInfoString(&sql,
 								   " FROM (SELECT row_number() OVER () AS i, t AS r FROM herald_new t) AS n"
 								   " JOIN (SELECT row_number() OVER () AS i, t AS r FROM herald_old t) AS o"
 								   " USING (i)");
@@ -379,19 +392,20 @@ build_select_sql(Oid relid, int op, const char *condition)
 }
 
 static SPIPlanPtr
-get_select_plan(CaptureRule *rule, Oid relid, int op)
+get_select_plan(CaptureRule *rule, Oid relid, int op, bool rows)
 {
+	SPIPlanPtr *slot = rows ? &rule->rows_plan[op] : &rule->select_plan[op];
 	SPIPlanPtr	plan;
 
-	if (rule->select_plan[op])
-		return rule->select_plan[op];
-	plan = SPI_prepare(build_select_sql(relid, op, rule->condition), 0, NULL);
+	if (*slot)
+		return *slot;
+	plan = SPI_prepare(build_select_sql(relid, op, rule->condition, rows), 0, NULL);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare the capture statement of rule \"%s\": %s",
 			 rule->name, SPI_result_code_string(SPI_result));
 	if (SPI_keepplan(plan) != 0)
 		elog(ERROR, "could not keep the capture statement of rule \"%s\"", rule->name);
-	rule->select_plan[op] = plan;
+	*slot = plan;
 	return plan;
 }
 
@@ -463,10 +477,13 @@ insert_events(CaptureRule *rule, const char *type, Datum payloads)
 
 /*
  * Run the rule's selection as its owner; the payloads as a jsonb[], or 0
- * when no row matched.
+ * when no row matched.  builtin: every column of the table is of a
+ * built-in type, and the statement itself renders the payloads; otherwise
+ * it returns the rows, and herald_row_payload() renders them.
  */
 static Datum
-run_selection(CaptureRule *rule, Oid relid, int op, Oid ext_owner, int sec_context)
+run_selection(CaptureRule *rule, Oid relid, int op, bool builtin, Oid ext_owner,
+			  int sec_context)
 {
 	SPIPlanPtr	plan;
 	Datum		result = (Datum) 0;
@@ -482,7 +499,7 @@ run_selection(CaptureRule *rule, Oid relid, int op, Oid ext_owner, int sec_conte
 	SetUserIdAndSecContext(rule->owner, sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
-	plan = get_select_plan(rule, relid, op);
+	plan = get_select_plan(rule, relid, op, !builtin);
 	ret = SPI_execute_plan(plan, NULL, NULL, false, 0);
 	SetUserIdAndSecContext(ext_owner, sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	AtEOXact_GUC(false, guc_level);
@@ -493,14 +510,30 @@ run_selection(CaptureRule *rule, Oid relid, int op, Oid ext_owner, int sec_conte
 	{
 		int			n = SPI_processed;
 		Datum	   *elems = palloc(sizeof(Datum) * n);
-		bool		isnull;
+		char	   *table = builtin ? NULL : qualified_table_name(relid);
 
 		for (int i = 0; i < n; i++)
 		{
-			elems[i] = SPI_getbinval(SPI_tuptable->vals[i],
-									 SPI_tuptable->tupdesc, 1, &isnull);
-			if (isnull)
-				elog(ERROR, "capture statement returned a null payload");
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+
+			if (builtin)
+			{
+				elems[i] = SPI_getbinval(tup, desc, 1, &isnull);
+				if (isnull)
+					elog(ERROR, "capture statement returned a null payload");
+			}
+			else
+			{
+				Datum		first = SPI_getbinval(tup, desc, 1, &isnull);
+				Datum		second = op == OP_UPDATE ?
+					SPI_getbinval(tup, desc, 2, &isnull) : (Datum) 0;
+
+				elems[i] = herald_row_payload(table, op_names[op],
+											  op == OP_DELETE ? (Datum) 0 : first,
+											  op == OP_DELETE ? first : second);
+			}
 		}
 		result = PointerGetDatum(construct_array(elems, n, JSONBOID, -1,
 												 false, TYPALIGN_INT));
@@ -514,6 +547,7 @@ typedef struct Selection
 	CaptureRule *rule;
 	Oid			relid;
 	int			op;
+	bool		builtin;
 	Oid			ext_owner;
 	int			sec_context;
 	Datum		result;
@@ -524,7 +558,8 @@ selection_step(void *arg)
 {
 	Selection  *s = arg;
 
-	s->result = run_selection(s->rule, s->relid, s->op, s->ext_owner, s->sec_context);
+	s->result = run_selection(s->rule, s->relid, s->op, s->builtin, s->ext_owner,
+							  s->sec_context);
 }
 
 /* Why a rule captured nothing, for record_rule_error() */
@@ -543,16 +578,16 @@ typedef enum RuleFailure
  * the extension owner.
  */
 static Datum
-select_payloads(CaptureRule *rule, Oid relid, int op, Oid ext_owner,
+select_payloads(CaptureRule *rule, Oid relid, int op, bool builtin, Oid ext_owner,
 				int sec_context, char **error, RuleFailure *failure)
 {
-	Selection	s = {rule, relid, op, ext_owner, sec_context, (Datum) 0};
+	Selection	s = {rule, relid, op, builtin, ext_owner, sec_context, (Datum) 0};
 	int			timeout = condition_timeout;	/* the writer's, as armed */
 	bool		timed_out;
 
 	*error = NULL;
 	if (rule->condition == NULL)
-		return run_selection(rule, relid, op, ext_owner, sec_context);
+		return run_selection(rule, relid, op, builtin, ext_owner, sec_context);
 	*error = herald_run_limited(selection_step, &s, timeout, &timed_out);
 	if (*error == NULL)
 		return s.result;
@@ -605,14 +640,15 @@ record_rule_error(CaptureRule *rule, Oid relid, int op, const char *message,
 }
 
 /*
- * A rule without a condition whose owner is the extension's owner runs no
- * code on anyone else's behalf: its selection and the inserts become one
- * statement, run as that owner.  This is the cheapest capture path.
+ * A rule without a condition whose owner is the extension's owner, on a
+ * table whose columns are all of built-in types, runs no code on anyone
+ * else's behalf: its selection and the inserts become one statement, run as
+ * that owner.  This is the cheapest capture path.
  */
 static bool
-can_capture_directly(CaptureRule *rule, Oid ext_owner)
+can_capture_directly(CaptureRule *rule, Oid ext_owner, bool builtin)
 {
-	return rule->condition == NULL && rule->owner == ext_owner;
+	return builtin && rule->condition == NULL && rule->owner == ext_owner;
 }
 
 static void
@@ -629,7 +665,7 @@ capture_directly(CaptureRule *rule, Oid relid, int op)
 
 		plan = SPI_prepare(psprintf(EVENT_SQL,
 									psprintf("(%s) AS p(payload)",
-											 build_select_sql(relid, op, NULL))),
+											 build_select_sql(relid, op, NULL, false))),
 						   EVENT_ARGS, argtypes);
 		if (plan == NULL || SPI_keepplan(plan) != 0)
 			elog(ERROR, "could not prepare the capture statement of rule \"%s\": %s",
@@ -660,6 +696,7 @@ herald_capture(PG_FUNCTION_ARGS)
 	Oid			ext_owner;
 	TableRules *entry;
 	int			guc_level;
+	bool		builtin;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
@@ -697,6 +734,8 @@ herald_capture(PG_FUNCTION_ARGS)
 		return PointerGetDatum(NULL);
 
 	relid = RelationGetRelid(trigdata->tg_relation);
+	/* the writer's lock keeps the columns as they are until the statement ends */
+	builtin = herald_row_is_builtin(RelationGetDescr(trigdata->tg_relation));
 	nspid = herald_schema_oid(false);
 	rules_relid = get_relname_relid("rule_defs", nspid);
 	if (!OidIsValid(rules_relid))
@@ -734,7 +773,7 @@ herald_capture(PG_FUNCTION_ARGS)
 
 		if ((rule->opmask & (1 << op)) == 0)
 			continue;
-		if (can_capture_directly(rule, ext_owner))
+		if (can_capture_directly(rule, ext_owner, builtin))
 		{
 			capture_directly(rule, relid, op);
 			continue;
@@ -760,7 +799,7 @@ herald_capture(PG_FUNCTION_ARGS)
 							  OWNER_MAY_NOT_READ);
 			continue;
 		}
-		payloads = select_payloads(rule, relid, op, ext_owner, save_sec, &error, &failure);
+		payloads = select_payloads(rule, relid, op, builtin, ext_owner, save_sec, &error, &failure);
 		if (error)
 			record_rule_error(rule, relid, op, error, failure);
 		else if (payloads != (Datum) 0)

@@ -23,6 +23,7 @@
 
 #include "postgres.h"
 
+#include "access/tupdesc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
@@ -129,6 +130,11 @@ extern void herald_install_watch_hooks(void);
 /* capture.c */
 extern void herald_capture_xact_end(void);
 extern void herald_define_capture_settings(void);
+
+/* payload.c */
+extern bool herald_row_is_builtin(TupleDesc desc);
+extern Datum herald_row_payload(const char *table, const char *operation,
+								Datum new_row, Datum old_row);
 
 /* signing.c */
 #define HERALD_SIGNATURE_MAX 128

@@ -1,0 +1,302 @@
+/*-------------------------------------------------------------------------
+ *
+ * payload.c
+ *		The payloads of row events, built without running anyone's code.
+ *
+ * A row event carries the captured row as JSON.  to_jsonb() renders a value
+ * of a type created after initdb through the type's cast to json, when there
+ * is one: a function its owner wrote, which would run as whoever captures
+ * the row (the rule's owner, or the extension's owner for a rule it owns),
+ * not as the one who wrote it.  The owner of a table a rule watches could
+ * thus make a rule's owner, or a superuser, run its code just by changing a
+ * column's type.
+ *
+ * Built-in types have no such cast (to_jsonb() does not look for one), so a
+ * table whose columns are all of built-in types (domains over them
+ * included) has its rows rendered by to_jsonb() in the capture statement
+ * itself: herald_row_is_builtin() says so.  The rows of any other table are
+ * rendered here, column by column, as to_jsonb() would, except that a cast
+ * to json is used only when a superuser owns its function; otherwise the
+ * value is rendered as its type's text output, which is built-in code for
+ * every type a role that is not superuser can create (enums, composites,
+ * ranges, domains, arrays).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_coerce.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
+
+#include "pg_herald.h"
+
+static void push_value(JsonbParseState **state, JsonbIteratorToken token,
+					   Datum value, bool isnull, Oid type);
+
+/* A type to_jsonb() renders without looking for a cast: a built-in one. */
+static bool
+type_is_builtin(Oid type)
+{
+	return type < FirstNormalObjectId || getBaseType(type) < FirstNormalObjectId;
+}
+
+/* Are the columns of this row type all of built-in types? */
+bool
+herald_row_is_builtin(TupleDesc desc)
+{
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && !type_is_builtin(att->atttypid))
+			return false;
+	}
+	return true;
+}
+
+/* to_jsonb(value), for a value whose rendering runs no cast (see above) */
+static Jsonb *
+call_to_jsonb(Datum value, Oid type)
+{
+	FmgrInfo	flinfo;
+	LOCAL_FCINFO(fcinfo, 1);
+	Datum		result;
+
+	/* to_jsonb() takes the type of its argument from the call expression */
+	fmgr_info(F_TO_JSONB, &flinfo);
+	fmgr_info_set_expr((Node *) makeFuncExpr(F_TO_JSONB, JSONBOID,
+											 list_make1(makeNullConst(type, -1, InvalidOid)),
+											 InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL),
+					   &flinfo);
+	InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = value;
+	fcinfo->args[0].isnull = false;
+	result = FunctionCallInvoke(fcinfo);
+	if (fcinfo->isnull)
+		elog(ERROR, "to_jsonb returned null");
+	return DatumGetJsonbP(result);
+}
+
+/* Push a jsonb document as a value (token WJB_VALUE) or element (WJB_ELEM). */
+static void
+push_jsonb(JsonbParseState **state, JsonbIteratorToken token, Jsonb *jb)
+{
+	JsonbValue	v;
+
+	if (JB_ROOT_IS_SCALAR(jb))
+	{
+		if (!JsonbExtractScalar(&jb->root, &v))
+			elog(ERROR, "could not extract a jsonb scalar");
+	}
+	else
+	{
+		v.type = jbvBinary;
+		v.val.binary.data = &jb->root;
+		v.val.binary.len = VARSIZE(jb) - VARHDRSZ;
+	}
+	(void) pushJsonbValue(state, token, &v);
+}
+
+static void
+push_string(JsonbParseState **state, JsonbIteratorToken token, const char *s)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = pstrdup(s);
+	v.val.string.len = strlen(s);
+	(void) pushJsonbValue(state, token, &v);
+}
+
+/* Who owns a function? */
+static Oid
+function_owner(Oid fn)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", fn);
+	owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/*
+ * A value of a scalar type created after initdb: through its cast to json if
+ * a superuser owns the cast's function, otherwise as its text output.
+ */
+static void
+push_other(JsonbParseState **state, JsonbIteratorToken token, Datum value, Oid type)
+{
+	Oid			cast;
+	Oid			output;
+	bool		varlena;
+
+	if (find_coercion_pathway(JSONOID, type, COERCION_EXPLICIT, &cast) == COERCION_PATH_FUNC &&
+		OidIsValid(cast) && superuser_arg(function_owner(cast)))
+	{
+		char	   *json = TextDatumGetCString(OidFunctionCall1(cast, value));
+
+		push_jsonb(state, token,
+				   DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json))));
+		return;
+	}
+	getTypeOutputInfo(type, &output, &varlena);
+	push_string(state, token, OidOutputFunctionCall(output, value));
+}
+
+/* One dimension of an array, as to_jsonb() nests them. */
+static void
+push_array_dim(JsonbParseState **state, int dim, int ndims, int *dims,
+			   Datum *elems, bool *nulls, int *next, Oid element)
+{
+	(void) pushJsonbValue(state, WJB_BEGIN_ARRAY, NULL);
+	for (int i = 0; i < dims[dim]; i++)
+	{
+		if (dim + 1 == ndims)
+		{
+			push_value(state, WJB_ELEM, elems[*next], nulls[*next], element);
+			(*next)++;
+		}
+		else
+			push_array_dim(state, dim + 1, ndims, dims, elems, nulls, next, element);
+	}
+	(void) pushJsonbValue(state, WJB_END_ARRAY, NULL);
+}
+
+static void
+push_array(JsonbParseState **state, Datum value, Oid element)
+{
+	ArrayType  *array = DatumGetArrayTypeP(value);
+	int			ndims = ARR_NDIM(array);
+	int		   *dims = ARR_DIMS(array);
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			next = 0;
+
+	if (ArrayGetNItems(ndims, dims) <= 0)
+	{
+		(void) pushJsonbValue(state, WJB_BEGIN_ARRAY, NULL);
+		(void) pushJsonbValue(state, WJB_END_ARRAY, NULL);
+		return;
+	}
+	get_typlenbyvalalign(element, &typlen, &typbyval, &typalign);
+	deconstruct_array(array, element, typlen, typbyval, typalign, &elems, &nulls, &n);
+	push_array_dim(state, 0, ndims, dims, elems, nulls, &next, element);
+}
+
+/* A row: an object of its columns, by name. */
+static void
+push_row(JsonbParseState **state, JsonbIteratorToken token, Datum value)
+{
+	HeapTupleHeader td = DatumGetHeapTupleHeader(value);
+	TupleDesc	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(td),
+											  HeapTupleHeaderGetTypMod(td));
+	HeapTupleData tuple;
+
+	if (herald_row_is_builtin(desc))
+	{
+		push_jsonb(state, token, call_to_jsonb(value, HeapTupleHeaderGetTypeId(td)));
+		ReleaseTupleDesc(desc);
+		return;
+	}
+
+	tuple.t_len = HeapTupleHeaderGetDatumLength(td);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = td;
+
+	(void) pushJsonbValue(state, WJB_BEGIN_OBJECT, NULL);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Datum		v;
+		bool		isnull;
+
+		if (att->attisdropped)
+			continue;
+		push_string(state, WJB_KEY, NameStr(att->attname));
+		v = heap_getattr(&tuple, i + 1, desc, &isnull);
+		push_value(state, WJB_VALUE, v, isnull, att->atttypid);
+	}
+	(void) pushJsonbValue(state, WJB_END_OBJECT, NULL);
+	ReleaseTupleDesc(desc);
+}
+
+static void
+push_value(JsonbParseState **state, JsonbIteratorToken token, Datum value, bool isnull,
+		   Oid type)
+{
+	Oid			base;
+	Oid			element;
+
+	check_stack_depth();
+	if (isnull)
+	{
+		JsonbValue	v;
+
+		v.type = jbvNull;
+		(void) pushJsonbValue(state, token, &v);
+		return;
+	}
+	if (type_is_builtin(type))
+	{
+		push_jsonb(state, token, call_to_jsonb(value, type));
+		return;
+	}
+	base = getBaseType(type);
+	element = get_element_type(base);
+	if (OidIsValid(element))
+		push_array(state, value, element);
+	else if (type_is_rowtype(base))
+		push_row(state, token, value);
+	else
+		push_other(state, token, value, base);
+}
+
+/*
+ * The payload of a row event: {"table": ..., "operation": ..., "new": ...,
+ * "old": ...}, new and old being the rows (composite datums, 0 when the
+ * operation has none), rendered as described in the header.
+ */
+Datum
+herald_row_payload(const char *table, const char *operation, Datum new_row, Datum old_row)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue *result;
+
+	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	push_string(&state, WJB_KEY, "table");
+	push_string(&state, WJB_VALUE, table);
+	push_string(&state, WJB_KEY, "operation");
+	push_string(&state, WJB_VALUE, operation);
+	if (new_row != (Datum) 0)
+	{
+		push_string(&state, WJB_KEY, "new");
+		push_row(&state, WJB_VALUE, new_row);
+	}
+	if (old_row != (Datum) 0)
+	{
+		push_string(&state, WJB_KEY, "old");
+		push_row(&state, WJB_VALUE, old_row);
+	}
+	result = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	return JsonbPGetDatum(JsonbValueToJsonb(result));
+}
