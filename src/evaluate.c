@@ -226,6 +226,10 @@ herald_check_metric(PG_FUNCTION_ARGS)
 		(void) set_config_option("search_path", search_path,
 								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 								 true, 0, false);
+		/* what planning runs (constant folding) writes nothing either */
+		(void) set_config_option("transaction_read_only", "on",
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		SetUserIdAndSecContext(herald_invoker_id(), save_sec | SECURITY_LOCAL_USERID_CHANGE |
@@ -340,6 +344,13 @@ metric_step(void *arg)
 	(void) set_config_option("search_path", run->search_path,
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
+	/*
+	 * Read-only for real: no write, not even through a volatile function.
+	 * Inside this subtransaction the metric cannot turn it off again.
+	 */
+	(void) set_config_option("transaction_read_only", "on",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(run->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
@@ -413,6 +424,11 @@ metric_step(void *arg)
 			char	   *key = key_text(k, isnull, TupleDescAttr(desc, 0)->atttypid);
 			Datum		v;
 
+			if (strlen(key) > HERALD_KEY_MAX)
+				ereport(ERROR,
+						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						 errmsg("the metric returned a key of %zu bytes", strlen(key)),
+						 errhint("A key is at most %d bytes.", HERALD_KEY_MAX)));
 			sorted[i] = key;
 			run->keys[i] = CStringGetTextDatum(key);
 			v = SPI_getbinval(tup, desc, 2, &run->val_nulls[i]);
@@ -513,6 +529,7 @@ herald_run_metric(PG_FUNCTION_ARGS)
 
 	if (error)
 	{
+		error = herald_truncate(error, HERALD_RULE_ERROR_MAX, "...");
 		ereport(LOG,
 				(errmsg("metric of threshold rule %d failed: %s", rule_id, error)));
 		nulls[0] = nulls[1] = true;

@@ -103,10 +103,14 @@ typedef struct HeraldPurge
 	int64		purged;
 } HeraldPurge;
 extern bool herald_in_transaction(const char *activity, herald_step step, void *arg);
+extern bool herald_try_transaction(const char *activity, herald_step step, void *arg,
+								   ErrorData **error);
 extern char *herald_run_protected(herald_step step, void *arg);
 
 /* evaluate.c */
 #define HERALD_WATCH_TRIGGER "herald_watch"
+#define HERALD_KEY_MAX 1000		/* bytes of a metric's key */
+#define HERALD_RULE_ERROR_MAX 1000	/* characters of a rule's error kept */
 extern void herald_install_watch_hooks(void);
 
 /* capture.c */
