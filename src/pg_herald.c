@@ -589,6 +589,7 @@ herald_define_settings(void)
 							   NULL, NULL, NULL);
 
 	herald_define_network_settings();
+	herald_define_scheduler_settings();
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("herald");
