@@ -88,12 +88,24 @@ $$;
 COMMENT ON FUNCTION herald.decide(bigint, text, text, text) IS
     'Record what was decided about an event (several decisions per event are kept)';
 
+-- When the next follow-up about an event is due: followup_after after the
+-- event, then every followup_every after the last one; NULL when no more
+-- will be asked.  Saturated: a huge delay is never, not an error.
+CREATE OR REPLACE FUNCTION herald._followup_due(created_at timestamptz, asked_at timestamptz,
+                                     followup_after interval, followup_every interval)
+RETURNS timestamptz
+LANGUAGE sql STABLE
+RETURN CASE WHEN asked_at IS NULL THEN herald._time_plus(created_at, followup_after)
+            ELSE herald._time_plus(asked_at, followup_every) END;
+
 -- Follow-ups, sent by the scheduler: every event awaiting a decision
 -- (rule.fired, rule.escalated and row events of rules with followup_after)
 -- gets a decision.followup event on its rule's channels once it is
 -- followup_after old, and again every followup_every, until a decision is
--- recorded.  decision_url, a template with {{event_id}}, gives the link.
--- Returns when the next follow-up falls due, NULL when none waits.
+-- recorded.  A follow-up that falls due while its rule is silenced is asked
+-- once the silence ends.  decision_url, a template with {{event_id}}, gives
+-- the link.  Returns when the next follow-up falls due (never in the past:
+-- a silenced one is due when its silence ends), NULL when none waits.
 CREATE OR REPLACE FUNCTION herald._send_followups(decision_url text) RETURNS timestamptz
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -104,20 +116,22 @@ BEGIN
     FOR e IN
         SELECT ev.id, ev.type, ev.rule_id, ev.created_at, r.followup_every,
                r.enabled AND r.followup_after IS NOT NULL AS active,
+               herald._followup_due(ev.created_at, ev.asked_at, r.followup_after,
+                                    r.followup_every) AS due,
                EXISTS (SELECT 1 FROM herald.decision_log d
                         WHERE d.event_id = ev.id AND d.kind = 'decision') AS decided
           FROM herald.event_log ev
           LEFT JOIN herald.rule_defs r ON r.id = ev.rule_id
          WHERE ev.awaits_decision
            AND (r.id IS NULL OR NOT r.enabled OR r.followup_after IS NULL
-                OR coalesce(ev.asked_at + r.followup_every,
-                            CASE WHEN ev.asked_at IS NULL THEN ev.created_at + r.followup_after END)
-                   <= now()
-                OR ev.asked_at IS NOT NULL AND r.followup_every IS NULL)
+                OR herald._followup_due(ev.created_at, ev.asked_at, r.followup_after,
+                                        r.followup_every) IS NULL
+                OR herald._followup_due(ev.created_at, ev.asked_at, r.followup_after,
+                                        r.followup_every) <= now())
          ORDER BY ev.created_at
            FOR UPDATE OF ev SKIP LOCKED
     LOOP
-        IF e.decided OR NOT coalesce(e.active, false) THEN
+        IF e.decided OR NOT coalesce(e.active, false) OR e.due IS NULL THEN
             -- nothing more to ask: out of the index
             UPDATE herald.event_log x SET awaits_decision = NULL WHERE x.id = e.id;
             CONTINUE;
@@ -139,10 +153,16 @@ BEGIN
          WHERE x.id = e.id;
     END LOOP;
 
-    -- when the next one falls due
-    RETURN (SELECT min(coalesce(ev.asked_at + r.followup_every, ev.created_at + r.followup_after))
-              FROM herald.event_log ev JOIN herald.rule_defs r ON r.id = ev.rule_id
-             WHERE ev.awaits_decision AND r.enabled);
+    -- when the next one falls due: per rule, its first, or the end of the
+    -- silence that holds it back
+    RETURN (SELECT min(greatest(d.due, (herald._active_silence(d.rule_id)).until))
+              FROM (SELECT ev.rule_id,
+                           min(herald._followup_due(ev.created_at, ev.asked_at, r.followup_after,
+                                                    r.followup_every)) AS due
+                      FROM herald.event_log ev JOIN herald.rule_defs r ON r.id = ev.rule_id
+                     WHERE ev.awaits_decision AND r.enabled AND r.followup_after IS NOT NULL
+                     GROUP BY ev.rule_id) d
+             WHERE d.due < 'infinity');
 END;
 $$;
 

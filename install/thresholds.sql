@@ -11,6 +11,17 @@
 -- silences.  herald.preview() runs the same plan and stores nothing.
 -------------------------------------------------------------------------------
 
+-- t + i, saturated: 'infinity' (or '-infinity') where the sum would leave
+-- the range of timestamptz, so that no parameter, however large, makes a
+-- next-due computation fail.  Every "when next" of the evaluation and of
+-- the follow-ups goes through it.  (Past year 190,000 is as good as never:
+-- the margin covers extract()'s 30-day months.)
+CREATE OR REPLACE FUNCTION herald._time_plus(t timestamptz, i interval) RETURNS timestamptz
+LANGUAGE sql STABLE
+RETURN CASE WHEN extract(epoch FROM t) + extract(epoch FROM i) >= 6e12 THEN 'infinity'
+            WHEN extract(epoch FROM t) + extract(epoch FROM i) <= -1.5e11 THEN '-infinity'
+            ELSE t + i END;
+
 -- The silence muting a rule now, if any (the one lasting longest).
 CREATE OR REPLACE FUNCTION herald._active_silence(rule_id integer) RETURNS herald.silence_defs
 LANGUAGE sql STABLE
@@ -121,7 +132,7 @@ BEGIN
         ELSIF v_level IS NULL THEN
             n.state := 'ok';
         ELSIF coalesce(r.pending_for, '0') = '0'
-              OR (i.state = 'pending' AND at >= i.pending_since + r.pending_for) THEN
+              OR (i.state = 'pending' AND at >= herald._time_plus(i.pending_since, r.pending_for)) THEN
             n.state := 'firing';
             n.level := v_level;
             n.firing_since := at;
@@ -150,20 +161,21 @@ BEGIN
         n.last_notified_at := at;
     ELSIF event IS NULL AND n.firing_since IS NOT NULL AND r.repeat_every IS NOT NULL
           AND n.acknowledged_at IS NULL
-          AND at >= n.last_notified_at + r.repeat_every THEN
+          AND at >= herald._time_plus(n.last_notified_at, r.repeat_every) THEN
         event := 'rule.reminder';
         n.last_notified_at := at;
     END IF;
 
     n.since := CASE WHEN n.state IS DISTINCT FROM i.state THEN at ELSE i.since END;
     n.next_check_at := CASE
-        WHEN n.state = 'pending' THEN n.pending_since + r.pending_for
+        WHEN n.state = 'pending' THEN herald._time_plus(n.pending_since, r.pending_for)
         WHEN n.firing_since IS NOT NULL AND n.acknowledged_at IS NULL
-        THEN n.last_notified_at + r.repeat_every
+        THEN herald._time_plus(n.last_notified_at, r.repeat_every)
     END;
     -- a timer already past (a pending instance kept without data) would
-    -- call for evaluations without end: the next commit or schedule decides
-    IF n.next_check_at <= at THEN
+    -- call for evaluations without end: the next commit or schedule decides;
+    -- one that never falls due is none
+    IF n.next_check_at <= at OR n.next_check_at = 'infinity' THEN
         n.next_check_at := NULL;
     END IF;
 END;
@@ -296,29 +308,21 @@ RETURN CASE WHEN r.meeting IS NOT NULL AND event IN ('rule.fired', 'rule.escalat
                      'minutes', extract(epoch FROM r.meeting) / 60))
             ELSE '{}' END;
 
--- Evaluate a threshold rule now and apply the result: called by the
--- scheduler, one transaction per evaluation.  Returns when the rule's next
--- timer falls due (end of a pending period, a reminder), or NULL.
-CREATE OR REPLACE FUNCTION herald._evaluate(rule_id integer) RETURNS timestamptz
+-- Apply the result m of rule r's metric, observed at time at: move each
+-- instance's state machine, emit the events, log the evaluation.  Returns
+-- when the rule's next timer falls due (end of a pending period, a
+-- reminder), or NULL.
+CREATE OR REPLACE FUNCTION herald._apply_evaluation(r herald.rule_defs, m herald._metric_result,
+                                         at timestamptz) RETURNS timestamptz
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    r herald.rule_defs;
-    m herald._metric_result;
     p record;
     v_after herald.rule_instances;
     v_event bigint;
-    v_at timestamptz := now();
 BEGIN
-    SELECT * INTO r FROM herald.rule_defs x
-     WHERE x.id = _evaluate.rule_id AND x.kind = 'threshold' AND x.enabled;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    m := herald._run_metric(r.id);
-
-    FOR p IN SELECT * FROM herald._plan_evaluation(r, m, v_at) LOOP
+    FOR p IN SELECT * FROM herald._plan_evaluation(r, m, at) LOOP
         v_after := p.after;
         v_event := NULL;
         IF p.event IS NOT NULL THEN
@@ -351,11 +355,51 @@ BEGIN
 
         INSERT INTO herald.evaluation_log (rule_id, key, evaluated_at, value, duration_ms,
                                            state_before, state_after, level, event_id, error)
-        VALUES (r.id, v_after.key, v_at, v_after.value, m.duration_ms,
+        VALUES (r.id, v_after.key, at, v_after.value, m.duration_ms,
                 (p.before).state, v_after.state, v_after.level, v_event, v_after.error);
     END LOOP;
 
     RETURN (SELECT min(i.next_check_at) FROM herald.rule_instances i WHERE i.rule_id = r.id);
+END;
+$$;
+
+-- Evaluate a threshold rule now and apply the result: called by the
+-- scheduler (or an evaluator), one transaction per evaluation.  Returns when
+-- the rule's next timer falls due, or NULL.
+CREATE OR REPLACE FUNCTION herald._evaluate(rule_id integer) RETURNS timestamptz
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r herald.rule_defs;
+BEGIN
+    SELECT * INTO r FROM herald.rule_defs x
+     WHERE x.id = _evaluate.rule_id AND x.kind = 'threshold' AND x.enabled;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN herald._apply_evaluation(r, herald._run_metric(r.id), now());
+END;
+$$;
+
+-- An evaluation of the rule failed outside its metric (the scheduler saw
+-- the error, its transaction is gone): record it as the metric's failures
+-- are, every instance in state error, rule.error for those that were not.
+CREATE OR REPLACE FUNCTION herald._evaluation_failed(rule_id integer, error text)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r herald.rule_defs;
+BEGIN
+    SELECT * INTO r FROM herald.rule_defs x
+     WHERE x.id = _evaluation_failed.rule_id AND x.kind = 'threshold' AND x.enabled;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN herald._apply_evaluation(r, ROW(NULL, NULL, _evaluation_failed.error, NULL)::herald._metric_result,
+                                    now());
 END;
 $$;
 

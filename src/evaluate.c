@@ -35,6 +35,8 @@
 #include "catalog/pg_type.h"
 #include "access/relation.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -43,7 +45,9 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
+#include "storage/lmgr.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -110,6 +114,68 @@ note_range_var(RangeVar *rv)
 	relation_close(rel, NoLock);
 }
 
+/*
+ * DROP EXTENSION pg_herald by its owner: take its locks in an order that
+ * deadlocks with nobody.  The workers lock the extension before anything
+ * else (herald_installation()) and writers lock their table before the
+ * capture writes pg_herald's tables; DROP EXTENSION locks the extension,
+ * then pg_herald's tables, then the tables its triggers are on, which a
+ * writer may hold while it waits for pg_herald's.  So lock the extension
+ * first, once the evaluators have been told to cancel what they are doing
+ * (a slow metric may have an hour to go), then the tables with pg_herald's
+ * triggers, in OID order: the writers' transactions end first, and
+ * whoever comes next waits for the DROP.
+ */
+static void
+prepare_extension_drop(DropStmt *stmt)
+{
+	ListCell   *lc;
+
+	foreach(lc, stmt->objects)
+	{
+		Oid			extoid;
+		Oid			argtypes[1] = {OIDOID};
+		Datum		args[1];
+		int			ret;
+
+		if (strcmp(strVal(lfirst(lc)), HERALD_EXTENSION) != 0)
+			continue;
+		extoid = get_extension_oid(HERALD_EXTENSION, true);
+		if (!OidIsValid(extoid) || !pg_extension_ownercheck(extoid, GetUserId()))
+			return;				/* the DROP says why not */
+
+		herald_cancel_evaluations();
+		LockDatabaseObject(ExtensionRelationId, extoid, 0, AccessExclusiveLock);
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		args[0] = ObjectIdGetDatum(extoid);
+		ret = SPI_execute_with_args("SELECT DISTINCT t.tgrelid"
+									"  FROM pg_catalog.pg_trigger t"
+									"  JOIN pg_catalog.pg_depend d"
+									"    ON d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass"
+									"   AND d.objid = t.tgfoid AND d.deptype = 'e'"
+									"   AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass"
+									"   AND d.refobjid = $1"
+									" ORDER BY 1",
+									1, argtypes, args, NULL, true, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "could not find the tables pg_herald watches: %s",
+				 SPI_result_code_string(ret));
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+
+			LockRelationOid(DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+														   SPI_tuptable->tupdesc, 1,
+														   &isnull)),
+							AccessExclusiveLock);
+		}
+		SPI_finish();
+		return;
+	}
+}
+
 /* COPY FROM and TRUNCATE write without the executor's result relations. */
 static void
 herald_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
@@ -117,6 +183,9 @@ herald_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnl
 					   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
 	Node	   *stmt = pstmt->utilityStmt;
+
+	if (IsA(stmt, DropStmt) && ((DropStmt *) stmt)->removeType == OBJECT_EXTENSION)
+		prepare_extension_drop((DropStmt *) stmt);
 
 	if (prev_process_utility)
 		prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
@@ -224,6 +293,10 @@ herald_check_metric(PG_FUNCTION_ARGS)
 
 		check_single_select(metric);
 		(void) set_config_option("search_path", search_path,
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
+		/* what planning runs (constant folding) writes nothing either */
+		(void) set_config_option("transaction_read_only", "on",
 								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 								 true, 0, false);
 		if (SPI_connect() != SPI_OK_CONNECT)
@@ -340,6 +413,13 @@ metric_step(void *arg)
 	(void) set_config_option("search_path", run->search_path,
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
+	/*
+	 * Read-only for real: no write, not even through a volatile function.
+	 * Inside this subtransaction the metric cannot turn it off again.
+	 */
+	(void) set_config_option("transaction_read_only", "on",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(run->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
@@ -413,6 +493,11 @@ metric_step(void *arg)
 			char	   *key = key_text(k, isnull, TupleDescAttr(desc, 0)->atttypid);
 			Datum		v;
 
+			if (strlen(key) > HERALD_KEY_MAX)
+				ereport(ERROR,
+						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						 errmsg("the metric returned a key of %zu bytes", strlen(key)),
+						 errhint("A key is at most %d bytes.", HERALD_KEY_MAX)));
 			sorted[i] = key;
 			run->keys[i] = CStringGetTextDatum(key);
 			v = SPI_getbinval(tup, desc, 2, &run->val_nulls[i]);
@@ -513,6 +598,7 @@ herald_run_metric(PG_FUNCTION_ARGS)
 
 	if (error)
 	{
+		error = herald_truncate(error, HERALD_RULE_ERROR_MAX, "...");
 		ereport(LOG,
 				(errmsg("metric of threshold rule %d failed: %s", rule_id, error)));
 		nulls[0] = nulls[1] = true;

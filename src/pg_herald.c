@@ -351,6 +351,18 @@ herald_scheduler_attach(void)
 bool
 herald_in_transaction(const char *activity, herald_step step, void *arg)
 {
+	return herald_try_transaction(activity, step, arg, NULL);
+}
+
+/*
+ * The same; but when error is not NULL, an error is not logged: *error gets
+ * a copy of it, in the caller's memory context, for the caller to judge.
+ * Either way the worker shows as idle, with no statement, once it is done:
+ * pg_stat_activity does not show a step that is over.
+ */
+bool
+herald_try_transaction(const char *activity, herald_step step, void *arg, ErrorData **error)
+{
 	MemoryContext caller = CurrentMemoryContext;
 	volatile bool ok = true;
 
@@ -371,7 +383,10 @@ herald_in_transaction(const char *activity, herald_step step, void *arg)
 	PG_CATCH();
 	{
 		MemoryContextSwitchTo(caller);
-		EmitErrorReport();
+		if (error)
+			*error = CopyErrorData();
+		else
+			EmitErrorReport();
 		FlushErrorState();
 		AbortCurrentTransaction();
 		ok = false;
@@ -379,7 +394,7 @@ herald_in_transaction(const char *activity, herald_step step, void *arg)
 	PG_END_TRY();
 	MemoryContextSwitchTo(caller);
 	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
+	pgstat_report_activity(STATE_IDLE, "");
 	return ok;
 }
 
@@ -572,6 +587,7 @@ herald_define_settings(void)
 	herald_define_network_settings();
 	herald_define_format_settings();
 	herald_define_capture_settings();
+	herald_define_scheduler_settings();
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("herald");

@@ -54,6 +54,29 @@ extern char *herald_allow_networks;
 extern char *herald_decision_url;
 
 /*
+ * One evaluator (scheduler.c): a worker the scheduler starts to evaluate
+ * one slow threshold rule.  The scheduler sets generation, rule_id,
+ * installation and time_limit_ms before it starts it; the evaluator sets
+ * pid, then the result.
+ */
+#define HERALD_MAX_EVALUATORS 16
+#define HERALD_MAX_SUSPECTS 64
+#define HERALD_MAX_SLOW_KEPT 256
+typedef struct HeraldEvaluatorSlot
+{
+	uint32		generation;		/* the start it belongs to; 0: free */
+	int32		rule_id;
+	Oid			installation;	/* the extension the rule belongs to */
+	int64		time_limit_ms;	/* past this, the evaluator is stopped */
+	pid_t		pid;			/* the evaluator's, once it runs */
+	bool		done;			/* the result below is set */
+	bool		ok;				/* the evaluation committed */
+	bool		overran;		/* it was stopped at its time limit */
+	TimestampTz timer_at;		/* the rule's next timer, 0 for none */
+	int64		duration_ms;
+} HeraldEvaluatorSlot;
+
+/*
  * State shared by the backends and the delivery worker.  The spinlock
  * guards every field.
  */
@@ -81,6 +104,19 @@ typedef struct HeraldShared
 								 * for their min_interval already: commits to
 								 * them need not wake the scheduler */
 	Oid			quiet[HERALD_MAX_TOUCHED];
+
+	/*
+	 * The evaluators of slow rules; the slow rules a scheduler left when it
+	 * ended (the one it was evaluating among them), for the next one; the
+	 * owners of rules whose evaluation went on past its cancel (theirs run
+	 * in evaluators only).
+	 */
+	uint32		evaluator_generation;	/* the last one given to a slot */
+	HeraldEvaluatorSlot evaluator[HERALD_MAX_EVALUATORS];
+	int			nslow;
+	int32		slow_rule[HERALD_MAX_SLOW_KEPT];
+	int			nsuspects;
+	Oid			suspect[HERALD_MAX_SUSPECTS];
 } HeraldShared;
 
 extern HeraldShared *herald_shared;
@@ -110,6 +146,8 @@ typedef struct HeraldPurge
 	int64		purged;
 } HeraldPurge;
 extern bool herald_in_transaction(const char *activity, herald_step step, void *arg);
+extern bool herald_try_transaction(const char *activity, herald_step step, void *arg,
+								   ErrorData **error);
 
 /* rule_code.c: running a rule's SQL in someone else's session */
 extern char *herald_run_limited(herald_step step, void *arg, int timeout_ms,
@@ -125,6 +163,8 @@ extern Oid	herald_invoker_id(void);
 
 /* evaluate.c */
 #define HERALD_WATCH_TRIGGER "herald_watch"
+#define HERALD_KEY_MAX 1000		/* bytes of a metric's key */
+#define HERALD_RULE_ERROR_MAX 1000	/* characters of a rule's error kept */
 extern void herald_install_watch_hooks(void);
 
 /* capture.c */
@@ -327,6 +367,11 @@ extern bool herald_network_allowed(const struct sockaddr *sa, char *why, size_t 
 extern PGDLLEXPORT void herald_delivery_main(Datum arg);
 
 /* scheduler.c */
+extern int	herald_evaluation_slice;
+extern int	herald_max_evaluators;
+extern void herald_define_scheduler_settings(void);
 extern PGDLLEXPORT void herald_scheduler_main(Datum arg);
+extern PGDLLEXPORT void herald_evaluator_main(Datum arg);
+extern void herald_cancel_evaluations(void);
 
 #endif							/* PG_HERALD_H */

@@ -33,7 +33,9 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/bgworker.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "storage/spin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -82,25 +84,17 @@ prepare_kept(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
-/*
- * The installation of pg_herald the workers serve: the OID of the extension
- * in the worker's database, when it is installed at this library's version;
- * InvalidOid otherwise.  A DROP and CREATE EXTENSION makes a new
- * installation with a new OID, so what was claimed from the old one can be
- * told apart.  An installation at another version waits for ALTER EXTENSION
- * pg_herald UPDATE: the workers leave it alone, and say so once.
- */
-Oid
-herald_installation(void)
+/* The OID of extension pg_herald and its version (NULL if none), or InvalidOid. */
+static Oid
+find_extension(char **version)
 {
-	static char *reported = NULL;
 	Relation	rel;
 	ScanKeyData key;
 	SysScanDesc scan;
 	HeapTuple	tup;
 	Oid			extoid = InvalidOid;
-	char	   *version = NULL;
 
+	*version = NULL;
 	rel = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
 				CStringGetDatum(HERALD_EXTENSION));
@@ -114,13 +108,54 @@ herald_installation(void)
 
 		extoid = ((Form_pg_extension) GETSTRUCT(tup))->oid;
 		if (!isnull)
-			version = TextDatumGetCString(d);
+			*version = TextDatumGetCString(d);
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
+	return extoid;
+}
+
+/*
+ * The installation of pg_herald the workers serve: the OID of the extension
+ * in the worker's database, when it is installed at this library's version;
+ * InvalidOid otherwise.  A DROP and CREATE EXTENSION makes a new
+ * installation with a new OID, so what was claimed from the old one can be
+ * told apart.  An installation at another version waits for ALTER EXTENSION
+ * pg_herald UPDATE: the workers leave it alone, and say so once.
+ *
+ * It also locks the installation (the extension object, AccessShareLock,
+ * until the transaction ends), so the workers call it before they touch
+ * any of its objects: DROP EXTENSION locks the extension before any of its
+ * objects, so it waits for a worker's transaction to end, or the worker
+ * waits for the DROP and then finds nothing; the two never wait for each
+ * other.  A worker that finds its installation gone says so once.
+ */
+Oid
+herald_installation(void)
+{
+	static char *reported = NULL;
+	static Oid	served = InvalidOid;
+	Oid			locked = InvalidOid;
+	Oid			extoid;
+	char	   *version;
+
+	/* lock what was found, then look again: a DROP may have committed meanwhile */
+	while (OidIsValid(extoid = find_extension(&version)) && extoid != locked)
+	{
+		LockDatabaseObject(ExtensionRelationId, extoid, 0, AccessShareLock);
+		locked = extoid;
+	}
 
 	if (!OidIsValid(extoid) || !OidIsValid(herald_schema_oid(true)))
+	{
+		if (OidIsValid(served))
+			ereport(LOG,
+					(errmsg("pg_herald was dropped from database \"%s\": %s leaves it alone until it is created again",
+							get_database_name(MyDatabaseId),
+							MyBgworkerEntry ? MyBgworkerEntry->bgw_name : "the pg_herald worker")));
+		served = InvalidOid;
 		return InvalidOid;
+	}
 	if (version == NULL || strcmp(version, PG_HERALD_VERSION) != 0)
 	{
 		if (reported == NULL || strcmp(reported, version ? version : "") != 0)
@@ -134,6 +169,7 @@ herald_installation(void)
 				pfree(reported);
 			reported = MemoryContextStrdup(TopMemoryContext, version ? version : "");
 		}
+		served = InvalidOid;
 		return InvalidOid;
 	}
 	if (reported)
@@ -141,6 +177,7 @@ herald_installation(void)
 		pfree(reported);
 		reported = NULL;
 	}
+	served = extoid;
 	return extoid;
 }
 
