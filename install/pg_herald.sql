@@ -384,7 +384,7 @@ BEGIN
     PERFORM herald._require_admin('alter a channel');
     SELECT * INTO v_old FROM herald.channel_defs x WHERE x.name = alter_channel.name FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'channel "%" does not exist', alter_channel.name
+        RAISE EXCEPTION 'channel "%" does not exist', left(alter_channel.name, 200)
             USING ERRCODE = 'undefined_object';
     END IF;
     PERFORM herald._check_range('rotation', alter_channel.rotation, '0', '30 days', required => true,
@@ -437,7 +437,7 @@ BEGIN
     PERFORM herald._warn_unserved('The test message will not be delivered.');
     SELECT * INTO c FROM herald.channel_defs x WHERE x.name = test_channel.name;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'channel "%" does not exist', test_channel.name
+        RAISE EXCEPTION 'channel "%" does not exist', left(test_channel.name, 200)
             USING ERRCODE = 'undefined_object';
     END IF;
     IF NOT c.enabled THEN
@@ -470,7 +470,7 @@ BEGIN
     PERFORM herald._require_admin('drop a channel');
     SELECT c.id INTO v_id FROM herald.channel_defs c WHERE c.name = drop_channel.name FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'channel "%" does not exist', drop_channel.name
+        RAISE EXCEPTION 'channel "%" does not exist', left(drop_channel.name, 200)
             USING ERRCODE = 'undefined_object';
     END IF;
     SELECT string_agg(format('%I', r.name), ', ' ORDER BY r.name) INTO v_rules
@@ -597,7 +597,7 @@ BEGIN
     FOREACH v_channel IN ARRAY channels LOOP
         SELECT c.id INTO v_id FROM herald.channel_defs c WHERE c.name = v_channel;
         IF NOT FOUND THEN
-            RAISE EXCEPTION 'channel "%" does not exist', v_channel
+            RAISE EXCEPTION 'channel "%" does not exist', left(v_channel, 200)
                 USING ERRCODE = 'undefined_object';
         END IF;
         IF NOT v_id = ANY (v_ids) THEN
@@ -786,7 +786,7 @@ DECLARE
 BEGIN
     SELECT * INTO v_rule FROM herald.rule_defs r WHERE r.name = _rule.name FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'rule "%" does not exist', _rule.name
+        RAISE EXCEPTION 'rule "%" does not exist', left(_rule.name, 200)
             USING ERRCODE = 'undefined_object';
     END IF;
     RETURN v_rule;

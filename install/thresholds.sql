@@ -606,18 +606,19 @@ DECLARE
 BEGIN
     SELECT * INTO r FROM herald.rule_defs x WHERE x.name = preview.name;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'rule "%" does not exist', preview.name
+        RAISE EXCEPTION 'rule "%" does not exist', left(preview.name, 200)
             USING ERRCODE = 'undefined_object';
+    END IF;
+    -- whose it is first: nothing more of another's rule is told
+    IF NOT herald._may_see(r.owner, herald._invoker()) THEN
+        RAISE EXCEPTION 'permission denied to preview rule "%"', preview.name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The metric runs as the rule''s owner.';
     END IF;
     IF r.kind <> 'threshold' THEN
         RAISE EXCEPTION 'rule "%" is not a threshold rule', preview.name
             USING ERRCODE = 'wrong_object_type',
                   HINT = 'Only threshold rules can be previewed.';
-    END IF;
-    IF NOT herald._may_see(r.owner, herald._invoker()) THEN
-        RAISE EXCEPTION 'permission denied to preview rule "%"', preview.name
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = 'The metric runs as the rule''s owner.';
     END IF;
     RETURN QUERY
         SELECT (p.after).key, (p.after).value, (p.before).state, (p.after).state,

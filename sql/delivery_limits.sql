@@ -12,13 +12,13 @@ SELECT herald.flush('30 seconds');
 SELECT channel, dead, attempts_1h, success_rate_1h
   FROM herald.channel_health WHERE channel = 'lim-refused';
 -- four refused, then one delivered: a rate of one in five
-SELECT herald.alter_channel('lim-refused', target => test.url('/limits/ok'));
+SELECT herald.alter_channel('lim-refused', target => test.url('/delivery-limits/ok'));
 SELECT herald.test_channel('lim-refused') > 0 AS queued;
 SELECT herald.flush('30 seconds');
 SELECT channel, delivered, dead, attempts_1h, success_rate_1h
   FROM herald.channel_health WHERE channel = 'lim-refused';
 -- a timeout counts as a failure
-SELECT herald.create_channel('lim-slow', 'webhook', test.url('/limits/slow?delay_ms=3000'),
+SELECT herald.create_channel('lim-slow', 'webhook', test.url('/delivery-limits/slow?delay_ms=3000'),
                              timeout => '200 ms', max_attempts => 1);
 SELECT herald.test_channel('lim-slow') > 0 AS queued;
 SELECT herald.flush('30 seconds');
@@ -31,13 +31,13 @@ SELECT channel, dead, attempts_1h, success_rate_1h
 -------------------------------------------------------------------------------
 -- one 2 MB header line (libcurl refuses lines over 100 kB), then 70 kB
 -- (over the 64 kB pg_herald reads)
-SELECT herald.create_channel('lim-header', 'webhook', test.url('/limits/header?header_bytes=2000000'),
+SELECT herald.create_channel('lim-header', 'webhook', test.url('/delivery-limits/header?header_bytes=2000000'),
                              max_attempts => 1);
-SELECT herald.create_channel('lim-headers', 'webhook', test.url('/limits/headers?header_bytes=70000'),
+SELECT herald.create_channel('lim-headers', 'webhook', test.url('/delivery-limits/headers?header_bytes=70000'),
                              max_attempts => 1);
-SELECT herald.create_channel('lim-binary', 'webhook', test.url('/limits/binary?binary=5000'));
+SELECT herald.create_channel('lim-binary', 'webhook', test.url('/delivery-limits/binary?binary=5000'));
 SELECT herald.create_channel('lim-text', 'webhook',
-                             test.url('/limits/text?body=' || repeat('%C3%A9', 600)));
+                             test.url('/delivery-limits/text?body=' || repeat('%C3%A9', 600)));
 SELECT herald.test_channel(c) > 0 AS queued
   FROM unnest(ARRAY['lim-header', 'lim-headers', 'lim-binary', 'lim-text']) AS c;
 SELECT herald.flush('30 seconds');
@@ -52,19 +52,22 @@ SELECT d.channel, d.status, a.http_status,
  ORDER BY d.channel;
 
 -------------------------------------------------------------------------------
--- Parameters the declaration would refuse, stored by a superuser: a timeout
--- under a millisecond still times out; a timeout and a retry delay of
--- 300,000 years, or of a negative number of seconds, neither break the
--- claim for every channel nor the recording of outcomes.
+-- Parameters the declaration and the table's checks refuse, stored by a
+-- superuser who dropped the checks: a timeout under a millisecond still
+-- times out; a timeout and a retry delay of 300,000 years, or of a negative
+-- number of seconds, neither break the claim for every channel nor the
+-- recording of outcomes.  The checks come back afterwards.
 -------------------------------------------------------------------------------
+SELECT test.drop_checks('herald.channel_defs', 'channel_defs_max_attempts_check',
+                        'channel_defs_retry_delay_check', 'channel_defs_timeout_check') AS dropped;
 INSERT INTO herald.channel_defs (name, kind, target, secret, max_attempts, retry_delay, timeout, created_by)
-VALUES ('lim-tiny', 'webhook', test.url('/limits/tiny?delay_ms=3000'), herald.generate_secret(),
+VALUES ('lim-tiny', 'webhook', test.url('/delivery-limits/tiny?delay_ms=3000'), herald.generate_secret(),
         1, '1 second', '0.4 ms', current_user),
-       ('lim-huge', 'webhook', test.url('/limits/huge?status=500'), herald.generate_secret(),
+       ('lim-huge', 'webhook', test.url('/delivery-limits/huge?status=500'), herald.generate_secret(),
         2, '300000 years', '300000 years', current_user),
-       ('lim-odd', 'webhook', test.url('/limits/odd?delay_ms=3000'), herald.generate_secret(),
+       ('lim-odd', 'webhook', test.url('/delivery-limits/odd?delay_ms=3000'), herald.generate_secret(),
         2, '-1 year 362 days', '-1 year 362 days', current_user),
-       ('lim-ok', 'webhook', test.url('/limits/ok'), herald.generate_secret(),
+       ('lim-ok', 'webhook', test.url('/delivery-limits/ok'), herald.generate_secret(),
         3, '1 second', '5 seconds', current_user);
 SELECT herald.test_channel(c) > 0 AS queued
   FROM unnest(ARRAY['lim-tiny', 'lim-huge', 'lim-odd', 'lim-ok']) AS c;
@@ -105,4 +108,5 @@ SELECT status, count(*) FROM herald.deliveries WHERE channel = 'lim-ok' GROUP BY
 SELECT herald.drop_channel(c)
   FROM unnest(ARRAY['lim-refused', 'lim-slow', 'lim-header', 'lim-headers', 'lim-binary',
                     'lim-text', 'lim-tiny', 'lim-huge', 'lim-odd', 'lim-ok']) AS c;
+SELECT test.restore_checks() AS restored;
 SELECT herald.flush();

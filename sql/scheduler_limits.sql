@@ -37,7 +37,10 @@ SELECT herald.on_threshold('limits-far', $$SELECT v FROM limits_gauge WHERE name
 SELECT herald.on_threshold('limits-loud', $$SELECT v FROM limits_gauge WHERE name = 'loud'$$, '<', 10,
                            ARRAY['limits-hook'], watch => ARRAY['limits_gauge'::regclass],
                            followup_after => '1 second', followup_every => '1 second');
--- what 0.1.0 accepted and an upgrade keeps, whatever the declaration accepts now
+-- what 0.1.0 accepted (its upgrade now brings it within range), forced in
+-- past the declaration's and the table's checks: the scheduler copes
+SELECT test.drop_checks('herald.rule_defs', 'rule_defs_followup_after_check', 'rule_defs_every_check',
+                        'rule_defs_pending_for_check') AS dropped;
 UPDATE herald.rule_defs SET followup_after = '1000000 years' WHERE name = 'limits-far';
 SELECT herald.flush();
 UPDATE limits_gauge SET v = 1;
@@ -85,6 +88,7 @@ SELECT r.name, count(*) AS evaluations
   FROM herald.evaluation_log l JOIN herald.rule_defs r ON r.id = l.rule_id
  WHERE r.name LIKE 'limits-%' GROUP BY r.name ORDER BY r.name;
 SELECT herald.drop_rule(name) FROM herald.rule_defs WHERE name LIKE 'limits-%';
+SELECT test.restore_checks() AS restored;
 
 -------------------------------------------------------------------------------
 -- Metrics are read-only, whatever they call.

@@ -50,3 +50,37 @@ END
 $$;
 
 SELECT count(*) > 0 AS receiver_ready FROM test.config WHERE url LIKE 'http://127.0.0.1:%';
+
+-- Drop checks of a pg_herald table, remembering them, so that a test can
+-- store what the checks refuse (what 0.1.0 accepted, or what a superuser
+-- forces) and see that the workers cope; test.restore_checks() puts them
+-- back, as they were.
+CREATE TABLE test.dropped_checks (tbl regclass, conname name, def text);
+CREATE FUNCTION test.drop_checks(tbl regclass, VARIADIC names name[]) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    c record;
+    n integer := 0;
+BEGIN
+    FOR c IN SELECT k.conname, pg_get_constraintdef(k.oid) AS def FROM pg_constraint k
+              WHERE k.conrelid = tbl AND k.conname = ANY (names) LOOP
+        INSERT INTO test.dropped_checks VALUES (tbl, c.conname, c.def);
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', tbl, c.conname);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+CREATE FUNCTION test.restore_checks() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    c record;
+    n integer := 0;
+BEGIN
+    FOR c IN DELETE FROM test.dropped_checks RETURNING * LOOP
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', c.tbl, c.conname, c.def);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;

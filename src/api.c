@@ -186,11 +186,21 @@ Oid
 herald_invoker_id(void)
 {
 	if (nframes == 0)
+	{
+		char	   *installed = herald_installed_version();
+
+		if (installed != NULL && strcmp(installed, PG_HERALD_VERSION) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("pg_herald %s is installed in this database, but the library is version %s",
+							installed, PG_HERALD_VERSION),
+					 errhint("Run ALTER EXTENSION pg_herald UPDATE.")));
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("pg_herald's internal functions can only be called through its API"),
 				 herald_shared == NULL ?
 				 errhint("Add pg_herald to shared_preload_libraries and restart the server.") : 0));
+	}
 	return frames[nframes - 1].caller;
 }
 

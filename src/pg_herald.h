@@ -285,6 +285,7 @@ typedef struct HeraldOutcome
 
 /* queue.c: called inside a transaction with SPI connected */
 extern Oid	herald_installation(void);
+extern char *herald_installed_version(void);
 extern void herald_queue_release(int slot);
 extern int	herald_queue_claim(int slot, int limit, HeraldChannelUse *caps,
 							   MemoryContext cxt, HeraldDelivery **out);

@@ -181,6 +181,15 @@ herald_installation(void)
 	return extoid;
 }
 
+/* The version of pg_herald installed in this database, or NULL. */
+char *
+herald_installed_version(void)
+{
+	char	   *version = NULL;
+
+	return OidIsValid(find_extension(&version)) ? version : NULL;
+}
+
 /* A restarting worker gives back the leases its previous run held. */
 void
 herald_queue_release(int slot)
