@@ -49,6 +49,13 @@ CREATE TABLE orders(id int PRIMARY KEY, amount numeric);
 INSERT INTO herald.channel_defs (name, kind, target, max_attempts, retry_delay, timeout, created_by)
     VALUES ('hook', 'webhook', '$receiver->{url}/hook', 3, '1 second', '5 seconds', current_user);
 INSERT INTO herald.event_log (type, payload) VALUES ('channel.test', '{}');
+-- a row rule as 0.1.0 stored it, with its capture trigger (its API needs
+-- its own library, so both are written directly)
+INSERT INTO herald.rule_defs (name, kind, owner, on_table, operations)
+VALUES ('old-order', 'row', current_user::regrole, 'orders', '{INSERT}');
+INSERT INTO herald.rule_channels SELECT r.id, c.id FROM herald.rule_defs r, herald.channel_defs c;
+CREATE TRIGGER herald_capture_insert AFTER INSERT ON orders REFERENCING NEW TABLE AS herald_new
+    FOR EACH STATEMENT EXECUTE FUNCTION herald.capture();
 ));
 $node->poll_query_until('postgres', q(
 SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'pg_herald delivery'))
@@ -56,6 +63,14 @@ SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'pg_herald de
 ok(wait_for_log($node, $offset,
 		qr/pg_herald \Q$oldest\E is installed in database "postgres", but the library is version \Q$version\E/),
 	'the workers say that the installation waits for its update');
+
+# writers are not hindered meanwhile: the old rule captures with this library
+$node->safe_psql('postgres', 'INSERT INTO orders VALUES (100, 1)');
+is($node->safe_psql('postgres', q(SELECT count(*) FROM herald.event_log WHERE rule = 'old-order')), '1',
+	'before the update, the 0.1.0 rule still captures');
+my ($rc, $out, $err) = $node->psql('postgres', q(SELECT herald.drop_rule('old-order')));
+like($err, qr/pg_herald \Q$oldest\E is installed in this database, but the library is version \Q$version\E/,
+	'before the update, the API says to update');
 
 $node->safe_psql('postgres', 'ALTER EXTENSION pg_herald UPDATE');
 is($node->safe_psql('postgres', q(SELECT name FROM herald.channels)), 'hook',
@@ -68,10 +83,13 @@ SELECT herald.on_change(name => 'order', on_table => 'orders', channels => ARRAY
 INSERT INTO orders VALUES (1, 10);
 ));
 is($node->safe_psql('postgres', 'SELECT herald.flush()'), 't', 'the updated installation delivers');
-is(scalar(@{ HeraldTest::received($receiver, '/hook') }), 1, 'the receiver got the event');
+is(scalar(@{ HeraldTest::received($receiver, '/hook') }), 3,
+	'the receiver got the event captured before the update, the new rule\'s and the old rule\'s');
 
 HeraldTest::stop_receiver($receiver);
-HeraldTest::no_server_errors($node);
+my @errors = grep { !/is installed in this database, but the library is version/ }
+  HeraldTest::server_log($node, 0, qr/\b(?:ERROR|PANIC):/);
+is(scalar(@errors), 0, 'the server log shows no other error') or diag(join "\n", @errors);
 done_testing();
 
 # The log line may come up to the workers' idle recheck (10 s) later.
