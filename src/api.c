@@ -60,6 +60,7 @@ typedef struct ApiFrame
 	FmgrInfo   *flinfo;			/* the call, as fmgr_security_definer holds it */
 	Oid			caller;			/* who called it */
 	int			caller_sec;		/* and the security context it had */
+	int			nest_level;		/* the (sub)transaction it started in */
 } ApiFrame;
 
 static ApiFrame frames[MAX_API_DEPTH];
@@ -141,6 +142,8 @@ api_fmgr_hook(FmgrHookEventType event, FmgrInfo *flinfo, Datum *private)
 		Oid			user;
 		int			sec;
 
+		Oid			owner;
+
 		GetUserIdAndSecContext(&user, &sec);
 		if (InSecurityRestrictedOperation())
 			ereport(ERROR,
@@ -152,17 +155,25 @@ api_fmgr_hook(FmgrHookEventType event, FmgrInfo *flinfo, Datum *private)
 			ereport(ERROR,
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 					 errmsg("pg_herald's functions are nested more than %d deep", MAX_API_DEPTH)));
+		/* nothing may fail once the frame is pushed: no FHET_ABORT would come */
+		owner = herald_extension_owner();
 		frames[nframes].flinfo = flinfo;
 		frames[nframes].caller = user;
 		frames[nframes].caller_sec = sec;
+		frames[nframes].nest_level = GetCurrentTransactionNestLevel();
 		nframes++;
-		SetUserIdAndSecContext(herald_extension_owner(), sec | SECURITY_LOCAL_USERID_CHANGE);
+		SetUserIdAndSecContext(owner, sec | SECURITY_LOCAL_USERID_CHANGE);
 	}
-	else if ((event == FHET_END || event == FHET_ABORT) &&
-			 nframes > 0 && frames[nframes - 1].flinfo == flinfo)
+	else if (event == FHET_END || event == FHET_ABORT)
 	{
-		nframes--;
-		SetUserIdAndSecContext(frames[nframes].caller, frames[nframes].caller_sec);
+		/* this call's frame, and any a caught error left above it */
+		for (int i = nframes - 1; i >= 0; i--)
+			if (frames[i].flinfo == flinfo)
+			{
+				nframes = i;
+				SetUserIdAndSecContext(frames[i].caller, frames[i].caller_sec);
+				break;
+			}
 	}
 
 	if (prev_fmgr_hook)
@@ -176,6 +187,23 @@ api_xact_callback(XactEvent event, void *arg)
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PREPARE)
 		nframes = 0;
+}
+
+/*
+ * Nor does a subtransaction's abort: the calls that started in it are over
+ * (the abort restores the user they switched from).
+ */
+static void
+api_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					 SubTransactionId parentSubid, void *arg)
+{
+	int			level;
+
+	if (event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+	level = GetCurrentTransactionNestLevel();
+	while (nframes > 0 && frames[nframes - 1].nest_level >= level)
+		nframes--;
 }
 
 /*
@@ -219,4 +247,5 @@ herald_api_init(void)
 	prev_fmgr_hook = fmgr_hook;
 	fmgr_hook = api_fmgr_hook;
 	RegisterXactCallback(api_xact_callback, NULL);
+	RegisterSubXactCallback(api_subxact_callback, NULL);
 }

@@ -586,7 +586,8 @@ select_payloads(CaptureRule *rule, Oid relid, int op, bool builtin, Oid ext_owne
 	bool		timed_out;
 
 	*error = NULL;
-	if (rule->condition == NULL)
+	/* with other types than the built-in ones, rendering runs their output functions */
+	if (rule->condition == NULL && builtin)
 		return run_selection(rule, relid, op, builtin, ext_owner, sec_context);
 	*error = herald_run_limited(selection_step, &s, timeout, &timed_out);
 	if (*error == NULL)

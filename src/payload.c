@@ -120,23 +120,32 @@ push_string(JsonbParseState **state, JsonbIteratorToken token, const char *s)
 	(void) pushJsonbValue(state, token, &v);
 }
 
-/* Who owns a function? */
-static Oid
-function_owner(Oid fn)
+/*
+ * May the cast function fn render a value of type as json?  Only a
+ * superuser's function taking exactly that type (not a polymorphic one,
+ * which would need a call expression) and returning json.
+ */
+static bool
+trusted_cast(Oid fn, Oid type)
 {
 	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
-	Oid			owner;
+	Form_pg_proc proc;
+	bool		trusted;
 
 	if (!HeapTupleIsValid(tup))
 		elog(ERROR, "cache lookup failed for function %u", fn);
-	owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	trusted = proc->pronargs == 1 && proc->proargtypes.values[0] == type &&
+		proc->prorettype == JSONOID && !proc->proretset &&
+		superuser_arg(proc->proowner);
 	ReleaseSysCache(tup);
-	return owner;
+	return trusted;
 }
 
 /*
  * A value of a scalar type created after initdb: through its cast to json if
- * a superuser owns the cast's function, otherwise as its text output.
+ * that cast is a superuser's function of the type (trusted_cast), otherwise
+ * as its text output.
  */
 static void
 push_other(JsonbParseState **state, JsonbIteratorToken token, Datum value, Oid type)
@@ -146,7 +155,7 @@ push_other(JsonbParseState **state, JsonbIteratorToken token, Datum value, Oid t
 	bool		varlena;
 
 	if (find_coercion_pathway(JSONOID, type, COERCION_EXPLICIT, &cast) == COERCION_PATH_FUNC &&
-		OidIsValid(cast) && superuser_arg(function_owner(cast)))
+		OidIsValid(cast) && trusted_cast(cast, type))
 	{
 		char	   *json = TextDatumGetCString(OidFunctionCall1(cast, value));
 

@@ -426,9 +426,10 @@ herald_run_limited(herald_step step, void *arg, int timeout_ms, bool *timed_out)
 	for (int i = 0; i < nbefore; i++)
 		pin_lock(&before[i]);
 
-	deadline = start_clock(timeout_ms, outer);
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(caller);
+	/* armed only once nothing but the rule code can fail before it is stopped */
+	deadline = start_clock(timeout_ms, outer);
 	PG_TRY();
 	{
 		step(arg);

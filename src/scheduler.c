@@ -719,13 +719,16 @@ collect_evaluators(void)
 		pid_t		pid;
 		SchedRule  *r;
 
+		bool		stopped;
+
 		if (ev->rule_id == 0)
 			continue;
+		/* whether it stopped first: a result it writes just before exiting is seen */
+		stopped = GetBackgroundWorkerPid(ev->handle, &pid) == BGWH_STOPPED;
 		SpinLockAcquire(&herald_shared->mutex);
 		result = herald_shared->evaluator[i];
 		SpinLockRelease(&herald_shared->mutex);
-		if (!result.done &&
-			GetBackgroundWorkerPid(ev->handle, &pid) != BGWH_STOPPED)
+		if (!result.done && !stopped)
 			continue;
 
 		r = find_rule(rules, nrules, ev->rule_id, ev->created_at);
