@@ -345,6 +345,22 @@ herald_scheduler_attach(void)
 }
 
 /*
+ * A statement the workers run again and again: prepared once, kept for the
+ * life of the process.  SPI must be connected.
+ */
+SPIPlanPtr
+herald_prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not keep \"%s\"", sql);
+	return plan;
+}
+
+/*
  * Run step in its own transaction with SPI connected and a snapshot; for
  * the workers.  On error, log it, abort, and return false.
  */

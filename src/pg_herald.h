@@ -146,6 +146,8 @@ typedef struct HeraldPurge
 	int64		purged;
 } HeraldPurge;
 extern bool herald_in_transaction(const char *activity, herald_step step, void *arg);
+struct _SPI_plan;
+extern struct _SPI_plan *herald_prepare_kept(const char *sql, int nargs, Oid *argtypes);
 extern bool herald_try_transaction(const char *activity, herald_step step, void *arg,
 								   ErrorData **error);
 

@@ -71,19 +71,6 @@ static SPIPlanPtr purge_plan = NULL;
 static SPIPlanPtr silenced_purge_plan = NULL;
 static SPIPlanPtr notify_plan = NULL;
 
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "could not prepare a queue statement: %s",
-			 SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "could not keep a queue statement");
-	return plan;
-}
-
 /* The OID of extension pg_herald and its version (NULL if none), or InvalidOid. */
 static Oid
 find_extension(char **version)
@@ -314,7 +301,7 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 	MemoryContext old;
 
 	if (claim_plan == NULL)
-		claim_plan = prepare_kept(
+		claim_plan = herald_prepare_kept(
 								  "WITH " CHANNEL_CAPS_CTE ","
 								  " due AS ("
 								  "  SELECT q.id, q.next_attempt_at, caps.id AS channel_id, caps.cap FROM caps"
@@ -423,7 +410,7 @@ herald_queue_next_due(HeraldChannelUse *use)
 	Datum		d;
 
 	if (next_due_plan == NULL)
-		next_due_plan = prepare_kept(
+		next_due_plan = herald_prepare_kept(
 									 "WITH " CHANNEL_CAPS_CTE
 									 " SELECT ceil(extract(epoch FROM min(n.at) - clock_timestamp()) * 1000)::bigint"
 									 "   FROM caps CROSS JOIN LATERAL ("
@@ -458,7 +445,7 @@ herald_queue_purge(int limit)
 	int			retention[2] = {herald_retention, herald_dead_retention};
 
 	if (purge_plan == NULL)
-		purge_plan = prepare_kept(
+		purge_plan = herald_prepare_kept(
 								  "WITH gone AS ("
 								  "  DELETE FROM herald.delivery_queue d"
 								  "   WHERE d.id IN (SELECT f.id FROM herald.delivery_queue f"
@@ -491,7 +478,7 @@ herald_queue_purge(int limit)
 		int			ret;
 
 		if (silenced_purge_plan == NULL)
-			silenced_purge_plan = prepare_kept(
+			silenced_purge_plan = herald_prepare_kept(
 											   "DELETE FROM herald.event_log e"
 											   " WHERE e.id IN (SELECT s.id FROM herald.event_log s"
 											   "                 WHERE s.silenced_by IS NOT NULL"
@@ -570,7 +557,7 @@ send_notifications(HeraldOutcome *outcomes, int n)
 	if (k == 0)
 		return;
 	if (notify_plan == NULL)
-		notify_plan = prepare_kept("SELECT pg_notify(n.c, n.p) FROM unnest($1, $2) AS n(c, p)",
+		notify_plan = herald_prepare_kept("SELECT pg_notify(n.c, n.p) FROM unnest($1, $2) AS n(c, p)",
 								   2, argtypes);
 	args[0] = build_array(channels, NULL, k, TEXTOID);
 	args[1] = build_array(payloads, NULL, k, TEXTOID);
@@ -599,7 +586,7 @@ herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 	if (n == 0)
 		return;
 	if (record_plan == NULL)
-		record_plan = prepare_kept(
+		record_plan = herald_prepare_kept(
 								   "WITH r AS ("
 								   "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 								   "    AS r(id, status, http_status, error, latency_ms, response,"

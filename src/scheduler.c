@@ -421,17 +421,6 @@ next_time_result(int ret, const char *what)
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? 0 : DatumGetTimestampTz(d);
 }
-
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL || SPI_keepplan(plan) != 0)
-		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-	return plan;
-}
-
 static void
 evaluate_step(void *arg)
 {
@@ -446,7 +435,7 @@ evaluate_step(void *arg)
 		return;
 	}
 	if (evaluate_plan == NULL)
-		evaluate_plan = prepare_kept("SELECT herald._evaluate($1)", 1, argtypes);
+		evaluate_plan = herald_prepare_kept("SELECT herald._evaluate($1)", 1, argtypes);
 	args[0] = Int32GetDatum(e->rule_id);
 	e->timer_at = next_time_result(SPI_execute_plan(evaluate_plan, args, NULL, false, 1),
 								   psprintf("evaluate threshold rule %d", e->rule_id));
@@ -467,7 +456,7 @@ failed_step(void *arg)
 		return;
 	}
 	if (failed_plan == NULL)
-		failed_plan = prepare_kept("SELECT herald._evaluation_failed($1, $2)", 2, argtypes);
+		failed_plan = herald_prepare_kept("SELECT herald._evaluation_failed($1, $2)", 2, argtypes);
 	args[0] = Int32GetDatum(e->rule_id);
 	args[1] = CStringGetTextDatum(e->error);
 	e->timer_at = next_time_result(SPI_execute_plan(failed_plan, args, NULL, false, 1),
