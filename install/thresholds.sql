@@ -365,8 +365,12 @@ $$;
 
 -- Evaluate a threshold rule now and apply the result: called by the
 -- scheduler (or an evaluator), one transaction per evaluation.  Returns when
--- the rule's next timer falls due, or NULL.
-CREATE OR REPLACE FUNCTION herald._evaluate(rule_id integer) RETURNS timestamptz
+-- the rule's next timer falls due, or NULL.  With an error: the evaluation
+-- failed outside its metric (the scheduler saw the error, its transaction
+-- is gone), and that is recorded as the metric's failures are, every
+-- instance in state error, rule.error for those that were not.
+CREATE OR REPLACE FUNCTION herald._evaluate(rule_id integer, error text DEFAULT NULL)
+RETURNS timestamptz
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -378,28 +382,11 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    RETURN herald._apply_evaluation(r, herald._run_metric(r.id), now());
-END;
-$$;
-
--- An evaluation of the rule failed outside its metric (the scheduler saw
--- the error, its transaction is gone): record it as the metric's failures
--- are, every instance in state error, rule.error for those that were not.
-CREATE OR REPLACE FUNCTION herald._evaluation_failed(rule_id integer, error text)
-RETURNS timestamptz
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r herald.rule_defs;
-BEGIN
-    SELECT * INTO r FROM herald.rule_defs x
-     WHERE x.id = _evaluation_failed.rule_id AND x.kind = 'threshold' AND x.enabled;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    RETURN herald._apply_evaluation(r, ROW(NULL, NULL, _evaluation_failed.error, NULL)::herald._metric_result,
-                                    now());
+    RETURN herald._apply_evaluation(
+        r,
+        CASE WHEN _evaluate.error IS NULL THEN herald._run_metric(r.id)
+             ELSE ROW(NULL, NULL, _evaluate.error, NULL)::herald._metric_result END,
+        now());
 END;
 $$;
 

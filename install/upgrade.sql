@@ -121,3 +121,9 @@ UPDATE herald.rule_defs r
  WHERE EXISTS (SELECT 1 FROM pg_catalog.unnest(r.on_table || coalesce(r.watch, '{}')) AS t
                 WHERE t IS NOT NULL
                   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t));
+
+-------------------------------------------------------------------------------
+-- herald._evaluate() takes the error of an evaluation that failed outside
+-- its metric (a new signature: the old one goes)
+-------------------------------------------------------------------------------
+DROP FUNCTION herald._evaluate(integer);

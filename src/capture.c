@@ -79,6 +79,7 @@
 #include "utils/rls.h"
 #include "utils/syscache.h"
 #include "commands/event_trigger.h"
+#include "commands/extension.h"
 
 #include "pg_herald.h"
 
@@ -1027,6 +1028,10 @@ herald_on_sql_drop(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("herald._on_sql_drop() must be called as an sql_drop event trigger")));
 	if (!OidIsValid(herald_schema_oid(true)))
+		PG_RETURN_VOID();
+	/* pg_herald's own scripts drop and redefine its objects, no watched table */
+	if (creating_extension &&
+		CurrentExtensionObject == get_extension_oid(HERALD_EXTENSION, true))
 		PG_RETURN_VOID();
 
 	guc_level = NewGUCNestLevel();

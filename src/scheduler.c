@@ -456,7 +456,7 @@ failed_step(void *arg)
 		return;
 	}
 	if (failed_plan == NULL)
-		failed_plan = herald_prepare_kept("SELECT herald._evaluation_failed($1, $2)", 2, argtypes);
+		failed_plan = herald_prepare_kept("SELECT herald._evaluate($1, $2)", 2, argtypes);
 	args[0] = Int32GetDatum(e->rule_id);
 	args[1] = CStringGetTextDatum(e->error);
 	e->timer_at = next_time_result(SPI_execute_plan(failed_plan, args, NULL, false, 1),

@@ -46,7 +46,7 @@ SELECT (SELECT max(id) FROM herald.event_log), id, now() + interval '70 years'
 my ($ret, $stdout, $stderr) = $node->psql('postgres', 'ALTER EXTENSION pg_herald UPDATE');
 is($ret, 0, 'the update succeeds');
 my @warnings = ($stderr =~ /WARNING:  (.*)$/mg);
-is(scalar(@warnings), 13, 'one warning per value brought within its range');
+is(scalar(@warnings), 13, "one warning per value brought within its range") or diag(join "\n", @warnings);
 like($stderr, qr/WARNING:  channel "huge": timeout was outside its range \(100 milliseconds to 10 minutes\), set to the nearest bound$/m,
 	'the warning names the channel, the setting and the range');
 like($stderr, qr/WARNING:  rule "far": every was outside its range \(1 second to 366 days\), set to the nearest bound$/m,
