@@ -187,7 +187,7 @@ COMMENT ON FUNCTION herald.webhook_id(bigint) IS
     'The webhook-id header of a delivery: stable across its retries, unique across installations';
 
 CREATE OR REPLACE FUNCTION herald.flush(timeout interval DEFAULT '10 seconds') RETURNS boolean
-    VOLATILE STRICT LANGUAGE c
+    VOLATILE LANGUAGE c
     SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'herald_flush';
 COMMENT ON FUNCTION herald.flush(interval) IS

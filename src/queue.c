@@ -731,7 +731,7 @@ wait_for_evaluations(TimestampTz deadline)
 Datum
 herald_flush(PG_FUNCTION_ARGS)
 {
-	Interval   *timeout = PG_GETARG_INTERVAL_P(0);
+	Interval   *timeout;
 	int64		timeout_ms;
 	TimestampTz deadline;
 	int64		last_id;
@@ -754,9 +754,10 @@ herald_flush(PG_FUNCTION_ARGS)
 				 errmsg("herald.flush() cannot wait for work of the current transaction"),
 				 errhint("Commit the transaction first.")));
 
-	/* within range, the deadline is too */
-	herald_check_range("timeout", PG_GETARG_DATUM(0), false, INTERVALOID,
-					   "0", "1 hour", true, NULL);
+	/* within range, the deadline is too; NULL is refused, not "no answer" */
+	herald_check_range("timeout", PG_ARGISNULL(0) ? (Datum) 0 : PG_GETARG_DATUM(0),
+					   PG_ARGISNULL(0), INTERVALOID, "0", "1 hour", true, NULL);
+	timeout = PG_GETARG_INTERVAL_P(0);
 	timeout_ms = ((int64) timeout->month * DAYS_PER_MONTH + timeout->day) *
 		(USECS_PER_DAY / 1000) + timeout->time / 1000;
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
