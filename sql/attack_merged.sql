@@ -49,9 +49,50 @@ SELECT DISTINCT payload ->> 'error' AS error
    AND payload ->> 'error' LIKE '%used up%';
 SELECT type FROM herald.events WHERE rule = 'am-bob';
 
+-- Many metrics of one author, each just under herald.evaluation_slice:
+-- they share one slice per round of the scheduler, the rest go to alice's
+-- evaluator, and bob's rule due every second keeps its pace.
+SET ROLE herald_am_alice;
+CREATE FUNCTION am.slow_metric() RETURNS numeric LANGUAGE sql
+    AS $$ SELECT 1::numeric FROM pg_sleep(0.5) $$;
+SELECT count(*) FROM (
+    SELECT herald.on_threshold('am-metric-' || g, 'SELECT am.slow_metric()', '>', 5,
+                               ARRAY['am-bus'], every => '1 second', query_timeout => '2 s')
+      FROM generate_series(1, 8) AS g) AS d;
+RESET ROLE;
+SET ROLE herald_am_bob;
+SELECT herald.on_threshold('am-bob-metric', 'SELECT 1', '>', 5, ARRAY['am-bus'],
+                           every => '1 second');
+RESET ROLE;
+-- before: a round took 8 x 0.5 s, and bob's rule was evaluated every 4 s
+CREATE FUNCTION pg_temp.am_wait_bob(n int) RETURNS interval LANGUAGE plpgsql AS $$
+DECLARE
+    start timestamptz := clock_timestamp();
+    first timestamptz;
+BEGIN
+    LOOP
+        SELECT min(evaluated_at) INTO first FROM herald.evaluations
+         WHERE rule = 'am-bob-metric' AND evaluated_at > start;
+        EXIT WHEN first IS NOT NULL;
+        EXIT WHEN clock_timestamp() > start + interval '30 seconds';
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+    LOOP
+        EXIT WHEN (SELECT count(*) FROM herald.evaluations
+                    WHERE rule = 'am-bob-metric' AND evaluated_at >= first) >= n;
+        EXIT WHEN clock_timestamp() > start + interval '60 seconds';
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+    RETURN clock_timestamp() - first;
+END
+$$;
+SELECT pg_temp.am_wait_bob(5) < interval '8 seconds' AS bob_keeps_pace;
+SELECT count(*) FROM (SELECT herald.drop_rule('am-metric-' || g) FROM generate_series(1, 8) AS g) AS d;
+SELECT herald.drop_rule('am-bob-metric');
+
 -- clean up
 SET client_min_messages = warning;
-SELECT herald.drop_rule('am-slow-' || g) FROM generate_series(1, 20) AS g \gset
+SELECT count(*) FROM (SELECT herald.drop_rule('am-slow-' || g) FROM generate_series(1, 20) AS g) AS d;
 SELECT herald.drop_rule('am-bob');
 SELECT herald.drop_channel('am-bus');
 DROP SCHEMA am CASCADE;
