@@ -90,6 +90,19 @@ SELECT pg_temp.am_wait_bob(5) < interval '8 seconds' AS bob_keeps_pace;
 SELECT count(*) FROM (SELECT herald.drop_rule('am-metric-' || g) FROM generate_series(1, 8) AS g) AS d;
 SELECT herald.drop_rule('am-bob-metric');
 
+-- A grouped metric returning millions of keys would hold them all in the
+-- evaluating backend and make as many instances and events: past 10,000
+-- keys the evaluation fails, and its rule says so.
+SET ROLE herald_am_alice;
+SELECT herald.on_threshold('am-groups', 'SELECT g::text, 10 FROM generate_series(1, 5000000) AS g',
+                           '>', 5, ARRAY['am-bus'], every => '1 hour');
+RESET ROLE;
+SELECT herald.flush();
+SELECT state, error FROM herald.rules WHERE name = 'am-groups';
+SELECT count(*) AS instances FROM herald.rule_instances i
+  JOIN herald.rule_defs r ON r.id = i.rule_id WHERE r.name = 'am-groups' AND i.key <> '';
+SELECT herald.drop_rule('am-groups');
+
 -- clean up
 SET client_min_messages = warning;
 SELECT count(*) FROM (SELECT herald.drop_rule('am-slow-' || g) FROM generate_series(1, 20) AS g) AS d;
