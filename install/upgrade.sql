@@ -56,8 +56,9 @@ BEGIN
             ' WHERE NOT x.%2$I BETWEEN %3$L AND %4$L RETURNING x.name',
             r.tbl, r.col, r.low, r.high)
         LOOP
-            RAISE WARNING '% "%": % was outside its range (% to %), set to the nearest bound',
-                         r.what, v_name, r.col, r.low, r.high;
+            -- quoted as JSON: a name 0.1.0 accepted may hold a newline or be huge
+            RAISE WARNING '% %: % was outside its range (% to %), set to the nearest bound',
+                         r.what, to_jsonb(left(v_name, 200))::text, r.col, r.low, r.high;
         END LOOP;
     END LOOP;
 END;

@@ -61,8 +61,17 @@ SELECT herald.on_change('lim-stubborn', 'lim_orders', ARRAY['limits'], ARRAY['IN
                         condition => 'public.lim_stubborn()');
 RESET ROLE;
 -- past the limit the condition is cancelled: the write commits, the rule's
--- channels are told
+-- channels are told.  An owner's conditions share the limit for a
+-- statement (attack_merged.sql), so each of these runs in its own.
+SELECT herald.disable_rule('lim-raise-limit'), herald.disable_rule('lim-stubborn');
 INSERT INTO lim_orders VALUES (1, NULL);
+SELECT herald.disable_rule('lim-sleep'), herald.enable_rule('lim-raise-limit');
+DELETE FROM lim_orders WHERE id = 1;
+INSERT INTO lim_orders VALUES (1, NULL);
+SELECT herald.disable_rule('lim-raise-limit'), herald.enable_rule('lim-stubborn');
+DELETE FROM lim_orders WHERE id = 1;
+INSERT INTO lim_orders VALUES (1, NULL);
+SELECT herald.enable_rule('lim-sleep'), herald.enable_rule('lim-raise-limit');
 SELECT id FROM lim_orders ORDER BY id;
 SELECT * FROM lim_events('lim-sleep');
 SELECT * FROM lim_events('lim-raise-limit');

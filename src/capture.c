@@ -563,6 +563,15 @@ selection_step(void *arg)
 							  s->sec_context);
 }
 
+/* What is left of an owner's time for the conditions of one statement */
+typedef struct OwnerBudget
+{
+	Oid			owner;
+	int			timeout;		/* herald.condition_timeout, as armed */
+	TimestampTz deadline;
+	bool		started;		/* one of its conditions ran already */
+} OwnerBudget;
+
 /* Why a rule captured nothing, for record_rule_error() */
 typedef enum RuleFailure
 {
@@ -580,27 +589,68 @@ typedef enum RuleFailure
  */
 static Datum
 select_payloads(CaptureRule *rule, Oid relid, int op, bool builtin, Oid ext_owner,
-				int sec_context, char **error, RuleFailure *failure)
+				int sec_context, OwnerBudget *budget, char **error,
+				RuleFailure *failure)
 {
 	Selection	s = {rule, relid, op, builtin, ext_owner, sec_context, (Datum) 0};
-	int			timeout = condition_timeout;	/* the writer's, as armed */
+	long		left;
+	bool		shared;
 	bool		timed_out;
 
 	*error = NULL;
 	/* with other types than the built-in ones, rendering runs their output functions */
 	if (rule->condition == NULL && builtin)
 		return run_selection(rule, relid, op, builtin, ext_owner, sec_context);
-	*error = herald_run_limited(selection_step, &s, timeout, &timed_out);
-	if (*error == NULL)
-		return s.result;
+	shared = budget->started;
+	budget->started = true;
+	left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), budget->deadline);
+	if (left <= 0)
+		timed_out = true;
+	else
+	{
+		*error = herald_run_limited(selection_step, &s, (int) left, &timed_out);
+		if (*error == NULL)
+			return s.result;
+	}
 	*failure = CONDITION_FAILED;
 	if (timed_out)
 	{
 		*failure = CONDITION_TIMED_OUT;
-		*error = psprintf("the condition ran longer than herald.condition_timeout (%d ms)",
-						  timeout);
+		if (shared)
+			*error = psprintf("the conditions of the rule's owner used up herald.condition_timeout (%d ms) for this statement",
+							  budget->timeout);
+		else
+			*error = psprintf("the condition ran longer than herald.condition_timeout (%d ms)",
+							  budget->timeout);
 	}
 	return (Datum) 0;
+}
+
+/*
+ * The time the conditions of one owner may take for one statement: they
+ * share herald.condition_timeout (the writer's, as armed when the first
+ * of them starts), so that however many rules an author declares on a
+ * table, its writers wait at most that long per rule owner, and one
+ * owner's slow conditions never use another owner's time.
+ */
+static OwnerBudget *
+owner_budget(OwnerBudget **budgets, int *nbudgets, int *maxbudgets, Oid owner)
+{
+	for (int i = 0; i < *nbudgets; i++)
+		if ((*budgets)[i].owner == owner)
+			return &(*budgets)[i];
+	if (*nbudgets == *maxbudgets)
+	{
+		*maxbudgets = Max(4, *maxbudgets * 2);
+		*budgets = *budgets ? repalloc(*budgets, sizeof(OwnerBudget) * *maxbudgets) :
+			palloc(sizeof(OwnerBudget) * *maxbudgets);
+	}
+	(*budgets)[*nbudgets].owner = owner;
+	(*budgets)[*nbudgets].timeout = condition_timeout;
+	(*budgets)[*nbudgets].started = false;
+	(*budgets)[*nbudgets].deadline =
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), condition_timeout);
+	return &(*budgets)[(*nbudgets)++];
 }
 
 /* A rule that captured nothing is reported as an event on its channels. */
@@ -699,6 +749,9 @@ herald_capture(PG_FUNCTION_ARGS)
 	TableRules *entry;
 	int			guc_level;
 	bool		builtin;
+	OwnerBudget *budgets = NULL;
+	int			nbudgets = 0;
+	int			maxbudgets = 0;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
@@ -801,7 +854,9 @@ herald_capture(PG_FUNCTION_ARGS)
 							  OWNER_MAY_NOT_READ);
 			continue;
 		}
-		payloads = select_payloads(rule, relid, op, builtin, ext_owner, save_sec, &error, &failure);
+		payloads = select_payloads(rule, relid, op, builtin, ext_owner, save_sec,
+								   owner_budget(&budgets, &nbudgets, &maxbudgets, rule->owner),
+								   &error, &failure);
 		if (error)
 			record_rule_error(rule, relid, op, error, failure);
 		else if (payloads != (Datum) 0)
@@ -980,7 +1035,7 @@ void
 herald_define_capture_settings(void)
 {
 	DefineCustomIntVariable("herald.condition_timeout",
-							"Longest time a row rule's condition may run for the rows of one statement.",
+							"Longest time the conditions of one rule owner may run, together, for the rows of one statement.",
 							"Past it the condition is cancelled: the statement goes on, and the rule's channels receive a rule.error event.",
 							&condition_timeout,
 							50, 1, 3600 * 1000,

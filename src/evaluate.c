@@ -430,7 +430,8 @@ metric_step(void *arg)
 		enable_timeout_at(STATEMENT_TIMEOUT, run->deadline);
 	PG_TRY();
 	{
-		ret = SPI_execute(run->metric, true, run->grouped ? 0 : 2);
+		/* one row past the limit is enough to refuse: memory stays bounded */
+		ret = SPI_execute(run->metric, true, run->grouped ? HERALD_KEYS_MAX + 1 : 2);
 	}
 	PG_FINALLY();
 	{
@@ -462,6 +463,13 @@ metric_step(void *arg)
 				(errcode(ERRCODE_CARDINALITY_VIOLATION),
 				 errmsg("the metric returned more than one row"),
 				 errhint("A metric without a key column returns one row.")));
+
+	if (run->grouped && SPI_processed > HERALD_KEYS_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("the metric returned more than %d keys", HERALD_KEYS_MAX),
+				 errhint("A metric returns at most %d keys: group it more coarsely, or filter it.",
+						 HERALD_KEYS_MAX)));
 
 	old = MemoryContextSwitchTo(run->cxt);
 	run->n = run->grouped ? SPI_processed : 1;

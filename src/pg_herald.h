@@ -166,6 +166,7 @@ extern Oid	herald_invoker_id(void);
 /* evaluate.c */
 #define HERALD_WATCH_TRIGGER "herald_watch"
 #define HERALD_KEY_MAX 1000		/* bytes of a metric's key */
+#define HERALD_KEYS_MAX 10000	/* keys (rows) of a grouped metric */
 #define HERALD_RULE_ERROR_MAX 1000	/* characters of a rule's error kept */
 extern void herald_install_watch_hooks(void);
 

@@ -773,14 +773,46 @@ stop_evaluators(int code, Datum arg)
 			TerminateBackgroundWorker(evaluators[i].handle);
 }
 
+/* The scheduler's time one owner's rules took in this round, in ms. */
+typedef struct OwnerTime
+{
+	Oid			owner;
+	int64		used_ms;
+} OwnerTime;
+
+static OwnerTime *
+owner_time(OwnerTime **times, int *ntimes, int *maxtimes, Oid owner)
+{
+	for (int i = 0; i < *ntimes; i++)
+		if ((*times)[i].owner == owner)
+			return &(*times)[i];
+	if (*ntimes == *maxtimes)
+	{
+		*maxtimes = Max(8, *maxtimes * 2);
+		*times = *times ? repalloc(*times, sizeof(OwnerTime) * *maxtimes) :
+			palloc(sizeof(OwnerTime) * *maxtimes);
+	}
+	(*times)[*ntimes].owner = owner;
+	(*times)[*ntimes].used_ms = 0;
+	return &(*times)[(*ntimes)++];
+}
+
 /*
  * Evaluate every rule that is due, slow rules in evaluators; true when none
- * is left dirty or under evaluation.
+ * is left dirty or under evaluation.  The rules of one owner share one
+ * herald.evaluation_slice per round in the scheduler: many rules each just
+ * under the slice would otherwise hold up every other owner's rules by the
+ * sum of their times.  Past it, the owner's rules due in this round are
+ * handed to an evaluator (one per owner), as a rule that ran past the
+ * slice alone is.
  */
 static bool
 evaluate_due(void)
 {
 	bool		all_clean = true;
+	OwnerTime  *times = NULL;
+	int			ntimes = 0;
+	int			maxtimes = 0;
 
 	for (int i = 0; i < nrules; i++)
 	{
@@ -790,6 +822,8 @@ evaluate_due(void)
 		TimestampTz was_eval = r->last_eval;
 		bool		was_dirty = r->dirty;
 		EvalResult	res;
+		OwnerTime  *spent;
+		int64		left_ms;
 
 		CHECK_FOR_INTERRUPTS();
 		if (evaluator_of(r->id))
@@ -807,21 +841,38 @@ evaluate_due(void)
 			all_clean = false;	/* started below */
 			continue;
 		}
+		spent = owner_time(&times, &ntimes, &maxtimes, r->owner);
+		left_ms = herald_evaluation_slice - spent->used_ms;
+		if (left_ms <= 0)
+		{
+			/* its owner's share of this round is used: due as it is, for an evaluator */
+			r->slow = true;
+			all_clean = false;
+			continue;
+		}
 		r->dirty = false;
 		r->last_eval = now;
-		evaluate_rule(r->id, r->owner, installation, herald_evaluation_slice,
-					  herald_evaluation_slice + OVERRUN_GRACE_MS, &res);
+		evaluate_rule(r->id, r->owner, installation, left_ms,
+					  left_ms + OVERRUN_GRACE_MS, &res);
+		spent->used_ms += Max(res.duration_ms, 1);
 		if (res.skipped)
 		{
 			installation_changed = true;
+			if (times)
+				pfree(times);
 			return false;
 		}
 		if (res.deferred)
 		{
 			/* due as before, for an evaluator */
-			ereport(LOG,
-					(errmsg("threshold rule %d took longer than herald.evaluation_slice (%d ms): an evaluator evaluates it from now on",
-							r->id, herald_evaluation_slice)));
+			if (left_ms == herald_evaluation_slice)
+				ereport(LOG,
+						(errmsg("threshold rule %d took longer than herald.evaluation_slice (%d ms): an evaluator evaluates it from now on",
+								r->id, herald_evaluation_slice)));
+			else
+				ereport(LOG,
+						(errmsg("threshold rule %d and other rules of its owner took longer than herald.evaluation_slice (%d ms) in one round: an evaluator evaluates it from now on",
+								r->id, herald_evaluation_slice)));
 			r->slow = true;
 			r->dirty = was_dirty;
 			r->last_eval = was_eval;
@@ -836,8 +887,14 @@ evaluate_due(void)
 		 * loop, which the latch causes).
 		 */
 		if (rules_loaded && herald_shared->rules_version != loaded_version)
+		{
+			if (times)
+				pfree(times);
 			return false;
+		}
 	}
+	if (times)
+		pfree(times);
 	if (start_evaluators())
 		all_clean = false;
 	return all_clean;

@@ -27,7 +27,9 @@ INSERT INTO herald.channel_defs (name, kind, target, secret, max_attempts, retry
 VALUES ('huge', 'webhook', '$url/huge', herald.generate_secret(), 100000, '75 years',
         '300000 years', 5000, 0.00001, current_user),
        ('fine', 'webhook', '$url/fine', herald.generate_secret(), 8, '1 second', '15 seconds',
-        32, NULL, current_user);
+        32, NULL, current_user),
+       (E'spoof\nWARNING:  channel "fine": all is well', 'webhook', '$url/spoof',
+        herald.generate_secret(), 8, '1 second', '1 hour', 32, NULL, current_user);
 -- disabled: the point is its stored values, not its evaluations
 INSERT INTO herald.rule_defs (name, kind, owner, enabled, metric, grouped, op, threshold, every, pending_for,
                               repeat_every, min_interval, query_timeout, followup_after,
@@ -46,7 +48,9 @@ SELECT (SELECT max(id) FROM herald.event_log), id, now() + interval '70 years'
 my ($ret, $stdout, $stderr) = $node->psql('postgres', 'ALTER EXTENSION pg_herald UPDATE');
 is($ret, 0, 'the update succeeds');
 my @warnings = ($stderr =~ /WARNING:  (.*)$/mg);
-is(scalar(@warnings), 13, "one warning per value brought within its range") or diag(join "\n", @warnings);
+is(scalar(@warnings), 14, "one warning per value brought within its range") or diag(join "\n", @warnings);
+like($stderr, qr/: WARNING:  channel "spoof\\nWARNING:  channel \\"fine\\": all is well": timeout was outside/m,
+	'a name 0.1.0 accepted with a newline is quoted on one line');
 like($stderr, qr/WARNING:  channel "huge": timeout was outside its range \(100 milliseconds to 10 minutes\), set to the nearest bound$/m,
 	'the warning names the channel, the setting and the range');
 like($stderr, qr/WARNING:  rule "far": every was outside its range \(1 second to 366 days\), set to the nearest bound$/m,
