@@ -56,10 +56,10 @@ $(EXTENSION)--$(EXTVERSION).sql: install/schema.sql $(CODE_SQL) Makefile
 
 # The upgrade from the last release: what changed in its tables and what it
 # had that this version drops or redefines with another signature
-# (install/upgrade.sql), then the same code as a fresh install.  Released
-# scripts are frozen in install/released/; when this version is released,
-# this script joins them.
-$(EXTENSION)--0.1.0--$(EXTVERSION).sql: install/upgrade.sql $(CODE_SQL) Makefile
-	cat install/upgrade.sql $(CODE_SQL) > $@
+# (install/pg_herald--0.1.0--0.2.0.sql), then the same code as a fresh
+# install.  Released scripts are frozen in install/released/; when this
+# version is released, the script built here joins them.
+$(EXTENSION)--0.1.0--$(EXTVERSION).sql: install/$(EXTENSION)--0.1.0--$(EXTVERSION).sql $(CODE_SQL) Makefile
+	cat $< $(CODE_SQL) > $@
 
 $(OBJS): src/pg_herald.h

@@ -1,8 +1,9 @@
 /*
- * pg_herald upgrade from 0.1.0 to 0.2.0: the tables' changes and the
- * objects 0.2.0 drops or redefines with another signature.  The code that
- * follows it (functions, views, triggers, privileges) is the one a fresh
- * install runs; test/t/006_upgrade.pl compares both catalogs.
+ * pg_herald upgrade from 0.1.0 to 0.2.0, first part: the tables' changes
+ * and the objects 0.2.0 drops or redefines with another signature.  The
+ * Makefile appends the code (functions, views, triggers, privileges) a
+ * fresh install runs, to make the installed pg_herald--0.1.0--0.2.0.sql;
+ * test/t/006_upgrade.pl compares both catalogs.
  */
 \echo Use "ALTER EXTENSION pg_herald UPDATE" to load this file. \quit
 
