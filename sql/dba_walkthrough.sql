@@ -16,3 +16,13 @@ $$;
 SELECT herald.flush('-1 microsecond');
 SELECT herald.flush('1 hour 1 microsecond');
 SELECT herald.flush('0') IS NOT NULL AS answers;
+
+-- herald.decision_url is checked when set: an http(s) URL in one piece,
+-- with {{event_id}} in it
+ALTER SYSTEM SET herald.decision_url = 'not a url';
+ALTER SYSTEM SET herald.decision_url = 'ftp://intranet.example/{{event_id}}';
+ALTER SYSTEM SET herald.decision_url = 'https://intranet.example/decide?event=1';
+ALTER SYSTEM SET herald.decision_url = 'https://intranet.example/a b/{{event_id}}';
+ALTER SYSTEM SET herald.decision_url = 'https://intranet.example/decide?event={{event_id}}';
+ALTER SYSTEM SET herald.decision_url = '';
+ALTER SYSTEM RESET herald.decision_url;

@@ -516,6 +516,36 @@ herald_schema_oid(bool missing_ok)
 	return get_namespace_oid(HERALD_SCHEMA, missing_ok);
 }
 
+/*
+ * herald.decision_url: empty, or an http(s) URL, in one piece, with
+ * {{event_id}} where each follow-up's event goes.
+ */
+static bool
+check_decision_url(char **newval, void **extra, GucSource source)
+{
+	const char *url = *newval;
+
+	if (url == NULL || url[0] == '\0')
+		return true;
+	if (pg_strncasecmp(url, "http://", 7) != 0 && pg_strncasecmp(url, "https://", 8) != 0)
+	{
+		GUC_check_errdetail("The decision URL must start with http:// or https://.");
+		return false;
+	}
+	for (const char *c = url; *c; c++)
+		if ((unsigned char) *c <= ' ' || *c == 0x7f)
+		{
+			GUC_check_errdetail("The decision URL must not contain spaces or control characters.");
+			return false;
+		}
+	if (strstr(url, "{{event_id}}") == NULL)
+	{
+		GUC_check_errdetail("The decision URL must contain {{event_id}}, replaced by each follow-up's event id.");
+		return false;
+	}
+	return true;
+}
+
 static void
 herald_define_settings(void)
 {
@@ -598,7 +628,7 @@ herald_define_settings(void)
 							   "",
 							   PGC_SIGHUP,
 							   0,
-							   NULL, NULL, NULL);
+							   check_decision_url, NULL, NULL);
 
 	herald_define_network_settings();
 	herald_define_format_settings();
