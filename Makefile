@@ -22,6 +22,7 @@ OBJS = \
 	src/format_chat.o \
 	src/format_email.o \
 	src/signing.o \
+	src/links.o \
 	src/template.o \
 	src/limits.o \
 	src/evaluate.o \

@@ -1,3 +1,32 @@
+-- The event an answer is about: its episode's first event.  A reminder and
+-- an escalation stand for their rule.fired event, a follow-up and an
+-- announcement for the event they are about.  NULL when there is none.
+CREATE OR REPLACE FUNCTION herald._episode(event_id bigint) RETURNS herald.event_log
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e herald.event_log;
+    v_root bigint;
+BEGIN
+    SELECT x.* INTO e FROM herald.event_log x WHERE x.id = _episode.event_id;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    v_root := CASE WHEN e.type IN ('rule.reminder', 'rule.escalated')
+                   THEN (e.payload ->> 'fired_event_id')::bigint
+                   WHEN e.type IN ('decision.followup', 'decision.recorded')
+                   THEN e.about_event_id END;
+    IF v_root IS NOT NULL AND v_root <> e.id THEN
+        SELECT x.* INTO e FROM herald.event_log x WHERE x.id = v_root;
+        IF NOT FOUND THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    RETURN e;
+END;
+$$;
+
 -- The event, with a clear error when there is none, or when the caller may
 -- not answer it: the rule's owner (and its members) and herald_admin may.
 CREATE OR REPLACE FUNCTION herald._event(event_id bigint) RETURNS herald.event_log
@@ -5,11 +34,10 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    e herald.event_log;
+    e herald.event_log := herald._episode(_event.event_id);
     v_owner regrole;
 BEGIN
-    SELECT x.* INTO e FROM herald.event_log x WHERE x.id = _event.event_id;
-    IF NOT FOUND THEN
+    IF e.id IS NULL THEN
         RAISE EXCEPTION 'event % does not exist', coalesce(_event.event_id::text, 'NULL')
             USING ERRCODE = 'undefined_object',
                   HINT = 'Event ids are in herald.events and in every message pg_herald sends.';
@@ -23,17 +51,99 @@ BEGIN
                                 ELSE format('Only the owner of its rule (%s), the roles that are members of it, and members of herald_admin may answer it.', v_owner) END,
                   HINT = 'Ask the rule''s owner to grant you its role, or an administrator to record the answer.';
     END IF;
-    -- a reminder stands for its episode: answers go to the rule.fired event
-    IF e.type = 'rule.reminder' AND e.payload ? 'fired_event_id' THEN
-        SELECT x.* INTO e FROM herald.event_log x
-         WHERE x.id = (e.payload ->> 'fired_event_id')::bigint;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'event % does not exist', _event.event_id
-                USING ERRCODE = 'undefined_object',
-                      DETAIL = 'It reminds of an event that has been purged.';
-        END IF;
-    END IF;
     RETURN e;
+END;
+$$;
+
+-- The label of a message's action number: a rule's choices are 1..n;
+-- without choices, 1 acknowledges and 2 records a decision.  NULL when the
+-- rule no longer offers it.
+CREATE OR REPLACE FUNCTION herald._action_label(choices text[], action integer) RETURNS text
+LANGUAGE sql IMMUTABLE
+RETURN CASE WHEN choices IS NULL
+            THEN (ARRAY['Acknowledge', 'Record a decision'])[action]
+            ELSE choices[action] END;
+
+-- Record an acknowledgement or a decision about an episode (e, its first
+-- event), for every way one arrives: herald.acknowledge() and
+-- herald.decide() (identified_by 'sql'), a decision page's form ('link')
+-- and a Slack button ('slack').  An acknowledgement stops the episode's
+-- reminders; a decision its follow-ups.  Then decision.recorded goes to
+-- the rule's channels (or, with announce_decisions off, to the Slack
+-- channel whose message is updated only).  request_key makes a repeated
+-- request record nothing: NULL is returned then.
+CREATE OR REPLACE FUNCTION herald._record_decision(
+    e herald.event_log, kind text, decision text, decided_by text, recorded_by name,
+    identified_by text, choice text DEFAULT NULL, note text DEFAULT NULL,
+    action text DEFAULT NULL, action_owner text DEFAULT NULL, action_due date DEFAULT NULL,
+    actor_id text DEFAULT NULL, channel_id integer DEFAULT NULL,
+    request_key text DEFAULT NULL, response_url text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r herald.rule_defs;
+    d herald.decision_log;
+    v_channel text;
+BEGIN
+    IF kind = 'decision' AND (decision IS NULL OR btrim(decision) = '') THEN
+        RAISE EXCEPTION 'a decision must not be empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Say what was decided, for example ''no action: seasonal peak''.';
+    END IF;
+    IF decided_by IS NULL OR btrim(decided_by) = '' THEN
+        RAISE EXCEPTION 'decided_by must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM herald._check_range('action_due', action_due, '2000-01-01', '2999-12-31');
+    INSERT INTO herald.decision_log AS x (event_id, kind, decision, action, note, decided_by,
+                                          recorded_by, choice, identified_by, actor_id,
+                                          channel_id, action_owner, action_due, request_key,
+                                          response_url)
+    VALUES (e.id, kind, nullif(btrim(decision), ''), nullif(btrim(action), ''),
+            nullif(btrim(note), ''), left(decided_by, 200), recorded_by, choice, identified_by,
+            actor_id, channel_id, nullif(btrim(action_owner), ''), action_due, request_key,
+            response_url)
+    ON CONFLICT ON CONSTRAINT decision_log_request_key_key DO NOTHING
+    RETURNING x.* INTO d;
+    IF d.id IS NULL THEN
+        RETURN NULL;            -- this request was recorded already
+    END IF;
+
+    IF kind = 'acknowledgement' THEN
+        -- the threshold episode reminds no more
+        UPDATE herald.rule_instances i
+           SET acknowledged_at = coalesce(i.acknowledged_at, now()),
+               next_check_at = CASE WHEN i.state = 'pending' THEN i.next_check_at END
+         WHERE i.rule_id = e.rule_id AND i.firing_since IS NOT NULL
+           AND i.fired_event_id = e.id;
+    END IF;
+
+    SELECT x.* INTO r FROM herald.rule_defs x WHERE x.id = e.rule_id;
+    IF r.id IS NOT NULL AND (r.announce_decisions OR response_url IS NOT NULL) THEN
+        SELECT c.name INTO v_channel FROM herald.channel_defs c WHERE c.id = d.channel_id;
+        PERFORM herald._emit(r.id, 'decision.recorded', jsonb_strip_nulls(jsonb_build_object(
+                    'about_event_id', e.id,
+                    'about_type', e.type,
+                    'about_created_at', e.created_at,
+                    'key', e.payload -> 'key',
+                    'decision_id', d.id,
+                    'kind', d.kind,
+                    'choice', d.choice,
+                    'decision', d.decision,
+                    'note', d.note,
+                    'action', d.action,
+                    'action_owner', d.action_owner,
+                    'action_due', d.action_due,
+                    'decided_by', d.decided_by,
+                    'identified_by', d.identified_by,
+                    'decided_at', d.decided_at,
+                    'channel', v_channel)),
+                 e.id,
+                 CASE WHEN NOT r.announce_decisions THEN ARRAY[d.channel_id] END);
+    END IF;
+    RETURN d.id;
 END;
 $$;
 
@@ -41,52 +151,119 @@ CREATE OR REPLACE FUNCTION herald.acknowledge(event_id bigint, note text DEFAULT
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    e herald.event_log := herald._event(acknowledge.event_id);
-    v_id bigint;
 BEGIN
-    INSERT INTO herald.decision_log (event_id, kind, note, decided_by, recorded_by)
-    VALUES (e.id, 'acknowledgement', acknowledge.note, herald._invoker(), herald._invoker())
-    RETURNING id INTO v_id;
-    -- the threshold episode the event belongs to reminds no more
-    UPDATE herald.rule_instances i
-       SET acknowledged_at = coalesce(i.acknowledged_at, now()),
-           next_check_at = CASE WHEN i.state = 'pending' THEN i.next_check_at END
-     WHERE i.rule_id = e.rule_id AND i.firing_since IS NOT NULL
-       AND i.fired_event_id = coalesce((e.payload ->> 'fired_event_id')::bigint, e.id);
-    RETURN v_id;
+    RETURN herald._record_decision(herald._event(acknowledge.event_id), 'acknowledgement', NULL,
+                                   herald._invoker()::text, herald._invoker()::text, 'sql',
+                                   note => acknowledge.note);
 END;
 $$;
 COMMENT ON FUNCTION herald.acknowledge(bigint, text) IS
     'Record that someone saw an event; a firing threshold episode stops reminding';
 
+-- decision may be left NULL when a choice is given: the choice says it.
 CREATE OR REPLACE FUNCTION herald.decide(event_id bigint, decision text, action text DEFAULT NULL,
-                              decided_by text DEFAULT current_user)
+                              decided_by text DEFAULT current_user, choice text DEFAULT NULL,
+                              action_owner text DEFAULT NULL, action_due date DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     e herald.event_log := herald._event(decide.event_id);
-    v_id bigint;
+    v_choices text[];
 BEGIN
-    IF decide.decision IS NULL OR btrim(decide.decision) = '' THEN
-        RAISE EXCEPTION 'a decision must not be empty'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Say what was decided, for example ''no action: seasonal peak''.';
+    IF decide.choice IS NOT NULL THEN
+        SELECT r.choices INTO v_choices FROM herald.rule_defs r WHERE r.id = e.rule_id;
+        IF v_choices IS NULL OR NOT decide.choice = ANY (v_choices) THEN
+            RAISE EXCEPTION 'rule "%" offers no choice "%"', e.rule, left(decide.choice, 100)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = CASE WHEN v_choices IS NULL THEN 'The rule was declared without choices.'
+                                  ELSE format('Its choices are %s.', array_to_string(v_choices, ', ')) END;
+        END IF;
     END IF;
-    IF decide.decided_by IS NULL OR btrim(decide.decided_by) = '' THEN
-        RAISE EXCEPTION 'decided_by must not be empty'
-            USING ERRCODE = 'invalid_parameter_value';
+    RETURN herald._record_decision(e, 'decision', coalesce(decide.decision, decide.choice),
+                                   decide.decided_by, herald._invoker()::text, 'sql',
+                                   choice => decide.choice, action => decide.action,
+                                   action_owner => decide.action_owner,
+                                   action_due => decide.action_due);
+END;
+$$;
+COMMENT ON FUNCTION herald.decide(bigint, text, text, text, text, text, date) IS
+    'Record what was decided about an event (several decisions per event are kept)';
+
+-- Signed links (links.c) ---------------------------------------------------
+
+CREATE OR REPLACE FUNCTION herald._link(key_id integer, key bytea, event_id bigint, action integer,
+                                        channel_id integer, recipient text) RETURNS text
+    VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_link_sql';
+CREATE OR REPLACE FUNCTION herald._link_base() RETURNS text
+    STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_link_base_sql';
+-- Run by the HTTP worker's role, which may not read the keys itself.
+CREATE OR REPLACE FUNCTION herald._link_check(token text,
+    OUT status text, OUT key_id integer, OUT event_id bigint, OUT action integer,
+    OUT channel_id integer, OUT recipient text, OUT expires_at timestamptz)
+    STABLE SECURITY DEFINER LANGUAGE c
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'herald_link_check_sql';
+
+-- A new key signs the links of messages from now on.  The previous keys
+-- keep opening the links they signed until those expire
+-- (herald.link_lifetime), unless revoke is true: then every link sent so
+-- far stops opening at once.
+CREATE OR REPLACE FUNCTION herald.rotate_link_key(revoke boolean DEFAULT false) RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_id integer;
+BEGIN
+    PERFORM herald._require_admin('rotate the link key');
+    IF rotate_link_key.revoke THEN
+        DELETE FROM herald.link_keys;
+    ELSE
+        UPDATE herald.link_keys k SET retired_at = now() WHERE k.retired_at IS NULL;
+        -- keys whose every link has expired go
+        DELETE FROM herald.link_keys k
+         WHERE k.retired_at < now() - current_setting('herald.link_lifetime')::interval;
     END IF;
-    INSERT INTO herald.decision_log (event_id, kind, decision, action, decided_by, recorded_by)
-    VALUES (e.id, 'decision', decide.decision, decide.action, decide.decided_by, herald._invoker())
+    INSERT INTO herald.link_keys (secret)
+    VALUES (decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex'))
     RETURNING id INTO v_id;
     RETURN v_id;
 END;
 $$;
-COMMENT ON FUNCTION herald.decide(bigint, text, text, text) IS
-    'Record what was decided about an event (several decisions per event are kept)';
+COMMENT ON FUNCTION herald.rotate_link_key(boolean) IS
+    'Sign links with a new key; old links keep opening until they expire, unless revoked';
+
+-- The actions a message about event e offers on channel c: one signed link
+-- each (herald._link(), links.c), as [{"id", "label", "url"}], or NULL when
+-- the event awaits no decision or no public URL is set.  Messages about a
+-- firing episode (fired, escalated, reminders, follow-ups) offer them, and
+-- row events of rules with choices or follow-ups.  The recipient a link
+-- names is the address of a single-recipient email channel, otherwise ''
+-- (whoever reads the channel).
+CREATE OR REPLACE FUNCTION herald._actions(e herald.event_log, r herald.rule_defs,
+                                           c herald.channel_defs, key_id integer, key bytea)
+RETURNS jsonb
+LANGUAGE sql VOLATILE   -- each link expires herald.link_lifetime from now
+SET search_path = pg_catalog, pg_temp
+RETURN CASE WHEN key_id IS NOT NULL AND herald._link_base() IS NOT NULL AND r.id IS NOT NULL
+             AND (e.type IN ('rule.fired', 'rule.escalated', 'rule.reminder', 'decision.followup')
+                  OR (e.type LIKE 'row.%' AND (r.choices IS NOT NULL OR r.followup_after IS NOT NULL)))
+        THEN (SELECT jsonb_agg(jsonb_build_object(
+                         'id', CASE WHEN r.choices IS NOT NULL THEN 'choice-' || a
+                                    WHEN a = 1 THEN 'acknowledge' ELSE 'decide' END,
+                         'label', herald._action_label(r.choices, a),
+                         'url', herald._link(key_id, key,
+                                             coalesce(CASE WHEN e.type IN ('rule.reminder', 'rule.escalated')
+                                                           THEN (e.payload ->> 'fired_event_id')::bigint END,
+                                                      e.about_event_id, e.id),
+                                             a, c.id,
+                                             CASE WHEN c.kind = 'email' AND cardinality(c.recipients) = 1
+                                                  THEN c.recipients[1] ELSE '' END))
+                         ORDER BY a)
+                FROM generate_series(1, coalesce(cardinality(r.choices), 2)) AS a)
+        END;
 
 -- When the next follow-up about an event is due: followup_after after the
 -- event, then every followup_every after the last one; NULL when no more
@@ -212,7 +389,7 @@ SELECT t.event_id, t.at, t.kind, t.detail
     SELECT f.about_event_id, f.created_at, 'followup',
            'asked what was decided' || CASE WHEN f.silenced_by IS NOT NULL THEN ' (silenced)' ELSE '' END
       FROM herald.event_log f
-     WHERE f.about_event_id IS NOT NULL
+     WHERE f.about_event_id IS NOT NULL AND f.type = 'decision.followup'
     UNION ALL
     SELECT d.event_id, d.decided_at, d.kind,
            CASE WHEN d.kind = 'decision'
@@ -249,7 +426,7 @@ BEGIN ATOMIC
             SELECT min(d.decided_at) FILTER (WHERE d.kind = 'acknowledgement') AS first_ack,
                    min(d.decided_at) FILTER (WHERE d.kind = 'decision') AS first_decision,
                    (SELECT count(*) FROM herald.event_log x
-                     WHERE x.about_event_id = e.id) AS followups
+                     WHERE x.about_event_id = e.id AND x.type = 'decision.followup') AS followups
               FROM herald.decision_log d WHERE d.event_id = e.id) f
      WHERE e.created_at >= decision_report.since AND e.created_at < decision_report.until
        -- the caller's rules, or all of them for herald_admin

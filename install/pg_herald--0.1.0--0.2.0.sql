@@ -129,3 +129,51 @@ UPDATE herald.rule_defs r
 -- its metric (a new signature: the old one goes)
 -------------------------------------------------------------------------------
 DROP FUNCTION herald._evaluate(integer);
+
+-------------------------------------------------------------------------------
+-- Deciding from the message: choices per rule, Slack interactivity, decisions
+-- recorded from links and Slack, the keys that sign links.  The functions
+-- that take the new parameters have new signatures: the old ones go (the
+-- BEGIN ATOMIC wrapper first, it depends on what it calls).
+-------------------------------------------------------------------------------
+ALTER TABLE herald.channel_defs ADD COLUMN slack_signing_secret text;
+-- SQL-standard functions on the row type keep the table from changing
+DROP FUNCTION herald._sync_rule_triggers(herald.rule_defs);
+DROP FUNCTION herald._threshold_payload(herald.rule_defs, herald.rule_instances, herald.rule_instances);
+DROP FUNCTION herald._meeting(herald.rule_defs, text, herald.rule_instances);
+ALTER TABLE herald.rule_defs
+    ADD COLUMN choices text[] CHECK (cardinality(choices) BETWEEN 1 AND 10),
+    ADD COLUMN announce_decisions boolean NOT NULL DEFAULT true;
+ALTER TABLE herald.decision_log
+    ADD COLUMN choice        text,
+    ADD COLUMN identified_by text NOT NULL DEFAULT 'sql' CHECK (identified_by IN ('sql', 'link', 'slack')),
+    ADD COLUMN actor_id      text,
+    ADD COLUMN channel_id    integer,
+    ADD COLUMN action_owner  text,
+    ADD COLUMN action_due    date,
+    ADD COLUMN request_key   text UNIQUE,
+    ADD COLUMN response_url  text;
+
+CREATE TABLE herald.link_keys (
+    id          serial PRIMARY KEY,
+    secret      bytea NOT NULL CHECK (length(secret) = 32),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    retired_at  timestamptz
+);
+COMMENT ON TABLE herald.link_keys IS 'Keys that sign the links of messages; readable by the workers only';
+INSERT INTO herald.link_keys (secret)
+    SELECT pg_catalog.decode(pg_catalog.replace(pg_catalog.gen_random_uuid()::text || pg_catalog.gen_random_uuid()::text, '-', ''), 'hex');
+
+DROP FUNCTION herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text,
+                                  numeric, numeric, interval, interval, interval, text, interval,
+                                  interval, interval, interval);
+DROP FUNCTION herald._declare_threshold(text, text, text, numeric, text[], regclass[], interval,
+                                        text, numeric, numeric, interval, interval, interval, text,
+                                        interval, interval, interval, interval, text);
+DROP FUNCTION herald.on_change(text, regclass, text[], text[], text, text, interval, interval);
+DROP FUNCTION herald.create_channel(text, text, text, text, integer, interval, interval, jsonb,
+                                    double precision, integer, text[], text, text);
+DROP FUNCTION herald.alter_channel(text, text, text, integer, interval, interval, jsonb,
+                                   double precision, integer, text[], text, text, boolean, interval);
+DROP FUNCTION herald.decide(bigint, text, text, text);
+DROP FUNCTION herald._emit(integer, text, jsonb, bigint);

@@ -256,6 +256,18 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
+    IF c.slack_signing_secret IS NOT NULL THEN
+        IF c.kind <> 'slack' THEN
+            RAISE EXCEPTION 'slack_signing_secret is a setting of slack channels'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF c.slack_signing_secret !~ '^[[:alnum:]]{16,128}$' THEN
+            RAISE EXCEPTION 'a Slack signing secret is 16 to 128 letters and digits'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Copy it from the app''s "Basic Information" page, "App Credentials".';
+        END IF;
+    END IF;
+
     -- the ranges keep the lease (now() + timeout), the backoff and the
     -- rate's token bucket in range
     PERFORM herald._check_range('max_attempts', c.max_attempts, '1', '100', required => true);
@@ -310,7 +322,8 @@ CREATE OR REPLACE FUNCTION herald.create_channel(
     max_concurrency integer DEFAULT 32,
     recipients   text[] DEFAULT NULL,
     sender       text DEFAULT NULL,
-    subject      text DEFAULT NULL)
+    subject      text DEFAULT NULL,
+    slack_signing_secret text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -342,17 +355,18 @@ BEGIN
     c.recipients := create_channel.recipients;
     c.sender := create_channel.sender;
     c.subject := create_channel.subject;
+    c.slack_signing_secret := create_channel.slack_signing_secret;
     PERFORM herald._check_channel(c);
 
     INSERT INTO herald.channel_defs (name, kind, target, secret, headers, recipients, sender, subject,
                                  max_attempts, retry_delay, timeout, rate_limit, max_concurrency,
-                                 created_by)
+                                 created_by, slack_signing_secret)
     VALUES (c.name, c.kind, c.target, c.secret, c.headers, c.recipients, c.sender, c.subject,
             c.max_attempts, c.retry_delay, c.timeout, c.rate_limit, c.max_concurrency,
-            herald._invoker());
+            herald._invoker(), c.slack_signing_secret);
 END;
 $$;
-COMMENT ON FUNCTION herald.create_channel(text, text, text, text, integer, interval, interval, jsonb, double precision, integer, text[], text, text) IS
+COMMENT ON FUNCTION herald.create_channel(text, text, text, text, integer, interval, interval, jsonb, double precision, integer, text[], text, text, text) IS
     'Create a channel: a destination and its delivery policy';
 
 -- NULL leaves a setting as it is.  A new secret of a webhook channel starts
@@ -372,7 +386,8 @@ CREATE OR REPLACE FUNCTION herald.alter_channel(
     sender       text DEFAULT NULL,
     subject      text DEFAULT NULL,
     enabled      boolean DEFAULT NULL,
-    rotation     interval DEFAULT '1 day')
+    rotation     interval DEFAULT '1 day',
+    slack_signing_secret text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -401,6 +416,9 @@ BEGIN
     c.recipients := coalesce(alter_channel.recipients, c.recipients);
     c.sender := coalesce(alter_channel.sender, c.sender);
     c.subject := coalesce(alter_channel.subject, c.subject);
+    -- '' turns Slack interactivity off
+    c.slack_signing_secret := CASE WHEN alter_channel.slack_signing_secret = '' THEN NULL
+                                   ELSE coalesce(alter_channel.slack_signing_secret, c.slack_signing_secret) END;
     PERFORM herald._check_channel(c);
 
     IF c.kind = 'webhook' AND c.secret IS DISTINCT FROM v_old.secret THEN
@@ -417,11 +435,12 @@ BEGIN
            retry_delay = c.retry_delay, timeout = c.timeout, headers = c.headers,
            rate_limit = c.rate_limit, max_concurrency = c.max_concurrency,
            recipients = c.recipients, sender = c.sender, subject = c.subject,
-           enabled = c.enabled, disabled_reason = c.disabled_reason
+           enabled = c.enabled, disabled_reason = c.disabled_reason,
+           slack_signing_secret = c.slack_signing_secret
      WHERE x.id = c.id;
 END;
 $$;
-COMMENT ON FUNCTION herald.alter_channel(text, text, text, integer, interval, interval, jsonb, double precision, integer, text[], text, text, boolean, interval) IS
+COMMENT ON FUNCTION herald.alter_channel(text, text, text, integer, interval, interval, jsonb, double precision, integer, text[], text, text, boolean, interval, text) IS
     'Change a channel''s settings; a new webhook secret starts a rotation during which both sign';
 
 CREATE OR REPLACE FUNCTION herald.test_channel(name text) RETURNS bigint
@@ -608,6 +627,43 @@ BEGIN
 END;
 $$;
 
+-- The answers a rule offers in its messages: 1 to 10 labels of 1 to 80
+-- characters, distinct; each becomes a button.
+CREATE OR REPLACE FUNCTION herald._check_choices(choices text[], announce_decisions boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_choice text;
+BEGIN
+    IF announce_decisions IS NULL THEN
+        RAISE EXCEPTION 'announce_decisions must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF choices IS NULL THEN
+        RETURN;
+    END IF;
+    IF cardinality(choices) NOT BETWEEN 1 AND 10 OR array_ndims(choices) <> 1 THEN
+        RAISE EXCEPTION 'a rule offers 1 to 10 choices, not %', cardinality(choices)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave choices NULL to offer "Acknowledge" and "Record a decision".';
+    END IF;
+    FOREACH v_choice IN ARRAY choices LOOP
+        IF v_choice IS NULL OR btrim(v_choice) = '' OR char_length(v_choice) > 80
+           OR v_choice <> btrim(v_choice) OR v_choice ~ '[\x01-\x1f\x7f]' THEN
+            RAISE EXCEPTION 'invalid choice "%"', left(coalesce(v_choice, 'NULL'), 100)
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'A choice is a label of 1 to 80 characters, without leading or trailing spaces or control characters.';
+        END IF;
+    END LOOP;
+    IF (SELECT count(DISTINCT lower(c)) FROM unnest(choices) c) <> cardinality(choices) THEN
+        RAISE EXCEPTION 'choices must be distinct'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END;
+$$;
+
 -- Follow-ups: after a delay, and again every so often if asked to.
 CREATE OR REPLACE FUNCTION herald._check_followups(followup_after interval, followup_every interval)
 RETURNS void
@@ -691,7 +747,9 @@ CREATE OR REPLACE FUNCTION herald.on_change(
     condition  text DEFAULT NULL,
     message    text DEFAULT NULL,
     followup_after interval DEFAULT NULL,
-    followup_every interval DEFAULT NULL)
+    followup_every interval DEFAULT NULL,
+    choices    text[] DEFAULT NULL,
+    announce_decisions boolean DEFAULT true)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -732,12 +790,13 @@ BEGIN
     PERFORM herald._check_condition(on_change.on_table, on_change.condition);
     PERFORM herald._check_template(on_change.message, 'row', on_change.on_table);
     PERFORM herald._check_followups(on_change.followup_after, on_change.followup_every);
+    PERFORM herald._check_choices(on_change.choices, on_change.announce_decisions);
 
     INSERT INTO herald.rule_defs (name, kind, owner, on_table, operations, condition, message,
-                                  followup_after, followup_every)
+                                  followup_after, followup_every, choices, announce_decisions)
     VALUES (on_change.name, 'row', herald._invoker(), on_change.on_table, v_ops,
             on_change.condition, on_change.message, on_change.followup_after,
-            on_change.followup_every)
+            on_change.followup_every, on_change.choices, on_change.announce_decisions)
     RETURNING id INTO v_id;
     INSERT INTO herald.rule_channels (rule_id, channel_id)
     SELECT v_id, unnest(v_channel_ids);
@@ -745,7 +804,7 @@ BEGIN
     PERFORM herald._sync_triggers(on_change.on_table);
 END;
 $$;
-COMMENT ON FUNCTION herald.on_change(text, regclass, text[], text[], text, text, interval, interval) IS
+COMMENT ON FUNCTION herald.on_change(text, regclass, text[], text[], text, text, interval, interval, text[], boolean) IS
     'Declare a row rule: matching committed row changes become events on the given channels';
 
 -- A rule the invoker may change: its own (or its role's), or any for

@@ -29,6 +29,11 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'herald_admin') THEN
         CREATE ROLE herald_admin NOLOGIN;
     END IF;
+    -- the HTTP worker's role: it records decisions through the functions
+    -- granted to it below, and may do nothing else
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'herald_http') THEN
+        CREATE ROLE herald_http NOLOGIN;
+    END IF;
     IF NOT pg_catalog.pg_has_role('herald_admin', 'herald_author', 'MEMBER') THEN
         GRANT herald_author TO herald_admin;
     END IF;
@@ -37,9 +42,9 @@ $$;
 
 -- From nothing, so that an upgrade ends with the same privileges as a fresh
 -- install.
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA herald FROM PUBLIC, herald_author, herald_admin;
-REVOKE ALL ON ALL TABLES IN SCHEMA herald FROM PUBLIC, herald_author, herald_admin;
-REVOKE ALL ON ALL SEQUENCES IN SCHEMA herald FROM PUBLIC, herald_author, herald_admin;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA herald FROM PUBLIC, herald_author, herald_admin, herald_http;
+REVOKE ALL ON ALL TABLES IN SCHEMA herald FROM PUBLIC, herald_author, herald_admin, herald_http;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA herald FROM PUBLIC, herald_author, herald_admin, herald_http;
 
 GRANT USAGE ON SCHEMA herald TO herald_author, herald_admin;
 
@@ -49,10 +54,10 @@ GRANT SELECT ON herald.rules, herald.events, herald.deliveries, herald.attempts,
     TO herald_author;
 
 GRANT EXECUTE ON FUNCTION
-    herald.on_change(text, regclass, text[], text[], text, text, interval, interval),
+    herald.on_change(text, regclass, text[], text[], text, text, interval, interval, text[], boolean),
     herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text, numeric,
                         numeric, interval, interval, interval, text, interval, interval, interval,
-                        interval),
+                        interval, text[], boolean),
     herald.preview(text),
     herald.silence(text, timestamptz, text),
     herald.unsilence(text),
@@ -61,7 +66,7 @@ GRANT EXECUTE ON FUNCTION
     herald.disable_rule(text),
     herald.flush(interval),
     herald.acknowledge(bigint, text),
-    herald.decide(bigint, text, text, text),
+    herald.decide(bigint, text, text, text, text, text, date),
     herald.decision_report(timestamptz, timestamptz),
     herald.webhook_id(bigint),
     herald.webhook_signature(text, bigint, text, text),
@@ -74,13 +79,19 @@ GRANT EXECUTE ON FUNCTION
 GRANT SELECT ON ALL TABLES IN SCHEMA herald TO herald_admin;
 GRANT EXECUTE ON FUNCTION
     herald.create_channel(text, text, text, text, integer, interval, interval, jsonb,
-                          double precision, integer, text[], text, text),
+                          double precision, integer, text[], text, text, text),
     herald.alter_channel(text, text, text, integer, interval, interval, jsonb,
-                         double precision, integer, text[], text, text, boolean, interval),
+                         double precision, integer, text[], text, text, boolean, interval, text),
     herald.drop_channel(text),
     herald.test_channel(text),
-    herald.redeliver(bigint)
+    herald.redeliver(bigint),
+    herald.rotate_link_key(boolean)
     TO herald_admin;
+-- the keys that sign links are the workers' alone
+REVOKE ALL ON herald.link_keys FROM herald_admin;
+
+GRANT USAGE ON SCHEMA herald TO herald_http;
+GRANT EXECUTE ON FUNCTION herald._link_check(text) TO herald_http;
 
 -- Installed where no worker serves: say so now.
 SELECT herald._warn_unserved('Rules and channels declared here record events that are never delivered.');

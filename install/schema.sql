@@ -40,7 +40,8 @@ CREATE TABLE herald.channel_defs (
     enabled         boolean NOT NULL DEFAULT true,
     disabled_reason text,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    created_by      name NOT NULL
+    created_by      name NOT NULL,
+    slack_signing_secret text         -- slack: its app's signing secret; buttons are interactive
 );
 COMMENT ON TABLE herald.channel_defs IS 'Destinations of pg_herald messages, with their secrets and delivery policy';
 
@@ -79,6 +80,10 @@ CREATE TABLE herald.rule_defs (
     meeting           interval CHECK (meeting BETWEEN '5 minutes' AND '8 hours'),   -- threshold rules
     -- a table the rule uses was dropped then: disabled, for good
     table_dropped_at  timestamptz,
+    -- the answers every message offers (NULL: acknowledge, or record a
+    -- decision), and whether decisions are announced to the channels
+    choices           text[] CHECK (cardinality(choices) BETWEEN 1 AND 10),
+    announce_decisions boolean NOT NULL DEFAULT true,
     CHECK (kind <> 'row' OR (on_table IS NOT NULL AND cardinality(operations) > 0)),
     CHECK (kind <> 'threshold' OR (metric IS NOT NULL AND grouped IS NOT NULL
                                    AND op IS NOT NULL AND threshold IS NOT NULL
@@ -271,10 +276,36 @@ CREATE TABLE herald.decision_log (
     decided_by   text NOT NULL,
     recorded_by  name NOT NULL,          -- the role that called the function
     decided_at   timestamptz NOT NULL DEFAULT now(),
-    CHECK (kind <> 'decision' OR decision IS NOT NULL)
+    CHECK (kind <> 'decision' OR decision IS NOT NULL),
+    -- from the message: which of the rule's choices, how the person was
+    -- identified (sql: the role; link: the recipient its signed link
+    -- names; slack: the user Slack's signature vouches for), who the
+    -- action falls to and by when, the channel it came from
+    choice        text,
+    identified_by text NOT NULL DEFAULT 'sql' CHECK (identified_by IN ('sql', 'link', 'slack')),
+    actor_id      text,                 -- slack: the user's id; link: the recipient
+    channel_id    integer,
+    action_owner  text,
+    action_due    date,
+    request_key   text UNIQUE,          -- one decision per submitted form or Slack request
+    response_url  text                  -- slack: where the message is updated
 );
 CREATE INDEX decision_log_event ON herald.decision_log (event_id);
 COMMENT ON TABLE herald.decision_log IS 'Acknowledgements and decisions recorded about events';
+
+-- The keys of decision links (links.c): HMAC-SHA256 keys, the newest
+-- unretired one signs, every one verifies the links it signed until they
+-- expire.  Read by the workers only; not dumped (a restored database signs
+-- with a new key, and links sent before the dump no longer open).
+CREATE TABLE herald.link_keys (
+    id          serial PRIMARY KEY,
+    secret      bytea NOT NULL CHECK (length(secret) = 32),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    retired_at  timestamptz
+);
+COMMENT ON TABLE herald.link_keys IS 'Keys that sign the links of messages; readable by the workers only';
+INSERT INTO herald.link_keys (secret)
+    SELECT pg_catalog.decode(pg_catalog.replace(pg_catalog.gen_random_uuid()::text || pg_catalog.gen_random_uuid()::text, '-', ''), 'hex');
 
 -------------------------------------------------------------------------------
 -- Dropped tables: the rules that use them are disabled (herald._tables_dropped)

@@ -37,7 +37,8 @@ END;
 -- Record an event of a rule and queue it to the rule's channels, unless a
 -- silence mutes the rule: then it is recorded only.
 CREATE OR REPLACE FUNCTION herald._emit(rule_id integer, type text, payload jsonb,
-                             about_event_id bigint DEFAULT NULL) RETURNS bigint
+                             about_event_id bigint DEFAULT NULL,
+                             channel_ids integer[] DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -56,7 +57,8 @@ BEGIN
     IF v_silence IS NULL THEN
         INSERT INTO herald.delivery_queue (event_id, channel_id)
         SELECT v_id, rc.channel_id FROM herald.rule_channels rc
-         WHERE rc.rule_id = _emit.rule_id;
+         WHERE rc.rule_id = _emit.rule_id
+           AND (_emit.channel_ids IS NULL OR rc.channel_id = ANY (_emit.channel_ids));
         IF FOUND THEN
             PERFORM herald._note_work();
         END IF;
@@ -411,7 +413,9 @@ CREATE OR REPLACE FUNCTION herald._declare_threshold(
     followup_after    interval DEFAULT NULL,
     followup_every    interval DEFAULT NULL,
     meeting           interval DEFAULT NULL,
-    search_path       text DEFAULT NULL)
+    search_path       text DEFAULT NULL,
+    choices           text[] DEFAULT NULL,
+    announce_decisions boolean DEFAULT true)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -527,11 +531,13 @@ BEGIN
         END IF;
     END IF;
 
+    PERFORM herald._check_choices(_declare_threshold.choices, _declare_threshold.announce_decisions);
+
     INSERT INTO herald.rule_defs (name, kind, owner, message, metric, grouped, search_path,
                                   op, threshold, warning_threshold, recover_threshold,
                                   watch, every, pending_for, repeat_every, min_interval,
                                   no_data, query_timeout, followup_after, followup_every,
-                                  meeting)
+                                  meeting, choices, announce_decisions)
     VALUES (_declare_threshold.name, 'threshold', herald._invoker(), _declare_threshold.message,
             _declare_threshold.metric, v_grouped, _declare_threshold.search_path,
             _declare_threshold.op, _declare_threshold.threshold, _declare_threshold.warning_threshold,
@@ -539,7 +545,8 @@ BEGIN
             _declare_threshold.pending_for, _declare_threshold.repeat_every, _declare_threshold.min_interval,
             _declare_threshold.no_data, _declare_threshold.query_timeout,
             _declare_threshold.followup_after, _declare_threshold.followup_every,
-            _declare_threshold.meeting)
+            _declare_threshold.meeting, _declare_threshold.choices,
+            _declare_threshold.announce_decisions)
     RETURNING * INTO v_rule;
     INSERT INTO herald.rule_channels (rule_id, channel_id)
     SELECT v_rule.id, unnest(v_channel_ids);
@@ -567,7 +574,9 @@ CREATE OR REPLACE FUNCTION herald.on_threshold(
     query_timeout     interval DEFAULT '5 seconds',
     followup_after    interval DEFAULT NULL,
     followup_every    interval DEFAULT NULL,
-    meeting           interval DEFAULT NULL)
+    meeting           interval DEFAULT NULL,
+    choices           text[] DEFAULT NULL,
+    announce_decisions boolean DEFAULT true)
 RETURNS void
 LANGUAGE sql
 BEGIN ATOMIC
@@ -575,9 +584,10 @@ BEGIN ATOMIC
                                      warning_threshold, recover_threshold, pending_for,
                                      repeat_every, min_interval, no_data, query_timeout,
                                      followup_after, followup_every, meeting,
-                                     pg_catalog.current_setting('search_path'));
+                                     pg_catalog.current_setting('search_path'), choices,
+                                     announce_decisions);
 END;
-COMMENT ON FUNCTION herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text, numeric, numeric, interval, interval, interval, text, interval, interval, interval, interval) IS
+COMMENT ON FUNCTION herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text, numeric, numeric, interval, interval, interval, text, interval, interval, interval, interval, text[], boolean) IS
     'Declare a threshold rule: a metric compared with thresholds, evaluated as watched tables commit and on a schedule';
 
 -- Preview, silences -------------------------------------------------------------

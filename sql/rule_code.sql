@@ -171,8 +171,16 @@ SELECT p.oid::regprocedure AS internal_but_executable
    AND (has_function_privilege('herald_author', p.oid, 'EXECUTE')
         OR has_function_privilege('herald_admin', p.oid, 'EXECUTE'))
  ORDER BY 1;
-SELECT count(*) AS security_definer FROM pg_proc
- WHERE pronamespace = 'herald'::regnamespace AND prosecdef;
+-- the only SECURITY DEFINER functions are the HTTP worker's, which no one
+-- else may call
+SELECT p.oid::regprocedure AS security_definer_callable_by_others
+  FROM pg_proc p
+ WHERE p.pronamespace = 'herald'::regnamespace AND p.prosecdef
+   AND (has_function_privilege('herald_author', p.oid, 'EXECUTE')
+        OR has_function_privilege('herald_admin', p.oid, 'EXECUTE')
+        OR has_function_privilege('public', p.oid, 'EXECUTE')
+        OR NOT has_function_privilege('herald_http', p.oid, 'EXECUTE'))
+ ORDER BY 1;
 SET ROLE herald_gate_alice;
 SELECT test.error_of($$SELECT herald._invoker()$$);
 SELECT test.error_of($$SELECT herald._run_metric(1)$$);

@@ -631,6 +631,7 @@ herald_define_settings(void)
 							   check_decision_url, NULL, NULL);
 
 	herald_define_network_settings();
+	herald_define_link_settings();
 	herald_define_format_settings();
 	herald_define_capture_settings();
 	herald_define_scheduler_settings();

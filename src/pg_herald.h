@@ -186,6 +186,36 @@ extern void herald_sign(const uint8 *key, int keylen, const char *msg_id,
 						int64 timestamp, const char *body, size_t bodylen,
 						char *out);
 
+/* links.c: signed decision links */
+#define HERALD_RECIPIENT_MAX 254	/* bytes of the recipient a link names */
+#define HERALD_LINK_MAX_BYTES (27 + HERALD_RECIPIENT_MAX + 32)
+#define HERALD_LINK_MAX_CHARS ((HERALD_LINK_MAX_BYTES * 4 + 2) / 3)
+typedef struct HeraldLink
+{
+	int32		key_id;
+	int64		event_id;		/* the episode's first event */
+	int			action;			/* 1..n: the rule's choices, or 1 acknowledge,
+								 * 2 record a decision */
+	int32		channel_id;
+	int64		expires;		/* unix seconds */
+	char		recipient[HERALD_RECIPIENT_MAX + 1];	/* "" for the channel's
+														 * readers */
+} HeraldLink;
+
+extern char *herald_http_listen;
+extern char *herald_public_url;
+extern int	herald_link_lifetime;
+extern void herald_define_link_settings(void);
+extern char *herald_link_base(void);
+extern void herald_link_mac(const uint8 *key, int keylen, const char *domain,
+							const uint8 *data, size_t len, uint8 *mac);
+extern bool herald_mac_equal(const uint8 *a, const uint8 *b, size_t len);
+extern char *herald_b64url_encode(const uint8 *src, size_t len);
+extern int	herald_b64url_decode(const char *text, uint8 *out, int maxlen);
+extern char *herald_link_token(const HeraldLink *link, const uint8 *key, int keylen);
+extern bool herald_link_parse(const char *token, HeraldLink *link, uint8 *raw, int *rawlen);
+extern bool herald_link_verify(const uint8 *raw, int rawlen, const uint8 *key, int keylen);
+
 /* template.c */
 typedef struct HeraldTemplateValues
 {
@@ -241,6 +271,12 @@ typedef struct HeraldDelivery
 	int32		allowance;		/* what the claim allowed its channel */
 	TimestampTz due_at;			/* next_attempt_at when it was claimed */
 	bool		channel_enabled;
+	Jsonb	   *actions;		/* [{"id", "label", "url"}] the message
+								 * offers, or NULL (herald._actions()) */
+	bool		interactive;	/* slack: buttons post to /slack/actions */
+	char	   *response_url;	/* decision.recorded to the Slack channel
+								 * whose message it updates: the URL that
+								 * does, or NULL */
 } HeraldDelivery;
 
 /*

@@ -283,6 +283,41 @@ use_args(HeraldChannelUse *use, Datum *args)
 												 INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
+/* The columns of the claim's result, in its SELECT's order. */
+enum
+{
+	CLAIM_ID = 1,
+	CLAIM_ATTEMPTS,
+	CLAIM_WEBHOOK_ID,
+	CLAIM_EVENT_ID,
+	CLAIM_EVENT_TYPE,
+	CLAIM_RULE,
+	CLAIM_CREATED_AT,
+	CLAIM_PAYLOAD,
+	CLAIM_MESSAGE,
+	CLAIM_CHANNEL_ID,
+	CLAIM_CHANNEL,
+	CLAIM_KIND,
+	CLAIM_TARGET,
+	CLAIM_SECRET,
+	CLAIM_HEADERS,
+	CLAIM_TIMEOUT_MS,
+	CLAIM_RETRY_DELAY_MS,
+	CLAIM_MAX_ATTEMPTS,
+	CLAIM_ENABLED,
+	CLAIM_MAX_CONCURRENCY,
+	CLAIM_RATE_LIMIT,
+	CLAIM_ALLOWANCE,
+	CLAIM_DUE_AT,
+	CLAIM_PREVIOUS_SECRET,
+	CLAIM_RECIPIENTS,
+	CLAIM_SENDER,
+	CLAIM_SUBJECT,
+	CLAIM_ACTIONS,
+	CLAIM_INTERACTIVE,
+	CLAIM_RESPONSE_URL
+};
+
 /*
  * Claim up to limit due deliveries for this worker slot, at most each
  * channel's allowance, and copy them into cxt.  Returns how many were
@@ -328,7 +363,7 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 								  "        to_char(e.created_at AT TIME ZONE 'UTC',"
 								  "                'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
 								  "        e.payload,"
-								  "        CASE WHEN e.type <> 'decision.followup' THEN r.message END,"
+								  "        CASE WHEN e.type NOT LIKE 'decision.%' THEN r.message END,"
 								  "        c.id, c.name, c.kind, c.target, c.secret,"
 								  "        ARRAY(SELECT h.key || ': ' || h.value"
 								  "                FROM jsonb_each_text(c.headers) AS h),"
@@ -337,11 +372,19 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 								  "        c.max_attempts, c.enabled, " CONCURRENCY_SHARE ","
 								  "        coalesce(" RATE_SHARE ", 0), cl.cap, cl.due_at,"
 								  "        CASE WHEN c.previous_secret_until > now() THEN c.previous_secret END,"
-								  "        c.recipients, c.sender, c.subject"
+								  "        c.recipients, c.sender, c.subject,"
+								  "        herald._actions(e, r, c, k.id, k.secret),"
+								  "        c.slack_signing_secret IS NOT NULL,"
+								  "        CASE WHEN e.type = 'decision.recorded' THEN"
+								  "          (SELECT dl.response_url FROM herald.decision_log dl"
+								  "            WHERE dl.id = (e.payload ->> 'decision_id')::bigint"
+								  "              AND dl.channel_id = c.id) END"
 								  "   FROM claimed cl"
 								  "   JOIN herald.event_log e ON e.id = cl.event_id"
 								  "   JOIN herald.channel_defs c ON c.id = cl.channel_id"
-								  "   LEFT JOIN herald.rule_defs r ON r.id = e.rule_id",
+								  "   LEFT JOIN herald.rule_defs r ON r.id = e.rule_id"
+								  "   LEFT JOIN (SELECT lk.id, lk.secret FROM herald.link_keys lk"
+								  "               WHERE lk.retired_at IS NULL ORDER BY lk.id DESC LIMIT 1) k ON true",
 								  7, argtypes);
 
 	use_args(use, args);
@@ -361,33 +404,40 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 		HeraldDelivery *d = &deliveries[i];
 		bool		isnull;
 
-		d->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		d->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-		d->webhook_id = copy_text(tup, desc, 3);
-		d->event_id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
-		d->event_type = copy_text(tup, desc, 5);
-		d->rule = copy_text(tup, desc, 6);
-		d->created_at = copy_text(tup, desc, 7);
-		d->payload = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 8, &isnull));
-		d->message = copy_text(tup, desc, 9);
-		d->channel_id = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
-		d->channel = copy_text(tup, desc, 11);
-		d->kind = copy_text(tup, desc, 12);
-		d->target = copy_text(tup, desc, 13);
-		d->secret = copy_text(tup, desc, 14);
-		d->headers = copy_text_array(tup, desc, 15, &d->nheaders);
-		d->timeout_ms = DatumGetInt64(SPI_getbinval(tup, desc, 16, &isnull));
-		d->retry_delay_ms = DatumGetFloat8(SPI_getbinval(tup, desc, 17, &isnull));
-		d->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 18, &isnull));
-		d->channel_enabled = DatumGetBool(SPI_getbinval(tup, desc, 19, &isnull));
-		d->max_concurrency = DatumGetInt32(SPI_getbinval(tup, desc, 20, &isnull));
-		d->rate_limit = DatumGetFloat8(SPI_getbinval(tup, desc, 21, &isnull));
-		d->allowance = DatumGetInt32(SPI_getbinval(tup, desc, 22, &isnull));
-		d->due_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 23, &isnull));
-		d->previous_secret = copy_text(tup, desc, 24);
-		d->recipients = copy_text_array(tup, desc, 25, &d->nrecipients);
-		d->sender = copy_text(tup, desc, 26);
-		d->subject = copy_text(tup, desc, 27);
+		d->id = DatumGetInt64(SPI_getbinval(tup, desc, CLAIM_ID, &isnull));
+		d->attempts = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_ATTEMPTS, &isnull));
+		d->webhook_id = copy_text(tup, desc, CLAIM_WEBHOOK_ID);
+		d->event_id = DatumGetInt64(SPI_getbinval(tup, desc, CLAIM_EVENT_ID, &isnull));
+		d->event_type = copy_text(tup, desc, CLAIM_EVENT_TYPE);
+		d->rule = copy_text(tup, desc, CLAIM_RULE);
+		d->created_at = copy_text(tup, desc, CLAIM_CREATED_AT);
+		d->payload = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, CLAIM_PAYLOAD, &isnull));
+		d->message = copy_text(tup, desc, CLAIM_MESSAGE);
+		d->channel_id = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_CHANNEL_ID, &isnull));
+		d->channel = copy_text(tup, desc, CLAIM_CHANNEL);
+		d->kind = copy_text(tup, desc, CLAIM_KIND);
+		d->target = copy_text(tup, desc, CLAIM_TARGET);
+		d->secret = copy_text(tup, desc, CLAIM_SECRET);
+		d->headers = copy_text_array(tup, desc, CLAIM_HEADERS, &d->nheaders);
+		d->timeout_ms = DatumGetInt64(SPI_getbinval(tup, desc, CLAIM_TIMEOUT_MS, &isnull));
+		d->retry_delay_ms = DatumGetFloat8(SPI_getbinval(tup, desc, CLAIM_RETRY_DELAY_MS, &isnull));
+		d->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_MAX_ATTEMPTS, &isnull));
+		d->channel_enabled = DatumGetBool(SPI_getbinval(tup, desc, CLAIM_ENABLED, &isnull));
+		d->max_concurrency = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_MAX_CONCURRENCY, &isnull));
+		d->rate_limit = DatumGetFloat8(SPI_getbinval(tup, desc, CLAIM_RATE_LIMIT, &isnull));
+		d->allowance = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_ALLOWANCE, &isnull));
+		d->due_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, CLAIM_DUE_AT, &isnull));
+		d->previous_secret = copy_text(tup, desc, CLAIM_PREVIOUS_SECRET);
+		d->recipients = copy_text_array(tup, desc, CLAIM_RECIPIENTS, &d->nrecipients);
+		d->sender = copy_text(tup, desc, CLAIM_SENDER);
+		d->subject = copy_text(tup, desc, CLAIM_SUBJECT);
+		{
+			Datum		actions = SPI_getbinval(tup, desc, CLAIM_ACTIONS, &isnull);
+
+			d->actions = isnull ? NULL : DatumGetJsonbPCopy(actions);
+		}
+		d->interactive = DatumGetBool(SPI_getbinval(tup, desc, CLAIM_INTERACTIVE, &isnull));
+		d->response_url = copy_text(tup, desc, CLAIM_RESPONSE_URL);
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
