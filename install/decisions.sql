@@ -345,10 +345,12 @@ $$;
 
 CREATE OR REPLACE VIEW herald.decisions WITH (security_barrier) AS
 SELECT d.id, d.event_id, e.type AS event_type, e.rule, d.kind, d.decision, d.action, d.note,
-       d.decided_by, d.recorded_by, d.decided_at
+       d.decided_by, d.recorded_by, d.decided_at,
+       d.choice, d.identified_by, d.actor_id, c.name AS channel, d.action_owner, d.action_due
   FROM herald.decision_log d
   LEFT JOIN herald.event_log e ON e.id = d.event_id
   LEFT JOIN herald.rule_defs r ON r.id = e.rule_id
+  LEFT JOIN herald.channel_defs c ON c.id = d.channel_id
  WHERE herald._may_see(r.owner);
 
 -- The story of each event, in time order: the evaluations that led to it
@@ -391,11 +393,20 @@ SELECT t.event_id, t.at, t.kind, t.detail
       FROM herald.event_log f
      WHERE f.about_event_id IS NOT NULL AND f.type = 'decision.followup'
     UNION ALL
+    -- "ann@example.com decided (link, via ops-mail): Roll back the form:
+    -- reverted at 14:00 (action: tell support, by bob, due 2026-12-04)"
     SELECT d.event_id, d.decided_at, d.kind,
            CASE WHEN d.kind = 'decision'
-                THEN format('%s decided: %s', d.decided_by, d.decision) || coalesce(' (action: ' || d.action || ')', '')
-                ELSE format('%s acknowledged', d.decided_by) || coalesce(': ' || d.note, '') END
+                THEN format('%s decided (%s%s): %s', d.decided_by, d.identified_by,
+                            coalesce(', via ' || c.name, ''),
+                            CASE WHEN d.choice IS NOT NULL AND d.decision IS DISTINCT FROM d.choice
+                                 THEN d.choice || ': ' || d.decision ELSE d.decision END)
+                     || coalesce(' (action: ' || d.action || coalesce(', by ' || d.action_owner, '')
+                                 || coalesce(', due ' || d.action_due, '') || ')', '')
+                ELSE format('%s acknowledged (%s%s)', d.decided_by, d.identified_by,
+                            coalesce(', via ' || c.name, '')) || coalesce(': ' || d.note, '') END
       FROM herald.decision_log d
+      LEFT JOIN herald.channel_defs c ON c.id = d.channel_id
        ) t
   JOIN herald.event_log ev ON ev.id = t.event_id
   LEFT JOIN herald.rule_defs vr ON vr.id = ev.rule_id
@@ -403,37 +414,52 @@ SELECT t.event_id, t.at, t.kind, t.detail
 
 -- Per rule, for the events that call for a decision (rule.fired,
 -- rule.escalated and row events) created in [since, until): how many, how
--- many got a decision, how long acknowledging and deciding took, and how
--- many follow-ups were sent about them.
+-- many got a decision, how long acknowledging and deciding took, how many
+-- follow-ups were sent about them, and the decisions counted per choice and
+-- per channel they came from ("sql" for none).
 CREATE OR REPLACE FUNCTION herald.decision_report(since timestamptz DEFAULT now() - interval '30 days',
                                                   until timestamptz DEFAULT now())
 RETURNS TABLE (rule text, events bigint, decided bigint, decided_share numeric,
                median_time_to_acknowledge interval, median_time_to_decide interval,
-               followups bigint)
+               followups bigint, by_choice jsonb, by_channel jsonb)
 LANGUAGE sql VOLATILE   -- an API function: it reports on its caller's rules
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-    SELECT e.rule,
+    WITH ev AS (
+        SELECT e.id, e.rule, e.created_at
+          FROM herald.event_log e
+          LEFT JOIN herald.rule_defs r ON r.id = e.rule_id
+         WHERE e.created_at >= decision_report.since AND e.created_at < decision_report.until
+           -- the caller's rules, or all of them for herald_admin
+           AND herald._may_see(r.owner, herald._invoker())
+           AND (e.type IN ('rule.fired', 'rule.escalated') OR e.type LIKE 'row.%'))
+    SELECT ev.rule,
            count(*),
            count(f.first_decision),
            round(count(f.first_decision)::numeric / count(*), 4),
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY f.first_ack - e.created_at),
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY f.first_decision - e.created_at),
-           sum(f.followups)::bigint
-      FROM herald.event_log e
-      LEFT JOIN herald.rule_defs r ON r.id = e.rule_id
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY f.first_ack - ev.created_at),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY f.first_decision - ev.created_at),
+           sum(f.followups)::bigint,
+           (SELECT jsonb_object_agg(x.choice, x.n) FROM (
+                SELECT coalesce(d.choice, d.kind) AS choice, count(*) AS n
+                  FROM herald.decision_log d JOIN ev e2 ON e2.id = d.event_id
+                 WHERE e2.rule IS NOT DISTINCT FROM ev.rule
+                 GROUP BY 1) x),
+           (SELECT jsonb_object_agg(x.channel, x.n) FROM (
+                SELECT coalesce(c.name, d.identified_by) AS channel, count(*) AS n
+                  FROM herald.decision_log d JOIN ev e2 ON e2.id = d.event_id
+                  LEFT JOIN herald.channel_defs c ON c.id = d.channel_id
+                 WHERE e2.rule IS NOT DISTINCT FROM ev.rule
+                 GROUP BY 1) x)
+      FROM ev
       CROSS JOIN LATERAL (
             SELECT min(d.decided_at) FILTER (WHERE d.kind = 'acknowledgement') AS first_ack,
                    min(d.decided_at) FILTER (WHERE d.kind = 'decision') AS first_decision,
                    (SELECT count(*) FROM herald.event_log x
-                     WHERE x.about_event_id = e.id AND x.type = 'decision.followup') AS followups
-              FROM herald.decision_log d WHERE d.event_id = e.id) f
-     WHERE e.created_at >= decision_report.since AND e.created_at < decision_report.until
-       -- the caller's rules, or all of them for herald_admin
-       AND herald._may_see(r.owner, herald._invoker())
-       AND (e.type IN ('rule.fired', 'rule.escalated') OR e.type LIKE 'row.%')
-     GROUP BY e.rule
-     ORDER BY e.rule;
+                     WHERE x.about_event_id = ev.id AND x.type = 'decision.followup') AS followups
+              FROM herald.decision_log d WHERE d.event_id = ev.id) f
+     GROUP BY ev.rule
+     ORDER BY ev.rule;
 END;
 COMMENT ON FUNCTION herald.decision_report(timestamptz, timestamptz) IS
-    'Per rule: events calling for a decision, the share decided, median times to acknowledge and to decide';
+    'Per rule: events calling for a decision, the share decided, median times to acknowledge and to decide, decisions per choice and per channel';

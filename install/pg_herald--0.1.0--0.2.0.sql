@@ -177,3 +177,5 @@ DROP FUNCTION herald.alter_channel(text, text, text, integer, interval, interval
                                    double precision, integer, text[], text, text, boolean, interval);
 DROP FUNCTION herald.decide(bigint, text, text, text);
 DROP FUNCTION herald._emit(integer, text, jsonb, bigint);
+-- decision_report gains columns (per choice, per channel)
+DROP FUNCTION herald.decision_report(timestamptz, timestamptz);
