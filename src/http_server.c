@@ -868,12 +868,9 @@ herald_http_main(Datum arg)
 	}
 }
 
-/* Settings, and the worker when herald.http_listen is set; from _PG_init. */
 void
-herald_http_server_init(void)
+herald_define_http_settings(void)
 {
-	BackgroundWorker worker;
-
 	DefineCustomRealVariable("herald.http_rate_limit",
 							 "Requests per second the HTTP worker serves to one client address.",
 							 "Up to 3 seconds' worth at once; each address may also hold at most 32 "
@@ -884,6 +881,13 @@ herald_http_server_init(void)
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
+}
+
+/* The worker, when herald.http_listen is set; from _PG_init. */
+void
+herald_http_server_init(void)
+{
+	BackgroundWorker worker;
 
 	if (!process_shared_preload_libraries_in_progress ||
 		herald_http_listen == NULL || herald_http_listen[0] == '\0')
