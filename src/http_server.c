@@ -156,7 +156,11 @@ static const char *security_headers[] = {
 	"X-Frame-Options", "DENY",
 	"Cache-Control", "no-store",
 	"X-Content-Type-Options", "nosniff",
-	"Referrer-Policy", "no-referrer",
+	/*
+	 * Not no-referrer: with it, browsers send "Origin: null" with the page's
+	 * own POST.  same-origin keeps the link's token from every other site.
+	 */
+	"Referrer-Policy", "same-origin",
 	NULL
 };
 
@@ -234,6 +238,10 @@ note_refusal(const char *address, Refusal kind, const char *reason)
 	}
 	strlcpy(pending_logs[npending_logs].address, address, INET6_ADDRSTRLEN);
 	strlcpy(pending_logs[npending_logs].reason, reason, sizeof(pending_logs[0].reason));
+	/* a path is the client's text: no control characters reach the log */
+	for (char *p = pending_logs[npending_logs].reason; *p; p++)
+		if ((unsigned char) *p < ' ' || *p == 0x7f)
+			*p = '?';
 	npending_logs++;
 }
 

@@ -243,6 +243,10 @@ is(post($expired_url, { form => form_token($own), action => 1 })->{status}, 410,
 
 my $foreign = post($url, { form => form_token(get($url)), action => 1 }, { Origin => 'https://evil.example' });
 is($foreign->{status}, 403, 'a POST from another origin: 403');
+my $same_origin = post($url, { form => form_token(get($url)), action => 1, said => 'same origin' },
+	{ Origin => $base });
+is($same_origin->{status}, 200, "a POST from herald.public_url's origin records");
+$before++;
 my $bad_form = post($url, { form => '1.AAAA.AAAA', action => 1 });
 is($bad_form->{status}, 403, 'a forged form token: 403');
 is(decisions(), $before, 'none of these recorded anything');
