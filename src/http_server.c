@@ -539,9 +539,6 @@ access_handler(void *cls, struct MHD_Connection *connection, const char *url,
 			note_refusal(r->remote, REFUSED_BODY, "body over 64 kB");
 			return refuse(r, connection, MHD_HTTP_CONTENT_TOO_LARGE, "Request body too large", NULL);
 		}
-		if (r->route == ROUTE_HEALTH)
-			return send_response(connection, MHD_HTTP_OK, "text/plain; charset=utf-8",
-								 "ok\n", 3, NULL, 0);
 		r->content_type = copy_bounded(MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
 																   MHD_HTTP_HEADER_CONTENT_TYPE),
 									   HTTP_MAX_HEADER);
@@ -561,6 +558,9 @@ access_handler(void *cls, struct MHD_Connection *connection, const char *url,
 		return MHD_YES;
 	}
 
+	if (r->route == ROUTE_HEALTH && *upload_data_size == 0)
+		return send_response(connection, MHD_HTTP_OK, "text/plain; charset=utf-8",
+							 "ok\n", 3, NULL, 0);
 	if (r->served)
 		return send_response(connection, r->status, r->content_type_out, r->out, r->outlen,
 							 r->headers, r->nheaders);

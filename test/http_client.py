@@ -18,6 +18,19 @@
         | action (1) | channel (4) | expiry, unix seconds (8) | recipient
         length (1) | recipient | HMAC-SHA256(key, "herald-link" NUL | all
         that precedes), integers big-endian.
+
+    http_client.py hold N URL
+        Opens N connections to URL's host and port, then sends GET URL on
+        each and reads the answers; prints how many were answered.
+
+    http_client.py slow URL
+        Sends half a request line and waits (at most 60 s) for the server to
+        close the connection; prints the seconds that took, or -1.
+
+    http_client.py form KEY_HEX TOKEN MADE_AT
+        Prints a page's form token for a link token, made at MADE_AT (unix
+        seconds): MADE_AT.NONCE.MAC, MAC = base64url HMAC-SHA256(key,
+        "herald-form" NUL | TOKEN "." MADE_AT "." NONCE).
 """
 
 import base64
@@ -25,8 +38,10 @@ import hashlib
 import hmac
 import http.client
 import json
+import socket
 import sys
 import threading
+import time
 import urllib.parse
 
 TIMEOUT = 60
@@ -92,10 +107,60 @@ def token(key_hex, key_id, event, action, channel, expires, recipient):
     print(base64.urlsafe_b64encode(raw + mac).rstrip(b"=").decode("ascii"))
 
 
+def hold(n, target):
+    url = urllib.parse.urlsplit(target)
+    assert url.hostname.startswith("127."), "loopback only"
+    conns = []
+    for _ in range(int(n)):
+        c = http.client.HTTPConnection(url.hostname, url.port, timeout=TIMEOUT)
+        c.connect()
+        conns.append(c)
+    answered = 0
+    for c in conns:
+        try:
+            c.request("GET", url.path)
+            c.getresponse().read()
+            answered += 1
+        except Exception:
+            pass
+    for c in conns:
+        c.close()
+    print(answered)
+
+
+def slow(target):
+    url = urllib.parse.urlsplit(target)
+    assert url.hostname.startswith("127."), "loopback only"
+    s = socket.create_connection((url.hostname, url.port), timeout=60)
+    start = time.monotonic()
+    s.sendall(b"GET " + url.path.encode("ascii"))
+    try:
+        while s.recv(4096):
+            pass
+        print("%.1f" % (time.monotonic() - start))
+    except (socket.timeout, OSError):
+        print(-1)
+    s.close()
+
+
+def form(key_hex, link_token, made_at):
+    nonce = base64.urlsafe_b64encode(b"test-nonc").rstrip(b"=").decode("ascii")
+    data = ("%s.%d.%s" % (link_token, int(made_at), nonce)).encode("ascii")
+    mac = hmac.new(bytes.fromhex(key_hex), b"herald-form\0" + data, hashlib.sha256).digest()
+    print("%d.%s.%s" % (int(made_at), nonce,
+                        base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "send":
         send()
     elif sys.argv[1] == "token":
         token(*sys.argv[2:9])
+    elif sys.argv[1] == "hold":
+        hold(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "slow":
+        slow(sys.argv[2])
+    elif sys.argv[1] == "form":
+        form(*sys.argv[2:5])
     else:
         sys.exit("usage: http_client.py send | token ...")

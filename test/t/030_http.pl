@@ -94,6 +94,25 @@ sub form_token
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
+# Run test/http_client.py with arguments; its output, chomped.
+sub client
+{
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ 'python3', "$test_dir/http_client.py", @_ ], '>', \$out, '2>', \$err,
+		IPC::Run::timeout(3 * $timeout))
+	  or die "http_client.py @_[0] failed: $err";
+	chomp $out;
+	return $out;
+}
+
+# POST a raw body; its status.
+sub post_raw
+{
+	my ($url, $body, $type) = @_;
+	return (send_all({ method => 'POST', url => $url, body => $body,
+			headers => { 'Content-Type' => $type // 'application/x-www-form-urlencoded' } }))[0]{status};
+}
+
 # A link as the delivery worker signs it.
 sub link_url
 {
@@ -172,6 +191,8 @@ is( sql("SELECT kind, decision, decided_by, recorded_by, identified_by, actor_id
 		  . " FROM herald.decision_log"),
 	encode_utf8("decision|Call the customer \x{2713}|ann\@example.com|herald_http|link|ann\@example.com|t|check the fraud score|Bob|2026-12-24|$event"),
 	'the decision is recorded as the recipient, identified by the link, with its channel');
+is(sql("SELECT count(*) FROM herald.event_log WHERE type = 'decision.recorded' AND about_event_id = $event"),
+	1, 'the decision is announced (decision.recorded)');
 my $again = post($url, { form => $form, action => 1 });
 is($again->{status}, 200, 'the same form again answers 200');
 like($again->{body}, qr/already recorded.*Call the customer/s, 'and shows the decision already recorded');
@@ -225,12 +246,7 @@ my $channel_id = sql("SELECT id FROM herald.channel_defs WHERE name = 'ops'");
 sub python_token
 {
 	my ($expires, $recipient) = @_;
-	my ($out, $err) = ('', '');
-	IPC::Run::run([ 'python3', "$test_dir/http_client.py", 'token', $key_hex, $key_id, $event, 1,
-			$channel_id, $expires, $recipient ], '>', \$out, '2>', \$err)
-	  or die $err;
-	chomp $out;
-	return $out;
+	return client('token', $key_hex, $key_id, $event, 1, $channel_id, $expires, $recipient);
 }
 my $own = get("$base/d/" . python_token(int(time()) + 3600, 'dora@example.com'));
 is($own->{status}, 200, 'a token computed independently of links.c opens');
@@ -255,6 +271,40 @@ sql('SELECT herald.rotate_link_key(revoke => true)');
 is(get($url)->{status}, 403, 'after herald.rotate_link_key(revoke => true), an old link: 403');
 like(link_url($event, 1, 'ops', 'ann@example.com'), qr{/d/}, 'the new key signs');
 is(get(link_url($event, 1, 'ops', 'ann@example.com'))->{status}, 200, 'and its links open');
+
+# ---- hostile forms ----
+($key_id, $key_hex) = split /\|/,
+  sql("SELECT id, encode(secret, 'hex') FROM herald.link_keys WHERE retired_at IS NULL ORDER BY id DESC LIMIT 1");
+$url = link_url($event, 1, 'ops', 'ann@example.com');
+my $link_token = ($url =~ m{/d/(.+)$})[0];
+$before = decisions();
+is(post($url, { form => client('form', $key_hex, $link_token, int(time())), action => 1,
+			said => 'independent form' })->{status}, 200,
+	'a form token computed independently of decision_page.c is accepted');
+$before++;
+is(post($url, { form => client('form', $key_hex, $link_token, int(time()) - 90000), action => 1 })->{status},
+	403, 'a genuine form token older than a day: 403');
+is(post($url, { form => client('form', $key_hex, $link_token, int(time()) + 3600), action => 1 })->{status},
+	403, 'a form token from the future: 403');
+my $ftok = form_token(get($url));
+is(post(link_url($event, 1, 'ops', 'eve@example.com'), { form => $ftok, action => 1 })->{status}, 403,
+	"another link's form token: 403");
+(my $noncanonical = $ftok) =~ s/^/0/;
+is(post($url, { form => $noncanonical, action => 1 })->{status}, 403, 'a form token spelled another way: 403');
+my $fenc = uri_escape($ftok);
+is(post_raw($url, "form=$fenc&action=1&said=a%00b"), 400, 'a NUL in a field: 400');
+is(post_raw($url, "form=$fenc&action=1&said=%C3%28"), 400, 'invalid UTF-8: 400');
+is(post_raw($url, "form=$fenc&action=1&said=%G1"), 400, 'bad percent-encoding: 400');
+is(post_raw($url, "form=$fenc&action=1&said"), 400, 'a field without "=": 400');
+is(post_raw($url, "form=$fenc&action=1", 'text/plain'), 415, 'a body that is not a form: 415');
+is(post($url, { form => $ftok, action => '1e3' })->{status}, 400, 'an action that is not a number: 400');
+is(post($url, { form => $ftok, action => 1, said => 'x' x 4001 })->{status}, 422, 'a decision over 4,000 characters: 422');
+is(post($url, { form => $ftok, action => 2, said => 'x', due => '2026-02-31' })->{status}, 422,
+	'an impossible due date: 422');
+is(post($url, { action => 1 })->{status}, 400, 'no form token: 400');
+is(decisions(), $before, 'none of these recorded anything');
+is(post($url, { form => $ftok, action => 1, said => 'after all that' })->{status}, 200,
+	'and the form still records');
 
 # ---- routes and bodies ----
 is(get("$base/nowhere")->{status}, 404, 'an unknown route: 404');
@@ -314,6 +364,9 @@ while (!@refusals && time() < $deadline)
 	sleep 0.1 unless @refusals;
 }
 is(scalar(@refusals), 1, 'the refusals are logged once');
+is(client('hold', 40, "$base/healthz"), 32, 'one address holds at most 32 connections');
+my $slow = client('slow', "$base/healthz");
+ok($slow >= 5 && $slow <= 30, "a client that stops mid-request is dropped ($slow s)");
 sql("ALTER SYSTEM SET herald.http_rate_limit = 0");
 sql("SELECT pg_reload_conf()");
 ok(wait_healthy(), 'no limit again');
