@@ -24,6 +24,7 @@ OBJS = \
 	src/signing.o \
 	src/links.o \
 	src/template.o \
+	src/event_types.o \
 	src/limits.o \
 	src/evaluate.o \
 	src/scheduler.o
