@@ -272,11 +272,7 @@ RETURN CASE WHEN key_id IS NOT NULL AND herald._link_base() IS NOT NULL AND r.id
                          'id', CASE WHEN r.choices IS NOT NULL THEN 'choice-' || a
                                     WHEN a = 1 THEN 'acknowledge' ELSE 'decide' END,
                          'label', herald._action_label(r.choices, a),
-                         'url', herald._link(key_id, key,
-                                             coalesce(CASE WHEN e.type IN ('rule.reminder', 'rule.escalated')
-                                                           THEN (e.payload ->> 'fired_event_id')::bigint END,
-                                                      e.about_event_id, e.id),
-                                             a, c.id,
+                         'url', herald._link(key_id, key, x.episode, a, c.id,
                                              -- an address a link cannot bind
                                              -- (HERALD_RECIPIENT_MAX, links.c)
                                              -- is not named: herald._link()
@@ -285,7 +281,10 @@ RETURN CASE WHEN key_id IS NOT NULL AND herald._link_base() IS NOT NULL AND r.id
                                                        AND octet_length(c.recipients[1]) <= 254
                                                   THEN c.recipients[1] ELSE '' END))
                          ORDER BY a)
-                FROM generate_series(1, coalesce(cardinality(r.choices), 2)) AS a)
+                -- a link binds the episode's first event (a follow-up
+                -- about an escalation stands for its rule.fired event)
+                FROM (SELECT coalesce((herald._episode(e.id)).id, e.id) AS episode) x
+                     CROSS JOIN generate_series(1, coalesce(cardinality(r.choices), 2)) AS a)
         END;
 
 -- When the next follow-up about an event is due: followup_after after the

@@ -38,7 +38,15 @@ SELECT e.type, (SELECT count(*) FROM herald.event_log f
                  WHERE f.type = 'decision.followup' AND f.about_event_id = e.id) AS followups
   FROM herald.event_log e, test.atk a WHERE e.id IN (a.fired, a.escalated) ORDER BY e.id;
 -- the follow-up stands for the escalation, which stands for the rule.fired
--- event: an answer through it is recorded on the episode's first event
+-- event: the links of both bind the episode's first event, and an answer
+-- through them is recorded on it
+SELECT count(*) AS links, bool_and(l.status = 'valid' AND l.event_id = a.fired) AS bind_the_episode
+  FROM test.atk a, herald.event_log f, herald.rule_defs r, herald.channel_defs c,
+       (SELECT * FROM herald.link_keys WHERE retired_at IS NULL ORDER BY id DESC LIMIT 1) k,
+       jsonb_array_elements(herald._actions(f, r, c, k.id, k.secret)) act,
+       LATERAL herald._link_check(substring(act ->> 'url' FROM '/d/([A-Za-z0-9_-]+)$')) l
+ WHERE (f.id = a.escalated OR (f.type = 'decision.followup' AND f.about_event_id = a.escalated))
+   AND r.id = f.rule_id AND c.name = 'atk-hook';
 SELECT (herald._episode(f.id)).id = a.fired AS followup_episode_is_fired
   FROM herald.event_log f, test.atk a
  WHERE f.type = 'decision.followup' AND f.about_event_id = a.escalated;
@@ -58,6 +66,21 @@ SELECT count(*) AS rounds FROM herald._send_followups(NULL);
 COMMIT;
 SELECT count(*) AS followups FROM herald.event_log
  WHERE type = 'decision.followup' AND about_event_id IN (SELECT fired FROM test.atk UNION ALL SELECT escalated FROM test.atk);
+-- a row's columns named like the fields that lead to an episode lead
+-- nowhere: a row event is its own episode
+CREATE TABLE atk_spoof (fired_event_id bigint, about_event_id bigint);
+SELECT herald.on_change('atk-spoof', 'atk_spoof', ARRAY['atk-hook'], choices => ARRAY['Yes']);
+INSERT INTO atk_spoof SELECT fired, fired FROM test.atk;
+SELECT herald.flush();
+SELECT e.payload -> 'new' ? 'fired_event_id' AS row_has_it, (herald._episode(e.id)).id = e.id AS own_episode,
+       l.event_id = e.id AS link_binds_the_row_event
+  FROM herald.event_log e, herald.rule_defs r, herald.channel_defs c,
+       (SELECT * FROM herald.link_keys WHERE retired_at IS NULL ORDER BY id DESC LIMIT 1) k,
+       LATERAL herald._link_check(substring(herald._actions(e, r, c, k.id, k.secret) -> 0 ->> 'url'
+                                            FROM '/d/([A-Za-z0-9_-]+)$')) l
+ WHERE e.rule = 'atk-spoof' AND r.id = e.rule_id AND c.name = 'atk-hook';
+SELECT herald.drop_rule('atk-spoof');
+DROP TABLE atk_spoof;
 SELECT herald.drop_rule('atk-esc');
 
 -- an escalation after the episode was decided asks nothing either
