@@ -13,16 +13,19 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    v_root := CASE WHEN e.type IN ('rule.reminder', 'rule.escalated')
-                   THEN (e.payload ->> 'fired_event_id')::bigint
-                   WHEN e.type IN ('decision.followup', 'decision.recorded')
-                   THEN e.about_event_id END;
-    IF v_root IS NOT NULL AND v_root <> e.id THEN
+    -- at most two steps: a follow-up about an escalation stands for the
+    -- escalation, which stands for its rule.fired event
+    FOR i IN 1..2 LOOP
+        v_root := CASE WHEN e.type IN ('rule.reminder', 'rule.escalated')
+                       THEN (e.payload ->> 'fired_event_id')::bigint
+                       WHEN e.type IN ('decision.followup', 'decision.recorded')
+                       THEN e.about_event_id END;
+        EXIT WHEN v_root IS NULL OR v_root = e.id;
         SELECT x.* INTO e FROM herald.event_log x WHERE x.id = v_root;
         IF NOT FOUND THEN
             RETURN NULL;
         END IF;
-    END IF;
+    END LOOP;
     RETURN e;
 END;
 $$;
@@ -67,8 +70,9 @@ RETURN CASE WHEN choices IS NULL
 -- Record an acknowledgement or a decision about an episode (e, its first
 -- event), for every way one arrives: herald.acknowledge() and
 -- herald.decide() (identified_by 'sql'), a decision page's form ('link')
--- and a Slack button ('slack').  An acknowledgement stops the episode's
--- reminders; a decision its follow-ups.  Then decision.recorded goes to
+-- and a Slack button ('slack').  Either stops the episode's reminders (a
+-- rule with choices offers no acknowledgement: its answers are decisions);
+-- a decision also stops its follow-ups.  Then decision.recorded goes to
 -- the rule's channels (or, with announce_decisions off, to the Slack
 -- channel whose message is updated only).  request_key makes a repeated
 -- request record nothing: NULL is returned then.
@@ -111,13 +115,27 @@ BEGIN
         RETURN NULL;            -- this request was recorded already
     END IF;
 
-    IF kind = 'acknowledgement' THEN
-        -- the threshold episode reminds no more
-        UPDATE herald.rule_instances i
-           SET acknowledged_at = coalesce(i.acknowledged_at, now()),
-               next_check_at = CASE WHEN i.state = 'pending' THEN i.next_check_at END
-         WHERE i.rule_id = e.rule_id AND i.firing_since IS NOT NULL
-           AND i.fired_event_id = e.id;
+    -- the threshold episode reminds no more
+    UPDATE herald.rule_instances i
+       SET acknowledged_at = coalesce(i.acknowledged_at, now()),
+           next_check_at = CASE WHEN i.state = 'pending' THEN i.next_check_at END
+     WHERE i.rule_id = e.rule_id AND i.firing_since IS NOT NULL
+       AND i.fired_event_id = e.id;
+
+    IF kind = 'decision' THEN
+        -- the episode is decided: nothing more to ask about its first event
+        -- or its escalations.  Clearing awaits_decision here (rather than
+        -- leaving it to herald._send_followups() to notice) also locks
+        -- those rows until this commits, so that a follow-up being sent
+        -- meanwhile skips them, and one that started before rechecks them.
+        UPDATE herald.event_log x SET awaits_decision = NULL
+         WHERE x.id = e.id AND x.awaits_decision;
+        IF e.type = 'rule.fired' THEN
+            UPDATE herald.event_log x SET awaits_decision = NULL
+             WHERE x.awaits_decision AND x.created_at >= e.created_at
+               AND x.rule_id = e.rule_id AND x.type = 'rule.escalated'
+               AND x.payload ->> 'fired_event_id' = e.id::text;
+        END IF;
     END IF;
 
     SELECT x.* INTO r FROM herald.rule_defs x WHERE x.id = e.rule_id;
@@ -254,15 +272,19 @@ RETURN CASE WHEN key_id IS NOT NULL AND herald._link_base() IS NOT NULL AND r.id
                          'id', CASE WHEN r.choices IS NOT NULL THEN 'choice-' || a
                                     WHEN a = 1 THEN 'acknowledge' ELSE 'decide' END,
                          'label', herald._action_label(r.choices, a),
-                         'url', herald._link(key_id, key,
-                                             coalesce(CASE WHEN e.type IN ('rule.reminder', 'rule.escalated')
-                                                           THEN (e.payload ->> 'fired_event_id')::bigint END,
-                                                      e.about_event_id, e.id),
-                                             a, c.id,
+                         'url', herald._link(key_id, key, x.episode, a, c.id,
+                                             -- an address a link cannot bind
+                                             -- (HERALD_RECIPIENT_MAX, links.c)
+                                             -- is not named: herald._link()
+                                             -- would fail every claim
                                              CASE WHEN c.kind = 'email' AND cardinality(c.recipients) = 1
+                                                       AND octet_length(c.recipients[1]) <= 254
                                                   THEN c.recipients[1] ELSE '' END))
                          ORDER BY a)
-                FROM generate_series(1, coalesce(cardinality(r.choices), 2)) AS a)
+                -- a link binds the episode's first event (a follow-up
+                -- about an escalation stands for its rule.fired event)
+                FROM (SELECT coalesce((herald._episode(e.id)).id, e.id) AS episode) x
+                     CROSS JOIN generate_series(1, coalesce(cardinality(r.choices), 2)) AS a)
         END;
 
 -- When the next follow-up about an event is due: followup_after after the
@@ -295,8 +317,11 @@ BEGIN
                r.enabled AND r.followup_after IS NOT NULL AS active,
                herald._followup_due(ev.created_at, ev.asked_at, r.followup_after,
                                     r.followup_every) AS due,
+               -- an escalation is decided with its episode
                EXISTS (SELECT 1 FROM herald.decision_log d
-                        WHERE d.event_id = ev.id AND d.kind = 'decision') AS decided
+                        WHERE d.event_id IN (ev.id, CASE WHEN ev.type = 'rule.escalated'
+                                                         THEN (ev.payload ->> 'fired_event_id')::bigint END)
+                          AND d.kind = 'decision') AS decided
           FROM herald.event_log ev
           LEFT JOIN herald.rule_defs r ON r.id = ev.rule_id
          WHERE ev.awaits_decision

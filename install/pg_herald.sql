@@ -244,6 +244,11 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         FOREACH v_address IN ARRAY c.recipients || c.sender LOOP
+            -- 254 bytes: the longest address SMTP carries (RFC 5321)
+            IF octet_length(v_address) > 254 THEN
+                RAISE EXCEPTION 'email address "%..." is longer than 254 bytes', left(v_address, 40)
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
             IF v_address IS NULL OR v_address !~ v_email THEN
                 RAISE EXCEPTION 'invalid email address "%"', coalesce(v_address, 'NULL')
                     USING ERRCODE = 'invalid_parameter_value',
@@ -627,8 +632,9 @@ BEGIN
 END;
 $$;
 
--- The answers a rule offers in its messages: 1 to 10 labels of 1 to 80
--- characters, distinct; each becomes a button.
+-- The answers a rule offers in its messages: 1 to 10 labels of 1 to 75
+-- characters (what a Slack button shows at most), distinct; each becomes a
+-- button.
 CREATE OR REPLACE FUNCTION herald._check_choices(choices text[], announce_decisions boolean)
 RETURNS void
 LANGUAGE plpgsql
@@ -650,11 +656,11 @@ BEGIN
                   HINT = 'Leave choices NULL to offer "Acknowledge" and "Record a decision".';
     END IF;
     FOREACH v_choice IN ARRAY choices LOOP
-        IF v_choice IS NULL OR btrim(v_choice) = '' OR char_length(v_choice) > 80
+        IF v_choice IS NULL OR btrim(v_choice) = '' OR char_length(v_choice) > 75
            OR v_choice <> btrim(v_choice) OR v_choice ~ '[\x01-\x1f\x7f]' THEN
             RAISE EXCEPTION 'invalid choice "%"', left(coalesce(v_choice, 'NULL'), 100)
                 USING ERRCODE = 'invalid_parameter_value',
-                      DETAIL = 'A choice is a label of 1 to 80 characters, without leading or trailing spaces or control characters.';
+                      DETAIL = 'A choice is a label of 1 to 75 characters, without leading or trailing spaces or control characters.';
         END IF;
     END LOOP;
     IF (SELECT count(DISTINCT lower(c)) FROM unnest(choices) c) <> cardinality(choices) THEN

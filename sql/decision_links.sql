@@ -17,7 +17,7 @@ SELECT herald.alter_channel('links-mail', enabled => false);
 SELECT herald.alter_channel('links-team', enabled => false);
 CREATE TABLE signups (id int PRIMARY KEY, plan text);
 
--- choices: 1 to 10 distinct labels of 1 to 80 characters
+-- choices: 1 to 10 distinct labels of 1 to 75 characters
 SELECT test.error_of($$SELECT herald.on_change('c1', 'signups', ARRAY['links-hook'], choices => '{}')$$);
 SELECT test.error_of($$SELECT herald.on_change('c1', 'signups', ARRAY['links-hook'], choices => ARRAY['a','b','c','d','e','f','g','h','i','j','k'])$$);
 SELECT test.error_of($$SELECT herald.on_change('c1', 'signups', ARRAY['links-hook'], choices => ARRAY['Keep', 'keep'])$$);
