@@ -519,7 +519,9 @@ access_handler(void *cls, struct MHD_Connection *connection, const char *url,
 		}
 		if (r->route == ROUTE_NONE || strlen(url) >= HTTP_MAX_URL)
 		{
-			snprintf(reason, sizeof(reason), "no route %s %.80s", r->method, r->path);
+			/* below a link's path may be a token: not for the log */
+			snprintf(reason, sizeof(reason), "no route %s %.80s", r->method,
+					 strncmp(r->path, "/d/", 3) == 0 ? "/d/..." : r->path);
 			note_refusal(r->remote, REFUSED_ROUTE, reason);
 			return refuse(r, connection, MHD_HTTP_NOT_FOUND, "Not found", NULL);
 		}
