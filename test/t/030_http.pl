@@ -383,6 +383,25 @@ sql("ALTER SYSTEM SET herald.http_rate_limit = 0");
 sql("SELECT pg_reload_conf()");
 ok(wait_healthy(), 'no limit again');
 
+# ---- an error while serving: 500, logged, nothing recorded ----
+$before = decisions();
+my $pending_form = form_token(get($url));
+my $locker = $node->background_psql('postgres');
+$locker->query_safe('BEGIN; LOCK herald.decision_log IN ACCESS EXCLUSIVE MODE;');
+$log_offset = -s $node->logfile;
+my $failed = post($url, { form => $pending_form, action => 1, said => 'while locked' });
+is($failed->{status}, 500, 'a request whose SQL fails (here: a lock it waits for too long) gets 500');
+like($failed->{body}, qr/nothing was recorded/, 'and a page that says nothing was recorded');
+$locker->query_safe('ROLLBACK;');
+$locker->quit;
+like(join("\n", HeraldTest::server_log($node, $log_offset, qr/pg_herald http could not serve/)),
+	qr{could not serve POST /d/\{token\} from 127\.0\.0\.1: canceling statement due to lock timeout},
+	'the error is logged, without the token');
+is(decisions(), $before, 'nothing was recorded');
+is(post($url, { form => $pending_form, action => 1, said => 'after the lock' })->{status}, 200,
+	'the same form then records');
+is(decisions(), $before + 1, 'once');
+
 # ---- kill -9 of the HTTP worker ----
 $before = decisions();
 my $pid = sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_herald http'");
