@@ -100,7 +100,7 @@ sub client
 	my ($out, $err) = ('', '');
 	IPC::Run::run([ 'python3', "$test_dir/http_client.py", @_ ], '>', \$out, '2>', \$err,
 		IPC::Run::timeout(3 * $timeout))
-	  or die "http_client.py @_[0] failed: $err";
+	  or die "http_client.py $_[0] failed: $err";
 	chomp $out;
 	return $out;
 }
@@ -364,12 +364,43 @@ while (!@refusals && time() < $deadline)
 	sleep 0.1 unless @refusals;
 }
 is(scalar(@refusals), 1, 'the refusals are logged once');
+# a limit high enough that nothing is refused for its rate (a 429 closes
+# its connection, which would make room for another)
+sql("ALTER SYSTEM SET herald.http_rate_limit = 1000");
+sql("SELECT pg_reload_conf()");
+$deadline = time() + $timeout;
+my $all_served;
+while (!$all_served && time() < $deadline)
+{
+	$all_served = !grep { $_->{status} != 200 } send_all(map { { method => 'GET', url => "$base/healthz" } } 1 .. 10);
+	sleep 0.1 unless $all_served;
+}
+ok($all_served, 'herald.http_rate_limit = 1000 is in effect');
 is(client('hold', 40, "$base/healthz"), 32, 'one address holds at most 32 connections');
 my $slow = client('slow', "$base/healthz");
 ok($slow >= 5 && $slow <= 30, "a client that stops mid-request is dropped ($slow s)");
 sql("ALTER SYSTEM SET herald.http_rate_limit = 0");
 sql("SELECT pg_reload_conf()");
 ok(wait_healthy(), 'no limit again');
+
+# ---- an error while serving: 500, logged, nothing recorded ----
+$before = decisions();
+my $pending_form = form_token(get($url));
+my $locker = $node->background_psql('postgres');
+$locker->query_safe('BEGIN; LOCK herald.decision_log IN ACCESS EXCLUSIVE MODE;');
+$log_offset = -s $node->logfile;
+my $failed = post($url, { form => $pending_form, action => 1, said => 'while locked' });
+is($failed->{status}, 500, 'a request whose SQL fails (here: a lock it waits for too long) gets 500');
+like($failed->{body}, qr/nothing was recorded/, 'and a page that says nothing was recorded');
+$locker->query_safe('ROLLBACK;');
+$locker->quit;
+like(join("\n", HeraldTest::server_log($node, $log_offset, qr/pg_herald http could not serve/)),
+	qr{could not serve POST /d/\{token\} from 127\.0\.0\.1: canceling statement due to lock timeout},
+	'the error is logged, without the token');
+is(decisions(), $before, 'nothing was recorded');
+is(post($url, { form => $pending_form, action => 1, said => 'after the lock' })->{status}, 200,
+	'the same form then records');
+is(decisions(), $before + 1, 'once');
 
 # ---- kill -9 of the HTTP worker ----
 $before = decisions();
@@ -388,6 +419,22 @@ is(decisions(), $before, 'nothing recorded was lost');
 my $after = get($url);
 is(post($url, { form => form_token($after), action => 1 })->{status}, 200, 'and a POST records again');
 is(decisions(), $before + 1, 'it is recorded');
+
+# ---- the extension dropped and created again ----
+sql('DROP EXTENSION pg_herald CASCADE');
+is(get($url)->{status}, 503, 'with pg_herald dropped: 503');
+sql(<<"SQL");
+CREATE EXTENSION pg_herald;
+SELECT herald.create_channel('ops', 'webhook', '$receiver->{url}/hook');
+SELECT herald.on_change('big_order', 'orders', ARRAY['ops'], operations => ARRAY['INSERT']);
+INSERT INTO orders VALUES (2, 20000, 'second');
+SQL
+is(get($url)->{status}, 403, 'created again: links of the old installation do not open');
+$event = sql("SELECT id FROM herald.event_log WHERE rule = 'big_order'");
+$url = link_url($event, 1, 'ops', 'ann@example.com');
+is(post($url, { form => form_token(get($url)), action => 1 })->{status}, 200,
+	'links of the new one do, and record');
+is(decisions(), 1, 'in the new installation');
 
 HeraldTest::no_server_errors($node);
 $node->stop;
