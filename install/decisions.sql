@@ -529,7 +529,7 @@ CREATE OR REPLACE FUNCTION herald._link_page(token text, made_at bigint,
     OUT status text, OUT event_id bigint, OUT event_type text, OUT rule text,
     OUT message text, OUT created_at text, OUT payload jsonb, OUT has_choices boolean,
     OUT labels text[], OUT action integer, OUT channel text, OUT recipient text,
-    OUT expires_at timestamptz, OUT form_token text, OUT decisions text[])
+    OUT expires_at timestamptz, OUT form_token text, OUT decisions text[], OUT mine text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -572,6 +572,15 @@ BEGIN
                           FROM herald.decision_log d WHERE d.event_id = e.id
                          ORDER BY d.decided_at DESC, d.id DESC LIMIT 50) x
                        ORDER BY x.decided_at, x.id);
+    -- what the recipient this link names answered through it last (a link
+    -- to a channel's readers names nobody: each reader answers anew)
+    IF l.recipient <> '' THEN
+        SELECT herald._decision_line(d) INTO mine
+          FROM herald.decision_log d
+         WHERE d.event_id = e.id AND d.identified_by = 'link' AND d.actor_id = l.recipient
+           AND d.channel_id = l.channel_id
+         ORDER BY d.decided_at DESC, d.id DESC LIMIT 1;
+    END IF;
 END;
 $$;
 

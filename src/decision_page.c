@@ -243,7 +243,7 @@ field_value(StringInfo buf, const char *value)
  */
 static void
 decision_page(const char *token, const Form *typed, const char *error, int error_status,
-			  HeraldHttpResponse *resp)
+			  bool change, HeraldHttpResponse *resp)
 {
 	Oid			argtypes[2] = {TEXTOID, INT8OID};
 	Datum		args[2];
@@ -265,6 +265,7 @@ decision_page(const char *token, const Form *typed, const char *error, int error
 	char	   *title;
 	char	   *message;
 	char	   *expires;
+	char	   *mine;
 	StringInfo	buf = &resp->body;
 
 	args[0] = CStringGetTextDatum(token);
@@ -300,6 +301,7 @@ decision_page(const char *token, const Form *typed, const char *error, int error
 	expires = col_text("expires_at");
 	form_token = typed && typed->form ? typed->form : col_text("form_token");
 	decisions = col_texts("decisions", &ndecisions);
+	mine = col_text("mine");
 	if (typed && typed->action)
 		action = atoi(typed->action);
 
@@ -337,56 +339,72 @@ decision_page(const char *token, const Form *typed, const char *error, int error
 		appendStringInfoString(buf, "</dl>\n");
 	}
 
-	appendStringInfoString(buf, "<form method=\"post\" accept-charset=\"utf-8\">\n"
-						   "<input type=\"hidden\" name=\"form\"");
-	field_value(buf, form_token);
-	appendStringInfoString(buf, ">\n<fieldset><legend>Your answer</legend>\n");
-	for (int i = 0; i < nlabels; i++)
+	/*
+	 * The recipient answered through this link already: the answer is shown
+	 * (going back to the page, or opening the link again, records nothing
+	 * more), and changing it is a deliberate step: /d/{token}/change.
+	 */
+	if (mine && !change && typed == NULL)
 	{
-		appendStringInfo(buf, "<label class=\"choice\"><input type=\"radio\" name=\"action\" value=\"%d\"%s> ",
-						 i + 1, i + 1 == action ? " checked" : "");
-		herald_html_escape(buf, labels[i]);
-		appendStringInfoString(buf, "</label>\n");
-	}
-	appendStringInfo(buf, "</fieldset>\n<label class=\"field\" for=\"said\">%s</label>\n"
-					 "<textarea id=\"said\" name=\"said\" rows=\"4\" maxlength=\"%d\">",
-					 has_choices ? "What was decided (optional: the choice says it)" :
-					 "Decision (required to record a decision), or a note", MAX_SAID);
-	herald_html_escape(buf, typed ? typed->said : NULL);
-	appendStringInfo(buf, "</textarea>\n<label class=\"field\" for=\"next_step\">Next step (optional)</label>\n"
-					 "<input type=\"text\" id=\"next_step\" name=\"next_step\" maxlength=\"%d\"", MAX_FIELD);
-	field_value(buf, typed ? typed->next_step : NULL);
-	appendStringInfo(buf, ">\n<label class=\"field\" for=\"owner\">Who owns it (optional)</label>\n"
-					 "<input type=\"text\" id=\"owner\" name=\"owner\" maxlength=\"200\"");
-	field_value(buf, typed ? typed->owner : NULL);
-	appendStringInfoString(buf, ">\n<label class=\"field\" for=\"due\">Due date (optional)</label>\n"
-						   "<input type=\"date\" id=\"due\" name=\"due\" placeholder=\"YYYY-MM-DD\"");
-	field_value(buf, typed ? typed->due : NULL);
-	appendStringInfoString(buf, ">\n");
-	if (recipient == NULL || recipient[0] == '\0')
-	{
-		appendStringInfoString(buf, "<label class=\"field\" for=\"name\">Your name</label>\n"
-							   "<input type=\"text\" id=\"name\" name=\"name\" required maxlength=\"200\" autocomplete=\"name\"");
-		field_value(buf, typed ? typed->name : NULL);
-		appendStringInfoString(buf, ">\n<p class=\"who\">Recording as a reader of channel <strong>");
-		herald_html_escape(buf, channel ? channel : "?");
-		appendStringInfoString(buf, "</strong>.</p>\n");
+		appendStringInfoString(buf, "<p class=\"done\" role=\"status\">Your answer is already recorded: ");
+		herald_html_escape(buf, mine);
+		appendStringInfoString(buf, "</p>\n<p><a href=\"");
+		herald_html_escape(buf, token);
+		appendStringInfoString(buf, "/change\">Change my answer</a></p>\n");
 	}
 	else
 	{
-		appendStringInfoString(buf, "<p class=\"who\">Recording as <strong>");
-		herald_html_escape(buf, recipient);
-		appendStringInfoString(buf, "</strong>");
-		if (channel)
+		appendStringInfoString(buf, "<form method=\"post\" accept-charset=\"utf-8\">\n"
+							   "<input type=\"hidden\" name=\"form\"");
+		field_value(buf, form_token);
+		appendStringInfoString(buf, ">\n<fieldset><legend>Your answer</legend>\n");
+		for (int i = 0; i < nlabels; i++)
 		{
-			appendStringInfoString(buf, " (channel ");
-			herald_html_escape(buf, channel);
-			appendStringInfoChar(buf, ')');
+			appendStringInfo(buf, "<label class=\"choice\"><input type=\"radio\" name=\"action\" value=\"%d\"%s> ",
+							 i + 1, i + 1 == action ? " checked" : "");
+			herald_html_escape(buf, labels[i]);
+			appendStringInfoString(buf, "</label>\n");
 		}
-		appendStringInfoString(buf, ".</p>\n");
+		appendStringInfo(buf, "</fieldset>\n<label class=\"field\" for=\"said\">%s</label>\n"
+						 "<textarea id=\"said\" name=\"said\" rows=\"4\" maxlength=\"%d\">",
+						 has_choices ? "What was decided (optional: the choice says it)" :
+						 "Decision (required to record a decision), or a note", MAX_SAID);
+		herald_html_escape(buf, typed ? typed->said : NULL);
+		appendStringInfo(buf, "</textarea>\n<label class=\"field\" for=\"next_step\">Next step (optional)</label>\n"
+						 "<input type=\"text\" id=\"next_step\" name=\"next_step\" maxlength=\"%d\"", MAX_FIELD);
+		field_value(buf, typed ? typed->next_step : NULL);
+		appendStringInfo(buf, ">\n<label class=\"field\" for=\"owner\">Who owns it (optional)</label>\n"
+						 "<input type=\"text\" id=\"owner\" name=\"owner\" maxlength=\"200\"");
+		field_value(buf, typed ? typed->owner : NULL);
+		appendStringInfoString(buf, ">\n<label class=\"field\" for=\"due\">Due date (optional)</label>\n"
+							   "<input type=\"date\" id=\"due\" name=\"due\" placeholder=\"YYYY-MM-DD\"");
+		field_value(buf, typed ? typed->due : NULL);
+		appendStringInfoString(buf, ">\n");
+		if (recipient == NULL || recipient[0] == '\0')
+		{
+			appendStringInfoString(buf, "<label class=\"field\" for=\"name\">Your name</label>\n"
+								   "<input type=\"text\" id=\"name\" name=\"name\" required maxlength=\"200\" autocomplete=\"name\"");
+			field_value(buf, typed ? typed->name : NULL);
+			appendStringInfoString(buf, ">\n<p class=\"who\">Recording as a reader of channel <strong>");
+			herald_html_escape(buf, channel ? channel : "?");
+			appendStringInfoString(buf, "</strong>.</p>\n");
+		}
+		else
+		{
+			appendStringInfoString(buf, "<p class=\"who\">Recording as <strong>");
+			herald_html_escape(buf, recipient);
+			appendStringInfoString(buf, "</strong>");
+			if (channel)
+			{
+				appendStringInfoString(buf, " (channel ");
+				herald_html_escape(buf, channel);
+				appendStringInfoChar(buf, ')');
+			}
+			appendStringInfoString(buf, ".</p>\n");
+		}
+		appendStringInfoString(buf, "<button type=\"submit\">Record</button>\n</form>\n");
 	}
-	appendStringInfoString(buf, "<button type=\"submit\">Record</button>\n</form>\n"
-						   "<h2>Decisions so far</h2>\n");
+	appendStringInfoString(buf, "<h2>Decisions so far</h2>\n");
 	if (ndecisions == 0)
 		appendStringInfoString(buf, "<p>None yet.</p>\n");
 	else
@@ -571,7 +589,7 @@ decide(const HeraldHttpRequest *req, const char *token, HeraldHttpResponse *resp
 		strlen(form.form) > 200)
 	{
 		decision_page(token, &form, "A field is too long: a decision has at most 4,000 characters, a next step 1,000, a name or owner 200.",
-					  422, resp);
+					  422, false, resp);
 		return;
 	}
 
@@ -611,11 +629,11 @@ decide(const HeraldHttpRequest *req, const char *token, HeraldHttpResponse *resp
 		resp->log_reason = "form token not genuine or too old";
 	}
 	else if (strcmp(status, "empty") == 0)
-		decision_page(token, &form, "Say what was decided, or choose \"Acknowledge\".", 422, resp);
+		decision_page(token, &form, "Say what was decided, or choose \"Acknowledge\".", 422, false, resp);
 	else if (strcmp(status, "name") == 0)
-		decision_page(token, &form, "Give your name: it is recorded with the decision.", 422, resp);
+		decision_page(token, &form, "Give your name: it is recorded with the decision.", 422, false, resp);
 	else if (strcmp(status, "due") == 0)
-		decision_page(token, &form, "The due date must be a date (YYYY-MM-DD) from 2000 to 2999.", 422, resp);
+		decision_page(token, &form, "The due date must be a date (YYYY-MM-DD) from 2000 to 2999.", 422, false, resp);
 	else if (strcmp(status, "recorded") == 0)
 		message_page(resp, 200, "Recorded, thank you", "done", col_text("line"));
 	else if (strcmp(status, "already") == 0)
@@ -624,13 +642,29 @@ decide(const HeraldHttpRequest *req, const char *token, HeraldHttpResponse *resp
 		elog(ERROR, "unexpected decision status \"%s\"", status);
 }
 
-/* GET, HEAD and POST /d/{token} */
+/*
+ * GET, HEAD and POST /d/{token}; GET /d/{token}/change shows the form even
+ * when the recipient answered already (its POST goes to the same place).
+ */
 void
 herald_decision_page(const HeraldHttpRequest *req, HeraldHttpResponse *resp)
 {
-	const char *token = req->path + 3;
+	char	   *token = pstrdup(req->path + 3);
+	char	   *slash = strchr(token, '/');
+	bool		change = false;
 
 	Assert(strncmp(req->path, "/d/", 3) == 0);
+	if (slash)
+	{
+		if (strcmp(slash, "/change") != 0)
+		{
+			message_page(resp, 404, "Not found", "refused", "There is no such page.");
+			resp->log_reason = "unknown route";
+			return;
+		}
+		*slash = '\0';
+		change = true;
+	}
 	if (strlen(token) > HERALD_LINK_MAX_CHARS ||
 		strspn(token, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != strlen(token))
 	{
@@ -640,7 +674,7 @@ herald_decision_page(const HeraldHttpRequest *req, HeraldHttpResponse *resp)
 	if (strcmp(req->method, "POST") == 0)
 		decide(req, token, resp);
 	else
-		decision_page(token, NULL, NULL, 0, resp);
+		decision_page(token, NULL, NULL, 0, change, resp);
 }
 
 /* Form tokens --------------------------------------------------------------- */

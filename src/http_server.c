@@ -483,7 +483,8 @@ route_of(const char *path)
 		return ROUTE_HEALTH;
 	if (strcmp(path, "/slack/actions") == 0)
 		return ROUTE_SLACK;
-	if (strncmp(path, "/d/", 3) == 0 && path[3] != '\0' && strchr(path + 3, '/') == NULL)
+	/* /d/{token}, /d/{token}/change: decision_page.c sorts them out */
+	if (strncmp(path, "/d/", 3) == 0 && path[3] != '\0' && path[3] != '/')
 		return ROUTE_DECISION;
 	return ROUTE_NONE;
 }
