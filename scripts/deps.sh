@@ -17,8 +17,8 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-packages=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev
-	libmicrohttpd-dev libipc-run-perl python3 python3-aiosmtpd make gcc
+packages=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libmicrohttpd-dev
+	pkg-config libipc-run-perl python3 python3-aiosmtpd make gcc
 	chromium fonts-liberation)
 # another node (e.g. a newer one installed by hand) is fine too
 command -v node >/dev/null || packages+=(nodejs)
