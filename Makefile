@@ -27,6 +27,7 @@ OBJS = \
 	src/decision_page.o \
 	src/slack.o \
 	src/template.o \
+	src/event_types.o \
 	src/limits.o \
 	src/evaluate.o \
 	src/scheduler.o

@@ -30,6 +30,7 @@
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -70,8 +71,13 @@ herald_chars_bytes(int chars)
 	return chars * pg_database_encoding_max_length();
 }
 
-static HeraldTemplateValues
-template_values(HeraldDelivery *d)
+/*
+ * The values templates render for a delivery.  A message with actions, or
+ * one that updates a message already answered (response_url), asks
+ * nothing in SQL.
+ */
+HeraldTemplateValues
+herald_template_values(HeraldDelivery *d)
 {
 	HeraldTemplateValues values;
 
@@ -79,6 +85,7 @@ template_values(HeraldDelivery *d)
 	values.event_id = d->event_id;
 	values.type = d->event_type;
 	values.data = d->payload;
+	values.has_actions = d->actions != NULL || d->response_url != NULL;
 	return values;
 }
 
@@ -91,7 +98,7 @@ template_values(HeraldDelivery *d)
 char *
 herald_message(HeraldDelivery *d, int max_bytes, bool *cut)
 {
-	HeraldTemplateValues values = template_values(d);
+	HeraldTemplateValues values = herald_template_values(d);
 	int			limit = herald_max_message_size;
 
 	if (max_bytes > 0)
@@ -103,34 +110,9 @@ herald_message(HeraldDelivery *d, int max_bytes, bool *cut)
 char *
 herald_title(HeraldDelivery *d, int max_bytes)
 {
-	HeraldTemplateValues values = template_values(d);
-	const char *tmpl;
-	JsonbValue	v;
-	bool		has_key = d->payload &&
-		getKeyJsonValueFromContainer(&d->payload->root, "key", 3, &v) != NULL;
+	HeraldTemplateValues values = herald_template_values(d);
+	const char *tmpl = herald_event_title(d->event_type, d->payload);
 
-	if (strcmp(d->event_type, "rule.fired") == 0)
-		tmpl = has_key ? "{{rule}} [{{key}}] is firing" : "{{rule}} is firing";
-	else if (strcmp(d->event_type, "rule.escalated") == 0)
-		tmpl = has_key ? "{{rule}} [{{key}}] escalated to {{level}}" : "{{rule}} escalated to {{level}}";
-	else if (strcmp(d->event_type, "rule.reminder") == 0)
-		tmpl = has_key ? "{{rule}} [{{key}}] is still firing" : "{{rule}} is still firing";
-	else if (strcmp(d->event_type, "rule.resolved") == 0)
-		tmpl = has_key ? "{{rule}} [{{key}}] resolved" : "{{rule}} resolved";
-	else if (strcmp(d->event_type, "rule.error") == 0)
-		tmpl = "{{rule}} failed";
-	else if (strcmp(d->event_type, "row.inserted") == 0)
-		tmpl = "{{rule}}: new row in {{table}}";
-	else if (strcmp(d->event_type, "row.updated") == 0)
-		tmpl = "{{rule}}: row updated in {{table}}";
-	else if (strcmp(d->event_type, "row.deleted") == 0)
-		tmpl = "{{rule}}: row deleted from {{table}}";
-	else if (strcmp(d->event_type, "channel.test") == 0)
-		tmpl = "Test message from pg_herald";
-	else if (strcmp(d->event_type, "decision.followup") == 0)
-		tmpl = "{{rule}}: what was decided about event {{about_event_id}}?";
-	else
-		tmpl = "{{type}}";
 	return herald_render_template(tmpl, &values,
 								  Min(max_bytes, herald_max_message_size), NULL);
 }
@@ -292,6 +274,163 @@ herald_links(const char *message, char **links)
 	return n;
 }
 
+/* A URL fit to be a button: http(s), in one piece, no quote or bracket. */
+static bool
+safe_url(const char *url, int len)
+{
+	if (!((len > 7 && pg_strncasecmp(url, "http://", 7) == 0) ||
+		  (len > 8 && pg_strncasecmp(url, "https://", 8) == 0)) ||
+		len > HERALD_ACTION_URL_MAX)
+		return false;
+	for (int i = 0; i < len; i++)
+		if ((unsigned char) url[i] <= ' ' || url[i] == 0x7f || url[i] == '"' ||
+			url[i] == '\'' || url[i] == '<' || url[i] == '>' || url[i] == '\\')
+			return false;
+	return true;
+}
+
+/* A string member of a JSON object, copied; NULL when absent or empty. */
+static char *
+member_string(JsonbContainer *obj, const char *key)
+{
+	JsonbValue	v;
+
+	if (getKeyJsonValueFromContainer(obj, key, strlen(key), &v) == NULL ||
+		v.type != jbvString || v.val.string.len == 0)
+		return NULL;
+	return pnstrdup(v.val.string.val, v.val.string.len);
+}
+
+/*
+ * The actions the delivery's message offers (herald._actions(): the
+ * claim's [{"id", "label", "url"}]), in order, at most HERALD_MAX_ACTIONS.
+ * An element that is not a complete action with an http(s) URL ending in
+ * its token is left out, so that no format ever shows half an action.
+ */
+int
+herald_actions(HeraldDelivery *d, HeraldAction *actions)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			n = 0;
+
+	if (d->actions == NULL || !JsonContainerIsArray(&d->actions->root))
+		return 0;
+	it = JsonbIteratorInit(&d->actions->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		HeraldAction *a = &actions[n];
+		char	   *slash;
+
+		if (tok != WJB_ELEM || v.type != jbvBinary ||
+			!JsonContainerIsObject(v.val.binary.data) || n >= HERALD_MAX_ACTIONS)
+			continue;
+		a->id = member_string(v.val.binary.data, "id");
+		a->label = member_string(v.val.binary.data, "label");
+		a->url = member_string(v.val.binary.data, "url");
+		if (a->id == NULL || a->label == NULL || a->url == NULL ||
+			!safe_url(a->url, strlen(a->url)))
+			continue;
+		slash = strrchr(a->url, '/');
+		if (slash == NULL || slash[1] == '\0' ||
+			strspn(slash + 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+				   "0123456789-_") != strlen(slash + 1))
+			continue;
+		a->token = pstrdup(slash + 1);
+		n++;
+	}
+	return n;
+}
+
+/* The actions as the JSON array [{"id", "label", "url"}] (webhook, notify). */
+void
+herald_append_actions_json(StringInfo buf, HeraldAction *actions, int n)
+{
+	appendStringInfoChar(buf, '[');
+	for (int i = 0; i < n; i++)
+	{
+		if (i > 0)
+			appendStringInfoString(buf, ", ");
+		appendStringInfoString(buf, "{\"id\": ");
+		escape_json(buf, actions[i].id);
+		appendStringInfoString(buf, ", \"label\": ");
+		escape_json(buf, actions[i].label);
+		appendStringInfoString(buf, ", \"url\": ");
+		escape_json(buf, actions[i].url);
+		appendStringInfoChar(buf, '}');
+	}
+	appendStringInfoChar(buf, ']');
+}
+
+/*
+ * A time of a payload (a timestamptz as JSON, with its offset) in UTC:
+ * "14:02 UTC", or with_date "2026-12-01 14:02 UTC"; "" when there is none.
+ */
+char *
+herald_utc_time(const char *iso, bool with_date)
+{
+	TimestampTz ts;
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (iso == NULL || iso[0] == '\0')
+		return pstrdup("");
+	ts = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(iso),
+												 ObjectIdGetDatum(InvalidOid),
+												 Int32GetDatum(-1)));
+	/* no time zone given: the fields are UTC */
+	if (TIMESTAMP_NOT_FINITE(ts) || timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
+		return pstrdup("");
+	if (with_date)
+		return psprintf("%04d-%02d-%02d %02d:%02d UTC", tm.tm_year, tm.tm_mon,
+						tm.tm_mday, tm.tm_hour, tm.tm_min);
+	return psprintf("%02d:%02d UTC", tm.tm_hour, tm.tm_min);
+}
+
+/*
+ * The event a decision.recorded delivery's response_url update is about,
+ * as a delivery of its own, so that the update shows that message again
+ * (its title, message and facts), with no actions and no hint.
+ */
+void
+herald_about_delivery(HeraldDelivery *d, HeraldDelivery *about)
+{
+	JsonbContainer *data = d->payload ? &d->payload->root : NULL;
+	JsonbValue	v;
+	char	   *created;
+
+	*about = *d;
+	about->actions = NULL;
+	about->payload = d->about_payload;
+	about->event_type = data ? member_string(data, "about_type") : NULL;
+	if (about->event_type == NULL)
+		about->event_type = pstrdup("event");
+	about->event_id = 0;
+	if (data && getKeyJsonValueFromContainer(data, "about_event_id", 14, &v) &&
+		v.type == jbvNumeric)
+		about->event_id = DatumGetInt64(DirectFunctionCall1(numeric_int8,
+															NumericGetDatum(v.val.numeric)));
+	/* the rule's own template, as the first message had it */
+	about->message = strncmp(about->event_type, "decision.", 9) == 0 ? NULL : d->rule_message;
+	/* the context line wants ISO 8601 in UTC */
+	created = data ? member_string(data, "about_created_at") : NULL;
+	if (created)
+	{
+		TimestampTz ts = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+																 CStringGetDatum(created),
+																 ObjectIdGetDatum(InvalidOid),
+																 Int32GetDatum(-1)));
+		struct pg_tm tm;
+		fsec_t		fsec;
+
+		if (!TIMESTAMP_NOT_FINITE(ts) && timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) == 0)
+			about->created_at = psprintf("%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year,
+										 tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min,
+										 tm.tm_sec);
+	}
+}
+
 /*
  * One thread per rule instance: the rule's name, and the key of a grouped
  * threshold rule.
@@ -374,15 +513,20 @@ herald_append_header(struct curl_slist *list, const char *line)
 
 /*
  * notify: pg_notify(target, payload), sent by the worker when it records
- * the outcome.  The payload {"event_id", "type", "rule", "message"} stays
- * under PostgreSQL's 8,000-byte limit: a long message is cut, the event id
- * is always there, and "truncated" says so.
+ * the outcome.  The payload {"event_id", "type", "rule", "message",
+ * "actions"} stays under PostgreSQL's 8,000-byte limit: a long message is
+ * cut first ("truncated": true says so); only if the actions alone do not
+ * fit are the last ones left out, whole, and "actions_dropped" says how
+ * many.  The event id is always there.
  */
 static void
 format_notify(HeraldDelivery *d, HeraldOutgoing *out)
 {
 	bool		rendered_cut;
 	char	   *message = herald_message(d, NOTIFY_MAX_BYTES, &rendered_cut);
+	HeraldAction actions[HERALD_MAX_ACTIONS];
+	int			nall = herald_actions(d, actions);
+	int			nactions = nall;
 	StringInfoData buf;
 	int			full = strlen(message);
 	int			cut = full;
@@ -399,19 +543,31 @@ format_notify(HeraldDelivery *d, HeraldOutgoing *out)
 			appendStringInfoString(&buf, "null");
 		appendStringInfoString(&buf, ", \"message\": ");
 		escape_json(&buf, message);
+		if (nall > 0)
+		{
+			appendStringInfoString(&buf, ", \"actions\": ");
+			herald_append_actions_json(&buf, actions, nactions);
+			if (nactions < nall)
+				appendStringInfo(&buf, ", \"actions_dropped\": %d", nall - nactions);
+		}
 		if (rendered_cut || cut < full || buf.len + 1 > NOTIFY_MAX_BYTES)
 			appendStringInfoString(&buf, ", \"truncated\": true");
 		appendStringInfoChar(&buf, '}');
 		if (buf.len <= NOTIFY_MAX_BYTES)
 			break;
-		if (cut == 0)
+		if (cut > 0)
+		{
+			/* escaping can grow a character up to six bytes: cut by the excess */
+			cut = pg_mbcliplen(message, cut, Max(cut - (buf.len - NOTIFY_MAX_BYTES) - 32, 0));
+			message[cut] = '\0';
+		}
+		else if (nactions > 0)
+			nactions--;
+		else
 			ereport(ERROR,
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 					 errmsg("the notification of event " INT64_FORMAT " is longer than 8000 bytes even without its message",
 							d->event_id)));
-		/* escaping can grow a character up to six bytes: cut by the excess */
-		cut = pg_mbcliplen(message, cut, Max(cut - (buf.len - NOTIFY_MAX_BYTES) - 32, 0));
-		message[cut] = '\0';
 		pfree(buf.data);
 	}
 	out->transport = HERALD_NOTIFY;

@@ -10,27 +10,46 @@
  * (character by character, with a visible "… [truncated]") before it is
  * escaped, first for the service's markup and then for JSON.
  *
+ * A message about an event that awaits a decision carries its actions
+ * (format.c herald_actions(): the rule's choices, or "Acknowledge" and
+ * "Record a decision", one signed link each), in each service's own way,
+ * right under the message.  Actions are never cut or dropped: the message,
+ * the facts and the links go first.
+ *
  * Slack (incoming webhook): Block Kit, with a "text" fallback for
  * notifications.  A header block (plain text, 150 characters), a section
  * with the message (mrkdwn, 3,000 characters), a section with up to 10
- * facts as fields (2,000 characters each), a context block and an actions
- * block with a button per link (label 75 characters, URL 3,000).  Slack's
- * limits count characters after its escaping of & < > as entities, so the
- * raw text is cut to what fits once escaped.
+ * facts as fields (2,000 characters each), an actions block
+ * "herald-actions" with a button per action, a context block and an
+ * actions block with a button per link (label 75 characters, URL 3,000).
+ * An action's button opens its link; on an interactive channel (one with
+ * slack_signing_secret) it carries action_id "herald-" + the action's id
+ * and value = the link's token and no URL, so that the click comes to
+ * /slack/actions signed by Slack, except "Record a decision", which also
+ * opens the page, where the decision is typed.  A decision.recorded
+ * delivery to the channel the click came from goes to the click's
+ * response_url instead, and replaces the message clicked: the same title,
+ * message and facts, and a line saying who answered, when, and what, with
+ * no buttons.  Slack's limits count characters after its escaping of & < >
+ * as entities, so the raw text is cut to what fits once escaped.
  *
  * Microsoft Teams (Workflows webhook): a message with one Adaptive Card:
- * title, message, a fact set (values 500 characters), the context line and
- * an Action.OpenUrl per link.  Teams refuses payloads of 28 KB and more.
+ * title, message, the actions as Action.OpenUrl in ActionSets of at most
+ * TEAMS_ACTIONS_PER_SET (Teams shows no more in a row), a fact set (values
+ * 500 characters), the context line and an Action.OpenUrl per link.  Teams
+ * refuses payloads of 28 KB and more.
  *
  * Google Chat (incoming webhook): a "text" message (*title*, message,
  * "Name: value" lines, _context_), & < > escaped as entities since Chat
  * reads <...> as links and mentions, in the thread of the rule instance;
  * REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD opens the thread when it does not
- * exist yet.  Chat refuses messages of 32,000 bytes and more.
+ * exist yet.  The actions follow as a card (cardsV2) with a buttonList,
+ * each button opening its link.  Chat refuses messages of 32,000 bytes and
+ * more.
  *
  * For the two byte limits, fit_body builds the payload and, while it is
  * too long, cuts the message by the excess (plus a margin), then drops
- * facts, then links, and builds it again.
+ * facts, then links, and builds it again; the actions always stay.
  *
  * Called by the delivery worker with no transaction open.
  *
@@ -52,6 +71,8 @@
 #define LINK_MAX_CHARS 3000		/* longer links are left out */
 #define LABEL_MAX_CHARS 75		/* Slack's limit for a button's text */
 #define FACT_VALUE_MAX_CHARS 500	/* Teams and Google Chat */
+#define SLACK_VALUE_MAX_CHARS 2000	/* Slack's limit for a button's value */
+#define TEAMS_ACTIONS_PER_SET 5
 
 /* Slack: characters, counted after Slack's escaping */
 #define SLACK_TEXT_MAX_CHARS 3000
@@ -87,6 +108,10 @@ typedef struct ChatParts
 	char	   *links[HERALD_MAX_LINKS];
 	char	   *labels[HERALD_MAX_LINKS];	/* the links' button text */
 	int			nlinks;
+	HeraldAction actions[HERALD_MAX_ACTIONS];	/* labels cut to buttons' */
+	int			nactions;
+	bool		interactive;	/* Slack: buttons post to /slack/actions */
+	char	   *status;			/* Slack update: who answered, or NULL */
 } ChatParts;
 
 typedef void (*chat_builder) (StringInfo buf, ChatParts *p);
@@ -247,6 +272,12 @@ collect_parts(HeraldDelivery *d, ChatParts *p, int message_max, int fact_max)
 		p->links[p->nlinks++] = links[i];
 	}
 	label_links(p, hosts);
+
+	p->nactions = herald_actions(d, p->actions);
+	for (int i = 0; i < p->nactions; i++)
+		p->actions[i].label = herald_truncate(p->actions[i].label, LABEL_MAX_CHARS,
+											  HERALD_TRUNCATED);
+	p->interactive = d->interactive;
 }
 
 /*
@@ -329,6 +360,40 @@ set_request(HeraldDelivery *d, HeraldOutgoing *out, char *url, StringInfo body)
 }
 
 /*
+ * One Slack button for an action: it opens the link or, on an interactive
+ * channel, posts its token to /slack/actions (see the file header).
+ * "Acknowledge", which commits to nothing, is the primary one; a rule's
+ * choices are shown alike, none favoured.
+ */
+static void
+append_slack_action(StringInfo buf, HeraldAction *a, bool interactive, bool separate)
+{
+	bool		value = interactive && herald_char_length(a->token) <= SLACK_VALUE_MAX_CHARS;
+	bool		url = !value || strcmp(a->id, "decide") == 0;
+
+	if (separate)
+		appendStringInfoString(buf, ", ");
+	appendStringInfoString(buf, "{\"type\": \"button\", \"action_id\": ");
+	escape_json(buf, psprintf("herald-%s", a->id));
+	appendStringInfoString(buf, ", \"text\": {\"type\": \"plain_text\", \"text\": ");
+	escape_json(buf, a->label);
+	appendStringInfoString(buf, ", \"emoji\": true}");
+	if (value)
+	{
+		appendStringInfoString(buf, ", \"value\": ");
+		escape_json(buf, a->token);
+	}
+	if (url)
+	{
+		appendStringInfoString(buf, ", \"url\": ");
+		escape_json(buf, a->url);
+	}
+	if (strcmp(a->id, "acknowledge") == 0)
+		appendStringInfoString(buf, ", \"style\": \"primary\"");
+	appendStringInfoChar(buf, '}');
+}
+
+/*
  * Slack: Block Kit, cut to Slack's limits per element (there is no
  * overall byte limit to fit, so no fit_body).  Empty texts are refused by
  * Slack, so a block with an empty text is left out.
@@ -339,7 +404,9 @@ build_slack(StringInfo buf, ChatParts *p)
 	char	   *fallback;
 	bool		first = true;
 
-	if (p->message[0])
+	if (p->status)
+		fallback = psprintf("%s: %s", p->title, p->status);
+	else if (p->message[0])
 		fallback = psprintf("%s: %s", p->title, p->message);
 	else
 		fallback = p->title;
@@ -381,6 +448,25 @@ build_slack(StringInfo buf, ChatParts *p)
 									  cut_text(p->facts[i].value, room, true)));
 			appendStringInfoChar(buf, '}');
 		}
+		appendStringInfoString(buf, "]}");
+	}
+
+	if (p->status)
+	{
+		append_separator(buf, &first);
+		appendStringInfoString(buf, "{\"type\": \"section\", "
+							   "\"text\": {\"type\": \"mrkdwn\", \"text\": ");
+		escape_json(buf, cut_text(p->status, SLACK_TEXT_MAX_CHARS, true));
+		appendStringInfoString(buf, "}}");
+	}
+
+	if (p->nactions > 0)
+	{
+		append_separator(buf, &first);
+		appendStringInfoString(buf, "{\"type\": \"actions\", "
+							   "\"block_id\": \"herald-actions\", \"elements\": [");
+		for (int i = 0; i < p->nactions; i++)
+			append_slack_action(buf, &p->actions[i], p->interactive, i > 0);
 		appendStringInfoString(buf, "]}");
 	}
 
@@ -430,6 +516,22 @@ build_teams(StringInfo buf, ChatParts *p)
 	appendStringInfoString(buf, ", {\"type\": \"TextBlock\", \"text\": ");
 	escape_json(buf, p->message);
 	appendStringInfoString(buf, ", \"wrap\": true}");
+
+	for (int i = 0; i < p->nactions; i++)
+	{
+		if (i % TEAMS_ACTIONS_PER_SET == 0)
+			appendStringInfoString(buf, i == 0 ? ", {\"type\": \"ActionSet\", \"actions\": ["
+								   : "]}, {\"type\": \"ActionSet\", \"actions\": [");
+		else
+			appendStringInfoString(buf, ", ");
+		appendStringInfoString(buf, "{\"type\": \"Action.OpenUrl\", \"title\": ");
+		escape_json(buf, p->actions[i].label);
+		appendStringInfoString(buf, ", \"url\": ");
+		escape_json(buf, p->actions[i].url);
+		appendStringInfoChar(buf, '}');
+	}
+	if (p->nactions > 0)
+		appendStringInfoString(buf, "]}");
 
 	if (p->nfacts > 0)
 	{
@@ -494,6 +596,23 @@ build_google_chat(StringInfo buf, ChatParts *p)
 
 	appendStringInfoString(buf, "{\"text\": ");
 	escape_json(buf, text.data);
+	if (p->nactions > 0)
+	{
+		appendStringInfoString(buf, ", \"cardsV2\": [{\"cardId\": \"herald-actions\", "
+							   "\"card\": {\"sections\": [{\"widgets\": [{\"buttonList\": "
+							   "{\"buttons\": [");
+		for (int i = 0; i < p->nactions; i++)
+		{
+			if (i > 0)
+				appendStringInfoString(buf, ", ");
+			appendStringInfoString(buf, "{\"text\": ");
+			escape_json(buf, p->actions[i].label);
+			appendStringInfoString(buf, ", \"onClick\": {\"openLink\": {\"url\": ");
+			escape_json(buf, p->actions[i].url);
+			appendStringInfoString(buf, "}}}");
+		}
+		appendStringInfoString(buf, "]}}]}]}}]");
+	}
 	appendStringInfoString(buf, ", \"thread\": {\"threadKey\": ");
 	escape_json(buf, p->thread_key);
 	appendStringInfoString(buf, "}}");
@@ -518,11 +637,65 @@ google_chat_url(const char *target)
 	return psprintf("%s%s%s", target, sep, GOOGLE_CHAT_REPLY_OPTION);
 }
 
+/*
+ * The line of a Slack update that says who answered, when and what:
+ * "✅ Acknowledged by @ann at 14:02 UTC", "✅ Decision by @ann at 14:02
+ * UTC: Roll back the form — the form lost 30% of sales", with the next
+ * step and the note on their own lines.
+ */
+static char *
+slack_status(HeraldDelivery *d)
+{
+	HeraldTemplateValues values = herald_template_values(d);
+	JsonbValue	v;
+	char	   *when = NULL;
+	char	   *summary;
+	bool		acknowledged;
+
+	if (d->payload &&
+		getKeyJsonValueFromContainer(&d->payload->root, "decided_at", 10, &v) &&
+		v.type == jbvString)
+		when = herald_utc_time(pnstrdup(v.val.string.val, v.val.string.len), false);
+	acknowledged = d->payload &&
+		getKeyJsonValueFromContainer(&d->payload->root, "kind", 4, &v) &&
+		v.type == jbvString && v.val.string.len == 15 &&
+		memcmp(v.val.string.val, "acknowledgement", 15) == 0;
+	summary = herald_render_template(acknowledged ? "{{decision_details}}" :
+									 ": {{decision_summary}}{{decision_details}}",
+									 &values, herald_chars_bytes(SLACK_TEXT_MAX_CHARS), NULL);
+	return psprintf("\xE2\x9C\x85 %s by %s%s%s%s",
+					acknowledged ? "Acknowledged" : "Decision",
+					herald_render_template("{{decided_by}}", &values,
+										   herald_chars_bytes(200), NULL),
+					when && when[0] ? " at " : "", when ? when : "", summary);
+}
+
 void
 herald_format_slack(HeraldDelivery *d, HeraldOutgoing *out)
 {
 	ChatParts	p;
 	StringInfoData buf;
+
+	if (d->response_url != NULL)
+	{
+		HeraldDelivery about;
+		char	   *status = slack_status(d);
+		char	   *text;
+
+		/* the message clicked, answered: {"replace_original": true, ...} */
+		herald_about_delivery(d, &about);
+		collect_parts(&about, &p, herald_chars_bytes(SLACK_TEXT_MAX_CHARS), 0);
+		p.nactions = 0;
+		p.status = status;
+		initStringInfo(&buf);
+		build_slack(&buf, &p);
+		Assert(buf.data[0] == '{');
+		text = psprintf("{\"replace_original\": true, %s", buf.data + 1);
+		resetStringInfo(&buf);
+		appendStringInfoString(&buf, text);
+		set_request(d, out, pstrdup(d->response_url), &buf);
+		return;
+	}
 
 	/* fact values are cut in build_slack, to what fits once escaped */
 	collect_parts(d, &p, herald_chars_bytes(SLACK_TEXT_MAX_CHARS), 0);

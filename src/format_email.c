@@ -14,11 +14,12 @@
  *	 (<webhook-id@pg-herald>, stable across retries), MIME-Version,
  *	 X-Herald-Event, X-Herald-Type, then a multipart/alternative body whose
  *	 boundary is "herald-<webhook-id>" with these parts:
- *	   text/plain: the message, the facts as "Name: value" lines and the
- *	   context line;
+ *	   text/plain: the message, the actions as "Label: URL" lines, the
+ *	   facts as "Name: value" lines and the context line;
  *	   text/html: a small self-contained document with the title, the
- *	   message, a table of the facts and the context line, every piece of
- *	   event text HTML-escaped;
+ *	   message, the actions as buttons (links in a table, inline styles
+ *	   only, as mail clients want), a table of the facts and the context
+ *	   line, every piece of event text HTML-escaped;
  *	   and, when the event asks for a decision meeting (its payload's
  *	   "meeting": a critical threshold rule with a meeting length), a third
  *	   one, text/calendar with METHOD:REQUEST: the invitation, with the
@@ -394,13 +395,17 @@ append_html(StringInfo buf, const char *text, bool breaks)
 
 /* The text/plain part, before encoding. */
 static char *
-plain_part(const char *message, HeraldFact *facts, int nfacts,
-		   const char *context)
+plain_part(const char *message, HeraldAction *actions, int nactions,
+		   HeraldFact *facts, int nfacts, const char *context)
 {
 	StringInfoData buf;
 
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "%s\n\n", message);
+	for (int i = 0; i < nactions; i++)
+		appendStringInfo(&buf, "%s: %s\n", one_line(actions[i].label), actions[i].url);
+	if (nactions > 0)
+		appendStringInfoChar(&buf, '\n');
 	for (int i = 0; i < nfacts; i++)
 		appendStringInfo(&buf, "%s: %s\n", one_line(facts[i].name),
 						 one_line(facts[i].value));
@@ -410,10 +415,40 @@ plain_part(const char *message, HeraldFact *facts, int nfacts,
 	return buf.data;
 }
 
+/*
+ * The actions as buttons: one row each, a link styled as a button (a
+ * table cell for its colour, which every mail client shows).
+ */
+static void
+append_html_actions(StringInfo buf, HeraldAction *actions, int nactions)
+{
+	if (nactions == 0)
+		return;
+	appendStringInfoString(buf, "<table role=\"presentation\" cellpadding=\"0\" "
+						   "cellspacing=\"0\" border=\"0\" style=\"margin:16px 0\">\n");
+	for (int i = 0; i < nactions; i++)
+	{
+		appendStringInfoString(buf, "<tr><td style=\"padding:0 0 8px 0\">"
+							   "<table role=\"presentation\" cellpadding=\"0\" "
+							   "cellspacing=\"0\" border=\"0\"><tr>"
+							   "<td bgcolor=\"#1f6feb\" style=\"border-radius:6px;"
+							   "background-color:#1f6feb\">"
+							   "<a href=\"");
+		append_html(buf, actions[i].url, false);
+		appendStringInfoString(buf, "\" target=\"_blank\" style=\"display:inline-block;"
+							   "padding:10px 18px;font-family:sans-serif;font-size:15px;"
+							   "font-weight:bold;color:#ffffff;text-decoration:none;"
+							   "border-radius:6px\">");
+		append_html(buf, actions[i].label, false);
+		appendStringInfoString(buf, "</a></td></tr></table></td></tr>\n");
+	}
+	appendStringInfoString(buf, "</table>\n");
+}
+
 /* The text/html part, before encoding. */
 static char *
-html_part(const char *title, const char *message, HeraldFact *facts,
-		  int nfacts, const char *context)
+html_part(const char *title, const char *message, HeraldAction *actions,
+		  int nactions, HeraldFact *facts, int nfacts, const char *context)
 {
 	StringInfoData buf;
 
@@ -430,6 +465,7 @@ html_part(const char *title, const char *message, HeraldFact *facts,
 	appendStringInfoString(&buf, "</h2>\n<p>");
 	append_html(&buf, message, true);
 	appendStringInfoString(&buf, "</p>\n");
+	append_html_actions(&buf, actions, nactions);
 	if (nfacts > 0)
 	{
 		appendStringInfoString(&buf, "<table cellpadding=\"4\" cellspacing=\"0\">\n");
@@ -562,6 +598,8 @@ herald_format_email(HeraldDelivery *d, HeraldOutgoing *out)
 	HeraldTemplateValues values;
 	HeraldFact	facts[HERALD_MAX_FACTS];
 	int			nfacts;
+	HeraldAction actions[HERALD_MAX_ACTIONS];
+	int			nactions;
 	char	   *title;
 	char	   *message;
 	char	   *context;
@@ -594,14 +632,12 @@ herald_format_email(HeraldDelivery *d, HeraldOutgoing *out)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("channel \"%s\" has no recipients", d->channel)));
 
-	values.rule = d->rule;
-	values.event_id = d->event_id;
-	values.type = d->event_type;
-	values.data = d->payload;
+	values = herald_template_values(d);
 	title = herald_title(d, herald_chars_bytes(SUBJECT_MAX_CHARS));
 	message = herald_message(d, 0, NULL);
 	context = herald_context_line(d);
 	nfacts = herald_facts(d, facts);
+	nactions = herald_actions(d, actions);
 
 	subject = one_line(d->subject ?
 					   herald_render_template(d->subject, &values,
@@ -642,9 +678,10 @@ herald_format_email(HeraldDelivery *d, HeraldOutgoing *out)
 					 boundary);
 	appendStringInfoString(&buf, "\r\n");
 	append_part(&buf, boundary, "text/plain",
-				plain_part(message, facts, nfacts, context));
+				plain_part(message, actions, nactions, facts, nfacts, context));
 	append_part(&buf, boundary, "text/html",
-				html_part(one_line(title), message, facts, nfacts, context));
+				html_part(one_line(title), message, actions, nactions, facts, nfacts,
+						  context));
 	if (meeting_start && meeting_end)
 		append_part(&buf, boundary, "text/calendar; method=REQUEST",
 					calendar_part(d, id, one_line(title), message, sender,

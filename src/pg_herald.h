@@ -24,6 +24,7 @@
 #include "postgres.h"
 
 #include "access/tupdesc.h"
+#include "lib/stringinfo.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
@@ -216,6 +217,32 @@ extern char *herald_link_token(const HeraldLink *link, const uint8 *key, int key
 extern bool herald_link_parse(const char *token, HeraldLink *link, uint8 *raw, int *rawlen);
 extern bool herald_link_verify(const uint8 *raw, int rawlen, const uint8 *key, int keylen);
 
+/* event_types.c: one entry per event type */
+typedef enum HeraldVariant
+{
+	HERALD_VARIANT_NONE,
+	HERALD_VARIANT_KEY,			/* the payload has a key (grouped rule) */
+	HERALD_VARIANT_ACKNOWLEDGEMENT	/* the payload's kind is acknowledgement */
+} HeraldVariant;
+
+typedef struct HeraldEventType
+{
+	const char *name;			/* NULL: any type not listed */
+	bool		awaits_decision;	/* its messages offer actions */
+	HeraldVariant variant;		/* what selects the variant templates */
+	const char *title;			/* templates (template.c) */
+	const char *message;
+	const char *variant_title;
+	const char *variant_message;
+	const char *decide_hint;	/* ends the default message when it carries
+								 * no actions: how to answer in SQL */
+} HeraldEventType;
+
+extern const HeraldEventType *herald_event_type(const char *name);
+extern const char *herald_event_title(const char *type, Jsonb *payload);
+extern const char *herald_event_message(const char *type, Jsonb *payload,
+										bool has_actions);
+
 /* template.c */
 typedef struct HeraldTemplateValues
 {
@@ -225,6 +252,8 @@ typedef struct HeraldTemplateValues
 	Jsonb	   *data;			/* event payload: table, operation, new, old
 								 * for row rules; key, value, thresholds,
 								 * state, level for threshold rules */
+	bool		has_actions;	/* the message carries actions: the default
+								 * message asks nothing in SQL */
 } HeraldTemplateValues;
 
 /* What ends a text that was cut: "… [truncated]" */
@@ -277,6 +306,9 @@ typedef struct HeraldDelivery
 	char	   *response_url;	/* decision.recorded to the Slack channel
 								 * whose message it updates: the URL that
 								 * does, or NULL */
+	Jsonb	   *about_payload;	/* with response_url: the payload of the
+								 * event the message was about */
+	char	   *rule_message;	/* with response_url: the rule's template */
 } HeraldDelivery;
 
 /*
@@ -369,18 +401,34 @@ typedef struct HeraldFact
 	char	   *value;
 } HeraldFact;
 
+/* One action a message offers: a signed link (links.c). */
+typedef struct HeraldAction
+{
+	char	   *id;				/* "acknowledge", "decide", "choice-N" */
+	char	   *label;
+	char	   *url;			/* http(s), {public_url}/d/{token} */
+	char	   *token;			/* the URL's last path segment */
+} HeraldAction;
+
 #define HERALD_MAX_FACTS 10
 #define HERALD_MAX_LINKS 5
+#define HERALD_MAX_ACTIONS 10	/* a rule offers 1 to 10 choices */
+#define HERALD_ACTION_URL_MAX 3000	/* Slack's limit for a button's URL */
 
 extern int	herald_max_message_size;
 extern void herald_define_format_settings(void);
 extern int	herald_chars_bytes(int chars);
 extern void herald_format(HeraldDelivery *d, HeraldOutgoing *out);
+extern HeraldTemplateValues herald_template_values(HeraldDelivery *d);
 extern char *herald_message(HeraldDelivery *d, int max_bytes, bool *cut);
 extern char *herald_title(HeraldDelivery *d, int max_bytes);
 extern char *herald_context_line(HeraldDelivery *d);
 extern int	herald_facts(HeraldDelivery *d, HeraldFact *facts);
 extern int	herald_links(const char *message, char **links);
+extern int	herald_actions(HeraldDelivery *d, HeraldAction *actions);
+extern void herald_append_actions_json(StringInfo buf, HeraldAction *actions, int n);
+extern char *herald_utc_time(const char *iso, bool with_date);
+extern void herald_about_delivery(HeraldDelivery *d, HeraldDelivery *about);
 extern char *herald_thread_key(HeraldDelivery *d);
 extern char *herald_truncate(const char *text, int max_chars, const char *marker);
 extern int	herald_char_length(const char *text);

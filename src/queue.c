@@ -315,7 +315,9 @@ enum
 	CLAIM_SUBJECT,
 	CLAIM_ACTIONS,
 	CLAIM_INTERACTIVE,
-	CLAIM_RESPONSE_URL
+	CLAIM_RESPONSE_URL,
+	CLAIM_ABOUT_PAYLOAD,
+	CLAIM_RULE_MESSAGE
 };
 
 /*
@@ -375,14 +377,18 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 								  "        c.recipients, c.sender, c.subject,"
 								  "        herald._actions(e, r, c, k.id, k.secret),"
 								  "        c.slack_signing_secret IS NOT NULL,"
-								  "        CASE WHEN e.type = 'decision.recorded' THEN"
-								  "          (SELECT dl.response_url FROM herald.decision_log dl"
-								  "            WHERE dl.id = (e.payload ->> 'decision_id')::bigint"
-								  "              AND dl.channel_id = c.id) END"
+								  "        dl.response_url,"
+								  "        CASE WHEN dl.response_url IS NOT NULL THEN"
+								  "          (SELECT a.payload FROM herald.event_log a"
+								  "            WHERE a.id = e.about_event_id) END,"
+								  "        CASE WHEN dl.response_url IS NOT NULL THEN r.message END"
 								  "   FROM claimed cl"
 								  "   JOIN herald.event_log e ON e.id = cl.event_id"
 								  "   JOIN herald.channel_defs c ON c.id = cl.channel_id"
 								  "   LEFT JOIN herald.rule_defs r ON r.id = e.rule_id"
+								  "   LEFT JOIN herald.decision_log dl ON e.type = 'decision.recorded'"
+								  "        AND dl.id = (e.payload ->> 'decision_id')::bigint"
+								  "        AND dl.channel_id = c.id"
 								  "   LEFT JOIN (SELECT lk.id, lk.secret FROM herald.link_keys lk"
 								  "               WHERE lk.retired_at IS NULL ORDER BY lk.id DESC LIMIT 1) k ON true",
 								  7, argtypes);
@@ -438,6 +444,12 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 		}
 		d->interactive = DatumGetBool(SPI_getbinval(tup, desc, CLAIM_INTERACTIVE, &isnull));
 		d->response_url = copy_text(tup, desc, CLAIM_RESPONSE_URL);
+		{
+			Datum		about = SPI_getbinval(tup, desc, CLAIM_ABOUT_PAYLOAD, &isnull);
+
+			d->about_payload = isnull ? NULL : DatumGetJsonbPCopy(about);
+		}
+		d->rule_message = copy_text(tup, desc, CLAIM_RULE_MESSAGE);
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);

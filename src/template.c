@@ -16,8 +16,17 @@
  * {{previous_state}}, {{level}}, {{since}}, {{error}} and {{sparkline}} (the
  * metric's recent values drawn with block characters).  A channel's
  * template (an email subject) serves every kind and may use all of them
- * but {{new.*}} and {{old.*}}.  Every other placeholder names a field of
- * the event's payload or a column of the event.
+ * but {{new.*}} and {{old.*}}, and those of decision.recorded events too:
+ * {{about}}, {{decision_summary}}, {{decision_details}} (computed: see
+ * render_decision) and the fields {{kind}}, {{choice}}, {{decision}},
+ * {{note}}, {{action}}, {{action_owner}}, {{action_due}}, {{decided_by}},
+ * {{identified_by}}, {{decided_at}}, {{about_event_id}}, {{about_type}}.
+ * A rule's message serves only the rule's own events, never follow-ups or
+ * decision.recorded, so it may not use these.  A field the event lacks
+ * renders as nothing.
+ *
+ * The default message and the title of each event type are in
+ * event_types.c.
  *
  * A rendering is bounded: the caller gives the most bytes it can use (its
  * channel kind's limit, and herald.max_message_size), and the walk stops
@@ -47,12 +56,31 @@
 	"{{warning_threshold}}, {{recover_threshold}}, {{state}}, {{previous_state}}, " \
 	"{{level}}, {{since}}, {{error}}, {{sparkline}}"
 #define THRESHOLD_PLACEHOLDERS COMMON_PLACEHOLDERS ", " THRESHOLD_FIELDS
-#define CHANNEL_PLACEHOLDERS COMMON_PLACEHOLDERS ", {{table}}, {{operation}}, " THRESHOLD_FIELDS
+#define DECISION_FIELDS "{{about}}, {{decision_summary}}, {{decision_details}}, " \
+	"{{about_event_id}}, {{about_type}}, {{kind}}, {{choice}}, {{decision}}, {{note}}, " \
+	"{{action}}, {{action_owner}}, {{action_due}}, {{decided_by}}, {{identified_by}}, " \
+	"{{decided_at}}"
+#define CHANNEL_PLACEHOLDERS COMMON_PLACEHOLDERS ", {{table}}, {{operation}}, " \
+	THRESHOLD_FIELDS ", " DECISION_FIELDS
 
 static const char *const row_fields[] = {"table", "operation", NULL};
-/* fields of other events, rendered but not offered to rule templates */
+/* fields of other events, rendered but not offered to templates */
 static const char *const other_fields[] = {
-	"channel", "about_event_id", "about_type", "about_created_at", "sql", "link", NULL
+	"channel", "about_created_at", "sql", "link", NULL
+};
+
+/*
+ * Fields of decision.recorded (and follow-ups: about_*), and the three
+ * computed from them (about, decision_summary, decision_details).  A rule's
+ * message never serves these events (its own events only), so only
+ * channel templates may use them.
+ */
+static const char *const decision_fields[] = {
+	"about_event_id", "about_type", "kind", "choice", "decision", "note", "action",
+	"action_owner", "action_due", "decided_by", "identified_by", "decided_at", NULL
+};
+static const char *const decision_computed[] = {
+	"about", "decision_summary", "decision_details", NULL
 };
 static const char *const threshold_fields[] = {
 	"key", "value", "op", "threshold", "warning_threshold", "recover_threshold",
@@ -218,6 +246,9 @@ check_placeholder(const char *name, RenderBuffer *out, void *arg)
 		return;
 	if (check->kind != TEMPLATE_ROW && in_list(name, threshold_fields))
 		return;
+	if (check->kind == TEMPLATE_CHANNEL &&
+		(in_list(name, decision_fields) || in_list(name, decision_computed)))
+		return;
 
 	if (check->kind == TEMPLATE_ROW &&
 		(strncmp(name, "new.", 4) == 0 || strncmp(name, "old.", 4) == 0))
@@ -361,6 +392,85 @@ append_sparkline(RenderBuffer *out, JsonbContainer *data)
 	}
 }
 
+/* A string field of the payload, or NULL (absent, null, not a string, empty). */
+static bool
+string_field(JsonbContainer *data, const char *name, JsonbValue *v)
+{
+	return object_field(data, name, v) != NULL && v->type == jbvString &&
+		v->val.string.len > 0;
+}
+
+static bool
+emit_value(RenderBuffer *out, JsonbValue *v)
+{
+	return emit(out, v->val.string.val, v->val.string.len);
+}
+
+/*
+ * The placeholders computed for decision.recorded: {{about}} ("event 42",
+ * "event 42 [paris]"), {{decision_summary}} ("acknowledged", or the choice
+ * and the text: "Roll back the form — the form lost 30% of sales") and
+ * {{decision_details}} (the next step with its owner and due date, and the
+ * note, each on a line of its own, or nothing).
+ */
+static void
+render_decision(const char *name, RenderBuffer *out, JsonbContainer *data)
+{
+	JsonbValue	v;
+	JsonbValue	w;
+
+	if (strcmp(name, "about") == 0)
+	{
+		if (!emit_string(out, "event "))
+			return;
+		if (object_field(data, "about_event_id", &v))
+			append_jsonb_value(out, &v);
+		if (string_field(data, "key", &v) &&
+			emit_string(out, " [") && emit_value(out, &v))
+			emit_string(out, "]");
+	}
+	else if (strcmp(name, "decision_summary") == 0)
+	{
+		bool		choice = string_field(data, "choice", &v);
+		bool		text = string_field(data, "decision", &w);
+
+		if (string_field(data, "kind", &w) && w.val.string.len == strlen("acknowledgement") &&
+			memcmp(w.val.string.val, "acknowledgement", w.val.string.len) == 0)
+			emit_string(out, "acknowledged");
+		else if (choice && text &&
+				 (v.val.string.len != w.val.string.len ||
+				  memcmp(v.val.string.val, w.val.string.val, v.val.string.len) != 0))
+		{
+			if (emit_value(out, &v) && emit_string(out, " \xE2\x80\x94 "))
+				emit_value(out, &w);
+		}
+		else if (text)
+			emit_value(out, &w);
+		else if (choice)
+			emit_value(out, &v);
+	}
+	else if (strcmp(name, "decision_details") == 0)
+	{
+		bool		owner = string_field(data, "action_owner", &v);
+		bool		due = string_field(data, "action_due", &w);
+		JsonbValue	x;
+
+		if (string_field(data, "action", &x))
+		{
+			if (!emit_string(out, "\nNext step: ") || !emit_value(out, &x))
+				return;
+			if (owner && !(emit_string(out, " (owner ") && emit_value(out, &v) &&
+						   emit_string(out, due ? ", due " : ")")))
+				return;
+			if (due && !(emit_string(out, owner ? "" : " (due ") && emit_value(out, &w) &&
+						 emit_string(out, ")")))
+				return;
+		}
+		if (string_field(data, "note", &x) && emit_string(out, "\nNote: "))
+			emit_value(out, &x);
+	}
+}
+
 /* A placeholder that cannot be resolved, as written. */
 static void
 emit_unresolved(RenderBuffer *out, const char *name)
@@ -390,8 +500,10 @@ render_placeholder(const char *name, RenderBuffer *out, void *arg)
 		emit_string(out, values->type);
 	else if (strcmp(name, "sparkline") == 0)
 		append_sparkline(out, data);
+	else if (in_list(name, decision_computed))
+		render_decision(name, out, data);
 	else if (in_list(name, row_fields) || in_list(name, threshold_fields) ||
-			 in_list(name, other_fields))
+			 in_list(name, other_fields) || in_list(name, decision_fields))
 	{
 		/* a field the event lacks (no warning threshold) renders as nothing */
 		if (object_field(data, name, &v))
@@ -416,47 +528,6 @@ render_placeholder(const char *name, RenderBuffer *out, void *arg)
 		emit_unresolved(out, name);
 }
 
-/* How to answer an event that calls for a decision. */
-#define DECIDE_HINT \
-	"\nAcknowledge: SELECT herald.acknowledge({{event_id}});" \
-	" decide: SELECT herald.decide({{event_id}}, 'what was decided');"
-
-/* The message of a rule that gives none. */
-static const char *
-default_message(const char *event_type, bool has_key)
-{
-	if (strcmp(event_type, "row.inserted") == 0)
-		return "New row in {{table}} (rule {{rule}}, event {{event_id}})" DECIDE_HINT;
-	if (strcmp(event_type, "row.updated") == 0)
-		return "Row updated in {{table}} (rule {{rule}}, event {{event_id}})" DECIDE_HINT;
-	if (strcmp(event_type, "row.deleted") == 0)
-		return "Row deleted from {{table}} (rule {{rule}}, event {{event_id}})" DECIDE_HINT;
-	if (strcmp(event_type, "rule.fired") == 0)
-		return has_key ?
-			"{{rule}} [{{key}}] is firing ({{level}}): {{value}} {{op}} {{threshold}} {{sparkline}}" DECIDE_HINT :
-			"{{rule}} is firing ({{level}}): {{value}} {{op}} {{threshold}} {{sparkline}}" DECIDE_HINT;
-	if (strcmp(event_type, "rule.escalated") == 0)
-		return has_key ?
-			"{{rule}} [{{key}}] escalated to {{level}}: {{value}} {{op}} {{threshold}}" DECIDE_HINT :
-			"{{rule}} escalated to {{level}}: {{value}} {{op}} {{threshold}}" DECIDE_HINT;
-	if (strcmp(event_type, "rule.reminder") == 0)
-		return has_key ?
-			"{{rule}} [{{key}}] is still firing ({{level}}) since {{since}}: value {{value}}" DECIDE_HINT :
-			"{{rule}} is still firing ({{level}}) since {{since}}: value {{value}}" DECIDE_HINT;
-	if (strcmp(event_type, "rule.resolved") == 0)
-		return has_key ?
-			"{{rule}} [{{key}}] resolved: value {{value}}" :
-			"{{rule}} resolved: value {{value}}";
-	if (strcmp(event_type, "rule.error") == 0)
-		return "{{rule}} could not be evaluated: {{error}}";
-	if (strcmp(event_type, "decision.followup") == 0)
-		return "No decision is recorded yet for event {{about_event_id}} ({{about_type}} of rule {{rule}}). "
-			"What was decided? Record it: {{sql}} {{link}}";
-	if (strcmp(event_type, "channel.test") == 0)
-		return "Test message from pg_herald: channel {{channel}} works.";
-	return "{{type}} (rule {{rule}}, event {{event_id}})";
-}
-
 /*
  * Render a template for one event, in at most max_bytes bytes (at least
  * enough for HERALD_TRUNCATED); NULL renders the default message of the
@@ -471,14 +542,11 @@ herald_render_template(const char *tmpl, const HeraldTemplateValues *values,
 					   int max_bytes, bool *cut)
 {
 	RenderBuffer out;
-	JsonbValue	v;
 	int			marker = strlen(HERALD_TRUNCATED);
 
 	Assert(max_bytes >= marker);
 	if (tmpl == NULL)
-		tmpl = default_message(values->type,
-							   object_field(values->data ? &values->data->root : NULL,
-											"key", &v) != NULL);
+		tmpl = herald_event_message(values->type, values->data, values->has_actions);
 	initStringInfo(&out.text);
 	out.limit = Max(max_bytes, marker);
 	out.cut = false;

@@ -4,8 +4,9 @@
  *		The generic webhook format: a Standard Webhooks request.
  *
  * Body: {"type": ..., "timestamp": ..., "data": {...}} where data carries
- * the rule, the event id, the rendered message and the event's payload
- * (table, operation, new and old rows).  Headers: webhook-id (stable across
+ * the rule, the event id, the rendered message, the event's payload
+ * (table, operation, new and old rows) and, for an event that awaits a
+ * decision, "actions": [{"id", "label", "url"}], one signed link each.  Headers: webhook-id (stable across
  * retries of one delivery), webhook-timestamp (this attempt) and
  * webhook-signature (see signing.c; during a secret rotation, one signature
  * per secret), plus the channel's own headers.
@@ -148,6 +149,8 @@ herald_format_webhook(HeraldDelivery *d, HeraldOutgoing *out)
 {
 	StringInfoData buf;
 	char	   *message = herald_message(d, 0, NULL);
+	HeraldAction actions[HERALD_MAX_ACTIONS];
+	int			nactions;
 	char	   *secrets[2] = {d->secret, d->previous_secret};
 	StringInfoData signatures;
 	int64		now = (int64) time(NULL);
@@ -167,6 +170,12 @@ herald_format_webhook(HeraldDelivery *d, HeraldOutgoing *out)
 					 d->event_id);
 	escape_json(&buf, message);
 	append_object_members(&buf, d->payload);
+	nactions = herald_actions(d, actions);
+	if (nactions > 0)
+	{
+		appendStringInfoString(&buf, ", \"actions\": ");
+		herald_append_actions_json(&buf, actions, nactions);
+	}
 	appendStringInfoString(&buf, "}}");
 
 	initStringInfo(&signatures);
