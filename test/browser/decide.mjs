@@ -219,7 +219,8 @@ const commands = {
 	},
 
 	async email({ file, width = 600, screenshot = null }) {
-		const context = await browser.newContext({ viewport: { width, height: 800 }, deviceScaleFactor: 1 });
+		// a short viewport: the full-page screenshot is as tall as the email
+		const context = await browser.newContext({ viewport: { width, height: 100 }, deviceScaleFactor: 1 });
 		const blocked = [];
 		const fileUrl = pathToFileURL(file).href;
 		await context.route('**/*', (route) => {

@@ -194,7 +194,8 @@ is(decisions(), '0', 'opening the page in a browser (scripts run) recorded nothi
 my $done = browse({ cmd => 'submit', choice => $choices[2], text => $decision_text,
 		screenshot => "$shots/decision-recorded.png" });
 ok($done->{ok}, 'the person picks a choice, types a decision and submits');
-is($done->{status}, 200, 'the confirmation page answers 200');
+is($done->{status}, 200, 'the confirmation page answers 200')
+  or diag("the browser's POST had Origin: " . ($done->{post}{origin} // 'none') . "\n" . ($done->{text} // ''));
 like($done->{text} // '', qr/recorded/i, 'the confirmation says the decision is recorded')
   or diag($done->{text});
 like($done->{text} // '', qr/\Q$choices[2]\E/, 'and names the choice');
