@@ -3,8 +3,8 @@
 # records, the latency of one POST under load, and what that load costs the
 # deliveries.
 #
-#   bash bench/decisions.sh [--seconds 10] [--connections 50] [--events 50000]
-#                           [--paced-rate 100] [--timeout 120]
+#   bash bench/decisions.sh [--seconds 10] [--connections 50] [--events 20000]
+#                           [--paced-rate 100] [--rounds 3] [--timeout 120]
 #
 # One cluster with herald.http_listen on a free port of 127.0.0.1 and
 # herald.http_rate_limit = 0 (no per-address limit: every request comes from
@@ -20,11 +20,12 @@
 #      are counted afterwards (wrk does not count the requests it cut at the
 #      end: up to C more rows than answers).
 #   3. Deliveries: N webhooks queued in one transaction and drained (as in
-#      bench/throughput.sh: COMMIT -> herald.flush() true), four times in the
-#      same run: alone, while wrk keeps C connections posting decisions at
-#      about --paced-rate per second in all, while it posts as fast as it
-#      can, and alone again.  Ratio = deliveries/s with the load / the mean
-#      of the two runs alone.  The decided rule has announce_decisions off,
+#      bench/throughput.sh: COMMIT -> herald.flush() true), --rounds times
+#      each of: alone, while wrk keeps C connections posting decisions at
+#      about --paced-rate per second in all, and while it posts as fast as it
+#      can, interleaved so that a neighbour's load falls on all three.
+#      Ratio = the median deliveries/s with the load / the median alone.
+#      The decided rule has announce_decisions off,
 #      so the drains send the same deliveries (an announced decision is one
 #      more delivery per channel, costing what any delivery costs).
 set -euo pipefail
@@ -34,8 +35,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 seconds=10
 connections=50
-events=50000
+events=20000
 paced_rate=100
+rounds=3
 drain_timeout=120
 
 usage() {
@@ -48,12 +50,13 @@ while [ $# -gt 0 ]; do
 		--connections) connections=$2; shift 2 ;;
 		--events) events=$2; shift 2 ;;
 		--paced-rate) paced_rate=$2; shift 2 ;;
+		--rounds) rounds=$2; shift 2 ;;
 		--timeout) drain_timeout=$2; shift 2 ;;
 		-h | --help) usage 0 ;;
 		*) echo "decisions.sh: unknown argument: $1" >&2; usage 2 ;;
 	esac
 done
-bench_positive_ints "$seconds" "$connections" "$events" "$paced_rate" "$drain_timeout"
+bench_positive_ints "$seconds" "$connections" "$events" "$paced_rate" "$rounds" "$drain_timeout"
 [ "$connections" -le 200 ] || bench_die "--connections at most 200 (the HTTP worker serves 256)"
 
 bench_init decisions "${args[@]}"
@@ -66,14 +69,14 @@ herald_cluster_start "$BENCH_TMP/pg" "herald.http_listen = '127.0.0.1:$http_port
 	"herald.http_rate_limit = 0" >&2
 bench_wait_worker >/dev/null
 bench_wait_worker "pg_herald http" >/dev/null
-status=
-for _ in $(seq 100); do
-	status=$(curl --noproxy '*' -s -o /dev/null -w '%{http_code}' --max-time 2 "$public/d/x" || true)
-	[ "$status" = 000 ] || break
+# (a reload makes sure every process has herald.http_rate_limit = 0, even
+# if the library reserved the prefix before defining it)
+bench_psql -c "SELECT pg_reload_conf()" >/dev/null
+for _ in $(seq 50); do
+	[ "$(bench_psql -c 'SHOW herald.http_rate_limit')" = 0 ] && break
 	sleep 0.1
 done
-[ "$status" = 403 ] || bench_die "the HTTP worker answered $status to a malformed link, not 403"
-bench_say "HTTP worker on $public"
+[ "$(bench_psql -c 'SHOW herald.http_rate_limit')" = 0 ] || bench_die "herald.http_rate_limit is not 0"
 
 choices="ARRAY['choice 1', 'choice 2', 'choice 3', 'choice 4', 'choice 5', 'choice 6', 'choice 7', 'choice 8', 'choice 9', 'choice 10']"
 bench_psql -v url="$BENCH_NGINX_URL" >/dev/null <<SQL
@@ -97,6 +100,15 @@ DO \$\$BEGIN
 END\$\$;
 SQL
 
+status=
+for _ in $(seq 100); do
+	status=$(curl --noproxy '*' -s -o /dev/null -w '%{http_code}' --max-time 2 "$public/d/x" || true)
+	[ "$status" = 000 ] || [ "$status" = 503 ] || break
+	sleep 0.1
+done
+[ "$status" = 403 ] || bench_die "the HTTP worker answered $status to a malformed link, not 403"
+bench_say "HTTP worker on $public"
+
 # A pool of distinct valid forms: "path TAB form token TAB action" lines.
 # Links to the 100 events, their 10 actions, one recipient each (the
 # recipient a link names is who decides); each form token is made as the
@@ -106,8 +118,9 @@ make_pool() {
 	BENCH_SQL_TIMEOUT=300 bench_psql -v count="$count" -v offset="$offset" >"$file" <<'SQL'
 COPY (
     SELECT '/d/' || l.token, herald._form_token(l.token, extract(epoch FROM now())::bigint), l.action
-      FROM (SELECT herald._link(k.id, k.secret, e.id, 1 + g % 10, c.id,
-                                'person-' || (:offset + g) || '@example.com') AS token,
+      FROM (SELECT substring(herald._link(k.id, k.secret, e.id, 1 + g % 10, c.id,
+                                          'person-' || (:offset + g) || '@example.com')
+                             FROM '/d/([A-Za-z0-9_-]+)$') AS token,
                    1 + g % 10 AS action
               FROM generate_series(0, :count - 1) g
               JOIN herald.event_log e ON e.rule = 'ask' AND e.payload -> 'new' ->> 'id' = (1 + (g / 10) % 100)::text
@@ -185,11 +198,16 @@ pace_ms=$((connections * 1000 / paced_rate))
 pool_drain=$((rps * 30))
 [ "$pool_drain" -ge 1000 ] || pool_drain=1000
 [ "$pool_drain" -le 300000 ] || pool_drain=300000
-rows="run|decision load|deliveries|drain s|deliveries/s|decisions recorded meanwhile|decisions/s meanwhile|ratio to alone"
-results=()
-alone=()
+rows="run|decision load|deliveries|drain s|deliveries/s|decisions recorded meanwhile|decisions/s meanwhile"
+rates_none=()
+rates_paced=()
+rates_full=()
+loads=()
+for _ in $(seq "$rounds"); do
+	loads+=(none paced full)
+done
 run=0
-for load in none paced full none; do
+for load in "${loads[@]}"; do
 	run=$((run + 1))
 	wrk_pid=
 	last_id=$(bench_psql -c "SELECT coalesce(max(id), 0) FROM herald.deliveries")
@@ -232,15 +250,24 @@ SQL
 	read -r drain_s rate made_rate < <(awk -v c="$t_commit" -v d="$t_done" -v n="$delivered" -v m="$made" \
 		'BEGIN { printf "%.2f %.0f %.0f\n", d - c, n / (d - c), m / (d - c) }')
 	[ "$flushed" = t ] || drain_s=">$drain_s (gave up)"
-	[ "$load" != none ] || alone+=("$rate")
-	results+=("$run|$load|$delivered|$drain_s|$rate|$made|$made_rate")
+	case $load in
+		none) rates_none+=("$rate") ;;
+		paced) rates_paced+=("$rate") ;;
+		full) rates_full+=("$rate") ;;
+	esac
+	rows+=$'\n'"$run|$load|$delivered|$drain_s|$rate|$made|$made_rate"
 	bench_say "run $run: $delivered delivered in $drain_s s = $rate/s; $made decisions recorded meanwhile"
 done
-alone_mean=$(awk -v a="${alone[0]}" -v b="${alone[1]}" 'BEGIN { printf "%.0f", (a + b) / 2 }')
-for r in "${results[@]}"; do
-	IFS='|' read -r _ load _ _ rate _ _ <<<"$r"
-	rows+=$'\n'"$r|$(awk -v a="$rate" -v b="$alone_mean" 'BEGIN { printf "%.3f", a / b }')"
-done
+median_none=$(bench_median "${rates_none[@]}")
+median_paced=$(bench_median "${rates_paced[@]}")
+median_full=$(bench_median "${rates_full[@]}")
+ratio() {
+	awk -v a="$1" -v b="$median_none" 'BEGIN { printf "%.3f", a / b }'
+}
+summary="decision load|median deliveries/s|ratio to alone|runs (deliveries/s)"
+summary+=$'\n'"none|$median_none|1.000|${rates_none[*]}"
+summary+=$'\n'"paced (about $paced_rate/s)|$median_paced|$(ratio "$median_paced")|${rates_paced[*]}"
+summary+=$'\n'"full|$median_full|$(ratio "$median_full")|${rates_full[*]}"
 paced_label="paced: $connections connections, one POST each per $pace_ms ms after the answer"
 
 {
@@ -256,6 +283,8 @@ paced_label="paced: $connections connections, one POST each per $pace_ms ms afte
 	echo
 	echo "==== deliveries while decisions come in: draining $events queued webhooks to nginx ===="
 	echo
+	bench_table <<<"$summary"
+	echo
 	bench_table <<<"$rows"
 	echo
 	echo "drain s:   COMMIT of $events orders (a row rule, one webhook each) -> herald.flush('1 second'),"
@@ -263,7 +292,7 @@ paced_label="paced: $connections connections, one POST each per $pace_ms ms afte
 	echo "load:      none; $paced_label"
 	echo "           (about $paced_rate/s in all); full: $connections connections as fast as they are answered."
 	echo "           wrk, the HTTP worker, the delivery worker, nginx and PostgreSQL share the cores."
-	echo "ratio:     deliveries/s / the mean of the two runs without load ($alone_mean/s)."
+	echo "ratio:     median deliveries/s with that load / median without; runs interleaved."
 	echo "cluster:   scripts/cluster.sh defaults (fsync = off), herald.http_rate_limit = 0."
 	echo "server log ERROR/FATAL/PANIC/WARNING lines: $(bench_server_log_summary)"
 	bench_machine
