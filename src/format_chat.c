@@ -276,7 +276,7 @@ collect_parts(HeraldDelivery *d, ChatParts *p, int message_max, int fact_max)
 	p->nactions = herald_actions(d, p->actions);
 	for (int i = 0; i < p->nactions; i++)
 		p->actions[i].label = herald_truncate(p->actions[i].label, LABEL_MAX_CHARS,
-											  HERALD_TRUNCATED);
+											  "\xE2\x80\xA6");
 	p->interactive = d->interactive;
 }
 

@@ -433,9 +433,11 @@ render_decision(const char *name, RenderBuffer *out, JsonbContainer *data)
 	{
 		bool		choice = string_field(data, "choice", &v);
 		bool		text = string_field(data, "decision", &w);
+		JsonbValue	kind;
 
-		if (string_field(data, "kind", &w) && w.val.string.len == strlen("acknowledgement") &&
-			memcmp(w.val.string.val, "acknowledgement", w.val.string.len) == 0)
+		if (string_field(data, "kind", &kind) &&
+			kind.val.string.len == strlen("acknowledgement") &&
+			memcmp(kind.val.string.val, "acknowledgement", kind.val.string.len) == 0)
 			emit_string(out, "acknowledged");
 		else if (choice && text &&
 				 (v.val.string.len != w.val.string.len ||
