@@ -21,7 +21,8 @@
 //       and reports the page it lands on; keeps the POST (body and headers).
 //   {"cmd": "back_resubmit"}
 //       Goes back to the form and, when it is there, submits it again as it
-//       is; reports the page shown after going back and the one after.
+//       is; reports the page shown after going back (and whether its hidden
+//       fields are those submitted before) and the one after.
 //   {"cmd": "replay"}
 //       Sends the kept POST again, byte for byte (the browser's "resend").
 //   {"cmd": "email", "file": HTML_FILE, "width": 600, "screenshot": FILE}
@@ -195,6 +196,11 @@ const commands = {
 		const response = await page.goBack({ timeout: STEP_MS, waitUntil: 'load' });
 		const back = await observe(page);
 		back.status = response ? response.status() : null;
+		// whether the page came back with the form token that was submitted
+		const submitted = new URLSearchParams(lastPost.body || '');
+		const hidden = await page.evaluate(() => Array.from(document.querySelectorAll(
+			'form[method="post" i] input[type="hidden"]')).map((i) => [i.name, i.value]));
+		back.same_hidden_fields = hidden.every(([name, value]) => submitted.get(name) === value);
 		if (!back.form || await submitButton(page).count() === 0) {
 			return { back, resubmitted: false };
 		}

@@ -214,7 +214,8 @@ my $again = browse({ cmd => 'back_resubmit' });
 ok($again->{ok}, 'the person goes back and submits again');
 my $shown = $again->{resubmitted} ? $again->{after}{text} : $again->{back}{text};
 like($shown // '', qr/already recorded/i, 'the page says the decision is already recorded')
-  or diag(explain($again));
+  or diag("back: HTTP " . ($again->{back}{status} // '?') . ", hidden fields as submitted: "
+	  . ($again->{back}{same_hidden_fields} ? 'yes' : 'no') . "; after: " . ($shown // ''));
 my $replay = browse({ cmd => 'replay' });
 ok($replay->{ok}, 'the same POST is sent again');
 like($replay->{body} // '', qr/already recorded/i, 'it answers that the decision is already recorded')
