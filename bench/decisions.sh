@@ -67,8 +67,8 @@ http_port=$(herald_free_port)
 public="http://127.0.0.1:$http_port"
 herald_cluster_start "$BENCH_TMP/pg" "herald.http_listen = '127.0.0.1:$http_port'" \
 	"herald.http_rate_limit = 0" >&2
-bench_wait_worker >/dev/null
-bench_wait_worker "pg_herald http" >/dev/null
+delivery_pid=$(bench_wait_worker)
+http_pid=$(bench_wait_worker "pg_herald http")
 # (a reload makes sure every process has herald.http_rate_limit = 0, even
 # if the library reserved the prefix before defining it)
 bench_psql -c "SELECT pg_reload_conf()" >/dev/null
@@ -176,10 +176,12 @@ bench_say "making $pool_max forms"
 make_pool "$BENCH_TMP/pool_max.txt" "$pool_max" 0
 write_lua "$BENCH_TMP/max.lua" "$BENCH_TMP/pool_max.txt" 0
 before=$(decisions_recorded)
+read -r http_cpu0 _ < <(bench_proc_usage "$http_pid")
 bench_say "wrk -t1 -c$connections -d${seconds}s: POST decision forms"
 out=$(timeout $((seconds + 60)) wrk -t1 -c"$connections" -d"${seconds}s" --timeout 10s --latency \
 	-s "$BENCH_TMP/max.lua" "$public") || bench_die "wrk failed: $out"
 after=$(decisions_recorded)
+read -r http_cpu1 _ < <(bench_proc_usage "$http_pid")
 requests=$(awk '/requests in/ { print $1 }' <<<"$out")
 rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")
 non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")
@@ -188,6 +190,7 @@ p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
 p90=$(to_ms "$(awk '$1 == "90%" { print $2 }' <<<"$out")")
 p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
 recorded=$((after - before))
+http_us=$(awk -v a="$http_cpu0" -v b="$http_cpu1" -v n="$recorded" 'BEGIN { if (n > 0) printf "%.0f", (b - a) * 1e6 / n; else print "-" }')
 [ -n "$requests" ] && [ -n "$rps" ] || bench_die "could not read wrk's output: $out"
 [ "$requests" -le "$pool_max" ] || bench_say "WARNING: wrk sent $requests forms, more than the pool's $pool_max"
 bench_say "$requests answers ($rps/s), $recorded decisions recorded, p99 $p99 ms"
@@ -198,10 +201,13 @@ pace_ms=$((connections * 1000 / paced_rate))
 pool_drain=$((rps * 30))
 [ "$pool_drain" -ge 1000 ] || pool_drain=1000
 [ "$pool_drain" -le 300000 ] || pool_drain=300000
-rows="run|decision load|deliveries|drain s|deliveries/s|decisions recorded meanwhile|decisions/s meanwhile"
+rows="run|decision load|deliveries|drain s|deliveries/s|delivery worker CPU us/delivery|decisions recorded meanwhile|decisions/s meanwhile"
 rates_none=()
 rates_paced=()
 rates_full=()
+cpu_none=()
+cpu_paced=()
+cpu_full=()
 loads=()
 for _ in $(seq "$rounds"); do
 	loads+=(none paced full)
@@ -226,6 +232,7 @@ for load in "${loads[@]}"; do
 		sleep 1 # the load is steady before the COMMIT
 	fi
 	bench_say "run $run ($load decision load): inserting $events orders, then draining"
+	read -r cpu0 _ < <(bench_proc_usage "$delivery_pid")
 	read -r t_commit < <(BENCH_SQL_TIMEOUT=300 bench_psql -v n="$events" <<'SQL'
 BEGIN;
 INSERT INTO orders (customer, amount)
@@ -236,6 +243,7 @@ SELECT :t_commit;
 SQL
 	)
 	read -r flushed t_done < <(bench_drain "$drain_timeout")
+	read -r cpu1 _ < <(bench_proc_usage "$delivery_pid")
 	if [ -n "$wrk_pid" ]; then
 		herald_stop_pid "$wrk_pid"
 	fi
@@ -250,12 +258,13 @@ SQL
 	read -r drain_s rate made_rate < <(awk -v c="$t_commit" -v d="$t_done" -v n="$delivered" -v m="$made" \
 		'BEGIN { printf "%.2f %.0f %.0f\n", d - c, n / (d - c), m / (d - c) }')
 	[ "$flushed" = t ] || drain_s=">$drain_s (gave up)"
+	cpu_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$delivered" 'BEGIN { printf "%.0f", (b - a) * 1e6 / n }')
 	case $load in
-		none) rates_none+=("$rate") ;;
-		paced) rates_paced+=("$rate") ;;
-		full) rates_full+=("$rate") ;;
+		none) rates_none+=("$rate"); cpu_none+=("$cpu_us") ;;
+		paced) rates_paced+=("$rate"); cpu_paced+=("$cpu_us") ;;
+		full) rates_full+=("$rate"); cpu_full+=("$cpu_us") ;;
 	esac
-	rows+=$'\n'"$run|$load|$delivered|$drain_s|$rate|$made|$made_rate"
+	rows+=$'\n'"$run|$load|$delivered|$drain_s|$rate|$cpu_us|$made|$made_rate"
 	bench_say "run $run: $delivered delivered in $drain_s s = $rate/s; $made decisions recorded meanwhile"
 done
 median_none=$(bench_median "${rates_none[@]}")
@@ -264,10 +273,14 @@ median_full=$(bench_median "${rates_full[@]}")
 ratio() {
 	awk -v a="$1" -v b="$median_none" 'BEGIN { printf "%.3f", a / b }'
 }
-summary="decision load|median deliveries/s|ratio to alone|runs (deliveries/s)"
-summary+=$'\n'"none|$median_none|1.000|${rates_none[*]}"
-summary+=$'\n'"paced (about $paced_rate/s)|$median_paced|$(ratio "$median_paced")|${rates_paced[*]}"
-summary+=$'\n'"full|$median_full|$(ratio "$median_full")|${rates_full[*]}"
+cpu_med_none=$(bench_median "${cpu_none[@]}")
+cpu_ratio() {
+	awk -v a="$(bench_median "$@")" -v b="$cpu_med_none" 'BEGIN { printf "%.0f|%.3f", a, a / b }'
+}
+summary="decision load|median deliveries/s|ratio to alone|runs (deliveries/s)|median CPU us/delivery|ratio to alone"
+summary+=$'\n'"none|$median_none|1.000|${rates_none[*]}|$cpu_med_none|1.000"
+summary+=$'\n'"paced (about $paced_rate/s)|$median_paced|$(ratio "$median_paced")|${rates_paced[*]}|$(cpu_ratio "${cpu_paced[@]}")"
+summary+=$'\n'"full|$median_full|$(ratio "$median_full")|${rates_full[*]}|$(cpu_ratio "${cpu_full[@]}")"
 paced_label="paced: $connections connections, one POST each per $pace_ms ms after the answer"
 
 {
@@ -277,6 +290,7 @@ paced_label="paced: $connections connections, one POST each per $pace_ms ms afte
 	bench_table <<<"client|answers|seconds|answers/s|decisions recorded|non-2xx|p50 ms|p90 ms|p99 ms"$'\n'"wrk -t1 -c$connections|$requests|$seconds|$rps|$recorded|${non2xx:-0}|$p50|$p90|$p99"
 	echo
 	echo "socket errors: ${sock_errors:-none}"
+	echo "HTTP worker CPU (user + system) per recorded decision: $http_us us"
 	echo "each POST: /d/{token} with a distinct valid form (form, action of 10, said), one per"
 	echo "           recorded decision; decisions recorded = new herald.decision_log rows, which"
 	echo "           includes the requests wrk cut at the end (it does not count them)."
@@ -293,6 +307,9 @@ paced_label="paced: $connections connections, one POST each per $pace_ms ms afte
 	echo "           (about $paced_rate/s in all); full: $connections connections as fast as they are answered."
 	echo "           wrk, the HTTP worker, the delivery worker, nginx and PostgreSQL share the cores."
 	echo "ratio:     median deliveries/s with that load / median without; runs interleaved."
+	echo "CPU us/delivery: the delivery worker's CPU time (user + system, /proc) over the drain"
+	echo "           / deliveries: its own cost, which other processes' load on the cores leaves"
+	echo "           alone, unlike deliveries/s."
 	echo "cluster:   scripts/cluster.sh defaults (fsync = off), herald.http_rate_limit = 0."
 	echo "server log ERROR/FATAL/PANIC/WARNING lines: $(bench_server_log_summary)"
 	bench_machine
