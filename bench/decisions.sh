@@ -191,7 +191,9 @@ p90=$(to_ms "$(awk '$1 == "90%" { print $2 }' <<<"$out")")
 p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
 recorded=$((after - before))
 http_us=$(awk -v a="$http_cpu0" -v b="$http_cpu1" -v n="$recorded" 'BEGIN { if (n > 0) printf "%.0f", (b - a) * 1e6 / n; else print "-" }')
-[ -n "$requests" ] && [ -n "$rps" ] || bench_die "could not read wrk's output: $out"
+if [ -z "$requests" ] || [ -z "$rps" ]; then
+	bench_die "could not read wrk's output: $out"
+fi
 [ "$requests" -le "$pool_max" ] || bench_say "WARNING: wrk sent $requests forms, more than the pool's $pool_max"
 bench_say "$requests answers ($rps/s), $recorded decisions recorded, p99 $p99 ms"
 
