@@ -46,6 +46,10 @@
 #define MAX_FIELD 1000			/* characters of the other fields */
 
 PG_FUNCTION_INFO_V1(herald_form_token_sql);
+
+/* the HTTP worker's plans, prepared once */
+static SPIPlanPtr page_plan = NULL;
+static SPIPlanPtr decide_plan = NULL;
 PG_FUNCTION_INFO_V1(herald_form_ok_sql);
 
 /* What a page's form holds (or held, when it comes back with an error). */
@@ -265,8 +269,9 @@ decision_page(const char *token, const Form *typed, const char *error, int error
 
 	args[0] = CStringGetTextDatum(token);
 	args[1] = Int64GetDatum((int64) time(NULL));
-	ret = SPI_execute_with_args("SELECT * FROM herald._link_page($1, $2)", 2, argtypes, args,
-								NULL, false, 1);
+	if (page_plan == NULL)
+		page_plan = herald_prepare_kept("SELECT * FROM herald._link_page($1, $2)", 2, argtypes);
+	ret = SPI_execute_plan(page_plan, args, NULL, false, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "herald._link_page failed: %s", SPI_result_code_string(ret));
 	status = col_text("status");
@@ -590,8 +595,10 @@ decide(const HeraldHttpRequest *req, const char *token, HeraldHttpResponse *resp
 		else
 			args[i] = CStringGetTextDatum(values[i]);
 	}
-	ret = SPI_execute_with_args("SELECT * FROM herald._link_decide($1, $2, $3, $4, $5, $6, $7, $8)",
-								8, argtypes, args, nulls, false, 1);
+	if (decide_plan == NULL)
+		decide_plan = herald_prepare_kept("SELECT * FROM herald._link_decide($1, $2, $3, $4, $5, $6, $7, $8)",
+										  8, argtypes);
+	ret = SPI_execute_plan(decide_plan, args, nulls, false, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "herald._link_decide failed: %s", SPI_result_code_string(ret));
 	status = col_text("status");

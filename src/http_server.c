@@ -127,6 +127,7 @@ typedef struct Request
 	char	   *body;
 	size_t		bodylen;
 	bool		too_large;
+	bool		answered;		/* refused (or answered) by the callback itself */
 	bool		queued;			/* waiting to be served */
 	struct Request *next;		/* in the queue */
 	/* the response, once served */
@@ -456,6 +457,7 @@ refuse(Request *r, struct MHD_Connection *connection, int status, const char *ti
 	char	   *headers[1];
 	int			len;
 
+	r->answered = true;
 	len = snprintf(page, sizeof(page),
 				   "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
 				   "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -465,6 +467,13 @@ refuse(Request *r, struct MHD_Connection *connection, int status, const char *ti
 	headers[0] = (char *) extra_header;
 	return send_response(connection, status, "text/html; charset=utf-8", page, len,
 						 headers, extra_header ? 1 : 0);
+}
+
+/* A request's path as logs show it: never a link's token. */
+static const char *
+logged_path(Request *r)
+{
+	return r->route == ROUTE_DECISION ? "/d/{token}" : r->path;
 }
 
 static Route
@@ -519,14 +528,17 @@ access_handler(void *cls, struct MHD_Connection *connection, const char *url,
 		}
 		if (r->route == ROUTE_NONE || strlen(url) >= HTTP_MAX_URL)
 		{
-			snprintf(reason, sizeof(reason), "no route %s %.80s", r->method, r->path);
+			/* below a link's path may be a token: not for the log */
+			snprintf(reason, sizeof(reason), "no route %s %.80s", r->method,
+					 strncmp(r->path, "/d/", 3) == 0 ? "/d/..." : r->path);
 			note_refusal(r->remote, REFUSED_ROUTE, reason);
 			return refuse(r, connection, MHD_HTTP_NOT_FOUND, "Not found", NULL);
 		}
 		if ((r->route == ROUTE_HEALTH && !get) || (r->route == ROUTE_SLACK && !post) ||
 			(r->route == ROUTE_DECISION && !get && !post))
 		{
-			snprintf(reason, sizeof(reason), "method %s not allowed on %.80s", r->method, r->path);
+			snprintf(reason, sizeof(reason), "method %s not allowed on %.80s", r->method,
+					 logged_path(r));
 			note_refusal(r->remote, REFUSED_METHOD, reason);
 			return refuse(r, connection, MHD_HTTP_METHOD_NOT_ALLOWED, "Method not allowed",
 						  r->route == ROUTE_SLACK ? "Allow: POST" :
@@ -558,9 +570,18 @@ access_handler(void *cls, struct MHD_Connection *connection, const char *url,
 		return MHD_YES;
 	}
 
+	if (r->answered)
+	{
+		/* whatever else comes of a refused request is dropped */
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
 	if (r->route == ROUTE_HEALTH && *upload_data_size == 0)
+	{
+		r->answered = true;
 		return send_response(connection, MHD_HTTP_OK, "text/plain; charset=utf-8",
 							 "ok\n", 3, NULL, 0);
+	}
 	if (r->served)
 		return send_response(connection, r->status, r->content_type_out, r->out, r->outlen,
 							 r->headers, r->nheaders);
@@ -610,7 +631,6 @@ typedef struct ServeStep
 	Request    *request;
 	HeraldHttpRequest req;
 	HeraldHttpResponse resp;
-	bool		copied;
 } ServeStep;
 
 /* Copy a response out of PostgreSQL's memory into the request's malloc'd. */
@@ -678,14 +698,6 @@ serve_step(void *arg)
 		SetUserIdAndSecContext(saved_user, saved_context);
 	}
 	keep_response(s->request, &s->resp);
-	s->copied = true;
-}
-
-/* A request's path as logs show it: never a link's token. */
-static const char *
-logged_path(Request *r)
-{
-	return r->route == ROUTE_DECISION ? "/d/{token}" : r->path;
 }
 
 static void

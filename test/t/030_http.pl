@@ -100,7 +100,7 @@ sub client
 	my ($out, $err) = ('', '');
 	IPC::Run::run([ 'python3', "$test_dir/http_client.py", @_ ], '>', \$out, '2>', \$err,
 		IPC::Run::timeout(3 * $timeout))
-	  or die "http_client.py @_[0] failed: $err";
+	  or die "http_client.py $_[0] failed: $err";
 	chomp $out;
 	return $out;
 }
@@ -364,6 +364,18 @@ while (!@refusals && time() < $deadline)
 	sleep 0.1 unless @refusals;
 }
 is(scalar(@refusals), 1, 'the refusals are logged once');
+# a limit high enough that nothing is refused for its rate (a 429 closes
+# its connection, which would make room for another)
+sql("ALTER SYSTEM SET herald.http_rate_limit = 1000");
+sql("SELECT pg_reload_conf()");
+$deadline = time() + $timeout;
+my $all_served;
+while (!$all_served && time() < $deadline)
+{
+	$all_served = !grep { $_->{status} != 200 } send_all(map { { method => 'GET', url => "$base/healthz" } } 1 .. 10);
+	sleep 0.1 unless $all_served;
+}
+ok($all_served, 'herald.http_rate_limit = 1000 is in effect');
 is(client('hold', 40, "$base/healthz"), 32, 'one address holds at most 32 connections');
 my $slow = client('slow', "$base/healthz");
 ok($slow >= 5 && $slow <= 30, "a client that stops mid-request is dropped ($slow s)");
@@ -388,6 +400,22 @@ is(decisions(), $before, 'nothing recorded was lost');
 my $after = get($url);
 is(post($url, { form => form_token($after), action => 1 })->{status}, 200, 'and a POST records again');
 is(decisions(), $before + 1, 'it is recorded');
+
+# ---- the extension dropped and created again ----
+sql('DROP EXTENSION pg_herald CASCADE');
+is(get($url)->{status}, 503, 'with pg_herald dropped: 503');
+sql(<<"SQL");
+CREATE EXTENSION pg_herald;
+SELECT herald.create_channel('ops', 'webhook', '$receiver->{url}/hook');
+SELECT herald.on_change('big_order', 'orders', ARRAY['ops'], operations => ARRAY['INSERT']);
+INSERT INTO orders VALUES (2, 20000, 'second');
+SQL
+is(get($url)->{status}, 403, 'created again: links of the old installation do not open');
+$event = sql("SELECT id FROM herald.event_log WHERE rule = 'big_order'");
+$url = link_url($event, 1, 'ops', 'ann@example.com');
+is(post($url, { form => form_token(get($url)), action => 1 })->{status}, 200,
+	'links of the new one do, and record');
+is(decisions(), 1, 'in the new installation');
 
 HeraldTest::no_server_errors($node);
 $node->stop;
