@@ -142,6 +142,38 @@ SELECT count(*) AS teams_messages,
                   WHERE x ->> 'type' = 'ActionSet')) AS action_sets_of_5
   FROM (SELECT (r ->> 'body')::jsonb AS b FROM test.received('/actions/teams') r) s;
 
+-- a huge, hostile row: each kind cuts the message to its limit, never an action
+INSERT INTO act_orders VALUES (2, repeat('<&>"', 30000), 1);
+SELECT herald.flush('30 seconds');
+SELECT channel, status FROM herald.deliveries d JOIN herald.events e ON e.id = d.event_id
+ WHERE e.rule = 'act-choices' AND e.payload -> 'new' ->> 'id' = '2' ORDER BY channel;
+SELECT r ->> 'path' AS path,
+       octet_length(r ->> 'body') < CASE r ->> 'path' WHEN '/actions/teams' THEN 28000
+                                                      WHEN '/actions/chat' THEN 32000
+                                                      ELSE 40000 END AS within_limit,
+       CASE r ->> 'path'
+           WHEN '/actions/teams' THEN
+               (SELECT string_agg(a ->> 'title', ' | ')
+                  FROM jsonb_array_elements(b #> '{attachments,0,content,body}') x,
+                       jsonb_array_elements(x -> 'actions') a
+                 WHERE x ->> 'type' = 'ActionSet')
+           WHEN '/actions/chat' THEN
+               (SELECT string_agg(a ->> 'text', ' | ')
+                  FROM jsonb_array_elements(b #> '{cardsV2,0,card,sections,0,widgets,0,buttonList,buttons}') a)
+           ELSE
+               (SELECT string_agg(el #>> '{text,text}', ' | ')
+                  FROM jsonb_array_elements(b -> 'blocks') x, jsonb_array_elements(x -> 'elements') el
+                 WHERE x ->> 'block_id' = 'herald-actions')
+       END AS actions,
+       b::text LIKE '%[truncated]%' AS message_cut
+  FROM (SELECT r, (r ->> 'body')::jsonb AS b FROM test.received('/actions/') r) s
+ WHERE r ->> 'path' IN ('/actions/slack', '/actions/islack', '/actions/teams', '/actions/chat')
+   AND (r ->> 'body' LIKE '%&lt;&amp;&gt;%' OR r ->> 'body' LIKE '%<&>%')
+ ORDER BY 1;
+SELECT count(*) AS buttons FROM test.mails() m,
+       regexp_matches(replace(m ->> 'data', E'=\r\n', ''), '<a href=3D"https://decide.example/d/', 'g')
+ WHERE m ->> 'data' LIKE '%&lt;&amp;&gt;%';
+
 -------------------------------------------------------------------------------
 -- A threshold rule without choices: Acknowledge and Record a decision, and
 -- no SQL in the message.
@@ -206,7 +238,8 @@ SELECT herald._record_decision(e, 'acknowledgement', NULL, '@ann', current_user,
                                request_key => 'act-test-1',
                                response_url => test.url('/actions/response/1')) > 0 AS recorded
   FROM herald.event_log e, herald.channel_defs c
- WHERE e.rule = 'act-choices' AND e.type = 'row.inserted' AND c.name = 'act-slack-i';
+ WHERE e.rule = 'act-choices' AND e.type = 'row.inserted' AND e.payload -> 'new' ->> 'id' = '1'
+   AND c.name = 'act-slack-i';
 SELECT herald._record_decision(e, 'decision', 'the form lost 30% of sales', '@ann', current_user, 'slack',
                                choice => 'Roll back the form', action => 'Restore the old form',
                                action_owner => 'bob', action_due => '2026-12-15',
@@ -214,7 +247,8 @@ SELECT herald._record_decision(e, 'decision', 'the form lost 30% of sales', '@an
                                request_key => 'act-test-2',
                                response_url => test.url('/actions/response/2')) > 0 AS recorded
   FROM herald.event_log e, herald.channel_defs c
- WHERE e.rule = 'act-choices' AND e.type = 'row.inserted' AND c.name = 'act-slack-i';
+ WHERE e.rule = 'act-choices' AND e.type = 'row.inserted' AND e.payload -> 'new' ->> 'id' = '1'
+   AND c.name = 'act-slack-i';
 SELECT herald.flush();
 SELECT channel, status, last_status FROM herald.deliveries d
   JOIN herald.events e ON e.id = d.event_id
