@@ -55,7 +55,8 @@ CREATE TABLE act_orders (id int PRIMARY KEY, item text, amount numeric);
 SELECT herald.create_channel('act-hook', 'webhook', test.url('/actions/hook'));
 SELECT herald.create_channel('act-slack', 'slack', test.url('/actions/slack'), rate_limit => 1000);
 SELECT herald.create_channel('act-slack-i', 'slack', test.url('/actions/islack'), rate_limit => 1000,
-                             slack_signing_secret => 'abcdef0123456789abcdef0123456789');
+                             slack_signing_secret => 'abcdef0123456789abcdef0123456789',
+                             headers => '{"X-Channel-Token": "for-the-webhook-only"}');
 SELECT herald.create_channel('act-teams', 'teams', test.url('/actions/teams'));
 SELECT herald.create_channel('act-chat', 'google_chat', test.url('/actions/chat'), rate_limit => 1000);
 SELECT herald.create_channel('act-mail', 'email', (SELECT smtp_url FROM test.config),
@@ -258,6 +259,26 @@ SELECT count(*) AS decisions_posted_to_the_interactive_webhook
   FROM test.received('/actions/islack') r WHERE r ->> 'body' LIKE '%acknowledged%' OR r ->> 'body' LIKE '%Decision by%';
 SELECT r ->> 'path' AS path, test.act_body(r) AS slack_update
   FROM test.received('/actions/response/') r ORDER BY r ->> 'path';
+-- the channel's own headers go to its webhook only
+SELECT r ->> 'path' LIKE '/actions/response/%' AS to_response_url,
+       bool_or(EXISTS (SELECT 1 FROM jsonb_object_keys(r -> 'headers') k
+                        WHERE lower(k) = 'x-channel-token')) AS channel_header
+  FROM test.received('/actions/') r
+ WHERE r ->> 'path' = '/actions/islack' OR r ->> 'path' LIKE '/actions/response/%'
+ GROUP BY 1 ORDER BY 1;
+-- a response_url is a request like any other: the network policy applies
+SELECT herald.alter_channel('act-slack-i', max_attempts => 1);
+SELECT herald._record_decision(e, 'acknowledgement', NULL, '@mallory', current_user, 'slack',
+                               channel_id => c.id, request_key => 'act-test-3',
+                               response_url => 'http://169.254.169.254/latest/meta-data') > 0 AS recorded
+  FROM herald.event_log e, herald.channel_defs c
+ WHERE e.rule = 'act-choices' AND e.type = 'row.inserted' AND e.payload -> 'new' ->> 'id' = '1'
+   AND c.name = 'act-slack-i';
+SELECT herald.flush();
+SELECT d.status, d.last_error
+  FROM herald.deliveries d JOIN herald.events e ON e.id = d.event_id
+ WHERE e.type = 'decision.recorded' AND e.payload ->> 'decided_by' = '@mallory'
+   AND d.channel = 'act-slack-i';
 -- every other channel hears of it
 SELECT test.act_mask((r ->> 'body')::jsonb -> 'blocks' -> 0 -> 'text' ->> 'text') AS slack_title,
        test.act_mask((r ->> 'body')::jsonb -> 'blocks' -> 1 -> 'text' ->> 'text') AS slack_text
@@ -268,7 +289,7 @@ SELECT test.act_body(r) AS webhook_decision
  WHERE (r ->> 'body')::jsonb ->> 'type' = 'decision.recorded'
    AND (r ->> 'body')::jsonb -> 'data' ->> 'kind' = 'decision';
 SELECT test.act_mask(m ->> 'data') AS email_decision FROM test.mails() m
- WHERE m ->> 'data' LIKE '%X-Herald-Type: decision.recorded%' AND m ->> 'data' LIKE '%acknowledged%';
+ WHERE m ->> 'data' LIKE '%X-Herald-Type: decision.recorded%' AND m ->> 'data' LIKE '%@ann acknowledged%';
 
 -- channel templates may use the decision placeholders; rule templates not
 -- (a rule's message never serves decision.recorded)
