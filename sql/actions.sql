@@ -283,13 +283,35 @@ SELECT d.status, d.last_error
 SELECT test.act_mask((r ->> 'body')::jsonb -> 'blocks' -> 0 -> 'text' ->> 'text') AS slack_title,
        test.act_mask((r ->> 'body')::jsonb -> 'blocks' -> 1 -> 'text' ->> 'text') AS slack_text
   FROM test.received('/actions/slack') r WHERE r ->> 'body' LIKE '%@ann%'
- ORDER BY (r ->> 'n')::int;
+ ORDER BY 1;
 SELECT test.act_body(r) AS webhook_decision
   FROM test.received('/actions/hook') r
  WHERE (r ->> 'body')::jsonb ->> 'type' = 'decision.recorded'
    AND (r ->> 'body')::jsonb -> 'data' ->> 'kind' = 'decision';
 SELECT test.act_mask(m ->> 'data') AS email_decision FROM test.mails() m
  WHERE m ->> 'data' LIKE '%X-Herald-Type: decision.recorded%' AND m ->> 'data' LIKE '%@ann acknowledged%';
+
+-- a grouped rule's decisions name the key; an SQL answer is announced too
+CREATE TABLE act_shops (shop text, depth int);
+INSERT INTO act_shops VALUES ('paris', 10);
+SELECT herald.on_threshold('act-shops', 'SELECT shop, depth FROM act_shops', '>', 100, ARRAY['act-hook'],
+                           watch => ARRAY['act_shops'::regclass]);
+SELECT herald.flush();
+UPDATE act_shops SET depth = 500;
+SELECT herald.flush();
+SELECT herald.acknowledge(id, note => 'looking into it') > 0 AS acknowledged
+  FROM herald.events WHERE rule = 'act-shops' AND type = 'rule.fired';
+SELECT herald.decide(id, 'restock', action_owner => 'bob', action_due => '2026-12-20') > 0 AS decided
+  FROM herald.events WHERE rule = 'act-shops' AND type = 'rule.fired';
+SELECT herald.flush();
+SELECT replace(test.act_mask((r ->> 'body')::jsonb -> 'data' ->> 'message'), current_user, 'ROLE') AS message,
+       (r ->> 'body')::jsonb -> 'data' ? 'actions' AS has_actions
+  FROM test.received('/actions/hook') r
+ WHERE (r ->> 'body')::jsonb ->> 'type' = 'decision.recorded'
+   AND (r ->> 'body')::jsonb -> 'data' ->> 'rule' = 'act-shops'
+ ORDER BY (r ->> 'body')::jsonb -> 'data' ->> 'kind';
+SELECT herald.drop_rule('act-shops');
+DROP TABLE act_shops;
 
 -- channel templates may use the decision placeholders; rule templates not
 -- (a rule's message never serves decision.recorded)
@@ -313,6 +335,7 @@ SELECT test.act_mask((r ->> 'body')::jsonb -> 'data' ->> 'message') AS message,
        (r ->> 'body')::jsonb -> 'data' ? 'actions' AS has_actions
   FROM test.received('/actions/hook') r
  WHERE (r ->> 'body')::jsonb ->> 'type' = 'rule.fired'
+   AND (r ->> 'body')::jsonb -> 'data' ->> 'rule' = 'act-baskets'
  ORDER BY (r ->> 'n')::int;
 
 -- clean up
