@@ -473,7 +473,8 @@ render_decision(const char *name, RenderBuffer *out, JsonbContainer *data)
 			/* an owner or a due date without a next step */
 			if (owner && !(emit_string(out, "\nOwner: ") && emit_value(out, &v)))
 				return;
-			if (due && !(emit_string(out, owner ? ", due " : "\nDue: ") && emit_value(out, &w)))
+			if (due && !(emit_string(out, owner ? ", due " : "\nDue: ") &&
+						 emit_value(out, &w)))
 				return;
 		}
 		if (string_field(data, "note", &x) && emit_string(out, "\nNote: "))
