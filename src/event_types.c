@@ -35,67 +35,100 @@
 	" decide: SELECT herald.decide({{event_id}}, 'what was decided');"
 
 static const HeraldEventType event_types[] = {
-	{"row.inserted", true, HERALD_VARIANT_NONE,
-		"{{rule}}: new row in {{table}}",
-		"New row in {{table}} (rule {{rule}}, event {{event_id}})",
-	NULL, NULL, DECIDE_HINT},
-	{"row.updated", true, HERALD_VARIANT_NONE,
-		"{{rule}}: row updated in {{table}}",
-		"Row updated in {{table}} (rule {{rule}}, event {{event_id}})",
-	NULL, NULL, DECIDE_HINT},
-	{"row.deleted", true, HERALD_VARIANT_NONE,
-		"{{rule}}: row deleted from {{table}}",
-		"Row deleted from {{table}} (rule {{rule}}, event {{event_id}})",
-	NULL, NULL, DECIDE_HINT},
-	{"rule.fired", true, HERALD_VARIANT_KEY,
-		"{{rule}} is firing",
-		"{{rule}} is firing ({{level}}): {{value}} {{op}} {{threshold}} {{sparkline}}",
-		"{{rule}} [{{key}}] is firing",
-		"{{rule}} [{{key}}] is firing ({{level}}): {{value}} {{op}} {{threshold}} {{sparkline}}",
-	DECIDE_HINT},
-	{"rule.escalated", true, HERALD_VARIANT_KEY,
-		"{{rule}} escalated to {{level}}",
-		"{{rule}} escalated to {{level}}: {{value}} {{op}} {{threshold}}",
-		"{{rule}} [{{key}}] escalated to {{level}}",
-		"{{rule}} [{{key}}] escalated to {{level}}: {{value}} {{op}} {{threshold}}",
-	DECIDE_HINT},
-	{"rule.reminder", true, HERALD_VARIANT_KEY,
-		"{{rule}} is still firing",
-		"{{rule}} is still firing ({{level}}) since {{since}}: value {{value}}",
-		"{{rule}} [{{key}}] is still firing",
-		"{{rule}} [{{key}}] is still firing ({{level}}) since {{since}}: value {{value}}",
-	DECIDE_HINT},
-	{"rule.resolved", false, HERALD_VARIANT_KEY,
-		"{{rule}} resolved",
-		"{{rule}} resolved: value {{value}}",
-		"{{rule}} [{{key}}] resolved",
-		"{{rule}} [{{key}}] resolved: value {{value}}",
-	NULL},
-	{"rule.error", false, HERALD_VARIANT_NONE,
-		"{{rule}} failed",
-		"{{rule}} could not be evaluated: {{error}}",
-	NULL, NULL, NULL},
-	{"decision.followup", true, HERALD_VARIANT_NONE,
-		"{{rule}}: what was decided about event {{about_event_id}}?",
-		"No decision is recorded yet for event {{about_event_id}} ({{about_type}} of rule {{rule}}). "
-		"What was decided?",
-	NULL, NULL, " Record it: {{sql}} {{link}}"},
-	/* the variant: an acknowledgement */
-	{"decision.recorded", false, HERALD_VARIANT_ACKNOWLEDGEMENT,
-		"{{rule}}: decision about {{about}}: {{decision_summary}}",
-		"{{decided_by}} decided about {{about}} of rule {{rule}}: {{decision_summary}}{{decision_details}}",
-		"{{rule}}: {{decided_by}} acknowledged {{about}}",
-		"{{decided_by}} acknowledged {{about}} of rule {{rule}}.{{decision_details}}",
-	NULL},
-	{"channel.test", false, HERALD_VARIANT_NONE,
-		"Test message from pg_herald",
-		"Test message from pg_herald: channel {{channel}} works.",
-	NULL, NULL, NULL},
+	{
+		.name = "row.inserted",
+		.awaits_decision = true,
+		.title = "{{rule}}: new row in {{table}}",
+		.message = "New row in {{table}} (rule {{rule}}, event {{event_id}})",
+		.decide_hint = DECIDE_HINT
+	},
+	{
+		.name = "row.updated",
+		.awaits_decision = true,
+		.title = "{{rule}}: row updated in {{table}}",
+		.message = "Row updated in {{table}} (rule {{rule}}, event {{event_id}})",
+		.decide_hint = DECIDE_HINT
+	},
+	{
+		.name = "row.deleted",
+		.awaits_decision = true,
+		.title = "{{rule}}: row deleted from {{table}}",
+		.message = "Row deleted from {{table}} (rule {{rule}}, event {{event_id}})",
+		.decide_hint = DECIDE_HINT
+	},
+	{
+		.name = "rule.fired",
+		.awaits_decision = true,
+		.variant = HERALD_VARIANT_KEY,
+		.title = "{{rule}} is firing",
+		.message = "{{rule}} is firing ({{level}}): {{value}} {{op}} {{threshold}} {{sparkline}}",
+		.variant_title = "{{rule}} [{{key}}] is firing",
+		.variant_message = "{{rule}} [{{key}}] is firing ({{level}}): {{value}} {{op}} {{threshold}} {{sparkline}}",
+		.decide_hint = DECIDE_HINT
+	},
+	{
+		.name = "rule.escalated",
+		.awaits_decision = true,
+		.variant = HERALD_VARIANT_KEY,
+		.title = "{{rule}} escalated to {{level}}",
+		.message = "{{rule}} escalated to {{level}}: {{value}} {{op}} {{threshold}}",
+		.variant_title = "{{rule}} [{{key}}] escalated to {{level}}",
+		.variant_message = "{{rule}} [{{key}}] escalated to {{level}}: {{value}} {{op}} {{threshold}}",
+		.decide_hint = DECIDE_HINT
+	},
+	{
+		.name = "rule.reminder",
+		.awaits_decision = true,
+		.variant = HERALD_VARIANT_KEY,
+		.title = "{{rule}} is still firing",
+		.message = "{{rule}} is still firing ({{level}}) since {{since}}: value {{value}}",
+		.variant_title = "{{rule}} [{{key}}] is still firing",
+		.variant_message = "{{rule}} [{{key}}] is still firing ({{level}}) since {{since}}: value {{value}}",
+		.decide_hint = DECIDE_HINT
+	},
+	{
+		.name = "rule.resolved",
+		.variant = HERALD_VARIANT_KEY,
+		.title = "{{rule}} resolved",
+		.message = "{{rule}} resolved: value {{value}}",
+		.variant_title = "{{rule}} [{{key}}] resolved",
+		.variant_message = "{{rule}} [{{key}}] resolved: value {{value}}"
+	},
+	{
+		.name = "rule.error",
+		.title = "{{rule}} failed",
+		.message = "{{rule}} could not be evaluated: {{error}}"
+	},
+	{
+		.name = "decision.followup",
+		.awaits_decision = true,
+		.title = "{{rule}}: what was decided about event {{about_event_id}}?",
+		.message = "No decision is recorded yet for event {{about_event_id}} "
+		"({{about_type}} of rule {{rule}}). What was decided?",
+		/* the SQL call, and herald.decision_url's link when it is set */
+		.decide_hint = " Record it: {{sql}} {{link}}"
+	},
+	{
+		.name = "decision.recorded",
+		.variant = HERALD_VARIANT_ACKNOWLEDGEMENT,
+		.title = "{{rule}}: decision about {{about}}: {{decision_summary}}",
+		.message = "{{decided_by}} decided about {{about}} of rule {{rule}}: "
+		"{{decision_summary}}{{decision_details}}",
+		.variant_title = "{{rule}}: {{decided_by}} acknowledged {{about}}",
+		.variant_message = "{{decided_by}} acknowledged {{about}} of rule {{rule}}."
+		"{{decision_details}}"
+	},
+	{
+		.name = "channel.test",
+		.title = "Test message from pg_herald",
+		.message = "Test message from pg_herald: channel {{channel}} works."
+	},
 	/* any other type */
-	{NULL, false, HERALD_VARIANT_NONE,
-		"{{type}}",
-		"{{type}} (rule {{rule}}, event {{event_id}})",
-	NULL, NULL, NULL}
+	{
+		.name = NULL,
+		.title = "{{type}}",
+		.message = "{{type}} (rule {{rule}}, event {{event_id}})"
+	}
 };
 
 /* The entry of an event type; the last one for a type not listed. */

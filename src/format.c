@@ -10,8 +10,10 @@
  * the default one for the event type, template.c), a short title, the
  * facts worth a glance (value, threshold, state, level and key for a
  * threshold event; table, operation and the first columns of the row for a
- * row event), a context line, the links the message contains and a thread
- * key per rule instance.  These are plain text; each format escapes them
+ * row event), a context line, the links the message contains, the actions
+ * of an event that awaits a decision (herald_actions) and a thread key per
+ * rule instance.  Titles and default messages are the event type's
+ * (event_types.c).  These are plain text; each format escapes them
  * for its target and keeps within its size limits.
  *
  * Every text is bounded before it is built, whatever the template and the
@@ -284,7 +286,7 @@ safe_url(const char *url, int len)
 		return false;
 	for (int i = 0; i < len; i++)
 		if ((unsigned char) url[i] <= ' ' || url[i] == 0x7f || url[i] == '"' ||
-			url[i] == '\'' || url[i] == '<' || url[i] == '>' || url[i] == '\\')
+			url[i] == '<' || url[i] == '>' || url[i] == '\\')
 			return false;
 	return true;
 }
@@ -315,7 +317,9 @@ herald_actions(HeraldDelivery *d, HeraldAction *actions)
 	JsonbIteratorToken tok;
 	int			n = 0;
 
-	if (d->actions == NULL || !JsonContainerIsArray(&d->actions->root))
+	/* only an event that awaits a decision asks for one */
+	if (d->actions == NULL || !JsonContainerIsArray(&d->actions->root) ||
+		!herald_event_type(d->event_type)->awaits_decision)
 		return 0;
 	it = JsonbIteratorInit(&d->actions->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)

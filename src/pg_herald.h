@@ -10,7 +10,8 @@
  * claims deliveries and records their outcomes,
  * delivery.c runs the background worker that sends them through http.c,
  * webhook.c renders the request and signing.c signs it.  template.c renders
- * messages for every channel kind.  limits.c checks the ranges of declared
+ * messages for every channel kind, from the titles and default messages of
+ * event_types.c.  limits.c checks the ranges of declared
  * parameter values.  rule_code.c runs a rule's condition or metric in a
  * session that is not its owner's, within bounds.  pg_herald.c holds the
  * module entry point, the settings, the shared state and the commit-time
