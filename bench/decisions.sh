@@ -69,13 +69,6 @@ herald_cluster_start "$BENCH_TMP/pg" "herald.http_listen = '127.0.0.1:$http_port
 	"herald.http_rate_limit = 0" >&2
 delivery_pid=$(bench_wait_worker)
 http_pid=$(bench_wait_worker "pg_herald http")
-# (a reload makes sure every process has herald.http_rate_limit = 0, even
-# if the library reserved the prefix before defining it)
-bench_psql -c "SELECT pg_reload_conf()" >/dev/null
-for _ in $(seq 50); do
-	[ "$(bench_psql -c 'SHOW herald.http_rate_limit')" = 0 ] && break
-	sleep 0.1
-done
 [ "$(bench_psql -c 'SHOW herald.http_rate_limit')" = 0 ] || bench_die "herald.http_rate_limit is not 0"
 
 choices="ARRAY['choice 1', 'choice 2', 'choice 3', 'choice 4', 'choice 5', 'choice 6', 'choice 7', 'choice 8', 'choice 9', 'choice 10']"
