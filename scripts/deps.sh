@@ -7,10 +7,22 @@
 # Idempotent: packages already installed are left alone, and apt-get is only
 # run when something is missing.  Installing needs root; without root the
 # script lists what is missing and fails.
+#
+# The browser test (test/t/030_browser.pl) drives Debian's chromium with
+# npm's playwright-core, pinned in test/browser/package-lock.json and
+# installed into test/browser/node_modules by "npm ci" (again only when the
+# lock file changed).  Node.js and npm come from Debian (nodejs 18) unless
+# a node and an npm are already on PATH.
 set -euo pipefail
 
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
 packages=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libmicrohttpd-dev
-	pkg-config libipc-run-perl python3 python3-aiosmtpd make gcc)
+	pkg-config libipc-run-perl python3 python3-aiosmtpd make gcc
+	chromium fonts-liberation)
+# another node (e.g. a newer one installed by hand) is fine too
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
 
 for arg in "$@"; do
 	case "$arg" in
@@ -34,16 +46,24 @@ for pkg in "${packages[@]}"; do
 	fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-	exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "deps.sh: missing packages: ${missing[*]}" >&2
+		echo "deps.sh: install them as root: apt-get install ${missing[*]}" >&2
+		exit 1
+	fi
+	echo "deps.sh: installing ${missing[*]}"
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
-if [ "$(id -u)" -ne 0 ]; then
-	echo "deps.sh: missing packages: ${missing[*]}" >&2
-	echo "deps.sh: install them as root: apt-get install ${missing[*]}" >&2
-	exit 1
+# playwright-core for the browser test: "npm ci" when node_modules was not
+# installed from this very lock file (a copy of it is kept as the stamp).
+browser=$repo/test/browser
+stamp=$browser/node_modules/.herald-package-lock.json
+if ! cmp -s "$browser/package-lock.json" "$stamp" 2>/dev/null; then
+	echo "deps.sh: npm ci --prefix test/browser"
+	rm -f "$stamp"
+	npm ci --prefix "$browser" --no-audit --no-fund --loglevel=error >&2
+	cp "$browser/package-lock.json" "$stamp"
 fi
-
-echo "deps.sh: installing ${missing[*]}"
-apt-get update
-DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"

@@ -55,7 +55,8 @@ CREATE TABLE act_orders (id int PRIMARY KEY, item text, amount numeric);
 SELECT herald.create_channel('act-hook', 'webhook', test.url('/actions/hook'));
 SELECT herald.create_channel('act-slack', 'slack', test.url('/actions/slack'), rate_limit => 1000);
 SELECT herald.create_channel('act-slack-i', 'slack', test.url('/actions/islack'), rate_limit => 1000,
-                             slack_signing_secret => 'abcdef0123456789abcdef0123456789');
+                             slack_signing_secret => 'abcdef0123456789abcdef0123456789',
+                             headers => '{"X-Channel-Token": "for-the-webhook-only"}');
 SELECT herald.create_channel('act-teams', 'teams', test.url('/actions/teams'));
 SELECT herald.create_channel('act-chat', 'google_chat', test.url('/actions/chat'), rate_limit => 1000);
 SELECT herald.create_channel('act-mail', 'email', (SELECT smtp_url FROM test.config),
@@ -142,6 +143,38 @@ SELECT count(*) AS teams_messages,
                   WHERE x ->> 'type' = 'ActionSet')) AS action_sets_of_5
   FROM (SELECT (r ->> 'body')::jsonb AS b FROM test.received('/actions/teams') r) s;
 
+-- a huge, hostile row: each kind cuts the message to its limit, never an action
+INSERT INTO act_orders VALUES (2, repeat('<&>"', 30000), 1);
+SELECT herald.flush('30 seconds');
+SELECT channel, status FROM herald.deliveries d JOIN herald.events e ON e.id = d.event_id
+ WHERE e.rule = 'act-choices' AND e.payload -> 'new' ->> 'id' = '2' ORDER BY channel;
+SELECT r ->> 'path' AS path,
+       octet_length(r ->> 'body') < CASE r ->> 'path' WHEN '/actions/teams' THEN 28000
+                                                      WHEN '/actions/chat' THEN 32000
+                                                      ELSE 40000 END AS within_limit,
+       CASE r ->> 'path'
+           WHEN '/actions/teams' THEN
+               (SELECT string_agg(a ->> 'title', ' | ')
+                  FROM jsonb_array_elements(b #> '{attachments,0,content,body}') x,
+                       jsonb_array_elements(x -> 'actions') a
+                 WHERE x ->> 'type' = 'ActionSet')
+           WHEN '/actions/chat' THEN
+               (SELECT string_agg(a ->> 'text', ' | ')
+                  FROM jsonb_array_elements(b #> '{cardsV2,0,card,sections,0,widgets,0,buttonList,buttons}') a)
+           ELSE
+               (SELECT string_agg(el #>> '{text,text}', ' | ')
+                  FROM jsonb_array_elements(b -> 'blocks') x, jsonb_array_elements(x -> 'elements') el
+                 WHERE x ->> 'block_id' = 'herald-actions')
+       END AS actions,
+       b::text LIKE '%[truncated]%' AS message_cut
+  FROM (SELECT r, (r ->> 'body')::jsonb AS b FROM test.received('/actions/') r) s
+ WHERE r ->> 'path' IN ('/actions/slack', '/actions/islack', '/actions/teams', '/actions/chat')
+   AND (r ->> 'body' LIKE '%&lt;&amp;&gt;%' OR r ->> 'body' LIKE '%<&>%')
+ ORDER BY 1;
+SELECT count(*) AS buttons FROM test.mails() m,
+       regexp_matches(replace(m ->> 'data', E'=\r\n', ''), '<a href=3D"https://decide.example/d/', 'g')
+ WHERE m ->> 'data' LIKE '%&lt;&amp;&gt;%';
+
 -------------------------------------------------------------------------------
 -- A threshold rule without choices: Acknowledge and Record a decision, and
 -- no SQL in the message.
@@ -206,7 +239,8 @@ SELECT herald._record_decision(e, 'acknowledgement', NULL, '@ann', current_user,
                                request_key => 'act-test-1',
                                response_url => test.url('/actions/response/1')) > 0 AS recorded
   FROM herald.event_log e, herald.channel_defs c
- WHERE e.rule = 'act-choices' AND e.type = 'row.inserted' AND c.name = 'act-slack-i';
+ WHERE e.rule = 'act-choices' AND e.type = 'row.inserted' AND e.payload -> 'new' ->> 'id' = '1'
+   AND c.name = 'act-slack-i';
 SELECT herald._record_decision(e, 'decision', 'the form lost 30% of sales', '@ann', current_user, 'slack',
                                choice => 'Roll back the form', action => 'Restore the old form',
                                action_owner => 'bob', action_due => '2026-12-15',
@@ -214,7 +248,8 @@ SELECT herald._record_decision(e, 'decision', 'the form lost 30% of sales', '@an
                                request_key => 'act-test-2',
                                response_url => test.url('/actions/response/2')) > 0 AS recorded
   FROM herald.event_log e, herald.channel_defs c
- WHERE e.rule = 'act-choices' AND e.type = 'row.inserted' AND c.name = 'act-slack-i';
+ WHERE e.rule = 'act-choices' AND e.type = 'row.inserted' AND e.payload -> 'new' ->> 'id' = '1'
+   AND c.name = 'act-slack-i';
 SELECT herald.flush();
 SELECT channel, status, last_status FROM herald.deliveries d
   JOIN herald.events e ON e.id = d.event_id
@@ -224,17 +259,59 @@ SELECT count(*) AS decisions_posted_to_the_interactive_webhook
   FROM test.received('/actions/islack') r WHERE r ->> 'body' LIKE '%acknowledged%' OR r ->> 'body' LIKE '%Decision by%';
 SELECT r ->> 'path' AS path, test.act_body(r) AS slack_update
   FROM test.received('/actions/response/') r ORDER BY r ->> 'path';
+-- the channel's own headers go to its webhook only
+SELECT r ->> 'path' LIKE '/actions/response/%' AS to_response_url,
+       bool_or(EXISTS (SELECT 1 FROM jsonb_object_keys(r -> 'headers') k
+                        WHERE lower(k) = 'x-channel-token')) AS channel_header
+  FROM test.received('/actions/') r
+ WHERE r ->> 'path' = '/actions/islack' OR r ->> 'path' LIKE '/actions/response/%'
+ GROUP BY 1 ORDER BY 1;
+-- a response_url is a request like any other: the network policy applies
+SELECT herald.alter_channel('act-slack-i', max_attempts => 1);
+SELECT herald._record_decision(e, 'acknowledgement', NULL, '@mallory', current_user, 'slack',
+                               channel_id => c.id, request_key => 'act-test-3',
+                               response_url => 'http://169.254.169.254/latest/meta-data') > 0 AS recorded
+  FROM herald.event_log e, herald.channel_defs c
+ WHERE e.rule = 'act-choices' AND e.type = 'row.inserted' AND e.payload -> 'new' ->> 'id' = '1'
+   AND c.name = 'act-slack-i';
+SELECT herald.flush();
+SELECT d.status, d.last_error
+  FROM herald.deliveries d JOIN herald.events e ON e.id = d.event_id
+ WHERE e.type = 'decision.recorded' AND e.payload ->> 'decided_by' = '@mallory'
+   AND d.channel = 'act-slack-i';
 -- every other channel hears of it
 SELECT test.act_mask((r ->> 'body')::jsonb -> 'blocks' -> 0 -> 'text' ->> 'text') AS slack_title,
        test.act_mask((r ->> 'body')::jsonb -> 'blocks' -> 1 -> 'text' ->> 'text') AS slack_text
   FROM test.received('/actions/slack') r WHERE r ->> 'body' LIKE '%@ann%'
- ORDER BY (r ->> 'n')::int;
+ ORDER BY 1;
 SELECT test.act_body(r) AS webhook_decision
   FROM test.received('/actions/hook') r
  WHERE (r ->> 'body')::jsonb ->> 'type' = 'decision.recorded'
    AND (r ->> 'body')::jsonb -> 'data' ->> 'kind' = 'decision';
 SELECT test.act_mask(m ->> 'data') AS email_decision FROM test.mails() m
- WHERE m ->> 'data' LIKE '%X-Herald-Type: decision.recorded%' AND m ->> 'data' LIKE '%acknowledged%';
+ WHERE m ->> 'data' LIKE '%X-Herald-Type: decision.recorded%' AND m ->> 'data' LIKE '%@ann acknowledged%';
+
+-- a grouped rule's decisions name the key; an SQL answer is announced too
+CREATE TABLE act_shops (shop text, depth int);
+INSERT INTO act_shops VALUES ('paris', 10);
+SELECT herald.on_threshold('act-shops', 'SELECT shop, depth FROM act_shops', '>', 100, ARRAY['act-hook'],
+                           watch => ARRAY['act_shops'::regclass]);
+SELECT herald.flush();
+UPDATE act_shops SET depth = 500;
+SELECT herald.flush();
+SELECT herald.acknowledge(id, note => 'looking into it') > 0 AS acknowledged
+  FROM herald.events WHERE rule = 'act-shops' AND type = 'rule.fired';
+SELECT herald.decide(id, 'restock', action_owner => 'bob', action_due => '2026-12-20') > 0 AS decided
+  FROM herald.events WHERE rule = 'act-shops' AND type = 'rule.fired';
+SELECT herald.flush();
+SELECT replace(test.act_mask((r ->> 'body')::jsonb -> 'data' ->> 'message'), current_user, 'ROLE') AS message,
+       (r ->> 'body')::jsonb -> 'data' ? 'actions' AS has_actions
+  FROM test.received('/actions/hook') r
+ WHERE (r ->> 'body')::jsonb ->> 'type' = 'decision.recorded'
+   AND (r ->> 'body')::jsonb -> 'data' ->> 'rule' = 'act-shops'
+ ORDER BY (r ->> 'body')::jsonb -> 'data' ->> 'kind';
+SELECT herald.drop_rule('act-shops');
+DROP TABLE act_shops;
 
 -- channel templates may use the decision placeholders; rule templates not
 -- (a rule's message never serves decision.recorded)
@@ -258,6 +335,7 @@ SELECT test.act_mask((r ->> 'body')::jsonb -> 'data' ->> 'message') AS message,
        (r ->> 'body')::jsonb -> 'data' ? 'actions' AS has_actions
   FROM test.received('/actions/hook') r
  WHERE (r ->> 'body')::jsonb ->> 'type' = 'rule.fired'
+   AND (r ->> 'body')::jsonb -> 'data' ->> 'rule' = 'act-baskets'
  ORDER BY (r ->> 'n')::int;
 
 -- clean up

@@ -339,9 +339,14 @@ append_separator(StringInfo buf, bool *first)
 	*first = false;
 }
 
-/* The request every format sends: a JSON POST to url. */
+/*
+ * The request every format sends: a JSON POST to url, with the channel's
+ * headers when it goes to the channel's target (not to a Slack
+ * response_url, another endpoint).
+ */
 static void
-set_request(HeraldDelivery *d, HeraldOutgoing *out, char *url, StringInfo body)
+set_request(HeraldDelivery *d, HeraldOutgoing *out, char *url, bool to_target,
+			StringInfo body)
 {
 	struct curl_slist *headers = NULL;
 
@@ -349,7 +354,7 @@ set_request(HeraldDelivery *d, HeraldOutgoing *out, char *url, StringInfo body)
 								   "Content-Type: application/json; charset=utf-8");
 	/* no "100 Continue" round trip */
 	headers = herald_append_header(headers, "Expect:");
-	for (int i = 0; i < d->nheaders; i++)
+	for (int i = 0; to_target && i < d->nheaders; i++)
 		headers = herald_append_header(headers, d->headers[i]);
 
 	out->transport = HERALD_HTTP;
@@ -693,7 +698,7 @@ herald_format_slack(HeraldDelivery *d, HeraldOutgoing *out)
 		text = psprintf("{\"replace_original\": true, %s", buf.data + 1);
 		resetStringInfo(&buf);
 		appendStringInfoString(&buf, text);
-		set_request(d, out, pstrdup(d->response_url), &buf);
+		set_request(d, out, pstrdup(d->response_url), false, &buf);
 		return;
 	}
 
@@ -701,7 +706,7 @@ herald_format_slack(HeraldDelivery *d, HeraldOutgoing *out)
 	collect_parts(d, &p, herald_chars_bytes(SLACK_TEXT_MAX_CHARS), 0);
 	initStringInfo(&buf);
 	build_slack(&buf, &p);
-	set_request(d, out, pstrdup(d->target), &buf);
+	set_request(d, out, pstrdup(d->target), true, &buf);
 }
 
 void
@@ -713,7 +718,7 @@ herald_format_teams(HeraldDelivery *d, HeraldOutgoing *out)
 	collect_parts(d, &p, TEAMS_MAX_BYTES, FACT_VALUE_MAX_CHARS);
 	initStringInfo(&buf);
 	fit_body(&buf, &p, build_teams, TEAMS_MAX_BYTES, "Microsoft Teams");
-	set_request(d, out, pstrdup(d->target), &buf);
+	set_request(d, out, pstrdup(d->target), true, &buf);
 }
 
 void
@@ -728,5 +733,5 @@ herald_format_google_chat(HeraldDelivery *d, HeraldOutgoing *out)
 								   GOOGLE_CHAT_THREAD_KEY_MAX_CHARS, "");
 	initStringInfo(&buf);
 	fit_body(&buf, &p, build_google_chat, GOOGLE_CHAT_MAX_BYTES, "Google Chat");
-	set_request(d, out, google_chat_url(d->target), &buf);
+	set_request(d, out, google_chat_url(d->target), true, &buf);
 }

@@ -392,7 +392,7 @@ append_sparkline(RenderBuffer *out, JsonbContainer *data)
 	}
 }
 
-/* A string field of the payload, or NULL (absent, null, not a string, empty). */
+/* Is name a string field of the payload, not empty?  Then v holds it. */
 static bool
 string_field(JsonbContainer *data, const char *name, JsonbValue *v)
 {
@@ -421,10 +421,10 @@ render_decision(const char *name, RenderBuffer *out, JsonbContainer *data)
 
 	if (strcmp(name, "about") == 0)
 	{
-		if (!emit_string(out, "event "))
+		/* nothing for an event that is about no other */
+		if (!object_field(data, "about_event_id", &v) || !emit_string(out, "event "))
 			return;
-		if (object_field(data, "about_event_id", &v))
-			append_jsonb_value(out, &v);
+		append_jsonb_value(out, &v);
 		if (string_field(data, "key", &v) &&
 			emit_string(out, " [") && emit_value(out, &v))
 			emit_string(out, "]");
@@ -466,6 +466,15 @@ render_decision(const char *name, RenderBuffer *out, JsonbContainer *data)
 				return;
 			if (due && !(emit_string(out, owner ? "" : " (due ") && emit_value(out, &w) &&
 						 emit_string(out, ")")))
+				return;
+		}
+		else if (owner || due)
+		{
+			/* an owner or a due date without a next step */
+			if (owner && !(emit_string(out, "\nOwner: ") && emit_value(out, &v)))
+				return;
+			if (due && !(emit_string(out, owner ? ", due " : "\nDue: ") &&
+						 emit_value(out, &w)))
 				return;
 		}
 		if (string_field(data, "note", &x) && emit_string(out, "\nNote: "))

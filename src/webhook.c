@@ -6,10 +6,11 @@
  * Body: {"type": ..., "timestamp": ..., "data": {...}} where data carries
  * the rule, the event id, the rendered message, the event's payload
  * (table, operation, new and old rows) and, for an event that awaits a
- * decision, "actions": [{"id", "label", "url"}], one signed link each.  Headers: webhook-id (stable across
- * retries of one delivery), webhook-timestamp (this attempt) and
- * webhook-signature (see signing.c; during a secret rotation, one signature
- * per secret), plus the channel's own headers.
+ * decision, "actions": [{"id", "label", "url"}], one signed link each.
+ * Headers: webhook-id (stable across retries of one delivery),
+ * webhook-timestamp (this attempt) and webhook-signature (see signing.c;
+ * during a secret rotation, one signature per secret), plus the channel's
+ * own headers.
  *
  * The webhook-id of a delivery is "msg_" + the installation's id + "_" + the
  * delivery's id (herald.webhook_id(), defined here only: the claim and the

@@ -17,6 +17,10 @@
 #     running at exit are killed.
 # stop_receiver($receiver)
 #     Stops it.  Safe to call twice.
+# start_smtp_receiver($node)
+#     The same for the SMTP receiver test/smtp_receiver.py (127.0.0.1 only):
+#     a hash with url (smtp://127.0.0.1:PORT), port, log and the process;
+#     stop it with stop_receiver.
 # receiver_lines($receiver)
 #     How many requests the receiver has logged so far (complete lines);
 #     cheap enough to poll.  Equals the "n" of the last one logged.
@@ -98,6 +102,44 @@ sub start_receiver
 	chomp $port;
 	$receiver->{port} = $port;
 	$receiver->{url} = "http://$host:$port";
+	return $receiver;
+}
+
+sub start_smtp_receiver
+{
+	my ($node) = @_;
+	my $timeout = $PostgreSQL::Test::Utils::timeout_default;
+	my $basedir = $node->basedir;
+	my $port_file = "$basedir/smtp.port";
+	my $log = "$basedir/smtp.log";
+
+	unlink $port_file;
+	my $process = IPC::Run::start(
+		[
+			$python, "$test_dir/smtp_receiver.py",
+			'--log', $log,
+			'--port', '0',
+			'--port-file', $port_file,
+			'--max-seconds', 3 * $timeout
+		],
+		'<', '/dev/null',
+		'>', "$basedir/smtp.out",
+		'2>', "$basedir/smtp.out");
+	my $receiver = { process => $process, log => $log };
+	push @running, $receiver;
+
+	my $deadline = time() + $timeout;
+	while (!-s $port_file && time() < $deadline)
+	{
+		sleep 0.1;
+	}
+	ok(-s $port_file, 'test SMTP receiver is listening')
+	  or BAIL_OUT('the test SMTP receiver did not start: '
+		  . slurp_file("$basedir/smtp.out"));
+	my $port = slurp_file($port_file);
+	chomp $port;
+	$receiver->{port} = $port;
+	$receiver->{url} = "smtp://127.0.0.1:$port";
 	return $receiver;
 }
 
