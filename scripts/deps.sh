@@ -8,7 +8,7 @@
 # run when something is missing.  Installing needs root; without root the
 # script lists what is missing and fails.
 #
-# The browser test (test/t/030_browser.pl) drives Debian's chromium with
+# The browser test (test/t/031_browser.pl) drives Debian's chromium with
 # npm's playwright-core, pinned in test/browser/package-lock.json and
 # installed into test/browser/node_modules by "npm ci" (again only when the
 # lock file changed).  Node.js and npm come from Debian (nodejs 18) unless

@@ -6,7 +6,7 @@
 #
 #   bash scripts/screenshots.sh
 #
-# Runs test/t/030_browser.pl alone through test/run (which builds and
+# Runs test/t/031_browser.pl alone through test/run (which builds and
 # installs first) with HERALD_SCREENSHOT_DIR set, then copies the PNGs into
 # docs/images/ only when the test passed.
 set -euo pipefail
@@ -19,7 +19,7 @@ if [ "$(id -u)" -eq 0 ]; then
 	chown postgres:postgres "$shots"
 fi
 
-HERALD_ONLY=030_browser HERALD_SCREENSHOT_DIR=$shots bash "$repo/test/run"
+HERALD_ONLY=031_browser HERALD_SCREENSHOT_DIR=$shots bash "$repo/test/run"
 
 mkdir -p "$repo/docs/images"
 for f in decision-page.png decision-recorded.png email.png; do

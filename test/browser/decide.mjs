@@ -1,5 +1,5 @@
 // Drives headless Chromium (Debian's /usr/bin/chromium) through a decision
-// page of pg_herald for test/t/030_browser.pl, and reports what a person
+// page of pg_herald for test/t/031_browser.pl, and reports what a person
 // would see.  It asserts nothing: the TAP test decides.
 //
 //   node test/browser/decide.mjs

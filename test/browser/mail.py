@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The messages test/smtp_receiver.py received, taken apart as a mail
-client would: for test/t/030_browser.pl.
+client would: for test/t/031_browser.pl.
 
     mail.py SMTP_LOG [--html-dir DIR]
 
