@@ -197,10 +197,17 @@ my $again = post($url, { form => $form, action => 1 });
 is($again->{status}, 200, 'the same form again answers 200');
 like($again->{body}, qr/already recorded.*Call the customer/s, 'and shows the decision already recorded');
 is(decisions(), 1, 'the same form twice records once');
-like(get($url)->{body}, qr/<li>[^<]*Call the customer/, 'the page lists the decisions so far');
+my $reopened = get($url);
+like($reopened->{body}, qr/<li>[^<]*Call the customer/, 'the page lists the decisions so far');
+like($reopened->{body}, qr/already recorded: [^<]*Call the customer/,
+	'opened again, the link shows its recipient\'s answer');
+unlike($reopened->{body}, qr/name="form"/, 'and no form: going back records nothing more');
+like($reopened->{body}, qr{<a href="[A-Za-z0-9_-]+/change">Change my answer</a>}, 'changing it is a link away');
+like(get("$url/change")->{body}, qr/name="form"/, '/change shows the form');
+is(get("$url/other")->{status}, 404, 'another path below a link is 404');
 
 # an empty decision is sent back; an acknowledgement needs no text
-my $form2 = form_token(get($url));
+my $form2 = form_token(get("$url/change"));
 my $empty = post($url, { form => $form2, action => 2, said => '  ' });
 is($empty->{status}, 422, 'a decision without text is answered 422');
 like($empty->{body}, qr/Say what was decided/, 'with the reason');
@@ -257,9 +264,9 @@ is($expired->{status}, 410, 'an expired link: 410');
 like($expired->{body}, qr/This link has expired/, 'the page says it expired');
 is(post($expired_url, { form => form_token($own), action => 1 })->{status}, 410, 'POST to it: 410');
 
-my $foreign = post($url, { form => form_token(get($url)), action => 1 }, { Origin => 'https://evil.example' });
+my $foreign = post($url, { form => form_token(get("$url/change")), action => 1 }, { Origin => 'https://evil.example' });
 is($foreign->{status}, 403, 'a POST from another origin: 403');
-my $same_origin = post($url, { form => form_token(get($url)), action => 1, said => 'same origin' },
+my $same_origin = post($url, { form => form_token(get("$url/change")), action => 1, said => 'same origin' },
 	{ Origin => $base });
 is($same_origin->{status}, 200, "a POST from herald.public_url's origin records");
 $before++;
@@ -286,7 +293,7 @@ is(post($url, { form => client('form', $key_hex, $link_token, int(time()) - 9000
 	403, 'a genuine form token older than a day: 403');
 is(post($url, { form => client('form', $key_hex, $link_token, int(time()) + 3600), action => 1 })->{status},
 	403, 'a form token from the future: 403');
-my $ftok = form_token(get($url));
+my $ftok = form_token(get("$url/change"));
 is(post(link_url($event, 1, 'ops', 'eve@example.com'), { form => $ftok, action => 1 })->{status}, 403,
 	"another link's form token: 403");
 (my $noncanonical = $ftok) =~ s/^/0/;
@@ -335,7 +342,7 @@ is(scalar(grep { $_->{status} == 200 && $_->{body} =~ /Recorded/ } @answers), 20
 is(decisions() - $before, 200, 'and all 200 recorded');
 is(sql("SELECT count(DISTINCT actor_id) FROM herald.decision_log WHERE actor_id LIKE 'user%'"), 200,
 	'each as its own recipient');
-my $one = get($url);
+my $one = get("$url/change");
 $before = decisions();
 @answers = send_all(map { form_request($url, { form => form_token($one), action => 1 }) } 1 .. 200);
 is(scalar(grep { $_->{status} == 200 } @answers), 200, '200 concurrent POSTs of one form all answered');
@@ -385,7 +392,7 @@ ok(wait_healthy(), 'no limit again');
 
 # ---- an error while serving: 500, logged, nothing recorded ----
 $before = decisions();
-my $pending_form = form_token(get($url));
+my $pending_form = form_token(get("$url/change"));
 my $locker = $node->background_psql('postgres');
 $locker->query_safe('BEGIN; LOCK herald.decision_log IN ACCESS EXCLUSIVE MODE;');
 $log_offset = -s $node->logfile;
@@ -416,7 +423,7 @@ while (!$back && time() < $deadline)
 }
 ok(wait_healthy(), 'after kill -9 the HTTP worker serves again');
 is(decisions(), $before, 'nothing recorded was lost');
-my $after = get($url);
+my $after = get("$url/change");
 is(post($url, { form => form_token($after), action => 1 })->{status}, 200, 'and a POST records again');
 is(decisions(), $before + 1, 'it is recorded');
 
@@ -432,7 +439,7 @@ SQL
 is(get($url)->{status}, 403, 'created again: links of the old installation do not open');
 $event = sql("SELECT id FROM herald.event_log WHERE rule = 'big_order'");
 $url = link_url($event, 1, 'ops', 'ann@example.com');
-is(post($url, { form => form_token(get($url)), action => 1 })->{status}, 200,
+is(post($url, { form => form_token(get("$url/change")), action => 1 })->{status}, 200,
 	'links of the new one do, and record');
 is(decisions(), 1, 'in the new installation');
 
