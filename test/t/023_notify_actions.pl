@@ -27,7 +27,7 @@ CREATE TABLE notes(id int PRIMARY KEY, body text);
 SELECT herald.create_channel(name => 'bus', kind => 'notify', target => 'herald_events');
 SELECT herald.on_change(name => 'note', on_table => 'notes', channels => ARRAY['bus'],
                         operations => ARRAY['INSERT'], message => 'Note {{new.id}}: {{new.body}}',
-                        choices => ARRAY['Roll back', 'Keep "watching"', repeat('é', 80)]);
+                        choices => ARRAY['Roll back', 'Keep "watching"', repeat('é', 75)]);
 ));
 
 my $listener = $node->background_psql('postgres', on_error_stop => 1);
@@ -71,7 +71,7 @@ foreach my $d (@decoded)
 	is_deeply([ map { $_->{id} } @actions ], [ 'choice-1', 'choice-2', 'choice-3' ],
 		"event $d->{event_id}: one action per choice");
 	is_deeply([ map { $_->{label} } @actions ],
-		[ 'Roll back', 'Keep "watching"', "\x{e9}" x 80 ],
+		[ 'Roll back', 'Keep "watching"', "\x{e9}" x 75 ],
 		"event $d->{event_id}: the labels arrive whole");
 	is(scalar(grep { $_->{url} =~ m{^https://decide\.example/herald/d/[A-Za-z0-9_-]{40,}$} } @actions),
 		3, "event $d->{event_id}: every action is a signed link under the public URL");
