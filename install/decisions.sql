@@ -437,8 +437,9 @@ SELECT t.event_id, t.at, t.kind, t.detail
   LEFT JOIN herald.rule_defs vr ON vr.id = ev.rule_id
  WHERE herald._may_see(vr.owner);
 
--- Per rule, for the events that call for a decision (rule.fired,
--- rule.escalated and row events) created in [since, until): how many, how
+-- Per rule, for the episodes that call for a decision (rule.fired events,
+-- which stand for their escalations and reminders, and row events)
+-- created in [since, until): how many, how
 -- many got a decision, how long acknowledging and deciding took, how many
 -- follow-ups were sent about them, and the decisions counted per choice and
 -- per channel they came from ("sql" for none).
@@ -457,7 +458,7 @@ BEGIN ATOMIC
          WHERE e.created_at >= decision_report.since AND e.created_at < decision_report.until
            -- the caller's rules, or all of them for herald_admin
            AND herald._may_see(r.owner, herald._invoker())
-           AND (e.type IN ('rule.fired', 'rule.escalated') OR e.type LIKE 'row.%'))
+           AND (e.type = 'rule.fired' OR e.type LIKE 'row.%'))
     SELECT ev.rule,
            count(*),
            count(f.first_decision),

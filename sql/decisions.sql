@@ -73,13 +73,13 @@ SELECT herald.decide((SELECT id FROM test.fired), NULL);
 SELECT herald.acknowledge(999999999);
 \set VERBOSITY terse
 
--- the report on a known history: three events of rule a, two of rule b
+-- the report on a known history: two episodes of rule a, two of rule b
 CREATE TABLE test.history_events AS
 WITH ev AS (
     INSERT INTO herald.event_log (type, rule, created_at, payload)
     VALUES ('rule.fired', 'report-a', '2026-01-01 10:00', '{}'),
            ('row.inserted', 'report-a', '2026-01-01 11:00', '{}'),
-           ('rule.escalated', 'report-a', '2026-01-01 12:00', '{}'),
+           ('rule.escalated', 'report-a', '2026-01-01 12:00', '{}'),   -- its rule.fired stands for it
            ('rule.resolved', 'report-a', '2026-01-01 12:30', '{}'),     -- calls for no decision
            ('rule.fired', 'report-b', '2026-01-02 09:00', '{}'),
            ('rule.reminder', 'report-b', '2026-01-02 10:00', '{}'),    -- calls for no decision
