@@ -23,6 +23,7 @@ OBJS = \
 	src/format_email.o \
 	src/signing.o \
 	src/links.o \
+	src/slack.o \
 	src/template.o \
 	src/limits.o \
 	src/evaluate.o \

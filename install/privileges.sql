@@ -91,7 +91,11 @@ GRANT EXECUTE ON FUNCTION
 REVOKE ALL ON herald.link_keys FROM herald_admin;
 
 GRANT USAGE ON SCHEMA herald TO herald_http;
-GRANT EXECUTE ON FUNCTION herald._link_check(text) TO herald_http;
+GRANT EXECUTE ON FUNCTION
+    herald._link_check(text),
+    herald._slack_verify(text, bytea, text),
+    herald._slack_decide(text, text, integer[], text, text, text, text)
+    TO herald_http;
 
 -- Installed where no worker serves: say so now.
 SELECT herald._warn_unserved('Rules and channels declared here record events that are never delivered.');
