@@ -23,6 +23,8 @@ OBJS = \
 	src/format_email.o \
 	src/signing.o \
 	src/links.o \
+	src/http_server.o \
+	src/decision_page.o \
 	src/slack.o \
 	src/template.o \
 	src/limits.o \
@@ -34,8 +36,10 @@ DATA = install/released/$(EXTENSION)--0.1.0.sql
 EXTRA_CLEAN = $(EXTENSION).control
 
 CURL_CONFIG ?= curl-config
-PG_CPPFLAGS = -DPG_HERALD_VERSION=\"$(EXTVERSION)\" $(shell $(CURL_CONFIG) --cflags)
-SHLIB_LINK = $(shell $(CURL_CONFIG) --libs)
+PKG_CONFIG ?= pkg-config
+PG_CPPFLAGS = -DPG_HERALD_VERSION=\"$(EXTVERSION)\" $(shell $(CURL_CONFIG) --cflags) \
+	$(shell $(PKG_CONFIG) --cflags libmicrohttpd)
+SHLIB_LINK = $(shell $(CURL_CONFIG) --libs) $(shell $(PKG_CONFIG) --libs libmicrohttpd)
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -65,3 +69,4 @@ $(EXTENSION)--0.1.0--$(EXTVERSION).sql: install/$(EXTENSION)--0.1.0--$(EXTVERSIO
 	cat $< $(CODE_SQL) > $@
 
 $(OBJS): src/pg_herald.h
+src/http_server.o src/decision_page.o src/slack.o: src/http_server.h

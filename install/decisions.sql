@@ -551,3 +551,189 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION herald.decision_report(timestamptz, timestamptz) IS
     'Per rule: events calling for a decision, the share decided, median times to acknowledge and to decide';
+
+-- Decision pages (decision_page.c, served by the HTTP worker) ---------------
+
+-- A per-form token: made_at (unix seconds) and a MAC over the link token and
+-- made_at, under the key that signed the link (NULL when the link's MAC does
+-- not match).  Whether a submitted one is genuine and at most max_age
+-- seconds old.  Reached only through the functions below.
+CREATE OR REPLACE FUNCTION herald._form_token(token text, made_at bigint) RETURNS text
+    STRICT VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_form_token_sql';
+CREATE OR REPLACE FUNCTION herald._form_ok(token text, form text, max_age integer) RETURNS boolean
+    STRICT VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_form_ok_sql';
+
+-- One recorded decision, as a line of the page.
+CREATE OR REPLACE FUNCTION herald._decision_line(d herald.decision_log) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN to_char(d.decided_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"') || ' · '
+       || CASE WHEN d.kind = 'acknowledgement' THEN 'Acknowledged'
+               WHEN d.choice IS NOT NULL AND d.decision IS DISTINCT FROM d.choice
+               THEN d.choice || ': ' || d.decision
+               ELSE coalesce(d.choice, 'Decided: ' || d.decision) END
+       || ' by ' || d.decided_by
+       || CASE d.identified_by WHEN 'link' THEN ' (signed link'
+                               WHEN 'slack' THEN ' (Slack'
+                               ELSE ' (SQL' END
+       || coalesce(', channel ' || (SELECT c.name FROM herald.channel_defs c
+                                      WHERE c.id = d.channel_id), '') || ')'
+       || coalesce('. Note: ' || d.note, '')
+       || coalesce('. Next step: ' || d.action, '')
+       || coalesce('. Owner: ' || d.action_owner, '')
+       || coalesce('. Due: ' || d.action_due::text, '');
+
+-- What the page of a link shows.  status is herald._link_check()'s, or
+-- 'gone' (its event or rule is no longer there), or 'no_choice' (the rule
+-- no longer offers the link's action); the other columns are set when it
+-- is 'valid'.  labels are the actions the rule offers, 1..n; decisions the
+-- episode's, oldest first (the latest 50).  Run by the HTTP worker's role.
+CREATE OR REPLACE FUNCTION herald._link_page(token text, made_at bigint,
+    OUT status text, OUT event_id bigint, OUT event_type text, OUT rule text,
+    OUT message text, OUT created_at text, OUT payload jsonb, OUT has_choices boolean,
+    OUT labels text[], OUT action integer, OUT channel text, OUT recipient text,
+    OUT expires_at timestamptz, OUT form_token text, OUT decisions text[])
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    l record;
+    e herald.event_log;
+    r herald.rule_defs;
+BEGIN
+    SELECT * INTO l FROM herald._link_check(_link_page.token);
+    status := l.status;
+    IF l.status <> 'valid' THEN
+        RETURN;
+    END IF;
+    SELECT x.* INTO e FROM herald.event_log x WHERE x.id = l.event_id;
+    SELECT x.* INTO r FROM herald.rule_defs x WHERE x.id = e.rule_id;
+    IF e.id IS NULL OR r.id IS NULL THEN
+        status := 'gone';
+        RETURN;
+    END IF;
+    IF herald._action_label(r.choices, l.action) IS NULL THEN
+        status := 'no_choice';
+        RETURN;
+    END IF;
+    event_id := e.id;
+    event_type := e.type;
+    rule := e.rule;
+    message := CASE WHEN e.type NOT LIKE 'decision.%' THEN r.message END;
+    created_at := to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+    payload := e.payload;
+    has_choices := r.choices IS NOT NULL;
+    labels := ARRAY(SELECT herald._action_label(r.choices, a)
+                      FROM generate_series(1, coalesce(cardinality(r.choices), 2)) a ORDER BY a);
+    action := l.action;
+    SELECT c.name INTO channel FROM herald.channel_defs c WHERE c.id = l.channel_id;
+    recipient := l.recipient;
+    expires_at := l.expires_at;
+    form_token := herald._form_token(_link_page.token, _link_page.made_at);
+    decisions := ARRAY(SELECT line FROM (
+                        SELECT herald._decision_line(d) AS line, d.decided_at, d.id
+                          FROM herald.decision_log d WHERE d.event_id = e.id
+                         ORDER BY d.decided_at DESC, d.id DESC LIMIT 50) x
+                       ORDER BY x.decided_at, x.id);
+END;
+$$;
+
+-- Record what a decision page's form says, as the recipient its link
+-- names (or, for a link to a channel's readers, the name typed in), after
+-- checking the link and the form token (valid for a day).  status is
+-- herald._link_page()'s, or 'form' (no genuine form token), 'empty' (a
+-- decision without text), 'name' (no name where one is needed), 'due' (not
+-- a date from 2000 to 2999), 'recorded', or 'already' (this form was
+-- submitted before: decision_id and line are the decision it recorded).
+CREATE OR REPLACE FUNCTION herald._link_decide(token text, form text, action integer,
+    said text, next_step text, owner text, due text, name text,
+    OUT status text, OUT decision_id bigint, OUT line text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    l record;
+    e herald.event_log;
+    r herald.rule_defs;
+    v_label text;
+    v_due date;
+    v_key text := 'link:' || _link_decide.form;
+    v_who text;
+    d herald.decision_log;
+BEGIN
+    SELECT * INTO l FROM herald._link_check(_link_decide.token);
+    status := l.status;
+    IF l.status <> 'valid' THEN
+        RETURN;
+    END IF;
+    IF _link_decide.form IS NULL OR NOT herald._form_ok(_link_decide.token, _link_decide.form, 86400) THEN
+        status := 'form';
+        RETURN;
+    END IF;
+    SELECT x.* INTO e FROM herald.event_log x WHERE x.id = l.event_id;
+    SELECT x.* INTO r FROM herald.rule_defs x WHERE x.id = e.rule_id;
+    IF e.id IS NULL OR r.id IS NULL THEN
+        status := 'gone';
+        RETURN;
+    END IF;
+    -- submitted before: what it recorded
+    SELECT x.* INTO d FROM herald.decision_log x WHERE x.request_key = v_key;
+    IF d.id IS NOT NULL THEN
+        status := 'already';
+        decision_id := d.id;
+        line := herald._decision_line(d);
+        RETURN;
+    END IF;
+    v_label := herald._action_label(r.choices, _link_decide.action);
+    IF v_label IS NULL THEN
+        status := 'no_choice';
+        RETURN;
+    END IF;
+    IF r.choices IS NULL AND _link_decide.action = 2 AND coalesce(btrim(_link_decide.said), '') = '' THEN
+        status := 'empty';
+        RETURN;
+    END IF;
+    v_who := CASE WHEN l.recipient <> '' THEN l.recipient ELSE btrim(_link_decide.name) END;
+    IF coalesce(v_who, '') = '' THEN
+        status := 'name';
+        RETURN;
+    END IF;
+    IF coalesce(btrim(_link_decide.due), '') <> '' THEN
+        BEGIN
+            v_due := btrim(_link_decide.due)::date;
+        EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow THEN
+            v_due := NULL;
+        END;
+        IF v_due IS NULL OR v_due NOT BETWEEN '2000-01-01' AND '2999-12-31' THEN
+            status := 'due';
+            RETURN;
+        END IF;
+    END IF;
+
+    decision_id := herald._record_decision(
+        e,
+        CASE WHEN r.choices IS NULL AND _link_decide.action = 1 THEN 'acknowledgement' ELSE 'decision' END,
+        CASE WHEN r.choices IS NULL AND _link_decide.action = 1 THEN NULL
+             WHEN r.choices IS NULL THEN _link_decide.said
+             ELSE coalesce(nullif(btrim(_link_decide.said), ''), v_label) END,
+        v_who, 'herald_http', 'link',
+        choice => CASE WHEN r.choices IS NOT NULL THEN v_label END,
+        note => CASE WHEN r.choices IS NULL AND _link_decide.action = 1 THEN _link_decide.said END,
+        action => _link_decide.next_step,
+        action_owner => _link_decide.owner,
+        action_due => v_due,
+        actor_id => nullif(l.recipient, ''),
+        channel_id => l.channel_id,
+        request_key => v_key);
+    IF decision_id IS NULL THEN
+        -- a concurrent submission of the same form won
+        SELECT x.* INTO d FROM herald.decision_log x WHERE x.request_key = v_key;
+        status := 'already';
+    ELSE
+        SELECT x.* INTO d FROM herald.decision_log x WHERE x.id = decision_id;
+        status := 'recorded';
+    END IF;
+    decision_id := d.id;
+    line := herald._decision_line(d);
+END;
+$$;

@@ -9,8 +9,8 @@
 # script lists what is missing and fails.
 set -euo pipefail
 
-packages=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev
-	libipc-run-perl python3 python3-aiosmtpd make gcc)
+packages=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libmicrohttpd-dev
+	pkg-config libipc-run-perl python3 python3-aiosmtpd make gcc)
 
 for arg in "$@"; do
 	case "$arg" in

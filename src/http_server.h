@@ -47,6 +47,16 @@ typedef struct HeraldHttpResponse
 	const char *log_reason;		/* a refusal: logged once with this reason */
 } HeraldHttpResponse;
 
+/* http_server.c */
+extern double herald_http_rate_limit;
+extern void herald_http_server_init(void);
+
+/* decision_page.c: GET, HEAD and POST /d/{token}; the pages' frame */
+extern void herald_decision_page(const HeraldHttpRequest *req, HeraldHttpResponse *resp);
+extern void herald_http_page_start(StringInfo buf, const char *title);
+extern void herald_http_page_end(StringInfo buf);
+extern void herald_html_escape(StringInfo buf, const char *text);
+
 /* slack.c: POST /slack/actions */
 extern void herald_slack_actions(const HeraldHttpRequest *req, HeraldHttpResponse *resp);
 

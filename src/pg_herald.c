@@ -38,6 +38,7 @@
 #include "utils/syscache.h"
 
 #include "pg_herald.h"
+#include "http_server.h"
 
 PG_MODULE_MAGIC;
 
@@ -684,6 +685,7 @@ _PG_init(void)
 	herald_api_init();
 	herald_install_watch_hooks();
 	herald_rule_code_init();
+	herald_http_server_init();
 
 	/*
 	 * Loaded on demand in an ordinary backend: capture works, but there is no
