@@ -1,4 +1,4 @@
--- Slack interactivity, the SQL side (slack.c calls it; test/t/023_slack.pl
+-- Slack interactivity, the SQL side (slack.c calls it; test/t/024_slack.pl
 -- posts real signed requests): herald._slack_verify() says which Slack
 -- channels' signing secrets signed a request, herald._slack_decide()
 -- records a click as the Slack user.  Both are the HTTP worker's alone.

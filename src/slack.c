@@ -62,6 +62,12 @@
 #define SLACK_SIGNATURE_CHARS (3 + 2 * SLACK_MAC_BYTES)	/* "v0=" + hex */
 #define SLACK_ACTION_PREFIX "herald-"
 
+/*
+ * The reasons a refusal is logged with are string constants: the worker
+ * logs them once the transaction, and the handler's memory, are gone.
+ */
+#define MALFORMED "malformed Slack action: "
+
 /* Bounds of the payload's fields: longer ones are not Slack's. */
 #define SLACK_MAX_ID 64
 #define SLACK_MAX_NAME 200
@@ -194,7 +200,7 @@ form_decode(const char *src, size_t len, char **out, size_t *outlen)
 
 /*
  * The decoded value of the form's one "payload" field into *payload.
- * Returns NULL when found, otherwise why not.
+ * Returns NULL when found, otherwise why not (a constant).
  */
 static const char *
 form_payload(const char *body, size_t bodylen, char **payload, size_t *payloadlen)
@@ -215,14 +221,14 @@ form_payload(const char *body, size_t bodylen, char **payload, size_t *payloadle
 			strcmp(name, "payload") == 0)
 		{
 			if (found)
-				return "more than one payload field";
+				return MALFORMED "more than one payload field";
 			if (!form_decode(eq + 1, stop - eq - 1, payload, payloadlen))
-				return "invalid percent-encoding in the payload";
+				return MALFORMED "invalid percent-encoding in the payload";
 			found = true;
 		}
 		p = stop + 1;
 	}
-	return found ? NULL : "no payload field";
+	return found ? NULL : MALFORMED "no payload field";
 }
 
 /*
@@ -299,7 +305,7 @@ json_string(JsonbContainer *c, const char *key, int maxlen)
 
 /*
  * The fields of a block_actions click into click.  Returns NULL when they
- * are there, otherwise what is wrong.
+ * are there, otherwise what is wrong (a constant).
  */
 static const char *
 read_click(Jsonb *jb, SlackClick *click)
@@ -311,14 +317,14 @@ read_click(Jsonb *jb, SlackClick *click)
 	char	   *type;
 
 	if (!JB_ROOT_IS_OBJECT(jb))
-		return "the payload is not a JSON object";
+		return MALFORMED "the payload is not a JSON object";
 	type = json_string(root, "type", 64);
 	if (type == NULL || strcmp(type, "block_actions") != 0)
-		return "the payload is not of type block_actions";
+		return MALFORMED "the payload is not of type block_actions";
 	user = json_container(root, "user");
 	click->user_id = json_string(user, "id", SLACK_MAX_ID);
 	if (click->user_id == NULL)
-		return "the payload has no user.id";
+		return MALFORMED "the payload has no user.id";
 	click->user_name = json_string(user, "username", SLACK_MAX_NAME);
 	if (click->user_name == NULL)
 		click->user_name = json_string(user, "name", SLACK_MAX_NAME);
@@ -326,19 +332,19 @@ read_click(Jsonb *jb, SlackClick *click)
 	actions = json_container(root, "actions");
 	if (actions == NULL || !JsonContainerIsArray(actions) ||
 		JsonContainerSize(actions) < 1)
-		return "the payload has no actions";
+		return MALFORMED "the payload has no actions";
 	action = getIthJsonbValueFromContainer(actions, 0);
 	if (action == NULL || action->type != jbvBinary ||
 		!JsonContainerIsObject(action->val.binary.data))
-		return "the payload's action is not an object";
+		return MALFORMED "the payload's action is not an object";
 	click->action_id = json_string(action->val.binary.data, "action_id",
 								   SLACK_MAX_ACTION_ID);
 	click->token = json_string(action->val.binary.data, "value",
 							   HERALD_LINK_MAX_CHARS);
 	if (click->action_id == NULL || click->token == NULL)
-		return "the payload's action has no action_id or value";
+		return MALFORMED "the payload's action has no action_id or value";
 	if (strncmp(click->action_id, SLACK_ACTION_PREFIX, strlen(SLACK_ACTION_PREFIX)) != 0)
-		return "the action is not one of pg_herald's";
+		return MALFORMED "the action is not one of pg_herald's";
 	click->response_url = json_string(root, "response_url", SLACK_MAX_URL);
 	return NULL;
 }
@@ -499,7 +505,7 @@ herald_slack_actions(const HeraldHttpRequest *req, HeraldHttpResponse *resp)
 	{
 		jb = parse_payload(payload, payloadlen);
 		if (jb == NULL)
-			problem = "the payload is not UTF-8 JSON";
+			problem = MALFORMED "the payload is not UTF-8 JSON";
 		else
 		{
 			memset(&click, 0, sizeof(click));
@@ -508,7 +514,7 @@ herald_slack_actions(const HeraldHttpRequest *req, HeraldHttpResponse *resp)
 	}
 	if (problem != NULL)
 	{
-		respond(resp, 400, NULL, psprintf("malformed Slack action: %s", problem));
+		respond(resp, 400, NULL, problem);
 		return;
 	}
 	decide(req, resp, &click, channels);
