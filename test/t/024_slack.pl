@@ -95,7 +95,8 @@ SKIP:
 {
 	my ($slack) = grep { $_->{path} eq '/slack-ops' } map { decode_json($_) }
 	  split /\n/, slurp_file($receiver->{log});
-	my $body = eval { decode_json($slack->{body}) } // {};
+	# the log is UTF-8; the body in it, once decoded, is characters
+	my $body = eval { JSON::PP->new->decode($slack->{body}) } // {};
 	my @buttons = map { @{ $_->{elements} // [] } }
 	  grep { ($_->{type} // '') eq 'actions' } @{ $body->{blocks} // [] };
 	skip 'the Slack message has no interactive buttons (format_chat.c)', 2
@@ -107,6 +108,8 @@ SKIP:
 			  . ($button->{value} // '') . "')"),
 		"valid $event",
 		'its value is a valid token of the event');
+	# click what was delivered
+	$token = $button->{value};
 }
 
 # A block_actions payload as Slack sends it
