@@ -9,10 +9,10 @@
  * owner and due date, who is recording, and the episode's decisions so
  * far; they never record anything, since mail scanners and chat unfurlers
  * fetch every link.  Only the page's form, POSTed back, records: it
- * carries a per-form token, a MAC under the link's key over the link token
- * and the time the page was made (herald._form_token()), good for a day,
- * which is also the request key: a form submitted twice records once, and
- * the second answer shows what the first recorded.
+ * carries a per-form token, a MAC under the link's key over the link token,
+ * the time the page was made and a nonce (herald._form_token()), good for a
+ * day, which is also the request key: a form submitted twice records once,
+ * and the second answer shows what the first recorded.
  *
  * The HTTP worker (http_server.c) calls herald_decision_page() inside a
  * transaction, as role herald_http, with SPI connected; everything it
@@ -39,6 +39,7 @@
 
 #define FORM_DOMAIN "herald-form"
 #define FORM_MAC_BYTES 32
+#define FORM_NONCE_BYTES 9
 #define FORM_MAX_AGE 86400		/* seconds a page's form stays good */
 #define FORM_FIELDS 7
 #define MAX_SAID 4000			/* characters of a decision or note */
@@ -638,11 +639,11 @@ herald_decision_page(const HeraldHttpRequest *req, HeraldHttpResponse *resp)
 /* Form tokens --------------------------------------------------------------- */
 
 /*
- * The MAC of a form made at made_at for a link token, under the key that
- * signed the link; false when the link does not verify.
+ * The MAC of a form made at made_at with a nonce for a link token, under
+ * the key that signed the link; false when the link does not verify.
  */
 static bool
-form_mac(const char *token, int64 made_at, uint8 *mac)
+form_mac(const char *token, int64 made_at, const char *nonce, uint8 *mac)
 {
 	HeraldLink	link;
 	uint8		raw[HERALD_LINK_MAX_BYTES];
@@ -672,7 +673,7 @@ form_mac(const char *token, int64 made_at, uint8 *mac)
 										  VARSIZE_ANY_EXHDR(key)))
 		{
 			initStringInfo(&data);
-			appendStringInfo(&data, "%s.%lld", token, (long long) made_at);
+			appendStringInfo(&data, "%s.%lld.%s", token, (long long) made_at, nonce);
 			herald_link_mac((uint8 *) VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), FORM_DOMAIN,
 							(uint8 *) data.data, data.len, mac);
 			ok = true;
@@ -682,24 +683,36 @@ form_mac(const char *token, int64 made_at, uint8 *mac)
 	return ok;
 }
 
-/* herald._form_token(token, made_at): "made_at.MAC", or NULL */
+/*
+ * herald._form_token(token, made_at): "made_at.nonce.MAC", or NULL.  The
+ * nonce tells apart two pages of one link made in the same second (two
+ * readers of a channel): each form is its own request.
+ */
 Datum
 herald_form_token_sql(PG_FUNCTION_ARGS)
 {
 	char	   *token = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	int64		made_at = PG_GETARG_INT64(1);
+	uint8		random[FORM_NONCE_BYTES];
+	char	   *nonce;
 	uint8		mac[FORM_MAC_BYTES];
 
-	if (!form_mac(token, made_at, mac))
+	if (!pg_strong_random(random, sizeof(random)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random form nonce")));
+	nonce = herald_b64url_encode(random, sizeof(random));
+	if (!form_mac(token, made_at, nonce, mac))
 		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text(psprintf("%lld.%s", (long long) made_at,
+	PG_RETURN_TEXT_P(cstring_to_text(psprintf("%lld.%s.%s", (long long) made_at, nonce,
 											  herald_b64url_encode(mac, FORM_MAC_BYTES))));
 }
 
 /*
  * herald._form_ok(token, form, max_age): whether form is a form token of
  * this link, made at most max_age seconds ago (and not in the future),
- * compared in constant time.
+ * compared in constant time.  Only the canonical spelling passes: one form,
+ * one request key.
  */
 Datum
 herald_form_ok_sql(PG_FUNCTION_ARGS)
@@ -708,24 +721,30 @@ herald_form_ok_sql(PG_FUNCTION_ARGS)
 	char	   *form = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	int32		max_age = PG_GETARG_INT32(2);
 	char	   *dot = strchr(form, '.');
+	char	   *dot2;
 	char	   *end;
 	long long	made_at;
 	int64		now = (int64) time(NULL);
+	uint8		nonce[FORM_NONCE_BYTES + 1];
 	uint8		given[FORM_MAC_BYTES + 1];
 	uint8		mac[FORM_MAC_BYTES];
 
 	if (dot == NULL || dot == form || dot - form > 12)
 		PG_RETURN_BOOL(false);
 	*dot = '\0';
-	/* canonical only: one form, one request key */
+	dot2 = strchr(dot + 1, '.');
+	if (dot2 == NULL)
+		PG_RETURN_BOOL(false);
+	*dot2 = '\0';
 	if (strspn(form, "0123456789") != strlen(form) || (form[0] == '0' && form[1] != '\0'))
 		PG_RETURN_BOOL(false);
 	made_at = strtoll(form, &end, 10);
 	if (*end != '\0' || made_at > now + 300 || now - made_at > max_age)
 		PG_RETURN_BOOL(false);
-	if (herald_b64url_decode(dot + 1, given, sizeof(given)) != FORM_MAC_BYTES)
+	if (herald_b64url_decode(dot + 1, nonce, sizeof(nonce)) != FORM_NONCE_BYTES ||
+		herald_b64url_decode(dot2 + 1, given, sizeof(given)) != FORM_MAC_BYTES)
 		PG_RETURN_BOOL(false);
-	if (!form_mac(token, (int64) made_at, mac))
+	if (!form_mac(token, (int64) made_at, dot + 1, mac))
 		PG_RETURN_BOOL(false);
 	PG_RETURN_BOOL(herald_mac_equal(mac, given, FORM_MAC_BYTES));
 }

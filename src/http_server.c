@@ -156,7 +156,11 @@ static const char *security_headers[] = {
 	"X-Frame-Options", "DENY",
 	"Cache-Control", "no-store",
 	"X-Content-Type-Options", "nosniff",
-	"Referrer-Policy", "no-referrer",
+	/*
+	 * Not no-referrer: with it, browsers send "Origin: null" with the page's
+	 * own POST.  same-origin keeps the link's token from every other site.
+	 */
+	"Referrer-Policy", "same-origin",
 	NULL
 };
 
@@ -234,6 +238,10 @@ note_refusal(const char *address, Refusal kind, const char *reason)
 	}
 	strlcpy(pending_logs[npending_logs].address, address, INET6_ADDRSTRLEN);
 	strlcpy(pending_logs[npending_logs].reason, reason, sizeof(pending_logs[0].reason));
+	/* a path is the client's text: no control characters reach the log */
+	for (char *p = pending_logs[npending_logs].reason; *p; p++)
+		if ((unsigned char) *p < ' ' || *p == 0x7f)
+			*p = '?';
 	npending_logs++;
 }
 
@@ -531,9 +539,6 @@ access_handler(void *cls, struct MHD_Connection *connection, const char *url,
 			note_refusal(r->remote, REFUSED_BODY, "body over 64 kB");
 			return refuse(r, connection, MHD_HTTP_CONTENT_TOO_LARGE, "Request body too large", NULL);
 		}
-		if (r->route == ROUTE_HEALTH)
-			return send_response(connection, MHD_HTTP_OK, "text/plain; charset=utf-8",
-								 "ok\n", 3, NULL, 0);
 		r->content_type = copy_bounded(MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
 																   MHD_HTTP_HEADER_CONTENT_TYPE),
 									   HTTP_MAX_HEADER);
@@ -553,6 +558,9 @@ access_handler(void *cls, struct MHD_Connection *connection, const char *url,
 		return MHD_YES;
 	}
 
+	if (r->route == ROUTE_HEALTH && *upload_data_size == 0)
+		return send_response(connection, MHD_HTTP_OK, "text/plain; charset=utf-8",
+							 "ok\n", 3, NULL, 0);
 	if (r->served)
 		return send_response(connection, r->status, r->content_type_out, r->out, r->outlen,
 							 r->headers, r->nheaders);
@@ -868,12 +876,9 @@ herald_http_main(Datum arg)
 	}
 }
 
-/* Settings, and the worker when herald.http_listen is set; from _PG_init. */
 void
-herald_http_server_init(void)
+herald_define_http_settings(void)
 {
-	BackgroundWorker worker;
-
 	DefineCustomRealVariable("herald.http_rate_limit",
 							 "Requests per second the HTTP worker serves to one client address.",
 							 "Up to 3 seconds' worth at once; each address may also hold at most 32 "
@@ -884,6 +889,13 @@ herald_http_server_init(void)
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
+}
+
+/* The worker, when herald.http_listen is set; from _PG_init. */
+void
+herald_http_server_init(void)
+{
+	BackgroundWorker worker;
 
 	if (!process_shared_preload_libraries_in_progress ||
 		herald_http_listen == NULL || herald_http_listen[0] == '\0')
