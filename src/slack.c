@@ -371,7 +371,8 @@ verified_channels(const HeraldHttpRequest *req)
 										  3, argtypes);
 	}
 	SET_VARSIZE(body, VARHDRSZ + req->bodylen);
-	memcpy(VARDATA(body), req->body, req->bodylen);
+	if (req->bodylen > 0)
+		memcpy(VARDATA(body), req->body, req->bodylen);
 	args[0] = CStringGetTextDatum(req->slack_timestamp);
 	args[1] = PointerGetDatum(body);
 	args[2] = CStringGetTextDatum(req->slack_signature);
