@@ -312,6 +312,60 @@ is( $node->safe_psql('postgres',
 	'acknowledgement @ann slack',
 	'an acknowledgement is recorded as @ann');
 
+# --- a fuzzer, on requests signed with the right secret (an unsigned body
+# is never read): mutated, cut, nested and escaped payloads are answered
+# 200, 400, 403 or 410, never 500, and the worker stays up
+srand(20261201);
+my $valid = payload(token => $token, action_id => 'herald-choice-2');
+my %statuses;
+my @cases = (
+	'payload=' . form_encode('[' x 10000 . ']' x 10000),
+	'payload=' . form_encode('{"a":' x 3000 . '1' . '}' x 3000),
+	'payload=' . form_encode('{"type": "block_actions", "user": {"id": "\\u0000"}}'),
+	'payload=' . form_encode('{"type": "block_actions", "user": {"id": "U1\\u0000"}}'),
+	'payload=' . form_encode('{"type": "block_actions", "n": 1e999999}'),
+	'payload=' . form_encode($valid =~ s/"U024BE7LH"/{"id": "x"}/r),
+	'payload=' . form_encode($valid =~ s/"actions":\[/"actions":[1,/r),
+	'payload=' . form_encode($valid =~ s/"herald-choice-2"/"herald-" . ("x" x 300)/er),
+	'payload=%',
+	'payload=%4',
+	'=&&&payload',
+	'&payload=' . form_encode($valid),
+	'payload=' . form_encode($valid) . '&',
+	'payload' . form_encode($valid));
+foreach my $i (1 .. 150)
+{
+	my $json = $valid;
+	my $kind = $i % 3;
+	if ($kind == 0)
+	{
+		substr($json, int(rand(length $json)), 1) = chr(int(rand(256)));
+	}
+	elsif ($kind == 1)
+	{
+		$json = substr($json, 0, int(rand(length $json)));
+	}
+	else
+	{
+		my @pieces = ('"', '\\', '{', '}', '[', ']', ',', ':', 'null', '"\\ud800"', "\x{e9}", "\xff");
+		substr($json, int(rand(length $json)), 0) = $pieces[ int(rand(@pieces)) ];
+	}
+	my $encoded = 'payload=' . form_encode($json);
+	substr($encoded, int(rand(length $encoded)), 0) = '%' . sprintf('%02X', int(rand(256)))
+	  if $i % 5 == 0;
+	push @cases, $encoded;
+}
+foreach my $case (@cases)
+{
+	my $r = post(body => $case);
+	$statuses{ $r->{status} }++;
+}
+my @unexpected = grep { !/^(200|400|403|410)$/ } keys %statuses;
+is(scalar(@unexpected), 0,
+	'every fuzzed request is answered 200, 400, 403 or 410 ('
+	  . join(', ', map { "$_: $statuses{$_}" } sort keys %statuses) . ')');
+is($http->get("$base/healthz")->{status}, 200, 'the HTTP worker still serves');
+
 # --- 20 clicks in a row (distinct requests: each message.ts differs): all
 # recorded, each answered well within Slack's 3 s
 $before = decisions();
