@@ -92,6 +92,7 @@ my $token = token($event, 'ops', 'choice-2');
 
 # The Slack message as delivered: with interactive buttons (format_chat.c),
 # the button's value is such a token
+my $interactive = 0;
 SKIP:
 {
 	my ($slack) = grep { $_->{path} eq '/slack-ops' } map { decode_json($_) }
@@ -102,6 +103,7 @@ SKIP:
 	  grep { ($_->{type} // '') eq 'actions' } @{ $body->{blocks} // [] };
 	skip 'the Slack message has no interactive buttons (format_chat.c)', 2
 	  unless grep { defined $_->{action_id} } @buttons;
+	$interactive = 1;
 	my ($button) = grep { ($_->{action_id} // '') eq 'herald-choice-2' } @buttons;
 	ok($button, 'the delivered Slack message has the button herald-choice-2');
 	is( $node->safe_psql('postgres',
@@ -201,9 +203,10 @@ my $hook_announcement = (grep { $_->{event_id} && $_->{event_id} > $event }
 	  @{ HeraldTest::received($receiver, '/hook') })[0];
 ok($hook_announcement, 'the webhook channel heard of the decision');
 {
-	local $TODO = 'the delivery worker sends a Slack decision.recorded to its response_url (h2)'
-	  unless grep { $_->{path} =~ m{^/slack-response/} } map { decode_json($_) }
-	  split /\n/, slurp_file($receiver->{log});
+	# the same change of format_chat.c renders interactive buttons and sends
+	# the update to the response_url: a build without it cannot pass these
+	local $TODO = 'the delivery worker sends a Slack decision.recorded to its response_url (format_chat.c)'
+	  unless $interactive;
 	my @updates = grep { $_->{path} eq '/slack-response/T0001/1/abc' } map { decode_json($_) }
 	  split /\n/, slurp_file($receiver->{log});
 	is(scalar(@updates), 1, 'the message is updated through the response_url, once');
