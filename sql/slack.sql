@@ -39,7 +39,7 @@ LANGUAGE sql AS $$
                          '\x01'::bytea || int4send(coalesce(key_id, k.id)) || int8send(event_id)
                          || set_byte('\x00'::bytea, 0, action)
                          || int4send((SELECT id FROM herald.channel_defs WHERE name = channel))
-                         || int8send(extract(epoch FROM expires)::bigint) || '\x00'::bytea AS b
+                         || int8send(floor(extract(epoch FROM expires))::bigint) || '\x00'::bytea AS b
                     FROM k RIGHT JOIN (SELECT 1) one ON true)
     SELECT rtrim(translate(encode(b || test.hmac_sha256(coalesce(secret, '\x00'::bytea),
                                                         convert_to('herald-link', 'UTF8') || '\x00'::bytea || b),
@@ -58,12 +58,12 @@ SELECT herald.create_channel('slack-plain', 'slack', test.url('/slack-plain'));
 SELECT herald.create_channel('slack-hook', 'webhook', test.url('/slack-webhook'));
 CREATE TABLE test.chan AS SELECT name, id FROM herald.channel_defs WHERE name LIKE 'slack-%';
 
-CREATE TABLE signups (id int PRIMARY KEY, plan text);
-SELECT herald.on_change('signup-choice', 'signups',
+CREATE TABLE slack_signups (id int PRIMARY KEY, plan text);
+SELECT herald.on_change('signup-choice', 'slack_signups',
                         ARRAY['slack-ops', 'slack-sales', 'slack-plain', 'slack-hook', 'slack-ops-2'],
                         ARRAY['INSERT'], choices => ARRAY['Call them', 'Send a discount', 'Ignore']);
-SELECT herald.on_change('signup-ack', 'signups', ARRAY['slack-ops'], ARRAY['INSERT']);
-INSERT INTO signups VALUES (1, 'gold');
+SELECT herald.on_change('signup-ack', 'slack_signups', ARRAY['slack-ops'], ARRAY['INSERT']);
+INSERT INTO slack_signups VALUES (1, 'gold');
 SELECT herald.flush();
 CREATE TABLE test.ev AS
 SELECT rule, id FROM herald.events WHERE rule LIKE 'signup-%' AND type = 'row.inserted';
@@ -187,7 +187,7 @@ SELECT test.click(overlay(t placing CASE WHEN substr(t, 20, 1) = 'A' THEN 'B' EL
                   'choice-1', ARRAY['slack-ops'])
   FROM test.token((SELECT id FROM test.ev WHERE rule = 'signup-choice'), 1, 'slack-ops') t;
 SELECT test.click(test.token((SELECT id FROM test.ev WHERE rule = 'signup-choice'), 1, 'slack-ops',
-                             expires => now() - interval '1 second'),
+                             expires => now() - interval '1 minute'),
                   'choice-1', ARRAY['slack-ops']);
 SELECT test.click(test.token((SELECT id FROM test.ev WHERE rule = 'signup-choice'), 1, 'slack-ops',
                              key_id => 999999),
@@ -251,7 +251,7 @@ SELECT test.click(test.token((SELECT id FROM test.ev WHERE rule = 'signup-ack'),
 
 SELECT herald.flush();
 SELECT herald.drop_rule('signup-choice');
-DROP TABLE signups;
+DROP TABLE slack_signups;
 SELECT herald.drop_channel(name) FROM test.chan ORDER BY name;
 DROP FUNCTION test.click(text, text, text[], text, text, text, text);
 DROP TABLE test.ev, test.chan, test.fixed_key;
