@@ -233,8 +233,10 @@ form_payload(const char *body, size_t bodylen, char **payload, size_t *payloadle
 
 /*
  * The payload as jsonb, or NULL when it is not valid UTF-8 that the
- * database encoding can hold and JSON: the errors of the conversion and of
- * jsonb_in are caught in a subtransaction and become a 400.
+ * database encoding can hold and JSON: the input errors of the conversion
+ * and of jsonb_in (and a nesting too deep for the stack) are caught in a
+ * subtransaction and become a 400; any other error (out of memory, a
+ * cancel) goes on.
  */
 static Jsonb *
 parse_payload(const char *payload, size_t len)
@@ -259,11 +261,19 @@ parse_payload(const char *payload, size_t len)
 	}
 	PG_CATCH();
 	{
+		ErrorData  *edata;
+
 		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
+		/* bad input (22xxx) and too deep (54xxx) are the request's fault */
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION &&
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_PROGRAM_LIMIT_EXCEEDED)
+			ReThrowError(edata);
+		FreeErrorData(edata);
 		result = NULL;
 	}
 	PG_END_TRY();
