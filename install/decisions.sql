@@ -67,6 +67,14 @@ RETURN CASE WHEN choices IS NULL
             THEN (ARRAY['Acknowledge', 'Record a decision'])[action]
             ELSE choices[action] END;
 
+-- The id of a message's action number, as webhook payloads and Slack's
+-- action_id ("herald-" + it) name it: choice-N for a rule's choices;
+-- without choices, acknowledge (1) and decide (2).
+CREATE OR REPLACE FUNCTION herald._action_id(choices text[], action integer) RETURNS text
+LANGUAGE sql IMMUTABLE
+RETURN CASE WHEN choices IS NOT NULL THEN 'choice-' || action
+            WHEN action = 1 THEN 'acknowledge' ELSE 'decide' END;
+
 -- Record an acknowledgement or a decision about an episode (e, its first
 -- event), for every way one arrives: herald.acknowledge() and
 -- herald.decide() (identified_by 'sql'), a decision page's form ('link')
@@ -269,8 +277,7 @@ RETURN CASE WHEN key_id IS NOT NULL AND herald._link_base() IS NOT NULL AND r.id
              AND (e.type IN ('rule.fired', 'rule.escalated', 'rule.reminder', 'decision.followup')
                   OR (e.type LIKE 'row.%' AND (r.choices IS NOT NULL OR r.followup_after IS NOT NULL)))
         THEN (SELECT jsonb_agg(jsonb_build_object(
-                         'id', CASE WHEN r.choices IS NOT NULL THEN 'choice-' || a
-                                    WHEN a = 1 THEN 'acknowledge' ELSE 'decide' END,
+                         'id', herald._action_id(r.choices, a),
                          'label', herald._action_label(r.choices, a),
                          'url', herald._link(key_id, key, x.episode, a, c.id,
                                              -- an address a link cannot bind
@@ -286,6 +293,113 @@ RETURN CASE WHEN key_id IS NOT NULL AND herald._link_base() IS NOT NULL AND r.id
                 FROM (SELECT coalesce((herald._episode(e.id)).id, e.id) AS episode) x
                      CROSS JOIN generate_series(1, coalesce(cardinality(r.choices), 2)) AS a)
         END;
+
+-- Slack interactivity (slack.c) ---------------------------------------------
+
+-- The ids of the Slack channels whose signing secret signed a request:
+-- signature is X-Slack-Signature, "v0=" + lower-case hex HMAC-SHA256 of
+-- "v0:" || request_timestamp || ":" || body.  Run by the HTTP worker's
+-- role, which may not read the secrets itself; it judges the timestamp.
+CREATE OR REPLACE FUNCTION herald._slack_verify(request_timestamp text, body bytea, signature text)
+RETURNS integer[]
+    STABLE STRICT SECURITY DEFINER LANGUAGE c
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'herald_slack_verify_sql';
+
+-- Record a click on a Slack message's button.  The HTTP worker calls it
+-- once herald._slack_verify() has said which channels' signing secrets
+-- signed the request (channel_ids), with the click's fields: the button's
+-- value (token, a signed link), its action_id without "herald-", the
+-- Slack user's id and name, the response_url that updates the message,
+-- and the request key ('slack:' || the signature).  status:
+--   recorded       the decision is recorded (decision_id), as '@' || the
+--                  user name (else the user id), identified by 'slack';
+--                  decision.recorded updates the message via response_url
+--   replayed       this request was recorded already: nothing more
+--   open_page      "Record a decision" needs a text a click has not: url is
+--                  the decision page; nothing is recorded
+--   invalid_token  the token is not a valid link (malformed, forged, of an
+--                  unknown key)
+--   expired        it was, until expires_at
+--   wrong_channel  its channel is not one whose signing secret signed it
+--   gone           its event is purged, its rule dropped, or the rule no
+--                  longer offers its choice
+--   bad_request    the other fields are not what Slack sends
+-- Nothing is recorded unless the status is recorded.
+CREATE OR REPLACE FUNCTION herald._slack_decide(
+    token text, action_id text, channel_ids integer[], user_id text, user_name text,
+    response_url text, request_key text,
+    OUT status text, OUT decision_id bigint, OUT url text)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    l record;
+    e herald.event_log;
+    r herald.rule_defs;
+    v_label text;
+BEGIN
+    SELECT * INTO l FROM herald._link_check(_slack_decide.token);
+    IF l.status = 'expired' THEN
+        status := 'expired';
+        RETURN;
+    ELSIF l.status IS DISTINCT FROM 'valid' THEN
+        status := 'invalid_token';
+        RETURN;
+    END IF;
+    IF channel_ids IS NULL OR NOT l.channel_id = ANY (channel_ids)
+       OR NOT EXISTS (SELECT 1 FROM herald.channel_defs c
+                       WHERE c.id = l.channel_id AND c.kind = 'slack'
+                         AND c.slack_signing_secret IS NOT NULL) THEN
+        status := 'wrong_channel';
+        RETURN;
+    END IF;
+    -- Slack ids are letters and digits; a response_url is https (or http
+    -- to a loopback address, for local tests), printable ASCII without
+    -- quotes or angle brackets; the request key names the signature
+    IF user_id IS NULL OR user_id !~ '^[A-Za-z0-9_-]{1,64}$'
+       OR action_id IS NULL OR request_key IS NULL OR request_key !~ '^slack:v0=[0-9a-f]{64}$'
+       OR response_url IS NULL OR length(response_url) > 2000
+       OR response_url !~ '^[!-~]+$' OR response_url ~ '["<>\\`{}|^]'
+       OR (response_url !~* '^https://[a-z0-9.-]+(:[0-9]{1,5})?(/|$)'
+           AND response_url !~* '^http://(127(\.[0-9]{1,3}){3}|localhost|\[::1\])(:[0-9]{1,5})?(/|$)') THEN
+        status := 'bad_request';
+        RETURN;
+    END IF;
+
+    e := herald._episode(l.event_id);
+    IF e.id IS NOT NULL THEN
+        SELECT x.* INTO r FROM herald.rule_defs x WHERE x.id = e.rule_id;
+    END IF;
+    v_label := herald._action_label(r.choices, l.action);
+    IF r.id IS NULL OR v_label IS NULL THEN
+        status := 'gone';
+        RETURN;
+    END IF;
+    IF action_id IS DISTINCT FROM herald._action_id(r.choices, l.action) THEN
+        status := 'bad_request';    -- the button does not say what its link says
+        RETURN;
+    END IF;
+    IF r.choices IS NULL AND l.action = 2 THEN
+        status := 'open_page';
+        url := herald._link_base() || '/d/' || token;
+        RETURN;
+    END IF;
+
+    decision_id := herald._record_decision(
+        e,
+        CASE WHEN r.choices IS NULL THEN 'acknowledgement' ELSE 'decision' END,
+        CASE WHEN r.choices IS NOT NULL THEN v_label END,
+        '@' || CASE WHEN user_name ~ '^@?[[:alnum:]._-]{1,80}$' THEN ltrim(user_name, '@')
+                    ELSE user_id END,
+        'herald_http', 'slack',
+        choice => CASE WHEN r.choices IS NOT NULL THEN v_label END,
+        actor_id => user_id, channel_id => l.channel_id,
+        request_key => request_key, response_url => response_url);
+    status := CASE WHEN decision_id IS NULL THEN 'replayed' ELSE 'recorded' END;
+END;
+$$;
 
 -- When the next follow-up about an event is due: followup_after after the
 -- event, then every followup_every after the last one; NULL when no more

@@ -91,9 +91,12 @@ GRANT EXECUTE ON FUNCTION
 REVOKE ALL ON herald.link_keys FROM herald_admin;
 
 GRANT USAGE ON SCHEMA herald TO herald_http;
-GRANT EXECUTE ON FUNCTION herald._link_check(text),
+GRANT EXECUTE ON FUNCTION
+    herald._link_check(text),
     herald._link_page(text, bigint),
-    herald._link_decide(text, text, integer, text, text, text, text, text)
+    herald._link_decide(text, text, integer, text, text, text, text, text),
+    herald._slack_verify(text, bytea, text),
+    herald._slack_decide(text, text, integer[], text, text, text, text)
     TO herald_http;
 
 -- Installed where no worker serves: say so now.
