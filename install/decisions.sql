@@ -340,11 +340,11 @@ DECLARE
     r herald.rule_defs;
     v_label text;
 BEGIN
-    SELECT * INTO l FROM herald._link_check(_slack_decide.token);
+    l := herald._link_open(_slack_decide.token);
     IF l.status = 'expired' THEN
         status := 'expired';
         RETURN;
-    ELSIF l.status IS DISTINCT FROM 'valid' THEN
+    ELSIF l.status IS NULL OR l.status NOT IN ('valid', 'gone', 'no_choice') THEN
         status := 'invalid_token';
         RETURN;
     END IF;
@@ -368,15 +368,13 @@ BEGIN
         RETURN;
     END IF;
 
-    e := herald._episode(l.event_id);
-    IF e.id IS NOT NULL THEN
-        SELECT x.* INTO r FROM herald.rule_defs x WHERE x.id = e.rule_id;
-    END IF;
-    v_label := herald._action_label(r.choices, l.action);
-    IF r.id IS NULL OR v_label IS NULL THEN
+    IF l.status <> 'valid' THEN
         status := 'gone';
         RETURN;
     END IF;
+    e := l.e;
+    r := l.r;
+    v_label := herald._action_label(r.choices, l.action);
     IF action_id IS DISTINCT FROM herald._action_id(r.choices, l.action) THEN
         status := 'bad_request';    -- the button does not say what its link says
         RETURN;
@@ -635,6 +633,39 @@ RETURN to_char(d.decided_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"') || '
        || coalesce('. Owner: ' || d.action_owner, '')
        || coalesce('. Due: ' || d.action_due::text, '');
 
+-- A link as the HTTP worker opens it: herald._link_check()'s status and
+-- fields, or status 'gone' (its event or rule is no longer there) or
+-- 'no_choice' (the rule no longer offers its action); e and r, its event
+-- and rule, when 'valid'.
+CREATE OR REPLACE FUNCTION herald._link_open(token text,
+    OUT status text, OUT event_id bigint, OUT action integer, OUT channel_id integer,
+    OUT recipient text, OUT expires_at timestamptz, OUT e herald.event_log, OUT r herald.rule_defs)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    l record;
+BEGIN
+    SELECT * INTO l FROM herald._link_check(_link_open.token);
+    status := l.status;
+    event_id := l.event_id;
+    action := l.action;
+    channel_id := l.channel_id;
+    recipient := l.recipient;
+    expires_at := l.expires_at;
+    IF l.status <> 'valid' THEN
+        RETURN;
+    END IF;
+    SELECT x.* INTO e FROM herald.event_log x WHERE x.id = l.event_id;
+    SELECT x.* INTO r FROM herald.rule_defs x WHERE x.id = e.rule_id;
+    IF e.id IS NULL OR r.id IS NULL THEN
+        status := 'gone';
+    ELSIF herald._action_label(r.choices, l.action) IS NULL THEN
+        status := 'no_choice';
+    END IF;
+END;
+$$;
+
 -- What the page of a link shows.  status is herald._link_check()'s, or
 -- 'gone' (its event or rule is no longer there), or 'no_choice' (the rule
 -- no longer offers the link's action); the other columns are set when it
@@ -653,21 +684,13 @@ DECLARE
     e herald.event_log;
     r herald.rule_defs;
 BEGIN
-    SELECT * INTO l FROM herald._link_check(_link_page.token);
+    l := herald._link_open(_link_page.token);
     status := l.status;
     IF l.status <> 'valid' THEN
         RETURN;
     END IF;
-    SELECT x.* INTO e FROM herald.event_log x WHERE x.id = l.event_id;
-    SELECT x.* INTO r FROM herald.rule_defs x WHERE x.id = e.rule_id;
-    IF e.id IS NULL OR r.id IS NULL THEN
-        status := 'gone';
-        RETURN;
-    END IF;
-    IF herald._action_label(r.choices, l.action) IS NULL THEN
-        status := 'no_choice';
-        RETURN;
-    END IF;
+    e := l.e;
+    r := l.r;
     event_id := e.id;
     event_type := e.type;
     rule := e.rule;
@@ -722,7 +745,7 @@ DECLARE
     v_who text;
     d herald.decision_log;
 BEGIN
-    SELECT * INTO l FROM herald._link_check(_link_decide.token);
+    l := herald._link_open(_link_decide.token);
     status := l.status;
     IF l.status <> 'valid' THEN
         RETURN;
@@ -731,12 +754,8 @@ BEGIN
         status := 'form';
         RETURN;
     END IF;
-    SELECT x.* INTO e FROM herald.event_log x WHERE x.id = l.event_id;
-    SELECT x.* INTO r FROM herald.rule_defs x WHERE x.id = e.rule_id;
-    IF e.id IS NULL OR r.id IS NULL THEN
-        status := 'gone';
-        RETURN;
-    END IF;
+    e := l.e;
+    r := l.r;
     -- submitted before: what it recorded
     SELECT x.* INTO d FROM herald.decision_log x WHERE x.request_key = v_key;
     IF d.id IS NOT NULL THEN

@@ -424,56 +424,10 @@ decision_page(const char *token, const Form *typed, const char *error, int error
 	herald_http_page_end(buf);
 }
 
-static int
-hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
- * Decode one form-urlencoded value (len bytes) into the database encoding;
- * NULL when it is not valid percent-encoding of UTF-8 without NUL.
+ * Parse a form-urlencoded body into form, each value valid UTF-8 converted
+ * to the database encoding; false when it is not one.
  */
-static char *
-form_decode(const char *src, size_t len)
-{
-	char	   *out = palloc(len + 1);
-	size_t		n = 0;
-
-	for (size_t i = 0; i < len; i++)
-	{
-		if (src[i] == '+')
-			out[n++] = ' ';
-		else if (src[i] == '%')
-		{
-			int			hi,
-						lo;
-
-			if (i + 2 >= len)
-				return NULL;
-			hi = hex_value(src[i + 1]);
-			lo = hex_value(src[i + 2]);
-			if (hi < 0 || lo < 0)
-				return NULL;
-			out[n++] = (char) (hi * 16 + lo);
-			i += 2;
-		}
-		else
-			out[n++] = src[i];
-	}
-	out[n] = '\0';
-	if (!pg_verify_mbstr(PG_UTF8, out, n, true))
-		return NULL;
-	return pg_any_to_server(out, n, PG_UTF8);
-}
-
-/* Parse a form-urlencoded body; false when it is not one. */
 static bool
 parse_form(const char *body, size_t bodylen, Form *form)
 {
@@ -481,32 +435,20 @@ parse_form(const char *body, size_t bodylen, Form *form)
 		&form->form, &form->action, &form->said, &form->next_step,
 		&form->owner, &form->due, &form->name
 	};
-	const char *p = body;
-	const char *end = body + bodylen;
+	HeraldFormField fields[FORM_FIELDS];
 
 	memset(form, 0, sizeof(*form));
-	while (p < end)
-	{
-		const char *amp = memchr(p, '&', end - p);
-		const char *pair_end = amp ? amp : end;
-		const char *eq = memchr(p, '=', pair_end - p);
-		char	   *name;
-		char	   *value;
-
-		if (pair_end > p)
+	for (int i = 0; i < FORM_FIELDS; i++)
+		fields[i].name = form_names[i];
+	if (!herald_parse_form(body, bodylen, fields, FORM_FIELDS))
+		return false;
+	for (int i = 0; i < FORM_FIELDS; i++)
+		if (fields[i].value)
 		{
-			if (eq == NULL)
+			if (!pg_verify_mbstr(PG_UTF8, fields[i].value, fields[i].len, true))
 				return false;
-			name = form_decode(p, eq - p);
-			value = form_decode(eq + 1, pair_end - eq - 1);
-			if (name == NULL || value == NULL)
-				return false;
-			for (int i = 0; i < FORM_FIELDS; i++)
-				if (strcmp(name, form_names[i]) == 0 && *slots[i] == NULL)
-					*slots[i] = value;
+			*slots[i] = pg_any_to_server(fields[i].value, fields[i].len, PG_UTF8);
 		}
-		p = pair_end + 1;
-	}
 	return true;
 }
 

@@ -904,6 +904,97 @@ herald_define_http_settings(void)
 							 NULL, NULL, NULL);
 }
 
+/* The value of a hexadecimal digit, or -1. */
+int
+herald_hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decode len bytes ('+' is a space) into a palloc'd string. */
+static bool
+form_decode(const char *src, size_t len, char **out, size_t *outlen)
+{
+	char	   *dst = palloc(len + 1);
+	size_t		n = 0;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		char		c = src[i];
+
+		if (c == '+')
+			c = ' ';
+		else if (c == '%')
+		{
+			if (i + 2 >= len || herald_hex_value(src[i + 1]) < 0 ||
+				herald_hex_value(src[i + 2]) < 0)
+				return false;
+			c = (char) (herald_hex_value(src[i + 1]) * 16 + herald_hex_value(src[i + 2]));
+			i += 2;
+		}
+		if (c == '\0')
+			return false;
+		dst[n++] = c;
+	}
+	dst[n] = '\0';
+	*out = dst;
+	*outlen = n;
+	return true;
+}
+
+/*
+ * Parse a form-urlencoded body: for each of fields, the first value given
+ * under its name (percent-decoded, palloc'd, NUL-terminated: the bytes as
+ * sent, which the caller checks and converts) and how many times the name
+ * came.  False when the body is not form-urlencoded: a pair without "=",
+ * an escape that is not two hexadecimal digits, a NUL.
+ */
+bool
+herald_parse_form(const char *body, size_t len, HeraldFormField *fields, int nfields)
+{
+	const char *p = body;
+	const char *end = body + len;
+
+	for (int i = 0; i < nfields; i++)
+	{
+		fields[i].value = NULL;
+		fields[i].len = 0;
+		fields[i].count = 0;
+	}
+	while (p < end)
+	{
+		const char *amp = memchr(p, '&', end - p);
+		const char *stop = amp ? amp : end;
+		const char *eq = memchr(p, '=', stop - p);
+		char	   *name;
+		char	   *value;
+		size_t		namelen;
+		size_t		valuelen;
+
+		if (stop > p)
+		{
+			if (eq == NULL ||
+				!form_decode(p, eq - p, &name, &namelen) ||
+				!form_decode(eq + 1, stop - eq - 1, &value, &valuelen))
+				return false;
+			for (int i = 0; i < nfields; i++)
+				if (strcmp(name, fields[i].name) == 0 && fields[i].count++ == 0)
+				{
+					fields[i].value = value;
+					fields[i].len = valuelen;
+				}
+		}
+		p = stop + 1;
+	}
+	return true;
+}
+
 /* The worker, when herald.http_listen is set; from _PG_init. */
 void
 herald_http_server_init(void)

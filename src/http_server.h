@@ -58,6 +58,19 @@ extern void herald_http_page_start(StringInfo buf, const char *title);
 extern void herald_http_page_end(StringInfo buf);
 extern void herald_html_escape(StringInfo buf, const char *text);
 
+/* http_server.c: the form-urlencoded bodies of pages and Slack alike */
+typedef struct HeraldFormField
+{
+	const char *name;			/* in: the field's name */
+	char	   *value;			/* out: its first value, or NULL */
+	size_t		len;			/* out: the value's bytes */
+	int			count;			/* out: how many times it came */
+} HeraldFormField;
+
+extern int	herald_hex_value(char c);
+extern bool herald_parse_form(const char *body, size_t len, HeraldFormField *fields,
+							  int nfields);
+
 /* slack.c: POST /slack/actions */
 extern void herald_slack_actions(const HeraldHttpRequest *req, HeraldHttpResponse *resp);
 

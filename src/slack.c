@@ -145,59 +145,6 @@ timestamp_is_fresh(const char *text)
 	return n > 0 && ts >= now - SLACK_MAX_SKEW && ts <= now + SLACK_MAX_SKEW;
 }
 
-static int
-hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/*
- * Percent-decode len bytes of src ('+' is a space), palloc'd and
- * NUL-terminated into *out.  False when an escape is not two hex digits or
- * the result holds a NUL.
- */
-static bool
-form_decode(const char *src, size_t len, char **out, size_t *outlen)
-{
-	char	   *dst = palloc(len + 1);
-	size_t		n = 0;
-
-	for (size_t i = 0; i < len; i++)
-	{
-		char		c = src[i];
-
-		if (c == '+')
-			c = ' ';
-		else if (c == '%')
-		{
-			int			hi,
-						lo;
-
-			if (i + 2 >= len)
-				return false;
-			hi = hex_value(src[i + 1]);
-			lo = hex_value(src[i + 2]);
-			if (hi < 0 || lo < 0)
-				return false;
-			c = (char) (hi * 16 + lo);
-			i += 2;
-		}
-		if (c == '\0')
-			return false;
-		dst[n++] = c;
-	}
-	dst[n] = '\0';
-	*out = dst;
-	*outlen = n;
-	return true;
-}
-
 /*
  * The decoded value of the form's one "payload" field into *payload.
  * Returns NULL when found, otherwise why not (a constant).
@@ -205,30 +152,17 @@ form_decode(const char *src, size_t len, char **out, size_t *outlen)
 static const char *
 form_payload(const char *body, size_t bodylen, char **payload, size_t *payloadlen)
 {
-	const char *end = body + bodylen;
-	const char *p = body;
-	bool		found = false;
+	HeraldFormField field = {.name = "payload"};
 
-	while (p < end)
-	{
-		const char *amp = memchr(p, '&', end - p);
-		const char *stop = amp ? amp : end;
-		const char *eq = memchr(p, '=', stop - p);
-		char	   *name;
-		size_t		namelen;
-
-		if (eq != NULL && form_decode(p, eq - p, &name, &namelen) &&
-			strcmp(name, "payload") == 0)
-		{
-			if (found)
-				return MALFORMED "more than one payload field";
-			if (!form_decode(eq + 1, stop - eq - 1, payload, payloadlen))
-				return MALFORMED "invalid percent-encoding in the payload";
-			found = true;
-		}
-		p = stop + 1;
-	}
-	return found ? NULL : MALFORMED "no payload field";
+	if (!herald_parse_form(body, bodylen, &field, 1))
+		return MALFORMED "not a form-urlencoded body";
+	if (field.count > 1)
+		return MALFORMED "more than one payload field";
+	if (field.count == 0)
+		return MALFORMED "no payload field";
+	*payload = field.value;
+	*payloadlen = field.len;
+	return NULL;
 }
 
 /*
@@ -567,10 +501,10 @@ parse_signature(const char *signature, uint8 *mac)
 		char		hi = signature[3 + 2 * i];
 		char		lo = signature[4 + 2 * i];
 
-		if (hex_value(hi) < 0 || hex_value(lo) < 0 ||
+		if (herald_hex_value(hi) < 0 || herald_hex_value(lo) < 0 ||
 			(hi >= 'A' && hi <= 'F') || (lo >= 'A' && lo <= 'F'))
 			return false;
-		mac[i] = (uint8) (hex_value(hi) * 16 + hex_value(lo));
+		mac[i] = (uint8) (herald_hex_value(hi) * 16 + herald_hex_value(lo));
 	}
 	return true;
 }
