@@ -629,41 +629,17 @@ static bool
 form_mac(const char *token, int64 made_at, const char *nonce, uint8 *mac)
 {
 	HeraldLink	link;
-	uint8		raw[HERALD_LINK_MAX_BYTES];
-	int			rawlen;
-	Oid			argtypes[1] = {INT4OID};
-	Datum		args[1];
-	bool		isnull;
-	bool		ok = false;
-	int			ret;
+	bytea	   *key;
 	StringInfoData data;
 
-	if (!herald_link_parse(token, &link, raw, &rawlen))
+	(void) herald_link_open(token, &link, &key);
+	if (key == NULL)
 		return false;
-	args[0] = Int32GetDatum(link.key_id);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "could not connect to SPI");
-	ret = SPI_execute_with_args("SELECT k.secret FROM herald.link_keys k WHERE k.id = $1",
-								1, argtypes, args, NULL, true, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read link keys: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 1)
-	{
-		bytea	   *key = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0],
-														SPI_tuptable->tupdesc, 1, &isnull));
-
-		if (!isnull && herald_link_verify(raw, rawlen, (uint8 *) VARDATA_ANY(key),
-										  VARSIZE_ANY_EXHDR(key)))
-		{
-			initStringInfo(&data);
-			appendStringInfo(&data, "%s.%lld.%s", token, (long long) made_at, nonce);
-			herald_link_mac((uint8 *) VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), FORM_DOMAIN,
-							(uint8 *) data.data, data.len, mac);
-			ok = true;
-		}
-	}
-	SPI_finish();
-	return ok;
+	initStringInfo(&data);
+	appendStringInfo(&data, "%s.%lld.%s", token, (long long) made_at, nonce);
+	herald_link_mac((uint8 *) VARDATA(key), VARSIZE(key) - VARHDRSZ, FORM_DOMAIN,
+					(uint8 *) data.data, data.len, mac);
+	return true;
 }
 
 /*

@@ -408,12 +408,74 @@ herald_link_base_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(base));
 }
 
+/* The secret of link key key_id, in the caller's memory context, or NULL. */
+static bytea *
+link_key(int32 key_id)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(key_id)};
+	bytea	   *key = NULL;
+	int			ret;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "could not connect to SPI");
+	ret = SPI_execute_with_args("SELECT k.secret FROM herald.link_keys k WHERE k.id = $1",
+								1, argtypes, args, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read link keys: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+		{
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+
+			key = DatumGetByteaPCopy(d);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	SPI_finish();
+	return key;
+}
+
 /*
- * herald._link_check(token): what a token says, once checked against
- * herald.link_keys.  status is 'valid', 'expired' (a genuine link, too
- * old), 'unknown_key' (signed by a key that is gone, or never was),
- * 'forged' (the MAC does not match) or 'malformed'; the fields are NULL
- * unless the MAC matched.
+ * Check a token against herald.link_keys.  Returns its status: "valid",
+ * "expired" (a genuine link, too old), "unknown_key" (signed by a key that
+ * is gone, or never was), "forged" (the MAC does not match) or
+ * "malformed".  *link is what the token says, to be trusted only when the
+ * MAC matched (valid or expired); then *key, when key is not NULL, is the
+ * key that signed it.
+ */
+const char *
+herald_link_open(const char *token, HeraldLink *link, bytea **key)
+{
+	uint8		raw[HERALD_LINK_MAX_BYTES];
+	int			rawlen;
+	bytea	   *secret;
+	int64		now;
+
+	if (key)
+		*key = NULL;
+	if (!herald_link_parse(token, link, raw, &rawlen))
+		return "malformed";
+	secret = link_key(link->key_id);
+	if (secret == NULL)
+		return "unknown_key";
+	if (!herald_link_verify(raw, rawlen, (uint8 *) VARDATA(secret), VARSIZE(secret) - VARHDRSZ))
+		return "forged";
+	if (key)
+		*key = secret;
+	now = (int64) (GetCurrentTimestamp() / USECS_PER_SEC) +
+		((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY);
+	return link->expires < now ? "expired" : "valid";
+}
+
+/*
+ * herald._link_check(token): herald_link_open()'s status and, when the MAC
+ * matched, what the token says; the fields are NULL otherwise.
  */
 Datum
 herald_link_check_sql(PG_FUNCTION_ARGS)
@@ -423,57 +485,24 @@ herald_link_check_sql(PG_FUNCTION_ARGS)
 	bool		nulls[7] = {false, true, true, true, true, true, true};
 	const char *status;
 	HeraldLink	link;
-	uint8		raw[HERALD_LINK_MAX_BYTES];
-	int			rawlen;
 	char	   *token = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "herald._link_check must return a record");
 	desc = BlessTupleDesc(desc);
 
-	if (!herald_link_parse(token, &link, raw, &rawlen))
-		status = "malformed";
-	else
+	status = herald_link_open(token, &link, NULL);
+	if (strcmp(status, "valid") == 0 || strcmp(status, "expired") == 0)
 	{
-		Oid			argtypes[1] = {INT4OID};
-		Datum		args[1] = {Int32GetDatum(link.key_id)};
-		bool		isnull;
-		int			ret;
-
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "could not connect to SPI");
-		ret = SPI_execute_with_args("SELECT k.secret FROM herald.link_keys k WHERE k.id = $1",
-									1, argtypes, args, NULL, true, 1);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "could not read link keys: %s", SPI_result_code_string(ret));
-		if (SPI_processed == 0)
-			status = "unknown_key";
-		else
-		{
-			bytea	   *key = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0],
-															SPI_tuptable->tupdesc, 1, &isnull));
-
-			if (isnull || !herald_link_verify(raw, rawlen, (uint8 *) VARDATA_ANY(key),
-											  VARSIZE_ANY_EXHDR(key)))
-				status = "forged";
-			else
-			{
-				int64		now = (int64) (GetCurrentTimestamp() / USECS_PER_SEC) +
-				((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY);
-
-				status = link.expires < now ? "expired" : "valid";
-				values[1] = Int32GetDatum(link.key_id);
-				values[2] = Int64GetDatum(link.event_id);
-				values[3] = Int32GetDatum(link.action);
-				values[4] = Int32GetDatum(link.channel_id);
-				values[5] = CStringGetTextDatum(link.recipient);
-				values[6] = TimestampTzGetDatum((TimestampTz) (link.expires -
-															   ((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY)) * USECS_PER_SEC);
-				for (int i = 1; i < 7; i++)
-					nulls[i] = false;
-			}
-		}
-		SPI_finish();
+		values[1] = Int32GetDatum(link.key_id);
+		values[2] = Int64GetDatum(link.event_id);
+		values[3] = Int32GetDatum(link.action);
+		values[4] = Int32GetDatum(link.channel_id);
+		values[5] = CStringGetTextDatum(link.recipient);
+		values[6] = TimestampTzGetDatum((TimestampTz) (link.expires -
+													   ((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY)) * USECS_PER_SEC);
+		for (int i = 1; i < 7; i++)
+			nulls[i] = false;
 	}
 	values[0] = CStringGetTextDatum(status);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));

@@ -217,6 +217,7 @@ extern int	herald_b64url_decode(const char *text, uint8 *out, int maxlen);
 extern char *herald_link_token(const HeraldLink *link, const uint8 *key, int keylen);
 extern bool herald_link_parse(const char *token, HeraldLink *link, uint8 *raw, int *rawlen);
 extern bool herald_link_verify(const uint8 *raw, int rawlen, const uint8 *key, int keylen);
+extern const char *herald_link_open(const char *token, HeraldLink *link, bytea **key);
 
 /* event_types.c: one entry per event type */
 typedef enum HeraldVariant
