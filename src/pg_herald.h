@@ -11,8 +11,10 @@
  * delivery.c runs the background worker that sends them through http.c,
  * webhook.c renders the request and signing.c signs it.  template.c renders
  * messages for every channel kind, from the titles and default messages of
- * event_types.c.  limits.c checks the ranges of declared
- * parameter values.  rule_code.c runs a rule's condition or metric in a
+ * event_types.c.  The decision loop: links.c signs the links of a
+ * message's actions; http_server.c runs the HTTP worker, which serves them
+ * (decision_page.c) and Slack's clicks (slack.c).  limits.c checks the
+ * ranges of declared parameter values.  rule_code.c runs a rule's condition or metric in a
  * session that is not its owner's, within bounds.  pg_herald.c holds the
  * module entry point, the settings, the shared state and the commit-time
  * wake-up.
