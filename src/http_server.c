@@ -529,9 +529,16 @@ access_handler(void *cls, struct MHD_Connection *connection, const char *url,
 		}
 		if (r->route == ROUTE_NONE || strlen(url) >= HTTP_MAX_URL)
 		{
-			/* below a link's path may be a token: not for the log */
-			snprintf(reason, sizeof(reason), "no route %s %.80s", r->method,
-					 strncmp(r->path, "/d/", 3) == 0 ? "/d/..." : r->path);
+			/*
+			 * What follows "/d/" anywhere may be a link's token (a proxy that
+			 * keeps public_url's path, a request in absolute form): not for
+			 * the log.
+			 */
+			const char *link = strstr(r->path, "/d/");
+			int			shown = link ? (int) (link - r->path) + 3 : (int) strlen(r->path);
+
+			snprintf(reason, sizeof(reason), "no route %s %.*s%s", r->method,
+					 Min(shown, 80), r->path, link ? "..." : "");
 			note_refusal(r->remote, REFUSED_ROUTE, reason);
 			return refuse(r, connection, MHD_HTTP_NOT_FOUND, "Not found", NULL);
 		}

@@ -314,6 +314,16 @@ is(post($url, { form => $ftok, action => 1, said => 'after all that' })->{status
 	'and the form still records');
 
 # ---- routes and bodies ----
+{
+	# a proxy that keeps herald.public_url's path: the token stays out of the log
+	my $offset = -s $node->logfile;
+	my $prefixed_token = ($url =~ m{/d/(.+)$})[0];
+	is(get("$base/herald/d/$prefixed_token")->{status}, 404, 'a link below another path: 404');
+	is(get("$base/healthz")->{status}, 200, 'the worker goes on');
+	my @logged = HeraldTest::server_log($node, $offset, qr/no route GET \/herald\/d\/\.\.\./);
+	is(scalar(@logged), 1, 'the refusal is logged');
+	is(scalar(HeraldTest::server_log($node, $offset, qr/\Q$prefixed_token\E/)), 0, 'the token is not logged');
+}
 is(get("$base/nowhere")->{status}, 404, 'an unknown route: 404');
 is(get("$base/d/x/y")->{status}, 404, 'a path below a link: 404');
 is(get("$base/slack/actions")->{status}, 405, 'GET /slack/actions: 405');
