@@ -13,8 +13,9 @@
 #   foreign Origin is refused; unknown routes 404, wrong methods 405; a
 #   1 MB body 413 and the worker goes on; 200 concurrent POSTs of distinct
 #   forms all recorded, of one form recorded once; the rate limit answers
-#   429; kill -9 of the worker: the postmaster restarts everything, what
-#   was recorded stays, and a POST works again.
+#   429; a client trickling its headers is dropped after 30 s; kill -9
+#   of the worker: the postmaster restarts everything, what was recorded
+#   stays, and a POST works again.
 
 use strict;
 use warnings;
@@ -396,6 +397,9 @@ ok($all_served, 'herald.http_rate_limit = 1000 is in effect');
 is(client('hold', 40, "$base/healthz"), 32, 'one address holds at most 32 connections');
 my $slow = client('slow', "$base/healthz");
 ok($slow >= 5 && $slow <= 30, "a client that stops mid-request is dropped ($slow s)");
+my $trickle = client('trickle', "$base/healthz");
+ok($trickle >= 25 && $trickle <= 45,
+	"a client that trickles its headers, a byte every 2 s, is dropped after 30 s ($trickle s)");
 sql("ALTER SYSTEM SET herald.http_rate_limit = 0");
 sql("SELECT pg_reload_conf()");
 ok(wait_healthy(), 'no limit again');
