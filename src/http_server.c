@@ -23,8 +23,9 @@
  * and answered with a 500 page.  The response is copied into malloc'd
  * memory, the connection resumed, and the next callback queues it.
  *
- * Abuse: at most HTTP_MAX_CONNECTIONS connections, an idle or slow client
- * is dropped after HTTP_IDLE_TIMEOUT seconds, each connection's buffers are
+ * Abuse: at most HTTP_MAX_CONNECTIONS connections, an idle client is
+ * dropped after HTTP_IDLE_TIMEOUT seconds, one that trickles its request
+ * (headers and body) after HTTP_REQUEST_TIMEOUT, each connection's buffers are
  * bounded; per client address (herald.http_rate_limit > 0) a token bucket
  * of requests and a cap on open connections, kept in a bounded table.
  * Every refusal is logged, once per reason and address per minute.
@@ -59,6 +60,7 @@
 #define HTTP_MAX_CONNECTIONS 256
 #define HTTP_MAX_PER_ADDRESS 32		/* open connections per client address */
 #define HTTP_IDLE_TIMEOUT 10	/* seconds */
+#define HTTP_REQUEST_TIMEOUT 30 /* seconds to send a whole request */
 #define HTTP_CONNECTION_MEMORY (32 * 1024)
 #define HTTP_MAX_URL 2048
 #define HTTP_MAX_HEADER 1024
@@ -79,6 +81,7 @@ typedef enum Refusal
 	REFUSED_BODY,
 	REFUSED_ROUTE,
 	REFUSED_METHOD,
+	REFUSED_SLOW,
 	REFUSED_HANDLER,			/* the handler's log_reason */
 	REFUSED_KINDS
 } Refusal;
@@ -139,6 +142,21 @@ typedef struct Request
 	int			nheaders;
 	char	   *headers[HERALD_HTTP_MAX_HEADERS];
 } Request;
+
+/*
+ * An open connection and since when its current request has been coming
+ * (0: it came, or is being answered); the worker shuts down those that take
+ * over HTTP_REQUEST_TIMEOUT, which libmicrohttpd's idle timeout, reset by
+ * every byte, does not.
+ */
+typedef struct Tracked
+{
+	struct MHD_Connection *connection;	/* NULL: a free entry */
+	double		since;
+	char		address[INET6_ADDRSTRLEN];
+} Tracked;
+
+static Tracked tracked[HTTP_MAX_CONNECTIONS];
 
 static struct MHD_Daemon *daemon_handle = NULL;
 static Request *queue_head = NULL;
@@ -333,6 +351,24 @@ connection_notify(void *cls, struct MHD_Connection *connection, void **socket_co
 	Client	   *c;
 
 	address_text(info ? info->client_addr : NULL, address);
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+	{
+		*socket_context = NULL;
+		for (int i = 0; i < HTTP_MAX_CONNECTIONS; i++)
+			if (tracked[i].connection == NULL)
+			{
+				tracked[i].connection = connection;
+				tracked[i].since = monotonic_seconds();
+				strlcpy(tracked[i].address, address, sizeof(tracked[i].address));
+				*socket_context = &tracked[i];
+				break;
+			}
+	}
+	else if (*socket_context != NULL)
+	{
+		((Tracked *) *socket_context)->connection = NULL;
+		*socket_context = NULL;
+	}
 	c = client_of(address);
 	if (c == NULL)
 		return;
@@ -340,6 +376,51 @@ connection_notify(void *cls, struct MHD_Connection *connection, void **socket_co
 		c->connections++;
 	else if (c->connections > 0)
 		c->connections--;
+}
+
+/* The connection's request has come (0) or its next one starts (now). */
+static void
+request_timer(struct MHD_Connection *connection, double since)
+{
+	const union MHD_ConnectionInfo *info =
+		MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	if (info != NULL && info->socket_context != NULL)
+		((Tracked *) info->socket_context)->since = since;
+}
+
+/*
+ * Shut down the connections whose request took too long to come (the
+ * daemon then closes them); milliseconds until the next one is due, or -1.
+ */
+static long
+enforce_request_timeout(void)
+{
+	double		now = monotonic_seconds();
+	double		next = -1;
+
+	for (int i = 0; i < HTTP_MAX_CONNECTIONS; i++)
+	{
+		Tracked    *t = &tracked[i];
+		double		left;
+
+		if (t->connection == NULL || t->since == 0)
+			continue;
+		left = t->since + HTTP_REQUEST_TIMEOUT - now;
+		if (left <= 0)
+		{
+			const union MHD_ConnectionInfo *info =
+				MHD_get_connection_info(t->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+			if (info != NULL)
+				(void) shutdown(info->connect_fd, SHUT_RDWR);
+			note_refusal(t->address, REFUSED_SLOW, "request not sent within 30 s");
+			t->since = 0;
+		}
+		else if (next < 0 || left < next)
+			next = left;
+	}
+	return next < 0 ? -1 : (long) (next * 1000) + 1;
 }
 
 /*
@@ -404,6 +485,8 @@ request_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
 {
 	Request    *r = *con_cls;
 
+	/* a connection kept alive: its next request starts now */
+	request_timer(connection, monotonic_seconds());
 	if (r == NULL)
 		return;
 	Assert(!r->queued);
@@ -529,9 +612,16 @@ access_handler(void *cls, struct MHD_Connection *connection, const char *url,
 		}
 		if (r->route == ROUTE_NONE || strlen(url) >= HTTP_MAX_URL)
 		{
-			/* below a link's path may be a token: not for the log */
-			snprintf(reason, sizeof(reason), "no route %s %.80s", r->method,
-					 strncmp(r->path, "/d/", 3) == 0 ? "/d/..." : r->path);
+			/*
+			 * What follows "/d/" anywhere may be a link's token (a proxy that
+			 * keeps public_url's path, a request in absolute form): not for
+			 * the log.
+			 */
+			const char *link = strstr(r->path, "/d/");
+			int			shown = link ? (int) (link - r->path) + 3 : (int) strlen(r->path);
+
+			snprintf(reason, sizeof(reason), "no route %s %.*s%s", r->method,
+					 Min(shown, 80), r->path, link ? "..." : "");
 			note_refusal(r->remote, REFUSED_ROUTE, reason);
 			return refuse(r, connection, MHD_HTTP_NOT_FOUND, "Not found", NULL);
 		}
@@ -615,6 +705,7 @@ access_handler(void *cls, struct MHD_Connection *connection, const char *url,
 	}
 
 	/* the whole request is in: the worker serves it after MHD_run() */
+	request_timer(connection, 0);
 	MHD_suspend_connection(connection);
 	r->queued = true;
 	r->next = NULL;
@@ -852,6 +943,7 @@ herald_http_main(Datum arg)
 	{
 		MHD_UNSIGNED_LONG_LONG mhd_timeout;
 		long		timeout = 60000;
+		long		due;
 		bool		served = false;
 
 		CHECK_FOR_INTERRUPTS();
@@ -881,6 +973,10 @@ herald_http_main(Datum arg)
 		if (served)
 			continue;			/* let the daemon send the responses */
 
+		due = enforce_request_timeout();
+		flush_refusal_logs();
+		if (due >= 0 && due < timeout)
+			timeout = due;
 		if (MHD_get_timeout(daemon_handle, &mhd_timeout) == MHD_YES &&
 			mhd_timeout < (MHD_UNSIGNED_LONG_LONG) timeout)
 			timeout = (long) mhd_timeout;

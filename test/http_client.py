@@ -27,6 +27,11 @@
         Sends half a request line and waits (at most 60 s) for the server to
         close the connection; prints the seconds that took, or -1.
 
+    http_client.py trickle URL
+        Sends GET URL's request line, then a header one byte every 2 s,
+        never ending it, until the server closes the connection (at most
+        90 s); prints the seconds that took, or -1.
+
     http_client.py form KEY_HEX TOKEN MADE_AT
         Prints a page's form token for a link token, made at MADE_AT (unix
         seconds): MADE_AT.NONCE.MAC, MAC = base64url HMAC-SHA256(key,
@@ -143,6 +148,30 @@ def slow(target):
     s.close()
 
 
+def trickle(target):
+    url = urllib.parse.urlsplit(target)
+    assert url.hostname.startswith("127."), "loopback only"
+    s = socket.create_connection((url.hostname, url.port), timeout=5)
+    start = time.monotonic()
+    s.sendall(b"GET " + url.path.encode("ascii") + b" HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+    closed = -1
+    while time.monotonic() - start < 90:
+        try:
+            s.sendall(b"a")
+            # the server's close shows as a read of nothing, or a reset
+            s.settimeout(2)
+            if s.recv(4096) == b"":
+                closed = time.monotonic() - start
+                break
+        except socket.timeout:
+            continue
+        except OSError:
+            closed = time.monotonic() - start
+            break
+    print("%.1f" % closed)
+    s.close()
+
+
 def form(key_hex, link_token, made_at):
     nonce = base64.urlsafe_b64encode(b"test-nonc").rstrip(b"=").decode("ascii")
     data = ("%s.%d.%s" % (link_token, int(made_at), nonce)).encode("ascii")
@@ -160,6 +189,8 @@ if __name__ == "__main__":
         hold(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "slow":
         slow(sys.argv[2])
+    elif sys.argv[1] == "trickle":
+        trickle(sys.argv[2])
     elif sys.argv[1] == "form":
         form(*sys.argv[2:5])
     else:

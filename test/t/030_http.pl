@@ -13,8 +13,9 @@
 #   foreign Origin is refused; unknown routes 404, wrong methods 405; a
 #   1 MB body 413 and the worker goes on; 200 concurrent POSTs of distinct
 #   forms all recorded, of one form recorded once; the rate limit answers
-#   429; kill -9 of the worker: the postmaster restarts everything, what
-#   was recorded stays, and a POST works again.
+#   429; a client trickling its headers is dropped after 30 s; kill -9
+#   of the worker: the postmaster restarts everything, what was recorded
+#   stays, and a POST works again.
 
 use strict;
 use warnings;
@@ -314,6 +315,16 @@ is(post($url, { form => $ftok, action => 1, said => 'after all that' })->{status
 	'and the form still records');
 
 # ---- routes and bodies ----
+{
+	# a proxy that keeps herald.public_url's path: the token stays out of the log
+	my $offset = -s $node->logfile;
+	my $prefixed_token = ($url =~ m{/d/(.+)$})[0];
+	is(get("$base/herald/d/$prefixed_token")->{status}, 404, 'a link below another path: 404');
+	is(get("$base/healthz")->{status}, 200, 'the worker goes on');
+	my @logged = HeraldTest::server_log($node, $offset, qr/no route GET \/herald\/d\/\.\.\./);
+	is(scalar(@logged), 1, 'the refusal is logged');
+	is(scalar(HeraldTest::server_log($node, $offset, qr/\Q$prefixed_token\E/)), 0, 'the token is not logged');
+}
 is(get("$base/nowhere")->{status}, 404, 'an unknown route: 404');
 is(get("$base/d/x/y")->{status}, 404, 'a path below a link: 404');
 is(get("$base/slack/actions")->{status}, 405, 'GET /slack/actions: 405');
@@ -386,6 +397,9 @@ ok($all_served, 'herald.http_rate_limit = 1000 is in effect');
 is(client('hold', 40, "$base/healthz"), 32, 'one address holds at most 32 connections');
 my $slow = client('slow', "$base/healthz");
 ok($slow >= 5 && $slow <= 30, "a client that stops mid-request is dropped ($slow s)");
+my $trickle = client('trickle', "$base/healthz");
+ok($trickle >= 25 && $trickle <= 45,
+	"a client that trickles its headers, a byte every 2 s, is dropped after 30 s ($trickle s)");
 sql("ALTER SYSTEM SET herald.http_rate_limit = 0");
 sql("SELECT pg_reload_conf()");
 ok(wait_healthy(), 'no limit again');
