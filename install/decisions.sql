@@ -725,8 +725,8 @@ $$;
 -- Record what a decision page's form says, as the recipient its link
 -- names (or, for a link to a channel's readers, the name typed in), after
 -- checking the link and the form token (valid for a day).  status is
--- herald._link_page()'s, or 'form' (no genuine form token), 'empty' (a
--- decision without text), 'name' (no name where one is needed), 'due' (not
+-- herald._link_page()'s, or 'form' (no genuine form token), 'action' (an
+-- action the rule does not offer), 'empty' (a decision without text), 'name' (no name where one is needed), 'due' (not
 -- a date from 2000 to 2999), 'recorded', or 'already' (this form was
 -- submitted before: decision_id and line are the decision it recorded).
 CREATE OR REPLACE FUNCTION herald._link_decide(token text, form text, action integer,
@@ -764,9 +764,11 @@ BEGIN
         line := herald._decision_line(d);
         RETURN;
     END IF;
+    -- the link's own action is offered (herald._link_open()); one the page
+    -- never offered is a bad form
     v_label := herald._action_label(r.choices, _link_decide.action);
     IF v_label IS NULL THEN
-        status := 'no_choice';
+        status := 'action';
         RETURN;
     END IF;
     IF r.choices IS NULL AND _link_decide.action = 2 AND coalesce(btrim(_link_decide.said), '') = '' THEN

@@ -570,6 +570,11 @@ decide(const HeraldHttpRequest *req, const char *token, HeraldHttpResponse *resp
 					 "A page's form is good for a day. Open the link from the message again. Nothing was recorded.");
 		resp->log_reason = "form token not genuine or too old";
 	}
+	else if (strcmp(status, "action") == 0)
+	{
+		message_page(resp, 400, "This form could not be read", "error", "Nothing was recorded.");
+		resp->log_reason = "form with an invalid action";
+	}
 	else if (strcmp(status, "empty") == 0)
 		decision_page(token, &form, "Say what was decided, or choose \"Acknowledge\".", 422, false, resp);
 	else if (strcmp(status, "name") == 0)

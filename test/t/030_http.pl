@@ -218,6 +218,11 @@ is($ack->{status}, 200, 'an acknowledgement records');
 is(sql("SELECT kind || '|' || coalesce(note, '') FROM herald.decision_log ORDER BY id DESC LIMIT 1"),
 	'acknowledgement|seen', 'as an acknowledgement with its note');
 
+# an action the page never offered is a bad form, not a changed rule
+my $bad_action = post($url, { form => form_token(get("$url/change")), action => 7, said => 'x' });
+is($bad_action->{status}, 400, 'an action the rule does not offer: 400');
+is(decisions(), 2, 'and nothing is recorded');
+
 # a rule's choices; a reader of the channel gives a name
 my $curl = link_url($choice_event, 3, 'ops', '');
 my $cpage = get($curl);
