@@ -257,9 +257,13 @@ note_refusal(const char *address, Refusal kind, const char *reason)
 	}
 	strlcpy(pending_logs[npending_logs].address, address, INET6_ADDRSTRLEN);
 	strlcpy(pending_logs[npending_logs].reason, reason, sizeof(pending_logs[0].reason));
-	/* a path is the client's text: no control characters reach the log */
+	/*
+	 * A path is the client's text: only printable ASCII reaches the log (a
+	 * request line is ASCII; anything else, control characters and bytes
+	 * that may not be valid UTF-8 alike, becomes "?").
+	 */
 	for (char *p = pending_logs[npending_logs].reason; *p; p++)
-		if ((unsigned char) *p < ' ' || *p == 0x7f)
+		if ((unsigned char) *p < ' ' || (unsigned char) *p >= 0x7f)
 			*p = '?';
 	npending_logs++;
 }

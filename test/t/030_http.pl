@@ -24,6 +24,7 @@ use FindBin;
 use lib $FindBin::RealBin;
 use HeraldTest;
 use Encode qw(encode_utf8);
+use IO::Socket::INET;
 use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -331,6 +332,24 @@ is(post($url, { form => $ftok, action => 1, said => 'after all that' })->{status
 	is(scalar(HeraldTest::server_log($node, $offset, qr/\Q$prefixed_token\E/)), 0, 'the token is not logged');
 }
 is(get("$base/nowhere")->{status}, 404, 'an unknown route: 404');
+{
+	# a request line with bytes that are not ASCII: the log gets "?" for them
+	# (from an address of its own: refusals are logged once a minute per
+	# kind and address)
+	my $offset = -s $node->logfile;
+	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+		LocalAddr => '127.0.0.3', Timeout => 10);
+	ok($sock, 'a raw connection');
+	print $sock "GET /raw\xff\xfe\x01path HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+	my $line = <$sock> // '';
+	close $sock;
+	like($line, qr{^HTTP/1\.1 404}, 'a path with raw bytes: 404');
+	ok(wait_healthy(), 'the worker goes on');
+	is(scalar(HeraldTest::server_log($node, $offset, qr{no route GET /raw\?\?\?path})), 1,
+		'the refusal is logged with "?" for each byte that is not printable ASCII');
+	is(scalar(HeraldTest::server_log($node, $offset, qr/[\x80-\xff]/)), 0,
+		'no byte outside ASCII reaches the log');
+}
 is(get("$base/d/x/y")->{status}, 404, 'a path below a link: 404');
 is(get("$base/slack/actions")->{status}, 405, 'GET /slack/actions: 405');
 is((send_all({ method => 'PUT', url => $url }))[0]{status}, 405, 'PUT of a link: 405');
