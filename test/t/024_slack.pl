@@ -139,13 +139,6 @@ sub payload
 		});
 }
 
-sub form_encode
-{
-	my ($text) = @_;
-	utf8::encode($text) if utf8::is_utf8($text);
-	$text =~ s/([^A-Za-z0-9\-._~])/sprintf('%%%02X', ord($1))/ge;
-	return $text;
-}
 
 sub signature
 {
@@ -172,7 +165,7 @@ sub decisions
 }
 
 # --- a click, recorded as the Slack user
-my $body = 'payload=' . form_encode(payload(token => $token, action_id => 'herald-choice-2'));
+my $body = 'payload=' . HeraldTest::form_escape(payload(token => $token, action_id => 'herald-choice-2'));
 my $ts = int(time());
 my $started = time();
 my $click = post(body => $body, ts => $ts);
@@ -233,27 +226,27 @@ is(decisions(), $before, 'no refused request recorded anything');
 
 my $hook_token = token($event, 'hook', 'choice-1');
 is( post(body => 'payload='
-		  . form_encode(payload(token => $hook_token, action_id => 'herald-choice-1')))->{status},
+		  . HeraldTest::form_escape(payload(token => $hook_token, action_id => 'herald-choice-1')))->{status},
 	403,
 	'a token of a webhook channel is refused with 403');
 my $sales_token = token($event, 'sales', 'choice-1');
 is( post(body => 'payload='
-		  . form_encode(payload(token => $sales_token, action_id => 'herald-choice-1')))->{status},
+		  . HeraldTest::form_escape(payload(token => $sales_token, action_id => 'herald-choice-1')))->{status},
 	403,
 	'a token of a Slack channel signed with the ops secret is refused');
 my $forged = $token;
 substr($forged, 10, 1) = substr($forged, 10, 1) eq 'A' ? 'B' : 'A';
 is( post(body => 'payload='
-		  . form_encode(payload(token => $forged, action_id => 'herald-choice-2')))->{status},
+		  . HeraldTest::form_escape(payload(token => $forged, action_id => 'herald-choice-2')))->{status},
 	403,
 	'a tampered token is refused');
 is( post(body => 'payload='
-		  . form_encode(payload(token => $token, action_id => 'herald-choice-1')))->{status},
+		  . HeraldTest::form_escape(payload(token => $token, action_id => 'herald-choice-1')))->{status},
 	400,
 	'a button whose action_id does not match its token is refused');
 is( post(
 		body => 'payload='
-		  . form_encode(
+		  . HeraldTest::form_escape(
 			payload(
 				token => $token,
 				action_id => 'herald-choice-2',
@@ -261,20 +254,20 @@ is( post(
 	)->{status},
 	400,
 	'a response_url that is neither https nor loopback is refused');
-is(post(body => 'payload=' . form_encode('{"type": "block_actions", '))->{status},
+is(post(body => 'payload=' . HeraldTest::form_escape('{"type": "block_actions", '))->{status},
 	400, 'a payload that is not JSON is refused with 400');
 is(post(body => 'payload=%7B%ZZ')->{status}, 400, 'bad percent-encoding is refused');
 is(post(body => 'payload=%7B%22a%22%3A%22%FF%22%7D')->{status}, 400, 'invalid UTF-8 is refused');
 is(post(body => 'payload=%7B%22a%22%3A%22%00%22%7D')->{status}, 400, 'a NUL is refused');
 is(post(body => 'other=1')->{status}, 400, 'a form without payload is refused');
 is(post(body => "$body&$body")->{status}, 400, 'a form with two payloads is refused');
-is(post(body => 'payload=' . form_encode('[1, 2]'))->{status}, 400, 'a payload that is not an object is refused');
-is( post(body => 'payload=' . form_encode('{"type": "view_submission", "user": {"id": "U1"}}'))
+is(post(body => 'payload=' . HeraldTest::form_escape('[1, 2]'))->{status}, 400, 'a payload that is not an object is refused');
+is( post(body => 'payload=' . HeraldTest::form_escape('{"type": "view_submission", "user": {"id": "U1"}}'))
 	  ->{status},
 	400,
 	'a payload that is not block_actions is refused');
 is( post(body => 'payload='
-		  . form_encode(payload(token => $token, action_id => 'someone-elses-button')))->{status},
+		  . HeraldTest::form_escape(payload(token => $token, action_id => 'someone-elses-button')))->{status},
 	400,
 	'an action that is not pg_herald\'s is refused');
 is(decisions(), $before, 'still nothing recorded');
@@ -291,14 +284,14 @@ ok(@worker_lines > 0 && !(grep { /\Q$token\E/ || /\Q$secret\E/ || /v0=[0-9a-f]{6
 # --- without choices: Acknowledge records, "Record a decision" opens the page
 my $decide_token = token($ack_event, 'ops', 'decide');
 my $decide = post(
-	body => 'payload=' . form_encode(payload(token => $decide_token, action_id => 'herald-decide')));
+	body => 'payload=' . HeraldTest::form_escape(payload(token => $decide_token, action_id => 'herald-decide')));
 is($decide->{status}, 200, '"Record a decision" is answered 200');
 like($decide->{content}, qr{"response_type": "ephemeral".*\Q$base\E/d/\Q$decide_token\E},
 	'with an ephemeral message linking to the decision page');
 is(decisions(), $before, 'and records nothing: a decision needs its text');
 my $ack = post(
 	body => 'payload='
-	  . form_encode(payload(token => token($ack_event, 'ops', 'acknowledge'),
+	  . HeraldTest::form_escape(payload(token => token($ack_event, 'ops', 'acknowledge'),
 			action_id => 'herald-acknowledge')));
 is($ack->{status}, 200, 'Acknowledge is answered 200');
 is( $node->safe_psql('postgres',
@@ -313,20 +306,20 @@ srand(20261201);
 my $valid = payload(token => $token, action_id => 'herald-choice-2');
 my %statuses;
 my @cases = (
-	'payload=' . form_encode('[' x 10000 . ']' x 10000),
-	'payload=' . form_encode('{"a":' x 3000 . '1' . '}' x 3000),
-	'payload=' . form_encode('{"type": "block_actions", "user": {"id": "\\u0000"}}'),
-	'payload=' . form_encode('{"type": "block_actions", "user": {"id": "U1\\u0000"}}'),
-	'payload=' . form_encode('{"type": "block_actions", "n": 1e999999}'),
-	'payload=' . form_encode($valid =~ s/"U024BE7LH"/{"id": "x"}/r),
-	'payload=' . form_encode($valid =~ s/"actions":\[/"actions":[1,/r),
-	'payload=' . form_encode($valid =~ s/"herald-choice-2"/"herald-" . ("x" x 300)/er),
+	'payload=' . HeraldTest::form_escape('[' x 10000 . ']' x 10000),
+	'payload=' . HeraldTest::form_escape('{"a":' x 3000 . '1' . '}' x 3000),
+	'payload=' . HeraldTest::form_escape('{"type": "block_actions", "user": {"id": "\\u0000"}}'),
+	'payload=' . HeraldTest::form_escape('{"type": "block_actions", "user": {"id": "U1\\u0000"}}'),
+	'payload=' . HeraldTest::form_escape('{"type": "block_actions", "n": 1e999999}'),
+	'payload=' . HeraldTest::form_escape($valid =~ s/"U024BE7LH"/{"id": "x"}/r),
+	'payload=' . HeraldTest::form_escape($valid =~ s/"actions":\[/"actions":[1,/r),
+	'payload=' . HeraldTest::form_escape($valid =~ s/"herald-choice-2"/"herald-" . ("x" x 300)/er),
 	'payload=%',
 	'payload=%4',
 	'=&&&payload',
-	'&payload=' . form_encode($valid),
-	'payload=' . form_encode($valid) . '&',
-	'payload' . form_encode($valid));
+	'&payload=' . HeraldTest::form_escape($valid),
+	'payload=' . HeraldTest::form_escape($valid) . '&',
+	'payload' . HeraldTest::form_escape($valid));
 foreach my $i (1 .. 150)
 {
 	my $json = $valid;
@@ -344,7 +337,7 @@ foreach my $i (1 .. 150)
 		my @pieces = ('"', '\\', '{', '}', '[', ']', ',', ':', 'null', '"\\ud800"', "\x{e9}", "\xff");
 		substr($json, int(rand(length $json)), 0) = $pieces[ int(rand(@pieces)) ];
 	}
-	my $encoded = 'payload=' . form_encode($json);
+	my $encoded = 'payload=' . HeraldTest::form_escape($json);
 	substr($encoded, int(rand(length $encoded)), 0) = '%' . sprintf('%02X', int(rand(256)))
 	  if $i % 5 == 0;
 	push @cases, $encoded;
@@ -369,7 +362,7 @@ foreach my $i (1 .. 20)
 	my $json = payload(token => $token, action_id => 'herald-choice-2');
 	$json =~ s/1700000000\.000100/1700000000.$i/g;
 	my $t0 = time();
-	my $r = post(body => 'payload=' . form_encode($json));
+	my $r = post(body => 'payload=' . HeraldTest::form_escape($json));
 	push @latencies, time() - $t0;
 	last unless $r->{status} == 200;
 }

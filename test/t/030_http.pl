@@ -67,7 +67,7 @@ sub post
 sub form_request
 {
 	my ($url, $fields, $headers) = @_;
-	my $body = join '&', map { uri_escape($_) . '=' . uri_escape($fields->{$_}) }
+	my $body = join '&', map { HeraldTest::form_escape($_) . '=' . HeraldTest::form_escape($fields->{$_}) }
 	  sort keys %$fields;
 	return {
 		method => 'POST',
@@ -80,13 +80,6 @@ sub form_request
 	};
 }
 
-sub uri_escape
-{
-	my ($s) = @_;
-	utf8::encode($s) if utf8::is_utf8($s);
-	$s =~ s/([^A-Za-z0-9\-._~])/sprintf('%%%02X', ord($1))/ge;
-	return $s;
-}
 
 sub form_token
 {
@@ -305,7 +298,7 @@ is(post(link_url($event, 1, 'ops', 'eve@example.com'), { form => $ftok, action =
 	"another link's form token: 403");
 (my $noncanonical = $ftok) =~ s/^/0/;
 is(post($url, { form => $noncanonical, action => 1 })->{status}, 403, 'a form token spelled another way: 403');
-my $fenc = uri_escape($ftok);
+my $fenc = HeraldTest::form_escape($ftok);
 is(post_raw($url, "form=$fenc&action=1&said=a%00b"), 400, 'a NUL in a field: 400');
 is(post_raw($url, "form=$fenc&action=1&said=%C3%28"), 400, 'invalid UTF-8: 400');
 is(post_raw($url, "form=$fenc&action=1&said=%G1"), 400, 'bad percent-encoding: 400');

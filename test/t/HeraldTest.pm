@@ -193,6 +193,15 @@ with open(sys.argv[1], "rb") as log:
                               request.get("headers", {}).get("webhook-id", "")))
 PYTHON
 
+# Percent-encode a form value (UTF-8), as browsers and Slack encode them.
+sub form_escape
+{
+	my ($text) = @_;
+	utf8::encode($text) if utf8::is_utf8($text);
+	$text =~ s/([^A-Za-z0-9\-._~])/sprintf('%%%02X', ord($1))/ge;
+	return $text;
+}
+
 sub received
 {
 	my ($receiver, $path) = @_;
