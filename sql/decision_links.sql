@@ -93,8 +93,10 @@ CREATE TABLE test.link AS
 SELECT test.token(test.actions(e.id, 'links-mail') -> 0 ->> 'url') AS token
   FROM herald.events e WHERE e.rule = 'signup-plans';
 SELECT (herald._link_check(token)).status AS genuine FROM test.link;
+-- ('A' and 'E' both leave the last character's padding bits zero: the
+-- token stays canonical base64url wherever the change is)
 SELECT i AS flipped_at, (herald._link_check(overlay(token PLACING
-            CASE WHEN substr(token, i, 1) = 'A' THEN 'B' ELSE 'A' END FROM i FOR 1))).status
+            CASE WHEN substr(token, i, 1) = 'A' THEN 'E' ELSE 'A' END FROM i FOR 1))).status
   FROM test.link, unnest(ARRAY[1, 3, 12, 20, 30, length(token) - 5, length(token)]) AS i
  ORDER BY i;
 SELECT (herald._link_check(token || 'A')).status AS longer,
