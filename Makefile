@@ -11,6 +11,7 @@ OBJS = \
 	src/pg_herald.o \
 	src/api.o \
 	src/capture.o \
+	src/event_log.o \
 	src/rule_code.o \
 	src/payload.o \
 	src/queue.o \

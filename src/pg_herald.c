@@ -98,6 +98,7 @@ herald_shmem_request(void)
 		prev_shmem_request_hook();
 #endif
 	RequestAddinShmemSpace(MAXALIGN(sizeof(HeraldShared)));
+	herald_event_log_shmem_request();
 }
 
 static void
@@ -115,6 +116,7 @@ herald_shmem_startup(void)
 		memset(herald_shared, 0, sizeof(HeraldShared));
 		SpinLockInit(&herald_shared->mutex);
 	}
+	herald_event_log_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -124,6 +126,8 @@ herald_shmem_startup(void)
 static void
 herald_xact_callback(XactEvent event, void *arg)
 {
+	/* first: a woken worker must find this transaction's ids settled */
+	herald_events_xact_event(event);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PREPARE)
 	{

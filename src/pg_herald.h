@@ -3,8 +3,9 @@
  * pg_herald.h
  *		Declarations shared by the pg_herald source files.
  *
- * The flow is capture -> queue -> deliver: capture.c turns committed row
- * changes into events and deliveries; for threshold rules, evaluate.c notes
+ * The flow is capture -> event log -> deliver: capture.c turns committed
+ * row changes into events, which event_log.c appends (every event is
+ * appended there); for threshold rules, evaluate.c notes
  * the watched tables a transaction touched and runs metrics, scheduler.c
  * evaluates the rules after those commits and on their schedules.  queue.c
  * claims deliveries and records their outcomes,
@@ -27,6 +28,7 @@
 #include "postgres.h"
 
 #include "access/tupdesc.h"
+#include "access/xact.h"
 #include "lib/stringinfo.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -127,6 +129,38 @@ extern HeraldShared *herald_shared;
 
 /* pg_herald.c */
 extern void herald_note_work(void);
+
+/* --- event_log.c: appending events, the readers' horizon ---------------- */
+
+/* What the events appended by one writer share. */
+typedef struct HeraldEventMeta
+{
+	const char *type;			/* "row.inserted", "rule.fired", ... */
+	int32		rule_id;		/* 0: none */
+	const char *rule;			/* NULL: none */
+	Datum		channel_ids;	/* int4[] of the channels; (Datum) 0: none */
+	int32		silenced_by;	/* 0: none */
+	int			awaits_decision;	/* -1: unknown (NULL), 0 false, 1 true */
+	int64		about_event_id; /* 0: none */
+} HeraldEventMeta;
+
+typedef struct HeraldEventWriter HeraldEventWriter;
+
+/* A transaction holding event ids, as herald_events_horizon() reports it. */
+typedef struct HeraldOpenIds
+{
+	int			procno;
+	uint64		lo;				/* the lowest id it may hold */
+} HeraldOpenIds;
+
+extern HeraldEventWriter *herald_events_begin(const HeraldEventMeta *meta);
+extern int64 herald_events_add(HeraldEventWriter *w, Datum payload);
+extern int	herald_events_end(HeraldEventWriter *w);
+extern void herald_events_xact_event(XactEvent event);
+extern int	herald_events_horizon(uint64 *next, HeraldOpenIds *open, int max);
+extern Size herald_event_log_shmem_size(void);
+extern void herald_event_log_shmem_request(void);
+extern void herald_event_log_shmem_init(void);
 extern void herald_note_touch(Oid relid);
 extern void herald_note_rules_changed(void);
 extern bool herald_work_pending(void);

@@ -1,0 +1,590 @@
+/*-------------------------------------------------------------------------
+ *
+ * event_log.c
+ *		The event log: one function appends every event; the readers'
+ *		horizon.
+ *
+ * Every event of pg_herald (a captured row, a threshold transition, a
+ * follow-up, a decision, a test message) is one row of herald.event_log,
+ * appended here and nowhere else: herald_events_begin/add/end in C (the
+ * capture trigger, many rows at a time), herald._append_event() for the
+ * plpgsql callers.  The row names the channels it goes to (channel_ids);
+ * the writer writes nothing else: the delivery workers read the log in id
+ * order and keep their own progress (queue.c).
+ *
+ * Rows go straight into the heap (table_multi_insert, in chunks) and into
+ * the table's indexes, with no SQL statement and no executor start-up.
+ *
+ * Ids and the horizon.  A reader that walks the log in id order must not
+ * skip the events of a transaction that took its ids early and commits
+ * late.  With pg_herald in shared_preload_libraries, ids come from a
+ * counter in shared memory (one per database), and each backend's slot
+ * says, while its transaction holds ids, the lowest id it may hold (lo):
+ * a writer publishes lo (the counter's value) before it takes its first id,
+ * and clears it at commit or abort, after the transaction's end is visible
+ * to new snapshots.  A reader that reads the counter, then every slot,
+ * then takes its snapshot, knows that an id below both the counter and
+ * every published lo that its snapshot does not show belongs to a
+ * transaction that aborted: it will never appear (herald_events_horizon).
+ *
+ * The counter starts, in each life of the server, above the highest id in
+ * the table (seen with SnapshotAny: rows being restored count too).
+ * Without shared memory (pg_herald loaded on demand, no workers), ids come
+ * from the sequence herald.event_log_id_seq, which each backend first moves
+ * past the highest id in the table.
+ *
+ * A transaction that appended events cannot be prepared: its slot would
+ * outlive it and hold every reader back.
+ *
+ * Locks: the LWLock of tranche "pg_herald events" guards the list of
+ * counters (which database has one, for which table); the counters and
+ * the slots are atomics, each slot written only by its backend.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/tableam.h"
+#include "access/twophase.h"
+#include "access/xact.h"
+#include "catalog/index.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "executor/executor.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/execnodes.h"
+#include "port/atomics.h"
+#include "storage/lmgr.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "pg_herald.h"
+
+PG_FUNCTION_INFO_V1(herald_append_event_sql);
+
+/* Databases that may have a counter at once */
+#define MAX_COUNTERS 64
+
+/* Rows per heap_multi_insert */
+#define CHUNK_ROWS 1000
+
+typedef struct EventCounter
+{
+	Oid			dbid;			/* InvalidOid: free entry */
+	Oid			relid;			/* the herald.event_log it numbers */
+	pg_atomic_uint64 next;		/* the next id; 0 until initialized */
+} EventCounter;
+
+typedef struct EventSlot
+{
+	pg_atomic_uint64 lo;		/* 0: holds no ids */
+	Oid			dbid;			/* the database of that transaction */
+} EventSlot;
+
+typedef struct EventShared
+{
+	LWLock	   *lock;
+	EventCounter counters[MAX_COUNTERS];
+	int			nslots;
+	EventSlot	slots[FLEXIBLE_ARRAY_MEMBER];
+} EventShared;
+
+static EventShared *event_shared = NULL;
+
+/* this backend's counter, once found, and whether its slot is set */
+static EventCounter *my_counter = NULL;
+static bool holding_ids = false;
+
+/* without shared memory: has this backend moved the sequence past the table? */
+static Oid	sequence_checked_for = InvalidOid;
+
+static int
+total_slots(void)
+{
+	/* every PGPROC: backends, auxiliary processes, prepared transactions */
+	return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
+}
+
+Size
+herald_event_log_shmem_size(void)
+{
+	return add_size(offsetof(EventShared, slots),
+					mul_size(sizeof(EventSlot), total_slots()));
+}
+
+void
+herald_event_log_shmem_request(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(herald_event_log_shmem_size()));
+	RequestNamedLWLockTranche("pg_herald events", 1);
+}
+
+/* Called with AddinShmemInitLock held. */
+void
+herald_event_log_shmem_init(void)
+{
+	bool		found;
+
+	event_shared = ShmemInitStruct("pg_herald events", herald_event_log_shmem_size(), &found);
+	if (!found)
+	{
+		event_shared->lock = &(GetNamedLWLockTranche("pg_herald events"))->lock;
+		for (int i = 0; i < MAX_COUNTERS; i++)
+		{
+			event_shared->counters[i].dbid = InvalidOid;
+			event_shared->counters[i].relid = InvalidOid;
+			pg_atomic_init_u64(&event_shared->counters[i].next, 0);
+		}
+		event_shared->nslots = total_slots();
+		for (int i = 0; i < event_shared->nslots; i++)
+		{
+			pg_atomic_init_u64(&event_shared->slots[i].lo, 0);
+			event_shared->slots[i].dbid = InvalidOid;
+		}
+	}
+}
+
+static EventSlot *
+my_slot(void)
+{
+	Assert(MyProc != NULL && MyProc->pgprocno < event_shared->nslots);
+	return &event_shared->slots[MyProc->pgprocno];
+}
+
+/*
+ * At the end of a transaction, once its end is visible: its ids are
+ * settled.  Before PREPARE: refuse, the slot cannot follow the prepared
+ * transaction.
+ */
+void
+herald_events_xact_event(XactEvent event)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+			if (holding_ids)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot prepare a transaction that recorded pg_herald events")));
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			if (holding_ids)
+			{
+				pg_atomic_write_u64(&my_slot()->lo, 0);
+				holding_ids = false;
+			}
+			break;
+		default:
+			break;
+	}
+}
+
+/* The highest id in the table, whoever wrote it and whether it committed; 0 if none. */
+static int64
+highest_id(Relation rel)
+{
+	Oid			indexoid = RelationGetPrimaryKeyIndex(rel);
+	Relation	index;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	int64		result = 0;
+
+	if (!OidIsValid(indexoid))
+		elog(ERROR, "herald.event_log has no primary key");
+	index = index_open(indexoid, AccessShareLock);
+	slot = table_slot_create(rel, NULL);
+	scan = index_beginscan(rel, index, SnapshotAny, 0, 0);
+	index_rescan(scan, NULL, 0, NULL, 0);
+	while (index_getnext_slot(scan, BackwardScanDirection, slot))
+	{
+		bool		isnull;
+		Datum		d = slot_getattr(slot, 1, &isnull);
+
+		if (!isnull)
+		{
+			result = DatumGetInt64(d);
+			break;
+		}
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, AccessShareLock);
+	return result;
+}
+
+/* This database's counter for this table, initialized; NULL without shared memory. */
+static EventCounter *
+find_counter(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	EventCounter *c = my_counter;
+
+	if (event_shared == NULL)
+		return NULL;
+	if (c == NULL || c->relid != relid)
+	{
+		LWLockAcquire(event_shared->lock, LW_EXCLUSIVE);
+		c = NULL;
+		for (int i = 0; i < MAX_COUNTERS && c == NULL; i++)
+			if (event_shared->counters[i].dbid == MyDatabaseId)
+				c = &event_shared->counters[i];
+		for (int i = 0; i < MAX_COUNTERS && c == NULL; i++)
+			if (event_shared->counters[i].dbid == InvalidOid)
+			{
+				c = &event_shared->counters[i];
+				c->dbid = MyDatabaseId;
+			}
+		if (c != NULL && c->relid != relid)
+		{
+			/* the extension was made again: a new table, numbered anew */
+			c->relid = relid;
+			pg_atomic_write_u64(&c->next, 0);
+		}
+		LWLockRelease(event_shared->lock);
+		if (c == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("pg_herald records events in at most %d databases of a cluster",
+							MAX_COUNTERS)));
+		my_counter = c;
+	}
+	if (pg_atomic_read_u64(&c->next) == 0)
+	{
+		uint64		expected = 0;
+
+		/* whoever gets there first sets it; the others find it set */
+		(void) pg_atomic_compare_exchange_u64(&c->next, &expected,
+											  (uint64) highest_id(rel) + 1);
+	}
+	return c;
+}
+
+/*
+ * Without shared memory: the sequence, moved once per backend past the
+ * highest id in the table (a life of the server with shared memory numbered
+ * rows without it).
+ */
+static int64
+next_id_from_sequence(Relation rel)
+{
+	Oid			seqoid = get_relname_relid("event_log_id_seq", RelationGetNamespace(rel));
+
+	if (!OidIsValid(seqoid))
+		elog(ERROR, "pg_herald catalog sequence herald.event_log_id_seq is missing");
+	if (sequence_checked_for != seqoid)
+	{
+		Oid			save_user;
+		int			save_sec;
+		int64		high;
+
+		/* no nextval meanwhile: none can hand out an id the table has */
+		LockRelationOid(seqoid, ExclusiveLock);
+		high = highest_id(rel);
+		GetUserIdAndSecContext(&save_user, &save_sec);
+		SetUserIdAndSecContext(herald_extension_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+		if (nextval_internal(seqoid, false) <= high)
+			DirectFunctionCall2(setval_oid, ObjectIdGetDatum(seqoid), Int64GetDatum(high));
+		SetUserIdAndSecContext(save_user, save_sec);
+		UnlockRelationOid(seqoid, ExclusiveLock);
+		sequence_checked_for = seqoid;
+	}
+	return nextval_internal(seqoid, false);
+}
+
+struct HeraldEventWriter
+{
+	Relation	rel;
+	EventCounter *counter;
+	ResultRelInfo *rri;
+	EState	   *estate;
+	MemoryContext rows_cxt;		/* the tuples of the chunk being filled */
+	TupleTableSlot *slots[CHUNK_ROWS];
+	int			nslots;			/* slots made so far */
+	int			n;				/* rows in the chunk */
+	int			total;
+	Datum	   *values;
+	bool	   *nulls;
+	int			payload_att;	/* 0-based indexes of the columns set per row */
+	int			id_att;
+	bool		deliver;		/* the events go to channels */
+};
+
+/* A column of herald.event_log by name, 0-based. */
+static int
+column_index(TupleDesc desc, const char *name)
+{
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return i;
+	}
+	elog(ERROR, "herald.event_log has no column \"%s\"", name);
+	return -1;					/* keep the compiler quiet */
+}
+
+static void
+set_column(HeraldEventWriter *w, TupleDesc desc, const char *name, Datum value, bool isnull)
+{
+	int			i = column_index(desc, name);
+
+	w->values[i] = value;
+	w->nulls[i] = isnull;
+}
+
+/*
+ * Start appending events that share their type, rule and channels.  The
+ * rows are appended by herald_events_add() and the last of them by
+ * herald_events_end(), in the current transaction.
+ */
+HeraldEventWriter *
+herald_events_begin(const HeraldEventMeta *meta)
+{
+	HeraldEventWriter *w = palloc0(sizeof(HeraldEventWriter));
+	Oid			nspid = herald_schema_oid(false);
+	Oid			relid = get_relname_relid("event_log", nspid);
+	TupleDesc	desc;
+	Datum		channels = meta->channel_ids;
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "pg_herald catalog table herald.event_log is missing");
+	if (RecoveryInProgress() || XactReadOnly)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot record pg_herald events in a read-only transaction")));
+	if (IsInParallelMode())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("cannot record pg_herald events during a parallel operation")));
+
+	w->rel = table_open(relid, RowExclusiveLock);
+	desc = RelationGetDescr(w->rel);
+	w->counter = find_counter(w->rel);
+	w->estate = CreateExecutorState();
+	w->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(w->rri, w->rel, 1, NULL, 0);
+	ExecOpenIndices(w->rri, false);
+	w->rows_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_herald event rows",
+										ALLOCSET_DEFAULT_SIZES);
+
+	if (channels == (Datum) 0)
+		channels = PointerGetDatum(construct_empty_array(INT4OID));
+	w->deliver = ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(channels)),
+								ARR_DIMS(DatumGetArrayTypeP(channels))) > 0;
+
+	w->values = palloc0(sizeof(Datum) * desc->natts);
+	w->nulls = palloc(sizeof(bool) * desc->natts);
+	for (int i = 0; i < desc->natts; i++)
+		w->nulls[i] = true;
+	w->id_att = column_index(desc, "id");
+	w->payload_att = column_index(desc, "payload");
+	set_column(w, desc, "type", CStringGetTextDatum(meta->type), false);
+	set_column(w, desc, "rule_id", Int32GetDatum(meta->rule_id), meta->rule_id == 0);
+	set_column(w, desc, "rule", meta->rule ? CStringGetTextDatum(meta->rule) : (Datum) 0,
+			   meta->rule == NULL);
+	set_column(w, desc, "created_at",
+			   TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), false);
+	set_column(w, desc, "channel_ids", channels, false);
+	set_column(w, desc, "silenced_by", Int32GetDatum(meta->silenced_by), meta->silenced_by == 0);
+	set_column(w, desc, "awaits_decision", BoolGetDatum(meta->awaits_decision > 0),
+			   meta->awaits_decision < 0);
+	set_column(w, desc, "about_event_id", Int64GetDatum(meta->about_event_id),
+			   meta->about_event_id == 0);
+	return w;
+}
+
+/* Insert the rows of the chunk into the heap and the indexes. */
+static void
+flush_chunk(HeraldEventWriter *w)
+{
+	CommandId	cid = GetCurrentCommandId(true);
+
+	if (w->n == 0)
+		return;
+	if (w->n == 1)
+		table_tuple_insert(w->rel, w->slots[0], cid, 0, NULL);
+	else
+		table_multi_insert(w->rel, w->slots, w->n, cid, 0, NULL);
+	for (int i = 0; i < w->n; i++)
+	{
+		List	   *conflicts;
+
+		conflicts = ExecInsertIndexTuples(w->rri, w->slots[i], w->estate,
+										  false, false, NULL, NIL);
+		list_free(conflicts);
+		ResetPerTupleExprContext(w->estate);
+		ExecClearTuple(w->slots[i]);
+	}
+	w->total += w->n;
+	w->n = 0;
+	MemoryContextReset(w->rows_cxt);
+}
+
+/* The next event id of this database. */
+static int64
+take_id(HeraldEventWriter *w)
+{
+	if (w->counter == NULL)
+		return next_id_from_sequence(w->rel);
+	if (!holding_ids)
+	{
+		EventSlot  *slot = my_slot();
+
+		/* published before the first id is taken: see the file header */
+		slot->dbid = MyDatabaseId;
+		pg_write_barrier();
+		pg_atomic_write_u64(&slot->lo, pg_atomic_read_u64(&w->counter->next));
+		pg_memory_barrier();
+		holding_ids = true;
+	}
+	return (int64) pg_atomic_fetch_add_u64(&w->counter->next, 1);
+}
+
+/* Append one event with this payload (jsonb); returns its id. */
+int64
+herald_events_add(HeraldEventWriter *w, Datum payload)
+{
+	MemoryContext old;
+	HeapTuple	tuple;
+	int64		id;
+
+	if (w->n == CHUNK_ROWS)
+		flush_chunk(w);
+	id = take_id(w);
+	old = MemoryContextSwitchTo(w->rows_cxt);
+	w->values[w->id_att] = Int64GetDatum(id);
+	w->nulls[w->id_att] = false;
+	w->values[w->payload_att] = payload;
+	w->nulls[w->payload_att] = false;
+	tuple = heap_form_tuple(RelationGetDescr(w->rel), w->values, w->nulls);
+	MemoryContextSwitchTo(old);
+	if (w->n == w->nslots)
+		w->slots[w->nslots++] = MakeSingleTupleTableSlot(RelationGetDescr(w->rel),
+														 &TTSOpsHeapTuple);
+	ExecStoreHeapTuple(tuple, w->slots[w->n], false);
+	w->n++;
+	return id;
+}
+
+/* Append what is left, release the writer; returns how many events it appended. */
+int
+herald_events_end(HeraldEventWriter *w)
+{
+	int			total;
+
+	flush_chunk(w);
+	total = w->total;
+	for (int i = 0; i < w->nslots; i++)
+		ExecDropSingleTupleTableSlot(w->slots[i]);
+	ExecCloseIndices(w->rri);
+	FreeExecutorState(w->estate);
+	table_close(w->rel, NoLock);
+	MemoryContextDelete(w->rows_cxt);
+	if (total > 0 && w->deliver)
+		herald_note_work();
+	pfree(w->values);
+	pfree(w->nulls);
+	pfree(w);
+	return total;
+}
+
+/*
+ * herald._append_event(type, rule_id, rule, payload, channel_ids,
+ * silenced_by, awaits_decision, about_event_id): append one event, return
+ * its id.  NULL arguments mean none.
+ */
+Datum
+herald_append_event_sql(PG_FUNCTION_ARGS)
+{
+	HeraldEventMeta meta;
+	HeraldEventWriter *w;
+	int64		id;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("an event needs a type and a payload")));
+	memset(&meta, 0, sizeof(meta));
+	meta.type = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	meta.rule_id = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1);
+	meta.rule = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	meta.channel_ids = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
+	meta.silenced_by = PG_ARGISNULL(5) ? 0 : PG_GETARG_INT32(5);
+	meta.awaits_decision = PG_ARGISNULL(6) ? -1 : (PG_GETARG_BOOL(6) ? 1 : 0);
+	meta.about_event_id = PG_ARGISNULL(7) ? 0 : PG_GETARG_INT64(7);
+
+	if (meta.channel_ids != (Datum) 0)
+	{
+		ArrayType  *a = PG_GETARG_ARRAYTYPE_P(4);
+
+		if (ARR_NDIM(a) > 1 || ARR_HASNULL(a) || ARR_ELEMTYPE(a) != INT4OID)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("channel_ids must be a one-dimensional array of channel ids without nulls")));
+		meta.channel_ids = PointerGetDatum(a);
+	}
+
+	w = herald_events_begin(&meta);
+	id = herald_events_add(w, PG_GETARG_DATUM(3));
+	(void) herald_events_end(w);
+	PG_RETURN_INT64(id);
+}
+
+/*
+ * The horizon of this database's events, read before the caller takes
+ * its snapshot: *next is the counter (ids from it on were not handed out
+ * yet; 0 when no id was handed out in this life of the server), and the
+ * open transactions holding ids, up to max of them, in open[] (their
+ * procno and lo).  Returns how many there are (possibly more than max).
+ * An id below *next and below every returned lo that the caller's
+ * snapshot does not show will never appear.
+ */
+int
+herald_events_horizon(uint64 *next, HeraldOpenIds *open, int max)
+{
+	EventCounter *c = NULL;
+	int			n = 0;
+
+	*next = 0;
+	if (event_shared == NULL)
+		return 0;
+	for (int i = 0; i < MAX_COUNTERS && c == NULL; i++)
+		if (event_shared->counters[i].dbid == MyDatabaseId)
+			c = &event_shared->counters[i];
+	if (c != NULL)
+		*next = pg_atomic_read_u64(&c->next);
+	pg_memory_barrier();
+	for (int i = 0; i < event_shared->nslots; i++)
+	{
+		uint64		lo = pg_atomic_read_u64(&event_shared->slots[i].lo);
+
+		if (lo == 0)
+			continue;
+		pg_read_barrier();
+		if (event_shared->slots[i].dbid != MyDatabaseId)
+			continue;
+		if (n < max)
+		{
+			open[n].procno = i;
+			open[n].lo = lo;
+		}
+		n++;
+	}
+	return n;
+}
