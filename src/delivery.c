@@ -688,6 +688,12 @@ note_more_due(ClaimStep *c)
 }
 
 static void
+keep_cursor_step(void *arg)
+{
+	herald_cursor_persist(true);
+}
+
+static void
 purge_step(void *arg)
 {
 	HeraldPurge  *p = arg;
@@ -931,6 +937,12 @@ herald_delivery_main(Datum arg)
 			next_purge_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														PURGE_INTERVAL_MS);
 		}
+
+		/* idle: keep the position, so that a restart repeats nothing */
+		if (noutcomes == 0 && herald_http_in_flight() == 0 && claim.ready &&
+			!want_claim && herald_cursor_unkept())
+			(void) herald_in_transaction("pg_herald: keeping the delivery cursor",
+										 keep_cursor_step, NULL);
 
 		if (noutcomes > 0 || (may_purge && purge_now) ||
 			(want_claim && herald_http_in_flight() < herald_max_in_flight))

@@ -429,6 +429,13 @@ herald_cursor_persist(bool force)
 	persisted_at = now;
 }
 
+/* Has the position moved since it was last kept? */
+bool
+herald_cursor_unkept(void)
+{
+	return loaded && herald_cursor_position() != persisted;
+}
+
 /* Tell herald.flush() how far this worker has come: after a commit. */
 void
 herald_cursor_publish(void)

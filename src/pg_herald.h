@@ -182,6 +182,7 @@ extern void herald_cursor_release(int64 event_id);
 extern int64 herald_cursor_position(void);
 extern void herald_cursor_persist(bool force);
 extern void herald_cursor_publish(void);
+extern bool herald_cursor_unkept(void);
 extern void herald_event_log_shmem_request(void);
 extern void herald_event_log_shmem_init(void);
 extern void herald_note_touch(Oid relid);

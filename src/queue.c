@@ -517,6 +517,8 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 	Oid			argtypes[11] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID,
 		TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8OID, INT4OID, INT4OID, INT4OID,
 	INT8ARRAYOID, INT8ARRAYOID};
+	Oid			fan_argtypes[6] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID,
+	TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
 	Datum		args[11];
 	int			ret;
 	int64	   *ids;
@@ -555,7 +557,7 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 									   "  SELECT cl.id, cl.event_id, cl.channel_id FROM claimed cl WHERE cl.spill"
 									   "  ON CONFLICT (id) DO NOTHING)"
 									   DELIVERY_SELECT,
-									   6, argtypes);
+									   6, fan_argtypes);
 
 	use_args(use, args);
 	args[5] = Int64GetDatum(herald_cursor_read_upto());
