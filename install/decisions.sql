@@ -518,12 +518,11 @@ SELECT t.event_id, t.at, t.kind, t.detail
            e.type || coalesce(' of rule ' || e.rule, '') || CASE WHEN e.silenced_by IS NOT NULL THEN ' (silenced)' ELSE '' END
       FROM herald.event_log e
     UNION ALL
-    SELECT d.event_id, a.started_at, 'delivery',
+    SELECT herald._delivery_event(a.delivery_id), a.started_at, 'delivery',
            format('%s attempt %s: %s', c.name, a.attempt,
                   coalesce('HTTP ' || a.http_status, '') || coalesce(' ' || a.error, ''))
       FROM herald.attempt_log a
-      JOIN herald.delivery_queue d ON d.id = a.delivery_id
-      JOIN herald.channel_defs c ON c.id = d.channel_id
+      JOIN herald.channel_defs c ON c.id = a.channel_id
     UNION ALL
     SELECT f.about_event_id, f.created_at, 'followup',
            'asked what was decided' || CASE WHEN f.silenced_by IS NOT NULL THEN ' (silenced)' ELSE '' END

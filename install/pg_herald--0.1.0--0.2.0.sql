@@ -179,3 +179,79 @@ DROP FUNCTION herald.decide(bigint, text, text, text);
 DROP FUNCTION herald._emit(integer, text, jsonb, bigint);
 -- decision_report gains columns (per choice, per channel)
 DROP FUNCTION herald.decision_report(timestamptz, timestamptz);
+
+-------------------------------------------------------------------------------
+-- One row per event
+--
+-- The writer appends the event only, naming its channels (channel_ids); a
+-- delivery is (event, channel), its id computed (herald._delivery_id), and
+-- delivery_queue keeps only the exceptions.  0.1.0's deliveries are all
+-- queue rows: they take their computed ids (their attempts follow), their
+-- events name their channels, and the delivery workers start after the
+-- last event 0.1.0 recorded, so that those events go out through their
+-- queue rows only, pending ones after the update.  0.1.0 wrote one
+-- delivery per event and channel (capture and herald._emit from the rule's
+-- channels, test_channel one): the computed ids are unique.
+--
+-- A webhook-id names its delivery's id: a pending delivery that 0.1.0
+-- already tried once is retried under its new id.
+-------------------------------------------------------------------------------
+
+-- the same as pg_herald.sql's (the code appended below replaces it)
+CREATE FUNCTION herald._delivery_id(event_id bigint, channel_id integer) RETURNS bigint
+LANGUAGE sql IMMUTABLE
+RETURN event_id * 1000000 + channel_id;
+
+ALTER TABLE herald.channel_defs
+    ADD CONSTRAINT channel_defs_id_check CHECK (id BETWEEN 1 AND 999999);
+
+-- ids from herald._append_event(); the sequence stays, for a server where
+-- pg_herald is not preloaded
+ALTER TABLE herald.event_log
+    ALTER COLUMN id DROP DEFAULT,
+    ADD COLUMN channel_ids integer[] NOT NULL DEFAULT '{}';
+UPDATE herald.event_log e SET channel_ids = d.channel_ids
+  FROM (SELECT q.event_id, array_agg(q.channel_id ORDER BY q.channel_id) AS channel_ids
+          FROM herald.delivery_queue q GROUP BY q.event_id) d
+ WHERE e.id = d.event_id;
+
+-- attempts of a delivery that no longer exists (recorded after
+-- drop_channel): no view showed them, and their old ids could name another
+-- delivery now
+DELETE FROM herald.attempt_log a
+ WHERE NOT EXISTS (SELECT 1 FROM herald.delivery_queue d WHERE d.id = a.delivery_id);
+UPDATE herald.attempt_log a SET delivery_id = herald._delivery_id(d.event_id, d.channel_id)
+  FROM herald.delivery_queue d
+ WHERE d.id = a.delivery_id;
+ALTER TABLE herald.attempt_log DROP COLUMN id;   -- its sequence goes with it
+
+-- the new ids may be old ones of other rows: unique once all are set
+ALTER TABLE herald.delivery_queue DROP CONSTRAINT delivery_queue_pkey;
+UPDATE herald.delivery_queue d SET id = herald._delivery_id(d.event_id, d.channel_id);
+ALTER TABLE herald.delivery_queue
+    ADD CONSTRAINT delivery_queue_pkey PRIMARY KEY (id),
+    ALTER COLUMN id DROP DEFAULT;
+DROP SEQUENCE herald.delivery_queue_id_seq;
+-- leases of 0.1.0's workers, which no longer run: due again
+UPDATE herald.delivery_queue d SET leased_by = NULL, next_attempt_at = now()
+ WHERE d.status = 'pending' AND d.leased_by IS NOT NULL;
+
+CREATE TABLE herald.delivery_cursors (
+    slot        integer PRIMARY KEY,
+    workers     integer NOT NULL,
+    position    bigint NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO herald.delivery_cursors (slot, workers, position)
+    SELECT 0, 1, coalesce(max(e.id), 0) FROM herald.event_log e;
+
+SELECT pg_catalog.pg_extension_config_dump('herald.rule_instances', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.evaluation_log', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.evaluation_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.event_log', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.event_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.delivery_queue', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.attempt_log', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.delivery_cursors', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.decision_log', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.decision_log_id_seq', '');

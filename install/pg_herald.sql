@@ -67,6 +67,15 @@ CREATE OR REPLACE FUNCTION herald._status(OUT database text, OUT served boolean,
 CREATE OR REPLACE FUNCTION herald._note_work() RETURNS void
     LANGUAGE c AS 'MODULE_PATHNAME', 'herald_note_work_sql';
 
+-- Append one event to herald.event_log, to the channels channel_ids names
+-- ('{}' or NULL: none), and return its id (src/event_log.c): the only way
+-- an event is recorded.  NULL arguments but type and payload mean none.
+CREATE OR REPLACE FUNCTION herald._append_event(type text, rule_id integer, rule text, payload jsonb,
+                                                channel_ids integer[], silenced_by integer,
+                                                awaits_decision boolean, about_event_id bigint)
+RETURNS bigint
+    VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_append_event_sql';
+
 -- Refuse a value outside [low, high] (bounds written as the error shows
 -- them, read as the value's type): the one check of the ranges the README
 -- documents for every interval and number of the API.  NULL passes unless
@@ -180,6 +189,16 @@ CREATE OR REPLACE FUNCTION herald.webhook_signature(msg_id text, "timestamp" big
     IMMUTABLE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_webhook_signature';
 COMMENT ON FUNCTION herald.webhook_signature(text, bigint, text, text) IS
     'The webhook-signature header value pg_herald sends for a request';
+
+-- A delivery is one event sent to one channel; its id is computed from
+-- both (channel ids have at most six digits), so that the writer records
+-- the event only.  The inverse gives the event of a delivery id.
+CREATE OR REPLACE FUNCTION herald._delivery_id(event_id bigint, channel_id integer) RETURNS bigint
+LANGUAGE sql IMMUTABLE
+RETURN event_id * 1000000 + channel_id;
+CREATE OR REPLACE FUNCTION herald._delivery_event(delivery_id bigint) RETURNS bigint
+LANGUAGE sql IMMUTABLE
+RETURN delivery_id / 1000000;
 
 CREATE OR REPLACE FUNCTION herald.webhook_id(delivery_id bigint) RETURNS text
     STABLE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_webhook_id';
@@ -455,7 +474,6 @@ AS $$
 DECLARE
     c herald.channel_defs;
     v_event bigint;
-    v_delivery bigint;
 BEGIN
     PERFORM herald._require_admin('test a channel');
     PERFORM herald._warn_unserved('The test message will not be delivered.');
@@ -469,14 +487,11 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Enable it with herald.alter_channel(name, enabled => true).';
     END IF;
-    INSERT INTO herald.event_log (type, payload)
-    VALUES ('channel.test', jsonb_build_object('channel', c.name, 'requested_by', herald._invoker()::text))
-    RETURNING id INTO v_event;
-    INSERT INTO herald.delivery_queue (event_id, channel_id)
-    VALUES (v_event, c.id)
-    RETURNING id INTO v_delivery;
-    PERFORM herald._note_work();
-    RETURN v_delivery;
+    v_event := herald._append_event('channel.test', NULL, NULL,
+                                    jsonb_build_object('channel', c.name,
+                                                       'requested_by', herald._invoker()::text),
+                                    ARRAY[c.id], NULL, NULL, NULL);
+    RETURN herald._delivery_id(v_event, c.id);
 END;
 $$;
 COMMENT ON FUNCTION herald.test_channel(text) IS
@@ -506,17 +521,18 @@ BEGIN
                   DETAIL = format('Rules using it: %s.', v_rules),
                   HINT = 'Drop those rules first.';
     END IF;
-    SELECT count(*) INTO v_pending FROM herald.delivery_queue d
+    -- those in the queue and those not yet read from the event log
+    SELECT count(*) INTO v_pending FROM herald._deliveries d
      WHERE d.channel_id = v_id AND d.status = 'pending';
+    -- the channel's deliveries, and the events no other channel needs (the
+    -- channels of an event can only have been dropped: ids are not reused)
     DELETE FROM herald.attempt_log a WHERE a.channel_id = v_id;
-    -- the channel's deliveries, and the events no other channel needs
-    WITH gone AS (
-        DELETE FROM herald.delivery_queue d WHERE d.channel_id = v_id
-        RETURNING d.event_id)
+    DELETE FROM herald.delivery_queue d WHERE d.channel_id = v_id;
     DELETE FROM herald.event_log e
-     WHERE e.id IN (SELECT event_id FROM gone)
-       AND NOT EXISTS (SELECT 1 FROM herald.delivery_queue o
-                        WHERE o.event_id = e.id AND o.channel_id <> v_id);
+     WHERE v_id = ANY (e.channel_ids)
+       AND NOT EXISTS (SELECT 1 FROM unnest(e.channel_ids) AS o(channel_id)
+                        JOIN herald.channel_defs c ON c.id = o.channel_id
+                       WHERE o.channel_id <> v_id);
     DELETE FROM herald.channel_defs c WHERE c.id = v_id;
     IF v_pending > 0 THEN
         RAISE NOTICE '% pending deliveries to channel "%" were discarded', v_pending, drop_channel.name;
@@ -951,11 +967,21 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_status text;
+    v_channel_id integer;
     v_channel record;
 BEGIN
     PERFORM herald._require_admin('redeliver');
-    SELECT d.status INTO v_status FROM herald.delivery_queue d
+    -- a delivery that failed once (or was held back, or redelivered) has
+    -- its queue row; any other is pending in the event log, or delivered
+    -- at its first try
+    SELECT d.status, d.channel_id INTO v_status, v_channel_id FROM herald.delivery_queue d
      WHERE d.id = redeliver.delivery_id FOR UPDATE;
+    IF NOT FOUND THEN
+        SELECT d.status, d.channel_id INTO v_status, v_channel_id FROM herald._deliveries d
+         WHERE d.event_id = herald._delivery_event(redeliver.delivery_id)
+           AND d.id = redeliver.delivery_id;
+    END IF;
+    SELECT c.name, c.enabled INTO v_channel FROM herald.channel_defs c WHERE c.id = v_channel_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'delivery % does not exist', redeliver.delivery_id
             USING ERRCODE = 'undefined_object';
@@ -964,14 +990,12 @@ BEGIN
         RAISE EXCEPTION 'delivery % was already delivered', redeliver.delivery_id
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    SELECT c.name, c.enabled INTO v_channel
-      FROM herald.channel_defs c JOIN herald.delivery_queue d ON d.channel_id = c.id
-     WHERE d.id = redeliver.delivery_id;
     IF NOT v_channel.enabled THEN
         RAISE EXCEPTION 'channel "%" is disabled', v_channel.name
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Enable the channel before redelivering to it.';
     END IF;
+    -- one pending in the event log is due already, with its whole budget
     UPDATE herald.delivery_queue d
        SET status = 'pending', retry_base = d.attempts, next_attempt_at = now(),
            leased_by = NULL, finished_at = NULL
@@ -1120,23 +1144,61 @@ SELECT x.id,
   LEFT JOIN herald.rule_defs r ON r.id = x.rule_id
  WHERE x.rule_id IS NULL OR herald._may_see(r.owner);
 
+-- Every delivery: one per event and channel the event names that still
+-- exists.  Its queue row, if any, tells how it stands; else it was
+-- delivered at its first try when it has an attempt, and is pending
+-- while no delivery worker read its event.  (A delivery without a queue
+-- row or an attempt whose event a worker read had its record purged: it
+-- is gone, as in the queue it was.)  Not for authors: herald.deliveries
+-- shows them their own.
+CREATE OR REPLACE VIEW herald._deliveries AS
+SELECT herald._delivery_id(e.id, c.id) AS id,
+       e.id AS event_id,
+       c.id AS channel_id,
+       c.name AS channel,
+       e.rule_id,
+       CASE WHEN q.id IS NOT NULL THEN q.status
+            WHEN a.attempts IS NOT NULL THEN 'delivered' ELSE 'pending' END AS status,
+       coalesce(q.attempts, a.attempts, 0) AS attempts,
+       CASE WHEN q.id IS NULL THEN a.http_status ELSE q.last_status END AS last_status,
+       CASE WHEN q.id IS NULL THEN a.error ELSE q.last_error END AS last_error,
+       coalesce(q.status = 'pending' AND q.leased_by IS NOT NULL, false) AS in_flight,
+       CASE WHEN q.id IS NULL THEN CASE WHEN a.attempts IS NULL THEN e.created_at END
+            WHEN q.status = 'pending' THEN q.next_attempt_at END AS next_attempt_at,
+       coalesce(q.created_at, e.created_at) AS created_at,
+       CASE WHEN q.id IS NULL
+            THEN a.started_at + coalesce(a.latency_ms, 0) * interval '1 millisecond'
+            ELSE q.finished_at END AS finished_at
+  FROM herald.event_log e
+  JOIN herald.channel_defs c ON c.id = ANY (e.channel_ids)
+  LEFT JOIN herald.delivery_queue q ON q.id = herald._delivery_id(e.id, c.id)
+  -- without a queue row: its attempt (a retry has one)
+  LEFT JOIN LATERAL (
+        SELECT count(*) OVER ()::integer AS attempts, t.http_status, t.error, t.started_at,
+               t.latency_ms
+          FROM herald.attempt_log t
+         WHERE q.id IS NULL AND t.delivery_id = herald._delivery_id(e.id, c.id)
+         ORDER BY t.attempt DESC, t.started_at DESC
+         LIMIT 1) a ON true
+ WHERE q.id IS NOT NULL OR a.attempts IS NOT NULL
+    OR NOT EXISTS (SELECT 1 FROM herald.delivery_cursors k
+                    WHERE k.workers > 0 AND e.id % k.workers = k.slot AND e.id <= k.position);
+
 CREATE OR REPLACE VIEW herald.deliveries WITH (security_barrier) AS
 SELECT d.id,
        d.event_id,
-       c.name AS channel,
+       d.channel,
        d.status,
        d.attempts,
        d.last_status,
        d.last_error,
-       d.status = 'pending' AND d.leased_by IS NOT NULL AS in_flight,
-       CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at,
+       d.in_flight,
+       d.next_attempt_at,
        herald.webhook_id(d.id) AS webhook_id,
        d.created_at,
        d.finished_at
-  FROM herald.delivery_queue d
-  JOIN herald.channel_defs c ON c.id = d.channel_id
-  JOIN herald.event_log e ON e.id = d.event_id
-  LEFT JOIN herald.rule_defs r ON r.id = e.rule_id
+  FROM herald._deliveries d
+  LEFT JOIN herald.rule_defs r ON r.id = d.rule_id
  WHERE herald._may_see(r.owner);
 
 CREATE OR REPLACE VIEW herald.attempts WITH (security_barrier) AS
@@ -1148,34 +1210,34 @@ SELECT a.delivery_id,
        a.error,
        a.response
   FROM herald.attempt_log a
-  JOIN herald.delivery_queue d ON d.id = a.delivery_id
-  JOIN herald.event_log e ON e.id = d.event_id
+  JOIN herald.event_log e ON e.id = herald._delivery_event(a.delivery_id)
   LEFT JOIN herald.rule_defs r ON r.id = e.rule_id
  WHERE herald._may_see(r.owner);
 
--- One row per channel: the queue now, and the attempts of the last hour.
+-- One row per channel: its deliveries now, and the attempts of the last hour.
 CREATE OR REPLACE VIEW herald.channel_health AS
 SELECT c.name AS channel,
        c.kind,
        c.enabled,
-       q.pending,
-       q.in_flight,
-       q.delivered,
-       q.dead,
+       coalesce(q.pending, 0) AS pending,
+       coalesce(q.in_flight, 0) AS in_flight,
+       coalesce(q.delivered, 0) AS delivered,
+       coalesce(q.dead, 0) AS dead,
        a.attempts AS attempts_1h,
        a.success_rate AS success_rate_1h,
        a.latency_p50_ms,
        a.latency_p99_ms,
        q.oldest_pending_age
   FROM herald.channel_defs c
-  CROSS JOIN LATERAL (
-        SELECT count(*) FILTER (WHERE d.status = 'pending') AS pending,
-               count(*) FILTER (WHERE d.status = 'pending' AND d.leased_by IS NOT NULL) AS in_flight,
+  LEFT JOIN (
+        SELECT d.channel_id,
+               count(*) FILTER (WHERE d.status = 'pending') AS pending,
+               count(*) FILTER (WHERE d.in_flight) AS in_flight,
                count(*) FILTER (WHERE d.status = 'delivered') AS delivered,
                count(*) FILTER (WHERE d.status = 'dead') AS dead,
                now() - min(d.created_at) FILTER (WHERE d.status = 'pending') AS oldest_pending_age
-          FROM herald.delivery_queue d
-         WHERE d.channel_id = c.id) q
+          FROM herald._deliveries d
+         GROUP BY d.channel_id) q ON q.channel_id = c.id
   CROSS JOIN LATERAL (
         -- every attempt counts: an attempt succeeded when it recorded no
         -- error (a 2xx, an SMTP acceptance, a notification); refusals,

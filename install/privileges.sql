@@ -17,8 +17,9 @@
 -- herald_admin: the API functions run as the extension's owner on behalf of
 -- their caller, herald._invoker() (src/api.c), and check what it may do.
 -- No one but the extension's owner can create a trigger or a policy on
--- them.  Internal functions (herald._*) are the owner's, but for the two
--- pure helpers the views call.
+-- them.  Internal functions (herald._*) are the owner's, but for the pure
+-- helpers the views call (_mask_url, _may_see, _delivery_id,
+-- _delivery_event) and _status.
 -------------------------------------------------------------------------------
 
 DO $$
@@ -73,7 +74,9 @@ GRANT EXECUTE ON FUNCTION
     herald.generate_secret(),
     herald._mask_url(text),
     herald._status(),
-    herald._may_see(regrole, regrole)
+    herald._may_see(regrole, regrole),
+    herald._delivery_id(bigint, integer),
+    herald._delivery_event(bigint)
     TO herald_author;
 
 GRANT SELECT ON ALL TABLES IN SCHEMA herald TO herald_admin;

@@ -3,11 +3,19 @@
  *
  * Catalog (who owns what):
  *   channels, rule_defs, rule_channels   configuration, kept by pg_dump
- *   event_log                            capture writes, workers read
- *   delivery_queue, attempt_log          the queue: capture inserts,
- *                                        delivery workers claim and record
- * Views give the stable names of the SQL contract: herald.rules,
- * herald.events, herald.deliveries, herald.attempts.
+ *   event_log                            one row per event, appended by
+ *                                        herald._append_event() (C) alone;
+ *                                        delivery workers read it in id order
+ *   delivery_cursors                     how far each delivery worker read
+ *   attempt_log                          every try of a delivery
+ *   delivery_queue                       the exceptions: deliveries that
+ *                                        failed once, were held back or
+ *                                        redelivered
+ * A delivery is (event, channel): its id is herald._delivery_id(event,
+ * channel), computed, never stored apart from the tables above.  Views give
+ * the stable names of the SQL contract: herald.rules, herald.events,
+ * herald.deliveries, herald.attempts.  The history (events, deliveries,
+ * attempts, evaluations, decisions) is kept by pg_dump with its ids.
  *
  * Nothing is granted to PUBLIC.
  */
@@ -18,7 +26,8 @@
 -------------------------------------------------------------------------------
 
 CREATE TABLE herald.channel_defs (
-    id              serial PRIMARY KEY,
+    -- at most six digits: the low digits of a delivery id (herald._delivery_id)
+    id              serial PRIMARY KEY CHECK (id BETWEEN 1 AND 999999),
     name            text NOT NULL UNIQUE CHECK (name <> ''),
     kind            text NOT NULL
                     CHECK (kind IN ('webhook', 'slack', 'teams', 'google_chat', 'email', 'notify')),
@@ -156,11 +165,16 @@ CREATE INDEX evaluation_log_at ON herald.evaluation_log (evaluated_at);
 ALTER TABLE herald.evaluation_log SET (autovacuum_vacuum_scale_factor = 0.02,
                                       autovacuum_vacuum_cost_delay = 0);
 
--- Queue tables carry no foreign keys: they are written on the capture path,
--- where a per-row check would cost more than the insert itself.  pg_herald's
--- own functions keep them consistent.
+-- Queue tables carry no foreign keys: they are written on the capture path
+-- and by the workers, where a per-row check would cost more than the insert
+-- itself.  pg_herald's own functions keep them consistent.
+--
+-- event_log is written by herald._append_event() (src/event_log.c) only,
+-- straight into the heap: its ids come from a counter in shared memory, not
+-- from a default (from the sequence event_log_id_seq only where pg_herald
+-- is not preloaded).
 CREATE TABLE herald.event_log (
-    id          bigserial PRIMARY KEY,
+    id          bigint PRIMARY KEY,
     type        text NOT NULL,
     rule_id     integer,
     rule        text,
@@ -169,8 +183,10 @@ CREATE TABLE herald.event_log (
     silenced_by integer,            -- the silence that muted it: no deliveries
     awaits_decision boolean,        -- its rule asks for a follow-up until decided
     about_event_id bigint,          -- decision.followup: the event it asks about
-    asked_at    timestamptz         -- when the last follow-up about it was sent
+    asked_at    timestamptz,        -- when the last follow-up about it was sent
+    channel_ids integer[] NOT NULL DEFAULT '{}'   -- where it goes: one delivery per channel
 );
+CREATE SEQUENCE herald.event_log_id_seq OWNED BY herald.event_log.id;
 -- the follow-ups: events still awaiting a decision, and the questions asked
 CREATE INDEX event_log_awaiting ON herald.event_log (created_at) WHERE awaits_decision;
 CREATE INDEX event_log_about ON herald.event_log (about_event_id) WHERE about_event_id IS NOT NULL;
@@ -178,8 +194,13 @@ CREATE INDEX event_log_about ON herald.event_log (about_event_id) WHERE about_ev
 -- the purge of silenced events, which have no deliveries
 CREATE INDEX event_log_silenced ON herald.event_log (created_at) WHERE silenced_by IS NOT NULL;
 
+-- The deliveries that are not simply "read from event_log and delivered at
+-- the first try": those that failed once (retry pending, or dead), that a
+-- worker held back (no allowance of its channel when it read them) and
+-- those redelivered.  Written by the delivery workers, herald.redeliver()
+-- and herald.drop_channel().  id is the delivery's: herald._delivery_id().
 CREATE TABLE herald.delivery_queue (
-    id              bigserial PRIMARY KEY,
+    id              bigint PRIMARY KEY,
     event_id        bigint NOT NULL,
     channel_id      integer NOT NULL,
     status          text NOT NULL DEFAULT 'pending'
@@ -204,9 +225,10 @@ CREATE INDEX delivery_queue_event ON herald.delivery_queue (event_id);
 -- The installation: one row, written by CREATE EXTENSION.  Its id is the
 -- middle part of every webhook-id (herald.webhook_id()), which receivers
 -- dedupe on: an installation made again after DROP EXTENSION numbers its
--- deliveries from 1 again, so each draws a random id of its own (60 bits,
--- in decimal).  Not kept by pg_dump, like the queue: a restored database
--- numbers its deliveries anew under a new id.
+-- events, hence its deliveries, from 1 again, so each draws a random id of
+-- its own (60 bits, in decimal).  Not kept by pg_dump: a restored database
+-- is another installation (it may run beside the original), whose
+-- webhook-ids must not repeat the original's.
 CREATE TABLE herald.installation (
     id          text PRIMARY KEY CHECK (id ~ '^[0-9]+$'),
     created_at  timestamptz NOT NULL DEFAULT now()
@@ -216,9 +238,10 @@ COMMENT ON TABLE herald.installation IS 'This installation of pg_herald: the id 
 INSERT INTO herald.installation (id)
     SELECT ('x' || left(replace(pg_catalog.gen_random_uuid()::text, '-', ''), 15))::bit(60)::bigint::text;
 
+-- One row per try of a delivery, appended by the delivery workers; a
+-- delivery delivered at its first try has this row only.
 CREATE TABLE herald.attempt_log (
-    id           bigserial PRIMARY KEY,
-    delivery_id  bigint NOT NULL,
+    delivery_id  bigint NOT NULL,       -- herald._delivery_id()
     channel_id   integer NOT NULL,
     attempt      integer NOT NULL,
     started_at   timestamptz NOT NULL,
@@ -230,7 +253,18 @@ CREATE TABLE herald.attempt_log (
 CREATE INDEX attempt_log_delivery ON herald.attempt_log (delivery_id);
 CREATE INDEX attempt_log_channel ON herald.attempt_log (channel_id, started_at);
 
--- The queue tables churn: every delivery is inserted, leased, finished and
+-- Each delivery worker's position in event_log: worker `slot` of `workers`
+-- has handled (delivered, or queued in delivery_queue) every event with
+-- id <= position and id % workers = slot.  Written by the workers only; a
+-- worker without a row starts at the beginning.
+CREATE TABLE herald.delivery_cursors (
+    slot        integer PRIMARY KEY,
+    workers     integer NOT NULL,
+    position    bigint NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- The queue tables churn: retries are inserted, leased, finished and
 -- purged.  Vacuum them early so that dead rows do not pile up.
 ALTER TABLE herald.delivery_queue SET (autovacuum_vacuum_scale_factor = 0.01,
                                       autovacuum_vacuum_insert_scale_factor = 0.01,
@@ -247,6 +281,16 @@ SELECT pg_catalog.pg_extension_config_dump('herald.rule_defs_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.rule_channels', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.silence_defs', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.silence_defs_id_seq', '');
+-- the history, with its ids: an event id in a message names the same event
+-- in a restored database
+SELECT pg_catalog.pg_extension_config_dump('herald.rule_instances', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.evaluation_log', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.evaluation_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.event_log', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.event_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.delivery_queue', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.attempt_log', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.delivery_cursors', '');
 
 -- What herald._run_metric() returns.
 CREATE TYPE herald._metric_result AS (
@@ -292,6 +336,8 @@ CREATE TABLE herald.decision_log (
 );
 CREATE INDEX decision_log_event ON herald.decision_log (event_id);
 COMMENT ON TABLE herald.decision_log IS 'Acknowledgements and decisions recorded about events';
+SELECT pg_catalog.pg_extension_config_dump('herald.decision_log', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.decision_log_id_seq', '');
 
 -- The keys of decision links (links.c): HMAC-SHA256 keys, the newest
 -- unretired one signs, every one verifies the links it signed until they

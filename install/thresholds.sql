@@ -34,8 +34,9 @@ BEGIN ATOMIC
      LIMIT 1;
 END;
 
--- Record an event of a rule and queue it to the rule's channels, unless a
--- silence mutes the rule: then it is recorded only.
+-- Record an event of a rule for the rule's channels (those of channel_ids
+-- only, when given), unless a silence mutes the rule: then it is recorded
+-- for none.  Returns its id; NULL when the rule does not exist.
 CREATE OR REPLACE FUNCTION herald._emit(rule_id integer, type text, payload jsonb,
                              about_event_id bigint DEFAULT NULL,
                              channel_ids integer[] DEFAULT NULL) RETURNS bigint
@@ -44,26 +45,24 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_silence integer := (herald._active_silence(_emit.rule_id)).id;
-    v_id bigint;
+    r herald.rule_defs;
 BEGIN
-    INSERT INTO herald.event_log (type, rule_id, rule, payload, silenced_by,
-                                  awaits_decision, about_event_id)
-    SELECT _emit.type, r.id, r.name, _emit.payload, v_silence,
-           r.followup_after IS NOT NULL AND _emit.type IN ('rule.fired', 'rule.escalated')
-               AND v_silence IS NULL,
-           _emit.about_event_id
-      FROM herald.rule_defs r WHERE r.id = _emit.rule_id
-    RETURNING id INTO v_id;
-    IF v_silence IS NULL THEN
-        INSERT INTO herald.delivery_queue (event_id, channel_id)
-        SELECT v_id, rc.channel_id FROM herald.rule_channels rc
-         WHERE rc.rule_id = _emit.rule_id
-           AND (_emit.channel_ids IS NULL OR rc.channel_id = ANY (_emit.channel_ids));
-        IF FOUND THEN
-            PERFORM herald._note_work();
-        END IF;
+    SELECT x.* INTO r FROM herald.rule_defs x WHERE x.id = _emit.rule_id;
+    IF NOT FOUND THEN
+        RETURN NULL;
     END IF;
-    RETURN v_id;
+    RETURN herald._append_event(
+        _emit.type, r.id, r.name, _emit.payload,
+        CASE WHEN v_silence IS NULL THEN
+            ARRAY(SELECT rc.channel_id FROM herald.rule_channels rc
+                   WHERE rc.rule_id = r.id
+                     AND (_emit.channel_ids IS NULL OR rc.channel_id = ANY (_emit.channel_ids))
+                   ORDER BY rc.channel_id)
+        ELSE '{}' END,
+        v_silence,
+        r.followup_after IS NOT NULL AND _emit.type IN ('rule.fired', 'rule.escalated')
+            AND v_silence IS NULL,
+        _emit.about_event_id);
 END;
 $$;
 
