@@ -39,6 +39,7 @@
 #include "storage/spin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -500,6 +501,27 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 }
 
 /*
+ * The read of new events runs with every batch, on a table whose
+ * statistics are seldom current: its plans are made once, generic, and
+ * walk the primary key (in id order, stopping at the limit), whatever the
+ * statistics say: a sort of every event past the position would make
+ * draining a backlog quadratic.  Returns the GUC nest level to pop.
+ */
+static int
+read_log_settings(void)
+{
+	int			level = NewGUCNestLevel();
+
+	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_seqscan", "off", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_bitmapscan", "off", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return level;
+}
+
+/*
  * Read the events of this worker's share that are new to it (log_cursor.c
  * says where from, and which gaps to look at again), at most limit, and no
  * more than the channels with the largest allowance can take now.  Each
@@ -526,6 +548,7 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 	int			nids = 0;
 	int			nfound = 0;
 	Datum	   *elems;
+	int			guc_level;
 
 	if (ids_plan == NULL)
 		ids_plan = herald_prepare_kept(
@@ -567,6 +590,7 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 	args[8] = Int32GetDatum(limit);
 	/* the horizon, then the snapshot of the statement */
 	herald_cursor_plan(&args[9], &args[10]);
+	guc_level = read_log_settings();
 	ret = SPI_execute_plan(ids_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read the event log: %s", SPI_result_code_string(ret));
@@ -588,6 +612,7 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 	herald_cursor_read(ids, nids, found, nfound);
 	if (nids + nfound == 0)
 	{
+		AtEOXact_GUC(true, guc_level);
 		*out = NULL;
 		return 0;
 	}
@@ -599,6 +624,7 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 		elems[nids + i] = Int64GetDatum(found[i]);
 	args[5] = build_array(elems, NULL, nids + nfound, INT8OID);
 	ret = SPI_execute_plan(fan_plan, args, NULL, false, 0);
+	AtEOXact_GUC(true, guc_level);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read the deliveries of new events: %s",
 			 SPI_result_code_string(ret));
