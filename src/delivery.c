@@ -114,6 +114,15 @@ typedef struct ChannelState
 } ChannelState;
 
 static HTAB *channel_states = NULL;
+
+/*
+ * Whether the queue may hold deliveries due now (after a spill, a failure,
+ * a redelivery, an outcome of a claimed delivery), and otherwise when its
+ * next one falls due: while neither, the claim of the queue is skipped,
+ * and new events are all a batch reads.
+ */
+static bool queue_stale = true;
+static TimestampTz queue_due_at = 0;
 static Oid	channel_states_of = InvalidOid;	/* the installation they describe */
 static TimestampTz next_full_scan = 0;
 
@@ -495,8 +504,12 @@ record_step(void *arg)
 	if (n > 0)
 		herald_queue_record(worker_slot, outcomes, n);
 	for (int i = 0; i < n; i++)
+	{
 		if (outcomes[i].fresh)
 			herald_cursor_release(outcomes[i].event_id);
+		if (!outcomes[i].fresh || strcmp(outcomes[i].status, "delivered") != 0)
+			queue_stale = true;
+	}
 	herald_cursor_persist(false);
 }
 
@@ -588,6 +601,7 @@ claim_step(void *arg)
 	ListCell   *lc;
 	int			nqueued;
 	bool		found;
+	bool		ask_queue;
 
 	Oid			installation = herald_installation();
 
@@ -600,6 +614,7 @@ claim_step(void *arg)
 	{
 		forget_channels();
 		herald_cursor_reset();
+		queue_stale = true;
 		c->installation = installation;
 		channel_states_of = installation;
 	}
@@ -639,9 +654,16 @@ claim_step(void *arg)
 		cs->backlog = true;
 	}
 
-	build_use(&use, c->cxt, c->full, false);
-	nqueued = herald_queue_claim(worker_slot, c->limit - c->nfresh, &use, c->cxt,
-								 &queued);
+	if (spilled != NIL)
+		queue_stale = true;
+	ask_queue = queue_stale || c->full || GetCurrentTimestamp() >= queue_due_at;
+	nqueued = 0;
+	if (ask_queue)
+	{
+		build_use(&use, c->cxt, c->full, false);
+		nqueued = herald_queue_claim(worker_slot, c->limit - c->nfresh, &use, c->cxt,
+									 &queued);
+	}
 	c->claimed = MemoryContextAlloc(c->cxt, sizeof(HeraldDelivery) * Max(c->nfresh + nqueued, 1));
 	if (c->nfresh > 0)
 		memcpy(c->claimed, fresh, sizeof(HeraldDelivery) * c->nfresh);
@@ -649,14 +671,22 @@ claim_step(void *arg)
 		memcpy(c->claimed + c->nfresh, queued, sizeof(HeraldDelivery) * nqueued);
 	charge(queued, nqueued, 1);
 	c->nclaimed = c->nfresh + nqueued;
-	if (nqueued < c->limit - c->nfresh)
+	if (ask_queue && nqueued < c->limit - c->nfresh)
 		clear_backlogs(queued, nqueued);
 	herald_cursor_persist(false);
-	if (c->nclaimed < c->limit)
+	if (!ask_queue)
+		c->next_due_ms = c->nclaimed < c->limit ?
+			TimestampDifferenceMilliseconds(GetCurrentTimestamp(), queue_due_at) : 0;
+	else if (c->nclaimed < c->limit)
 	{
 		/* the next due time, for channels with an allowance left */
 		build_use(&use, c->cxt, c->full, false);
 		c->next_due_ms = herald_queue_next_due(&use);
+		queue_stale = (nqueued > 0);
+		queue_due_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												   c->next_due_ms >= 0 ?
+												   Min(c->next_due_ms, IDLE_RECHECK_MS) :
+												   IDLE_RECHECK_MS);
 	}
 	else
 		c->next_due_ms = 0;
@@ -790,7 +820,10 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 	/* before the claim's snapshot: rows committed up to now are then seen */
 	rescan = herald_take_rescan(worker_slot);
 	if (rescan != 0)
+	{
 		rescan_from(rescan);
+		queue_stale = true;
+	}
 	claim->full = (GetCurrentTimestamp() >= next_full_scan);
 	if (claim->full)
 		next_full_scan = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), FULL_SCAN_MS);
@@ -959,6 +992,6 @@ herald_delivery_main(Datum arg)
 		if (herald_http_wait(timeout, PG_WAIT_EXTENSION))
 			want_claim = true;
 		if (rate_channel_ready())
-			want_claim = true;
+			want_claim = queue_stale = true;
 	}
 }
