@@ -15,6 +15,7 @@ OBJS = \
 	src/rule_code.o \
 	src/payload.o \
 	src/queue.o \
+	src/log_cursor.o \
 	src/delivery.o \
 	src/http.o \
 	src/network.o \

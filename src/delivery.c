@@ -107,6 +107,8 @@ typedef struct ChannelState
 	bool		more_due;		/* the last claim used its whole allowance */
 	int			claimed;		/* scratch: rows of this channel in a claim */
 	bool		marked;			/* mark_at/mark_id hold the last row claimed */
+	bool		backlog;		/* it has due rows in the queue: its new
+								 * events join them there */
 	TimestampTz mark_at;
 	int64		mark_id;
 } ChannelState;
@@ -206,6 +208,8 @@ fill_outcome(HeraldOutcome *o, HeraldDelivery *d, HeraldRequest *req,
 
 	memset(o, 0, sizeof(*o));
 	o->delivery_id = d->id;
+	o->event_id = d->event_id;
+	o->fresh = d->fresh;
 	o->webhook_id = d->webhook_id;
 	o->channel_id = d->channel_id;
 	o->started = req ? req->started : GetCurrentTimestamp();
@@ -302,6 +306,7 @@ channel_state(HeraldDelivery *d)
 		cs->in_flight = 0;
 		cs->more_due = false;
 		cs->marked = false;
+		cs->backlog = false;
 	}
 	cs->max_concurrency = d->max_concurrency;
 	if (!found || cs->rate != d->rate_limit)
@@ -317,9 +322,11 @@ channel_state(HeraldDelivery *d)
 /*
  * What the worker uses of every tracked channel, and where to resume each
  * channel's scan, for the claim.  full: scan every channel from its start.
+ * for_log: for the read of new events, where a channel with a backlog in
+ * the queue has no allowance: its new events queue up behind it.
  */
 static void
-build_use(HeraldChannelUse *use, MemoryContext cxt, bool full)
+build_use(HeraldChannelUse *use, MemoryContext cxt, bool full, bool for_log)
 {
 	HASH_SEQ_STATUS status;
 	ChannelState *cs;
@@ -339,7 +346,8 @@ build_use(HeraldChannelUse *use, MemoryContext cxt, bool full)
 	{
 		refill(cs, now);
 		use->channel_ids[use->n] = Int32GetDatum(cs->channel_id);
-		use->in_flight[use->n] = Int32GetDatum(cs->in_flight);
+		use->in_flight[use->n] = Int32GetDatum(for_log && cs->backlog ? PG_INT32_MAX / 2 :
+											   cs->in_flight);
 		use->tokens[use->n] = Float8GetDatum(Max(cs->tokens, 0));
 		use->tokens_null[use->n] = (cs->rate == 0);
 		use->after_at[use->n] = TimestampTzGetDatum(cs->mark_at);
@@ -486,6 +494,10 @@ record_step(void *arg)
 		}
 	if (n > 0)
 		herald_queue_record(worker_slot, outcomes, n);
+	for (int i = 0; i < n; i++)
+		if (outcomes[i].fresh)
+			herald_cursor_release(outcomes[i].event_id);
+	herald_cursor_persist(false);
 }
 
 /* Record every pending outcome, then release what they held. */
@@ -495,9 +507,16 @@ record_outcomes(void)
 	if (noutcomes == 0)
 		return;
 	if (!herald_in_transaction("pg_herald: recording attempts", record_step, NULL))
+	{
 		ereport(LOG,
-				(errmsg("pg_herald delivery worker %d could not record %d attempts; they will be retried when their leases expire",
-						worker_slot, noutcomes)));
+				(errmsg("pg_herald delivery worker %d could not record %d attempts; they will be retried",
+						worker_slot, noutcomes),
+				 errdetail("Claimed deliveries are retried when their leases expire, new ones when the worker reads the event log again from its last kept position.")));
+		/* what was held is read again from the kept position */
+		herald_cursor_reset();
+	}
+	else
+		herald_cursor_publish();
 
 	for (int i = 0; i < noutcomes; i++)
 	{
@@ -525,6 +544,7 @@ typedef struct ClaimStep
 	bool		released;
 	bool		charged;		/* the claimed deliveries are counted */
 	int			nclaimed;
+	int			nfresh;			/* the first nfresh of claimed are fresh */
 	HeraldDelivery *claimed;
 	MemoryContext cxt;
 	long		next_due_ms;
@@ -532,11 +552,42 @@ typedef struct ClaimStep
 	bool		full;			/* scan every channel from its start */
 } ClaimStep;
 
+/*
+ * After a claim that was not cut short by the batch limit: a channel with a
+ * backlog that could take more and got nothing from the queue has none.
+ */
+static void
+clear_backlogs(HeraldDelivery *queued, int nqueued)
+{
+	HASH_SEQ_STATUS status;
+	ChannelState *cs;
+
+	hash_seq_init(&status, channel_states);
+	while ((cs = hash_seq_search(&status)) != NULL)
+	{
+		bool		got = false;
+
+		if (!cs->backlog || cs->in_flight >= cs->max_concurrency ||
+			(cs->rate > 0 && cs->tokens < 1))
+			continue;
+		for (int i = 0; i < nqueued && !got; i++)
+			got = (queued[i].channel_id == cs->channel_id);
+		if (!got)
+			cs->backlog = false;
+	}
+}
+
 static void
 claim_step(void *arg)
 {
 	ClaimStep  *c = arg;
 	HeraldChannelUse use;
+	HeraldDelivery *fresh = NULL;
+	HeraldDelivery *queued = NULL;
+	List	   *spilled = NIL;
+	ListCell   *lc;
+	int			nqueued;
+	bool		found;
 
 	Oid			installation = herald_installation();
 
@@ -548,6 +599,7 @@ claim_step(void *arg)
 	if (c->installation != installation)
 	{
 		forget_channels();
+		herald_cursor_reset();
 		c->installation = installation;
 		channel_states_of = installation;
 	}
@@ -557,15 +609,53 @@ claim_step(void *arg)
 		c->released = true;
 	}
 
-	build_use(&use, c->cxt, c->full);
-	c->nclaimed = herald_queue_claim(worker_slot, c->limit, &use, c->cxt,
-									 &c->claimed);
-	charge(c->claimed, c->nclaimed, 1);
+	if (!herald_cursor_loaded())
+		herald_cursor_load(worker_slot, herald_delivery_workers);
+
+	/* new events first, from memory; then the queue, within what is left */
+	build_use(&use, c->cxt, c->full, true);
+	c->nfresh = herald_queue_read_log(worker_slot, herald_delivery_workers, c->limit,
+									  &use, c->cxt, &fresh, &spilled);
+	charge(fresh, c->nfresh, 1);
 	c->charged = true;
+	c->claimed = fresh;
+	c->nclaimed = c->nfresh;
+	for (int i = 0; i < c->nfresh; i++)
+		herald_cursor_hold(fresh[i].event_id);
+	foreach(lc, spilled)
+	{
+		int32		channel_id = lfirst_int(lc);
+		ChannelState *cs = hash_search(channel_states, &channel_id, HASH_ENTER, &found);
+
+		if (!found)
+		{
+			cs->in_flight = 0;
+			cs->more_due = false;
+			cs->marked = false;
+			cs->rate = 0;
+			cs->tokens = 1;
+			cs->max_concurrency = 1;
+		}
+		cs->backlog = true;
+	}
+
+	build_use(&use, c->cxt, c->full, false);
+	nqueued = herald_queue_claim(worker_slot, c->limit - c->nfresh, &use, c->cxt,
+								 &queued);
+	c->claimed = MemoryContextAlloc(c->cxt, sizeof(HeraldDelivery) * Max(c->nfresh + nqueued, 1));
+	if (c->nfresh > 0)
+		memcpy(c->claimed, fresh, sizeof(HeraldDelivery) * c->nfresh);
+	if (nqueued > 0)
+		memcpy(c->claimed + c->nfresh, queued, sizeof(HeraldDelivery) * nqueued);
+	charge(queued, nqueued, 1);
+	c->nclaimed = c->nfresh + nqueued;
+	if (nqueued < c->limit - c->nfresh)
+		clear_backlogs(queued, nqueued);
+	herald_cursor_persist(false);
 	if (c->nclaimed < c->limit)
 	{
 		/* the next due time, for channels with an allowance left */
-		build_use(&use, c->cxt, c->full);
+		build_use(&use, c->cxt, c->full, false);
 		c->next_due_ms = herald_queue_next_due(&use);
 	}
 	else
@@ -595,6 +685,12 @@ note_more_due(ClaimStep *c)
 		if (states[i])
 			states[i]->more_due = (states[i]->claimed >= c->claimed[i].allowance);
 	pfree(states);
+}
+
+static void
+keep_cursor_step(void *arg)
+{
+	herald_cursor_persist(true);
 }
 
 static void
@@ -687,7 +783,9 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 					   herald_max_in_flight - herald_http_in_flight());
 	claim->cxt = batch->cxt;
 	claim->nclaimed = 0;
+	claim->nfresh = 0;
 	claim->charged = false;
+	herald_cursor_save();
 
 	/* before the claim's snapshot: rows committed up to now are then seen */
 	rescan = herald_take_rescan(worker_slot);
@@ -701,6 +799,9 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 	{
 		if (claim->charged)
 			charge(claim->claimed, claim->nclaimed, -1);
+		for (int i = 0; i < claim->nfresh && i < claim->nclaimed; i++)
+			herald_cursor_release(claim->claimed[i].event_id);
+		herald_cursor_restore();
 		claim->ready = false;
 		claim->released = false;
 		claim->nclaimed = 0;
@@ -711,6 +812,8 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 		claim->released = false;
 		claim->next_due_ms = IDLE_RECHECK_MS;
 	}
+	else
+		herald_cursor_publish();
 
 	batch->remaining = claim->nclaimed;
 	batch->installation = claim->installation;
@@ -834,6 +937,12 @@ herald_delivery_main(Datum arg)
 			next_purge_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														PURGE_INTERVAL_MS);
 		}
+
+		/* idle: keep the position, so that a restart repeats nothing */
+		if (noutcomes == 0 && herald_http_in_flight() == 0 && claim.ready &&
+			!want_claim && herald_cursor_unkept())
+			(void) herald_in_transaction("pg_herald: keeping the delivery cursor",
+										 keep_cursor_step, NULL);
 
 		if (noutcomes > 0 || (may_purge && purge_now) ||
 			(want_claim && herald_http_in_flight() < herald_max_in_flight))

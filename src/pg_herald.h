@@ -97,6 +97,14 @@ typedef struct HeraldShared
 													 * since it last looked, 0
 													 * for none */
 
+	/*
+	 * per worker: every event of its share up to here is handled
+	 * (log_cursor.c), as of its last commit; the number of workers sharing
+	 * the events
+	 */
+	int64		log_position[HERALD_MAX_WORKERS];
+	int			log_workers;
+
 	/* the scheduler (threshold rules) */
 	Latch	   *scheduler_latch;	/* NULL when not running */
 	uint32		rules_version;	/* bumped by each commit that changes rules */
@@ -159,6 +167,22 @@ extern int	herald_events_end(HeraldEventWriter *w);
 extern void herald_events_xact_event(XactEvent event);
 extern int	herald_events_horizon(uint64 *next, HeraldOpenIds *open, int max);
 extern Size herald_event_log_shmem_size(void);
+
+/* log_cursor.c: a delivery worker's position in the event log */
+extern void herald_cursor_reset(void);
+extern void herald_cursor_load(int slot, int workers);
+extern bool herald_cursor_loaded(void);
+extern int64 herald_cursor_read_upto(void);
+extern void herald_cursor_save(void);
+extern void herald_cursor_restore(void);
+extern void herald_cursor_plan(Datum *lows, Datum *highs);
+extern void herald_cursor_read(int64 *ids, int nnew, int64 *found, int nfound);
+extern void herald_cursor_hold(int64 event_id);
+extern void herald_cursor_release(int64 event_id);
+extern int64 herald_cursor_position(void);
+extern void herald_cursor_persist(bool force);
+extern void herald_cursor_publish(void);
+extern bool herald_cursor_unkept(void);
 extern void herald_event_log_shmem_request(void);
 extern void herald_event_log_shmem_init(void);
 extern void herald_note_touch(Oid relid);
@@ -308,6 +332,8 @@ extern char *herald_render_template(const char *tmpl,
 typedef struct HeraldDelivery
 {
 	int64		id;
+	bool		fresh;			/* read from the event log, not claimed from
+								 * the queue: it has no queue row */
 	int32		attempts;		/* attempts before this one, since the last
 								 * redelivery */
 	char	   *webhook_id;		/* stable across retries */
@@ -378,6 +404,8 @@ typedef struct HeraldChannelUse
 typedef struct HeraldOutcome
 {
 	int64		delivery_id;
+	int64		event_id;
+	bool		fresh;			/* its delivery has no queue row yet */
 	const char *webhook_id;		/* the delivery's, as sent */
 	int32		channel_id;
 	const char *status;			/* "pending", "delivered" or "dead" */
@@ -399,6 +427,8 @@ extern void herald_queue_release(int slot);
 extern int	herald_queue_claim(int slot, int limit, HeraldChannelUse *caps,
 							   MemoryContext cxt, HeraldDelivery **out);
 extern long herald_queue_next_due(HeraldChannelUse *caps);
+extern int	herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
+								  MemoryContext cxt, HeraldDelivery **out, List **spilled);
 extern void herald_queue_record(int slot, HeraldOutcome *outcomes, int n);
 extern int64 herald_queue_purge(int limit);
 

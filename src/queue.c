@@ -64,11 +64,12 @@ PG_FUNCTION_INFO_V1(herald_note_work_sql);
 	"least(greatest(ceil(extract(epoch FROM " interval ") * 1000), 1), " MAX_WAIT_MS ")::bigint"
 #define TIMEOUT_MS CLAMPED_MS("c.timeout")
 
+static Datum build_array(Datum *values, bool *nulls, int n, Oid elemtype);
+
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr purge_plan = NULL;
-static SPIPlanPtr silenced_purge_plan = NULL;
 static SPIPlanPtr notify_plan = NULL;
 
 /* The OID of extension pg_herald and its version (NULL if none), or InvalidOid. */
@@ -317,102 +318,85 @@ enum
 	CLAIM_INTERACTIVE,
 	CLAIM_RESPONSE_URL,
 	CLAIM_ABOUT_PAYLOAD,
-	CLAIM_RULE_MESSAGE
+	CLAIM_RULE_MESSAGE,
+	CLAIM_SPILL
 };
 
 /*
- * Claim up to limit due deliveries for this worker slot, at most each
- * channel's allowance, and copy them into cxt.  Returns how many were
- * claimed.
+ * What a claimed delivery carries, in the order of the CLAIM_* columns,
+ * from a CTE named claimed (id, attempts, event_id, channel_id, cap, due_at,
+ * spill): the claim of queued deliveries and the read of new events share
+ * it.  spill: not to be sent now, put in the queue (a read of new events
+ * only).
  */
-int
-herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
-				   MemoryContext cxt, HeraldDelivery **out)
+#define DELIVERY_SELECT \
+	" SELECT cl.id, cl.attempts, herald.webhook_id(cl.id)," \
+	"        e.id, e.type, e.rule," \
+	"        to_char(e.created_at AT TIME ZONE 'UTC'," \
+	"                'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')," \
+	"        e.payload," \
+	"        CASE WHEN e.type NOT LIKE 'decision.%' THEN r.message END," \
+	"        c.id, c.name, c.kind, c.target, c.secret," \
+	"        ARRAY(SELECT h.key || ': ' || h.value" \
+	"                FROM jsonb_each_text(c.headers) AS h)," \
+	"        " TIMEOUT_MS "," \
+	"        " CLAMPED_MS("c.retry_delay") "::float8," \
+	"        c.max_attempts, c.enabled, " CONCURRENCY_SHARE "," \
+	"        coalesce(" RATE_SHARE ", 0), cl.cap, cl.due_at," \
+	"        CASE WHEN c.previous_secret_until > now() THEN c.previous_secret END," \
+	"        c.recipients, c.sender, c.subject," \
+	/* plain row events, the bulk, skip the call */ \
+	"        CASE WHEN e.type NOT LIKE 'row.%' OR r.choices IS NOT NULL" \
+	"               OR r.followup_after IS NOT NULL" \
+	"             THEN herald._actions(e, r, c, k.id, k.secret) END," \
+	"        c.slack_signing_secret IS NOT NULL," \
+	"        dl.response_url," \
+	"        CASE WHEN dl.response_url IS NOT NULL THEN" \
+	"          (SELECT a.payload FROM herald.event_log a" \
+	"            WHERE a.id = e.about_event_id) END," \
+	"        CASE WHEN dl.response_url IS NOT NULL THEN r.message END," \
+	"        cl.spill" \
+	"   FROM claimed cl" \
+	"   JOIN herald.event_log e ON e.id = cl.event_id" \
+	"   JOIN herald.channel_defs c ON c.id = cl.channel_id" \
+	"   LEFT JOIN herald.rule_defs r ON r.id = e.rule_id" \
+	"   LEFT JOIN herald.decision_log dl ON e.type = 'decision.recorded'" \
+	"        AND dl.id = (e.payload ->> 'decision_id')::bigint" \
+	"        AND dl.channel_id = c.id" \
+	"   LEFT JOIN (SELECT lk.id, lk.secret FROM herald.link_keys lk" \
+	"               WHERE lk.retired_at IS NULL ORDER BY lk.id DESC LIMIT 1) k ON true"
+
+/*
+ * Copy the deliveries of the last SPI result (DELIVERY_SELECT) into cxt;
+ * returns how many.  Rows to spill are left out: with spilled, their
+ * channels are set in *spilled (a list of channel ids, in cxt).
+ */
+static int
+copy_deliveries(MemoryContext cxt, HeraldDelivery **out, List **spilled)
 {
-	Oid			argtypes[7] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID,
-		TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT4OID, INT4OID};
-	Datum		args[7];
-	int			ret;
-	int			n;
+	int			total = SPI_processed;
+	int			n = 0;
 	HeraldDelivery *deliveries;
 	MemoryContext old;
 
-	if (claim_plan == NULL)
-		claim_plan = herald_prepare_kept(
-								  "WITH " CHANNEL_CAPS_CTE ","
-								  " due AS ("
-								  "  SELECT q.id, q.next_attempt_at, caps.id AS channel_id, caps.cap FROM caps"
-								  "   CROSS JOIN LATERAL ("
-								  "     SELECT d.id, d.next_attempt_at FROM herald.delivery_queue d"
-								  "      WHERE" CHANNEL_RANGE
-								  "        AND d.next_attempt_at <= now()"
-								  "      ORDER BY d.next_attempt_at, d.id"
-								  "      LIMIT caps.cap"
-								  "      FOR UPDATE SKIP LOCKED) q"
-								  "   WHERE caps.cap > 0"
-								  "   LIMIT $6),"
-								  " claimed AS ("
-								  "  UPDATE herald.delivery_queue d"
-								  "     SET next_attempt_at = now() + " TIMEOUT_MS " * interval '1 millisecond'"
-								  "                         + " LEASE_MARGIN ","
-								  "         leased_by = $7"
-								  "    FROM due JOIN herald.channel_defs c ON c.id = due.channel_id"
-								  "   WHERE d.id = due.id"
-								  "   RETURNING d.id, d.attempts - d.retry_base AS attempts,"
-								  "             d.event_id, d.channel_id, due.cap, due.next_attempt_at AS due_at)"
-								  " SELECT cl.id, cl.attempts, herald.webhook_id(cl.id),"
-								  "        e.id, e.type, e.rule,"
-								  "        to_char(e.created_at AT TIME ZONE 'UTC',"
-								  "                'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-								  "        e.payload,"
-								  "        CASE WHEN e.type NOT LIKE 'decision.%' THEN r.message END,"
-								  "        c.id, c.name, c.kind, c.target, c.secret,"
-								  "        ARRAY(SELECT h.key || ': ' || h.value"
-								  "                FROM jsonb_each_text(c.headers) AS h),"
-								  "        " TIMEOUT_MS ","
-								  "        " CLAMPED_MS("c.retry_delay") "::float8,"
-								  "        c.max_attempts, c.enabled, " CONCURRENCY_SHARE ","
-								  "        coalesce(" RATE_SHARE ", 0), cl.cap, cl.due_at,"
-								  "        CASE WHEN c.previous_secret_until > now() THEN c.previous_secret END,"
-								  "        c.recipients, c.sender, c.subject,"
-								  /* plain row events, the bulk, skip the call */
-								  "        CASE WHEN e.type NOT LIKE 'row.%' OR r.choices IS NOT NULL"
-								  "               OR r.followup_after IS NOT NULL"
-								  "             THEN herald._actions(e, r, c, k.id, k.secret) END,"
-								  "        c.slack_signing_secret IS NOT NULL,"
-								  "        dl.response_url,"
-								  "        CASE WHEN dl.response_url IS NOT NULL THEN"
-								  "          (SELECT a.payload FROM herald.event_log a"
-								  "            WHERE a.id = e.about_event_id) END,"
-								  "        CASE WHEN dl.response_url IS NOT NULL THEN r.message END"
-								  "   FROM claimed cl"
-								  "   JOIN herald.event_log e ON e.id = cl.event_id"
-								  "   JOIN herald.channel_defs c ON c.id = cl.channel_id"
-								  "   LEFT JOIN herald.rule_defs r ON r.id = e.rule_id"
-								  "   LEFT JOIN herald.decision_log dl ON e.type = 'decision.recorded'"
-								  "        AND dl.id = (e.payload ->> 'decision_id')::bigint"
-								  "        AND dl.channel_id = c.id"
-								  "   LEFT JOIN (SELECT lk.id, lk.secret FROM herald.link_keys lk"
-								  "               WHERE lk.retired_at IS NULL ORDER BY lk.id DESC LIMIT 1) k ON true",
-								  7, argtypes);
-
-	use_args(use, args);
-	args[5] = Int32GetDatum(limit);
-	args[6] = Int32GetDatum(slot);
-	ret = SPI_execute_plan(claim_plan, args, NULL, false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not claim deliveries: %s", SPI_result_code_string(ret));
-
-	n = SPI_processed;
 	old = MemoryContextSwitchTo(cxt);
-	deliveries = palloc0(sizeof(HeraldDelivery) * Max(n, 1));
-	for (int i = 0; i < n; i++)
+	deliveries = palloc0(sizeof(HeraldDelivery) * Max(total, 1));
+	for (int row = 0; row < total; row++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
+		HeapTuple	tup = SPI_tuptable->vals[row];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
-		HeraldDelivery *d = &deliveries[i];
+		HeraldDelivery *d;
 		bool		isnull;
 
+		if (DatumGetBool(SPI_getbinval(tup, desc, CLAIM_SPILL, &isnull)))
+		{
+			if (spilled)
+				*spilled = list_append_unique_int(*spilled,
+												  DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_CHANNEL_ID, &isnull)));
+			continue;
+		}
+		d = &deliveries[n++];
+		d->fresh = (spilled != NULL);
 		d->id = DatumGetInt64(SPI_getbinval(tup, desc, CLAIM_ID, &isnull));
 		d->attempts = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_ATTEMPTS, &isnull));
 		d->webhook_id = copy_text(tup, desc, CLAIM_WEBHOOK_ID);
@@ -461,6 +445,166 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 }
 
 /*
+ * Claim up to limit due deliveries for this worker slot, at most each
+ * channel's allowance, and copy them into cxt.  Returns how many were
+ * claimed.
+ */
+int
+herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
+				   MemoryContext cxt, HeraldDelivery **out)
+{
+	Oid			argtypes[7] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID,
+		TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT4OID, INT4OID};
+	Datum		args[7];
+	int			ret;
+	int			n;
+	HeraldDelivery *deliveries;
+
+	if (claim_plan == NULL)
+		claim_plan = herald_prepare_kept(
+								  "WITH " CHANNEL_CAPS_CTE ","
+								  " due AS ("
+								  "  SELECT q.id, q.next_attempt_at, caps.id AS channel_id, caps.cap FROM caps"
+								  "   CROSS JOIN LATERAL ("
+								  "     SELECT d.id, d.next_attempt_at FROM herald.delivery_queue d"
+								  "      WHERE" CHANNEL_RANGE
+								  "        AND d.next_attempt_at <= now()"
+								  "      ORDER BY d.next_attempt_at, d.id"
+								  "      LIMIT caps.cap"
+								  "      FOR UPDATE SKIP LOCKED) q"
+								  "   WHERE caps.cap > 0"
+								  "   LIMIT $6),"
+								  " claimed AS ("
+								  "  UPDATE herald.delivery_queue d"
+								  "     SET next_attempt_at = now() + " TIMEOUT_MS " * interval '1 millisecond'"
+								  "                         + " LEASE_MARGIN ","
+								  "         leased_by = $7"
+								  "    FROM due JOIN herald.channel_defs c ON c.id = due.channel_id"
+								  "   WHERE d.id = due.id"
+								  "   RETURNING d.id, d.attempts - d.retry_base AS attempts,"
+								  "             d.event_id, d.channel_id, due.cap, due.next_attempt_at AS due_at,"
+								  "             false AS spill)"
+								  DELIVERY_SELECT,
+								  7, argtypes);
+
+	use_args(use, args);
+	args[5] = Int32GetDatum(limit);
+	args[6] = Int32GetDatum(slot);
+	ret = SPI_execute_plan(claim_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not claim deliveries: %s", SPI_result_code_string(ret));
+
+	n = copy_deliveries(cxt, &deliveries, NULL);
+	*out = deliveries;
+	return n;
+}
+
+/*
+ * Read the events of this worker's share that are new to it (log_cursor.c
+ * says where from, and which gaps to look at again), at most limit, and no
+ * more than the channels with the largest allowance can take now.  Each
+ * event gives one delivery per channel: sent from memory (fresh) within
+ * the channel's allowance, otherwise put in the queue, where the claim
+ * finds it (its channel is added to *spilled).  Returns how many
+ * deliveries are to be sent, copied into cxt.
+ */
+int
+herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
+					  MemoryContext cxt, HeraldDelivery **out, List **spilled)
+{
+	static SPIPlanPtr ids_plan = NULL;
+	static SPIPlanPtr fan_plan = NULL;
+	Oid			argtypes[11] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID,
+		TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8OID, INT4OID, INT4OID, INT4OID,
+	INT8ARRAYOID, INT8ARRAYOID};
+	Oid			fan_argtypes[6] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID,
+	TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
+	Datum		args[11];
+	int			ret;
+	int64	   *ids;
+	int64	   *found;
+	int			nids = 0;
+	int			nfound = 0;
+	Datum	   *elems;
+
+	if (ids_plan == NULL)
+		ids_plan = herald_prepare_kept(
+									   "WITH " CHANNEL_CAPS_CTE
+									   " (SELECT true, e.id FROM herald.event_log e"
+									   "   WHERE e.id > $6 AND e.id % $7 = $8"
+									   "   ORDER BY e.id"
+									   "   LIMIT (SELECT least($9, coalesce(max(caps.cap), 0)) FROM caps))"
+									   " UNION ALL"
+									   " (SELECT false, e.id FROM unnest($10, $11) AS g(lo, hi)"
+									   "    JOIN herald.event_log e ON e.id BETWEEN g.lo AND g.hi"
+									   "   WHERE e.id % $7 = $8)",
+									   11, argtypes);
+	if (fan_plan == NULL)
+		fan_plan = herald_prepare_kept(
+									   "WITH " CHANNEL_CAPS_CTE ","
+									   " fan AS ("
+									   "  SELECT e.id AS event_id, ch.channel_id,"
+									   "         row_number() OVER (PARTITION BY ch.channel_id ORDER BY e.id) AS rn"
+									   "    FROM herald.event_log e CROSS JOIN LATERAL unnest(e.channel_ids) AS ch(channel_id)"
+									   "   WHERE e.id = ANY ($6)),"
+									   " claimed AS ("
+									   "  SELECT herald._delivery_id(f.event_id, f.channel_id) AS id, 0 AS attempts,"
+									   "         f.event_id, f.channel_id, caps.cap, now() AS due_at,"
+									   "         f.rn > greatest(caps.cap, 0) AS spill"
+									   "    FROM fan f JOIN caps ON caps.id = f.channel_id),"
+									   " spilled AS ("
+									   "  INSERT INTO herald.delivery_queue (id, event_id, channel_id)"
+									   "  SELECT cl.id, cl.event_id, cl.channel_id FROM claimed cl WHERE cl.spill"
+									   "  ON CONFLICT (id) DO NOTHING)"
+									   DELIVERY_SELECT,
+									   6, fan_argtypes);
+
+	use_args(use, args);
+	args[5] = Int64GetDatum(herald_cursor_read_upto());
+	args[6] = Int32GetDatum(workers);
+	args[7] = Int32GetDatum(slot);
+	args[8] = Int32GetDatum(limit);
+	/* the horizon, then the snapshot of the statement */
+	herald_cursor_plan(&args[9], &args[10]);
+	ret = SPI_execute_plan(ids_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read the event log: %s", SPI_result_code_string(ret));
+	ids = palloc(sizeof(int64) * Max(SPI_processed, 1));
+	found = palloc(sizeof(int64) * Max(SPI_processed, 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+		bool		new = DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+		int64		id = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+
+		if (new)
+			ids[nids++] = id;
+		else
+			found[nfound++] = id;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	herald_cursor_read(ids, nids, found, nfound);
+	if (nids + nfound == 0)
+	{
+		*out = NULL;
+		return 0;
+	}
+
+	elems = palloc(sizeof(Datum) * (nids + nfound));
+	for (int i = 0; i < nids; i++)
+		elems[i] = Int64GetDatum(ids[i]);
+	for (int i = 0; i < nfound; i++)
+		elems[nids + i] = Int64GetDatum(found[i]);
+	args[5] = build_array(elems, NULL, nids + nfound, INT8OID);
+	ret = SPI_execute_plan(fan_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read the deliveries of new events: %s",
+			 SPI_result_code_string(ret));
+	return copy_deliveries(cxt, out, spilled);
+}
+
+/*
  * Milliseconds until the next pending delivery of a channel with an
  * allowance left is due (or its lease expires); -1 when there is none.
  */
@@ -496,90 +640,73 @@ herald_queue_next_due(HeraldChannelUse *use)
 }
 
 /*
- * Delete finished deliveries past their retention, oldest first, at most
- * limit of them, with their attempts and the events no delivery refers to
- * any more.  Returns how many deliveries were deleted.
+ * The lowest position of the workers (log_cursor.c): every event up to it
+ * is handled by all of them, as of their last commit.
+ */
+static int64
+lowest_position(void)
+{
+	int64		pos = PG_INT64_MAX;
+	int			workers;
+
+	SpinLockAcquire(&herald_shared->mutex);
+	workers = Max(herald_shared->log_workers, 1);
+	for (int i = 0; i < workers && i < HERALD_MAX_WORKERS; i++)
+		pos = Min(pos, herald_shared->log_position[i]);
+	SpinLockRelease(&herald_shared->mutex);
+	return pos;
+}
+
+/*
+ * Delete the events past their retention whose deliveries are all done
+ * (handled by the workers, none pending in the queue, no dead one younger
+ * than herald.dead_retention), that await no decision and have none, with
+ * their queue rows and attempts; oldest first, at most limit of them.
+ * Silenced events, which have no deliveries, go by age likewise.  Returns
+ * how many events were deleted.
  */
 int64
 herald_queue_purge(int limit)
 {
-	Oid			argtypes[3] = {TEXTOID, INT4OID, INT4OID};
-	Datum		args[3];
-	int64		total = 0;
-	const char *statuses[2] = {"delivered", "dead"};
-	int			retention[2] = {herald_retention, herald_dead_retention};
+	Oid			argtypes[4] = {INT4OID, INT4OID, INT4OID, INT8OID};
+	Datum		args[4];
+	int			ret;
+	bool		isnull;
 
+	if (herald_retention < 0)
+		return 0;
 	if (purge_plan == NULL)
 		purge_plan = herald_prepare_kept(
 								  "WITH gone AS ("
-								  "  DELETE FROM herald.delivery_queue d"
-								  "   WHERE d.id IN (SELECT f.id FROM herald.delivery_queue f"
-								  "                   WHERE f.status = $1"
-								  "                     AND f.finished_at < now() - $2 * interval '1 second'"
-								  "                   ORDER BY f.finished_at LIMIT $3)"
-								  "     AND d.status = $1"
-								  "     AND d.finished_at < now() - $2 * interval '1 second'"
-								  "   RETURNING d.id, d.event_id),"
-								  " attempts AS ("
-								  "  DELETE FROM herald.attempt_log a USING gone"
-								  "   WHERE a.delivery_id = gone.id),"
-								  " events AS ("
 								  "  DELETE FROM herald.event_log e"
-								  "   WHERE e.id IN (SELECT event_id FROM gone)"
-								  "     AND NOT EXISTS (SELECT 1 FROM herald.delivery_queue o"
-								  "                      WHERE o.event_id = e.id"
-								  "                        AND o.id NOT IN (SELECT id FROM gone))"
+								  "   WHERE e.id IN (SELECT x.id FROM herald.event_log x"
+								  "                   WHERE x.id <= $4"
+								  "                     AND x.created_at < now() - $1 * interval '1 second'"
+								  "                   ORDER BY x.id LIMIT $3)"
+								  "     AND e.awaits_decision IS NOT TRUE"
+								  "     AND NOT EXISTS (SELECT 1 FROM herald.delivery_queue d"
+								  "                      WHERE d.event_id = e.id"
+								  "                        AND (d.status = 'pending'"
+								  "                             OR (d.status = 'dead' AND ($2 < 0"
+								  "                                 OR d.finished_at >= now() - $2 * interval '1 second'))))"
 								  "     AND NOT EXISTS (SELECT 1 FROM herald.decision_log dl"
 								  "                      WHERE dl.event_id = e.id)"
-								  "     AND e.awaits_decision IS NOT TRUE)"
+								  "   RETURNING e.id),"
+								  " queued AS ("
+								  "  DELETE FROM herald.delivery_queue d USING gone WHERE d.event_id = gone.id),"
+								  " attempts AS ("
+								  "  DELETE FROM herald.attempt_log a USING gone"
+								  "   WHERE a.delivery_id BETWEEN gone.id * 1000000 AND gone.id * 1000000 + 999999)"
 								  " SELECT count(*) FROM gone",
-								  3, argtypes);
-
-	/* silenced events never had deliveries: they go by age */
-	if (herald_retention >= 0 && total < limit)
-	{
-		Oid			silenced_types[2] = {INT4OID, INT4OID};
-		Datum		silenced_args[2];
-		int			ret;
-
-		if (silenced_purge_plan == NULL)
-			silenced_purge_plan = herald_prepare_kept(
-											   "DELETE FROM herald.event_log e"
-											   " WHERE e.id IN (SELECT s.id FROM herald.event_log s"
-											   "                 WHERE s.silenced_by IS NOT NULL"
-											   "                   AND s.created_at < now() - $1 * interval '1 second'"
-											   "                 ORDER BY s.created_at LIMIT $2)"
-											   "   AND NOT EXISTS (SELECT 1 FROM herald.decision_log dl"
-											   "                    WHERE dl.event_id = e.id)",
-											   2, silenced_types);
-		silenced_args[0] = Int32GetDatum(herald_retention);
-		silenced_args[1] = Int32GetDatum(limit - (int) total);
-		ret = SPI_execute_plan(silenced_purge_plan, silenced_args, NULL, false, 0);
-		if (ret != SPI_OK_DELETE)
-			elog(ERROR, "could not purge silenced events: %s", SPI_result_code_string(ret));
-		total += SPI_processed;
-	}
-
-	for (int i = 0; i < 2 && total < limit; i++)
-	{
-		int			ret;
-
-		if (retention[i] < 0)
-			continue;
-		args[0] = CStringGetTextDatum(statuses[i]);
-		args[1] = Int32GetDatum(retention[i]);
-		args[2] = Int32GetDatum(limit - (int) total);
-		ret = SPI_execute_plan(purge_plan, args, NULL, false, 1);
-		if (ret != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "could not purge deliveries: %s", SPI_result_code_string(ret));
-		{
-			bool		isnull;
-
-			total += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-												 SPI_tuptable->tupdesc, 1, &isnull));
-		}
-	}
-	return total;
+								  4, argtypes);
+	args[0] = Int32GetDatum(herald_retention);
+	args[1] = Int32GetDatum(herald_dead_retention);
+	args[2] = Int32GetDatum(limit);
+	args[3] = Int64GetDatum(lowest_position());
+	ret = SPI_execute_plan(purge_plan, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not purge events: %s", SPI_result_code_string(ret));
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 static Datum
@@ -632,14 +759,18 @@ send_notifications(HeraldOutcome *outcomes, int n)
 }
 
 /*
- * Record a batch of outcomes and their attempts in one statement.  A row
+ * Record a batch of outcomes and their attempts in one statement.  Fresh
+ * outcomes (deliveries read from the event log, sent at their first try)
+ * are one attempt row each, and a queue row when they failed.  A queue row
  * is updated only while its webhook-id is still the one that was sent: a
  * delivery of another installation (DROP and CREATE EXTENSION while the
  * request was in flight) that happens to have the same id is left alone.
  */
-void
-herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
+static void
+record_batch(int slot, HeraldOutcome *outcomes, int n, bool fresh)
 {
+	static SPIPlanPtr fresh_plan = NULL;
+	SPIPlanPtr	plan;
 	Oid			argtypes[11] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 		TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
 	FLOAT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INT4OID};
@@ -650,7 +781,33 @@ herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 
 	if (n == 0)
 		return;
-	if (record_plan == NULL)
+	if (fresh && fresh_plan == NULL)
+		fresh_plan = herald_prepare_kept(
+								  "WITH r AS ("
+								  "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+								  "    AS r(id, status, http_status, error, latency_ms, response,"
+								  "         started_at, retry_in_ms, channel_id, webhook_id)),"
+								  " q AS ("
+								  "  INSERT INTO herald.delivery_queue AS d"
+								  "         (id, event_id, channel_id, status, attempts, next_attempt_at,"
+								  "          last_status, last_error, finished_at)"
+								  "  SELECT r.id, r.id / 1000000, r.channel_id, r.status, 1,"
+								  "         CASE WHEN r.status = 'pending'"
+								  "              THEN now() + least(greatest(r.retry_in_ms, 0), " MAX_WAIT_MS ")"
+								  "                           * interval '1 millisecond'"
+								  "              ELSE now() END,"
+								  "         r.http_status, r.error,"
+								  "         CASE WHEN r.status <> 'pending' THEN now() END"
+								  "    FROM r WHERE r.status <> 'delivered'"
+								  "  ON CONFLICT (id) DO NOTHING)"
+								  " INSERT INTO herald.attempt_log"
+								  "        (delivery_id, channel_id, attempt, started_at, latency_ms,"
+								  "         http_status, error, response)"
+								  " SELECT r.id, r.channel_id, 1, r.started_at, r.latency_ms,"
+								  "        r.http_status, r.error, r.response"
+								  "   FROM r",
+								  11, argtypes);
+	if (!fresh && record_plan == NULL)
 		record_plan = herald_prepare_kept(
 								   "WITH r AS ("
 								   "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -716,10 +873,32 @@ herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
 	args[9] = build_array(v[9], nulls[9], n, TEXTOID);
 	args[10] = Int32GetDatum(slot);
 
-	ret = SPI_execute_plan(record_plan, args, NULL, false, 0);
+	plan = fresh ? fresh_plan : record_plan;
+	ret = SPI_execute_plan(plan, args, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not record delivery attempts: %s",
 			 SPI_result_code_string(ret));
+}
+
+/* Record a batch of outcomes: the fresh ones and the queued ones. */
+void
+herald_queue_record(int slot, HeraldOutcome *outcomes, int n)
+{
+	HeraldOutcome *sorted = palloc(sizeof(HeraldOutcome) * Max(n, 1));
+	int			nfresh = 0;
+	int			k;
+	int			ret;
+
+	for (int i = 0; i < n; i++)
+		if (outcomes[i].fresh)
+			sorted[nfresh++] = outcomes[i];
+	k = nfresh;
+	for (int i = 0; i < n; i++)
+		if (!outcomes[i].fresh)
+			sorted[k++] = outcomes[i];
+	record_batch(slot, sorted, nfresh, true);
+	record_batch(slot, sorted + nfresh, n - nfresh, false);
+	pfree(sorted);
 	send_notifications(outcomes, n);
 
 	/* 410 Gone: the endpoint asked not to be called again */
@@ -789,8 +968,8 @@ wait_for_evaluations(TimestampTz deadline)
 
 /*
  * herald.flush(timeout interval): wait until the rule evaluations caused by
- * commits made before the call are done, then until every delivery that
- * existed by then is delivered or dead.  True when that happened within
+ * commits made before the call are done, then until every delivery of the
+ * events that existed by then is delivered or dead.  True when that happened within
  * the timeout.
  */
 Datum
@@ -803,8 +982,8 @@ herald_flush(PG_FUNCTION_ARGS)
 	int			ret;
 	bool		isnull;
 	long		wait_ms = 1;
-	Oid			argtypes[1] = {INT8OID};
-	Datum		args[1];
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	Datum		args[2];
 	bool		done = false;
 
 	herald_require_served("herald.flush() would wait in vain.");
@@ -832,9 +1011,9 @@ herald_flush(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	ret = SPI_execute("SELECT coalesce(max(id), 0) FROM herald.delivery_queue", false, 1);
+	ret = SPI_execute("SELECT coalesce(max(id), 0) FROM herald.event_log", false, 1);
 	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read the delivery queue: %s", SPI_result_code_string(ret));
+		elog(ERROR, "could not read the event log: %s", SPI_result_code_string(ret));
 	last_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										  SPI_tuptable->tupdesc, 1, &isnull));
 	args[0] = Int64GetDatum(last_id);
@@ -842,14 +1021,29 @@ herald_flush(PG_FUNCTION_ARGS)
 
 	for (;;)
 	{
-		ret = SPI_execute_with_args("SELECT EXISTS (SELECT 1 FROM herald.delivery_queue"
-									" WHERE status = 'pending' AND id <= $1)",
-									1, argtypes, args, NULL, false, 1);
+		/*
+		 * Done when no queued delivery of those events is pending, and the
+		 * workers have handled every delivery of them: up to their lowest
+		 * position, and beyond it each one that has an attempt or a queue
+		 * row.
+		 */
+		args[1] = Int64GetDatum(lowest_position());
+		ret = SPI_execute_with_args("SELECT NOT EXISTS (SELECT 1 FROM herald.delivery_queue d"
+									"                    WHERE d.status = 'pending' AND d.event_id <= $1)"
+									"   AND NOT EXISTS (SELECT 1 FROM herald.event_log e"
+									"                     CROSS JOIN LATERAL unnest(e.channel_ids) AS ch(id)"
+									"                     JOIN herald.channel_defs c ON c.id = ch.id"
+									"                    WHERE e.id > $2 AND e.id <= $1"
+									"                      AND NOT EXISTS (SELECT 1 FROM herald.delivery_queue d"
+									"                                       WHERE d.id = herald._delivery_id(e.id, ch.id))"
+									"                      AND NOT EXISTS (SELECT 1 FROM herald.attempt_log a"
+									"                                       WHERE a.delivery_id = herald._delivery_id(e.id, ch.id)))",
+									2, argtypes, args, NULL, false, 1);
 		if (ret != SPI_OK_SELECT)
 			elog(ERROR, "could not read the delivery queue: %s",
 				 SPI_result_code_string(ret));
-		if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-										SPI_tuptable->tupdesc, 1, &isnull)))
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull)))
 		{
 			done = true;
 			break;
