@@ -68,6 +68,13 @@
 # bench_orders_table NAME
 #     Prints the CREATE TABLE of the orders table the write-path benchmarks
 #     insert into, so that their variants differ only in what fires.
+# bench_pgq
+#     Makes PgQ (Debian's postgresql-15-pgq3) available to the benchmark's
+#     PostgreSQL: installs the package when missing (as root, like
+#     scripts/deps.sh), then, when that PostgreSQL is not the system one (a
+#     private copy first on PATH, whose pg_config --sharedir / --pkglibdir
+#     are elsewhere), copies the package's extension files and libraries
+#     into its directories.  Then CREATE EXTENSION pgq works in the cluster.
 # bench_table
 #     Reads "|"-separated rows from stdin (the first is the header) and
 #     prints them as an aligned plain-text table.
@@ -509,4 +516,33 @@ CREATE TABLE $1 (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 SQL
+}
+
+bench_pgq() {
+	local pkg=postgresql-15-pgq3 status sharedir pkglibdir file dest copied=0
+	status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+	if [ "$status" != installed ]; then
+		[ "$(id -u)" -eq 0 ] || bench_die "$pkg is missing; install it as root: apt-get install $pkg"
+		bench_say "installing $pkg"
+		apt-get update >&2
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$pkg" >&2
+	fi
+	sharedir=$("$BENCH_PGBIN/pg_config" --sharedir)
+	pkglibdir=$("$BENCH_PGBIN/pg_config" --pkglibdir)
+	# The package installs under the system PostgreSQL's directories; a
+	# private copy looks in its own.
+	while IFS= read -r file; do
+		[ -f "$file" ] || continue
+		case "$file" in
+			/usr/share/postgresql/15/extension/*) dest=$sharedir/extension/${file#/usr/share/postgresql/15/extension/} ;;
+			/usr/lib/postgresql/15/lib/*) dest=$pkglibdir/${file#/usr/lib/postgresql/15/lib/} ;;
+			*) continue ;;
+		esac
+		[ ! "$file" -ef "$dest" ] || continue
+		cmp -s "$file" "$dest" 2>/dev/null && continue
+		install -D -m 644 "$file" "$dest"
+		copied=$((copied + 1))
+	done < <(dpkg-query -L "$pkg")
+	[ "$copied" -eq 0 ] || bench_say "copied $copied PgQ files into $sharedir and $pkglibdir"
+	[ -f "$sharedir/extension/pgq.control" ] || bench_die "no pgq.control in $sharedir/extension"
 }

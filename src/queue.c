@@ -535,9 +535,10 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 									   "   ORDER BY e.id"
 									   "   LIMIT (SELECT least($9, coalesce(max(caps.cap), 0)) FROM caps))"
 									   " UNION ALL"
-									   " (SELECT false, e.id FROM unnest($10, $11) AS g(lo, hi)"
-									   "    JOIN herald.event_log e ON e.id BETWEEN g.lo AND g.hi"
-									   "   WHERE e.id % $7 = $8)",
+									   " (SELECT false, x.id FROM unnest($10, $11) AS g(lo, hi)"
+									   "    CROSS JOIN LATERAL (SELECT e.id FROM herald.event_log e"
+									   "                         WHERE e.id >= g.lo AND e.id <= g.hi"
+									   "                           AND e.id % $7 = $8 OFFSET 0) x)",
 									   11, argtypes);
 	if (fan_plan == NULL)
 		fan_plan = herald_prepare_kept(
