@@ -8,19 +8,25 @@ CREATE DATABASE herald_events;
 \c herald_events
 SET client_min_messages = error;   -- the warnings that nothing is served
 CREATE EXTENSION pg_herald;
-CREATE TABLE orders (id int PRIMARY KEY, amount numeric);
 SELECT herald.create_channel('one', 'webhook', 'http://127.0.0.1:9/one');
 SELECT herald.create_channel('two', 'webhook', 'http://127.0.0.1:9/two');
-SELECT herald.on_change('order', 'orders', ARRAY['one', 'two'], ARRAY['INSERT']);
-INSERT INTO orders VALUES (1, 10), (2, 20);
-SELECT herald.silence('order', now() + interval '1 hour', 'quiet');
-INSERT INTO orders VALUES (3, 30);
-SELECT herald.unsilence('order');
+SELECT herald.on_threshold('rule', 'SELECT 1', '>', 0, ARRAY['one', 'two'], every => '1 hour',
+                           followup_after => '1 day');
+-- the events of a rule (as its transitions emit them), one while it is
+-- silenced, a test message, one event for one of the rule's channels
+SELECT herald._emit(id, 'rule.fired', '{"n": 1}') FROM herald.rule_defs;
+SELECT herald._emit(id, 'rule.resolved', '{"n": 2}') FROM herald.rule_defs;
+SELECT herald.silence('rule', now() + interval '1 hour', 'quiet');
+SELECT herald._emit(id, 'rule.fired', '{"n": 3}') FROM herald.rule_defs;
+SELECT herald.unsilence('rule');
 SELECT herald.test_channel('two') AS test_delivery;
+SELECT herald._emit(id, 'decision.recorded', '{"n": 5}', channel_ids => ARRAY[2, 3]) FROM herald.rule_defs;
 RESET client_min_messages;
 
--- the events name their channels (a silenced one none); no delivery row
-SELECT e.id, e.type, e.channel_ids, e.silenced_by IS NOT NULL AS silenced FROM herald.event_log e ORDER BY e.id;
+-- the events name their channels (a silenced one none, and awaits no
+-- decision); no delivery row
+SELECT e.id, e.type, e.rule, e.channel_ids, e.silenced_by IS NOT NULL AS silenced, e.awaits_decision
+  FROM herald.event_log e ORDER BY e.id;
 SELECT count(*) AS queue_rows FROM herald.delivery_queue;
 -- every delivery, not yet read by a worker: pending, due since its event
 SELECT d.id, d.event_id, d.channel, d.status, d.attempts, d.in_flight,
@@ -80,7 +86,7 @@ DROP ROLE herald_events_author;
 
 -- drop_channel: its pending deliveries, queued or not read yet, are
 -- discarded with its attempts and the events no other channel needs
-SELECT herald.drop_rule('order');
+SELECT herald.drop_rule('rule');
 SELECT herald.drop_channel('two');
 SELECT e.id, e.channel_ids FROM herald.event_log e ORDER BY e.id;
 SELECT count(*) AS attempts_left FROM herald.attempt_log WHERE channel_id = 2;
