@@ -382,10 +382,17 @@ BEGIN
     c.slack_signing_secret := create_channel.slack_signing_secret;
     PERFORM herald._check_channel(c);
 
-    INSERT INTO herald.channel_defs (name, kind, target, secret, headers, recipients, sender, subject,
+    -- a channel's id is the last six digits of its deliveries' ids
+    c.id := nextval('herald.channel_defs_id_seq');
+    IF c.id > 999999 THEN
+        RAISE EXCEPTION 'cannot create more than 999999 channels'
+            USING ERRCODE = 'program_limit_exceeded',
+                  DETAIL = 'Channel ids go from 1 to 999999, and those of dropped channels are not used again.';
+    END IF;
+    INSERT INTO herald.channel_defs (id, name, kind, target, secret, headers, recipients, sender, subject,
                                  max_attempts, retry_delay, timeout, rate_limit, max_concurrency,
                                  created_by, slack_signing_secret)
-    VALUES (c.name, c.kind, c.target, c.secret, c.headers, c.recipients, c.sender, c.subject,
+    VALUES (c.id, c.name, c.kind, c.target, c.secret, c.headers, c.recipients, c.sender, c.subject,
             c.max_attempts, c.retry_delay, c.timeout, c.rate_limit, c.max_concurrency,
             herald._invoker(), c.slack_signing_secret);
 END;

@@ -157,7 +157,7 @@ SELECT herald.flush();
 SELECT e.payload ->> 'kind' AS kind, e.payload ->> 'choice' AS choice,
        e.payload ->> 'identified_by' AS identified_by, e.payload ->> 'channel' AS channel,
        e.about_event_id = (SELECT id FROM test.plans) AS about_the_event,
-       (SELECT count(*) FROM herald.delivery_queue d WHERE d.event_id = e.id) AS deliveries
+       (SELECT count(*) FROM herald.deliveries d WHERE d.event_id = e.id) AS deliveries
   FROM herald.event_log e WHERE e.type = 'decision.recorded' AND e.rule = 'signup-plans'
  ORDER BY e.id;
 -- an announcement is about the episode: answering it answers the event, and

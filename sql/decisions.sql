@@ -74,19 +74,20 @@ SELECT herald.acknowledge(999999999);
 \set VERBOSITY terse
 
 -- the report on a known history: two episodes of rule a, two of rule b
+-- (appended as every event is, then dated)
 CREATE TABLE test.history_events AS
-WITH ev AS (
-    INSERT INTO herald.event_log (type, rule, created_at, payload)
-    VALUES ('rule.fired', 'report-a', '2026-01-01 10:00', '{}'),
-           ('row.inserted', 'report-a', '2026-01-01 11:00', '{}'),
-           ('rule.escalated', 'report-a', '2026-01-01 12:00', '{}'),   -- its rule.fired stands for it
-           ('rule.resolved', 'report-a', '2026-01-01 12:30', '{}'),     -- calls for no decision
-           ('rule.fired', 'report-b', '2026-01-02 09:00', '{}'),
-           ('rule.reminder', 'report-b', '2026-01-02 10:00', '{}'),    -- calls for no decision
-           ('rule.fired', 'report-b', '2026-01-03 09:00', '{}'),
-           ('rule.fired', 'report-b', '2026-02-01 09:00', '{}')        -- outside the window
-    RETURNING id, rule, created_at)
-SELECT * FROM ev;
+SELECT herald._append_event(h.type, NULL, h.rule, '{}', NULL, NULL, NULL, NULL) AS id,
+       h.rule, h.created_at::timestamptz AS created_at
+  FROM (VALUES ('rule.fired', 'report-a', '2026-01-01 10:00'),
+               ('row.inserted', 'report-a', '2026-01-01 11:00'),
+               ('rule.escalated', 'report-a', '2026-01-01 12:00'),   -- its rule.fired stands for it
+               ('rule.resolved', 'report-a', '2026-01-01 12:30'),     -- calls for no decision
+               ('rule.fired', 'report-b', '2026-01-02 09:00'),
+               ('rule.reminder', 'report-b', '2026-01-02 10:00'),    -- calls for no decision
+               ('rule.fired', 'report-b', '2026-01-03 09:00'),
+               ('rule.fired', 'report-b', '2026-02-01 09:00'))       -- outside the window
+       AS h(type, rule, created_at);
+UPDATE herald.event_log e SET created_at = h.created_at FROM test.history_events h WHERE e.id = h.id;
 INSERT INTO herald.decision_log (event_id, kind, decision, decided_by, recorded_by, decided_at)
 SELECT h.id, d.kind, d.decision, 'tester', current_user, h.created_at + d.after
   FROM test.history_events h

@@ -162,7 +162,7 @@ SELECT count(*) AS nested_rules FROM herald.rule_defs WHERE name = 'gate-nested'
 
 -------------------------------------------------------------------------------
 -- Internal functions are the extension owner's: no author, no admin, no
--- PUBLIC may run them (but the two pure helpers the views call), and no
+-- PUBLIC may run them (but the pure helpers the views call), and no
 -- function of pg_herald is SECURITY DEFINER.
 -------------------------------------------------------------------------------
 SELECT p.oid::regprocedure AS internal_but_executable

@@ -161,8 +161,8 @@ SELECT c.name AS channel,
        e.payload ->> 'decided_by' AS decided_by, e.payload ->> 'identified_by' AS identified_by,
        e.payload ->> 'choice' AS choice
   FROM herald.event_log e
-  JOIN herald.delivery_queue q ON q.event_id = e.id
-  JOIN herald.channel_defs c ON c.id = q.channel_id
+  JOIN herald.deliveries q ON q.event_id = e.id
+  JOIN herald.channel_defs c ON c.name = q.channel
  WHERE e.type = 'decision.recorded' AND e.about_event_id = (SELECT id FROM test.ev WHERE rule = 'signup-choice')
  ORDER BY c.name;
 SELECT kind, detail FROM herald.timeline

@@ -198,7 +198,7 @@ SELECT count(*) > 0 FROM herald.events WHERE rule = 'watch-1' AND type = 'rule.f
 	ok( $node->poll_query_until('postgres', q(
 SELECT (SELECT count(*) > 0 FROM pg_stat_activity
          WHERE backend_type = 'pg_herald evaluator' AND query LIKE 'pg_herald: evaluating%')
-   AND (SELECT count(*) > 0 FROM herald.delivery_queue WHERE status = 'delivered')
+   AND (SELECT count(*) > 0 FROM herald.deliveries WHERE status = 'delivered')
    AND (SELECT count(*) > 0 FROM herald.event_log e JOIN herald.rule_defs r ON r.id = e.rule_id
          WHERE r.name = 'watch-1' AND e.created_at < now() - interval '1 second'))),
 		"cycle $cycle: an evaluator is busy, deliveries flow, a silenced follow-up is due");
