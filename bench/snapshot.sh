@@ -46,7 +46,7 @@ SELECT herald.create_channel('nginx', 'webhook', :'url', max_concurrency => 256)
 SELECT herald.on_change('orders', 'orders', ARRAY['nginx'], ARRAY['INSERT']);
 SQL
 
-rows="snapshot held|deliveries|drain s|deliveries/s"
+rows="snapshot held|deliveries|drain s|deliveries/s|dead tuples left by delivery"
 for round in $(seq "$rounds"); do
 	for mode in without with; do
 		bench_say "round $round/$rounds: $events deliveries, $mode a long snapshot"
@@ -60,7 +60,12 @@ for round in $(seq "$rounds"); do
 				bench_die "the drain did not finish in 600 s"
 		fi
 		seconds=$(echo "$(date +%s.%N) - $started" | bc)
-		rows+=$'\n'"$mode|$events|$(printf '%.2f' "$seconds")|$(echo "$events / $seconds" | bc)"
+		# the workers report their table statistics within a second or so of going idle
+		sleep 2
+		dead=$(bench_psql -c "SELECT sum(n_dead_tup) FROM pg_stat_user_tables
+		                       WHERE schemaname = 'herald'
+		                         AND relname IN ('event_log', 'delivery_queue', 'attempt_log', 'delivery_cursors')")
+		rows+=$'\n'"$mode|$events|$(printf '%.2f' "$seconds")|$(echo "$events / $seconds" | bc)|$dead"
 	done
 done
 
@@ -72,6 +77,8 @@ done
 	echo "drain s: the insert's commit -> every delivery delivered (one worker, max_concurrency 256)."
 	echo "with:    one session waits in SELECT herald.flush('600 seconds'), holding its snapshot."
 	echo "without: herald.flush('1 second') calls in a loop."
+	echo "dead tuples: n_dead_tup of herald.event_log, delivery_queue, attempt_log and delivery_cursors"
+	echo "             after the round (pg_stat_user_tables; autovacuum may have removed some meanwhile)."
 	echo "cluster: scripts/cluster.sh defaults (fsync = off), one delivery worker."
 	echo "server log ERROR/FATAL/PANIC/WARNING lines: $(bench_server_log_summary)"
 	bench_machine

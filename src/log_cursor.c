@@ -80,6 +80,7 @@ static bool loaded = false;
 static int	my_slot = 0;
 static int	my_workers = 1;
 static int64 persisted = -1;
+static int64 recorded_upto = 0;	/* see herald_cursor_recorded_upto() */
 static TimestampTz persisted_at = 0;
 
 /* the gaps the current read asks for, and its horizon */
@@ -166,12 +167,36 @@ herald_cursor_load(int slot, int workers)
 		elog(ERROR, "could not read the delivery cursor: %s", SPI_result_code_string(ret));
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	cur.read_upto = DatumGetInt64(d);
+	persisted = cur.read_upto;
+
+	/*
+	 * The position is kept at most once a second: past it, some events may
+	 * have been delivered, or queued, since.  Up to the last event with an
+	 * attempt or a queue row, the read leaves out what is recorded.
+	 */
+	ret = SPI_execute("SELECT greatest((SELECT max(a.delivery_id) / 1000000 FROM herald.attempt_log a),"
+					  "                (SELECT max(q.event_id) FROM herald.delivery_queue q), 0)",
+					  true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the last recorded delivery: %s", SPI_result_code_string(ret));
+	recorded_upto = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 1, &isnull));
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(Hold);
 	ctl.hcxt = cursor_context();
 	holds = hash_create("pg_herald holds", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	loaded = true;
+}
+
+/*
+ * Events up to here may have recorded deliveries the position does not
+ * cover yet (it was kept before they were): the read skips those.
+ */
+int64
+herald_cursor_recorded_upto(void)
+{
+	return recorded_upto;
 }
 
 bool

@@ -173,6 +173,7 @@ extern void herald_cursor_reset(void);
 extern void herald_cursor_load(int slot, int workers);
 extern bool herald_cursor_loaded(void);
 extern int64 herald_cursor_read_upto(void);
+extern int64 herald_cursor_recorded_upto(void);
 extern void herald_cursor_save(void);
 extern void herald_cursor_restore(void);
 extern void herald_cursor_plan(Datum *lows, Datum *highs);

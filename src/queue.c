@@ -539,8 +539,8 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 	Oid			argtypes[11] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID,
 		TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8OID, INT4OID, INT4OID, INT4OID,
 	INT8ARRAYOID, INT8ARRAYOID};
-	Oid			fan_argtypes[6] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID,
-	TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
+	Oid			fan_argtypes[7] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID,
+	TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8OID};
 	Datum		args[11];
 	int			ret;
 	int64	   *ids;
@@ -570,7 +570,13 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 									   "  SELECT e.id AS event_id, ch.channel_id,"
 									   "         row_number() OVER (PARTITION BY ch.channel_id ORDER BY e.id) AS rn"
 									   "    FROM herald.event_log e CROSS JOIN LATERAL unnest(e.channel_ids) AS ch(channel_id)"
-									   "   WHERE e.id = ANY ($6)),"
+									   "   WHERE e.id = ANY ($6)"
+									   /* read again after a restart: what is recorded is done */
+									   "     AND (e.id > $7"
+									   "          OR NOT (EXISTS (SELECT 1 FROM herald.attempt_log a"
+									   "                           WHERE a.delivery_id = herald._delivery_id(e.id, ch.channel_id))"
+									   "                  OR EXISTS (SELECT 1 FROM herald.delivery_queue q"
+									   "                              WHERE q.id = herald._delivery_id(e.id, ch.channel_id))))),"
 									   " claimed AS ("
 									   "  SELECT herald._delivery_id(f.event_id, f.channel_id) AS id, 0 AS attempts,"
 									   "         f.event_id, f.channel_id, caps.cap, now() AS due_at,"
@@ -581,7 +587,7 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 									   "  SELECT cl.id, cl.event_id, cl.channel_id FROM claimed cl WHERE cl.spill"
 									   "  ON CONFLICT (id) DO NOTHING)"
 									   DELIVERY_SELECT,
-									   6, fan_argtypes);
+									   7, fan_argtypes);
 
 	use_args(use, args);
 	args[5] = Int64GetDatum(herald_cursor_read_upto());
@@ -623,6 +629,7 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 	for (int i = 0; i < nfound; i++)
 		elems[nids + i] = Int64GetDatum(found[i]);
 	args[5] = build_array(elems, NULL, nids + nfound, INT8OID);
+	args[6] = Int64GetDatum(herald_cursor_recorded_upto());
 	ret = SPI_execute_plan(fan_plan, args, NULL, false, 0);
 	AtEOXact_GUC(true, guc_level);
 	if (ret != SPI_OK_SELECT)
