@@ -558,6 +558,7 @@ typedef struct ClaimStep
 	bool		charged;		/* the claimed deliveries are counted */
 	int			nclaimed;
 	int			nfresh;			/* the first nfresh of claimed are fresh */
+	bool		more_log;		/* the read of new events took all it could */
 	HeraldDelivery *claimed;
 	MemoryContext cxt;
 	long		next_due_ms;
@@ -630,7 +631,7 @@ claim_step(void *arg)
 	/* new events first, from memory; then the queue, within what is left */
 	build_use(&use, c->cxt, c->full, true);
 	c->nfresh = herald_queue_read_log(worker_slot, herald_delivery_workers, c->limit,
-									  &use, c->cxt, &fresh, &spilled);
+									  &use, c->cxt, &fresh, &spilled, &c->more_log);
 	charge(fresh, c->nfresh, 1);
 	c->charged = true;
 	c->claimed = fresh;
@@ -814,6 +815,7 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 	claim->cxt = batch->cxt;
 	claim->nclaimed = 0;
 	claim->nfresh = 0;
+	claim->more_log = false;
 	claim->charged = false;
 	herald_cursor_save();
 
@@ -870,8 +872,8 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 		pfree(batch);
 	}
 
-	/* a full batch means more may be due right now */
-	*want_claim = (claim->nclaimed == claim->limit);
+	/* a full batch, or a full read of the log, means more may be due right now */
+	*want_claim = (claim->nclaimed == claim->limit) || (claim->ready && claim->more_log);
 	if (!*want_claim)
 		*next_due_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 												   claim->next_due_ms >= 0 ?

@@ -429,7 +429,8 @@ extern int	herald_queue_claim(int slot, int limit, HeraldChannelUse *caps,
 							   MemoryContext cxt, HeraldDelivery **out);
 extern long herald_queue_next_due(HeraldChannelUse *caps);
 extern int	herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
-								  MemoryContext cxt, HeraldDelivery **out, List **spilled);
+								  MemoryContext cxt, HeraldDelivery **out, List **spilled,
+								  bool *more);
 extern void herald_queue_record(int slot, HeraldOutcome *outcomes, int n);
 extern int64 herald_queue_purge(int limit);
 

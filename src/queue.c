@@ -528,11 +528,12 @@ read_log_settings(void)
  * event gives one delivery per channel: sent from memory (fresh) within
  * the channel's allowance, otherwise put in the queue, where the claim
  * finds it (its channel is added to *spilled).  Returns how many
- * deliveries are to be sent, copied into cxt.
+ * deliveries are to be sent, copied into cxt; *more says whether the read
+ * took as many events as it could (more may be waiting).
  */
 int
 herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
-					  MemoryContext cxt, HeraldDelivery **out, List **spilled)
+					  MemoryContext cxt, HeraldDelivery **out, List **spilled, bool *more)
 {
 	static SPIPlanPtr ids_plan = NULL;
 	static SPIPlanPtr fan_plan = NULL;
@@ -549,16 +550,18 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 	int			nfound = 0;
 	Datum	   *elems;
 	int			guc_level;
+	int			n;
 
 	if (ids_plan == NULL)
 		ids_plan = herald_prepare_kept(
-									   "WITH " CHANNEL_CAPS_CTE
-									   " (SELECT true, e.id FROM herald.event_log e"
+									   "WITH " CHANNEL_CAPS_CTE ","
+									   " lim AS (SELECT least($9, coalesce(max(caps.cap), 0)) AS n FROM caps)"
+									   " (SELECT true, e.id, (SELECT n FROM lim) FROM herald.event_log e"
 									   "   WHERE e.id > $6 AND e.id % $7 = $8"
 									   "   ORDER BY e.id"
-									   "   LIMIT (SELECT least($9, coalesce(max(caps.cap), 0)) FROM caps))"
+									   "   LIMIT (SELECT n FROM lim))"
 									   " UNION ALL"
-									   " (SELECT false, x.id FROM unnest($10, $11) AS g(lo, hi)"
+									   " (SELECT false, x.id, 0 FROM unnest($10, $11) AS g(lo, hi)"
 									   "    CROSS JOIN LATERAL (SELECT e.id FROM herald.event_log e"
 									   "                         WHERE e.id >= g.lo AND e.id <= g.hi"
 									   "                           AND e.id % $7 = $8 OFFSET 0) x)",
@@ -600,6 +603,7 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 	ret = SPI_execute_plan(ids_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read the event log: %s", SPI_result_code_string(ret));
+	*more = false;
 	ids = palloc(sizeof(int64) * Max(SPI_processed, 1));
 	found = palloc(sizeof(int64) * Max(SPI_processed, 1));
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -610,7 +614,11 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 		int64		id = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
 
 		if (new)
+		{
 			ids[nids++] = id;
+			/* as many as it could take: there may be more */
+			*more = (nids == DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull)));
+		}
 		else
 			found[nfound++] = id;
 	}
@@ -635,7 +643,16 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read the deliveries of new events: %s",
 			 SPI_result_code_string(ret));
-	return copy_deliveries(cxt, out, spilled);
+	n = copy_deliveries(cxt, out, spilled);
+
+	/*
+	 * A full read whose events did not all become deliveries (already
+	 * recorded, muted, of a dropped channel) left the channels room: read
+	 * on at once.  Otherwise the channels are busy, and the outcomes will
+	 * say when to read again.
+	 */
+	*more = *more && n < nids;
+	return n;
 }
 
 /*
