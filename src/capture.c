@@ -23,8 +23,9 @@
  *
  * A rule with a condition runs one statement as the rule's owner: whatever
  * the condition reads is read with the owner's privileges, never the
- * writer's.  It returns the positions of the transition rows that satisfy
- * the condition, and their events are appended as above.  The condition
+ * writer's.  It returns the transition rows that satisfy the condition
+ * (into a tuplestore, which goes to disk past work_mem), and their events
+ * are appended as above, once the statement is over.  The condition
  * must not break, block or hold up the writer's statement: it runs through
  * herald_run_limited() (rule_code.c), for at most herald.condition_timeout
  * (shared by the conditions of one owner for one statement), and whatever
@@ -85,6 +86,7 @@
 #include "utils/memutils.h"
 #include "utils/plancache.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/rls.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
@@ -121,7 +123,7 @@ typedef struct CaptureRule
 	int32		silence_id;		/* the silence muting the rule, 0 for none */
 	bool		followup;		/* its events await a decision */
 	TimestampTz silenced_until; /* ... until then */
-	SPIPlanPtr	match_plan[NUM_OPS];	/* the condition's statement, prepared
+	SPIPlanPtr	select_plan[NUM_OPS];	/* the condition's statement, prepared
 										 * on first use */
 } CaptureRule;
 
@@ -165,8 +167,8 @@ reset_capture_cache(void)
 		{
 			for (int i = 0; i < entry->nrules; i++)
 				for (int op = 0; op < NUM_OPS; op++)
-					if (entry->rules[i].match_plan[op])
-						SPI_freeplan(entry->rules[i].match_plan[op]);
+					if (entry->rules[i].select_plan[op])
+						SPI_freeplan(entry->rules[i].select_plan[op]);
 		}
 	}
 	table_rules = NULL;
@@ -472,17 +474,23 @@ reader_close(RowReader *reader)
 	ExecDropSingleTupleTableSlot(reader->slot);
 }
 
-/* One bit per transition row: does it satisfy the rule's condition? */
-#define ROW_MATCHES(bits, i) (((bits)[(i) / 8] & (1 << ((i) % 8))) != 0)
-
-/*
- * Append one event per transition row, or with matches, per row whose bit
- * is set.  The rows are read here; each payload is built in row_cxt, reset
- * once the emitter has the row.
- */
+/* Append one event, its payload built in row_cxt from the rows (0: none). */
 static void
-append_row_events(CaptureRule *rule, TableRules *entry, int op, TriggerData *trigdata,
-				  const uint8 *matches, MemoryContext row_cxt)
+append_row(HeraldEventWriter *w, TableRules *entry, int op, Datum new_row, Datum old_row,
+		   MemoryContext row_cxt)
+{
+	MemoryContext old = MemoryContextSwitchTo(row_cxt);
+	Datum		payload = herald_row_payload(entry->table, op_names[op], new_row, old_row);
+
+	MemoryContextSwitchTo(old);
+	(void) herald_events_add(w, payload);
+	MemoryContextReset(row_cxt);
+}
+
+/* Append one event per transition row, read here. */
+static void
+append_transition_rows(CaptureRule *rule, TableRules *entry, int op, TriggerData *trigdata,
+					   MemoryContext row_cxt)
 {
 	TupleDesc	desc = RelationGetDescr(trigdata->tg_relation);
 	bool		has_new = op != OP_DELETE;
@@ -508,24 +516,19 @@ append_row_events(CaptureRule *rule, TableRules *entry, int op, TriggerData *tri
 		MemoryContext old;
 		Datum		new_row = (Datum) 0;
 		Datum		old_row = (Datum) 0;
-		Datum		payload;
 
 		/* read outside row_cxt: a row read from disk belongs to the slot */
 		if (has_new)
 			reader_next(&new_rows);
 		if (has_old)
 			reader_next(&old_rows);
-		if (matches && !ROW_MATCHES(matches, i))
-			continue;
 		old = MemoryContextSwitchTo(row_cxt);
 		if (has_new)
 			new_row = ExecFetchSlotHeapTupleDatum(new_rows.slot);
 		if (has_old)
 			old_row = ExecFetchSlotHeapTupleDatum(old_rows.slot);
-		payload = herald_row_payload(entry->table, op_names[op], new_row, old_row);
 		MemoryContextSwitchTo(old);
-		(void) herald_events_add(w, payload);
-		MemoryContextReset(row_cxt);
+		append_row(w, entry, op, new_row, old_row, row_cxt);
 	}
 	(void) herald_events_end(w);
 
@@ -536,12 +539,13 @@ append_row_events(CaptureRule *rule, TableRules *entry, int op, TriggerData *tri
 }
 
 /*
- * The condition's statement for one operation: the positions (from 1, in
- * the order of the transition table) of the rows that satisfy it.  NEW and
- * OLD name the rows; the one an operation lacks is a row of NULLs.
+ * The condition's statement for one operation: the transition rows that
+ * satisfy it (new, old or both, in that order).  NEW and OLD name the rows;
+ * the one an operation lacks is a row of NULLs.  UPDATE pairs old and new
+ * rows by position.
  */
 static char *
-build_match_sql(const char *table, int op, const char *condition)
+build_select_sql(const char *table, int op, const char *condition)
 {
 	StringInfoData sql;
 	const char *null_row = psprintf("(SELECT (NULL::%s).*)", table);
@@ -550,18 +554,14 @@ build_match_sql(const char *table, int op, const char *condition)
 	switch (op)
 	{
 		case OP_INSERT:
-			appendStringInfo(&sql,
-							 "SELECT n.i FROM (SELECT row_number() OVER () AS i, t AS r FROM herald_new t) AS n,"
-							 " LATERAL (SELECT (n.r).*) AS new, %s AS old", null_row);
+			appendStringInfo(&sql, "SELECT new FROM herald_new AS new, %s AS old", null_row);
 			break;
 		case OP_DELETE:
-			appendStringInfo(&sql,
-							 "SELECT o.i FROM (SELECT row_number() OVER () AS i, t AS r FROM herald_old t) AS o,"
-							 " LATERAL (SELECT (o.r).*) AS old, %s AS new", null_row);
+			appendStringInfo(&sql, "SELECT old FROM herald_old AS old, %s AS new", null_row);
 			break;
 		case OP_UPDATE:
 			appendStringInfoString(&sql,
-								   "SELECT n.i"
+								   "SELECT n.r, o.r"
 								   " FROM (SELECT row_number() OVER () AS i, t AS r FROM herald_new t) AS n"
 								   " JOIN (SELECT row_number() OVER () AS i, t AS r FROM herald_old t) AS o"
 								   " USING (i),"
@@ -573,52 +573,57 @@ build_match_sql(const char *table, int op, const char *condition)
 }
 
 static SPIPlanPtr
-get_match_plan(CaptureRule *rule, TableRules *entry, int op)
+get_select_plan(CaptureRule *rule, TableRules *entry, int op)
 {
 	SPIPlanPtr	plan;
 
-	if (rule->match_plan[op])
-		return rule->match_plan[op];
-	plan = SPI_prepare(build_match_sql(entry->table, op, rule->condition), 0, NULL);
+	if (rule->select_plan[op])
+		return rule->select_plan[op];
+	plan = SPI_prepare(build_select_sql(entry->table, op, rule->condition), 0, NULL);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare the capture statement of rule \"%s\": %s",
 			 rule->name, SPI_result_code_string(SPI_result));
 	if (SPI_keepplan(plan) != 0)
 		elog(ERROR, "could not keep the capture statement of rule \"%s\"", rule->name);
-	rule->match_plan[op] = plan;
+	rule->select_plan[op] = plan;
 	return plan;
 }
 
-/* Where the condition's statement sends the positions: a bit each. */
+/*
+ * Where the condition's statement sends the rows that satisfy it: a
+ * tuplestore of the capture call, which outlives the subtransaction the
+ * statement runs in (its files too: they belong to the capture call's
+ * resource owner), and goes to disk past work_mem.
+ */
 typedef struct MatchReceiver
 {
 	DestReceiver pub;
-	uint8	   *matches;
-	int64		nrows;
-	int64		nmatched;
+	Tuplestorestate *store;
+	ResourceOwner owner;
+	MemoryContext cxt;
+	TupleDesc	desc;			/* of the rows, copied in cxt */
 } MatchReceiver;
+
+static void
+match_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+	MatchReceiver *r = (MatchReceiver *) self;
+	MemoryContext old = MemoryContextSwitchTo(r->cxt);
+
+	r->desc = CreateTupleDescCopy(typeinfo);
+	MemoryContextSwitchTo(old);
+}
 
 static bool
 match_receive(TupleTableSlot *slot, DestReceiver *self)
 {
 	MatchReceiver *r = (MatchReceiver *) self;
-	bool		isnull;
-	int64		i = DatumGetInt64(slot_getattr(slot, 1, &isnull));
+	ResourceOwner save = CurrentResourceOwner;
 
-	if (isnull || i < 1 || i > r->nrows)
-		elog(ERROR, "capture statement returned an unexpected row position");
-	i--;
-	if (!ROW_MATCHES(r->matches, i))
-	{
-		r->matches[i / 8] |= 1 << (i % 8);
-		r->nmatched++;
-	}
+	CurrentResourceOwner = r->owner;
+	tuplestore_puttupleslot(r->store, slot);
+	CurrentResourceOwner = save;
 	return true;
-}
-
-static void
-match_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
-{
 }
 
 static void
@@ -641,7 +646,7 @@ typedef struct Selection
 } Selection;
 
 /*
- * Run the rule's condition as its owner, marking the rows that satisfy it.
+ * Run the rule's condition as its owner, keeping the rows that satisfy it.
  * Prepared, planned and run as the rule's owner, in a security-restricted
  * operation.  Settings the condition changes, even without LOCAL, end with
  * it.
@@ -659,7 +664,7 @@ selection_step(void *arg)
 	SetUserIdAndSecContext(s->rule->owner, s->scope->save_sec |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
-	plan = get_match_plan(s->rule, s->entry, s->op);
+	plan = get_select_plan(s->rule, s->entry, s->op);
 	memset(&options, 0, sizeof(options));
 	options.dest = &s->receiver.pub;
 	ret = SPI_execute_plan_extended(plan, &options);
@@ -668,6 +673,37 @@ selection_step(void *arg)
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "unexpected result of the capture statement: %s",
 			 SPI_result_code_string(ret));
+}
+
+/* Append one event per row the condition's statement returned. */
+static void
+append_selected_rows(CaptureRule *rule, TableRules *entry, int op, MatchReceiver *r,
+					 MemoryContext row_cxt)
+{
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(r->desc, &TTSOpsMinimalTuple);
+	HeraldEventMeta meta;
+	HeraldEventWriter *w;
+
+	if (r->desc->natts != (op == OP_UPDATE ? 2 : 1))
+		elog(ERROR, "unexpected columns in the result of the capture statement");
+	rule_meta(rule, op_events[op], &meta);
+	w = herald_events_begin(&meta);
+	tuplestore_rescan(r->store);
+	while (tuplestore_gettupleslot(r->store, true, false, slot))
+	{
+		bool		isnull1;
+		bool		isnull2 = false;
+		Datum		first = slot_getattr(slot, 1, &isnull1);
+		Datum		second = op == OP_UPDATE ? slot_getattr(slot, 2, &isnull2) : (Datum) 0;
+
+		if (isnull1 || isnull2)
+			elog(ERROR, "capture statement returned a null row");
+		append_row(w, entry, op,
+				   op == OP_DELETE ? (Datum) 0 : first,
+				   op == OP_DELETE ? first : second, row_cxt);
+	}
+	(void) herald_events_end(w);
+	ExecDropSingleTupleTableSlot(slot);
 }
 
 /* What is left of an owner's time for the conditions of one statement */
@@ -688,15 +724,16 @@ typedef enum RuleFailure
 } RuleFailure;
 
 /*
- * The rows that satisfy the rule's condition, one bit each, and how many
- * they are (*nmatched).  The condition runs through herald_run_limited(),
- * and if it fails, *error gets the message, *failure why, and the result
- * is NULL.  The subtransaction's abort restores the extension's owner.
+ * Run the rule's condition: the rows that satisfy it go to the receiver's
+ * store (a tuplestore the caller ends).  The condition runs through
+ * herald_run_limited(), and if it fails, the result is false, *error gets
+ * the message and *failure why.  The subtransaction's abort restores the
+ * extension's owner.
  */
-static uint8 *
-select_matches(CaptureRule *rule, TableRules *entry, int op, int64 nrows,
-			   CaptureScope *scope, OwnerBudget *budget, int64 *nmatched,
-			   char **error, RuleFailure *failure)
+static bool
+select_rows(CaptureRule *rule, TableRules *entry, int op, CaptureScope *scope,
+			OwnerBudget *budget, MatchReceiver *receiver, char **error,
+			RuleFailure *failure)
 {
 	Selection	s;
 	long		left;
@@ -704,7 +741,6 @@ select_matches(CaptureRule *rule, TableRules *entry, int op, int64 nrows,
 	bool		timed_out;
 
 	*error = NULL;
-	*nmatched = 0;
 	memset(&s, 0, sizeof(s));
 	s.rule = rule;
 	s.entry = entry;
@@ -716,8 +752,9 @@ select_matches(CaptureRule *rule, TableRules *entry, int op, int64 nrows,
 	s.receiver.pub.rDestroy = match_destroy;
 	/* anything but DestNone: SPI reports a SELECT whose rows went somewhere */
 	s.receiver.pub.mydest = DestTuplestore;
-	s.receiver.matches = palloc0((nrows + 7) / 8);
-	s.receiver.nrows = nrows;
+	s.receiver.store = tuplestore_begin_heap(false, false, work_mem);
+	s.receiver.owner = CurrentResourceOwner;
+	s.receiver.cxt = CurrentMemoryContext;
 
 	shared = budget->started;
 	budget->started = true;
@@ -729,11 +766,11 @@ select_matches(CaptureRule *rule, TableRules *entry, int op, int64 nrows,
 		*error = herald_run_limited(selection_step, &s, (int) left, &timed_out);
 		if (*error == NULL)
 		{
-			*nmatched = s.receiver.nmatched;
-			return s.receiver.matches;
+			*receiver = s.receiver;
+			return true;
 		}
 	}
-	pfree(s.receiver.matches);
+	tuplestore_end(s.receiver.store);
 	*failure = CONDITION_FAILED;
 	if (timed_out)
 	{
@@ -745,7 +782,7 @@ select_matches(CaptureRule *rule, TableRules *entry, int op, int64 nrows,
 			*error = psprintf("the condition ran longer than herald.condition_timeout (%d ms)",
 							  budget->timeout);
 	}
-	return NULL;
+	return false;
 }
 
 /*
@@ -901,8 +938,7 @@ herald_capture(PG_FUNCTION_ARGS)
 	{
 		CaptureRule *rule = &entry->rules[i];
 		const char *why;
-		uint8	   *matches;
-		int64		nmatched;
+		MatchReceiver selected;
 		char	   *error;
 		RuleFailure failure;
 
@@ -916,19 +952,20 @@ herald_capture(PG_FUNCTION_ARGS)
 		}
 		if (rule->condition == NULL)
 		{
-			append_row_events(rule, entry, op, trigdata, NULL, row_cxt);
+			append_transition_rows(rule, entry, op, trigdata, row_cxt);
 			continue;
 		}
 		scope_enter(&scope);
-		matches = select_matches(rule, entry, op, nrows, &scope,
-								 owner_budget(&budgets, &nbudgets, &maxbudgets, rule->owner),
-								 &nmatched, &error, &failure);
-		if (error)
+		if (!select_rows(rule, entry, op, &scope,
+						 owner_budget(&budgets, &nbudgets, &maxbudgets, rule->owner),
+						 &selected, &error, &failure))
+		{
 			record_rule_error(rule, entry, op, error, failure);
-		else if (nmatched > 0)
-			append_row_events(rule, entry, op, trigdata, matches, row_cxt);
-		if (matches)
-			pfree(matches);
+			continue;
+		}
+		if (tuplestore_tuple_count(selected.store) > 0)
+			append_selected_rows(rule, entry, op, &selected, row_cxt);
+		tuplestore_end(selected.store);
 	}
 	capture_depth--;
 	scope_leave(&scope);
