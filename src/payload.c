@@ -6,7 +6,7 @@
  * A row event carries the captured row as JSON.  to_jsonb() renders a value
  * of a type created after initdb through the type's cast to json, when there
  * is one: a function its owner wrote, which would run as whoever captures
- * the row (the rule's owner, or the extension's owner for a rule it owns),
+ * the row (the writer, or a rule's owner, or the extension's owner),
  * not as the one who wrote it.  The owner of a table a rule watches could
  * thus make a rule's owner, or a superuser, run its code just by changing a
  * column's type.
@@ -14,7 +14,7 @@
  * Built-in types have no such cast (to_jsonb() does not look for one), so a
  * row whose columns are all of built-in types (domains over them included)
  * is rendered by jsonb_build_object() itself, payload and row in one go:
- * herald_row_is_builtin() says so.  The rows of any other table are
+ * row_type_is_builtin() says so.  The rows of any other table are
  * rendered column by column, as to_jsonb() would, except that a cast to
  * json is used only when a superuser owns its function; otherwise the
  * value is rendered as its type's text output, which is built-in code for
@@ -54,8 +54,8 @@ type_is_builtin(Oid type)
 }
 
 /* Are the columns of this row type all of built-in types? */
-bool
-herald_row_is_builtin(TupleDesc desc)
+static bool
+row_type_is_builtin(TupleDesc desc)
 {
 	for (int i = 0; i < desc->natts; i++)
 	{
@@ -221,7 +221,7 @@ push_row(JsonbParseState **state, JsonbIteratorToken token, Datum value)
 											  HeapTupleHeaderGetTypMod(td));
 	HeapTupleData tuple;
 
-	if (herald_row_is_builtin(desc))
+	if (row_type_is_builtin(desc))
 	{
 		push_jsonb(state, token, call_to_jsonb(value, HeapTupleHeaderGetTypeId(td)));
 		ReleaseTupleDesc(desc);
@@ -388,7 +388,7 @@ row_is_builtin(Datum row, Oid *rowtype)
 	HeapTupleHeader td = DatumGetHeapTupleHeader(row);
 	TupleDesc	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(td),
 											  HeapTupleHeaderGetTypMod(td));
-	bool		builtin = herald_row_is_builtin(desc);
+	bool		builtin = row_type_is_builtin(desc);
 
 	*rowtype = HeapTupleHeaderGetTypeId(td);
 	ReleaseTupleDesc(desc);
