@@ -238,7 +238,6 @@ extern void herald_capture_xact_end(void);
 extern void herald_define_capture_settings(void);
 
 /* payload.c */
-extern bool herald_row_is_builtin(TupleDesc desc);
 extern Datum herald_row_payload(const char *table, const char *operation,
 								Datum new_row, Datum old_row);
 
