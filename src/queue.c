@@ -723,7 +723,7 @@ lowest_position(void)
  * than herald.dead_retention), that await no decision and have none, with
  * their queue rows and attempts; oldest first, at most limit of them.
  * Silenced events, which have no deliveries, go by age likewise.  Returns
- * how many events were deleted.
+ * how many events and deliveries were deleted.
  */
 int64
 herald_queue_purge(int limit)
@@ -733,6 +733,8 @@ herald_queue_purge(int limit)
 	int			ret;
 	bool		isnull;
 	int			guc_level;
+	int64		total;
+	static SPIPlanPtr deliveries_purge_plan = NULL;
 
 	if (herald_retention < 0)
 		return 0;
@@ -760,16 +762,56 @@ herald_queue_purge(int limit)
 								  "   WHERE a.delivery_id BETWEEN gone.id * 1000000 AND gone.id * 1000000 + 999999)"
 								  " SELECT count(*) FROM gone",
 								  4, argtypes);
+	if (deliveries_purge_plan == NULL)
+		deliveries_purge_plan = herald_prepare_kept(
+								  "WITH done AS ("
+								  "  DELETE FROM herald.delivery_queue d"
+								  "   WHERE d.id IN (SELECT f.id FROM herald.delivery_queue f"
+								  "                   WHERE f.status <> 'pending'"
+								  "                     AND (f.status = 'delivered' OR $2 >= 0)"
+								  "                     AND f.finished_at < now() - CASE f.status WHEN 'dead' THEN $2 ELSE $1 END"
+								  "                                               * interval '1 second'"
+								  "                   ORDER BY f.finished_at LIMIT $3)"
+								  /* rows a read queued while their channel was being dropped */
+								  "      OR d.id IN (SELECT f.id FROM herald.delivery_queue f"
+								  "                   WHERE NOT EXISTS (SELECT 1 FROM herald.channel_defs c"
+								  "                                      WHERE c.id = f.channel_id)"
+								  "                   LIMIT $3)"
+								  "   RETURNING d.id),"
+								  " done_attempts AS ("
+								  "  DELETE FROM herald.attempt_log a USING done WHERE a.delivery_id = done.id),"
+								  " first_tries AS ("
+								  "  DELETE FROM herald.attempt_log a"
+								  "   WHERE a.ctid IN (SELECT t.ctid FROM herald.attempt_log t"
+								  "                     WHERE t.delivery_id <= $4 * 1000000 + 999999"
+								  "                       AND t.started_at < now() - $1 * interval '1 second'"
+								  "                       AND NOT EXISTS (SELECT 1 FROM herald.delivery_queue q"
+								  "                                        WHERE q.id = t.delivery_id)"
+								  "                     ORDER BY t.delivery_id LIMIT $3)"
+								  "   RETURNING 1)"
+								  " SELECT (SELECT count(*) FROM done) + (SELECT count(*) FROM first_tries)",
+								  4, argtypes);
 	args[0] = Int32GetDatum(herald_retention);
 	args[1] = Int32GetDatum(herald_dead_retention);
 	args[2] = Int32GetDatum(limit);
 	args[3] = Int64GetDatum(lowest_position());
 	guc_level = index_plan_settings();
 	ret = SPI_execute_plan(purge_plan, args, NULL, false, 1);
-	AtEOXact_GUC(true, guc_level);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not purge events: %s", SPI_result_code_string(ret));
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	total = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	/*
+	 * The deliveries done of events kept longer (a dead delivery, a
+	 * decision, a follow-up awaited) go by themselves, as they did when
+	 * every delivery was a row: their queue rows and attempts.
+	 */
+	ret = SPI_execute_plan(deliveries_purge_plan, args, NULL, false, 1);
+	AtEOXact_GUC(true, guc_level);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not purge deliveries: %s", SPI_result_code_string(ret));
+	total += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return total;
 }
 
 static Datum
@@ -1095,6 +1137,7 @@ herald_flush(PG_FUNCTION_ARGS)
 		 */
 		args[1] = Int64GetDatum(lowest_position());
 		ret = SPI_execute_with_args("SELECT NOT EXISTS (SELECT 1 FROM herald.delivery_queue d"
+									"                     JOIN herald.channel_defs c ON c.id = d.channel_id"
 									"                    WHERE d.status = 'pending' AND d.event_id <= $1)"
 									"   AND NOT EXISTS (SELECT 1 FROM herald.event_log e"
 									"                     CROSS JOIN LATERAL unnest(e.channel_ids) AS ch(id)"
