@@ -21,6 +21,7 @@ OBJS = \
 	src/network.o \
 	src/webhook.o \
 	src/format.o \
+	src/channel_kinds.o \
 	src/format_chat.o \
 	src/format_email.o \
 	src/signing.o \

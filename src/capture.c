@@ -1,50 +1,58 @@
 /*-------------------------------------------------------------------------
  *
  * capture.c
- *		Row rules: committed row changes become events and deliveries.
+ *		Row rules: row changes become events, in the writer's transaction.
  *
  * herald.capture() is a statement-level AFTER trigger with transition
  * tables, installed on a watched table for each operation some enabled row
- * rule listens to.  For every such rule it runs two set-based statements in
- * the writer's transaction:
+ * rule listens to.  For every such rule it appends one event per captured
+ * row to herald.event_log through the emitter (event_log.c), straight into
+ * the heap: no SQL statement, nothing but the event row.  The event names
+ * the rule's channels (none while a silence mutes the rule: it is recorded
+ * with the silence's id).  All of it belongs to the writer's transaction: a
+ * rollback leaves nothing, and the delivery workers are woken only at
+ * commit.
  *
- *	1. as the rule's owner (whatever the condition reads is read with the
- *	   owner's privileges, never the writer's), select the payload of every
- *	   transition row that satisfies the rule's condition;
- *	2. as the extension's owner, insert one event per selected row and one
- *	   delivery per event and channel.
+ * A rule without a condition (the common case) runs no SQL at all: the
+ * transition rows are read here, with a read pointer of our own, and
+ * herald_row_payload() (payload.c) renders each payload, whatever the
+ * column types, running nothing but built-in code and casts a superuser
+ * owns: what fails there fails the writer's statement, as a built-in
+ * function of its own would.  UPDATE pairs old and new rows by position,
+ * which is how the transition tables are filled.
  *
- * A statement that touches 10,000 rows therefore costs two statements per
- * rule, not 10,000.  The payloads run no code of anyone's: on a table with a
- * column of a type created after initdb, the owner's statement returns the
- * rows and herald_row_payload() renders them (payload.c).  A rule with no
- * condition, owned by the extension's owner, on a table of built-in types
- * only, runs no code on anyone else's behalf: both steps are one statement
- * (capture_directly).  Both belong to the writer's transaction: a rollback
- * leaves nothing, and the delivery workers are woken only at commit
- * (herald_note_work).
+ * A rule with a condition runs one statement as the rule's owner: whatever
+ * the condition reads is read with the owner's privileges, never the
+ * writer's.  It returns the transition rows that satisfy the condition
+ * (into a tuplestore, which goes to disk past work_mem), and their events
+ * are appended as above, once the statement is over.  The condition
+ * must not break, block or hold up the writer's statement: it runs through
+ * herald_run_limited() (rule_code.c), for at most herald.condition_timeout
+ * (shared by the conditions of one owner for one statement), and whatever
+ * it raises, its time running out included, becomes a "rule.error" event
+ * sent to the rule's channels; the session-level locks it took are
+ * released.  It runs in a security-restricted operation, with search_path
+ * pg_catalog, pg_temp (the one conditions are checked with at
+ * declaration), and the settings it changes are undone before the writer
+ * goes on.
  *
- * A condition must not break, block or hold up the writer's statement: it
- * runs through herald_run_limited() (rule_code.c), for at most
- * herald.condition_timeout, and whatever it raises, its time running out
- * included, becomes a "rule.error" event sent to the rule's channels; the
- * session-level locks it took are released.  Everything runs with
- * search_path pg_catalog, pg_temp (the one conditions are checked with at
- * declaration), and settings a condition changes are undone before the
- * writer goes on.  The owner's right to read the table (USAGE on its
- * schema, SELECT on it) is checked again at every capture.
+ * The owner's right to read the table (USAGE on its schema, SELECT on it,
+ * no row-level security applying to it) is checked again at every capture,
+ * for an owner that is not a superuser: a rule whose owner lost it
+ * captures nothing and reports a rule.error event.
  *
- * A silenced rule's events are recorded with the silence's id and no
- * deliveries.
+ * A statement of many rows is streamed: the emitter writes its events in
+ * chunks, and each payload is built in a memory context reset after each
+ * row, so memory stays bounded however many rows the statement touched.
  *
- * The rules of each table are cached per backend with their prepared plans
- * and the silence muting each, if any.  Any change to herald.rule_defs,
- * herald.rule_channels or herald.silence_defs fires
- * herald._rules_changed(), which sends a relcache invalidation for
+ * The rules of each table are cached per backend, with the table's
+ * qualified name, their conditions' prepared statements and the silence
+ * muting each, if any.  Only loading them takes a SPI connection.  Any
+ * change to herald.rule_defs, herald.rule_channels or herald.silence_defs
+ * fires herald._rules_changed(), which sends a relcache invalidation for
  * rule_defs at commit; the callback below then drops the whole cache.  So
  * does an invalidation of a watched table (renamed, altered) or of any
- * schema (renamed): the statements name the table, and are rebuilt with
- * its current name.
+ * schema (renamed): the payloads and statements name the table.
  *
  * herald._on_sql_drop(), an sql_drop event trigger, disables the rules of
  * a table that is dropped (with its schema or not) and records why with a
@@ -56,7 +64,10 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/event_trigger.h"
+#include "commands/extension.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
@@ -64,22 +75,22 @@
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
 #include "parser/scanner.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/snapmgr.h"
-#include "utils/plancache.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/plancache.h"
 #include "utils/rel.h"
-#include "utils/acl.h"
+#include "utils/resowner.h"
 #include "utils/rls.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
-#include "commands/event_trigger.h"
-#include "commands/extension.h"
+#include "utils/tuplestore.h"
 
 #include "pg_herald.h"
 
@@ -112,21 +123,20 @@ typedef struct CaptureRule
 	int32		silence_id;		/* the silence muting the rule, 0 for none */
 	bool		followup;		/* its events await a decision */
 	TimestampTz silenced_until; /* ... until then */
-	SPIPlanPtr	select_plan[NUM_OPS];	/* prepared on first use */
-	SPIPlanPtr	rows_plan[NUM_OPS]; /* the same, returning rows: see below */
-	SPIPlanPtr	direct_plan[NUM_OPS];	/* select and insert in one, see below */
+	SPIPlanPtr	select_plan[NUM_OPS];	/* the condition's statement, prepared
+										 * on first use */
 } CaptureRule;
 
 typedef struct TableRules
 {
 	Oid			relid;			/* hash key */
+	char	   *table;			/* its qualified name, as payloads give it */
 	int			nrules;
 	CaptureRule *rules;
 } TableRules;
 
 static MemoryContext capture_context = NULL;
 static HTAB *table_rules = NULL;
-static SPIPlanPtr insert_plan = NULL;
 static Oid	cached_rules_relid = InvalidOid;
 static bool callback_registered = false;
 
@@ -143,7 +153,7 @@ herald_capture_xact_end(void)
 	capture_depth = 0;
 }
 
-/* Forget every cached rule and plan. */
+/* Forget every cached rule and statement. */
 static void
 reset_capture_cache(void)
 {
@@ -157,19 +167,10 @@ reset_capture_cache(void)
 		{
 			for (int i = 0; i < entry->nrules; i++)
 				for (int op = 0; op < NUM_OPS; op++)
-				{
 					if (entry->rules[i].select_plan[op])
 						SPI_freeplan(entry->rules[i].select_plan[op]);
-					if (entry->rules[i].rows_plan[op])
-						SPI_freeplan(entry->rules[i].rows_plan[op]);
-					if (entry->rules[i].direct_plan[op])
-						SPI_freeplan(entry->rules[i].direct_plan[op]);
-				}
 		}
 	}
-	if (insert_plan)
-		SPI_freeplan(insert_plan);
-	insert_plan = NULL;
 	table_rules = NULL;
 	if (capture_context)
 		MemoryContextReset(capture_context);
@@ -189,15 +190,22 @@ capture_relcache_callback(Datum arg, Oid relid)
 		cache_stale = true;
 }
 
-/* A schema renamed or dropped: the statements may name it. */
+/* A schema renamed or dropped: the payloads and statements may name it. */
 static void
 capture_namespace_callback(Datum arg, int cacheid, uint32 hashvalue)
 {
 	cache_stale = true;
 }
 
+/*
+ * Make the cache usable: rebuilt when stale (by the outermost capture call
+ * only) or when herald.rule_defs is another table than the one it was
+ * built from (the extension was made again).  A valid cache needs no
+ * lookup: dropping the extension drops rule_defs, whose invalidation marks
+ * the cache stale.
+ */
 static void
-ensure_capture_cache(Oid rules_relid)
+ensure_capture_cache(void)
 {
 	HASHCTL		ctl;
 
@@ -211,11 +219,18 @@ ensure_capture_cache(Oid rules_relid)
 		capture_context = AllocSetContextCreate(TopMemoryContext,
 												"pg_herald capture",
 												ALLOCSET_DEFAULT_SIZES);
-	if ((cache_stale || rules_relid != cached_rules_relid) && capture_depth == 0)
+	if (table_rules == NULL || cache_stale)
 	{
-		reset_capture_cache();
-		cache_stale = false;
-		cached_rules_relid = rules_relid;
+		Oid			rules_relid = get_relname_relid("rule_defs", herald_schema_oid(false));
+
+		if (!OidIsValid(rules_relid))
+			elog(ERROR, "pg_herald catalog table herald.rule_defs is missing");
+		if ((cache_stale || rules_relid != cached_rules_relid) && capture_depth == 0)
+		{
+			reset_capture_cache();
+			cache_stale = false;
+			cached_rules_relid = rules_relid;
+		}
 	}
 	if (table_rules == NULL)
 	{
@@ -226,6 +241,54 @@ ensure_capture_cache(Oid rules_relid)
 		table_rules = hash_create("pg_herald table rules", 16, &ctl,
 								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
+}
+
+/*
+ * Where pg_herald's statements run, entered only when one is needed (the
+ * rules of a table to load, a condition to run): a SPI connection that
+ * sees the transition tables, search_path pg_catalog, pg_temp, the
+ * extension's owner as current user.  Left at the end of the capture call:
+ * the settings are undone, the writer is the current user again.
+ */
+typedef struct CaptureScope
+{
+	TriggerData *trigdata;
+	bool		entered;
+	int			guc_level;
+	Oid			save_user;
+	int			save_sec;
+	Oid			ext_owner;
+} CaptureScope;
+
+static void
+scope_enter(CaptureScope *scope)
+{
+	if (scope->entered)
+		return;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_register_trigger_data(scope->trigdata) != SPI_OK_TD_REGISTER)
+		elog(ERROR, "could not register the transition tables");
+	scope->guc_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	GetUserIdAndSecContext(&scope->save_user, &scope->save_sec);
+	scope->ext_owner = herald_extension_owner();
+	SetUserIdAndSecContext(scope->ext_owner, scope->save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	scope->entered = true;
+}
+
+static void
+scope_leave(CaptureScope *scope)
+{
+	if (!scope->entered)
+		return;
+	SetUserIdAndSecContext(scope->save_user, scope->save_sec);
+	AtEOXact_GUC(false, scope->guc_level);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	scope->entered = false;
 }
 
 static int
@@ -252,11 +315,18 @@ opmask_from_array(Datum arr)
 	return mask;
 }
 
+static char *
+qualified_table_name(Oid relid)
+{
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  get_rel_name(relid));
+}
+
 /*
- * The enabled row rules of a table, loaded into the cache on first use.
- * Runs as the extension's owner, inside an SPI connection.  The rules are
- * read with the latest snapshot, not the writer's: a cache built from an
- * older snapshot would miss a rule whose invalidation has already passed.
+ * The enabled row rules of a table, loaded into the cache on first use, in
+ * the capture scope.  The rules are read with the latest snapshot, not the
+ * writer's: a cache built from an older snapshot would miss a rule whose
+ * invalidation has already passed.
  */
 static TableRules *
 load_table_rules(Oid relid)
@@ -268,12 +338,9 @@ load_table_rules(Oid relid)
 	int			ret;
 	int			nrules;
 	CaptureRule *rules;
+	char	   *table;
 	SPIPlanPtr	plan;
 	MemoryContext old;
-
-	entry = hash_search(table_rules, &relid, HASH_FIND, &found);
-	if (found)
-		return entry;
 
 	plan = SPI_prepare("SELECT r.id, r.name, r.owner::oid, r.operations, r.condition,"
 					   "       array(SELECT rc.channel_id FROM herald.rule_channels rc"
@@ -295,6 +362,7 @@ load_table_rules(Oid relid)
 			 relid, SPI_result_code_string(ret));
 
 	old = MemoryContextSwitchTo(capture_context);
+	table = qualified_table_name(relid);
 	nrules = SPI_processed;
 	rules = palloc0(sizeof(CaptureRule) * Max(nrules, 1));
 	for (int i = 0; i < nrules; i++)
@@ -327,240 +395,315 @@ load_table_rules(Oid relid)
 
 	/* entered only once complete: an error above leaves no empty entry */
 	entry = hash_search(table_rules, &relid, HASH_ENTER, &found);
+	entry->table = table;
 	entry->nrules = nrules;
 	entry->rules = rules;
 	return entry;
 }
 
-static char *
-qualified_table_name(Oid relid)
+/* The rules of a table, from the cache, loaded in the scope if need be. */
+static TableRules *
+rules_of_table(Oid relid, CaptureScope *scope)
 {
-	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-									  get_rel_name(relid));
+	TableRules *entry;
+
+	ensure_capture_cache();
+	entry = hash_search(table_rules, &relid, HASH_FIND, NULL);
+	if (entry == NULL)
+	{
+		scope_enter(scope);
+		entry = load_table_rules(relid);
+	}
+	return entry;
 }
 
 /*
- * The owner's statement for one rule and operation: one jsonb payload per
- * transition row that satisfies the condition, or with rows, the rows
- * themselves (new, old or both, in that order), whose payloads
- * herald_row_payload() builds (see payload.c).  NEW and OLD name the rows;
+ * What the rule's events share.  A muted rule's events go to no channel and
+ * name the silence; nobody was told of them, so nobody is asked about them.
+ */
+static void
+rule_meta(CaptureRule *rule, const char *type, HeraldEventMeta *meta)
+{
+	bool		silenced = rule->silence_id != 0 &&
+		GetCurrentTransactionStartTimestamp() < rule->silenced_until;
+
+	memset(meta, 0, sizeof(HeraldEventMeta));
+	meta->type = type;
+	meta->rule_id = rule->id;
+	meta->rule = rule->name;
+	meta->channel_ids = silenced ? (Datum) 0 : rule->channels;
+	meta->silenced_by = silenced ? rule->silence_id : 0;
+	meta->awaits_decision = rule->followup && !silenced && strncmp(type, "row.", 4) == 0;
+	meta->about_event_id = 0;
+}
+
+/*
+ * A reader of a transition table: a read pointer of our own, at its start
+ * (the new pointer copies the position of pointer 0, which could be
+ * anywhere), and a slot of the table's row type.
+ */
+typedef struct RowReader
+{
+	Tuplestorestate *store;
+	int			ptr;
+	TupleTableSlot *slot;
+} RowReader;
+
+static void
+reader_open(RowReader *reader, Tuplestorestate *store, TupleDesc desc)
+{
+	reader->store = store;
+	reader->ptr = tuplestore_alloc_read_pointer(store, EXEC_FLAG_REWIND);
+	tuplestore_select_read_pointer(store, reader->ptr);
+	tuplestore_rescan(store);
+	reader->slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+}
+
+/* The next row, into the reader's slot. */
+static void
+reader_next(RowReader *reader)
+{
+	tuplestore_select_read_pointer(reader->store, reader->ptr);
+	if (!tuplestore_gettupleslot(reader->store, true, false, reader->slot))
+		elog(ERROR, "transition table ended before its count of rows");
+}
+
+static void
+reader_close(RowReader *reader)
+{
+	ExecDropSingleTupleTableSlot(reader->slot);
+}
+
+/* Append one event, its payload built in row_cxt from the rows (0: none). */
+static void
+append_row(HeraldEventWriter *w, TableRules *entry, int op, Datum new_row, Datum old_row,
+		   MemoryContext row_cxt)
+{
+	MemoryContext old = MemoryContextSwitchTo(row_cxt);
+	Datum		payload = herald_row_payload(entry->table, op_names[op], new_row, old_row);
+
+	MemoryContextSwitchTo(old);
+	(void) herald_events_add(w, payload);
+	MemoryContextReset(row_cxt);
+}
+
+/* Append one event per transition row, read here. */
+static void
+append_transition_rows(CaptureRule *rule, TableRules *entry, int op, TriggerData *trigdata,
+					   MemoryContext row_cxt)
+{
+	TupleDesc	desc = RelationGetDescr(trigdata->tg_relation);
+	bool		has_new = op != OP_DELETE;
+	bool		has_old = op != OP_INSERT;
+	RowReader	new_rows = {0};
+	RowReader	old_rows = {0};
+	HeraldEventMeta meta;
+	HeraldEventWriter *w;
+	int64		n;
+
+	n = tuplestore_tuple_count(has_new ? trigdata->tg_newtable : trigdata->tg_oldtable);
+	if (has_new && has_old)
+		n = Min(n, tuplestore_tuple_count(trigdata->tg_oldtable));
+	if (has_new)
+		reader_open(&new_rows, trigdata->tg_newtable, desc);
+	if (has_old)
+		reader_open(&old_rows, trigdata->tg_oldtable, desc);
+
+	rule_meta(rule, op_events[op], &meta);
+	w = herald_events_begin(&meta);
+	for (int64 i = 0; i < n; i++)
+	{
+		MemoryContext old;
+		Datum		new_row = (Datum) 0;
+		Datum		old_row = (Datum) 0;
+
+		/* read outside row_cxt: a row read from disk belongs to the slot */
+		if (has_new)
+			reader_next(&new_rows);
+		if (has_old)
+			reader_next(&old_rows);
+		old = MemoryContextSwitchTo(row_cxt);
+		if (has_new)
+			new_row = ExecFetchSlotHeapTupleDatum(new_rows.slot);
+		if (has_old)
+			old_row = ExecFetchSlotHeapTupleDatum(old_rows.slot);
+		MemoryContextSwitchTo(old);
+		append_row(w, entry, op, new_row, old_row, row_cxt);
+	}
+	(void) herald_events_end(w);
+
+	if (has_new)
+		reader_close(&new_rows);
+	if (has_old)
+		reader_close(&old_rows);
+}
+
+/*
+ * The condition's statement for one operation: the transition rows that
+ * satisfy it (new, old or both, in that order).  NEW and OLD name the rows;
  * the one an operation lacks is a row of NULLs.  UPDATE pairs old and new
- * rows by position, which is how the transition tables are filled.
+ * rows by position.
  */
 static char *
-build_select_sql(Oid relid, int op, const char *condition, bool rows)
+build_select_sql(const char *table, int op, const char *condition)
 {
 	StringInfoData sql;
-	char	   *table = qualified_table_name(relid);
-	char	   *table_lit = quote_literal_cstr(table);
 	const char *null_row = psprintf("(SELECT (NULL::%s).*)", table);
 
 	initStringInfo(&sql);
-	if (!rows)
-		appendStringInfo(&sql, "SELECT jsonb_build_object('table', %s, 'operation', '%s'",
-						 table_lit, op_names[op]);
 	switch (op)
 	{
 		case OP_INSERT:
-			appendStringInfoString(&sql, rows ? "SELECT new" : ", 'new', to_jsonb(new))");
-			appendStringInfoString(&sql, " FROM herald_new AS new");
-			if (condition)
-				appendStringInfo(&sql, ", %s AS old", null_row);
+			appendStringInfo(&sql, "SELECT new FROM herald_new AS new, %s AS old", null_row);
 			break;
 		case OP_DELETE:
-			appendStringInfoString(&sql, rows ? "SELECT old" : ", 'old', to_jsonb(old))");
-			appendStringInfoString(&sql, " FROM herald_old AS old");
-			if (condition)
-				appendStringInfo(&sql, ", %s AS new", null_row);
+			appendStringInfo(&sql, "SELECT old FROM herald_old AS old, %s AS new", null_row);
 			break;
 		case OP_UPDATE:
 			appendStringInfoString(&sql,
-								   rows ? "SELECT n.r, o.r"
-								   : ", 'new', to_jsonb(n.r), 'old', to_jsonb(o.r))");
-			appendStringInfoString(&sql,
+								   "SELECT n.r, o.r"
 								   " FROM (SELECT row_number() OVER () AS i, t AS r FROM herald_new t) AS n"
 								   " JOIN (SELECT row_number() OVER () AS i, t AS r FROM herald_old t) AS o"
-								   " USING (i)");
-			if (condition)
-				appendStringInfoString(&sql,
-									   ", LATERAL (SELECT (n.r).*) AS new"
-									   ", LATERAL (SELECT (o.r).*) AS old");
+								   " USING (i),"
+								   " LATERAL (SELECT (n.r).*) AS new, LATERAL (SELECT (o.r).*) AS old");
 			break;
 	}
-	if (condition)
-		appendStringInfo(&sql, " WHERE (%s\n)", condition);
+	appendStringInfo(&sql, " WHERE (%s\n)", condition);
 	return sql.data;
 }
 
 static SPIPlanPtr
-get_select_plan(CaptureRule *rule, Oid relid, int op, bool rows)
+get_select_plan(CaptureRule *rule, TableRules *entry, int op)
 {
-	SPIPlanPtr *slot = rows ? &rule->rows_plan[op] : &rule->select_plan[op];
 	SPIPlanPtr	plan;
 
-	if (*slot)
-		return *slot;
-	plan = SPI_prepare(build_select_sql(relid, op, rule->condition, rows), 0, NULL);
+	if (rule->select_plan[op])
+		return rule->select_plan[op];
+	plan = SPI_prepare(build_select_sql(entry->table, op, rule->condition), 0, NULL);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare the capture statement of rule \"%s\": %s",
 			 rule->name, SPI_result_code_string(SPI_result));
 	if (SPI_keepplan(plan) != 0)
 		elog(ERROR, "could not keep the capture statement of rule \"%s\"", rule->name);
-	*slot = plan;
+	rule->select_plan[op] = plan;
 	return plan;
 }
 
 /*
- * The arguments shared by the event statements: $1 type, $2 rule id,
- * $3 rule name, $4 the channels to deliver to, $5 the silence muting the
- * rule, $6 whether the events await a decision (their rule asks for
- * follow-ups).  A muted rule's events are recorded with no deliveries.
+ * Where the condition's statement sends the rows that satisfy it: a
+ * tuplestore of the capture call, which outlives the subtransaction the
+ * statement runs in (its files too: they belong to the capture call's
+ * resource owner), and goes to disk past work_mem.
  */
-#define EVENT_ARGS 6
-#define EVENT_ARGTYPES TEXTOID, INT4OID, TEXTOID, INT4ARRAYOID, INT4OID, BOOLOID
+typedef struct MatchReceiver
+{
+	DestReceiver pub;
+	Tuplestorestate *store;
+	ResourceOwner owner;
+	MemoryContext cxt;
+	TupleDesc	desc;			/* of the rows, copied in cxt */
+} MatchReceiver;
 
 static void
-event_args(CaptureRule *rule, const char *type, Datum *args, char *nulls)
+match_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
 {
-	bool		silenced = rule->silence_id != 0 &&
-		GetCurrentTransactionStartTimestamp() < rule->silenced_until;
+	MatchReceiver *r = (MatchReceiver *) self;
+	MemoryContext old = MemoryContextSwitchTo(r->cxt);
 
-	args[0] = CStringGetTextDatum(type);
-	args[1] = Int32GetDatum(rule->id);
-	args[2] = CStringGetTextDatum(rule->name);
-	args[3] = silenced ? PointerGetDatum(construct_empty_array(INT4OID)) : rule->channels;
-	args[4] = Int32GetDatum(rule->silence_id);
-	/* nobody was told of a muted event: nobody is asked about it */
-	args[5] = BoolGetDatum(rule->followup && !silenced && strncmp(type, "row.", 4) == 0);
-	memset(nulls, ' ', EVENT_ARGS);
-	nulls[4] = silenced ? ' ' : 'n';
+	r->desc = CreateTupleDescCopy(typeinfo);
+	MemoryContextSwitchTo(old);
 }
 
-/* The statement recording events: FROM-clause selection in %s. */
-#define EVENT_SQL \
-	"WITH ev AS (" \
-	"  INSERT INTO herald.event_log (type, rule_id, rule, payload, silenced_by, awaits_decision)" \
-	"  SELECT $1, $2, $3, p.payload, $5, $6 FROM %s" \
-	"  RETURNING id)" \
-	" INSERT INTO herald.delivery_queue (event_id, channel_id)" \
-	" SELECT ev.id, c FROM ev CROSS JOIN unnest($4) AS c"
+static bool
+match_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	MatchReceiver *r = (MatchReceiver *) self;
+	ResourceOwner save = CurrentResourceOwner;
 
-/* Insert one event per payload and one delivery per event and channel. */
+	CurrentResourceOwner = r->owner;
+	tuplestore_puttupleslot(r->store, slot);
+	CurrentResourceOwner = save;
+	return true;
+}
+
 static void
-insert_events(CaptureRule *rule, const char *type, Datum payloads)
+match_shutdown(DestReceiver *self)
 {
-	Oid			argtypes[EVENT_ARGS + 1] = {EVENT_ARGTYPES, JSONBARRAYOID};
-	Datum		args[EVENT_ARGS + 1];
-	char		nulls[EVENT_ARGS + 1];
-	int			ret;
-
-	if (insert_plan == NULL)
-	{
-		SPIPlanPtr	plan;
-
-		plan = SPI_prepare(psprintf(EVENT_SQL, "unnest($7) AS p(payload)"),
-						   EVENT_ARGS + 1, argtypes);
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not prepare the event statement: %s",
-				 SPI_result_code_string(SPI_result));
-		insert_plan = plan;
-	}
-
-	event_args(rule, type, args, nulls);
-	args[EVENT_ARGS] = payloads;
-	nulls[EVENT_ARGS] = ' ';
-	ret = SPI_execute_plan(insert_plan, args, nulls, false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "could not record events of rule \"%s\": %s",
-			 rule->name, SPI_result_code_string(ret));
-	herald_note_work();
 }
 
-/*
- * Run the rule's selection as its owner; the payloads as a jsonb[], or 0
- * when no row matched.  builtin: every column of the table is of a
- * built-in type, and the statement itself renders the payloads; otherwise
- * it returns the rows, and herald_row_payload() renders them.
- */
-static Datum
-run_selection(CaptureRule *rule, Oid relid, int op, bool builtin, Oid ext_owner,
-			  int sec_context)
+static void
+match_destroy(DestReceiver *self)
 {
-	SPIPlanPtr	plan;
-	Datum		result = (Datum) 0;
-	int			ret;
-	int			guc_level;
-
-	/*
-	 * Prepared, planned and run as the rule's owner.  Settings the condition
-	 * changes, even without LOCAL, end with it: the statements that follow
-	 * run as the extension's owner.
-	 */
-	guc_level = NewGUCNestLevel();
-	SetUserIdAndSecContext(rule->owner, sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	plan = get_select_plan(rule, relid, op, !builtin);
-	ret = SPI_execute_plan(plan, NULL, NULL, false, 0);
-	SetUserIdAndSecContext(ext_owner, sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	AtEOXact_GUC(false, guc_level);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "unexpected result of the capture statement: %s",
-			 SPI_result_code_string(ret));
-	if (SPI_processed > 0)
-	{
-		int			n = SPI_processed;
-		Datum	   *elems = palloc(sizeof(Datum) * n);
-		char	   *table = builtin ? NULL : qualified_table_name(relid);
-
-		for (int i = 0; i < n; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-
-			if (builtin)
-			{
-				elems[i] = SPI_getbinval(tup, desc, 1, &isnull);
-				if (isnull)
-					elog(ERROR, "capture statement returned a null payload");
-			}
-			else
-			{
-				Datum		first = SPI_getbinval(tup, desc, 1, &isnull);
-				Datum		second = op == OP_UPDATE ?
-					SPI_getbinval(tup, desc, 2, &isnull) : (Datum) 0;
-
-				elems[i] = herald_row_payload(table, op_names[op],
-											  op == OP_DELETE ? (Datum) 0 : first,
-											  op == OP_DELETE ? first : second);
-			}
-		}
-		result = PointerGetDatum(construct_array(elems, n, JSONBOID, -1,
-												 false, TYPALIGN_INT));
-	}
-	SPI_freetuptable(SPI_tuptable);
-	return result;
 }
 
 typedef struct Selection
 {
 	CaptureRule *rule;
-	Oid			relid;
+	TableRules *entry;
 	int			op;
-	bool		builtin;
-	Oid			ext_owner;
-	int			sec_context;
-	Datum		result;
+	CaptureScope *scope;
+	MatchReceiver receiver;
 } Selection;
 
+/*
+ * Run the rule's condition as its owner, keeping the rows that satisfy it.
+ * Prepared, planned and run as the rule's owner, in a security-restricted
+ * operation.  Settings the condition changes, even without LOCAL, end with
+ * it.
+ */
 static void
 selection_step(void *arg)
 {
 	Selection  *s = arg;
+	SPIExecuteOptions options;
+	SPIPlanPtr	plan;
+	int			guc_level;
+	int			ret;
 
-	s->result = run_selection(s->rule, s->relid, s->op, s->builtin, s->ext_owner,
-							  s->sec_context);
+	guc_level = NewGUCNestLevel();
+	SetUserIdAndSecContext(s->rule->owner, s->scope->save_sec |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	plan = get_select_plan(s->rule, s->entry, s->op);
+	memset(&options, 0, sizeof(options));
+	options.dest = &s->receiver.pub;
+	ret = SPI_execute_plan_extended(plan, &options);
+	SetUserIdAndSecContext(s->scope->ext_owner, s->scope->save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	AtEOXact_GUC(false, guc_level);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "unexpected result of the capture statement: %s",
+			 SPI_result_code_string(ret));
+}
+
+/* Append one event per row the condition's statement returned. */
+static void
+append_selected_rows(CaptureRule *rule, TableRules *entry, int op, MatchReceiver *r,
+					 MemoryContext row_cxt)
+{
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(r->desc, &TTSOpsMinimalTuple);
+	HeraldEventMeta meta;
+	HeraldEventWriter *w;
+
+	if (r->desc->natts != (op == OP_UPDATE ? 2 : 1))
+		elog(ERROR, "unexpected columns in the result of the capture statement");
+	rule_meta(rule, op_events[op], &meta);
+	w = herald_events_begin(&meta);
+	tuplestore_rescan(r->store);
+	while (tuplestore_gettupleslot(r->store, true, false, slot))
+	{
+		bool		isnull1;
+		bool		isnull2 = false;
+		Datum		first = slot_getattr(slot, 1, &isnull1);
+		Datum		second = op == OP_UPDATE ? slot_getattr(slot, 2, &isnull2) : (Datum) 0;
+
+		if (isnull1 || isnull2)
+			elog(ERROR, "capture statement returned a null row");
+		append_row(w, entry, op,
+				   op == OP_DELETE ? (Datum) 0 : first,
+				   op == OP_DELETE ? first : second, row_cxt);
+	}
+	(void) herald_events_end(w);
+	ExecDropSingleTupleTableSlot(slot);
 }
 
 /* What is left of an owner's time for the conditions of one statement */
@@ -581,26 +724,38 @@ typedef enum RuleFailure
 } RuleFailure;
 
 /*
- * The payloads of the rows that satisfy the rule.  A rule without a
- * condition runs no user code and needs no protection; a condition runs
- * through herald_run_limited(), and if it fails, *error gets the message,
- * *failure why, and the result is 0.  The subtransaction's abort restores
- * the extension owner.
+ * Run the rule's condition: the rows that satisfy it go to the receiver's
+ * store (a tuplestore the caller ends).  The condition runs through
+ * herald_run_limited(), and if it fails, the result is false, *error gets
+ * the message and *failure why.  The subtransaction's abort restores the
+ * extension's owner.
  */
-static Datum
-select_payloads(CaptureRule *rule, Oid relid, int op, bool builtin, Oid ext_owner,
-				int sec_context, OwnerBudget *budget, char **error,
-				RuleFailure *failure)
+static bool
+select_rows(CaptureRule *rule, TableRules *entry, int op, CaptureScope *scope,
+			OwnerBudget *budget, MatchReceiver *receiver, char **error,
+			RuleFailure *failure)
 {
-	Selection	s = {rule, relid, op, builtin, ext_owner, sec_context, (Datum) 0};
+	Selection	s;
 	long		left;
 	bool		shared;
 	bool		timed_out;
 
 	*error = NULL;
-	/* with other types than the built-in ones, rendering runs their output functions */
-	if (rule->condition == NULL && builtin)
-		return run_selection(rule, relid, op, builtin, ext_owner, sec_context);
+	memset(&s, 0, sizeof(s));
+	s.rule = rule;
+	s.entry = entry;
+	s.op = op;
+	s.scope = scope;
+	s.receiver.pub.receiveSlot = match_receive;
+	s.receiver.pub.rStartup = match_startup;
+	s.receiver.pub.rShutdown = match_shutdown;
+	s.receiver.pub.rDestroy = match_destroy;
+	/* anything but DestNone: SPI reports a SELECT whose rows went somewhere */
+	s.receiver.pub.mydest = DestTuplestore;
+	s.receiver.store = tuplestore_begin_heap(false, false, work_mem);
+	s.receiver.owner = CurrentResourceOwner;
+	s.receiver.cxt = CurrentMemoryContext;
+
 	shared = budget->started;
 	budget->started = true;
 	left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), budget->deadline);
@@ -610,8 +765,12 @@ select_payloads(CaptureRule *rule, Oid relid, int op, bool builtin, Oid ext_owne
 	{
 		*error = herald_run_limited(selection_step, &s, (int) left, &timed_out);
 		if (*error == NULL)
-			return s.result;
+		{
+			*receiver = s.receiver;
+			return true;
+		}
 	}
+	tuplestore_end(s.receiver.store);
 	*failure = CONDITION_FAILED;
 	if (timed_out)
 	{
@@ -623,7 +782,7 @@ select_payloads(CaptureRule *rule, Oid relid, int op, bool builtin, Oid ext_owne
 			*error = psprintf("the condition ran longer than herald.condition_timeout (%d ms)",
 							  budget->timeout);
 	}
-	return (Datum) 0;
+	return false;
 }
 
 /*
@@ -655,11 +814,12 @@ owner_budget(OwnerBudget **budgets, int *nbudgets, int *maxbudgets, Oid owner)
 
 /* A rule that captured nothing is reported as an event on its channels. */
 static void
-record_rule_error(CaptureRule *rule, Oid relid, int op, const char *message,
+record_rule_error(CaptureRule *rule, TableRules *entry, int op, const char *message,
 				  RuleFailure failure)
 {
 	StringInfoData payload;
-	Datum		elem;
+	HeraldEventMeta meta;
+	HeraldEventWriter *w;
 
 	/* the writer may not see what the owner's condition saw: log the text */
 	if (failure == CONDITION_FAILED)
@@ -681,56 +841,37 @@ record_rule_error(CaptureRule *rule, Oid relid, int op, const char *message,
 
 	initStringInfo(&payload);
 	appendStringInfoString(&payload, "{\"table\": ");
-	escape_json(&payload, qualified_table_name(relid));
+	escape_json(&payload, entry->table);
 	appendStringInfo(&payload, ", \"operation\": \"%s\", \"error\": ", op_names[op]);
 	escape_json(&payload, message);
 	appendStringInfoChar(&payload, '}');
-	elem = DirectFunctionCall1(jsonb_in, CStringGetDatum(payload.data));
-	insert_events(rule, "rule.error",
-				  PointerGetDatum(construct_array(&elem, 1, JSONBOID, -1, false,
-												  TYPALIGN_INT)));
+	rule_meta(rule, "rule.error", &meta);
+	w = herald_events_begin(&meta);
+	(void) herald_events_add(w, DirectFunctionCall1(jsonb_in, CStringGetDatum(payload.data)));
+	(void) herald_events_end(w);
+	pfree(payload.data);
 }
 
 /*
- * A rule without a condition whose owner is the extension's owner, on a
- * table whose columns are all of built-in types, runs no code on anyone
- * else's behalf: its selection and the inserts become one statement, run as
- * that owner.  This is the cheapest capture path.
+ * May the rule's owner still read the table?  Privileges revoked or
+ * policies enabled after the rule was declared: the transition rows would
+ * show what the owner may no longer see.  Reading the table takes what
+ * SELECT takes: USAGE on its schema and SELECT on it; and no row-level
+ * security may apply to the owner.  A superuser may read anything.
+ * Returns NULL, or why not.
  */
-static bool
-can_capture_directly(CaptureRule *rule, Oid ext_owner, bool builtin)
+static const char *
+owner_may_not_read(CaptureRule *rule, Oid relid)
 {
-	return builtin && rule->condition == NULL && rule->owner == ext_owner;
-}
-
-static void
-capture_directly(CaptureRule *rule, Oid relid, int op)
-{
-	Oid			argtypes[EVENT_ARGS] = {EVENT_ARGTYPES};
-	Datum		args[EVENT_ARGS];
-	char		nulls[EVENT_ARGS];
-	int			ret;
-
-	if (rule->direct_plan[op] == NULL)
-	{
-		SPIPlanPtr	plan;
-
-		plan = SPI_prepare(psprintf(EVENT_SQL,
-									psprintf("(%s) AS p(payload)",
-											 build_select_sql(relid, op, NULL, false))),
-						   EVENT_ARGS, argtypes);
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not prepare the capture statement of rule \"%s\": %s",
-				 rule->name, SPI_result_code_string(SPI_result));
-		rule->direct_plan[op] = plan;
-	}
-	event_args(rule, op_events[op], args, nulls);
-	ret = SPI_execute_plan(rule->direct_plan[op], args, nulls, false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "could not record events of rule \"%s\": %s",
-			 rule->name, SPI_result_code_string(ret));
-	if (SPI_processed > 0)
-		herald_note_work();
+	if (superuser_arg(rule->owner))
+		return NULL;
+	if (pg_namespace_aclcheck(get_rel_namespace(relid), rule->owner,
+							  ACL_USAGE) != ACLCHECK_OK ||
+		pg_class_aclcheck(relid, rule->owner, ACL_SELECT) != ACLCHECK_OK)
+		return "the rule's owner may no longer read the table";
+	if (check_enable_rls(relid, rule->owner, true) == RLS_ENABLED)
+		return "row-level security on the table applies to the rule's owner";
+	return NULL;
 }
 
 /* herald.capture(): the statement-level trigger on watched tables */
@@ -739,16 +880,12 @@ herald_capture(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	Tuplestorestate *rows;
+	int64		nrows;
 	Oid			relid;
 	int			op;
-	Oid			nspid;
-	Oid			rules_relid;
-	Oid			save_user;
-	int			save_sec;
-	Oid			ext_owner;
 	TableRules *entry;
-	int			guc_level;
-	bool		builtin;
+	CaptureScope scope;
+	MemoryContext row_cxt;
 	OwnerBudget *budgets = NULL;
 	int			nbudgets = 0;
 	int			maxbudgets = 0;
@@ -768,7 +905,7 @@ herald_capture(PG_FUNCTION_ARGS)
 	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
 		op = OP_UPDATE;
-		rows = trigdata->tg_newtable;
+		rows = trigdata->tg_oldtable ? trigdata->tg_newtable : NULL;
 	}
 	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 	{
@@ -785,89 +922,54 @@ herald_capture(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("herald.capture() needs transition tables"),
 				 errhint("Declare rules with herald.on_change(), which creates the triggers.")));
-	if (tuplestore_tuple_count(rows) == 0)
+	nrows = tuplestore_tuple_count(rows);
+	if (nrows == 0)
 		return PointerGetDatum(NULL);
 
 	relid = RelationGetRelid(trigdata->tg_relation);
-	/* the writer's lock keeps the columns as they are until the statement ends */
-	builtin = herald_row_is_builtin(RelationGetDescr(trigdata->tg_relation));
-	nspid = herald_schema_oid(false);
-	rules_relid = get_relname_relid("rule_defs", nspid);
-	if (!OidIsValid(rules_relid))
-		elog(ERROR, "pg_herald catalog table herald.rule_defs is missing");
+	memset(&scope, 0, sizeof(scope));
+	scope.trigdata = trigdata;
+	row_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_herald captured row",
+									ALLOCSET_DEFAULT_SIZES);
 
-	ensure_capture_cache(rules_relid);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
-		elog(ERROR, "could not register the transition tables");
-
-	/*
-	 * pg_herald's statements and the rules' conditions run with a fixed
-	 * search_path (the one conditions were checked with), and whatever
-	 * settings a condition changes are undone when capture ends.
-	 */
-	guc_level = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
-
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	ext_owner = herald_extension_owner();
-	SetUserIdAndSecContext(ext_owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	entry = rules_of_table(relid, &scope);
 	capture_depth++;
-
-	entry = load_table_rules(relid);
 	for (int i = 0; i < entry->nrules; i++)
 	{
 		CaptureRule *rule = &entry->rules[i];
-		Datum		payloads;
+		const char *why;
+		MatchReceiver selected;
 		char	   *error;
 		RuleFailure failure;
 
 		if ((rule->opmask & (1 << op)) == 0)
 			continue;
-		if (can_capture_directly(rule, ext_owner, builtin))
+		why = owner_may_not_read(rule, relid);
+		if (why != NULL)
 		{
-			capture_directly(rule, relid, op);
+			record_rule_error(rule, entry, op, why, OWNER_MAY_NOT_READ);
 			continue;
 		}
-		/*
-		 * Privileges revoked or policies enabled after the rule was declared:
-		 * the transition rows would show what the owner may no longer see.
-		 * Reading the table takes what SELECT takes: USAGE on its schema
-		 * and SELECT on it.
-		 */
-		if (pg_namespace_aclcheck(get_rel_namespace(relid), rule->owner,
-								  ACL_USAGE) != ACLCHECK_OK ||
-			pg_class_aclcheck(relid, rule->owner, ACL_SELECT) != ACLCHECK_OK)
+		if (rule->condition == NULL)
 		{
-			record_rule_error(rule, relid, op,
-							  "the rule's owner may no longer read the table", OWNER_MAY_NOT_READ);
+			append_transition_rows(rule, entry, op, trigdata, row_cxt);
 			continue;
 		}
-		if (check_enable_rls(relid, rule->owner, true) == RLS_ENABLED)
+		scope_enter(&scope);
+		if (!select_rows(rule, entry, op, &scope,
+						 owner_budget(&budgets, &nbudgets, &maxbudgets, rule->owner),
+						 &selected, &error, &failure))
 		{
-			record_rule_error(rule, relid, op,
-							  "row-level security on the table applies to the rule's owner",
-							  OWNER_MAY_NOT_READ);
+			record_rule_error(rule, entry, op, error, failure);
 			continue;
 		}
-		payloads = select_payloads(rule, relid, op, builtin, ext_owner, save_sec,
-								   owner_budget(&budgets, &nbudgets, &maxbudgets, rule->owner),
-								   &error, &failure);
-		if (error)
-			record_rule_error(rule, relid, op, error, failure);
-		else if (payloads != (Datum) 0)
-			insert_events(rule, op_events[op], payloads);
+		if (tuplestore_tuple_count(selected.store) > 0)
+			append_selected_rows(rule, entry, op, &selected, row_cxt);
+		tuplestore_end(selected.store);
 	}
-
 	capture_depth--;
-	SetUserIdAndSecContext(save_user, save_sec);
-	AtEOXact_GUC(false, guc_level);
-	if (SPI_finish() != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed");
+	scope_leave(&scope);
+	MemoryContextDelete(row_cxt);
 	return PointerGetDatum(NULL);
 }
 

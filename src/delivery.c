@@ -721,6 +721,14 @@ note_more_due(ClaimStep *c)
 static void
 keep_cursor_step(void *arg)
 {
+	ClaimStep  *c = arg;
+
+	/* the installation may have been dropped since the last claim */
+	if (herald_installation() != c->installation)
+	{
+		herald_cursor_reset();
+		return;
+	}
 	herald_cursor_persist(true);
 }
 
@@ -977,7 +985,7 @@ herald_delivery_main(Datum arg)
 		if (noutcomes == 0 && herald_http_in_flight() == 0 && claim.ready &&
 			!want_claim && herald_cursor_unkept())
 			(void) herald_in_transaction("pg_herald: keeping the delivery cursor",
-										 keep_cursor_step, NULL);
+										 keep_cursor_step, &claim);
 
 		if (noutcomes > 0 || (may_purge && purge_now) ||
 			(want_claim && herald_http_in_flight() < herald_max_in_flight))

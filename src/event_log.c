@@ -319,6 +319,7 @@ struct HeraldEventWriter
 	int			total;
 	Datum	   *values;
 	bool	   *nulls;
+	TupleDesc	slot_desc;		/* the table's, not reference-counted: see below */
 	int			payload_att;	/* 0-based indexes of the columns set per row */
 	int			id_att;
 	bool		deliver;		/* the events go to channels */
@@ -375,6 +376,14 @@ herald_events_begin(const HeraldEventMeta *meta)
 
 	w->rel = table_open(relid, RowExclusiveLock);
 	desc = RelationGetDescr(w->rel);
+
+	/*
+	 * A slot made with the relation's own descriptor pins it in the resource
+	 * owner, once per slot: a chunk of them would crowd the owner's table of
+	 * descriptors, which every lookup_rowtype_tupdesc() of the statement
+	 * (one per payload rendered) then probes through.
+	 */
+	w->slot_desc = CreateTupleDescCopy(desc);
 	w->counter = find_counter(w->rel);
 	w->estate = CreateExecutorState();
 	w->rri = makeNode(ResultRelInfo);
@@ -475,7 +484,7 @@ herald_events_add(HeraldEventWriter *w, Datum payload)
 	tuple = heap_form_tuple(RelationGetDescr(w->rel), w->values, w->nulls);
 	MemoryContextSwitchTo(old);
 	if (w->n == w->nslots)
-		w->slots[w->nslots++] = MakeSingleTupleTableSlot(RelationGetDescr(w->rel),
+		w->slots[w->nslots++] = MakeSingleTupleTableSlot(w->slot_desc,
 														 &TTSOpsHeapTuple);
 	ExecStoreHeapTuple(tuple, w->slots[w->n], false);
 	w->n++;

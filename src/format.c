@@ -3,18 +3,18 @@
  * format.c
  *		The event model shared by every channel format, and the dispatch.
  *
- * A delivery is rendered by the format of its channel's kind: webhook.c
- * (Standard Webhooks), format_chat.c (Slack, Microsoft Teams, Google
- * Chat), format_email.c (SMTP) and notify below.  They all draw on the same
- * pieces, built here from the event: the message (the rule's template or
- * the default one for the event type, template.c), a short title, the
- * facts worth a glance (value, threshold, state, level and key for a
- * threshold event; table, operation and the first columns of the row for a
- * row event), a context line, the links the message contains, the actions
- * of an event that awaits a decision (herald_actions) and a thread key per
- * rule instance.  Titles and default messages are the event type's
- * (event_types.c).  These are plain text; each format escapes them
- * for its target and keeps within its size limits.
+ * A delivery is rendered by the renderer of its channel's kind, which
+ * channel_kinds.c names: webhook.c (Standard Webhooks), format_chat.c (Slack,
+ * Microsoft Teams, Google Chat), format_email.c (SMTP) and notify below.  They
+ * all draw on the same pieces, built here from the event: the message (the
+ * rule's template or the default one for the event type, template.c), a short
+ * title, the facts worth a glance (value, threshold, state, level and key for
+ * a threshold event; table, operation and the first columns of the row for a
+ * row event), a context line, the links the message contains, the actions of
+ * an event that awaits a decision (herald_actions) and a thread key per rule
+ * instance.  Titles and default messages are the event type's (event_types.c).
+ * These are plain text; each format escapes them for its target and keeps
+ * within its size limits.
  *
  * Every text is bounded before it is built, whatever the template and the
  * row: the message by its kind's limit and herald.max_message_size, the
@@ -523,8 +523,8 @@ herald_append_header(struct curl_slist *list, const char *line)
  * fit are the last ones left out, whole, and "actions_dropped" says how
  * many.  The event id is always there.
  */
-static void
-format_notify(HeraldDelivery *d, HeraldOutgoing *out)
+void
+herald_format_notify(HeraldDelivery *d, HeraldOutgoing *out)
 {
 	bool		rendered_cut;
 	char	   *message = herald_message(d, NOTIFY_MAX_BYTES, &rendered_cut);
@@ -574,32 +574,25 @@ format_notify(HeraldDelivery *d, HeraldOutgoing *out)
 							d->event_id)));
 		pfree(buf.data);
 	}
-	out->transport = HERALD_NOTIFY;
 	out->url = pstrdup(d->target);
 	out->body = buf.data;
 	out->bodylen = buf.len;
 }
 
-/* Build what the delivery's channel kind sends. */
+/*
+ * Build what the delivery's channel kind sends, with the kind's renderer
+ * and for its transport (channel_kinds.c).
+ */
 void
 herald_format(HeraldDelivery *d, HeraldOutgoing *out)
 {
+	const HeraldChannelKind *kind = herald_channel_kind(d->kind);
+
 	memset(out, 0, sizeof(*out));
-	out->transport = HERALD_HTTP;
-	if (strcmp(d->kind, "webhook") == 0)
-		herald_format_webhook(d, out);
-	else if (strcmp(d->kind, "slack") == 0)
-		herald_format_slack(d, out);
-	else if (strcmp(d->kind, "teams") == 0)
-		herald_format_teams(d, out);
-	else if (strcmp(d->kind, "google_chat") == 0)
-		herald_format_google_chat(d, out);
-	else if (strcmp(d->kind, "email") == 0)
-		herald_format_email(d, out);
-	else if (strcmp(d->kind, "notify") == 0)
-		format_notify(d, out);
-	else
+	if (kind == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("unknown channel kind \"%s\"", d->kind)));
+	out->transport = kind->transport;
+	kind->render(d, out);
 }

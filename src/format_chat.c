@@ -357,7 +357,6 @@ set_request(HeraldDelivery *d, HeraldOutgoing *out, char *url, bool to_target,
 	for (int i = 0; to_target && i < d->nheaders; i++)
 		headers = herald_append_header(headers, d->headers[i]);
 
-	out->transport = HERALD_HTTP;
 	out->url = url;
 	out->headers = headers;
 	out->body = body->data;

@@ -688,7 +688,6 @@ herald_format_email(HeraldDelivery *d, HeraldOutgoing *out)
 								  recipients, nrecipients, meeting_start, meeting_end));
 	appendStringInfo(&buf, "--%s--\r\n", boundary);
 
-	out->transport = HERALD_SMTP;
 	out->url = pstrdup(d->target);
 	out->mail_from = sender;
 	out->password = d->secret ? pstrdup(d->secret) : NULL;

@@ -11,13 +11,13 @@
  * and nothing is polled on a fixed period.  Connections are reused through
  * the multi handle's pool, capped per host (herald.max_host_connections).
  *
- * A request is what a channel format built (HeraldOutgoing): an HTTP POST
- * (webhook and chat channels), spoken over http and https only, redirects
- * never followed; or an SMTP message (email channels), spoken over smtp
- * (STARTTLS when the server offers it) and smtps only, the user name taken
- * from the URL and the password from the channel's secret.  Proxy settings
- * from the environment are ignored.  For SMTP, http_status is the server's
- * last reply code.
+ * A request is what a channel format built (HeraldOutgoing), for its kind's
+ * transport (channel_kinds.c): an HTTP POST (webhook and chat channels),
+ * spoken over http and https only, redirects never followed; or an SMTP
+ * message (email channels), spoken over smtp (STARTTLS when the server offers
+ * it) and smtps only, the user name taken from the URL and the password from
+ * the channel's secret.  Proxy settings from the environment are ignored.  For
+ * SMTP, http_status is the server's last reply code.
  *
  * The module-level state belongs to the one worker process that uses it;
  * there is no locking.  herald._check_target() validates target URLs with
@@ -516,9 +516,9 @@ herald_http_free(HeraldRequest *req)
 
 /*
  * herald._check_target(kind text, target text): error unless target is an
- * absolute URL with a host and a scheme the channel kind speaks: smtp or
- * smtps for email, http or https for webhook, slack, teams and
- * google_chat.  Notify targets are channel names, checked in SQL.  The URL
+ * absolute URL with a host and a scheme the transport of the channel kind
+ * (channel_kinds.c) speaks: smtp or smtps for SMTP, http or https for
+ * HTTP.  Notify targets are channel names, checked in SQL.  The URL
  * itself is never quoted in messages: it may carry a token.
  */
 Datum
@@ -526,6 +526,7 @@ herald_check_target(PG_FUNCTION_ARGS)
 {
 	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	char	   *target = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	const HeraldChannelKind *k = herald_channel_kind(kind);
 	bool		email;
 	CURLU	   *url;
 	CURLUcode	rc;
@@ -533,15 +534,11 @@ herald_check_target(PG_FUNCTION_ARGS)
 	char	   *host = NULL;
 	char	   *scheme_copy;
 
-	if (strcmp(kind, "email") == 0)
-		email = true;
-	else if (strcmp(kind, "webhook") == 0 || strcmp(kind, "slack") == 0 ||
-			 strcmp(kind, "teams") == 0 || strcmp(kind, "google_chat") == 0)
-		email = false;
-	else
+	if (k == NULL || (k->transport != HERALD_HTTP && k->transport != HERALD_SMTP))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cannot check a URL target for a channel of kind %s", kind)));
+	email = k->transport == HERALD_SMTP;
 
 	url = curl_url();
 	if (url == NULL)

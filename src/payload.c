@@ -6,17 +6,17 @@
  * A row event carries the captured row as JSON.  to_jsonb() renders a value
  * of a type created after initdb through the type's cast to json, when there
  * is one: a function its owner wrote, which would run as whoever captures
- * the row (the rule's owner, or the extension's owner for a rule it owns),
+ * the row (the writer, or a rule's owner, or the extension's owner),
  * not as the one who wrote it.  The owner of a table a rule watches could
  * thus make a rule's owner, or a superuser, run its code just by changing a
  * column's type.
  *
  * Built-in types have no such cast (to_jsonb() does not look for one), so a
- * table whose columns are all of built-in types (domains over them
- * included) has its rows rendered by to_jsonb() in the capture statement
- * itself: herald_row_is_builtin() says so.  The rows of any other table are
- * rendered here, column by column, as to_jsonb() would, except that a cast
- * to json is used only when a superuser owns its function; otherwise the
+ * row whose columns are all of built-in types (domains over them included)
+ * is rendered by jsonb_build_object() itself, payload and row in one go:
+ * row_type_is_builtin() says so.  The rows of any other table are
+ * rendered column by column, as to_jsonb() would, except that a cast to
+ * json is used only when a superuser owns its function; otherwise the
  * value is rendered as its type's text output, which is built-in code for
  * every type a role that is not superuser can create (enums, composites,
  * ranges, domains, arrays).
@@ -37,6 +37,7 @@
 #include "utils/fmgroids.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
@@ -53,8 +54,8 @@ type_is_builtin(Oid type)
 }
 
 /* Are the columns of this row type all of built-in types? */
-bool
-herald_row_is_builtin(TupleDesc desc)
+static bool
+row_type_is_builtin(TupleDesc desc)
 {
 	for (int i = 0; i < desc->natts; i++)
 	{
@@ -220,7 +221,7 @@ push_row(JsonbParseState **state, JsonbIteratorToken token, Datum value)
 											  HeapTupleHeaderGetTypMod(td));
 	HeapTupleData tuple;
 
-	if (herald_row_is_builtin(desc))
+	if (row_type_is_builtin(desc))
 	{
 		push_jsonb(state, token, call_to_jsonb(value, HeapTupleHeaderGetTypeId(td)));
 		ReleaseTupleDesc(desc);
@@ -281,15 +282,138 @@ push_value(JsonbParseState **state, JsonbIteratorToken token, Datum value, bool 
 }
 
 /*
+ * jsonb_build_object('table', ..., 'operation', ..., 'new', row[, 'old',
+ * row]), as called from SQL: the variadic function takes its arguments'
+ * types from the call expression.  The calls are kept per row type and
+ * shape (new, old or both), a few at a time, so that rendering a row costs
+ * no lookup the function does not make itself.
+ */
+#define BUILD_CALLS 8
+
+typedef struct BuildCall
+{
+	Oid			rowtype;		/* InvalidOid: a free entry */
+	bool		has_new;
+	bool		has_old;
+	FmgrInfo	flinfo;
+} BuildCall;
+
+static BuildCall build_calls[BUILD_CALLS];
+static int	nbuild_calls = 0;
+static MemoryContext build_calls_cxt = NULL;
+
+static FmgrInfo *
+build_call(Oid rowtype, bool has_new, bool has_old)
+{
+	BuildCall  *call;
+	MemoryContext old;
+	List	   *args = NIL;
+
+	for (int i = 0; i < nbuild_calls; i++)
+		if (build_calls[i].rowtype == rowtype && build_calls[i].has_new == has_new &&
+			build_calls[i].has_old == has_old)
+			return &build_calls[i].flinfo;
+
+	if (build_calls_cxt == NULL)
+		build_calls_cxt = AllocSetContextCreate(TopMemoryContext, "pg_herald payload calls",
+												ALLOCSET_SMALL_SIZES);
+	/* all taken: start again */
+	if (nbuild_calls == BUILD_CALLS)
+	{
+		MemoryContextReset(build_calls_cxt);
+		nbuild_calls = 0;
+	}
+	call = &build_calls[nbuild_calls];
+
+	old = MemoryContextSwitchTo(build_calls_cxt);
+	for (int i = 0; i < 4; i++)
+		args = lappend(args, makeNullConst(TEXTOID, -1, InvalidOid));
+	if (has_new)
+		args = list_concat(args, list_make2(makeNullConst(TEXTOID, -1, InvalidOid),
+											makeNullConst(rowtype, -1, InvalidOid)));
+	if (has_old)
+		args = list_concat(args, list_make2(makeNullConst(TEXTOID, -1, InvalidOid),
+											makeNullConst(rowtype, -1, InvalidOid)));
+	fmgr_info_cxt(F_JSONB_BUILD_OBJECT_ANY, &call->flinfo, build_calls_cxt);
+	fmgr_info_set_expr((Node *) makeFuncExpr(F_JSONB_BUILD_OBJECT_ANY, JSONBOID, args,
+											 InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL),
+					   &call->flinfo);
+	MemoryContextSwitchTo(old);
+	call->rowtype = rowtype;
+	call->has_new = has_new;
+	call->has_old = has_old;
+	nbuild_calls++;
+	return &call->flinfo;
+}
+
+/* The payload of rows of built-in types, by jsonb_build_object(). */
+static Datum
+build_builtin_payload(Oid rowtype, const char *table, const char *operation,
+					  Datum new_row, Datum old_row)
+{
+	FmgrInfo   *flinfo = build_call(rowtype, new_row != (Datum) 0, old_row != (Datum) 0);
+	LOCAL_FCINFO(fcinfo, 8);
+	int			n = 0;
+	Datum		result;
+
+	InitFunctionCallInfoData(*fcinfo, flinfo, list_length(((FuncExpr *) flinfo->fn_expr)->args),
+							 InvalidOid, NULL, NULL);
+	fcinfo->args[n++].value = CStringGetTextDatum("table");
+	fcinfo->args[n++].value = CStringGetTextDatum(table);
+	fcinfo->args[n++].value = CStringGetTextDatum("operation");
+	fcinfo->args[n++].value = CStringGetTextDatum(operation);
+	if (new_row != (Datum) 0)
+	{
+		fcinfo->args[n++].value = CStringGetTextDatum("new");
+		fcinfo->args[n++].value = new_row;
+	}
+	if (old_row != (Datum) 0)
+	{
+		fcinfo->args[n++].value = CStringGetTextDatum("old");
+		fcinfo->args[n++].value = old_row;
+	}
+	Assert(n == fcinfo->nargs);
+	for (int i = 0; i < n; i++)
+		fcinfo->args[i].isnull = false;
+	result = FunctionCallInvoke(fcinfo);
+	if (fcinfo->isnull)
+		elog(ERROR, "jsonb_build_object returned null");
+	return result;
+}
+
+/* Are the columns of the row type of this row all of built-in types? */
+static bool
+row_is_builtin(Datum row, Oid *rowtype)
+{
+	HeapTupleHeader td = DatumGetHeapTupleHeader(row);
+	TupleDesc	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(td),
+											  HeapTupleHeaderGetTypMod(td));
+	bool		builtin = row_type_is_builtin(desc);
+
+	*rowtype = HeapTupleHeaderGetTypeId(td);
+	ReleaseTupleDesc(desc);
+	return builtin && HeapTupleHeaderGetTypMod(td) < 0;
+}
+
+/*
  * The payload of a row event: {"table": ..., "operation": ..., "new": ...,
- * "old": ...}, new and old being the rows (composite datums, 0 when the
- * operation has none), rendered as described in the header.
+ * "old": ...}, new and old being the rows (composite datums of one named
+ * row type, 0 when the operation has none), rendered as described in the
+ * header.
  */
 Datum
 herald_row_payload(const char *table, const char *operation, Datum new_row, Datum old_row)
 {
 	JsonbParseState *state = NULL;
 	JsonbValue *result;
+	Oid			rowtype;
+
+	if (new_row == (Datum) 0 && old_row == (Datum) 0)
+		elog(ERROR, "a row event needs a row");
+	if (row_is_builtin(new_row != (Datum) 0 ? new_row : old_row, &rowtype) &&
+		(new_row == (Datum) 0 || old_row == (Datum) 0 ||
+		 HeapTupleHeaderGetTypeId(DatumGetHeapTupleHeader(old_row)) == rowtype))
+		return build_builtin_payload(rowtype, table, operation, new_row, old_row);
 
 	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	push_string(&state, WJB_KEY, "table");

@@ -10,11 +10,13 @@
  * evaluates the rules after those commits and on their schedules.  queue.c
  * claims deliveries and records their outcomes,
  * delivery.c runs the background worker that sends them through http.c,
- * webhook.c renders the request and signing.c signs it.  template.c renders
- * messages for every channel kind, from the titles and default messages of
- * event_types.c.  The decision loop: links.c signs the links of a
- * message's actions; http_server.c runs the HTTP worker, which serves them
- * (decision_page.c) and Slack's clicks (slack.c).  limits.c checks the
+ * channel_kinds.c lists the channel kinds: each one's renderer (webhook.c,
+ * format_chat.c, format_email.c, format.c, which also holds the event
+ * model they share) and transport; signing.c signs webhook requests.
+ * template.c renders messages for every channel kind, from the titles and
+ * default messages of event_types.c.  The decision loop: links.c signs the
+ * links of a message's actions; http_server.c runs the HTTP worker, which
+ * serves them (decision_page.c) and Slack's clicks (slack.c).  limits.c checks the
  * ranges of declared parameter values.  rule_code.c runs a rule's condition or metric in a
  * session that is not its owner's, within bounds.  pg_herald.c holds the
  * module entry point, the settings, the shared state and the commit-time
@@ -238,7 +240,6 @@ extern void herald_capture_xact_end(void);
 extern void herald_define_capture_settings(void);
 
 /* payload.c */
-extern bool herald_row_is_builtin(TupleDesc desc);
 extern Datum herald_row_payload(const char *table, const char *operation,
 								Datum new_row, Datum old_row);
 
@@ -515,6 +516,24 @@ extern void herald_format_google_chat(HeraldDelivery *d, HeraldOutgoing *out);
 
 /* format_email.c */
 extern void herald_format_email(HeraldDelivery *d, HeraldOutgoing *out);
+
+/* format.c */
+extern void herald_format_notify(HeraldDelivery *d, HeraldOutgoing *out);
+
+/*
+ * channel_kinds.c: one entry per channel kind.  herald_format() sets out's
+ * transport to the kind's, then render fills in the rest.  The transport
+ * also fixes what the target is: an http(s) URL, an smtp(s) URL or a
+ * notification channel name.
+ */
+typedef struct HeraldChannelKind
+{
+	const char *name;			/* herald.channel_defs.kind */
+	void		(*render) (HeraldDelivery *d, HeraldOutgoing *out);
+	HeraldTransport transport;	/* how what render built is sent */
+} HeraldChannelKind;
+
+extern const HeraldChannelKind *herald_channel_kind(const char *name);
 
 /* network.c */
 struct sockaddr;

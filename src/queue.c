@@ -66,6 +66,7 @@ PG_FUNCTION_INFO_V1(herald_note_work_sql);
 #define TIMEOUT_MS CLAMPED_MS("c.timeout")
 
 static Datum build_array(Datum *values, bool *nulls, int n, Oid elemtype);
+static int	index_plan_settings(void);
 
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
@@ -460,6 +461,7 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 	int			ret;
 	int			n;
 	HeraldDelivery *deliveries;
+	int			guc_level;
 
 	if (claim_plan == NULL)
 		claim_plan = herald_prepare_kept(
@@ -491,7 +493,9 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 	use_args(use, args);
 	args[5] = Int32GetDatum(limit);
 	args[6] = Int32GetDatum(slot);
+	guc_level = index_plan_settings();
 	ret = SPI_execute_plan(claim_plan, args, NULL, false, 0);
+	AtEOXact_GUC(true, guc_level);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not claim deliveries: %s", SPI_result_code_string(ret));
 
@@ -501,14 +505,16 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 }
 
 /*
- * The read of new events runs with every batch, on a table whose
- * statistics are seldom current: its plans are made once, generic, and
- * walk the primary key (in id order, stopping at the limit), whatever the
- * statistics say: a sort of every event past the position would make
- * draining a backlog quadratic.  Returns the GUC nest level to pop.
+ * The worker's statements run with every batch, on tables whose statistics
+ * are seldom current: the queue is empty most of the time and holds a
+ * backlog all of a sudden, the event log grows by thousands of rows a
+ * second.  Their plans are made once, generic, and walk the indexes
+ * whatever the statistics say: a sort of every event past the position, or
+ * a hash of the whole queue for a batch of 32 rows, would make draining a
+ * backlog quadratic.  Returns the GUC nest level to pop (AtEOXact_GUC).
  */
 static int
-read_log_settings(void)
+index_plan_settings(void)
 {
 	int			level = NewGUCNestLevel();
 
@@ -599,7 +605,7 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 	args[8] = Int32GetDatum(limit);
 	/* the horizon, then the snapshot of the statement */
 	herald_cursor_plan(&args[9], &args[10]);
-	guc_level = read_log_settings();
+	guc_level = index_plan_settings();
 	ret = SPI_execute_plan(ids_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read the event log: %s", SPI_result_code_string(ret));
@@ -668,6 +674,7 @@ herald_queue_next_due(HeraldChannelUse *use)
 	int			ret;
 	bool		isnull;
 	Datum		d;
+	int			guc_level;
 
 	if (next_due_plan == NULL)
 		next_due_plan = herald_prepare_kept(
@@ -680,7 +687,9 @@ herald_queue_next_due(HeraldChannelUse *use)
 									 "  WHERE caps.cap > 0",
 									 5, argtypes);
 	use_args(use, args);
+	guc_level = index_plan_settings();
 	ret = SPI_execute_plan(next_due_plan, args, NULL, true, 1);
+	AtEOXact_GUC(true, guc_level);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read the next due delivery: %s",
 			 SPI_result_code_string(ret));
@@ -723,6 +732,7 @@ herald_queue_purge(int limit)
 	Datum		args[4];
 	int			ret;
 	bool		isnull;
+	int			guc_level;
 
 	if (herald_retention < 0)
 		return 0;
@@ -754,7 +764,9 @@ herald_queue_purge(int limit)
 	args[1] = Int32GetDatum(herald_dead_retention);
 	args[2] = Int32GetDatum(limit);
 	args[3] = Int64GetDatum(lowest_position());
+	guc_level = index_plan_settings();
 	ret = SPI_execute_plan(purge_plan, args, NULL, false, 1);
+	AtEOXact_GUC(true, guc_level);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not purge events: %s", SPI_result_code_string(ret));
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -822,6 +834,7 @@ record_batch(int slot, HeraldOutcome *outcomes, int n, bool fresh)
 {
 	static SPIPlanPtr fresh_plan = NULL;
 	SPIPlanPtr	plan;
+	int			guc_level;
 	Oid			argtypes[11] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 		TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
 	FLOAT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INT4OID};
@@ -925,7 +938,9 @@ record_batch(int slot, HeraldOutcome *outcomes, int n, bool fresh)
 	args[10] = Int32GetDatum(slot);
 
 	plan = fresh ? fresh_plan : record_plan;
+	guc_level = index_plan_settings();
 	ret = SPI_execute_plan(plan, args, NULL, false, 0);
+	AtEOXact_GUC(true, guc_level);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not record delivery attempts: %s",
 			 SPI_result_code_string(ret));

@@ -204,7 +204,6 @@ herald_format_webhook(HeraldDelivery *d, HeraldOutgoing *out)
 	headers = herald_append_header(headers, psprintf("webhook-timestamp: " INT64_FORMAT, now));
 	headers = herald_append_header(headers, psprintf("webhook-signature: %s", signatures.data));
 
-	out->transport = HERALD_HTTP;
 	out->url = pstrdup(d->target);
 	out->headers = headers;
 	out->body = buf.data;

@@ -152,7 +152,9 @@ SELECT count(*) FILTER (WHERE status = 'delivered'),
 	note(sprintf("%s: crash after %.1f s: %d received, %d delivered, "
 		  . "%d pending of which %d in flight",
 		$name, time() - $t0, $got, $delivered, $pending, $in_flight));
-	ok($got >= $crash_after && $pending > 0 && $in_flight > 0,
+	# (in_flight counts the leased queue rows only: deliveries sent from
+	# the event log at their first try have no row while in flight)
+	ok($got >= $crash_after && $pending > 0,
 		"$name: the crash comes in the middle of the drain");
 
 	my $log_offset = -s $node->logfile;
