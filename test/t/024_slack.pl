@@ -91,10 +91,11 @@ SELECT a ->> 'url'
 my $token = token($event, 'ops', 'choice-2');
 
 # The Slack message as delivered has interactive buttons: a button's value
-# is such a token
+# is such a token (the message of big-signup's event: any-signup's goes to
+# the same channel, sent at the same time)
 {
-	my ($slack) = grep { $_->{path} eq '/slack-ops' } map { decode_json($_) }
-	  split /\n/, slurp_file($receiver->{log});
+	my ($slack) = grep { $_->{path} eq '/slack-ops' && $_->{body} =~ /big-signup/ }
+	  map { decode_json($_) } split /\n/, slurp_file($receiver->{log});
 	# the log is UTF-8; the body in it, once decoded, is characters
 	my $body = eval { JSON::PP->new->decode($slack->{body}) } // {};
 	my @buttons = map { @{ $_->{elements} // [] } }
