@@ -389,8 +389,12 @@ advance_marks(HeraldDelivery *claimed, int n)
 	for (int i = 0; i < n; i++)
 	{
 		HeraldDelivery *d = &claimed[i];
-		ChannelState *cs = hash_search(channel_states, &d->channel_id, HASH_FIND, NULL);
+		ChannelState *cs;
 
+		/* a delivery read from the event log is no row of the queue */
+		if (d->fresh)
+			continue;
+		cs = hash_search(channel_states, &d->channel_id, HASH_FIND, NULL);
 		if (cs == NULL)
 			continue;
 		if (!cs->marked || d->due_at > cs->mark_at ||

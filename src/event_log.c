@@ -54,6 +54,7 @@
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "executor/executor.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
@@ -323,11 +324,14 @@ struct HeraldEventWriter
 	int			payload_att;	/* 0-based indexes of the columns set per row */
 	int			id_att;
 	bool		deliver;		/* the events go to channels */
+	SPIPlanPtr	legacy_plan;	/* the tables of 0.1.0: see below */
+	Datum		legacy_args[8];
+	char		legacy_nulls[8];
 };
 
-/* A column of herald.event_log by name, 0-based. */
+/* A column of herald.event_log by name, 0-based; -1 if it has none. */
 static int
-column_index(TupleDesc desc, const char *name)
+find_column(TupleDesc desc, const char *name)
 {
 	for (int i = 0; i < desc->natts; i++)
 	{
@@ -336,8 +340,17 @@ column_index(TupleDesc desc, const char *name)
 		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
 			return i;
 	}
-	elog(ERROR, "herald.event_log has no column \"%s\"", name);
-	return -1;					/* keep the compiler quiet */
+	return -1;
+}
+
+static int
+column_index(TupleDesc desc, const char *name)
+{
+	int			i = find_column(desc, name);
+
+	if (i < 0)
+		elog(ERROR, "herald.event_log has no column \"%s\"", name);
+	return i;
 }
 
 static void
@@ -347,6 +360,69 @@ set_column(HeraldEventWriter *w, TupleDesc desc, const char *name, Datum value, 
 
 	w->values[i] = value;
 	w->nulls[i] = isnull;
+}
+
+/*
+ * The tables of 0.1.0, installed in a database that this library serves
+ * until ALTER EXTENSION pg_herald UPDATE: writers go on capturing, as 0.1.0
+ * did, one event row and one delivery row per channel, through SQL, as the
+ * extension's owner (the writer may not write pg_herald's tables).  The
+ * update then numbers those deliveries and serves them.
+ */
+static void
+legacy_begin(HeraldEventWriter *w, const HeraldEventMeta *meta, Datum channels)
+{
+	Oid			argtypes[8] = {TEXTOID, INT4OID, TEXTOID, JSONBOID, INT4OID, BOOLOID,
+	INT8OID, INT4ARRAYOID};
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	w->legacy_plan = SPI_prepare("WITH ev AS ("
+								 "  INSERT INTO herald.event_log (type, rule_id, rule, payload, silenced_by,"
+								 "                                awaits_decision, about_event_id)"
+								 "  VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id),"
+								 " d AS ("
+								 "  INSERT INTO herald.delivery_queue (event_id, channel_id)"
+								 "  SELECT ev.id, c FROM ev CROSS JOIN pg_catalog.unnest($8) AS c)"
+								 " SELECT id FROM ev",
+								 8, argtypes);
+	if (w->legacy_plan == NULL)
+		elog(ERROR, "could not prepare the event statement: %s",
+			 SPI_result_code_string(SPI_result));
+	memset(w->legacy_nulls, ' ', sizeof(w->legacy_nulls));
+	w->legacy_args[0] = CStringGetTextDatum(meta->type);
+	w->legacy_args[1] = Int32GetDatum(meta->rule_id);
+	w->legacy_nulls[1] = meta->rule_id == 0 ? 'n' : ' ';
+	w->legacy_args[2] = meta->rule ? CStringGetTextDatum(meta->rule) : (Datum) 0;
+	w->legacy_nulls[2] = meta->rule == NULL ? 'n' : ' ';
+	w->legacy_args[4] = Int32GetDatum(meta->silenced_by);
+	w->legacy_nulls[4] = meta->silenced_by == 0 ? 'n' : ' ';
+	w->legacy_args[5] = BoolGetDatum(meta->awaits_decision > 0);
+	w->legacy_nulls[5] = meta->awaits_decision < 0 ? 'n' : ' ';
+	w->legacy_args[6] = Int64GetDatum(meta->about_event_id);
+	w->legacy_nulls[6] = meta->about_event_id == 0 ? 'n' : ' ';
+	w->legacy_args[7] = channels;
+	w->deliver = ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(channels)),
+								ARR_DIMS(DatumGetArrayTypeP(channels))) > 0;
+}
+
+static int64
+legacy_add(HeraldEventWriter *w, Datum payload)
+{
+	Oid			save_user;
+	int			save_sec;
+	int			ret;
+	bool		isnull;
+
+	w->legacy_args[3] = payload;
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(herald_extension_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	ret = SPI_execute_plan(w->legacy_plan, w->legacy_args, w->legacy_nulls, false, 1);
+	SetUserIdAndSecContext(save_user, save_sec);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not record an event: %s", SPI_result_code_string(ret));
+	w->total++;
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 /*
@@ -376,6 +452,13 @@ herald_events_begin(const HeraldEventMeta *meta)
 
 	w->rel = table_open(relid, RowExclusiveLock);
 	desc = RelationGetDescr(w->rel);
+	if (channels == (Datum) 0)
+		channels = PointerGetDatum(construct_empty_array(INT4OID));
+	if (find_column(desc, "channel_ids") < 0)
+	{
+		legacy_begin(w, meta, channels);
+		return w;
+	}
 
 	/*
 	 * A slot made with the relation's own descriptor pins it in the resource
@@ -392,8 +475,6 @@ herald_events_begin(const HeraldEventMeta *meta)
 	w->rows_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_herald event rows",
 										ALLOCSET_DEFAULT_SIZES);
 
-	if (channels == (Datum) 0)
-		channels = PointerGetDatum(construct_empty_array(INT4OID));
 	w->deliver = ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(channels)),
 								ARR_DIMS(DatumGetArrayTypeP(channels))) > 0;
 
@@ -473,6 +554,8 @@ herald_events_add(HeraldEventWriter *w, Datum payload)
 	HeapTuple	tuple;
 	int64		id;
 
+	if (w->legacy_plan)
+		return legacy_add(w, payload);
 	if (w->n == CHUNK_ROWS)
 		flush_chunk(w);
 	id = take_id(w);
@@ -497,6 +580,18 @@ herald_events_end(HeraldEventWriter *w)
 {
 	int			total;
 
+	if (w->legacy_plan)
+	{
+		total = w->total;
+		SPI_freeplan(w->legacy_plan);
+		if (SPI_finish() != SPI_OK_FINISH)
+			elog(ERROR, "SPI_finish failed");
+		table_close(w->rel, NoLock);
+		if (total > 0 && w->deliver)
+			herald_note_work();
+		pfree(w);
+		return total;
+	}
 	flush_chunk(w);
 	total = w->total;
 	for (int i = 0; i < w->nslots; i++)
