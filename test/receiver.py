@@ -204,6 +204,7 @@ class Handler(BaseHTTPRequestHandler):
     def _serve(self):
         received_at = time.time()
         path, _, query = self.path.partition("?")
+        self.server.arrival_log.record({"path": path})
 
         headers = {}
         for name, value in self.headers.items():
@@ -279,6 +280,9 @@ class Receiver(ThreadingHTTPServer):
 
     def __init__(self, host, port, log_path, connection_log=None):
         self.request_log = RequestLog(log_path)
+        # the path of every request as it arrives, before any delay: what
+        # is in flight is what arrived and is not in the request log yet
+        self.arrival_log = RequestLog(log_path + ".arrivals")
         self.failures = FailureCounter()
         self.connection_log = connection_log
         super().__init__((host, port), Handler)
@@ -341,6 +345,7 @@ def main():
         timer.cancel()
         server.server_close()
         server.request_log.close()
+        server.arrival_log.close()
     return 0
 
 

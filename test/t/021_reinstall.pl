@@ -37,8 +37,11 @@ SELECT herald.on_change(name => '$path', on_table => 'orders', channels => ARRAY
                         operations => ARRAY['INSERT']);
 INSERT INTO orders SELECT g FROM generate_series($first, $first + $n - 1) g;
 ));
-	ok( $node->poll_query_until('postgres',
-			'SELECT count(*) FROM herald.deliveries WHERE in_flight', $n),
+	# in flight: arrived at the receiver, which answers only after the delay
+	my $deadline = time() + $timeout;
+	sleep 0.05
+	  while HeraldTest::receiver_arrivals($receiver, "/$path") < $n && time() < $deadline;
+	is(HeraldTest::receiver_arrivals($receiver, "/$path"), $n,
 		"the $n deliveries to /$path are in flight");
 	return split /\n/, $node->safe_psql('postgres',
 		'SELECT id || \' \' || webhook_id FROM herald.deliveries ORDER BY id');

@@ -155,6 +155,22 @@ sub stop_receiver
 	return;
 }
 
+# How many requests to this path have arrived at the receiver, answered or
+# not (it notes each as it arrives, before any delay it was asked for).
+sub receiver_arrivals
+{
+	my ($receiver, $path) = @_;
+	my $n = 0;
+
+	open my $fh, '<', "$receiver->{log}.arrivals" or return 0;
+	while (my $line = <$fh>)
+	{
+		$n++ if index($line, "\"path\": \"$path\"") >= 0;
+	}
+	close $fh;
+	return $n;
+}
+
 sub receiver_lines
 {
 	my ($receiver) = @_;
