@@ -514,7 +514,11 @@ record_step(void *arg)
 		if (!outcomes[i].fresh || strcmp(outcomes[i].status, "delivered") != 0)
 			queue_stale = true;
 	}
-	herald_cursor_persist(false);
+	/* the position is the installation's whose events the worker read */
+	if (OidIsValid(installation) && installation == channel_states_of)
+		herald_cursor_persist(false);
+	else
+		herald_cursor_reset();
 }
 
 /* Record every pending outcome, then release what they held. */
