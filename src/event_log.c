@@ -588,7 +588,7 @@ herald_events_end(HeraldEventWriter *w)
 			elog(ERROR, "SPI_finish failed");
 		table_close(w->rel, NoLock);
 		if (total > 0 && w->deliver)
-			herald_note_work();
+			herald_note_work();	/* 0.1.0: delivery rows */
 		pfree(w);
 		return total;
 	}
@@ -601,7 +601,7 @@ herald_events_end(HeraldEventWriter *w)
 	table_close(w->rel, NoLock);
 	MemoryContextDelete(w->rows_cxt);
 	if (total > 0 && w->deliver)
-		herald_note_work();
+		herald_note_events();
 	pfree(w->values);
 	pfree(w->nulls);
 	pfree(w);

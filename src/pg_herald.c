@@ -156,6 +156,7 @@ herald_xact_callback(XactEvent event, void *arg)
 			return;
 	}
 	work_pending = false;
+	work_due_from = 0;
 	nlocal_touched = 0;
 	local_touched_all = false;
 	rules_changed = false;
@@ -257,6 +258,17 @@ herald_note_work(void)
 {
 	work_pending = true;
 	work_due_from = GetCurrentTransactionStartTimestamp();
+}
+
+/*
+ * The current transaction appended events to channels: wake the workers at
+ * commit.  Events are read from the log, not from the queue: unlike
+ * herald_note_work(), this asks for no new look at the queue.
+ */
+void
+herald_note_events(void)
+{
+	work_pending = true;
 }
 
 /* Has the current transaction work the workers will see only at commit? */

@@ -139,6 +139,7 @@ extern HeraldShared *herald_shared;
 
 /* pg_herald.c */
 extern void herald_note_work(void);
+extern void herald_note_events(void);
 
 /* --- event_log.c: appending events, the readers' horizon ---------------- */
 
