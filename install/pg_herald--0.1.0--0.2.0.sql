@@ -205,6 +205,9 @@ RETURN event_id * 1000000 + channel_id;
 ALTER TABLE herald.channel_defs
     ADD CONSTRAINT channel_defs_id_check CHECK (id BETWEEN 1 AND 999999);
 
+-- silenced events are purged with the others, by id: their index goes
+DROP INDEX herald.event_log_silenced;
+
 -- ids from herald._append_event(); the sequence stays, for a server where
 -- pg_herald is not preloaded
 ALTER TABLE herald.event_log

@@ -191,8 +191,6 @@ CREATE SEQUENCE herald.event_log_id_seq OWNED BY herald.event_log.id;
 CREATE INDEX event_log_awaiting ON herald.event_log (created_at) WHERE awaits_decision;
 CREATE INDEX event_log_about ON herald.event_log (about_event_id) WHERE about_event_id IS NOT NULL;
 
--- the purge of silenced events, which have no deliveries
-CREATE INDEX event_log_silenced ON herald.event_log (created_at) WHERE silenced_by IS NOT NULL;
 
 -- The deliveries that are not simply "read from event_log and delivered at
 -- the first try": those that failed once (retry pending, or dead), that a
