@@ -58,7 +58,7 @@ herald_pg_bindir() {
 	local dir
 	dir=$(pg_config --bindir 2>/dev/null || true)
 	if [ -z "$dir" ] || [ ! -x "$dir/initdb" ]; then
-		dir=/usr/lib/postgresql/15/bin
+		dir=/usr/lib/postgresql/${HERALD_PG_MAJOR:-15}/bin
 	fi
 	echo "$dir"
 }

@@ -4,6 +4,8 @@
 #   bash scripts/deps.sh           build and test dependencies
 #   bash scripts/deps.sh --bench   also what the benchmarks use
 #
+# HERALD_PG_MAJOR=17 installs PostgreSQL 17's packages instead of 15's.
+#
 # Idempotent: packages already installed are left alone, and apt-get is only
 # run when something is missing.  Installing needs root; without root the
 # script lists what is missing and fails.
@@ -17,9 +19,16 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-packages=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libmicrohttpd-dev
+# HERALD_PG_MAJOR names the PostgreSQL packages (default 15, the host's);
+# "source" means a PostgreSQL built from source is first on PATH, and no
+# server package is installed (scripts/matrix.sh sets it in its roots).
+major=${HERALD_PG_MAJOR:-15}
+packages=(libcurl4-openssl-dev libmicrohttpd-dev
 	pkg-config libipc-run-perl python3 python3-aiosmtpd make gcc
 	chromium fonts-liberation)
+if [ "$major" != source ]; then
+	packages+=("postgresql-$major" "postgresql-server-dev-$major")
+fi
 # another node (e.g. a newer one installed by hand) is fine too
 command -v node >/dev/null || packages+=(nodejs)
 command -v npm >/dev/null || packages+=(npm)

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The test suite on other PostgreSQL versions (test/run --pg VERSION).
+#
+#   bash scripts/matrix.sh 17|18|18-assert|all
+#
+# For 17, 18 and 18-assert: makes or reuses the Debian root of that version
+# (scripts/pgroot.sh), copies this working tree into /build/pg_herald-VERSION
+# inside it (what is built there stays there), and runs test/run there as
+# root; 18-assert puts the assertion build first on PATH.  "all" runs the
+# host's PostgreSQL 15 first, then 17, 18 and 18-assert.
+#
+# Each version's output is shown as it runs, under a "==== PostgreSQL V
+# ====" heading; a version whose run ends without its "N passed, N failed"
+# line counts as one failure.  The last line adds up every version, and
+# the one before it lists them with the time each took.  CI, HERALD_ONLY and
+# HERALD_KEEP_TMP reach the inner runs.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+case "${1:-}" in
+	all) versions=(15 17 18 18-assert) ;;
+	17 | 18 | 18-assert) versions=("$1") ;;
+	*)
+		echo "matrix.sh: unknown version '${1:-}' (17, 18, 18-assert or all)" >&2
+		exit 2
+		;;
+esac
+
+passed=0
+failed=0
+summary=()
+
+# Copy the working tree (without build products, git data or the browser
+# test's node_modules, which stays in the copy between runs) into DEST.
+copy_tree() {
+	local dest=$1 keep=$1.node_modules
+	rm -rf "$keep"
+	if [ -d "$dest/test/browser/node_modules" ]; then
+		mv "$dest/test/browser/node_modules" "$keep"
+	fi
+	rm -rf "$dest"
+	mkdir -p "$dest"
+	tar -C "$repo" --exclude=./.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
+		--exclude=./test/browser/node_modules -cf - . | tar -C "$dest" -xf -
+	if [ -d "$keep" ]; then
+		mv "$keep" "$dest/test/browser/node_modules"
+	fi
+}
+
+for v in "${versions[@]}"; do
+	echo
+	echo "==== PostgreSQL $v ===="
+	started=$SECONDS
+	out=$(mktemp "${TMPDIR:-/tmp}/pg_herald_matrix.XXXXXX")
+	set +e
+	if [ "$v" = 15 ]; then
+		bash "$repo/test/run" 2>&1 | tee "$out"
+	else
+		root=$(bash "$repo/scripts/pgroot.sh" "$v") &&
+			copy_tree "$root/build/pg_herald-$v" &&
+			if [ "$v" = 18-assert ]; then
+				path=/opt/pg18-assert/bin:/usr/sbin:/usr/bin:/sbin:/bin
+				major=source
+			else
+				path=/usr/sbin:/usr/bin:/sbin:/bin
+				major=${v%%-*}
+			fi &&
+			bash "$repo/scripts/pgroot.sh" "$v" -- /usr/bin/env PATH="$path" TMPDIR=/tmp \
+				HERALD_PG_MAJOR="$major" CI="${CI:-}" HERALD_ONLY="${HERALD_ONLY:-}" \
+				HERALD_KEEP_TMP="${HERALD_KEEP_TMP:-}" \
+				bash "/build/pg_herald-$v/test/run" 2>&1 | tee "$out"
+	fi
+	set -e
+	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1 || true)
+	rm -f "$out"
+	if [ -n "$line" ]; then
+		read -r p _ f _ <<<"$line"
+	else
+		echo "matrix.sh: PostgreSQL $v ended without a result line" >&2
+		p=0
+		f=1
+	fi
+	passed=$((passed + p))
+	failed=$((failed + f))
+	summary+=("$v: $p passed, $f failed ($((SECONDS - started)) s)")
+done
+
+echo
+for s in "${summary[@]}"; do
+	echo "PostgreSQL $s"
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ $((passed + failed)) -gt 0 ]
