@@ -56,12 +56,11 @@ log=$cache/$suite.log
 
 # What the suite needs inside the root, as scripts/deps.sh lists for the
 # host, plus what building PostgreSQL from source takes (for 18-assert).
-packages="postgresql-$major postgresql-server-dev-$major libcurl4-openssl-dev libmicrohttpd-dev
-pkg-config libipc-run-perl python3 python3-aiosmtpd make gcc chromium fonts-liberation nodejs npm
-ca-certificates tar gzip"
-build_packages="dpkg-dev bison flex libreadline-dev zlib1g-dev libssl-dev libicu-dev
-liblz4-dev libzstd-dev pkgconf perl"
-stamp="recipe=$recipe suite=$suite packages=$(echo $packages $build_packages)"
+packages="postgresql-$major postgresql-server-dev-$major libcurl4-openssl-dev libmicrohttpd-dev"
+packages+=" pkg-config libipc-run-perl python3 python3-aiosmtpd make gcc chromium fonts-liberation"
+packages+=" nodejs npm ca-certificates"
+build_packages="dpkg-dev bison flex zlib1g-dev libssl-dev libicu-dev liblz4-dev libzstd-dev perl"
+stamp="recipe=$recipe suite=$suite packages=$packages $build_packages"
 
 # Run CMD inside ROOT with the pseudo file systems mounted (private mounts).
 in_root() {
