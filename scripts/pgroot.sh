@@ -15,6 +15,7 @@
 # release, and reused while their stamp (the release, the package list and
 # this script's recipe version) matches; otherwise they are made again.
 # Needs root, debootstrap (installed when missing) and Debian's archive.
+# Two callers for one root take turns (flock): the second finds it made.
 #
 # CMD runs in a private mount namespace (unshare -m) with /proc, /sys and
 # /dev mounted inside the root, so nothing stays mounted when it ends, even
@@ -147,12 +148,18 @@ make_assert() {
 	rm -rf "$root/build/postgresql-src"
 }
 
+# One maker per root at a time: a second caller waits, then finds it made.
+mkdir -p "$cache"
+exec 9>"$cache/$suite.lock"
+flock 9
 if [ "$(cat "$root/.pg_herald-stamp" 2>/dev/null)" != "$stamp" ]; then
 	make_root
 fi
 if [ "$assert" = 1 ]; then
 	make_assert
 fi
+flock -u 9
+exec 9>&-
 
 if [ $# -eq 0 ]; then
 	echo "$root"
