@@ -61,6 +61,7 @@ fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/pg_herald_installcheck.XXXXXX")
 chmod 755 "$tmp"
+# shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
 	herald_receiver_stop
 	herald_smtp_stop
