@@ -45,9 +45,63 @@ PG_CPPFLAGS = -DPG_HERALD_VERSION=\"$(EXTVERSION)\" $(shell $(CURL_CONFIG) --cfl
 	$(shell $(PKG_CONFIG) --cflags libmicrohttpd)
 SHLIB_LINK = $(shell $(CURL_CONFIG) --libs) $(shell $(PKG_CONFIG) --libs libmicrohttpd)
 
+# ---- tests (see "Tests" in README.md) ----
+# make installcheck: the pg_regress tests of test/schedule (test/sql,
+# test/expected), then the isolation specs (test/isolation/specs and
+# expected), against the running server psql reaches, in database
+# $(HERALD_DB): the database its workers serve (herald.database), which
+# therefore exists and is never dropped (--use-existing).  The tests
+# need the local HTTP and SMTP receivers; unless HERALD_RECEIVER_URL is
+# set (test/run sets it), scripts/installcheck.sh checks the server,
+# starts them and runs PGXS's installcheck within.
+HERALD_DB = herald
+REGRESS = $(shell sed -n 's/^test: *//p' test/schedule)
+REGRESS_OPTS = --inputdir=test --use-existing
+ISOLATION = $(sort $(basename $(notdir $(wildcard test/isolation/specs/*.spec))))
+ISOLATION_OPTS = --inputdir=test/isolation --use-existing
+REGRESS_PREP = installcheck-env
+ifndef HERALD_RECEIVER_URL
+NO_INSTALLCHECK = 1
+endif
+
+# make prove_installcheck: the TAP tests test/t/*.pl (or PROVE_TESTS);
+# each makes its own clusters with this PostgreSQL's binaries.
+PROVE_TESTS = test/t/*.pl
+
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# Makefile.global names the test databases; the tests run in HERALD_DB.
+CONTRIB_TESTDB = $(HERALD_DB)
+ISOLATION_TESTDB = $(HERALD_DB)
+
+ifndef HERALD_RECEIVER_URL
+installcheck:
+	bash scripts/installcheck.sh $(HERALD_DB) $(MAKE) installcheck
+endif
+
+.PHONY: installcheck-env prove_installcheck
+installcheck-env:
+	@for v in HERALD_RECEIVER_URL HERALD_RECEIVER_LOG HERALD_SMTP_URL HERALD_SMTP_LOG HERALD_TEST_DIR; do \
+		if [ -z "$$(printenv $$v)" ]; then \
+			echo "make installcheck: $$v is not set (unset HERALD_RECEIVER_URL to have make start the receivers)" >&2; \
+			exit 1; \
+		fi; \
+	done
+
+# PGXS's recipe when PostgreSQL was configured with --enable-tap-tests
+# (Debian's is); without, its Perl modules are missing and PGXS would only
+# print a line and succeed.  initdb refuses to run as root.
+prove_installcheck:
+ifneq ($(enable_tap_tests),yes)
+	@echo "make prove_installcheck: $(PG_CONFIG) names a PostgreSQL configured without --enable-tap-tests (pg_config --configure), which has no PostgreSQL::Test::Cluster" >&2; exit 1
+endif
+	@if [ "$$(id -u)" -eq 0 ]; then \
+		echo "make prove_installcheck: initdb refuses to run as root; run it as another user (bash test/run does, as postgres)" >&2; \
+		exit 1; \
+	fi
+	$(prove_installcheck)
 
 all: $(EXTENSION).control
 

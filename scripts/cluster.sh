@@ -33,6 +33,12 @@
 #     (smtp://127.0.0.1:PORT), HERALD_SMTP_LOG and HERALD_SMTP_PID.
 # herald_smtp_stop
 #     Stops the SMTP receiver.  Safe to call twice.
+# herald_test_env_start DIR
+#     What the regression tests need besides the server: copies test/ to
+#     DIR/test where the server's user can read it (exported as
+#     HERALD_TEST_DIR), then starts both receivers in DIR/receiver and
+#     DIR/smtp and exports their variables.  Stop them with herald_stop_all,
+#     or herald_receiver_stop and herald_smtp_stop.
 # herald_stop_all
 #     All of the above, for a trap.
 # herald_free_port
@@ -260,6 +266,26 @@ herald_smtp_start() {
 	_herald_start_listener smtp smtp_receiver.py "$dir" HERALD_SMTP_PID || return 1
 	export HERALD_SMTP_URL="smtp://127.0.0.1:$_herald_listener_port"
 	export HERALD_SMTP_LOG="$dir/smtp.log"
+}
+
+herald_test_env_start() {
+	if [ $# -ne 1 ]; then
+		echo "herald_test_env_start: usage: herald_test_env_start DIR" >&2
+		return 2
+	fi
+	local dir=$1
+
+	_herald_make_dir "$dir"
+	dir=$(cd "$dir" && pwd)
+	rm -rf "$dir/test"
+	cp -r "$HERALD_REPO/test" "$dir/test"
+	chmod -R a+rX "$dir/test"
+	if [ "$(id -u)" -eq 0 ]; then
+		chown -R postgres:postgres "$dir/test"
+	fi
+	export HERALD_TEST_DIR="$dir/test"
+	herald_receiver_start "$dir/receiver" || return 1
+	herald_smtp_start "$dir/smtp" || return 1
 }
 
 # herald_stop_pid PID [SIGNAL]: send SIGNAL (TERM by default) to a process
