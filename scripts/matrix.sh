@@ -12,7 +12,8 @@
 # Each version's output is shown as it runs, under a "==== PostgreSQL V
 # ====" heading; a version whose run ends without its "N passed, N failed"
 # line counts as one failure.  The last line adds up every version, and
-# the one before it lists them with the time each took.  CI, HERALD_ONLY and
+# the lines before it list them with the time each took.  With several
+# versions, the roots of the later ones are made while the first run.  CI, HERALD_ONLY and
 # HERALD_KEEP_TMP reach the inner runs.
 set -euo pipefail
 
@@ -47,6 +48,20 @@ copy_tree() {
 		mv "$keep" "$dest/test/browser/node_modules"
 	fi
 }
+
+# With several versions, their roots are made in the background while the
+# first versions run (pgroot.sh makes each once; a later call waits for it).
+prepare=
+if [ ${#versions[@]} -gt 1 ]; then
+	prepare_log=$(mktemp "${TMPDIR:-/tmp}/pg_herald_roots.XXXXXX")
+	(
+		for v in "${versions[@]}"; do
+			[ "$v" = 15 ] || bash "$repo/scripts/pgroot.sh" "$v" >/dev/null || true
+		done
+	) >"$prepare_log" 2>&1 &
+	prepare=$!
+	trap 'kill "$prepare" 2>/dev/null || true; rm -f "$prepare_log"' EXIT
+fi
 
 for v in "${versions[@]}"; do
 	echo

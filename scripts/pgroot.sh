@@ -118,10 +118,12 @@ make_root() {
 
 # PostgreSQL 18 with assertions, from Debian's source package, in
 # /opt/pg18-assert inside the root; made once, stamped with the version.
+# Upstream's source as Debian ships it, without Debian's patches: those put
+# the modules in /usr/lib/postgresql/18, over the packaged server's.
 make_assert() {
 	local prefix=/opt/pg18-assert
 	local version
-	version=$(in_root "$root" dpkg-query -W -f='${Version}' "postgresql-$major")
+	version="$(in_root "$root" dpkg-query -W -f='${Version}' "postgresql-$major") recipe=$recipe"
 	if [ "$(cat "$root$prefix/.pg_herald-stamp" 2>/dev/null)" = "$version" ]; then
 		return 0
 	fi
@@ -132,7 +134,7 @@ make_assert() {
 	if ! in_root "$root" /bin/sh -ec '
 		cd /build/postgresql-src
 		apt-get source --download-only "postgresql-$1"
-		dpkg-source -x --no-check ./*.dsc src
+		dpkg-source -x --no-check --skip-patches ./*.dsc src
 		cd src
 		./configure --prefix="$2" --enable-cassert --enable-debug --enable-tap-tests \
 			--with-openssl --with-icu --with-lz4 --with-zstd --without-readline \
