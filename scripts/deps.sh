@@ -4,6 +4,8 @@
 #   bash scripts/deps.sh           build and test dependencies
 #   bash scripts/deps.sh --bench   also what the benchmarks use
 #
+#   bash scripts/deps.sh --browser only node and test/browser/node_modules
+#
 # HERALD_PG_MAJOR=17 installs PostgreSQL 17's packages instead of 15's.
 #
 # Idempotent: packages already installed are left alone, and apt-get is only
@@ -29,15 +31,27 @@ packages=(libcurl4-openssl-dev libmicrohttpd-dev
 if [ "$major" != source ]; then
 	packages+=("postgresql-$major" "postgresql-server-dev-$major")
 fi
-# another node (e.g. a newer one installed by hand) is fine too
+# another node (e.g. a newer one installed by hand) is fine too; npm only
+# when test/browser/node_modules is not installed from its lock file yet
+# (scripts/matrix.sh copies the host's into its roots, which need no npm)
+browser=$repo/test/browser
+stamp=$browser/node_modules/.herald-package-lock.json
+need_npm=0
+cmp -s "$browser/package-lock.json" "$stamp" 2>/dev/null || need_npm=1
 command -v node >/dev/null || packages+=(nodejs)
-command -v npm >/dev/null || packages+=(npm)
+[ "$need_npm" = 0 ] || command -v npm >/dev/null || packages+=(npm)
 
 for arg in "$@"; do
 	case "$arg" in
 		--bench) packages+=(nginx-light wrk) ;;
+		--browser)
+			# only what the browser test needs on this machine
+			packages=()
+			command -v node >/dev/null || packages+=(nodejs)
+			[ "$need_npm" = 0 ] || command -v npm >/dev/null || packages+=(npm)
+			;;
 		-h | --help)
-			sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+			sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
 			exit 0
 			;;
 		*)
@@ -68,9 +82,7 @@ fi
 
 # playwright-core for the browser test: "npm ci" when node_modules was not
 # installed from this very lock file (a copy of it is kept as the stamp).
-browser=$repo/test/browser
-stamp=$browser/node_modules/.herald-package-lock.json
-if ! cmp -s "$browser/package-lock.json" "$stamp" 2>/dev/null; then
+if [ "$need_npm" = 1 ]; then
 	echo "deps.sh: npm ci --prefix test/browser"
 	rm -f "$stamp"
 	npm ci --prefix "$browser" --no-audit --no-fund --loglevel=error >&2

@@ -32,21 +32,15 @@ passed=0
 failed=0
 summary=()
 
-# Copy the working tree (without build products, git data or the browser
-# test's node_modules, which stays in the copy between runs) into DEST.
+# Copy the working tree, with the browser test's node_modules (installed
+# here first: the roots have no npm) but without build products or git
+# data, into DEST.
 copy_tree() {
-	local dest=$1 keep=$1.node_modules
-	rm -rf "$keep"
-	if [ -d "$dest/test/browser/node_modules" ]; then
-		mv "$dest/test/browser/node_modules" "$keep"
-	fi
+	local dest=$1
 	rm -rf "$dest"
 	mkdir -p "$dest"
 	tar -C "$repo" --exclude=./.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
-		--exclude=./test/browser/node_modules -cf - . | tar -C "$dest" -xf -
-	if [ -d "$keep" ]; then
-		mv "$keep" "$dest/test/browser/node_modules"
-	fi
+		-cf - . | tar -C "$dest" -xf -
 }
 
 # With several versions, their roots are made in the background while the
@@ -62,6 +56,8 @@ if [ ${#versions[@]} -gt 1 ]; then
 	prepare=$!
 	trap 'kill "$prepare" 2>/dev/null || true; rm -f "$prepare_log"' EXIT
 fi
+
+[ "${versions[*]}" = 15 ] || bash "$repo/scripts/deps.sh" --browser
 
 for v in "${versions[@]}"; do
 	echo

@@ -27,7 +27,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${HERALD_ROOT_CACHE:-/var/cache/pg_herald/roots}
 mirror=${HERALD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # Bump when the recipe below changes, so that cached roots are made again.
-recipe=1
+recipe=2
 
 usage() {
 	sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
@@ -56,10 +56,11 @@ root=$cache/$suite
 log=$cache/$suite.log
 
 # What the suite needs inside the root, as scripts/deps.sh lists for the
-# host, plus what building PostgreSQL from source takes (for 18-assert).
+# host (but npm: scripts/matrix.sh copies the host's node_modules), plus
+# what building PostgreSQL from source takes (for 18-assert).
 packages="postgresql-$major postgresql-server-dev-$major libcurl4-openssl-dev libmicrohttpd-dev"
 packages+=" pkg-config libipc-run-perl python3 python3-aiosmtpd make gcc chromium fonts-liberation"
-packages+=" nodejs npm ca-certificates"
+packages+=" nodejs ca-certificates"
 build_packages="dpkg-dev bison flex zlib1g-dev libssl-dev libicu-dev liblz4-dev libzstd-dev perl"
 stamp="recipe=$recipe suite=$suite packages=$packages $build_packages"
 
