@@ -92,6 +92,7 @@
 #include "utils/syscache.h"
 #include "utils/tuplestore.h"
 
+#include "compat.h"
 #include "pg_herald.h"
 
 PG_FUNCTION_INFO_V1(herald_capture);
@@ -865,8 +866,8 @@ owner_may_not_read(CaptureRule *rule, Oid relid)
 {
 	if (superuser_arg(rule->owner))
 		return NULL;
-	if (pg_namespace_aclcheck(get_rel_namespace(relid), rule->owner,
-							  ACL_USAGE) != ACLCHECK_OK ||
+	if (herald_namespace_aclcheck(get_rel_namespace(relid), rule->owner,
+								  ACL_USAGE) != ACLCHECK_OK ||
 		pg_class_aclcheck(relid, rule->owner, ACL_SELECT) != ACLCHECK_OK)
 		return "the rule's owner may no longer read the table";
 	if (check_enable_rls(relid, rule->owner, true) == RLS_ENABLED)

@@ -56,6 +56,7 @@
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "pg_herald.h"
 
 PG_FUNCTION_INFO_V1(herald_touch);
@@ -141,7 +142,7 @@ prepare_extension_drop(DropStmt *stmt)
 		if (strcmp(strVal(lfirst(lc)), HERALD_EXTENSION) != 0)
 			continue;
 		extoid = get_extension_oid(HERALD_EXTENSION, true);
-		if (!OidIsValid(extoid) || !pg_extension_ownercheck(extoid, GetUserId()))
+		if (!OidIsValid(extoid) || !herald_extension_ownercheck(extoid, GetUserId()))
 			return;				/* the DROP says why not */
 
 		herald_cancel_evaluations();

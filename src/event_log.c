@@ -71,6 +71,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "compat.h"
 #include "pg_herald.h"
 
 PG_FUNCTION_INFO_V1(herald_append_event_sql);
@@ -160,8 +161,11 @@ herald_event_log_shmem_init(void)
 static EventSlot *
 my_slot(void)
 {
-	Assert(MyProc != NULL && MyProc->pgprocno < event_shared->nslots);
-	return &event_shared->slots[MyProc->pgprocno];
+	int			procno = herald_my_proc_number();
+
+	Assert(event_shared != NULL && MyProc != NULL);
+	Assert(procno >= 0 && procno < event_shared->nslots);
+	return &event_shared->slots[procno];
 }
 
 /*
@@ -515,8 +519,7 @@ flush_chunk(HeraldEventWriter *w)
 	{
 		List	   *conflicts;
 
-		conflicts = ExecInsertIndexTuples(w->rri, w->slots[i], w->estate,
-										  false, false, NULL, NIL);
+		conflicts = herald_insert_index_tuples(w->rri, w->slots[i], w->estate);
 		list_free(conflicts);
 		ResetPerTupleExprContext(w->estate);
 		ExecClearTuple(w->slots[i]);

@@ -34,6 +34,7 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
+#include "compat.h"
 #include "pg_herald.h"
 #include "http.h"
 
@@ -382,11 +383,7 @@ rebuild_wait_set(void)
 		wait_events = MemoryContextAlloc(http_context,
 										 sizeof(WaitEvent) * wait_set_size);
 	}
-#if PG_VERSION_NUM >= 170000
-	wait_set = CreateWaitEventSet(NULL, needed);
-#else
-	wait_set = CreateWaitEventSet(http_context, needed);
-#endif
+	wait_set = herald_create_wait_event_set(needed);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (int i = 0; i < nsockets; i++)

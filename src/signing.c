@@ -21,6 +21,7 @@
 #include "utils/builtins.h"
 #include "utils/resowner.h"
 
+#include "compat.h"
 #include "pg_herald.h"
 
 #define SECRET_PREFIX "whsec_"
@@ -43,7 +44,7 @@ herald_secret_key(const char *secret, uint8 *key, int *keylen)
 {
 	const char *b64;
 	int			b64len;
-	char		buf[SECRET_MAX_BYTES * 2];
+	uint8		buf[SECRET_MAX_BYTES * 2];
 	int			len;
 
 	if (secret == NULL || strncmp(secret, SECRET_PREFIX, strlen(SECRET_PREFIX)) != 0)
@@ -52,7 +53,7 @@ herald_secret_key(const char *secret, uint8 *key, int *keylen)
 	b64len = strlen(b64);
 	if (b64len == 0 || pg_b64_dec_len(b64len) > (int) sizeof(buf))
 		return false;
-	len = pg_b64_decode(b64, b64len, buf, sizeof(buf));
+	len = herald_b64_decode(b64, b64len, buf, sizeof(buf));
 	if (len < SECRET_MIN_BYTES || len > SECRET_MAX_BYTES)
 		return false;
 	memcpy(key, buf, len);
@@ -105,8 +106,8 @@ herald_sign(const uint8 *key, int keylen, const char *msg_id, int64 timestamp,
 		elog(ERROR, "could not compute a webhook signature");
 
 	memcpy(out, "v1,", 3);
-	n = pg_b64_encode((const char *) digest, sizeof(digest), out + 3,
-					  HERALD_SIGNATURE_MAX - 4);
+	n = herald_b64_encode(digest, sizeof(digest), out + 3,
+						  HERALD_SIGNATURE_MAX - 4);
 	if (n < 0)
 		elog(ERROR, "could not encode a webhook signature");
 	out[3 + n] = '\0';
@@ -125,9 +126,9 @@ herald_generate_secret(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate a random secret")));
 	strcpy(out, SECRET_PREFIX);
-	n = pg_b64_encode((const char *) raw, sizeof(raw),
-					  out + strlen(SECRET_PREFIX),
-					  sizeof(out) - strlen(SECRET_PREFIX) - 1);
+	n = herald_b64_encode(raw, sizeof(raw),
+						  out + strlen(SECRET_PREFIX),
+						  sizeof(out) - strlen(SECRET_PREFIX) - 1);
 	if (n < 0)
 		elog(ERROR, "could not encode a secret");
 	out[strlen(SECRET_PREFIX) + n] = '\0';
