@@ -1007,7 +1007,9 @@ herald_delivery_main(Datum arg)
 			if (may_purge)
 				timeout = Min(timeout, ms_until(next_purge_at));
 		}
-		if (herald_http_wait(timeout, PG_WAIT_EXTENSION))
+		if (herald_http_wait(timeout, herald_wait_event(herald_http_in_flight() > 0 ?
+														   HERALD_WAIT_DELIVERY_HTTP :
+														   HERALD_WAIT_DELIVERY_IDLE)))
 			want_claim = true;
 		if (rate_channel_ready())
 			want_claim = queue_stale = true;

@@ -1067,7 +1067,7 @@ wait_for_evaluations(TimestampTz deadline)
 		if (GetCurrentTimestamp() >= deadline)
 			return false;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 wait_ms, PG_WAIT_EXTENSION);
+						 wait_ms, herald_wait_event(HERALD_WAIT_FLUSH_EVALUATIONS));
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		wait_ms = Min(wait_ms * 2, 50);
@@ -1162,7 +1162,7 @@ herald_flush(PG_FUNCTION_ARGS)
 			break;
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 wait_ms, PG_WAIT_EXTENSION);
+						 wait_ms, herald_wait_event(HERALD_WAIT_FLUSH_DELIVERIES));
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		wait_ms = Min(wait_ms * 2, 50);

@@ -1314,7 +1314,7 @@ herald_scheduler_main(Datum arg)
 		publish_quiet_tables();
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 timeout, PG_WAIT_EXTENSION);
+						 timeout, herald_wait_event(HERALD_WAIT_SCHEDULER_IDLE));
 		ResetLatch(MyLatch);
 	}
 }
