@@ -17,6 +17,7 @@
 
 #include "catalog/pg_extension_d.h"
 #include "catalog/pg_namespace_d.h"
+#include "access/genam.h"
 #include "common/base64.h"
 #include "executor/executor.h"
 #include "lib/ilist.h"
@@ -25,6 +26,7 @@
 #include "storage/proc.h"
 #include "utils/acl.h"
 #include "utils/memutils.h"
+#include "utils/relcache.h"
 #include "utils/wait_event.h"
 
 #if PG_VERSION_NUM < 150000
@@ -54,6 +56,37 @@ herald_b64_decode(const char *src, int len, uint8 *dst, int dstlen)
 	return pg_b64_decode(src, len, (char *) dst, dstlen);
 #endif
 }
+
+/*
+ * 18: RelationGetPrimaryKeyIndex() gained deferrable_ok (false: a
+ * deferrable primary key does not count, as before).
+ */
+#if PG_VERSION_NUM >= 180000
+#define herald_primary_key_index(rel) RelationGetPrimaryKeyIndex((rel), false)
+#else
+#define herald_primary_key_index(rel) RelationGetPrimaryKeyIndex(rel)
+#endif
+
+/* 18: index_beginscan() gained instrument (NULL: no EXPLAIN counts). */
+#if PG_VERSION_NUM >= 180000
+#define herald_index_beginscan(heap, index, snapshot, nkeys, norderbys) \
+	index_beginscan((heap), (index), (snapshot), NULL, (nkeys), (norderbys))
+#else
+#define herald_index_beginscan(heap, index, snapshot, nkeys, norderbys) \
+	index_beginscan((heap), (index), (snapshot), (nkeys), (norderbys))
+#endif
+
+/*
+ * 18: LockAcquireExtended() gained logLockFailure (false: a lock not
+ * available is not logged, as before).
+ */
+#if PG_VERSION_NUM >= 180000
+#define herald_lock_acquire_extended(tag, mode, session, dont_wait, report, locallockp) \
+	LockAcquireExtended((tag), (mode), (session), (dont_wait), (report), (locallockp), false)
+#else
+#define herald_lock_acquire_extended(tag, mode, session, dont_wait, report, locallockp) \
+	LockAcquireExtended((tag), (mode), (session), (dont_wait), (report), (locallockp))
+#endif
 
 /* 17: PGPROC lost its pgprocno; MyProcNumber says it. */
 #if PG_VERSION_NUM >= 170000

@@ -323,8 +323,8 @@ pin_lock(HeldLock *lock)
 {
 	LOCALLOCK  *locallock;
 
-	if (LockAcquireExtended(&lock->tag, lock->mode, false, true, true,
-							&locallock) != LOCKACQUIRE_NOT_AVAIL)
+	if (herald_lock_acquire_extended(&lock->tag, lock->mode, false, true, true,
+									 &locallock) != LOCKACQUIRE_NOT_AVAIL)
 	{
 		lock->pinned = locallock;
 		lock->session = session_holds(locallock);
