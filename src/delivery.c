@@ -200,7 +200,10 @@ add_outcome(InFlight *f, HeraldRequest *req, const char *error)
 									   HASH_FIND, NULL);
 
 		if (cs)
+		{
+			Assert(cs->in_flight > 0);
 			cs->in_flight--;
+		}
 		f->charged = false;
 	}
 	old = MemoryContextSwitchTo(outcome_context);
@@ -420,8 +423,10 @@ charge(HeraldDelivery *claimed, int n, int sign)
 	{
 		ChannelState *cs = channel_state(&claimed[i]);
 
+		Assert(sign == 1 || sign == -1);
 		refill(cs, now);
 		cs->in_flight += sign;
+		Assert(cs->in_flight >= 0);
 		if (cs->rate > 0)
 			cs->tokens -= sign;
 	}
@@ -546,6 +551,7 @@ record_outcomes(void)
 
 		if (f->request)
 			herald_http_free(f->request);
+		Assert(batch->remaining > 0);
 		if (--batch->remaining == 0)
 		{
 			MemoryContextDelete(batch->cxt);
@@ -680,6 +686,8 @@ claim_step(void *arg)
 		memcpy(c->claimed + c->nfresh, queued, sizeof(HeraldDelivery) * nqueued);
 	charge(queued, nqueued, 1);
 	c->nclaimed = c->nfresh + nqueued;
+	/* the batch is bounded by the worker's limit */
+	Assert(c->nfresh <= c->limit && c->nclaimed <= c->limit);
 	if (ask_queue && nqueued < c->limit - c->nfresh)
 		clear_backlogs(queued, nqueued);
 	herald_cursor_persist(false);
@@ -828,6 +836,7 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 									   ALLOCSET_DEFAULT_SIZES);
 	claim->limit = Min(herald_batch_size,
 					   herald_max_in_flight - herald_http_in_flight());
+	Assert(claim->limit > 0);
 	claim->cxt = batch->cxt;
 	claim->nclaimed = 0;
 	claim->nfresh = 0;
@@ -866,6 +875,7 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 	else
 		herald_cursor_publish();
 
+	Assert(claim->nclaimed >= 0 && claim->nclaimed <= claim->limit);
 	batch->remaining = claim->nclaimed;
 	batch->installation = claim->installation;
 	flights = MemoryContextAlloc(batch->cxt, sizeof(InFlight *) * Max(claim->nclaimed, 1));

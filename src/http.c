@@ -71,6 +71,7 @@ socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp, void *socke
 		if (sockets[i].fd == fd)
 			break;
 
+	Assert(nsockets >= 0 && nsockets <= maxsockets);
 	if (what == CURL_POLL_REMOVE)
 	{
 		if (i < nsockets)
@@ -111,6 +112,7 @@ write_callback(char *data, size_t size, size_t nmemb, void *userp)
 	size_t		len = size * nmemb;
 	int			room = HERALD_RESPONSE_EXCERPT - req->response.len;
 
+	Assert(room >= 0);
 	if (room > 0)
 		appendBinaryStringInfo(&req->response, data, Min((size_t) room, len));
 	req->response_bytes += len;
@@ -363,6 +365,7 @@ collect_completed(void)
 		if (curl_easy_getinfo(req->easy, CURLINFO_TOTAL_TIME_T, &total_us) == CURLE_OK)
 			req->latency_ms = total_us / 1000.0;
 		curl_multi_remove_handle(multi, req->easy);
+		Assert(in_flight > 0);
 		in_flight--;
 		dlist_push_tail(&completed, &req->node);
 	}
@@ -383,6 +386,7 @@ rebuild_wait_set(void)
 		wait_events = MemoryContextAlloc(http_context,
 										 sizeof(WaitEvent) * wait_set_size);
 	}
+	Assert(needed <= wait_set_size);
 	wait_set = herald_create_wait_event_set(needed);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);

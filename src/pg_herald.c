@@ -240,6 +240,8 @@ wake_scheduler(void)
 
 	if (!lock_for_this_database())
 		return;
+	Assert(herald_shared->ntouched >= 0 && herald_shared->ntouched <= HERALD_MAX_TOUCHED);
+	Assert(herald_shared->nquiet >= 0 && herald_shared->nquiet <= HERALD_MAX_TOUCHED);
 	if (rules_changed)
 		herald_shared->rules_version++;
 	/* a new or changed rule is evaluated at once: herald.flush() waits */
@@ -336,6 +338,7 @@ herald_take_rescan(int slot)
 {
 	TimestampTz from;
 
+	Assert(herald_worker_owns(slot));
 	SpinLockAcquire(&herald_shared->mutex);
 	from = herald_shared->rescan_from[slot];
 	herald_shared->rescan_from[slot] = 0;
@@ -348,17 +351,42 @@ herald_worker_detach(int code, Datum arg)
 {
 	int			slot = DatumGetInt32(arg);
 
+	Assert(herald_worker_owns(slot));
 	SpinLockAcquire(&herald_shared->mutex);
 	herald_shared->latch[slot] = NULL;
 	herald_shared->pid[slot] = 0;
 	SpinLockRelease(&herald_shared->mutex);
 }
 
+/*
+ * Whether the calling process is the delivery worker of this slot: the
+ * leases of the slot (delivery_queue.leased_by) and its place in the event
+ * log are its own.
+ */
+bool
+herald_worker_owns(int slot)
+{
+	bool		owns;
+
+	if (herald_shared == NULL || slot < 0 || slot >= HERALD_MAX_WORKERS)
+		return false;
+	SpinLockAcquire(&herald_shared->mutex);
+	owns = (herald_shared->pid[slot] == MyProcPid &&
+			herald_shared->latch[slot] == MyLatch);
+	SpinLockRelease(&herald_shared->mutex);
+	return owns;
+}
+
 /* Publish the calling worker's latch in its slot until it exits. */
 void
 herald_worker_attach(int slot)
 {
+	Assert(herald_shared != NULL);
+	Assert(slot >= 0 && slot < herald_delivery_workers &&
+		   herald_delivery_workers <= HERALD_MAX_WORKERS);
 	SpinLockAcquire(&herald_shared->mutex);
+	/* one worker per slot: the one before it detached as it exited */
+	Assert(herald_shared->pid[slot] == 0 && herald_shared->latch[slot] == NULL);
 	herald_shared->latch[slot] = MyLatch;
 	herald_shared->pid[slot] = MyProcPid;
 	herald_shared->database = MyDatabaseId;
@@ -378,7 +406,10 @@ herald_scheduler_detach(int code, Datum arg)
 void
 herald_scheduler_attach(void)
 {
+	Assert(herald_shared != NULL);
 	SpinLockAcquire(&herald_shared->mutex);
+	/* one scheduler: the one before it detached as it exited */
+	Assert(herald_shared->scheduler_latch == NULL);
 	herald_shared->scheduler_latch = MyLatch;
 	herald_shared->database = MyDatabaseId;
 	SpinLockRelease(&herald_shared->mutex);

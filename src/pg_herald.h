@@ -212,6 +212,7 @@ extern bool herald_work_pending(void);
 extern void herald_wake_delivery(TimestampTz due_from);
 extern TimestampTz herald_take_rescan(int slot);
 extern void herald_worker_attach(int slot);
+extern bool herald_worker_owns(int slot);
 extern Oid	herald_schema_oid(bool missing_ok);
 extern void herald_require_served(const char *what);
 extern void herald_scheduler_attach(void);

@@ -29,6 +29,9 @@
 #define SECRET_MAX_BYTES 64
 #define SECRET_NEW_BYTES 32
 
+/* The length of the padded base64 of n bytes */
+#define B64_LEN(n) (((n) + 2) / 3 * 4)
+
 static ResourceOwner signing_owner = NULL;
 
 PG_FUNCTION_INFO_V1(herald_generate_secret);
@@ -54,6 +57,7 @@ herald_secret_key(const char *secret, uint8 *key, int *keylen)
 	if (b64len == 0 || pg_b64_dec_len(b64len) > (int) sizeof(buf))
 		return false;
 	len = herald_b64_decode(b64, b64len, buf, sizeof(buf));
+	Assert(len <= (int) sizeof(buf));
 	if (len < SECRET_MIN_BYTES || len > SECRET_MAX_BYTES)
 		return false;
 	memcpy(key, buf, len);
@@ -77,6 +81,8 @@ herald_sign(const uint8 *key, int keylen, const char *msg_id, int64 timestamp,
 	int			prefixlen;
 	int			n;
 
+	/* a key herald_secret_key() decoded */
+	Assert(keylen >= SECRET_MIN_BYTES && keylen <= SECRET_MAX_BYTES);
 	prefixlen = snprintf(prefix, sizeof(prefix), "%s." INT64_FORMAT ".",
 						 msg_id, timestamp);
 	if (prefixlen >= (int) sizeof(prefix))
@@ -110,6 +116,8 @@ herald_sign(const uint8 *key, int keylen, const char *msg_id, int64 timestamp,
 						  HERALD_SIGNATURE_MAX - 4);
 	if (n < 0)
 		elog(ERROR, "could not encode a webhook signature");
+	/* "v1," and the 44 characters of a SHA-256 digest */
+	Assert(n == B64_LEN(sizeof(digest)) && 3 + n < HERALD_SIGNATURE_MAX);
 	out[3 + n] = '\0';
 }
 
@@ -131,6 +139,8 @@ herald_generate_secret(PG_FUNCTION_ARGS)
 						  sizeof(out) - strlen(SECRET_PREFIX) - 1);
 	if (n < 0)
 		elog(ERROR, "could not encode a secret");
+	Assert(n == B64_LEN(SECRET_NEW_BYTES));
+	Assert(strlen(SECRET_PREFIX) + n < sizeof(out));
 	out[strlen(SECRET_PREFIX) + n] = '\0';
 	PG_RETURN_TEXT_P(cstring_to_text(out));
 }
