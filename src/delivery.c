@@ -126,6 +126,13 @@ static TimestampTz queue_due_at = 0;
 static Oid	channel_states_of = InvalidOid;	/* the installation they describe */
 static TimestampTz next_full_scan = 0;
 
+/*
+ * After a failed claim, no claim before this time, whatever wakes the
+ * worker meanwhile (commits set its latch): a state that makes every claim
+ * fail does not spin.
+ */
+static TimestampTz claim_paused_until = 0;
+
 /* --- outcomes ------------------------------------------------------------- */
 
 /*
@@ -866,6 +873,8 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 		claim->released = false;
 		claim->nclaimed = 0;
 		claim->next_due_ms = ERROR_PAUSE_MS;
+		claim_paused_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														 ERROR_PAUSE_MS);
 	}
 	else if (!claim->ready)
 	{
@@ -984,7 +993,8 @@ herald_delivery_main(Datum arg)
 
 		if (GetCurrentTimestamp() >= next_due_at)
 			want_claim = true;
-		if (want_claim && herald_http_in_flight() < herald_max_in_flight)
+		if (want_claim && herald_http_in_flight() < herald_max_in_flight &&
+			ms_until(claim_paused_until) == 0)
 			claim_and_start(&claim, &want_claim, &next_due_at);
 
 		/* worker 0 purges what is past its retention, in bounded batches */
@@ -1006,11 +1016,14 @@ herald_delivery_main(Datum arg)
 										 keep_cursor_step, &claim);
 
 		if (noutcomes > 0 || (may_purge && purge_now) ||
-			(want_claim && herald_http_in_flight() < herald_max_in_flight))
+			(want_claim && herald_http_in_flight() < herald_max_in_flight &&
+			 ms_until(claim_paused_until) == 0))
 			timeout = 0;
 		else
 		{
 			timeout = ms_until(next_due_at);
+			if (want_claim)
+				timeout = Min(timeout, ms_until(claim_paused_until));
 			rate_wait = rate_wait_ms();
 			if (rate_wait >= 0 && rate_wait < timeout)
 				timeout = rate_wait;

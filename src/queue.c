@@ -476,7 +476,7 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 								  "      WHERE" CHANNEL_RANGE
 								  "        AND d.next_attempt_at <= now()"
 								  "      ORDER BY d.next_attempt_at, d.id"
-								  "      LIMIT caps.cap"
+								  "      LIMIT greatest(caps.cap, 0)"
 								  "      FOR UPDATE SKIP LOCKED) q"
 								  "   WHERE caps.cap > 0"
 								  "   LIMIT $6),"
@@ -567,7 +567,9 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 	if (ids_plan == NULL)
 		ids_plan = herald_prepare_kept(
 									   "WITH " CHANNEL_CAPS_CTE ","
-									   " lim AS (SELECT least($9, coalesce(max(caps.cap), 0)) AS n FROM caps)"
+									   /* below 0: more in flight than the channel may have now */
+									   " lim AS (SELECT greatest(0, least($9, coalesce(max(caps.cap), 0))) AS n"
+									   "           FROM caps)"
 									   " (SELECT true, e.id, (SELECT n FROM lim) FROM herald.event_log e"
 									   "   WHERE e.id > $6 AND e.id % $7 = $8"
 									   "   ORDER BY e.id"
