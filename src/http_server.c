@@ -432,6 +432,8 @@ enforce_request_timeout(void)
  * libmicrohttpd's own complaints (a connection refused at the limit, say),
  * noted for the log: at most one a minute.
  */
+static void mhd_logger(void *cls, const char *fmt, va_list ap) pg_attribute_printf(2, 0);
+
 static void
 mhd_logger(void *cls, const char *fmt, va_list ap)
 {
