@@ -25,6 +25,7 @@
 #include "storage/lock.h"
 #include "storage/proc.h"
 #include "utils/acl.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/relcache.h"
 #include "utils/wait_event.h"
@@ -105,6 +106,18 @@ herald_b64_decode(const char *src, int len, uint8 *dst, int dstlen)
 #else
 #define herald_insert_index_tuples(rri, slot, estate) \
 	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL)
+#endif
+
+/*
+ * 16: a GUC check hook's extra data is guc_malloc'd (the GUC code frees it
+ * with guc_free, a pfree); plain malloc before.  NULL when out of memory.
+ */
+#if PG_VERSION_NUM >= 160000
+#define herald_guc_malloc(size) guc_malloc(LOG, (size))
+#define herald_guc_free(ptr) guc_free(ptr)
+#else
+#define herald_guc_malloc(size) malloc(size)
+#define herald_guc_free(ptr) free(ptr)
 #endif
 
 /*
