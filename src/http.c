@@ -489,10 +489,15 @@ herald_http_error(HeraldRequest *req)
 
 	/*
 	 * libcurl refuses a header line longer than CURL_MAX_HTTP_HEADER
-	 * before handing it over, and reports it as out of memory.
+	 * before handing it over, and reports it as out of memory (as too
+	 * large from 8.6 on).
 	 */
-	if (req->transport == HERALD_HTTP && req->result == CURLE_OUT_OF_MEMORY &&
-		!req->headers_done)
+	if (req->transport == HERALD_HTTP && !req->headers_done &&
+		(req->result == CURLE_OUT_OF_MEMORY
+#if LIBCURL_VERSION_NUM >= 0x080600
+		 || req->result == CURLE_TOO_LARGE
+#endif
+		 ))
 		return psprintf("response header too large: a line of more than %d bytes",
 						CURL_MAX_HTTP_HEADER);
 	if (req->errbuf[0] != '\0')

@@ -168,7 +168,7 @@ static int	npending_logs = 0;
 static int	dropped_logs = 0;
 static Oid	http_role = InvalidOid;
 
-void		herald_http_main(Datum arg);
+PGDLLEXPORT void herald_http_main(Datum arg);
 
 static const char *security_headers[] = {
 	"Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; "
