@@ -1180,6 +1180,7 @@ herald_on_sql_drop(PG_FUNCTION_ARGS)
 	int			save_sec;
 	int			guc_level;
 	char	   *error;
+	MemoryContext caller = CurrentMemoryContext;
 
 	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -1201,6 +1202,9 @@ herald_on_sql_drop(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	error = herald_run_protected(tables_dropped_step, NULL);
+	/* the message is in SPI's memory, which SPI_finish() frees */
+	if (error)
+		error = MemoryContextStrdup(caller, error);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	SetUserIdAndSecContext(save_user, save_sec);

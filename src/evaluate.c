@@ -624,6 +624,9 @@ herald_run_metric(PG_FUNCTION_ARGS)
 		error = psprintf("the metric ran longer than its query_timeout (%d ms)", run.timeout_ms);
 	}
 	PG_END_TRY();
+	/* the message is in SPI's memory, which SPI_finish() frees */
+	if (error)
+		error = MemoryContextStrdup(run.cxt, error);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 
