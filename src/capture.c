@@ -92,6 +92,7 @@
 #include "utils/syscache.h"
 #include "utils/tuplestore.h"
 
+#include "compat.h"
 #include "pg_herald.h"
 
 PG_FUNCTION_INFO_V1(herald_capture);
@@ -865,8 +866,8 @@ owner_may_not_read(CaptureRule *rule, Oid relid)
 {
 	if (superuser_arg(rule->owner))
 		return NULL;
-	if (pg_namespace_aclcheck(get_rel_namespace(relid), rule->owner,
-							  ACL_USAGE) != ACLCHECK_OK ||
+	if (herald_namespace_aclcheck(get_rel_namespace(relid), rule->owner,
+								  ACL_USAGE) != ACLCHECK_OK ||
 		pg_class_aclcheck(relid, rule->owner, ACL_SELECT) != ACLCHECK_OK)
 		return "the rule's owner may no longer read the table";
 	if (check_enable_rls(relid, rule->owner, true) == RLS_ENABLED)
@@ -1179,6 +1180,7 @@ herald_on_sql_drop(PG_FUNCTION_ARGS)
 	int			save_sec;
 	int			guc_level;
 	char	   *error;
+	MemoryContext caller = CurrentMemoryContext;
 
 	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -1200,6 +1202,9 @@ herald_on_sql_drop(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	error = herald_run_protected(tables_dropped_step, NULL);
+	/* the message is in SPI's memory, which SPI_finish() frees */
+	if (error)
+		error = MemoryContextStrdup(caller, error);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	SetUserIdAndSecContext(save_user, save_sec);

@@ -126,6 +126,13 @@ static TimestampTz queue_due_at = 0;
 static Oid	channel_states_of = InvalidOid;	/* the installation they describe */
 static TimestampTz next_full_scan = 0;
 
+/*
+ * After a failed claim, no claim before this time, whatever wakes the
+ * worker meanwhile (commits set its latch): a state that makes every claim
+ * fail does not spin.
+ */
+static TimestampTz claim_paused_until = 0;
+
 /* --- outcomes ------------------------------------------------------------- */
 
 /*
@@ -200,7 +207,10 @@ add_outcome(InFlight *f, HeraldRequest *req, const char *error)
 									   HASH_FIND, NULL);
 
 		if (cs)
+		{
+			Assert(cs->in_flight > 0);
 			cs->in_flight--;
+		}
 		f->charged = false;
 	}
 	old = MemoryContextSwitchTo(outcome_context);
@@ -420,8 +430,10 @@ charge(HeraldDelivery *claimed, int n, int sign)
 	{
 		ChannelState *cs = channel_state(&claimed[i]);
 
+		Assert(sign == 1 || sign == -1);
 		refill(cs, now);
 		cs->in_flight += sign;
+		Assert(cs->in_flight >= 0);
 		if (cs->rate > 0)
 			cs->tokens -= sign;
 	}
@@ -546,6 +558,7 @@ record_outcomes(void)
 
 		if (f->request)
 			herald_http_free(f->request);
+		Assert(batch->remaining > 0);
 		if (--batch->remaining == 0)
 		{
 			MemoryContextDelete(batch->cxt);
@@ -680,6 +693,8 @@ claim_step(void *arg)
 		memcpy(c->claimed + c->nfresh, queued, sizeof(HeraldDelivery) * nqueued);
 	charge(queued, nqueued, 1);
 	c->nclaimed = c->nfresh + nqueued;
+	/* the batch is bounded by the worker's limit */
+	Assert(c->nfresh <= c->limit && c->nclaimed <= c->limit);
 	if (ask_queue && nqueued < c->limit - c->nfresh)
 		clear_backlogs(queued, nqueued);
 	herald_cursor_persist(false);
@@ -828,6 +843,7 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 									   ALLOCSET_DEFAULT_SIZES);
 	claim->limit = Min(herald_batch_size,
 					   herald_max_in_flight - herald_http_in_flight());
+	Assert(claim->limit > 0);
 	claim->cxt = batch->cxt;
 	claim->nclaimed = 0;
 	claim->nfresh = 0;
@@ -857,6 +873,8 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 		claim->released = false;
 		claim->nclaimed = 0;
 		claim->next_due_ms = ERROR_PAUSE_MS;
+		claim_paused_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														 ERROR_PAUSE_MS);
 	}
 	else if (!claim->ready)
 	{
@@ -866,6 +884,7 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 	else
 		herald_cursor_publish();
 
+	Assert(claim->nclaimed >= 0 && claim->nclaimed <= claim->limit);
 	batch->remaining = claim->nclaimed;
 	batch->installation = claim->installation;
 	flights = MemoryContextAlloc(batch->cxt, sizeof(InFlight *) * Max(claim->nclaimed, 1));
@@ -974,7 +993,8 @@ herald_delivery_main(Datum arg)
 
 		if (GetCurrentTimestamp() >= next_due_at)
 			want_claim = true;
-		if (want_claim && herald_http_in_flight() < herald_max_in_flight)
+		if (want_claim && herald_http_in_flight() < herald_max_in_flight &&
+			ms_until(claim_paused_until) == 0)
 			claim_and_start(&claim, &want_claim, &next_due_at);
 
 		/* worker 0 purges what is past its retention, in bounded batches */
@@ -996,18 +1016,23 @@ herald_delivery_main(Datum arg)
 										 keep_cursor_step, &claim);
 
 		if (noutcomes > 0 || (may_purge && purge_now) ||
-			(want_claim && herald_http_in_flight() < herald_max_in_flight))
+			(want_claim && herald_http_in_flight() < herald_max_in_flight &&
+			 ms_until(claim_paused_until) == 0))
 			timeout = 0;
 		else
 		{
 			timeout = ms_until(next_due_at);
+			if (want_claim)
+				timeout = Min(timeout, ms_until(claim_paused_until));
 			rate_wait = rate_wait_ms();
 			if (rate_wait >= 0 && rate_wait < timeout)
 				timeout = rate_wait;
 			if (may_purge)
 				timeout = Min(timeout, ms_until(next_purge_at));
 		}
-		if (herald_http_wait(timeout, PG_WAIT_EXTENSION))
+		if (herald_http_wait(timeout, herald_wait_event(herald_http_in_flight() > 0 ?
+														   HERALD_WAIT_DELIVERY_HTTP :
+														   HERALD_WAIT_DELIVERY_IDLE)))
 			want_claim = true;
 		if (rate_channel_ready())
 			want_claim = queue_stale = true;

@@ -53,9 +53,11 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/numeric.h"
+#include "utils/snapmgr.h"
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "pg_herald.h"
 
 PG_FUNCTION_INFO_V1(herald_touch);
@@ -141,7 +143,7 @@ prepare_extension_drop(DropStmt *stmt)
 		if (strcmp(strVal(lfirst(lc)), HERALD_EXTENSION) != 0)
 			continue;
 		extoid = get_extension_oid(HERALD_EXTENSION, true);
-		if (!OidIsValid(extoid) || !pg_extension_ownercheck(extoid, GetUserId()))
+		if (!OidIsValid(extoid) || !herald_extension_ownercheck(extoid, GetUserId()))
 			return;				/* the DROP says why not */
 
 		herald_cancel_evaluations();
@@ -264,6 +266,25 @@ check_single_select(const char *metric)
 }
 
 /*
+ * Make the current transaction read-only; returns what it was, for the
+ * caller to put back.  The variable itself, not the setting through a GUC
+ * nest level: PostgreSQL 16 and later refuse transaction_read_only there
+ * ("cannot be set locally in functions").  SQL cannot turn it off again
+ * meanwhile: check_transaction_read_only refuses inside a subtransaction
+ * and once the transaction has a snapshot, and the callers run under both
+ * or the latter.  A subtransaction's end restores it too.
+ */
+static bool
+begin_read_only(void)
+{
+	bool		was = XactReadOnly;
+
+	Assert(IsTransactionState() && (IsSubTransaction() || FirstSnapshotSet));
+	XactReadOnly = true;
+	return was;
+}
+
+/*
  * herald._check_metric(metric text, search_path text) RETURNS boolean:
  * error unless the metric is one SELECT returning a number, or a key and a
  * number; true for the second shape.  The metric is parsed, planned and
@@ -283,6 +304,7 @@ herald_check_metric(PG_FUNCTION_ARGS)
 	Oid			save_user;
 	int			save_sec;
 	int			guc_level;
+	volatile bool was_read_only = XactReadOnly;
 
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	guc_level = NewGUCNestLevel();
@@ -296,9 +318,7 @@ herald_check_metric(PG_FUNCTION_ARGS)
 								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 								 true, 0, false);
 		/* what planning runs (constant folding) writes nothing either */
-		(void) set_config_option("transaction_read_only", "on",
-								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-								 true, 0, false);
+		was_read_only = begin_read_only();
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		SetUserIdAndSecContext(herald_invoker_id(), save_sec | SECURITY_LOCAL_USERID_CHANGE |
@@ -323,6 +343,7 @@ herald_check_metric(PG_FUNCTION_ARGS)
 					 errhint("Cast it to numeric, or return a count, a sum or an average.")));
 		grouped = desc->natts == 2;
 		SPI_finish();
+		XactReadOnly = was_read_only;
 		AtEOXact_GUC(false, guc_level);
 	}
 	PG_CATCH();
@@ -331,6 +352,7 @@ herald_check_metric(PG_FUNCTION_ARGS)
 
 		/* the error unwinds to the caller's subtransaction, if any: restore now */
 		SetUserIdAndSecContext(save_user, save_sec);
+		XactReadOnly = was_read_only;
 		AtEOXact_GUC(false, guc_level);
 		MemoryContextSwitchTo(caller);
 		edata = CopyErrorData();
@@ -408,6 +430,7 @@ metric_step(void *arg)
 	int			ret;
 	TupleDesc	desc;
 	MemoryContext old;
+	bool		was_read_only;
 
 	guc_level = NewGUCNestLevel();
 	(void) set_config_option("search_path", run->search_path,
@@ -415,11 +438,10 @@ metric_step(void *arg)
 							 true, 0, false);
 	/*
 	 * Read-only for real: no write, not even through a volatile function.
-	 * Inside this subtransaction the metric cannot turn it off again.
+	 * Inside this subtransaction the metric cannot turn it off again; its
+	 * abort, when the metric fails, turns it back.
 	 */
-	(void) set_config_option("transaction_read_only", "on",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
+	was_read_only = begin_read_only();
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(run->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
@@ -524,6 +546,7 @@ metric_step(void *arg)
 	SPI_freetuptable(SPI_tuptable);
 
 	SetUserIdAndSecContext(save_user, save_sec);
+	XactReadOnly = was_read_only;
 	/* whatever the metric set, even without LOCAL, ends with it */
 	AtEOXact_GUC(false, guc_level);
 }
@@ -601,6 +624,9 @@ herald_run_metric(PG_FUNCTION_ARGS)
 		error = psprintf("the metric ran longer than its query_timeout (%d ms)", run.timeout_ms);
 	}
 	PG_END_TRY();
+	/* the message is in SPI's memory, which SPI_finish() frees */
+	if (error)
+		error = MemoryContextStrdup(run.cxt, error);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 

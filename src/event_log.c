@@ -71,6 +71,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "compat.h"
 #include "pg_herald.h"
 
 PG_FUNCTION_INFO_V1(herald_append_event_sql);
@@ -160,8 +161,11 @@ herald_event_log_shmem_init(void)
 static EventSlot *
 my_slot(void)
 {
-	Assert(MyProc != NULL && MyProc->pgprocno < event_shared->nslots);
-	return &event_shared->slots[MyProc->pgprocno];
+	int			procno = herald_my_proc_number();
+
+	Assert(event_shared != NULL && MyProc != NULL);
+	Assert(procno >= 0 && procno < event_shared->nslots);
+	return &event_shared->slots[procno];
 }
 
 /*
@@ -199,7 +203,7 @@ herald_events_xact_event(XactEvent event)
 static int64
 highest_id(Relation rel)
 {
-	Oid			indexoid = RelationGetPrimaryKeyIndex(rel);
+	Oid			indexoid = herald_primary_key_index(rel);
 	Relation	index;
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
@@ -209,7 +213,7 @@ highest_id(Relation rel)
 		elog(ERROR, "herald.event_log has no primary key");
 	index = index_open(indexoid, AccessShareLock);
 	slot = table_slot_create(rel, NULL);
-	scan = index_beginscan(rel, index, SnapshotAny, 0, 0);
+	scan = herald_index_beginscan(rel, index, SnapshotAny, 0, 0);
 	index_rescan(scan, NULL, 0, NULL, 0);
 	while (index_getnext_slot(scan, BackwardScanDirection, slot))
 	{
@@ -515,8 +519,7 @@ flush_chunk(HeraldEventWriter *w)
 	{
 		List	   *conflicts;
 
-		conflicts = ExecInsertIndexTuples(w->rri, w->slots[i], w->estate,
-										  false, false, NULL, NIL);
+		conflicts = herald_insert_index_tuples(w->rri, w->slots[i], w->estate);
 		list_free(conflicts);
 		ResetPerTupleExprContext(w->estate);
 		ExecClearTuple(w->slots[i]);
@@ -532,9 +535,13 @@ take_id(HeraldEventWriter *w)
 {
 	if (w->counter == NULL)
 		return next_id_from_sequence(w->rel);
+	Assert(pg_atomic_read_u64(&w->counter->next) != 0);
 	if (!holding_ids)
 	{
 		EventSlot  *slot = my_slot();
+
+		/* the slot is this backend's alone, clear between its transactions */
+		Assert(pg_atomic_read_u64(&slot->lo) == 0);
 
 		/* published before the first id is taken: see the file header */
 		slot->dbid = MyDatabaseId;
@@ -556,9 +563,11 @@ herald_events_add(HeraldEventWriter *w, Datum payload)
 
 	if (w->legacy_plan)
 		return legacy_add(w, payload);
+	Assert(w->n >= 0 && w->n <= CHUNK_ROWS && w->nslots <= CHUNK_ROWS);
 	if (w->n == CHUNK_ROWS)
 		flush_chunk(w);
 	id = take_id(w);
+	Assert(id > 0);
 	old = MemoryContextSwitchTo(w->rows_cxt);
 	w->values[w->id_att] = Int64GetDatum(id);
 	w->nulls[w->id_att] = false;

@@ -34,6 +34,7 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
+#include "compat.h"
 #include "pg_herald.h"
 #include "http.h"
 
@@ -70,6 +71,7 @@ socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp, void *socke
 		if (sockets[i].fd == fd)
 			break;
 
+	Assert(nsockets >= 0 && nsockets <= maxsockets);
 	if (what == CURL_POLL_REMOVE)
 	{
 		if (i < nsockets)
@@ -110,6 +112,7 @@ write_callback(char *data, size_t size, size_t nmemb, void *userp)
 	size_t		len = size * nmemb;
 	int			room = HERALD_RESPONSE_EXCERPT - req->response.len;
 
+	Assert(room >= 0);
 	if (room > 0)
 		appendBinaryStringInfo(&req->response, data, Min((size_t) room, len));
 	req->response_bytes += len;
@@ -362,6 +365,7 @@ collect_completed(void)
 		if (curl_easy_getinfo(req->easy, CURLINFO_TOTAL_TIME_T, &total_us) == CURLE_OK)
 			req->latency_ms = total_us / 1000.0;
 		curl_multi_remove_handle(multi, req->easy);
+		Assert(in_flight > 0);
 		in_flight--;
 		dlist_push_tail(&completed, &req->node);
 	}
@@ -382,11 +386,8 @@ rebuild_wait_set(void)
 		wait_events = MemoryContextAlloc(http_context,
 										 sizeof(WaitEvent) * wait_set_size);
 	}
-#if PG_VERSION_NUM >= 170000
-	wait_set = CreateWaitEventSet(NULL, needed);
-#else
-	wait_set = CreateWaitEventSet(http_context, needed);
-#endif
+	Assert(needed <= wait_set_size);
+	wait_set = herald_create_wait_event_set(needed);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (int i = 0; i < nsockets; i++)
@@ -488,10 +489,15 @@ herald_http_error(HeraldRequest *req)
 
 	/*
 	 * libcurl refuses a header line longer than CURL_MAX_HTTP_HEADER
-	 * before handing it over, and reports it as out of memory.
+	 * before handing it over, and reports it as out of memory (as too
+	 * large from 8.6 on).
 	 */
-	if (req->transport == HERALD_HTTP && req->result == CURLE_OUT_OF_MEMORY &&
-		!req->headers_done)
+	if (req->transport == HERALD_HTTP && !req->headers_done &&
+		(req->result == CURLE_OUT_OF_MEMORY
+#if LIBCURL_VERSION_NUM >= 0x080600
+		 || req->result == CURLE_TOO_LARGE
+#endif
+		 ))
 		return psprintf("response header too large: a line of more than %d bytes",
 						CURL_MAX_HTTP_HEADER);
 	if (req->errbuf[0] != '\0')

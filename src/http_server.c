@@ -54,6 +54,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
+#include "compat.h"
 #include "pg_herald.h"
 #include "http_server.h"
 
@@ -167,7 +168,7 @@ static int	npending_logs = 0;
 static int	dropped_logs = 0;
 static Oid	http_role = InvalidOid;
 
-void		herald_http_main(Datum arg);
+PGDLLEXPORT void herald_http_main(Datum arg);
 
 static const char *security_headers[] = {
 	"Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; "
@@ -431,6 +432,8 @@ enforce_request_timeout(void)
  * libmicrohttpd's own complaints (a connection refused at the limit, say),
  * noted for the log: at most one a minute.
  */
+static void mhd_logger(void *cls, const char *fmt, va_list ap) pg_attribute_printf(2, 0);
+
 static void
 mhd_logger(void *cls, const char *fmt, va_list ap)
 {
@@ -932,7 +935,7 @@ herald_http_main(Datum arg)
 	info = MHD_get_daemon_info(daemon_handle, MHD_DAEMON_INFO_EPOLL_FD);
 	if (info == NULL)
 		elog(ERROR, "libmicrohttpd has no epoll descriptor");
-	set = CreateWaitEventSet(TopMemoryContext, 3);
+	set = herald_create_wait_event_set(3);
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(set, WL_SOCKET_READABLE, info->epoll_fd, NULL, NULL);
@@ -984,7 +987,8 @@ herald_http_main(Datum arg)
 		if (MHD_get_timeout(daemon_handle, &mhd_timeout) == MHD_YES &&
 			mhd_timeout < (MHD_UNSIGNED_LONG_LONG) timeout)
 			timeout = (long) mhd_timeout;
-		(void) WaitEventSetWait(set, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
+		(void) WaitEventSetWait(set, timeout, events, lengthof(events),
+							   herald_wait_event(HERALD_WAIT_HTTP_SERVER));
 		ResetLatch(MyLatch);
 	}
 }

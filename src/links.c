@@ -231,6 +231,8 @@ herald_b64url_encode(const uint8 *src, size_t len)
 			*p++ = b64url[(v >> 6) & 63];
 	}
 	*p = '\0';
+	/* four characters per three bytes, no padding */
+	Assert((size_t) (p - out) == (len * 4 + 2) / 3);
 	return out;
 }
 
@@ -295,6 +297,7 @@ herald_link_token(const HeraldLink *link, const uint8 *key, int keylen)
 	uint8		buf[HERALD_LINK_MAX_BYTES];
 	size_t		rlen = strlen(link->recipient);
 	size_t		len;
+	char	   *token;
 
 	Assert(rlen <= HERALD_RECIPIENT_MAX);
 	Assert(link->action >= 1 && link->action <= 255);
@@ -310,7 +313,10 @@ herald_link_token(const HeraldLink *link, const uint8 *key, int keylen)
 	herald_link_mac(key, keylen, LINK_DOMAIN, buf, len, buf + len);
 	len += LINK_MAC_BYTES;
 	Assert(len <= HERALD_LINK_MAX_BYTES);
-	return herald_b64url_encode(buf, len);
+	token = herald_b64url_encode(buf, len);
+	/* what herald_link_parse() accepts */
+	Assert(strlen(token) <= HERALD_LINK_MAX_CHARS);
+	return token;
 }
 
 /*
@@ -339,6 +345,7 @@ herald_link_parse(const char *token, HeraldLink *link, uint8 *raw, int *rawlen)
 	link->expires = (int64) get_be(raw + 18, 8);
 	memcpy(link->recipient, raw + LINK_FIXED_BYTES, rlen);
 	link->recipient[rlen] = '\0';
+	Assert(len <= HERALD_LINK_MAX_BYTES);
 	if (link->action < 1 || link->key_id <= 0 || link->event_id <= 0 ||
 		link->channel_id <= 0 || memchr(link->recipient, '\0', rlen) != NULL)
 		return false;

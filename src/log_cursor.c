@@ -104,6 +104,8 @@ add_gap(CursorState *s, int64 lo, int64 hi, bool fresh)
 {
 	if (lo > hi)
 		return;
+	/* gaps are kept in id order, apart */
+	Assert(s->ngaps == 0 || s->gaps[s->ngaps - 1].hi < lo);
 	if (s->ngaps == s->maxgaps)
 	{
 		s->maxgaps = Max(64, s->maxgaps * 2);
@@ -136,8 +138,13 @@ static int64
 next_of_share(int64 id)
 {
 	int64		r = (id + 1) % my_workers;
+	int64		next;
 
-	return id + 1 + ((my_slot - r) % my_workers + my_workers) % my_workers;
+	Assert(my_workers >= 1 && my_slot >= 0 && my_slot < my_workers);
+	next = id + 1 + ((my_slot - r) % my_workers + my_workers) % my_workers;
+	Assert(next > id && next - id <= my_workers);
+	Assert(id < 0 || next % my_workers == my_slot);
+	return next;
 }
 
 /*
@@ -156,6 +163,8 @@ herald_cursor_load(int slot, int workers)
 	Datum		d;
 	HASHCTL		ctl;
 
+	Assert(workers >= 1 && workers <= HERALD_MAX_WORKERS);
+	Assert(slot >= 0 && slot < workers);
 	herald_cursor_reset();
 	my_slot = slot;
 	my_workers = Max(workers, 1);
@@ -323,6 +332,8 @@ herald_cursor_read(int64 *ids, int nnew, int64 *found, int nfound)
 	int64		horizon;
 	CursorState next;
 
+	Assert(loaded);
+	Assert(nnew >= 0 && nfound >= 0);
 	memset(&next, 0, sizeof(next));
 	if (nfound > 1)
 		qsort(found, nfound, sizeof(int64), cmp_int64);
@@ -344,7 +355,9 @@ herald_cursor_read(int64 *ids, int nnew, int64 *found, int nfound)
 	/* new gaps: ids of the share between those read */
 	for (int i = 0; i < nnew; i++)
 	{
+		/* the read returns its share only, above read_upto, in id order */
 		Assert(ids[i] > prev);
+		Assert(ids[i] % my_workers == my_slot);
 		add_gap(&next, next_of_share(prev), ids[i] - 1, true);
 		prev = ids[i];
 	}
@@ -371,6 +384,8 @@ herald_cursor_read(int64 *ids, int nnew, int64 *found, int nfound)
 	}
 	if (next.gaps)
 		pfree(next.gaps);
+	Assert(next.read_upto >= cur.read_upto);
+	Assert(cur.ngaps == 0 || cur.gaps[cur.ngaps - 1].hi <= next.read_upto);
 	cur.read_upto = next.read_upto;
 	cur.nopen = plan_nopen;
 	memcpy(cur.open, plan_open, sizeof(HeraldOpenIds) * Min(plan_nopen, MAX_OPEN));
@@ -381,8 +396,13 @@ void
 herald_cursor_hold(int64 event_id)
 {
 	bool		found;
-	Hold	   *h = hash_search(holds, &event_id, HASH_ENTER, &found);
+	Hold	   *h;
 
+	/* an event this worker read: of its share, up to where it read */
+	Assert(loaded && holds != NULL);
+	Assert(event_id % my_workers == my_slot);
+	Assert(event_id > 0 && event_id <= cur.read_upto);
+	h = hash_search(holds, &event_id, HASH_ENTER, &found);
 	if (!found)
 		h->count = 0;
 	h->count++;
@@ -397,6 +417,7 @@ herald_cursor_release(int64 event_id)
 	if (holds == NULL)
 		return;
 	h = hash_search(holds, &event_id, HASH_FIND, NULL);
+	Assert(h == NULL || h->count > 0);
 	if (h != NULL && --h->count <= 0)
 		hash_search(holds, &event_id, HASH_REMOVE, NULL);
 }
@@ -467,6 +488,7 @@ herald_cursor_publish(void)
 {
 	if (!loaded || herald_shared == NULL)
 		return;
+	Assert(my_slot >= 0 && my_slot < HERALD_MAX_WORKERS);
 	SpinLockAcquire(&herald_shared->mutex);
 	herald_shared->log_position[my_slot] = herald_cursor_position();
 	herald_shared->log_workers = my_workers;

@@ -25,6 +25,7 @@
 
 #include "utils/guc.h"
 
+#include "compat.h"
 #include "pg_herald.h"
 
 typedef struct Network
@@ -86,8 +87,8 @@ parse_network(const char *item, Network *net)
 }
 
 /*
- * Check hook shared by both settings: parse the list into malloc'd extra
- * data, or refuse the value naming the bad entry.
+ * Check hook shared by both settings: parse the list into extra data (the
+ * GUC code's to free), or refuse the value naming the bad entry.
  */
 static bool
 check_networks(char **newval, void **extra, GucSource source)
@@ -101,7 +102,7 @@ check_networks(char **newval, void **extra, GucSource source)
 	for (char *p = copy; *p; p++)
 		if (*p == ',')
 			n++;
-	list = malloc(offsetof(NetworkList, nets) + sizeof(Network) * (n + 1));
+	list = herald_guc_malloc(offsetof(NetworkList, nets) + sizeof(Network) * (n + 1));
 	if (list == NULL)
 		return false;
 	list->n = 0;
@@ -120,7 +121,7 @@ check_networks(char **newval, void **extra, GucSource source)
 		{
 			GUC_check_errdetail("\"%s\" is not a network in CIDR notation, such as 10.0.0.0/8 or fd00::/8.",
 								item);
-			free(list);
+			herald_guc_free(list);
 			return false;
 		}
 		list->n++;

@@ -37,6 +37,7 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
+#include "compat.h"
 #include "pg_herald.h"
 #include "http_server.h"
 
@@ -80,9 +81,7 @@ static int	nlocal_touched = 0;
 static bool local_touched_all = false;
 static bool rules_changed = false;
 
-#if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
-#endif
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 void		_PG_init(void);
@@ -93,10 +92,8 @@ static bool oid_in(Oid oid, const Oid *list, int n);
 static void
 herald_shmem_request(void)
 {
-#if PG_VERSION_NUM >= 150000
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-#endif
 	RequestAddinShmemSpace(MAXALIGN(sizeof(HeraldShared)));
 	herald_event_log_shmem_request();
 }
@@ -118,6 +115,33 @@ herald_shmem_startup(void)
 	}
 	herald_event_log_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
+}
+
+/* The names of the HeraldWait values, in their order. */
+static const char *const wait_names[HERALD_NUM_WAITS] = {
+	[HERALD_WAIT_DELIVERY_IDLE] = "HeraldDeliveryIdle",
+	[HERALD_WAIT_DELIVERY_HTTP] = "HeraldDeliveryHttp",
+	[HERALD_WAIT_SCHEDULER_IDLE] = "HeraldSchedulerIdle",
+	[HERALD_WAIT_HTTP_SERVER] = "HeraldHttpServer",
+	[HERALD_WAIT_FLUSH_EVALUATIONS] = "HeraldFlushEvaluations",
+	[HERALD_WAIT_FLUSH_DELIVERIES] = "HeraldFlushDeliveries",
+};
+
+/*
+ * The wait event to report for this wait: a custom one where the server
+ * has them, registered (in shared memory, once per cluster) by the first
+ * process that waits so and remembered by each process.
+ */
+uint32
+herald_wait_event(HeraldWait wait)
+{
+	static uint32 events[HERALD_NUM_WAITS];
+
+	Assert(wait >= 0 && wait < HERALD_NUM_WAITS);
+	Assert(wait_names[wait] != NULL);
+	if (events[wait] == 0)
+		events[wait] = herald_wait_event_new(wait_names[wait]);
+	return events[wait];
 }
 
 /*
@@ -216,6 +240,8 @@ wake_scheduler(void)
 
 	if (!lock_for_this_database())
 		return;
+	Assert(herald_shared->ntouched >= 0 && herald_shared->ntouched <= HERALD_MAX_TOUCHED);
+	Assert(herald_shared->nquiet >= 0 && herald_shared->nquiet <= HERALD_MAX_TOUCHED);
 	if (rules_changed)
 		herald_shared->rules_version++;
 	/* a new or changed rule is evaluated at once: herald.flush() waits */
@@ -312,6 +338,7 @@ herald_take_rescan(int slot)
 {
 	TimestampTz from;
 
+	Assert(herald_worker_owns(slot));
 	SpinLockAcquire(&herald_shared->mutex);
 	from = herald_shared->rescan_from[slot];
 	herald_shared->rescan_from[slot] = 0;
@@ -324,17 +351,42 @@ herald_worker_detach(int code, Datum arg)
 {
 	int			slot = DatumGetInt32(arg);
 
+	Assert(herald_worker_owns(slot));
 	SpinLockAcquire(&herald_shared->mutex);
 	herald_shared->latch[slot] = NULL;
 	herald_shared->pid[slot] = 0;
 	SpinLockRelease(&herald_shared->mutex);
 }
 
+/*
+ * Whether the calling process is the delivery worker of this slot: the
+ * leases of the slot (delivery_queue.leased_by) and its place in the event
+ * log are its own.
+ */
+bool
+herald_worker_owns(int slot)
+{
+	bool		owns;
+
+	if (herald_shared == NULL || slot < 0 || slot >= HERALD_MAX_WORKERS)
+		return false;
+	SpinLockAcquire(&herald_shared->mutex);
+	owns = (herald_shared->pid[slot] == MyProcPid &&
+			herald_shared->latch[slot] == MyLatch);
+	SpinLockRelease(&herald_shared->mutex);
+	return owns;
+}
+
 /* Publish the calling worker's latch in its slot until it exits. */
 void
 herald_worker_attach(int slot)
 {
+	Assert(herald_shared != NULL);
+	Assert(slot >= 0 && slot < herald_delivery_workers &&
+		   herald_delivery_workers <= HERALD_MAX_WORKERS);
 	SpinLockAcquire(&herald_shared->mutex);
+	/* one worker per slot: the one before it detached as it exited */
+	Assert(herald_shared->pid[slot] == 0 && herald_shared->latch[slot] == NULL);
 	herald_shared->latch[slot] = MyLatch;
 	herald_shared->pid[slot] = MyProcPid;
 	herald_shared->database = MyDatabaseId;
@@ -354,7 +406,10 @@ herald_scheduler_detach(int code, Datum arg)
 void
 herald_scheduler_attach(void)
 {
+	Assert(herald_shared != NULL);
 	SpinLockAcquire(&herald_shared->mutex);
+	/* one scheduler: the one before it detached as it exited */
+	Assert(herald_shared->scheduler_latch == NULL);
 	herald_shared->scheduler_latch = MyLatch;
 	herald_shared->database = MyDatabaseId;
 	SpinLockRelease(&herald_shared->mutex);
@@ -654,11 +709,7 @@ herald_define_settings(void)
 	herald_define_capture_settings();
 	herald_define_scheduler_settings();
 
-#if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("herald");
-#else
-	EmitWarningsOnPlaceholders("herald");
-#endif
 }
 
 static void
@@ -711,12 +762,8 @@ _PG_init(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 
-#if PG_VERSION_NUM >= 150000
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = herald_shmem_request;
-#else
-	herald_shmem_request();
-#endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = herald_shmem_startup;
 

@@ -141,6 +141,23 @@ extern HeraldShared *herald_shared;
 extern void herald_note_work(void);
 extern void herald_note_events(void);
 
+/*
+ * What a pg_herald process waits for, as pg_stat_activity.wait_event names
+ * it (on PostgreSQL 17 and later; "Extension" before).
+ */
+typedef enum HeraldWait
+{
+	HERALD_WAIT_DELIVERY_IDLE,	/* a delivery worker, nothing in flight */
+	HERALD_WAIT_DELIVERY_HTTP,	/* a delivery worker, requests in flight */
+	HERALD_WAIT_SCHEDULER_IDLE, /* the scheduler, until a rule is due */
+	HERALD_WAIT_HTTP_SERVER,	/* the HTTP worker, for a request */
+	HERALD_WAIT_FLUSH_EVALUATIONS,	/* herald.flush(), for the scheduler */
+	HERALD_WAIT_FLUSH_DELIVERIES,	/* herald.flush(), for the workers */
+	HERALD_NUM_WAITS
+} HeraldWait;
+
+extern uint32 herald_wait_event(HeraldWait wait);
+
 /* --- event_log.c: appending events, the readers' horizon ---------------- */
 
 /* What the events appended by one writer share. */
@@ -195,6 +212,7 @@ extern bool herald_work_pending(void);
 extern void herald_wake_delivery(TimestampTz due_from);
 extern TimestampTz herald_take_rescan(int slot);
 extern void herald_worker_attach(int slot);
+extern bool herald_worker_owns(int slot);
 extern Oid	herald_schema_oid(bool missing_ok);
 extern void herald_require_served(const char *what);
 extern void herald_scheduler_attach(void);

@@ -463,6 +463,9 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 	HeraldDelivery *deliveries;
 	int			guc_level;
 
+	/* the leases taken are this worker's slot's */
+	Assert(herald_worker_owns(slot));
+	Assert(limit >= 0);
 	if (claim_plan == NULL)
 		claim_plan = herald_prepare_kept(
 								  "WITH " CHANNEL_CAPS_CTE ","
@@ -473,7 +476,7 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 								  "      WHERE" CHANNEL_RANGE
 								  "        AND d.next_attempt_at <= now()"
 								  "      ORDER BY d.next_attempt_at, d.id"
-								  "      LIMIT caps.cap"
+								  "      LIMIT greatest(caps.cap, 0)"
 								  "      FOR UPDATE SKIP LOCKED) q"
 								  "   WHERE caps.cap > 0"
 								  "   LIMIT $6),"
@@ -500,6 +503,7 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 		elog(ERROR, "could not claim deliveries: %s", SPI_result_code_string(ret));
 
 	n = copy_deliveries(cxt, &deliveries, NULL);
+	Assert(n <= limit);
 	*out = deliveries;
 	return n;
 }
@@ -558,10 +562,14 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 	int			guc_level;
 	int			n;
 
+	Assert(herald_worker_owns(slot));
+	Assert(workers >= 1 && slot < workers && limit >= 0);
 	if (ids_plan == NULL)
 		ids_plan = herald_prepare_kept(
 									   "WITH " CHANNEL_CAPS_CTE ","
-									   " lim AS (SELECT least($9, coalesce(max(caps.cap), 0)) AS n FROM caps)"
+									   /* below 0: more in flight than the channel may have now */
+									   " lim AS (SELECT greatest(0, least($9, coalesce(max(caps.cap), 0))) AS n"
+									   "           FROM caps)"
 									   " (SELECT true, e.id, (SELECT n FROM lim) FROM herald.event_log e"
 									   "   WHERE e.id > $6 AND e.id % $7 = $8"
 									   "   ORDER BY e.id"
@@ -629,6 +637,8 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 			found[nfound++] = id;
 	}
 	SPI_freetuptable(SPI_tuptable);
+	/* no more new events than the limit asked for */
+	Assert(nids <= limit);
 	herald_cursor_read(ids, nids, found, nfound);
 	if (nids + nfound == 0)
 	{
@@ -885,8 +895,11 @@ record_batch(int slot, HeraldOutcome *outcomes, int n, bool fresh)
 	bool	   *nulls[10];
 	int			ret;
 
+	Assert(n >= 0);
 	if (n == 0)
 		return;
+	/* the outcomes of claimed deliveries are recorded under their lease */
+	Assert(fresh || herald_worker_owns(slot));
 	if (fresh && fresh_plan == NULL)
 		fresh_plan = herald_prepare_kept(
 								  "WITH r AS ("
@@ -951,6 +964,11 @@ record_batch(int slot, HeraldOutcome *outcomes, int n, bool fresh)
 	{
 		HeraldOutcome *o = &outcomes[i];
 
+		Assert(o->fresh == fresh);
+		/* a delivery's id is its event's, times a million, plus its channel */
+		Assert(o->delivery_id / 1000000 == o->event_id &&
+			   o->delivery_id % 1000000 == o->channel_id);
+		Assert(o->webhook_id != NULL && o->status != NULL);
 		v[0][i] = Int64GetDatum(o->delivery_id);
 		v[1][i] = CStringGetTextDatum(o->status);
 		v[2][i] = Int32GetDatum(o->http_status);
@@ -1067,7 +1085,7 @@ wait_for_evaluations(TimestampTz deadline)
 		if (GetCurrentTimestamp() >= deadline)
 			return false;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 wait_ms, PG_WAIT_EXTENSION);
+						 wait_ms, herald_wait_event(HERALD_WAIT_FLUSH_EVALUATIONS));
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		wait_ms = Min(wait_ms * 2, 50);
@@ -1162,7 +1180,7 @@ herald_flush(PG_FUNCTION_ARGS)
 			break;
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 wait_ms, PG_WAIT_EXTENSION);
+						 wait_ms, herald_wait_event(HERALD_WAIT_FLUSH_DELIVERIES));
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		wait_ms = Min(wait_ms * 2, 50);

@@ -61,6 +61,7 @@
 
 #include "plpgsql.h"
 
+#include "compat.h"
 #include "pg_herald.h"
 
 /* The time limit: registered on first use, MAX_TIMEOUTS until then. */
@@ -261,21 +262,20 @@ advisory_locks_held(int *nlocks)
 
 	for (int partition = 0; partition < NUM_LOCK_PARTITIONS; partition++)
 	{
-		SHM_QUEUE  *procLocks = &MyProc->myProcLocks[partition];
 		LWLock	   *partitionLock;
 		PROCLOCK   *proclock;
 
-		if (SHMQueueEmpty(procLocks))
+		if (herald_proc_locks_empty(MyProc, partition))
 			continue;
 		partitionLock = LockHashPartitionLockByIndex(partition);
 		LWLockAcquire(partitionLock, LW_SHARED);
-		proclock = (PROCLOCK *) SHMQueueNext(procLocks, procLocks,
-											 offsetof(PROCLOCK, procLink));
-		for (; proclock != NULL;
-			 proclock = (PROCLOCK *) SHMQueueNext(procLocks, &proclock->procLink,
-												  offsetof(PROCLOCK, procLink)))
+		for (proclock = herald_proc_locks_next(MyProc, partition, NULL);
+			 proclock != NULL;
+			 proclock = herald_proc_locks_next(MyProc, partition, proclock))
 		{
 			LOCK	   *lock = proclock->tag.myLock;
+
+			Assert(proclock->tag.myProc == MyProc);
 
 			if (lock->tag.locktag_lockmethodid != USER_LOCKMETHOD)
 				continue;
@@ -323,8 +323,8 @@ pin_lock(HeldLock *lock)
 {
 	LOCALLOCK  *locallock;
 
-	if (LockAcquireExtended(&lock->tag, lock->mode, false, true, true,
-							&locallock) != LOCKACQUIRE_NOT_AVAIL)
+	if (herald_lock_acquire_extended(&lock->tag, lock->mode, false, true, true,
+									 &locallock) != LOCKACQUIRE_NOT_AVAIL)
 	{
 		lock->pinned = locallock;
 		lock->session = session_holds(locallock);

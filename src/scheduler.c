@@ -606,7 +606,10 @@ start_evaluator(SchedRule *r, TimestampTz now)
 	if (ev == NULL || now < evaluator_retry_at)
 		return false;
 
+	Assert(slot < HERALD_MAX_EVALUATORS);
 	SpinLockAcquire(&herald_shared->mutex);
+	/* a slot this scheduler has no evaluator in is free */
+	Assert(herald_shared->evaluator[slot].generation == 0);
 	generation = ++herald_shared->evaluator_generation;
 	if (generation == 0)
 		generation = ++herald_shared->evaluator_generation;
@@ -1125,7 +1128,9 @@ herald_evaluator_main(Datum arg)
 	Latch	   *latch;
 
 	evaluator_slot = DatumGetInt32(arg);
+	Assert(evaluator_slot >= 0 && evaluator_slot < HERALD_MAX_EVALUATORS);
 	memcpy(&evaluator_generation, MyBgworkerEntry->bgw_extra, sizeof(evaluator_generation));
+	Assert(evaluator_generation != 0);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(herald_database, NULL, 0);
@@ -1314,7 +1319,7 @@ herald_scheduler_main(Datum arg)
 		publish_quiet_tables();
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 timeout, PG_WAIT_EXTENSION);
+						 timeout, herald_wait_event(HERALD_WAIT_SCHEDULER_IDLE));
 		ResetLatch(MyLatch);
 	}
 }

@@ -21,12 +21,16 @@
 #include "utils/builtins.h"
 #include "utils/resowner.h"
 
+#include "compat.h"
 #include "pg_herald.h"
 
 #define SECRET_PREFIX "whsec_"
 #define SECRET_MIN_BYTES 24
 #define SECRET_MAX_BYTES 64
 #define SECRET_NEW_BYTES 32
+
+/* The length of the padded base64 of n bytes */
+#define B64_LEN(n) (((n) + 2) / 3 * 4)
 
 static ResourceOwner signing_owner = NULL;
 
@@ -43,7 +47,7 @@ herald_secret_key(const char *secret, uint8 *key, int *keylen)
 {
 	const char *b64;
 	int			b64len;
-	char		buf[SECRET_MAX_BYTES * 2];
+	uint8		buf[SECRET_MAX_BYTES * 2];
 	int			len;
 
 	if (secret == NULL || strncmp(secret, SECRET_PREFIX, strlen(SECRET_PREFIX)) != 0)
@@ -52,7 +56,8 @@ herald_secret_key(const char *secret, uint8 *key, int *keylen)
 	b64len = strlen(b64);
 	if (b64len == 0 || pg_b64_dec_len(b64len) > (int) sizeof(buf))
 		return false;
-	len = pg_b64_decode(b64, b64len, buf, sizeof(buf));
+	len = herald_b64_decode(b64, b64len, buf, sizeof(buf));
+	Assert(len <= (int) sizeof(buf));
 	if (len < SECRET_MIN_BYTES || len > SECRET_MAX_BYTES)
 		return false;
 	memcpy(key, buf, len);
@@ -76,6 +81,8 @@ herald_sign(const uint8 *key, int keylen, const char *msg_id, int64 timestamp,
 	int			prefixlen;
 	int			n;
 
+	/* a key herald_secret_key() decoded */
+	Assert(keylen >= SECRET_MIN_BYTES && keylen <= SECRET_MAX_BYTES);
 	prefixlen = snprintf(prefix, sizeof(prefix), "%s." INT64_FORMAT ".",
 						 msg_id, timestamp);
 	if (prefixlen >= (int) sizeof(prefix))
@@ -105,10 +112,12 @@ herald_sign(const uint8 *key, int keylen, const char *msg_id, int64 timestamp,
 		elog(ERROR, "could not compute a webhook signature");
 
 	memcpy(out, "v1,", 3);
-	n = pg_b64_encode((const char *) digest, sizeof(digest), out + 3,
-					  HERALD_SIGNATURE_MAX - 4);
+	n = herald_b64_encode(digest, sizeof(digest), out + 3,
+						  HERALD_SIGNATURE_MAX - 4);
 	if (n < 0)
 		elog(ERROR, "could not encode a webhook signature");
+	/* "v1," and the 44 characters of a SHA-256 digest */
+	Assert(n == B64_LEN(sizeof(digest)) && 3 + n < HERALD_SIGNATURE_MAX);
 	out[3 + n] = '\0';
 }
 
@@ -125,11 +134,13 @@ herald_generate_secret(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate a random secret")));
 	strcpy(out, SECRET_PREFIX);
-	n = pg_b64_encode((const char *) raw, sizeof(raw),
-					  out + strlen(SECRET_PREFIX),
-					  sizeof(out) - strlen(SECRET_PREFIX) - 1);
+	n = herald_b64_encode(raw, sizeof(raw),
+						  out + strlen(SECRET_PREFIX),
+						  sizeof(out) - strlen(SECRET_PREFIX) - 1);
 	if (n < 0)
 		elog(ERROR, "could not encode a secret");
+	Assert(n == B64_LEN(SECRET_NEW_BYTES));
+	Assert(strlen(SECRET_PREFIX) + n < sizeof(out));
 	out[strlen(SECRET_PREFIX) + n] = '\0';
 	PG_RETURN_TEXT_P(cstring_to_text(out));
 }
