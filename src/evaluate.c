@@ -186,6 +186,21 @@ herald_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnl
 {
 	Node	   *stmt = pstmt->utilityStmt;
 
+	/*
+	 * A condition runs in a writer's session: it may read and compute,
+	 * never define objects there.  An object in the session's temporary
+	 * schema would outlive it: a type named like a built-in one there is
+	 * what the writer's own statements would find first.  PostgreSQL
+	 * refuses some of this in a security-restricted operation, not all of
+	 * it on every version (18 lets a type be made in an existing temporary
+	 * schema).  A metric runs read-only, where every DDL is refused.
+	 */
+	if (herald_rule_code_running() && GetCommandLogLevel(stmt) == LOGSTMT_DDL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("a rule's condition cannot run %s", CreateCommandName(stmt)),
+				 errdetail("A condition runs in the writer's session: it reads and computes, it does not define or change objects.")));
+
 	if (IsA(stmt, DropStmt) && ((DropStmt *) stmt)->removeType == OBJECT_EXTENSION)
 		prepare_extension_drop((DropStmt *) stmt);
 

@@ -241,6 +241,7 @@ extern char *herald_run_limited(herald_step step, void *arg, int timeout_ms,
 extern char *herald_run_protected(herald_step step, void *arg);
 extern void herald_rule_code_xact_end(void);
 extern void herald_rule_code_init(void);
+extern bool herald_rule_code_running(void);
 
 /* api.c */
 extern void herald_api_init(void);

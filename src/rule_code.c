@@ -76,6 +76,9 @@ static volatile sig_atomic_t rule_time_up = false;
 /* ... and, whether it requested one or not, the time is over. */
 static volatile sig_atomic_t rule_time_over = false;
 
+/* Rule code running in this backend now (nested runs count). */
+static int	rule_code_depth = 0;
+
 /* The PL/pgSQL plugin pg_herald installs, and the one it found there. */
 static PLpgSQL_plugin rule_code_plugin;
 static PLpgSQL_plugin *prev_plugin = NULL;
@@ -401,9 +404,11 @@ raised_by_interrupt(ErrorData *edata)
  * the failure is the rule's, and the caller goes on.  *timed_out (when
  * not NULL) says whether it failed by running out of time.  A cancel this
  * backend received, or the caller's own statement timeout, is raised again.
+ * While a condition runs (in_session: in a writer's session, as
+ * herald_run_limited() runs it), herald_rule_code_running() says so.
  */
-char *
-herald_run_limited(herald_step step, void *arg, int timeout_ms, bool *timed_out)
+static char *
+run_step(herald_step step, void *arg, int timeout_ms, bool *timed_out, bool in_session)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -432,11 +437,18 @@ herald_run_limited(herald_step step, void *arg, int timeout_ms, bool *timed_out)
 	deadline = start_clock(timeout_ms, outer);
 	PG_TRY();
 	{
+		if (in_session)
+			rule_code_depth++;
 		step(arg);
+		if (in_session)
+			rule_code_depth--;
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
 	{
+		if (in_session)
+			rule_code_depth--;
+		Assert(rule_code_depth >= 0);
 		MemoryContextSwitchTo(caller);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -472,9 +484,26 @@ herald_run_limited(herald_step step, void *arg, int timeout_ms, bool *timed_out)
 	return error;
 }
 
-/* The same, with no time limit of its own. */
+/* A rule's condition, in the session of the writer it runs for. */
+char *
+herald_run_limited(herald_step step, void *arg, int timeout_ms, bool *timed_out)
+{
+	return run_step(step, arg, timeout_ms, timed_out, true);
+}
+
+/*
+ * The same, with no time limit of its own, for a metric (in the
+ * scheduler's read-only transaction) or pg_herald's own SQL.
+ */
 char *
 herald_run_protected(herald_step step, void *arg)
 {
-	return herald_run_limited(step, arg, 0, NULL);
+	return run_step(step, arg, 0, NULL, false);
+}
+
+/* Is a rule's condition running in this backend now? */
+bool
+herald_rule_code_running(void)
+{
+	return rule_code_depth > 0;
 }
