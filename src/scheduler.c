@@ -942,6 +942,35 @@ purge_step(void *arg)
 	if (ret != SPI_OK_DELETE)
 		elog(ERROR, "could not purge evaluations: %s", SPI_result_code_string(ret));
 	p->purged = SPI_processed;
+
+	/* the changes of rules (herald.alter_rule), as old */
+	ret = SPI_execute_with_args("DELETE FROM herald.rule_change_log WHERE id IN ("
+								" SELECT id FROM herald.rule_change_log"
+								"  WHERE changed_at < now() - make_interval(secs => $1)"
+								"  ORDER BY changed_at LIMIT $2)",
+								2, argtypes, args, NULL, false, 0);
+	if (ret != SPI_OK_DELETE)
+		elog(ERROR, "could not purge rule changes: %s", SPI_result_code_string(ret));
+	p->purged += SPI_processed;
+
+	/*
+	 * Once the evaluations and changes are purged, the rules dropped longer
+	 * ago than retention whose events are gone too: nothing of theirs is
+	 * left to show.  (Events kept for their decisions keep their rule.)
+	 */
+	if (p->purged == 0)
+	{
+		ret = SPI_execute_with_args("DELETE FROM herald.dropped_rules d WHERE d.id IN ("
+									" SELECT x.id FROM herald.dropped_rules x"
+									"  WHERE x.dropped_at < now() - make_interval(secs => $1)"
+									"    AND NOT EXISTS (SELECT 1 FROM herald.evaluation_log l WHERE l.rule_id = x.id)"
+									"    AND NOT EXISTS (SELECT 1 FROM herald.rule_change_log c WHERE c.rule_id = x.id)"
+									"    AND NOT EXISTS (SELECT 1 FROM herald.event_log e WHERE e.rule_id = x.id)"
+									"  ORDER BY x.dropped_at LIMIT $2)",
+									2, argtypes, args, NULL, false, 0);
+		if (ret != SPI_OK_DELETE)
+			elog(ERROR, "could not purge dropped rules: %s", SPI_result_code_string(ret));
+	}
 }
 
 /* One (watched table, rule) pair, for publish_quiet_tables() */
