@@ -548,7 +548,7 @@ SELECT t.event_id, t.at, t.kind, t.detail
     -- "bob changed threshold 50 -> 80", in the story of each episode that
     -- was open then
     SELECT o.event_id, x.changed_at, 'rule.changed',
-           format('%s changed %s', x.changed_by,
+           format('%s changed %s', x.changed_by::text COLLATE "default",
                   (SELECT string_agg(format('%s %s -> %s', c.key,
                                             coalesce(c.value ->> 'old', 'none'),
                                             coalesce(c.value ->> 'new', 'none')), ', ' ORDER BY c.key)
