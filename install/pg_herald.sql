@@ -1142,10 +1142,10 @@ BEGIN
                    WHERE i.rule_id = v_old.id AND i.fired_event_id IS NOT NULL
                    ORDER BY i.fired_event_id));
 
-    -- a threshold rule is evaluated again at once, with its new definition:
-    -- each instance moves (once) if the new thresholds say so
-    UPDATE herald.rule_instances i SET next_check_at = now() WHERE i.rule_id = v_old.id;
-
+    -- the scheduler sees altered_at change (the rules_changed trigger has it
+    -- reload the rules) and evaluates a threshold rule again at once, with
+    -- its new definition: each instance moves (once) if the new thresholds
+    -- say so
     PERFORM herald._sync_rule_triggers(v_old);
     PERFORM herald._sync_rule_triggers(v_new);
 END;

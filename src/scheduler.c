@@ -110,6 +110,7 @@ typedef struct SchedRule
 	int64		query_timeout_ms;
 	TimestampTz last_eval;		/* 0: not since the scheduler started */
 	TimestampTz timer_at;		/* 0: no timer */
+	TimestampTz altered_at;		/* the last herald.alter_rule(), 0: none */
 	bool		dirty;			/* a watched table changed since last_eval */
 	bool		slow;			/* evaluated by evaluators */
 } SchedRule;
@@ -240,7 +241,8 @@ forget_plans(void)
 
 /*
  * Load the enabled threshold rules.  A rule already known keeps its
- * timing; a new one is dirty, so that it is evaluated at once.
+ * timing; a new one is dirty, so that it is evaluated at once, and so is
+ * one altered since the last load.
  */
 static void
 load_step(void *arg)
@@ -271,7 +273,8 @@ load_step(void *arg)
 					  "       (SELECT min(i.next_check_at) FROM herald.rule_instances i"
 					  "         WHERE i.rule_id = r.id),"
 					  "       r.created_at, r.owner::oid,"
-					  "       least(ceil(extract(epoch FROM r.query_timeout) * 1000), 9e15)::int8"
+					  "       least(ceil(extract(epoch FROM r.query_timeout) * 1000), 9e15)::int8,"
+					  "       r.altered_at"
 					  "  FROM herald.rule_defs r"
 					  " WHERE r.kind = 'threshold' AND r.enabled ORDER BY r.id",
 					  true, 0);
@@ -314,12 +317,15 @@ load_step(void *arg)
 		r->created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
 		r->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
 		r->query_timeout_ms = DatumGetInt64(SPI_getbinval(tup, desc, 8, &isnull));
+		d = SPI_getbinval(tup, desc, 9, &isnull);
+		r->altered_at = isnull ? 0 : DatumGetTimestampTz(d);
 
 		known = find_rule(rules, nrules, r->id, r->created_at);
 		if (known)
 		{
 			r->last_eval = known->last_eval;
-			r->dirty = known->dirty;
+			/* altered (herald.alter_rule): evaluated again, as if touched */
+			r->dirty = known->dirty || r->altered_at != known->altered_at;
 			r->slow = known->slow;
 		}
 		else
