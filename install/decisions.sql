@@ -486,13 +486,14 @@ SELECT d.id, d.event_id, e.type AS event_type, e.rule, d.kind, d.decision, d.act
        d.choice, d.identified_by, d.actor_id, c.name AS channel, d.action_owner, d.action_due
   FROM herald.decision_log d
   LEFT JOIN herald.event_log e ON e.id = d.event_id
-  LEFT JOIN herald.rule_defs r ON r.id = e.rule_id
+  LEFT JOIN herald._all_rules r ON r.id = e.rule_id
   LEFT JOIN herald.channel_defs c ON c.id = d.channel_id
  WHERE herald._may_see(r.owner);
 
 -- The story of each event, in time order: the evaluations that led to it
 -- (the one that emitted it, and the pending period before it), the event,
--- every delivery attempt, follow-ups, acknowledgements and decisions.
+-- every delivery attempt, follow-ups, acknowledgements and decisions, and
+-- the changes of its rule made while its episode was open.
 CREATE OR REPLACE VIEW herald.timeline WITH (security_barrier) AS
 SELECT t.event_id, t.at, t.kind, t.detail
   FROM (
@@ -501,7 +502,7 @@ SELECT t.event_id, t.at, t.kind, t.detail
                   coalesce(l.value::text, 'no data'), coalesce(l.state_before, 'new'),
                   l.state_after) AS detail
       FROM herald.event_log e
-      JOIN herald.rule_defs r ON r.id = e.rule_id AND r.kind = 'threshold'
+      JOIN herald._all_rules r ON r.id = e.rule_id AND r.kind = 'threshold'
                               AND e.type LIKE 'rule.%'
       -- the pending evaluations since the instance last was anything but pending
       CROSS JOIN LATERAL (
@@ -543,9 +544,20 @@ SELECT t.event_id, t.at, t.kind, t.detail
                             coalesce(', via ' || c.name, '')) || coalesce(': ' || d.note, '') END
       FROM herald.decision_log d
       LEFT JOIN herald.channel_defs c ON c.id = d.channel_id
+    UNION ALL
+    -- "bob changed threshold 50 -> 80", in the story of each episode that
+    -- was open then
+    SELECT o.event_id, x.changed_at, 'rule.changed',
+           format('%s changed %s', x.changed_by::text COLLATE "default",
+                  (SELECT string_agg(format('%s %s -> %s', c.key,
+                                            coalesce(c.value ->> 'old', 'none'),
+                                            coalesce(c.value ->> 'new', 'none')), ', ' ORDER BY c.key)
+                     FROM jsonb_each(x.changes) c))
+      FROM herald.rule_change_log x
+      CROSS JOIN LATERAL unnest(x.open_event_ids) AS o(event_id)
        ) t
   JOIN herald.event_log ev ON ev.id = t.event_id
-  LEFT JOIN herald.rule_defs vr ON vr.id = ev.rule_id
+  LEFT JOIN herald._all_rules vr ON vr.id = ev.rule_id
  WHERE herald._may_see(vr.owner);
 
 -- Per rule, for the episodes that call for a decision (rule.fired events,
@@ -565,7 +577,7 @@ BEGIN ATOMIC
     WITH ev AS (
         SELECT e.id, e.rule, e.created_at
           FROM herald.event_log e
-          LEFT JOIN herald.rule_defs r ON r.id = e.rule_id
+          LEFT JOIN herald._all_rules r ON r.id = e.rule_id
          WHERE e.created_at >= decision_report.since AND e.created_at < decision_report.until
            -- the caller's rules, or all of them for herald_admin
            AND herald._may_see(r.owner, herald._invoker())

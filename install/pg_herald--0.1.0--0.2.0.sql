@@ -258,3 +258,39 @@ SELECT pg_catalog.pg_extension_config_dump('herald.attempt_log', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.delivery_cursors', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.decision_log', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.decision_log_id_seq', '');
+
+-- Altering rules, and the history of dropped rules (herald.alter_rule,
+-- herald.drop_rule)
+ALTER TABLE herald.rule_defs ADD COLUMN altered_at timestamptz;
+
+-- Every change made with herald.alter_rule(): who (herald._invoker()),
+-- when, and what (per parameter changed, {"old": ..., "new": ...}), with
+-- the episodes that were open then (their rule.fired events, for
+-- herald.timeline).  Kept after the rule is dropped; purged by
+-- herald.retention.
+CREATE TABLE herald.rule_change_log (
+    id          bigserial PRIMARY KEY,
+    rule_id     integer NOT NULL,       -- no foreign key: outlives the rule
+    changed_at  timestamptz NOT NULL DEFAULT now(),
+    changed_by  name NOT NULL,
+    changes     jsonb NOT NULL,
+    open_event_ids bigint[] NOT NULL DEFAULT '{}'
+);
+CREATE INDEX rule_change_log_rule ON herald.rule_change_log (rule_id, changed_at);
+CREATE INDEX rule_change_log_at ON herald.rule_change_log (changed_at);
+
+-- Rules dropped with herald.drop_rule(): what their history (events,
+-- evaluations, changes, decisions) needs to stay readable by their owner.
+-- A row goes once retention has purged all of that history.
+CREATE TABLE herald.dropped_rules (
+    id          integer PRIMARY KEY,    -- the rule's id (rule_defs_id_seq: never reused)
+    name        text NOT NULL,
+    kind        text NOT NULL,
+    owner       regrole NOT NULL,
+    created_at  timestamptz NOT NULL,
+    dropped_at  timestamptz NOT NULL DEFAULT now(),
+    dropped_by  name NOT NULL
+);
+SELECT pg_catalog.pg_extension_config_dump('herald.rule_change_log', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.rule_change_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.dropped_rules', '');

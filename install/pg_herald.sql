@@ -133,6 +133,11 @@ CREATE OR REPLACE FUNCTION herald._rls_applies(tbl regclass) RETURNS boolean
 CREATE OR REPLACE FUNCTION herald._invoker() RETURNS regrole
     STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_invoker';
 
+-- For the rest of the API call in progress, herald._invoker() names role:
+-- alter_rule() checks a change with the rule's owner's rights.
+CREATE OR REPLACE FUNCTION herald._act_for(role regrole) RETURNS void
+    VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_act_for';
+
 -- What a role may see of rules and what they produced, and which rules it
 -- may change: its own (and its roles') rules, or everything for
 -- herald_admin.  Views ask for current_user, the API for the invoker.
@@ -768,6 +773,53 @@ BEGIN
 END;
 $$;
 
+-- A row rule's definition r, checked as a declaration checks it (with the
+-- rights of herald._invoker()), with the channels it names: returns r with
+-- its operations normalized (upper case, each once).  on_change() and
+-- alter_rule() both call it.
+CREATE OR REPLACE FUNCTION herald._check_row_rule(r herald.rule_defs, channels text[])
+RETURNS herald.rule_defs
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ops text[];
+    v_op text;
+BEGIN
+    IF r.on_table IS NULL THEN
+        RAISE EXCEPTION 'on_table must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM herald._check_watchable(r.on_table);
+    PERFORM herald._check_capturable(r.on_table);
+    PERFORM herald._channel_ids(_check_row_rule.channels);
+
+    IF r.operations IS NULL OR cardinality(r.operations) = 0 THEN
+        RAISE EXCEPTION 'a rule needs at least one operation'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Operations are INSERT, UPDATE and DELETE.';
+    END IF;
+    v_ops := '{}';
+    FOREACH v_op IN ARRAY r.operations LOOP
+        IF v_op IS NULL OR upper(v_op) NOT IN ('INSERT', 'UPDATE', 'DELETE') THEN
+            RAISE EXCEPTION 'unknown operation "%"', v_op
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Operations are INSERT, UPDATE and DELETE.';
+        END IF;
+        IF NOT upper(v_op) = ANY (v_ops) THEN
+            v_ops := v_ops || upper(v_op);
+        END IF;
+    END LOOP;
+    r.operations := v_ops;
+
+    PERFORM herald._check_condition(r.on_table, r.condition);
+    PERFORM herald._check_template(r.message, 'row', r.on_table);
+    PERFORM herald._check_followups(r.followup_after, r.followup_every);
+    PERFORM herald._check_choices(r.choices, r.announce_decisions);
+    RETURN r;
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION herald.on_change(
     name       text,
     on_table   regclass,
@@ -784,51 +836,28 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_ops text[];
-    v_op text;
-    v_channel_ids integer[];
-    v_id integer;
+    v_rule herald.rule_defs;
 BEGIN
     PERFORM herald._check_rule_name(on_change.name);
     PERFORM herald._warn_unserved('The rule''s events will be recorded but not delivered.');
-    IF on_change.on_table IS NULL THEN
-        RAISE EXCEPTION 'on_table must not be null'
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    PERFORM herald._check_watchable(on_change.on_table);
-    PERFORM herald._check_capturable(on_change.on_table);
-    v_channel_ids := herald._channel_ids(on_change.channels);
-
-    IF on_change.operations IS NULL OR cardinality(on_change.operations) = 0 THEN
-        RAISE EXCEPTION 'a rule needs at least one operation'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Operations are INSERT, UPDATE and DELETE.';
-    END IF;
-    v_ops := '{}';
-    FOREACH v_op IN ARRAY on_change.operations LOOP
-        IF v_op IS NULL OR upper(v_op) NOT IN ('INSERT', 'UPDATE', 'DELETE') THEN
-            RAISE EXCEPTION 'unknown operation "%"', v_op
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Operations are INSERT, UPDATE and DELETE.';
-        END IF;
-        IF NOT upper(v_op) = ANY (v_ops) THEN
-            v_ops := v_ops || upper(v_op);
-        END IF;
-    END LOOP;
-
-    PERFORM herald._check_condition(on_change.on_table, on_change.condition);
-    PERFORM herald._check_template(on_change.message, 'row', on_change.on_table);
-    PERFORM herald._check_followups(on_change.followup_after, on_change.followup_every);
-    PERFORM herald._check_choices(on_change.choices, on_change.announce_decisions);
+    v_rule.on_table := on_change.on_table;
+    v_rule.operations := on_change.operations;
+    v_rule.condition := on_change.condition;
+    v_rule.message := on_change.message;
+    v_rule.followup_after := on_change.followup_after;
+    v_rule.followup_every := on_change.followup_every;
+    v_rule.choices := on_change.choices;
+    v_rule.announce_decisions := on_change.announce_decisions;
+    v_rule := herald._check_row_rule(v_rule, on_change.channels);
 
     INSERT INTO herald.rule_defs (name, kind, owner, on_table, operations, condition, message,
                                   followup_after, followup_every, choices, announce_decisions)
-    VALUES (on_change.name, 'row', herald._invoker(), on_change.on_table, v_ops,
-            on_change.condition, on_change.message, on_change.followup_after,
-            on_change.followup_every, on_change.choices, on_change.announce_decisions)
-    RETURNING id INTO v_id;
+    VALUES (on_change.name, 'row', herald._invoker(), v_rule.on_table, v_rule.operations,
+            v_rule.condition, v_rule.message, v_rule.followup_after,
+            v_rule.followup_every, v_rule.choices, v_rule.announce_decisions)
+    RETURNING id INTO v_rule.id;
     INSERT INTO herald.rule_channels (rule_id, channel_id)
-    SELECT v_id, unnest(v_channel_ids);
+    SELECT v_rule.id, unnest(herald._channel_ids(on_change.channels));
 
     PERFORM herald._sync_triggers(on_change.on_table);
 END;
@@ -888,12 +917,277 @@ AS $$
 DECLARE
     v_rule herald.rule_defs := herald._own_rule(drop_rule.name, 'drop');
 BEGIN
+    -- the history stays, readable by the owner (herald._all_rules), until
+    -- retention purges it; the definition, channels, silences and
+    -- instances go
+    INSERT INTO herald.dropped_rules (id, name, kind, owner, created_at, dropped_by)
+    VALUES (v_rule.id, v_rule.name, v_rule.kind, v_rule.owner, v_rule.created_at,
+            herald._invoker());
     DELETE FROM herald.rule_defs r WHERE r.id = v_rule.id;
-    DELETE FROM herald.evaluation_log l WHERE l.rule_id = v_rule.id;
     PERFORM herald._sync_rule_triggers(v_rule);
 END;
 $$;
-COMMENT ON FUNCTION herald.drop_rule(text) IS 'Drop a rule; its events and deliveries stay';
+COMMENT ON FUNCTION herald.drop_rule(text) IS 'Drop a rule; its history (events, deliveries, evaluations, changes, decisions) stays until retention purges it';
+
+-- The parameters a declaration takes, per kind, as alter_rule() changes
+-- them (name and channels apply to both).
+CREATE OR REPLACE FUNCTION herald._rule_parameters(kind text) RETURNS text[]
+LANGUAGE sql IMMUTABLE
+RETURN CASE kind
+    WHEN 'row' THEN ARRAY['on_table', 'operations', 'condition', 'message', 'followup_after',
+                          'followup_every', 'choices', 'announce_decisions']
+    ELSE ARRAY['metric', 'op', 'threshold', 'watch', 'every', 'message', 'warning_threshold',
+               'recover_threshold', 'pending_for', 'repeat_every', 'min_interval', 'no_data',
+               'query_timeout', 'followup_after', 'followup_every', 'meeting', 'choices',
+               'announce_decisions']
+END;
+
+-- herald.alter_rule() proper; search_path is the caller's, which a new
+-- metric is checked and run with.
+CREATE OR REPLACE FUNCTION herald._alter_rule(
+    name              text,
+    new_name          text,
+    channels          text[],
+    message           text,
+    on_table          regclass,
+    operations        text[],
+    condition         text,
+    metric            text,
+    op                text,
+    threshold         numeric,
+    watch             regclass[],
+    every             interval,
+    warning_threshold numeric,
+    recover_threshold numeric,
+    pending_for       interval,
+    repeat_every      interval,
+    min_interval      interval,
+    no_data           text,
+    query_timeout     interval,
+    followup_after    interval,
+    followup_every    interval,
+    meeting           interval,
+    choices           text[],
+    announce_decisions boolean,
+    reset             text[],
+    search_path       text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_old herald.rule_defs := herald._own_rule(_alter_rule.name, 'alter');
+    v_new herald.rule_defs;
+    v_by regrole := herald._invoker();
+    v_given jsonb;
+    v_param text;
+    v_channels text[];
+    v_old_channels text[];
+    v_new_ids integer[];
+    v_changes jsonb := '{}';
+BEGIN
+    IF v_old.table_dropped_at IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot alter rule "%": a table it uses was dropped', _alter_rule.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The table was dropped at %s; the rule was disabled then.',
+                                  v_old.table_dropped_at),
+                  HINT = 'Drop the rule, and declare a new one on the table that replaces it.';
+    END IF;
+
+    -- the parameters given (not NULL), each of which must be one this
+    -- kind of rule takes
+    v_given := jsonb_strip_nulls(jsonb_build_object(
+        'on_table', _alter_rule.on_table, 'operations', _alter_rule.operations,
+        'condition', _alter_rule.condition, 'metric', _alter_rule.metric,
+        'op', _alter_rule.op, 'threshold', _alter_rule.threshold, 'watch', _alter_rule.watch,
+        'every', _alter_rule.every, 'warning_threshold', _alter_rule.warning_threshold,
+        'recover_threshold', _alter_rule.recover_threshold,
+        'pending_for', _alter_rule.pending_for, 'repeat_every', _alter_rule.repeat_every,
+        'min_interval', _alter_rule.min_interval, 'no_data', _alter_rule.no_data,
+        'query_timeout', _alter_rule.query_timeout, 'meeting', _alter_rule.meeting));
+    FOR v_param IN SELECT k FROM jsonb_object_keys(v_given) k ORDER BY k LOOP
+        IF NOT v_param = ANY (herald._rule_parameters(v_old.kind)) THEN
+            RAISE EXCEPTION '% does not apply to a % rule', v_param, v_old.kind
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('A %s rule takes %s.', v_old.kind,
+                                    array_to_string(herald._rule_parameters(v_old.kind), ', '));
+        END IF;
+    END LOOP;
+
+    v_new := v_old;
+    v_new.on_table := coalesce(_alter_rule.on_table, v_old.on_table);
+    v_new.operations := coalesce(_alter_rule.operations, v_old.operations);
+    v_new.condition := coalesce(_alter_rule.condition, v_old.condition);
+    v_new.message := coalesce(_alter_rule.message, v_old.message);
+    v_new.metric := coalesce(_alter_rule.metric, v_old.metric);
+    IF _alter_rule.metric IS NOT NULL THEN
+        v_new.search_path := _alter_rule.search_path;
+    END IF;
+    v_new.op := coalesce(_alter_rule.op, v_old.op);
+    v_new.threshold := coalesce(_alter_rule.threshold, v_old.threshold);
+    v_new.watch := coalesce(_alter_rule.watch, v_old.watch);
+    v_new.every := coalesce(_alter_rule.every, v_old.every);
+    v_new.warning_threshold := coalesce(_alter_rule.warning_threshold, v_old.warning_threshold);
+    v_new.recover_threshold := coalesce(_alter_rule.recover_threshold, v_old.recover_threshold);
+    v_new.pending_for := coalesce(_alter_rule.pending_for, v_old.pending_for);
+    v_new.repeat_every := coalesce(_alter_rule.repeat_every, v_old.repeat_every);
+    v_new.min_interval := coalesce(_alter_rule.min_interval, v_old.min_interval);
+    v_new.no_data := coalesce(_alter_rule.no_data, v_old.no_data);
+    v_new.query_timeout := coalesce(_alter_rule.query_timeout, v_old.query_timeout);
+    v_new.followup_after := coalesce(_alter_rule.followup_after, v_old.followup_after);
+    v_new.followup_every := coalesce(_alter_rule.followup_every, v_old.followup_every);
+    v_new.meeting := coalesce(_alter_rule.meeting, v_old.meeting);
+    v_new.choices := coalesce(_alter_rule.choices, v_old.choices);
+    v_new.announce_decisions := coalesce(_alter_rule.announce_decisions, v_old.announce_decisions);
+
+    -- reset: back to what a declaration without the parameter has
+    FOREACH v_param IN ARRAY coalesce(_alter_rule.reset, '{}') LOOP
+        IF v_param IS NULL OR NOT v_param = ANY (herald._rule_parameters(v_old.kind)) THEN
+            RAISE EXCEPTION 'cannot reset "%": a % rule has no such parameter',
+                            left(coalesce(v_param, 'NULL'), 100), v_old.kind
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('A %s rule takes %s.', v_old.kind,
+                                    array_to_string(herald._rule_parameters(v_old.kind), ', '));
+        END IF;
+        IF v_given ? v_param
+           OR (v_param = 'message' AND _alter_rule.message IS NOT NULL)
+           OR (v_param = 'followup_after' AND _alter_rule.followup_after IS NOT NULL)
+           OR (v_param = 'followup_every' AND _alter_rule.followup_every IS NOT NULL)
+           OR (v_param = 'choices' AND _alter_rule.choices IS NOT NULL)
+           OR (v_param = 'announce_decisions' AND _alter_rule.announce_decisions IS NOT NULL) THEN
+            RAISE EXCEPTION '% is both given and reset', v_param
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        CASE v_param
+            WHEN 'condition' THEN v_new.condition := NULL;
+            WHEN 'message' THEN v_new.message := NULL;
+            WHEN 'watch' THEN v_new.watch := NULL;
+            WHEN 'every' THEN v_new.every := NULL;
+            WHEN 'warning_threshold' THEN v_new.warning_threshold := NULL;
+            WHEN 'recover_threshold' THEN v_new.recover_threshold := NULL;
+            WHEN 'pending_for' THEN v_new.pending_for := NULL;
+            WHEN 'repeat_every' THEN v_new.repeat_every := NULL;
+            WHEN 'min_interval' THEN v_new.min_interval := '0';
+            WHEN 'no_data' THEN v_new.no_data := 'ok';
+            WHEN 'query_timeout' THEN v_new.query_timeout := '5 seconds';
+            WHEN 'followup_after' THEN v_new.followup_after := NULL;
+            WHEN 'followup_every' THEN v_new.followup_every := NULL;
+            WHEN 'meeting' THEN v_new.meeting := NULL;
+            WHEN 'choices' THEN v_new.choices := NULL;
+            WHEN 'announce_decisions' THEN v_new.announce_decisions := true;
+            ELSE
+                RAISE EXCEPTION 'cannot reset %: a % rule needs one', v_param, v_old.kind
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = format('Give a new %s instead.', v_param);
+        END CASE;
+    END LOOP;
+
+    SELECT coalesce(array_agg(c.name ORDER BY c.name), '{}') INTO v_old_channels
+      FROM herald.rule_channels rc JOIN herald.channel_defs c ON c.id = rc.channel_id
+     WHERE rc.rule_id = v_old.id;
+    v_channels := coalesce(_alter_rule.channels, v_old_channels);
+
+    -- checked as a declaration of the owner's would be, whoever alters
+    PERFORM herald._act_for(v_old.owner);
+    IF _alter_rule.new_name IS NOT NULL AND _alter_rule.new_name IS DISTINCT FROM v_old.name THEN
+        PERFORM herald._check_rule_name(_alter_rule.new_name);
+        v_new.name := _alter_rule.new_name;
+    END IF;
+    IF v_old.kind = 'row' THEN
+        v_new := herald._check_row_rule(v_new, v_channels);
+    ELSE
+        v_new := herald._check_threshold_rule(v_new, v_channels);
+    END IF;
+    v_new_ids := herald._channel_ids(v_channels);
+
+    -- what changed, parameter by parameter
+    SELECT coalesce(jsonb_object_agg(p, jsonb_build_object('old', o -> p, 'new', n -> p)), '{}')
+      INTO v_changes
+      FROM unnest('{name}' || herald._rule_parameters(v_old.kind)) AS p,
+           to_jsonb(v_old) AS o, to_jsonb(v_new) AS n
+     WHERE (o -> p) IS DISTINCT FROM (n -> p);
+    IF ARRAY(SELECT c.name FROM herald.channel_defs c WHERE c.id = ANY (v_new_ids) ORDER BY c.name)
+       IS DISTINCT FROM v_old_channels THEN
+        v_changes := v_changes || jsonb_build_object('channels', jsonb_build_object(
+            'old', to_jsonb(v_old_channels),
+            'new', to_jsonb(ARRAY(SELECT c.name FROM herald.channel_defs c
+                                   WHERE c.id = ANY (v_new_ids) ORDER BY c.name))));
+    END IF;
+    IF v_changes = '{}' THEN
+        RETURN;
+    END IF;
+
+    UPDATE herald.rule_defs r
+       SET name = v_new.name, on_table = v_new.on_table, operations = v_new.operations,
+           condition = v_new.condition, message = v_new.message, metric = v_new.metric,
+           grouped = v_new.grouped, search_path = v_new.search_path, op = v_new.op,
+           threshold = v_new.threshold, warning_threshold = v_new.warning_threshold,
+           recover_threshold = v_new.recover_threshold, watch = v_new.watch,
+           every = v_new.every, pending_for = v_new.pending_for,
+           repeat_every = v_new.repeat_every, min_interval = v_new.min_interval,
+           no_data = v_new.no_data, query_timeout = v_new.query_timeout,
+           followup_after = v_new.followup_after, followup_every = v_new.followup_every,
+           meeting = v_new.meeting, choices = v_new.choices,
+           announce_decisions = v_new.announce_decisions, altered_at = now()
+     WHERE r.id = v_old.id;
+    DELETE FROM herald.rule_channels rc
+     WHERE rc.rule_id = v_old.id AND NOT rc.channel_id = ANY (v_new_ids);
+    INSERT INTO herald.rule_channels (rule_id, channel_id)
+    SELECT v_old.id, unnest(v_new_ids)
+    ON CONFLICT DO NOTHING;
+
+    INSERT INTO herald.rule_change_log (rule_id, changed_by, changes, open_event_ids)
+    VALUES (v_old.id, v_by, v_changes,
+            ARRAY(SELECT i.fired_event_id FROM herald.rule_instances i
+                   WHERE i.rule_id = v_old.id AND i.fired_event_id IS NOT NULL
+                   ORDER BY i.fired_event_id));
+
+    -- the scheduler sees altered_at change (the rules_changed trigger has it
+    -- reload the rules) and evaluates a threshold rule again at once, with
+    -- its new definition: each instance moves (once) if the new thresholds
+    -- say so
+    PERFORM herald._sync_rule_triggers(v_old);
+    PERFORM herald._sync_rule_triggers(v_new);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION herald.alter_rule(
+    name              text,
+    new_name          text DEFAULT NULL,
+    channels          text[] DEFAULT NULL,
+    message           text DEFAULT NULL,
+    on_table          regclass DEFAULT NULL,
+    operations        text[] DEFAULT NULL,
+    condition         text DEFAULT NULL,
+    metric            text DEFAULT NULL,
+    op                text DEFAULT NULL,
+    threshold         numeric DEFAULT NULL,
+    watch             regclass[] DEFAULT NULL,
+    every             interval DEFAULT NULL,
+    warning_threshold numeric DEFAULT NULL,
+    recover_threshold numeric DEFAULT NULL,
+    pending_for       interval DEFAULT NULL,
+    repeat_every      interval DEFAULT NULL,
+    min_interval      interval DEFAULT NULL,
+    no_data           text DEFAULT NULL,
+    query_timeout     interval DEFAULT NULL,
+    followup_after    interval DEFAULT NULL,
+    followup_every    interval DEFAULT NULL,
+    meeting           interval DEFAULT NULL,
+    choices           text[] DEFAULT NULL,
+    announce_decisions boolean DEFAULT NULL,
+    reset             text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE sql
+BEGIN ATOMIC
+    SELECT herald._alter_rule(name, new_name, channels, message, on_table, operations, condition,
+                              metric, op, threshold, watch, every, warning_threshold,
+                              recover_threshold, pending_for, repeat_every, min_interval, no_data,
+                              query_timeout, followup_after, followup_every, meeting, choices,
+                              announce_decisions, reset, pg_catalog.current_setting('search_path'));
+END;
+COMMENT ON FUNCTION herald.alter_rule(text, text, text[], text, regclass, text[], text, text, text, numeric, regclass[], interval, numeric, numeric, interval, interval, interval, text, interval, interval, interval, interval, text[], boolean, text[]) IS
+    'Change a rule in place (NULL: unchanged; reset lists parameters to set back to their default), keeping its id, state and history; every change is recorded';
 
 CREATE OR REPLACE FUNCTION herald._set_rule_enabled(name text, enabled boolean) RETURNS void
 LANGUAGE plpgsql
@@ -1115,10 +1409,17 @@ SELECT c.id,
        c.created_by
   FROM herald.channel_defs c;
 
+-- Every rule that has history: the declared ones and the dropped ones
+-- (whose history stays readable by their owner until retention purges it).
+CREATE OR REPLACE VIEW herald._all_rules AS
+SELECT r.id, r.name, r.kind, r.owner FROM herald.rule_defs r
+UNION ALL
+SELECT d.id, d.name, d.kind, d.owner FROM herald.dropped_rules d;
+
 CREATE OR REPLACE VIEW herald.events WITH (security_barrier) AS
 SELECT e.id, e.type, e.rule, e.created_at, e.payload, e.silenced_by IS NOT NULL AS silenced
   FROM herald.event_log e
-  LEFT JOIN herald.rule_defs r ON r.id = e.rule_id
+  LEFT JOIN herald._all_rules r ON r.id = e.rule_id
  WHERE herald._may_see(r.owner);
 
 CREATE OR REPLACE VIEW herald.evaluations WITH (security_barrier) AS
@@ -1134,7 +1435,15 @@ SELECT l.id,
        l.event_id,
        l.error
   FROM herald.evaluation_log l
-  JOIN herald.rule_defs r ON r.id = l.rule_id
+  JOIN herald._all_rules r ON r.id = l.rule_id
+ WHERE herald._may_see(r.owner);
+
+-- Every change made with herald.alter_rule(), of the rules still declared
+-- and of those dropped.
+CREATE OR REPLACE VIEW herald.rule_changes WITH (security_barrier) AS
+SELECT x.id, r.name AS rule, x.changed_at, x.changed_by, x.changes
+  FROM herald.rule_change_log x
+  JOIN herald._all_rules r ON r.id = x.rule_id
  WHERE herald._may_see(r.owner);
 
 CREATE OR REPLACE VIEW herald.silences WITH (security_barrier) AS
@@ -1205,7 +1514,7 @@ SELECT d.id,
        d.created_at,
        d.finished_at
   FROM herald._deliveries d
-  LEFT JOIN herald.rule_defs r ON r.id = d.rule_id
+  LEFT JOIN herald._all_rules r ON r.id = d.rule_id
  WHERE herald._may_see(r.owner);
 
 CREATE OR REPLACE VIEW herald.attempts WITH (security_barrier) AS
@@ -1218,7 +1527,7 @@ SELECT a.delivery_id,
        a.response
   FROM herald.attempt_log a
   JOIN herald.event_log e ON e.id = herald._delivery_event(a.delivery_id)
-  LEFT JOIN herald.rule_defs r ON r.id = e.rule_id
+  LEFT JOIN herald._all_rules r ON r.id = e.rule_id
  WHERE herald._may_see(r.owner);
 
 -- One row per channel: its deliveries now, and the attempts of the last hour.

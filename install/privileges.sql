@@ -51,7 +51,7 @@ GRANT USAGE ON SCHEMA herald TO herald_author, herald_admin;
 
 GRANT SELECT ON herald.rules, herald.events, herald.deliveries, herald.attempts,
                 herald.evaluations, herald.silences, herald.channels, herald.channel_health,
-                herald.decisions, herald.timeline, herald.status
+                herald.decisions, herald.timeline, herald.status, herald.rule_changes
     TO herald_author;
 
 GRANT EXECUTE ON FUNCTION
@@ -63,6 +63,9 @@ GRANT EXECUTE ON FUNCTION
     herald.silence(text, timestamptz, text),
     herald.unsilence(text),
     herald.drop_rule(text),
+    herald.alter_rule(text, text, text[], text, regclass, text[], text, text, text, numeric,
+                      regclass[], interval, numeric, numeric, interval, interval, interval, text,
+                      interval, interval, interval, interval, text[], boolean, text[]),
     herald.enable_rule(text),
     herald.disable_rule(text),
     herald.flush(interval),

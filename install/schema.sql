@@ -93,6 +93,8 @@ CREATE TABLE herald.rule_defs (
     -- decision), and whether decisions are announced to the channels
     choices           text[] CHECK (cardinality(choices) BETWEEN 1 AND 10),
     announce_decisions boolean NOT NULL DEFAULT true,
+    -- the last herald.alter_rule() (see herald.rule_change_log)
+    altered_at        timestamptz,
     CHECK (kind <> 'row' OR (on_table IS NOT NULL AND cardinality(operations) > 0)),
     CHECK (kind <> 'threshold' OR (metric IS NOT NULL AND grouped IS NOT NULL
                                    AND op IS NOT NULL AND threshold IS NOT NULL
@@ -123,6 +125,35 @@ CREATE TABLE herald.silence_defs (
     CHECK (until > starts_at)
 );
 CREATE INDEX silence_defs_rule ON herald.silence_defs (rule_id);
+
+-- Every change made with herald.alter_rule(): who (herald._invoker()),
+-- when, and what (per parameter changed, {"old": ..., "new": ...}), with
+-- the episodes that were open then (their rule.fired events, for
+-- herald.timeline).  Kept after the rule is dropped; purged by
+-- herald.retention.
+CREATE TABLE herald.rule_change_log (
+    id          bigserial PRIMARY KEY,
+    rule_id     integer NOT NULL,       -- no foreign key: outlives the rule
+    changed_at  timestamptz NOT NULL DEFAULT now(),
+    changed_by  name NOT NULL,
+    changes     jsonb NOT NULL,
+    open_event_ids bigint[] NOT NULL DEFAULT '{}'
+);
+CREATE INDEX rule_change_log_rule ON herald.rule_change_log (rule_id, changed_at);
+CREATE INDEX rule_change_log_at ON herald.rule_change_log (changed_at);
+
+-- Rules dropped with herald.drop_rule(): what their history (events,
+-- evaluations, changes, decisions) needs to stay readable by their owner.
+-- A row goes once retention has purged all of that history.
+CREATE TABLE herald.dropped_rules (
+    id          integer PRIMARY KEY,    -- the rule's id (rule_defs_id_seq: never reused)
+    name        text NOT NULL,
+    kind        text NOT NULL,
+    owner       regrole NOT NULL,
+    created_at  timestamptz NOT NULL,
+    dropped_at  timestamptz NOT NULL DEFAULT now(),
+    dropped_by  name NOT NULL
+);
 
 -- The state machine of each threshold rule instance (one per group key;
 -- key '' for a metric without a key column).  Written by the scheduler only.
@@ -289,6 +320,9 @@ SELECT pg_catalog.pg_extension_config_dump('herald.event_log_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.delivery_queue', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.attempt_log', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.delivery_cursors', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.rule_change_log', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.rule_change_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('herald.dropped_rules', '');
 
 -- What herald._run_metric() returns.
 CREATE TYPE herald._metric_result AS (

@@ -329,7 +329,12 @@ BEGIN
         IF p.event IS NOT NULL THEN
             v_event := herald._emit(r.id, p.event,
                                     herald._threshold_payload(r, p.before, v_after)
-                                    || herald._meeting(r, p.event, v_after));
+                                    || herald._meeting(r, p.event, v_after)
+                                    -- the first transition after alter_rule() says why
+                                    || CASE WHEN p.event IN ('rule.fired', 'rule.escalated', 'rule.resolved')
+                                                 AND r.altered_at > (p.before).last_evaluated_at
+                                            THEN jsonb_build_object('reason', 'rule changed')
+                                            ELSE '{}' END);
             IF p.event = 'rule.fired' THEN
                 v_after.fired_event_id := v_event;
             END IF;
@@ -393,6 +398,127 @@ $$;
 
 -- Declaration -----------------------------------------------------------------
 
+-- A threshold rule's definition r (its search_path the one its metric is
+-- checked and run with), checked as a declaration checks it (with the
+-- rights of herald._invoker()), with the channels it names: returns r with
+-- watch normalized (each table once, NULL for none) and grouped set.
+-- herald._declare_threshold() and herald.alter_rule() both call it.
+CREATE OR REPLACE FUNCTION herald._check_threshold_rule(r herald.rule_defs, channels text[])
+RETURNS herald.rule_defs
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_channel_ids integer[];
+    v_watch regclass[] := '{}';
+    v_tbl regclass;
+    v_above boolean := r.op IN ('>', '>=');
+BEGIN
+    IF r.metric IS NULL THEN
+        RAISE EXCEPTION 'metric must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give a query returning one number, or a key and a number per row.';
+    END IF;
+    IF r.op IS NULL OR r.op NOT IN ('>', '>=', '<', '<=', '=', '<>') THEN
+        RAISE EXCEPTION 'unknown comparison operator "%"', r.op
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Operators are >, >=, <, <=, = and <>.';
+    END IF;
+    IF r.threshold IS NULL THEN
+        RAISE EXCEPTION 'threshold must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM herald._check_finite('threshold', r.threshold);
+    PERFORM herald._check_finite('warning_threshold', r.warning_threshold);
+    PERFORM herald._check_finite('recover_threshold', r.recover_threshold);
+    v_channel_ids := herald._channel_ids(_check_threshold_rule.channels);
+
+    IF r.watch IS NOT NULL THEN
+        FOREACH v_tbl IN ARRAY r.watch LOOP
+            IF v_tbl IS NULL THEN
+                RAISE EXCEPTION 'watch must not contain null'
+                    USING ERRCODE = 'null_value_not_allowed';
+            END IF;
+            PERFORM herald._check_watchable(v_tbl);
+            IF NOT v_tbl = ANY (v_watch) THEN
+                v_watch := v_watch || v_tbl;
+            END IF;
+        END LOOP;
+    END IF;
+    IF cardinality(v_watch) = 0 AND r.every IS NULL THEN
+        RAISE EXCEPTION 'a threshold rule needs watch or every'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'watch lists the tables whose commits cause an evaluation; every schedules evaluations.';
+    END IF;
+    -- the ranges keep every timer the scheduler computes in range
+    PERFORM herald._check_range('every', r.every, '1 second', '366 days');
+
+    IF r.warning_threshold IS NOT NULL THEN
+        IF r.op IN ('=', '<>') THEN
+            RAISE EXCEPTION 'warning_threshold needs one of the operators >, >=, <, <='
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF (v_above AND r.warning_threshold >= r.threshold)
+           OR (NOT v_above AND r.warning_threshold <= r.threshold) THEN
+            RAISE EXCEPTION 'warning_threshold % is not less severe than threshold %',
+                            r.warning_threshold, r.threshold
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('With operator %s the warning level is crossed first: it must be %s the threshold.',
+                                    r.op, CASE WHEN v_above THEN 'below' ELSE 'above' END);
+        END IF;
+    END IF;
+    IF r.recover_threshold IS NOT NULL THEN
+        IF r.op IN ('=', '<>') THEN
+            RAISE EXCEPTION 'recover_threshold needs one of the operators >, >=, <, <='
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF (v_above AND r.recover_threshold
+                        > coalesce(r.warning_threshold, r.threshold))
+           OR (NOT v_above AND r.recover_threshold
+                        < coalesce(r.warning_threshold, r.threshold)) THEN
+            RAISE EXCEPTION 'recover_threshold % is beyond the alerting threshold %',
+                            r.recover_threshold,
+                            coalesce(r.warning_threshold, r.threshold)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('With operator %s an instance recovers %s: recover_threshold must be at or %s the lowest alerting threshold.',
+                                    r.op,
+                                    CASE WHEN v_above THEN 'at or below it' ELSE 'at or above it' END,
+                                    CASE WHEN v_above THEN 'below' ELSE 'above' END);
+        END IF;
+    END IF;
+    PERFORM herald._check_range('pending_for', r.pending_for, '0', '30 days');
+    PERFORM herald._check_range('repeat_every', r.repeat_every, '1 second', '30 days');
+    PERFORM herald._check_range('min_interval', r.min_interval, '0', '1 day',
+                                required => true);
+    IF r.no_data IS NULL OR r.no_data NOT IN ('ok', 'alert', 'keep') THEN
+        RAISE EXCEPTION 'unknown no_data policy "%"', r.no_data
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Policies are ok, alert and keep.';
+    END IF;
+    PERFORM herald._check_range('query_timeout', r.query_timeout,
+                                '10 milliseconds', '1 hour', required => true);
+
+    -- parsed, planned and started as the declaring role
+    r.grouped := herald._check_metric(r.metric, r.search_path);
+    PERFORM herald._check_template(r.message, 'threshold', NULL);
+    PERFORM herald._check_followups(r.followup_after,
+                                    r.followup_every);
+    PERFORM herald._check_range('meeting', r.meeting, '5 minutes', '8 hours');
+    IF r.meeting IS NOT NULL THEN
+        IF NOT EXISTS (SELECT 1 FROM herald.channel_defs c
+                        WHERE c.id = ANY (v_channel_ids) AND c.kind = 'email') THEN
+            RAISE EXCEPTION 'a meeting needs an email channel'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'The invitation goes to the recipients of the rule''s email channels.';
+        END IF;
+    END IF;
+
+    PERFORM herald._check_choices(r.choices, r.announce_decisions);
+    r.watch := nullif(v_watch, '{}');
+    RETURN r;
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION herald._declare_threshold(
     name              text,
     metric            text,
@@ -420,135 +546,48 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_channel_ids integer[];
-    v_grouped boolean;
-    v_watch regclass[] := '{}';
-    v_tbl regclass;
-    v_above boolean := _declare_threshold.op IN ('>', '>=');
-    v_id integer;
     v_rule herald.rule_defs;
 BEGIN
     PERFORM herald._check_rule_name(_declare_threshold.name);
     PERFORM herald._warn_unserved('The rule will not be evaluated.');
 
-    IF _declare_threshold.metric IS NULL THEN
-        RAISE EXCEPTION 'metric must not be null'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'Give a query returning one number, or a key and a number per row.';
-    END IF;
-    IF _declare_threshold.op IS NULL OR _declare_threshold.op NOT IN ('>', '>=', '<', '<=', '=', '<>') THEN
-        RAISE EXCEPTION 'unknown comparison operator "%"', _declare_threshold.op
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Operators are >, >=, <, <=, = and <>.';
-    END IF;
-    IF _declare_threshold.threshold IS NULL THEN
-        RAISE EXCEPTION 'threshold must not be null'
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    PERFORM herald._check_finite('threshold', _declare_threshold.threshold);
-    PERFORM herald._check_finite('warning_threshold', _declare_threshold.warning_threshold);
-    PERFORM herald._check_finite('recover_threshold', _declare_threshold.recover_threshold);
-    v_channel_ids := herald._channel_ids(_declare_threshold.channels);
-
-    IF _declare_threshold.watch IS NOT NULL THEN
-        FOREACH v_tbl IN ARRAY _declare_threshold.watch LOOP
-            IF v_tbl IS NULL THEN
-                RAISE EXCEPTION 'watch must not contain null'
-                    USING ERRCODE = 'null_value_not_allowed';
-            END IF;
-            PERFORM herald._check_watchable(v_tbl);
-            IF NOT v_tbl = ANY (v_watch) THEN
-                v_watch := v_watch || v_tbl;
-            END IF;
-        END LOOP;
-    END IF;
-    IF cardinality(v_watch) = 0 AND _declare_threshold.every IS NULL THEN
-        RAISE EXCEPTION 'a threshold rule needs watch or every'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'watch lists the tables whose commits cause an evaluation; every schedules evaluations.';
-    END IF;
-    -- the ranges keep every timer the scheduler computes in range
-    PERFORM herald._check_range('every', _declare_threshold.every, '1 second', '366 days');
-
-    IF _declare_threshold.warning_threshold IS NOT NULL THEN
-        IF _declare_threshold.op IN ('=', '<>') THEN
-            RAISE EXCEPTION 'warning_threshold needs one of the operators >, >=, <, <='
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        IF (v_above AND _declare_threshold.warning_threshold >= _declare_threshold.threshold)
-           OR (NOT v_above AND _declare_threshold.warning_threshold <= _declare_threshold.threshold) THEN
-            RAISE EXCEPTION 'warning_threshold % is not less severe than threshold %',
-                            _declare_threshold.warning_threshold, _declare_threshold.threshold
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = format('With operator %s the warning level is crossed first: it must be %s the threshold.',
-                                    _declare_threshold.op, CASE WHEN v_above THEN 'below' ELSE 'above' END);
-        END IF;
-    END IF;
-    IF _declare_threshold.recover_threshold IS NOT NULL THEN
-        IF _declare_threshold.op IN ('=', '<>') THEN
-            RAISE EXCEPTION 'recover_threshold needs one of the operators >, >=, <, <='
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        IF (v_above AND _declare_threshold.recover_threshold
-                        > coalesce(_declare_threshold.warning_threshold, _declare_threshold.threshold))
-           OR (NOT v_above AND _declare_threshold.recover_threshold
-                        < coalesce(_declare_threshold.warning_threshold, _declare_threshold.threshold)) THEN
-            RAISE EXCEPTION 'recover_threshold % is beyond the alerting threshold %',
-                            _declare_threshold.recover_threshold,
-                            coalesce(_declare_threshold.warning_threshold, _declare_threshold.threshold)
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = format('With operator %s an instance recovers %s: recover_threshold must be at or %s the lowest alerting threshold.',
-                                    _declare_threshold.op,
-                                    CASE WHEN v_above THEN 'at or below it' ELSE 'at or above it' END,
-                                    CASE WHEN v_above THEN 'below' ELSE 'above' END);
-        END IF;
-    END IF;
-    PERFORM herald._check_range('pending_for', _declare_threshold.pending_for, '0', '30 days');
-    PERFORM herald._check_range('repeat_every', _declare_threshold.repeat_every, '1 second', '30 days');
-    PERFORM herald._check_range('min_interval', _declare_threshold.min_interval, '0', '1 day',
-                                required => true);
-    IF _declare_threshold.no_data IS NULL OR _declare_threshold.no_data NOT IN ('ok', 'alert', 'keep') THEN
-        RAISE EXCEPTION 'unknown no_data policy "%"', _declare_threshold.no_data
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Policies are ok, alert and keep.';
-    END IF;
-    PERFORM herald._check_range('query_timeout', _declare_threshold.query_timeout,
-                                '10 milliseconds', '1 hour', required => true);
-
-    -- parsed, planned and started as the declaring role
-    v_grouped := herald._check_metric(_declare_threshold.metric, _declare_threshold.search_path);
-    PERFORM herald._check_template(_declare_threshold.message, 'threshold', NULL);
-    PERFORM herald._check_followups(_declare_threshold.followup_after,
-                                    _declare_threshold.followup_every);
-    PERFORM herald._check_range('meeting', _declare_threshold.meeting, '5 minutes', '8 hours');
-    IF _declare_threshold.meeting IS NOT NULL THEN
-        IF NOT EXISTS (SELECT 1 FROM herald.channel_defs c
-                        WHERE c.id = ANY (v_channel_ids) AND c.kind = 'email') THEN
-            RAISE EXCEPTION 'a meeting needs an email channel'
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'The invitation goes to the recipients of the rule''s email channels.';
-        END IF;
-    END IF;
-
-    PERFORM herald._check_choices(_declare_threshold.choices, _declare_threshold.announce_decisions);
+    v_rule.metric := _declare_threshold.metric;
+    v_rule.search_path := _declare_threshold.search_path;
+    v_rule.op := _declare_threshold.op;
+    v_rule.threshold := _declare_threshold.threshold;
+    v_rule.watch := _declare_threshold.watch;
+    v_rule.every := _declare_threshold.every;
+    v_rule.message := _declare_threshold.message;
+    v_rule.warning_threshold := _declare_threshold.warning_threshold;
+    v_rule.recover_threshold := _declare_threshold.recover_threshold;
+    v_rule.pending_for := _declare_threshold.pending_for;
+    v_rule.repeat_every := _declare_threshold.repeat_every;
+    v_rule.min_interval := _declare_threshold.min_interval;
+    v_rule.no_data := _declare_threshold.no_data;
+    v_rule.query_timeout := _declare_threshold.query_timeout;
+    v_rule.followup_after := _declare_threshold.followup_after;
+    v_rule.followup_every := _declare_threshold.followup_every;
+    v_rule.meeting := _declare_threshold.meeting;
+    v_rule.choices := _declare_threshold.choices;
+    v_rule.announce_decisions := _declare_threshold.announce_decisions;
+    v_rule := herald._check_threshold_rule(v_rule, _declare_threshold.channels);
 
     INSERT INTO herald.rule_defs (name, kind, owner, message, metric, grouped, search_path,
                                   op, threshold, warning_threshold, recover_threshold,
                                   watch, every, pending_for, repeat_every, min_interval,
                                   no_data, query_timeout, followup_after, followup_every,
                                   meeting, choices, announce_decisions)
-    VALUES (_declare_threshold.name, 'threshold', herald._invoker(), _declare_threshold.message,
-            _declare_threshold.metric, v_grouped, _declare_threshold.search_path,
-            _declare_threshold.op, _declare_threshold.threshold, _declare_threshold.warning_threshold,
-            _declare_threshold.recover_threshold, nullif(v_watch, '{}'), _declare_threshold.every,
-            _declare_threshold.pending_for, _declare_threshold.repeat_every, _declare_threshold.min_interval,
-            _declare_threshold.no_data, _declare_threshold.query_timeout,
-            _declare_threshold.followup_after, _declare_threshold.followup_every,
-            _declare_threshold.meeting, _declare_threshold.choices,
-            _declare_threshold.announce_decisions)
+    VALUES (_declare_threshold.name, 'threshold', herald._invoker(), v_rule.message,
+            v_rule.metric, v_rule.grouped, v_rule.search_path,
+            v_rule.op, v_rule.threshold, v_rule.warning_threshold,
+            v_rule.recover_threshold, v_rule.watch, v_rule.every,
+            v_rule.pending_for, v_rule.repeat_every, v_rule.min_interval,
+            v_rule.no_data, v_rule.query_timeout,
+            v_rule.followup_after, v_rule.followup_every,
+            v_rule.meeting, v_rule.choices, v_rule.announce_decisions)
     RETURNING * INTO v_rule;
     INSERT INTO herald.rule_channels (rule_id, channel_id)
-    SELECT v_rule.id, unnest(v_channel_ids);
+    SELECT v_rule.id, unnest(herald._channel_ids(_declare_threshold.channels));
     PERFORM herald._sync_rule_triggers(v_rule);
 END;
 $$;

@@ -51,6 +51,7 @@
 #include "pg_herald.h"
 
 PG_FUNCTION_INFO_V1(herald_invoker);
+PG_FUNCTION_INFO_V1(herald_act_for);
 
 /* API calls nest only through SECURITY DEFINER functions that call them */
 #define MAX_API_DEPTH 16
@@ -61,6 +62,7 @@ typedef struct ApiFrame
 	Oid			caller;			/* who called it */
 	int			caller_sec;		/* and the security context it had */
 	int			nest_level;		/* the (sub)transaction it started in */
+	Oid			acting_for;		/* herald._act_for(): checked as this role */
 } ApiFrame;
 
 static ApiFrame frames[MAX_API_DEPTH];
@@ -161,6 +163,7 @@ api_fmgr_hook(FmgrHookEventType event, FmgrInfo *flinfo, Datum *private)
 		frames[nframes].caller = user;
 		frames[nframes].caller_sec = sec;
 		frames[nframes].nest_level = GetCurrentTransactionNestLevel();
+		frames[nframes].acting_for = InvalidOid;
 		nframes++;
 		SetUserIdAndSecContext(owner, sec | SECURITY_LOCAL_USERID_CHANGE);
 	}
@@ -229,6 +232,8 @@ herald_invoker_id(void)
 				 herald_shared == NULL ?
 				 errhint("Add pg_herald to shared_preload_libraries and restart the server.") : 0));
 	}
+	if (OidIsValid(frames[nframes - 1].acting_for))
+		return frames[nframes - 1].acting_for;
 	return frames[nframes - 1].caller;
 }
 
@@ -237,6 +242,30 @@ Datum
 herald_invoker(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_OID(herald_invoker_id());
+}
+
+/*
+ * herald._act_for(role regrole) RETURNS void: for the rest of the API call
+ * in progress, herald._invoker() names role instead of the caller, so that
+ * the checks a declaration makes (tables readable, metric and condition
+ * planned, row-level security) are made with that role's rights.
+ * herald.alter_rule() uses it to check a change with the rule's owner's
+ * rights when herald_admin makes it; the call's end (or its error) ends it.
+ * Only the extension's owner may execute it, and pg_herald's code calls it
+ * only after checking that the caller may change the owner's rule.
+ */
+Datum
+herald_act_for(PG_FUNCTION_ARGS)
+{
+	Oid			role = PG_GETARG_OID(0);
+
+	(void) herald_invoker_id();	/* an error outside an API call */
+	if (!OidIsValid(role))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("role must not be null")));
+	frames[nframes - 1].acting_for = role;
+	PG_RETURN_VOID();
 }
 
 void

@@ -110,6 +110,7 @@ typedef struct SchedRule
 	int64		query_timeout_ms;
 	TimestampTz last_eval;		/* 0: not since the scheduler started */
 	TimestampTz timer_at;		/* 0: no timer */
+	TimestampTz altered_at;		/* the last herald.alter_rule(), 0: none */
 	bool		dirty;			/* a watched table changed since last_eval */
 	bool		slow;			/* evaluated by evaluators */
 } SchedRule;
@@ -240,7 +241,8 @@ forget_plans(void)
 
 /*
  * Load the enabled threshold rules.  A rule already known keeps its
- * timing; a new one is dirty, so that it is evaluated at once.
+ * timing; a new one is dirty, so that it is evaluated at once, and so is
+ * one altered since the last load.
  */
 static void
 load_step(void *arg)
@@ -271,7 +273,8 @@ load_step(void *arg)
 					  "       (SELECT min(i.next_check_at) FROM herald.rule_instances i"
 					  "         WHERE i.rule_id = r.id),"
 					  "       r.created_at, r.owner::oid,"
-					  "       least(ceil(extract(epoch FROM r.query_timeout) * 1000), 9e15)::int8"
+					  "       least(ceil(extract(epoch FROM r.query_timeout) * 1000), 9e15)::int8,"
+					  "       r.altered_at"
 					  "  FROM herald.rule_defs r"
 					  " WHERE r.kind = 'threshold' AND r.enabled ORDER BY r.id",
 					  true, 0);
@@ -314,12 +317,15 @@ load_step(void *arg)
 		r->created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
 		r->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
 		r->query_timeout_ms = DatumGetInt64(SPI_getbinval(tup, desc, 8, &isnull));
+		d = SPI_getbinval(tup, desc, 9, &isnull);
+		r->altered_at = isnull ? 0 : DatumGetTimestampTz(d);
 
 		known = find_rule(rules, nrules, r->id, r->created_at);
 		if (known)
 		{
 			r->last_eval = known->last_eval;
-			r->dirty = known->dirty;
+			/* altered (herald.alter_rule): evaluated again, as if touched */
+			r->dirty = known->dirty || r->altered_at != known->altered_at;
 			r->slow = known->slow;
 		}
 		else
@@ -942,6 +948,35 @@ purge_step(void *arg)
 	if (ret != SPI_OK_DELETE)
 		elog(ERROR, "could not purge evaluations: %s", SPI_result_code_string(ret));
 	p->purged = SPI_processed;
+
+	/* the changes of rules (herald.alter_rule), as old */
+	ret = SPI_execute_with_args("DELETE FROM herald.rule_change_log WHERE id IN ("
+								" SELECT id FROM herald.rule_change_log"
+								"  WHERE changed_at < now() - make_interval(secs => $1)"
+								"  ORDER BY changed_at LIMIT $2)",
+								2, argtypes, args, NULL, false, 0);
+	if (ret != SPI_OK_DELETE)
+		elog(ERROR, "could not purge rule changes: %s", SPI_result_code_string(ret));
+	p->purged += SPI_processed;
+
+	/*
+	 * Once the evaluations and changes are purged, the rules dropped longer
+	 * ago than retention whose events are gone too: nothing of theirs is
+	 * left to show.  (Events kept for their decisions keep their rule.)
+	 */
+	if (p->purged == 0)
+	{
+		ret = SPI_execute_with_args("DELETE FROM herald.dropped_rules d WHERE d.id IN ("
+									" SELECT x.id FROM herald.dropped_rules x"
+									"  WHERE x.dropped_at < now() - make_interval(secs => $1)"
+									"    AND NOT EXISTS (SELECT 1 FROM herald.evaluation_log l WHERE l.rule_id = x.id)"
+									"    AND NOT EXISTS (SELECT 1 FROM herald.rule_change_log c WHERE c.rule_id = x.id)"
+									"    AND NOT EXISTS (SELECT 1 FROM herald.event_log e WHERE e.rule_id = x.id)"
+									"  ORDER BY x.dropped_at LIMIT $2)",
+									2, argtypes, args, NULL, false, 0);
+		if (ret != SPI_OK_DELETE)
+			elog(ERROR, "could not purge dropped rules: %s", SPI_result_code_string(ret));
+	}
 }
 
 /* One (watched table, rule) pair, for publish_quiet_tables() */
