@@ -76,8 +76,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 		exit 1
 	fi
 	echo "deps.sh: installing ${missing[*]}"
-	apt-get update
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+	# scripts/pgroot.sh may be installing debootstrap at the same time (test/run
+	# --pg all makes the roots while 15 runs): the two take turns on one lock,
+	# and wait for any other apt (unattended upgrades) rather than fail.
+	flock /run/lock/pg_herald-apt.lock sh -c '
+		apt-get -o DPkg::Lock::Timeout=600 update &&
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+			install -y --no-install-recommends "$@"' apt "${missing[@]}"
 fi
 
 # playwright-core for the browser test: "npm ci" when node_modules was not

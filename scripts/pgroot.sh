@@ -85,7 +85,11 @@ make_root() {
 	rm -rf "$new"
 	: >"$log"
 	if ! command -v debootstrap >/dev/null; then
-		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y debootstrap; } >>"$log" 2>&1
+		# the host's apt, in turns with scripts/deps.sh (same lock)
+		flock /run/lock/pg_herald-apt.lock sh -c '
+			apt-get -o DPkg::Lock::Timeout=600 update &&
+			DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+				install -y debootstrap' >>"$log" 2>&1
 	fi
 	if ! debootstrap --variant=minbase "$suite" "$new" "$mirror" >>"$log" 2>&1; then
 		tail -n 30 "$log" >&2
