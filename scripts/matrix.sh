@@ -2,6 +2,7 @@
 # The test suite on other PostgreSQL versions (test/run --pg VERSION).
 #
 #   bash scripts/matrix.sh 17|18|18-assert|all
+#   bash scripts/matrix.sh 15,17,18        a comma-separated list, in order
 #
 # For 17, 18 and 18-assert: makes or reuses the Debian root of that version
 # (scripts/pgroot.sh), copies this working tree into /build/pg_herald-VERSION
@@ -19,14 +20,26 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
+versions=()
 case "${1:-}" in
 	all) versions=(15 17 18 18-assert) ;;
-	17 | 18 | 18-assert) versions=("$1") ;;
 	*)
-		echo "matrix.sh: unknown version '${1:-}' (17, 18, 18-assert or all)" >&2
-		exit 2
+		IFS=, read -r -a listed <<<"${1:-}"
+		for v in "${listed[@]}"; do
+			case "$v" in
+				15 | 17 | 18 | 18-assert) versions+=("$v") ;;
+				*)
+					echo "matrix.sh: unknown PostgreSQL version '$v' (15, 17, 18, 18-assert, a comma-separated list of them, or all)" >&2
+					exit 2
+					;;
+			esac
+		done
 		;;
 esac
+if [ ${#versions[@]} -eq 0 ]; then
+	echo "matrix.sh: no PostgreSQL version given (15, 17, 18, 18-assert, a list such as 15,17,18, or all)" >&2
+	exit 2
+fi
 
 passed=0
 failed=0
