@@ -18,6 +18,7 @@
 
 #include "access/xact.h"
 #include "access/htup_details.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "commands/dbcommands.h"
 #include "funcapi.h"
@@ -500,6 +501,9 @@ not_served_reason(void)
 	if (db == NULL || strcmp(db, herald_database) != 0)
 		return psprintf("The workers serve database \"%s\" (herald.database), not \"%s\".",
 						herald_database, db ? db : "?");
+	/* they start once recovery ends (BgWorkerStart_RecoveryFinished) */
+	if (RecoveryInProgress())
+		return pstrdup("The server is a standby: the workers start when it is promoted.");
 	return NULL;
 }
 
@@ -518,6 +522,8 @@ not_served_report(int elevel, const char *consequence)
 			 errdetail_internal("%s %s", reason, consequence),
 			 herald_shared == NULL ?
 			 errhint("Add pg_herald to shared_preload_libraries, set herald.database, and restart the server.") :
+			 RecoveryInProgress() ?
+			 errhint("Run it on the primary.") :
 			 errhint("Set herald.database to this database and restart the server, or use pg_herald in database \"%s\".",
 					 herald_database)));
 }

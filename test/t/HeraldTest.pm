@@ -278,11 +278,12 @@ sub new_node
 }
 
 # The workers log a failed step and go on: an error must not go unnoticed.
-# One assertion: the node's server log holds no ERROR or PANIC line.
+# One assertion: the node's server log holds no ERROR or PANIC line (after
+# byte $offset, when given: errors a test provoked on purpose come before).
 sub no_server_errors
 {
-	my ($node) = @_;
-	my @errors = server_log($node, 0, qr/\b(?:ERROR|PANIC):/);
+	my ($node, $offset) = @_;
+	my @errors = server_log($node, $offset // 0, qr/\b(?:ERROR|PANIC):/);
 	is(scalar(@errors), 0, 'the server log shows no error')
 	  or diag(join "\n", @errors[0 .. ($#errors < 9 ? $#errors : 9)]);
 	return;
