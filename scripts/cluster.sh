@@ -138,6 +138,23 @@ herald_cluster_start() {
 	fi
 	echo "include 'herald_cluster.conf'" >>"$HERALD_PGDATA/postgresql.conf"
 
+	# HERALD_VALGRIND (test/run): the server under Valgrind's memcheck,
+	# each process's reports in DIR/valgrind.PID (pg_ctl -p starts the
+	# wrapper, which becomes the postmaster)
+	local server=() start_timeout=60
+	if [ -n "${HERALD_VALGRIND:-}" ]; then
+		start_timeout=600
+		cp "$HERALD_REPO/test/valgrind.supp" "$dir/valgrind.supp"
+		cat >"$dir/postgres-valgrind" <<-EOF
+			#!/bin/sh
+			exec valgrind --quiet --error-limit=no --num-callers=40 --leak-check=no \
+				--trace-children=no --suppressions="$dir/valgrind.supp" \
+				--log-file="$dir/valgrind.%p" "$bindir/postgres" "\$@"
+		EOF
+		chmod 755 "$dir/postgres-valgrind"
+		server=(-p "$dir/postgres-valgrind")
+	fi
+
 	# The port is free when picked but may be taken before the server binds
 	# it; try again with another one in that case.
 	for attempt in 1 2 3; do
@@ -163,7 +180,7 @@ herald_cluster_start() {
 		fi
 
 		if _herald_as_postgres "$bindir/pg_ctl" -D "$HERALD_PGDATA" -l "$HERALD_SERVER_LOG" \
-			-w -t 60 start >/dev/null 2>&1; then
+			"${server[@]}" -w -t "$start_timeout" start >/dev/null 2>&1; then
 			break
 		fi
 		if [ "$attempt" -lt 3 ] && grep -q -e 'could not bind' -e 'could not create any TCP/IP sockets' \
