@@ -12,7 +12,8 @@
  * a threshold event; table, operation and the first columns of the row for a
  * row event), a context line, the links the message contains, the actions of
  * an event that awaits a decision (herald_actions) and a thread per
- * episode (herald_thread_key, and the message an email replies to).  Titles and default messages are the event type's (event_types.c).
+ * episode (herald_thread_key, and the message an email replies to).
+ * Titles and default messages are the event type's (event_types.c).
  * These are plain text; each format escapes them for its target and keeps
  * within its size limits.
  *

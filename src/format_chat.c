@@ -44,9 +44,9 @@
  * reads <...> as links and mentions, in the thread of the episode
  * (format.c herald_thread_key()); REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD
  * opens the thread when it does not exist yet.  (Slack and Teams incoming
- * webhooks cannot thread: neither says which message it posted.)  The actions follow as a card (cardsV2) with a buttonList,
- * each button opening its link.  Chat refuses messages of 32,000 bytes and
- * more.
+ * webhooks cannot thread: neither says which message it posted.)  The
+ * actions follow as a card (cardsV2) with a buttonList, each button opening
+ * its link.  Chat refuses messages of 32,000 bytes and more.
  *
  * For the two byte limits, fit_body builds the payload and, while it is
  * too long, cuts the message by the excess (plus a margin), then drops
