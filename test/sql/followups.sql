@@ -173,6 +173,7 @@ INSERT INTO test.fu_marks VALUES ('resolved', now());
 
 -- ask_once: one more follow-up, saying the episode resolved
 SELECT test.wait_until($$SELECT test.followups_since('fu-sugar', 'resolved') >= 1$$) AS asked_once_more;
+SELECT herald.flush();
 SELECT e.payload ->> 'about_state' AS about_state,
        test.fu_mask(r.body -> 'data' ->> 'message') AS message
   FROM herald.events e
