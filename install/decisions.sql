@@ -409,31 +409,63 @@ LANGUAGE sql STABLE
 RETURN CASE WHEN asked_at IS NULL THEN herald._time_plus(created_at, followup_after)
             ELSE herald._time_plus(asked_at, followup_every) END;
 
--- Follow-ups, sent by the scheduler: every event awaiting a decision
--- (rule.fired, rule.escalated and row events of rules with followup_after)
--- gets a decision.followup event on its rule's channels once it is
--- followup_after old, and again every followup_every, until a decision is
--- recorded.  A follow-up that falls due while its rule is silenced is asked
--- once the silence ends.  decision_url, a template with {{event_id}}, gives
--- the link.  Returns when the next follow-up falls due (never in the past:
--- a silenced one is due when its silence ends), NULL when none waits.
+-- An event's message as a message without actions shows it (NULL
+-- template: its type's default), in at most max_bytes bytes (template.c).
+CREATE OR REPLACE FUNCTION herald._render(template text, rule text, event_id bigint, type text,
+                                          payload jsonb, max_bytes integer) RETURNS text
+    STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'herald_render_sql';
+
+-- What a follow-up quotes of the alert it asks about, a (its episode's
+-- first event) of rule r: its message as its messages rendered it (the
+-- rule's template, or the type's default; at most 2,000 bytes), key,
+-- value, level, when it happened (about_at, in UTC), and for a threshold
+-- episode whether it is still firing (is_open) or resolved.
+CREATE OR REPLACE FUNCTION herald._followup_about(a herald.event_log, r herald.rule_defs,
+                                                  is_open boolean) RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN jsonb_strip_nulls(jsonb_build_object(
+    'about_event_id', a.id,
+    'about_type', a.type,
+    'about_created_at', a.created_at,
+    'about_at', to_char(a.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'),
+    'about_message', herald._render(CASE WHEN a.type NOT LIKE 'decision.%' THEN r.message END,
+                                    a.rule, a.id, a.type, a.payload, 2000),
+    'key', a.payload -> 'key',
+    'about_value', a.payload -> 'value',
+    'about_level', a.payload -> 'level',
+    'about_state', CASE WHEN a.type = 'rule.fired'
+                        THEN CASE WHEN is_open THEN 'still firing' ELSE 'resolved' END END));
+
+-- Follow-ups, sent by the scheduler: every episode awaiting a decision (a
+-- rule.fired event, which stands for its escalation and reminders, and
+-- row events of rules with followup_after) gets a decision.followup event
+-- on its rule's channels once it is followup_after old, and again every
+-- followup_every, until a decision about any event of the episode is
+-- recorded.  A follow-up quotes the episode's first event
+-- (herald._followup_about()).  Once a threshold episode resolves (no
+-- instance has it open any more), its follow-ups stop; with
+-- followup_on_resolve 'ask_once' the next one that falls due is still
+-- asked, the last.  A follow-up that falls due while its rule is silenced
+-- is asked once the silence ends.  decision_url, a template with
+-- {{event_id}}, gives the link.  Returns when the next follow-up falls due
+-- (never in the past: a silenced one is due when its silence ends), NULL
+-- when none waits.
 CREATE OR REPLACE FUNCTION herald._send_followups(decision_url text) RETURNS timestamptz
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     e record;
+    v_rule herald.rule_defs;
+    a herald.event_log;
+    v_open boolean;
 BEGIN
     FOR e IN
-        SELECT ev.id, ev.type, ev.rule_id, ev.created_at, r.followup_every,
+        SELECT ev.id, ev.type, ev.rule_id, ev.payload, r.followup_every,
                r.enabled AND r.followup_after IS NOT NULL AS active,
                herald._followup_due(ev.created_at, ev.asked_at, r.followup_after,
-                                    r.followup_every) AS due,
-               -- an escalation is decided with its episode
-               EXISTS (SELECT 1 FROM herald.decision_log d
-                        WHERE d.event_id IN (ev.id, CASE WHEN ev.type = 'rule.escalated'
-                                                         THEN (ev.payload ->> 'fired_event_id')::bigint END)
-                          AND d.kind = 'decision') AS decided
+                                    r.followup_every) AS due
           FROM herald.event_log ev
           LEFT JOIN herald.rule_defs r ON r.id = ev.rule_id
          WHERE ev.awaits_decision
@@ -445,7 +477,26 @@ BEGIN
          ORDER BY ev.created_at
            FOR UPDATE OF ev SKIP LOCKED
     LOOP
-        IF e.decided OR NOT coalesce(e.active, false) OR e.due IS NULL THEN
+        -- the episode's first event: an escalation (which awaits a decision
+        -- only when its rule.fired event was muted) stands for it
+        a := NULL;
+        IF e.type = 'rule.escalated' THEN
+            SELECT x.* INTO a FROM herald.event_log x
+             WHERE x.id = (e.payload ->> 'fired_event_id')::bigint;
+        END IF;
+        IF a.id IS NULL THEN
+            SELECT x.* INTO a FROM herald.event_log x WHERE x.id = e.id;
+        END IF;
+        SELECT x.* INTO v_rule FROM herald.rule_defs x WHERE x.id = e.rule_id;
+        -- a threshold episode is open while an instance has it firing
+        v_open := a.type <> 'rule.fired'
+                  OR EXISTS (SELECT 1 FROM herald.rule_instances i
+                              WHERE i.rule_id = e.rule_id AND i.fired_event_id = a.id);
+        IF NOT coalesce(e.active, false) OR e.due IS NULL
+           OR (NOT v_open AND v_rule.followup_on_resolve = 'stop')
+           -- decided, through any event of the episode
+           OR EXISTS (SELECT 1 FROM herald.decision_log d
+                       WHERE d.event_id IN (a.id, e.id) AND d.kind = 'decision') THEN
             -- nothing more to ask: out of the index
             UPDATE herald.event_log x SET awaits_decision = NULL WHERE x.id = e.id;
             CONTINUE;
@@ -453,17 +504,16 @@ BEGIN
         IF (herald._active_silence(e.rule_id)).id IS NOT NULL THEN
             CONTINUE;           -- asked once the silence ends
         END IF;
-        PERFORM herald._emit(e.rule_id, 'decision.followup', jsonb_strip_nulls(jsonb_build_object(
-                    'about_event_id', e.id,
-                    'about_type', e.type,
-                    'about_created_at', e.created_at,
-                    'sql', format('SELECT herald.decide(%s, %L);', e.id, 'what was decided'),
+        PERFORM herald._emit(e.rule_id, 'decision.followup',
+                 herald._followup_about(a, v_rule, v_open) || jsonb_strip_nulls(jsonb_build_object(
+                    'sql', format('SELECT herald.decide(%s, %L);', a.id, 'what was decided'),
                     'link', CASE WHEN coalesce(decision_url, '') <> ''
-                                 THEN replace(decision_url, '{{event_id}}', e.id::text) END)),
-                 e.id);
+                                 THEN replace(decision_url, '{{event_id}}', a.id::text) END)),
+                 a.id);
         UPDATE herald.event_log x
            SET asked_at = now(),
-               awaits_decision = CASE WHEN e.followup_every IS NOT NULL THEN true END
+               -- after the resolution, this was the last one
+               awaits_decision = CASE WHEN e.followup_every IS NOT NULL AND v_open THEN true END
          WHERE x.id = e.id;
     END LOOP;
 
@@ -526,7 +576,9 @@ SELECT t.event_id, t.at, t.kind, t.detail
       JOIN herald.channel_defs c ON c.id = a.channel_id
     UNION ALL
     SELECT f.about_event_id, f.created_at, 'followup',
-           'asked what was decided' || CASE WHEN f.silenced_by IS NOT NULL THEN ' (silenced)' ELSE '' END
+           'asked what was decided'
+           || CASE WHEN f.payload ->> 'about_state' = 'resolved' THEN ', after it resolved' ELSE '' END
+           || CASE WHEN f.silenced_by IS NOT NULL THEN ' (silenced)' ELSE '' END
       FROM herald.event_log f
      WHERE f.about_event_id IS NOT NULL AND f.type = 'decision.followup'
     UNION ALL

@@ -294,3 +294,16 @@ CREATE TABLE herald.dropped_rules (
 SELECT pg_catalog.pg_extension_config_dump('herald.rule_change_log', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.rule_change_log_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.dropped_rules', '');
+
+-- Follow-ups with context, once per episode: a threshold rule says whether
+-- an episode's follow-ups stop when it resolves (stop) or ask once more
+-- (ask_once); an escalation no longer opens a follow-up stream of its own
+-- when its rule.fired event has one (asked, or still awaiting a decision)
+ALTER TABLE herald.rule_defs
+    ADD COLUMN followup_on_resolve text NOT NULL DEFAULT 'stop'
+        CHECK (followup_on_resolve IN ('stop', 'ask_once'));
+UPDATE herald.event_log x SET awaits_decision = NULL
+  FROM herald.event_log f
+ WHERE x.awaits_decision AND x.type = 'rule.escalated'
+   AND f.id = (x.payload ->> 'fired_event_id')::bigint
+   AND (f.awaits_decision OR f.asked_at IS NOT NULL);

@@ -939,7 +939,7 @@ RETURN CASE kind
     ELSE ARRAY['metric', 'op', 'threshold', 'watch', 'every', 'message', 'warning_threshold',
                'recover_threshold', 'pending_for', 'repeat_every', 'min_interval', 'no_data',
                'query_timeout', 'followup_after', 'followup_every', 'meeting', 'choices',
-               'announce_decisions']
+               'announce_decisions', 'followup_on_resolve']
 END;
 
 -- herald.alter_rule() proper; search_path is the caller's, which a new
@@ -970,7 +970,8 @@ CREATE OR REPLACE FUNCTION herald._alter_rule(
     choices           text[],
     announce_decisions boolean,
     reset             text[],
-    search_path       text)
+    search_path       text,
+    followup_on_resolve text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1004,7 +1005,8 @@ BEGIN
         'recover_threshold', _alter_rule.recover_threshold,
         'pending_for', _alter_rule.pending_for, 'repeat_every', _alter_rule.repeat_every,
         'min_interval', _alter_rule.min_interval, 'no_data', _alter_rule.no_data,
-        'query_timeout', _alter_rule.query_timeout, 'meeting', _alter_rule.meeting));
+        'query_timeout', _alter_rule.query_timeout, 'meeting', _alter_rule.meeting,
+        'followup_on_resolve', _alter_rule.followup_on_resolve));
     FOR v_param IN SELECT k FROM jsonb_object_keys(v_given) k ORDER BY k LOOP
         IF NOT v_param = ANY (herald._rule_parameters(v_old.kind)) THEN
             RAISE EXCEPTION '% does not apply to a % rule', v_param, v_old.kind
@@ -1039,6 +1041,7 @@ BEGIN
     v_new.meeting := coalesce(_alter_rule.meeting, v_old.meeting);
     v_new.choices := coalesce(_alter_rule.choices, v_old.choices);
     v_new.announce_decisions := coalesce(_alter_rule.announce_decisions, v_old.announce_decisions);
+    v_new.followup_on_resolve := coalesce(_alter_rule.followup_on_resolve, v_old.followup_on_resolve);
 
     -- reset: back to what a declaration without the parameter has
     FOREACH v_param IN ARRAY coalesce(_alter_rule.reset, '{}') LOOP
@@ -1075,6 +1078,7 @@ BEGIN
             WHEN 'meeting' THEN v_new.meeting := NULL;
             WHEN 'choices' THEN v_new.choices := NULL;
             WHEN 'announce_decisions' THEN v_new.announce_decisions := true;
+            WHEN 'followup_on_resolve' THEN v_new.followup_on_resolve := 'stop';
             ELSE
                 RAISE EXCEPTION 'cannot reset %: a % rule needs one', v_param, v_old.kind
                     USING ERRCODE = 'invalid_parameter_value',
@@ -1128,7 +1132,8 @@ BEGIN
            no_data = v_new.no_data, query_timeout = v_new.query_timeout,
            followup_after = v_new.followup_after, followup_every = v_new.followup_every,
            meeting = v_new.meeting, choices = v_new.choices,
-           announce_decisions = v_new.announce_decisions, altered_at = now()
+           announce_decisions = v_new.announce_decisions,
+           followup_on_resolve = v_new.followup_on_resolve, altered_at = now()
      WHERE r.id = v_old.id;
     DELETE FROM herald.rule_channels rc
      WHERE rc.rule_id = v_old.id AND NOT rc.channel_id = ANY (v_new_ids);
@@ -1176,7 +1181,8 @@ CREATE OR REPLACE FUNCTION herald.alter_rule(
     meeting           interval DEFAULT NULL,
     choices           text[] DEFAULT NULL,
     announce_decisions boolean DEFAULT NULL,
-    reset             text[] DEFAULT NULL)
+    reset             text[] DEFAULT NULL,
+    followup_on_resolve text DEFAULT NULL)
 RETURNS void
 LANGUAGE sql
 BEGIN ATOMIC
@@ -1184,9 +1190,10 @@ BEGIN ATOMIC
                               metric, op, threshold, watch, every, warning_threshold,
                               recover_threshold, pending_for, repeat_every, min_interval, no_data,
                               query_timeout, followup_after, followup_every, meeting, choices,
-                              announce_decisions, reset, pg_catalog.current_setting('search_path'));
+                              announce_decisions, reset, pg_catalog.current_setting('search_path'),
+                              followup_on_resolve);
 END;
-COMMENT ON FUNCTION herald.alter_rule(text, text, text[], text, regclass, text[], text, text, text, numeric, regclass[], interval, numeric, numeric, interval, interval, interval, text, interval, interval, interval, interval, text[], boolean, text[]) IS
+COMMENT ON FUNCTION herald.alter_rule(text, text, text[], text, regclass, text[], text, text, text, numeric, regclass[], interval, numeric, numeric, interval, interval, interval, text, interval, interval, interval, interval, text[], boolean, text[], text) IS
     'Change a rule in place (NULL: unchanged; reset lists parameters to set back to their default), keeping its id, state and history; every change is recorded';
 
 CREATE OR REPLACE FUNCTION herald._set_rule_enabled(name text, enabled boolean) RETURNS void

@@ -95,6 +95,9 @@ CREATE TABLE herald.rule_defs (
     announce_decisions boolean NOT NULL DEFAULT true,
     -- the last herald.alter_rule() (see herald.rule_change_log)
     altered_at        timestamptz,
+    -- threshold rules: once the episode resolves, its follow-ups stop, or
+    -- one more asks what was decided (ask_once)
+    followup_on_resolve text NOT NULL DEFAULT 'stop' CHECK (followup_on_resolve IN ('stop', 'ask_once')),
     CHECK (kind <> 'row' OR (on_table IS NOT NULL AND cardinality(operations) > 0)),
     CHECK (kind <> 'threshold' OR (metric IS NOT NULL AND grouped IS NOT NULL
                                    AND op IS NOT NULL AND threshold IS NOT NULL

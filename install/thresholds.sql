@@ -60,8 +60,15 @@ BEGIN
                    ORDER BY rc.channel_id)
         ELSE '{}' END,
         v_silence,
-        r.followup_after IS NOT NULL AND _emit.type IN ('rule.fired', 'rule.escalated')
-            AND v_silence IS NULL,
+        -- one follow-up stream per episode, about its rule.fired event: an
+        -- escalation opens it only when the episode has none (its rule.fired
+        -- event was muted, or came before the rule asked for follow-ups)
+        r.followup_after IS NOT NULL AND v_silence IS NULL
+            AND (_emit.type = 'rule.fired'
+                 OR (_emit.type = 'rule.escalated'
+                     AND NOT EXISTS (SELECT 1 FROM herald.event_log f
+                                      WHERE f.id = (_emit.payload ->> 'fired_event_id')::bigint
+                                        AND (f.awaits_decision OR f.asked_at IS NOT NULL)))),
         _emit.about_event_id);
 END;
 $$;
@@ -283,7 +290,8 @@ RETURN jsonb_strip_nulls(jsonb_build_object(
     'previous_state', coalesce(before.state, 'ok'),
     'level', after.level,
     'since', after.firing_since,
-    'fired_event_id', after.fired_event_id,   -- the episode's rule.fired event
+    -- the episode's rule.fired event (a resolution names the one it ends)
+    'fired_event_id', coalesce(after.fired_event_id, before.fired_event_id),
     'error', after.error,
     -- the last values, oldest first, for {{sparkline}}
     'recent', coalesce((SELECT jsonb_agg(x.value ORDER BY x.evaluated_at)
@@ -503,6 +511,11 @@ BEGIN
     PERFORM herald._check_template(r.message, 'threshold', NULL);
     PERFORM herald._check_followups(r.followup_after,
                                     r.followup_every);
+    IF r.followup_on_resolve IS NULL OR r.followup_on_resolve NOT IN ('stop', 'ask_once') THEN
+        RAISE EXCEPTION 'unknown followup_on_resolve "%"', coalesce(left(r.followup_on_resolve, 100), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'It is stop (no more follow-ups once the episode resolves) or ask_once (one more).';
+    END IF;
     PERFORM herald._check_range('meeting', r.meeting, '5 minutes', '8 hours');
     IF r.meeting IS NOT NULL THEN
         IF NOT EXISTS (SELECT 1 FROM herald.channel_defs c
@@ -540,7 +553,8 @@ CREATE OR REPLACE FUNCTION herald._declare_threshold(
     meeting           interval DEFAULT NULL,
     search_path       text DEFAULT NULL,
     choices           text[] DEFAULT NULL,
-    announce_decisions boolean DEFAULT true)
+    announce_decisions boolean DEFAULT true,
+    followup_on_resolve text DEFAULT 'stop')
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -570,13 +584,14 @@ BEGIN
     v_rule.meeting := _declare_threshold.meeting;
     v_rule.choices := _declare_threshold.choices;
     v_rule.announce_decisions := _declare_threshold.announce_decisions;
+    v_rule.followup_on_resolve := _declare_threshold.followup_on_resolve;
     v_rule := herald._check_threshold_rule(v_rule, _declare_threshold.channels);
 
     INSERT INTO herald.rule_defs (name, kind, owner, message, metric, grouped, search_path,
                                   op, threshold, warning_threshold, recover_threshold,
                                   watch, every, pending_for, repeat_every, min_interval,
                                   no_data, query_timeout, followup_after, followup_every,
-                                  meeting, choices, announce_decisions)
+                                  meeting, choices, announce_decisions, followup_on_resolve)
     VALUES (_declare_threshold.name, 'threshold', herald._invoker(), v_rule.message,
             v_rule.metric, v_rule.grouped, v_rule.search_path,
             v_rule.op, v_rule.threshold, v_rule.warning_threshold,
@@ -584,7 +599,8 @@ BEGIN
             v_rule.pending_for, v_rule.repeat_every, v_rule.min_interval,
             v_rule.no_data, v_rule.query_timeout,
             v_rule.followup_after, v_rule.followup_every,
-            v_rule.meeting, v_rule.choices, v_rule.announce_decisions)
+            v_rule.meeting, v_rule.choices, v_rule.announce_decisions,
+            v_rule.followup_on_resolve)
     RETURNING * INTO v_rule;
     INSERT INTO herald.rule_channels (rule_id, channel_id)
     SELECT v_rule.id, unnest(herald._channel_ids(_declare_threshold.channels));
@@ -614,7 +630,8 @@ CREATE OR REPLACE FUNCTION herald.on_threshold(
     followup_every    interval DEFAULT NULL,
     meeting           interval DEFAULT NULL,
     choices           text[] DEFAULT NULL,
-    announce_decisions boolean DEFAULT true)
+    announce_decisions boolean DEFAULT true,
+    followup_on_resolve text DEFAULT 'stop')
 RETURNS void
 LANGUAGE sql
 BEGIN ATOMIC
@@ -623,9 +640,9 @@ BEGIN ATOMIC
                                      repeat_every, min_interval, no_data, query_timeout,
                                      followup_after, followup_every, meeting,
                                      pg_catalog.current_setting('search_path'), choices,
-                                     announce_decisions);
+                                     announce_decisions, followup_on_resolve);
 END;
-COMMENT ON FUNCTION herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text, numeric, numeric, interval, interval, interval, text, interval, interval, interval, interval, text[], boolean) IS
+COMMENT ON FUNCTION herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text, numeric, numeric, interval, interval, interval, text, interval, interval, interval, interval, text[], boolean, text) IS
     'Declare a threshold rule: a metric compared with thresholds, evaluated as watched tables commit and on a schedule';
 
 -- Preview, silences -------------------------------------------------------------

@@ -102,9 +102,14 @@ static const HeraldEventType event_types[] = {
 	{
 		.name = "decision.followup",
 		.awaits_decision = true,
+		.variant = HERALD_VARIANT_KEY,
+		/* it quotes the alert it asks about (install/decisions.sql) */
 		.title = "{{rule}}: what was decided about event {{about_event_id}}?",
-		.message = "No decision is recorded yet for event {{about_event_id}} "
-		"({{about_type}} of rule {{rule}}). What was decided?",
+		.message = "No decision is recorded yet about event {{about_event_id}} "
+		"({{about_context}}):\n\xE2\x80\x9C{{about_message}}\xE2\x80\x9D\nWhat was decided?",
+		.variant_title = "{{rule}} [{{key}}]: what was decided about event {{about_event_id}}?",
+		.variant_message = "No decision is recorded yet about event {{about_event_id}} "
+		"[{{key}}] ({{about_context}}):\n\xE2\x80\x9C{{about_message}}\xE2\x80\x9D\nWhat was decided?",
 		/* the SQL call, and herald.decision_url's link when it is set */
 		.decide_hint = " Record it: {{sql}} {{link}}"
 	},

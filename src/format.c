@@ -11,8 +11,9 @@
  * title, the facts worth a glance (value, threshold, state, level and key for
  * a threshold event; table, operation and the first columns of the row for a
  * row event), a context line, the links the message contains, the actions of
- * an event that awaits a decision (herald_actions) and a thread key per rule
- * instance.  Titles and default messages are the event type's (event_types.c).
+ * an event that awaits a decision (herald_actions) and a thread per
+ * episode (herald_thread_key, and the message an email replies to).
+ * Titles and default messages are the event type's (event_types.c).
  * These are plain text; each format escapes them for its target and keeps
  * within its size limits.
  *
@@ -200,7 +201,8 @@ add_fact(HeraldFact *facts, int n, JsonbContainer *obj, const char *key,
 /*
  * The facts of an event, at most HERALD_MAX_FACTS: for a threshold event
  * its key, value, threshold, state and level; for a row event its table,
- * operation and the first columns of its row (new, or old for a delete).
+ * operation and the first columns of its row (new, or old for a delete);
+ * for a follow-up those of the alert it asks about.
  */
 int
 herald_facts(HeraldDelivery *d, HeraldFact *facts)
@@ -235,6 +237,16 @@ herald_facts(HeraldDelivery *d, HeraldFact *facts)
 			n++;
 			columns++;
 		}
+		return n;
+	}
+	if (strcmp(d->event_type, "decision.followup") == 0)
+	{
+		/* the alert it asks about */
+		n = add_fact(facts, n, data, "key", "Key");
+		n = add_fact(facts, n, data, "about_value", "Value");
+		n = add_fact(facts, n, data, "about_level", "Level");
+		n = add_fact(facts, n, data, "about_at", "Since");
+		n = add_fact(facts, n, data, "about_state", "State");
 		return n;
 	}
 	n = add_fact(facts, n, data, "key", "Key");
@@ -435,15 +447,94 @@ herald_about_delivery(HeraldDelivery *d, HeraldDelivery *about)
 	}
 }
 
+/* A number member of a JSON object as int64; 0 when absent. */
+static int64
+member_int64(JsonbContainer *obj, const char *key)
+{
+	JsonbValue	v;
+
+	if (obj == NULL || !JsonContainerIsObject(obj) ||
+		getKeyJsonValueFromContainer(obj, key, strlen(key), &v) == NULL ||
+		v.type != jbvNumeric)
+		return 0;
+	return DatumGetInt64(DirectFunctionCall1(numeric_int8,
+											 NumericGetDatum(v.val.numeric)));
+}
+
 /*
- * One thread per rule instance: the rule's name, and the key of a grouped
- * threshold rule.
+ * The first event of the delivery's episode: a rule.fired or row event is
+ * its own; a reminder, an escalation and a resolution name their rule.fired
+ * event (fired_event_id), a follow-up and a decision.recorded the episode
+ * they are about (about_event_id, herald._episode()).  0 for an event of
+ * no episode (rule.error, channel.test).
+ */
+int64
+herald_episode_event(HeraldDelivery *d)
+{
+	JsonbContainer *data = d->payload ? &d->payload->root : NULL;
+
+	if (strcmp(d->event_type, "rule.fired") == 0 || strncmp(d->event_type, "row.", 4) == 0)
+		return d->event_id;
+	if (strcmp(d->event_type, "rule.reminder") == 0 ||
+		strcmp(d->event_type, "rule.escalated") == 0 ||
+		strcmp(d->event_type, "rule.resolved") == 0)
+		return member_int64(data, "fired_event_id");
+	if (strncmp(d->event_type, "decision.", 9) == 0)
+		return member_int64(data, "about_event_id");
+	return 0;
+}
+
+/*
+ * The installation's id, as the delivery's webhook-id (msg_<id>_<delivery>)
+ * names it; "" when it does not.
+ */
+static char *
+installation_of(HeraldDelivery *d)
+{
+	const char *start;
+	const char *end;
+
+	if (d->webhook_id == NULL || strncmp(d->webhook_id, "msg_", 4) != 0)
+		return pstrdup("");
+	start = d->webhook_id + 4;
+	end = strchr(start, '_');
+	return end ? pnstrdup(start, end - start) : pstrdup("");
+}
+
+/*
+ * The webhook-id of the delivery of the episode's first event to the
+ * delivery's channel, the message its later messages reply to (an email's
+ * Message-ID is made of it); NULL for the first message itself and for an
+ * event of no episode.  A webhook-id is msg_<installation>_<delivery id>,
+ * and a delivery id herald._delivery_id(): event * 1000000 + channel.
+ */
+char *
+herald_episode_webhook_id(HeraldDelivery *d)
+{
+	int64		episode = herald_episode_event(d);
+
+	if (episode <= 0 || episode == d->event_id)
+		return NULL;
+	return psprintf("msg_%s_" INT64_FORMAT, installation_of(d),
+					episode * 1000000 + d->channel_id);
+}
+
+/*
+ * One thread per episode: every message of one (its first event, the
+ * reminders, the escalation, the follow-ups, the decisions and the
+ * resolution) shares "pg_herald-<installation>-<first event>".  An event
+ * of no episode gets one thread per rule instance: the rule's name, and
+ * the key of a grouped threshold rule.  Not secret: the installation id is
+ * in every webhook-id.
  */
 char *
 herald_thread_key(HeraldDelivery *d)
 {
 	JsonbValue	v;
+	int64		episode = herald_episode_event(d);
 
+	if (episode > 0)
+		return psprintf("pg_herald-%s-" INT64_FORMAT, installation_of(d), episode);
 	if (d->payload &&
 		getKeyJsonValueFromContainer(&d->payload->root, "key", 3, &v) != NULL &&
 		v.type == jbvString)

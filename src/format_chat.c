@@ -41,11 +41,12 @@
  *
  * Google Chat (incoming webhook): a "text" message (*title*, message,
  * "Name: value" lines, _context_), & < > escaped as entities since Chat
- * reads <...> as links and mentions, in the thread of the rule instance;
- * REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD opens the thread when it does not
- * exist yet.  The actions follow as a card (cardsV2) with a buttonList,
- * each button opening its link.  Chat refuses messages of 32,000 bytes and
- * more.
+ * reads <...> as links and mentions, in the thread of the episode
+ * (format.c herald_thread_key()); REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD
+ * opens the thread when it does not exist yet.  (Slack and Teams incoming
+ * webhooks cannot thread: neither says which message it posted.)  The
+ * actions follow as a card (cardsV2) with a buttonList, each button opening
+ * its link.  Chat refuses messages of 32,000 bytes and more.
  *
  * For the two byte limits, fit_body builds the payload and, while it is
  * too long, cuts the message by the excess (plus a margin), then drops
@@ -576,7 +577,7 @@ build_teams(StringInfo buf, ChatParts *p)
 	appendStringInfoString(buf, "}}]}");
 }
 
-/* Google Chat: one text, in the thread of the rule instance. */
+/* Google Chat: one text, in the thread of the episode. */
 static void
 build_google_chat(StringInfo buf, ChatParts *p)
 {

@@ -11,7 +11,11 @@
  * bytes:
  *
  *	 From, To, Subject, Date (the event's creation time), Message-ID
- *	 (<webhook-id@pg-herald>, stable across retries), MIME-Version,
+ *	 (<webhook-id@pg-herald>, stable across retries), for the later
+ *	 messages of an episode (reminders, escalation, follow-ups, decisions,
+ *	 resolution) In-Reply-To and References naming the Message-ID of its
+ *	 first event's message to the channel, so that mail clients thread
+ *	 them, MIME-Version,
  *	 X-Herald-Event, X-Herald-Type, then a multipart/alternative body whose
  *	 boundary is "herald-<webhook-id>" with these parts:
  *	   text/plain: the message, the actions as "Label: URL" lines, the
@@ -609,6 +613,7 @@ herald_format_email(HeraldDelivery *d, HeraldOutgoing *out)
 	int			nrecipients = 0;
 	char	   *id;
 	char	   *boundary;
+	char	   *parent;
 	StringInfoData buf;
 	char	   *meeting_start = NULL;
 	char	   *meeting_end = NULL;
@@ -671,6 +676,13 @@ herald_format_email(HeraldDelivery *d, HeraldOutgoing *out)
 	append_text_header(&buf, "Subject", subject);
 	append_date_header(&buf, d->created_at);
 	appendStringInfo(&buf, "Message-ID: <%s@pg-herald>\r\n", id);
+	/* the later messages of an episode reply to its first one */
+	if ((parent = herald_episode_webhook_id(d)) != NULL)
+	{
+		parent = clean_id(parent);
+		appendStringInfo(&buf, "In-Reply-To: <%s@pg-herald>\r\n", parent);
+		appendStringInfo(&buf, "References: <%s@pg-herald>\r\n", parent);
+	}
 	appendStringInfoString(&buf, "MIME-Version: 1.0\r\n");
 	appendStringInfo(&buf, "X-Herald-Event: " INT64_FORMAT "\r\n", d->event_id);
 	append_text_header(&buf, "X-Herald-Type", one_line(d->event_type));

@@ -521,6 +521,8 @@ extern void herald_append_actions_json(StringInfo buf, HeraldAction *actions, in
 extern char *herald_utc_time(const char *iso, bool with_date);
 extern void herald_about_delivery(HeraldDelivery *d, HeraldDelivery *about);
 extern char *herald_thread_key(HeraldDelivery *d);
+extern int64 herald_episode_event(HeraldDelivery *d);
+extern char *herald_episode_webhook_id(HeraldDelivery *d);
 extern char *herald_truncate(const char *text, int max_chars, const char *marker);
 extern int	herald_char_length(const char *text);
 extern const char *herald_entity(char c, bool quotes);

@@ -20,7 +20,12 @@
  * {{about}}, {{decision_summary}}, {{decision_details}} (computed: see
  * render_decision) and the fields {{kind}}, {{choice}}, {{decision}},
  * {{note}}, {{action}}, {{action_owner}}, {{action_due}}, {{decided_by}},
- * {{identified_by}}, {{decided_at}}, {{about_event_id}}, {{about_type}}.
+ * {{identified_by}}, {{decided_at}}, {{about_event_id}}, {{about_type}},
+ * and those of follow-ups, which quote the alert they ask about:
+ * {{about_message}} (its message as it was rendered), {{about_value}},
+ * {{about_level}}, {{about_at}} (when it happened, in UTC), {{about_state}}
+ * ("still firing", "resolved") and {{about_context}} (computed: "rule.fired
+ * at 2026-12-01 14:02 UTC, still firing").
  * A rule's message serves only the rule's own events, never follow-ups or
  * decision.recorded, so it may not use these.  A field the event lacks
  * renders as nothing.
@@ -59,7 +64,8 @@
 #define DECISION_FIELDS "{{about}}, {{decision_summary}}, {{decision_details}}, " \
 	"{{about_event_id}}, {{about_type}}, {{kind}}, {{choice}}, {{decision}}, {{note}}, " \
 	"{{action}}, {{action_owner}}, {{action_due}}, {{decided_by}}, {{identified_by}}, " \
-	"{{decided_at}}"
+	"{{decided_at}}, {{about_message}}, {{about_value}}, {{about_level}}, {{about_at}}, " \
+	"{{about_state}}, {{about_context}}"
 #define CHANNEL_PLACEHOLDERS COMMON_PLACEHOLDERS ", {{table}}, {{operation}}, " \
 	THRESHOLD_FIELDS ", " DECISION_FIELDS
 
@@ -77,10 +83,11 @@ static const char *const other_fields[] = {
  */
 static const char *const decision_fields[] = {
 	"about_event_id", "about_type", "kind", "choice", "decision", "note", "action",
-	"action_owner", "action_due", "decided_by", "identified_by", "decided_at", NULL
+	"action_owner", "action_due", "decided_by", "identified_by", "decided_at",
+	"about_message", "about_value", "about_level", "about_at", "about_state", NULL
 };
 static const char *const decision_computed[] = {
-	"about", "decision_summary", "decision_details", NULL
+	"about", "decision_summary", "decision_details", "about_context", NULL
 };
 static const char *const threshold_fields[] = {
 	"key", "value", "op", "threshold", "warning_threshold", "recover_threshold",
@@ -109,6 +116,7 @@ typedef struct TemplateCheck
 static const char *const kind_names[] = {"row rules", "threshold rules", "channels"};
 
 PG_FUNCTION_INFO_V1(herald_check_template);
+PG_FUNCTION_INFO_V1(herald_render_sql);
 
 /*
  * What a rendering writes to: at most limit bytes of text; cut is set once
@@ -411,7 +419,9 @@ emit_value(RenderBuffer *out, JsonbValue *v)
  * "event 42 [paris]"), {{decision_summary}} ("acknowledged", or the choice
  * and the text: "Roll back the form — the form lost 30% of sales") and
  * {{decision_details}} (the next step with its owner and due date, and the
- * note, each on a line of its own, or nothing).
+ * note, each on a line of its own, or nothing); and for follow-ups
+ * {{about_context}} (the type of the event asked about, when, and how its
+ * episode stands).
  */
 static void
 render_decision(const char *name, RenderBuffer *out, JsonbContainer *data)
@@ -428,6 +438,17 @@ render_decision(const char *name, RenderBuffer *out, JsonbContainer *data)
 		if (string_field(data, "key", &v) &&
 			emit_string(out, " [") && emit_value(out, &v))
 			emit_string(out, "]");
+	}
+	else if (strcmp(name, "about_context") == 0)
+	{
+		/* "rule.fired at 2026-12-01 14:02 UTC, still firing" */
+		if (string_field(data, "about_type", &v) && !emit_value(out, &v))
+			return;
+		if (string_field(data, "about_at", &v) &&
+			!(emit_string(out, " at ") && emit_value(out, &v)))
+			return;
+		if (string_field(data, "about_state", &v) && emit_string(out, ", "))
+			emit_value(out, &v);
 	}
 	else if (strcmp(name, "decision_summary") == 0)
 	{
@@ -572,4 +593,34 @@ herald_render_template(const char *tmpl, const HeraldTemplateValues *values,
 	if (cut)
 		*cut = out.cut;
 	return out.text.data;
+}
+
+/*
+ * herald._render(template text, rule text, event_id bigint, type text,
+ * payload jsonb, max_bytes integer): an event's message as a message
+ * without actions shows it (NULL: its type's default), in at most
+ * max_bytes (and herald.max_message_size) bytes.  Follow-ups quote the
+ * message of the alert they ask about with it.  A template is text only:
+ * rendering runs no code.
+ */
+Datum
+herald_render_sql(PG_FUNCTION_ARGS)
+{
+	HeraldTemplateValues values;
+	char	   *tmpl;
+	int			max_bytes;
+
+	if (PG_ARGISNULL(3) || PG_ARGISNULL(4) || PG_ARGISNULL(5))
+		PG_RETURN_NULL();
+	tmpl = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	values.rule = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	values.event_id = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2);
+	values.type = text_to_cstring(PG_GETARG_TEXT_PP(3));
+	values.data = PG_GETARG_JSONB_P(4);
+	/* quoted, it asks nothing: no hint on answering in SQL */
+	values.has_actions = true;
+	max_bytes = Min(Max(PG_GETARG_INT32(5), (int) strlen(HERALD_TRUNCATED)),
+					herald_max_message_size);
+	PG_RETURN_TEXT_P(cstring_to_text(herald_render_template(tmpl, &values, max_bytes,
+															NULL)));
 }

@@ -15,9 +15,9 @@ LANGUAGE sql AS $$
         replace(t, E'=\r\n', ''),
         '/d/([A-Za-z0-9_-]|=2D)+', '/d/TOKEN', 'g'),
         '"value": "[A-Za-z0-9_-]{20,}"', '"value": "TOKEN"', 'g'),
-        '\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d(:\d\d)?)?', 'TIME', 'g'),
+        '\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:\d\d)?)?', 'TIME', 'g'),
         '(event |event_id": |X-Herald-Event: |event_id=|decision_id": )\d+', '\1N', 'g'),
-        'msg_\d+_\d+', 'msg_N', 'g'),
+        '(msg_|pg_herald-)\d+[_-]\d+', '\1N', 'g'),
         '\d\d:\d\d UTC', 'HH:MM UTC', 'g'),
         '(herald\.acknowledge\(|herald\.decide\()\d+', '\1N', 'g'),
         '[A-Z][a-z][a-z], \d{1,2} [A-Z][a-z][a-z] \d{4} \d\d:\d\d:\d\d \+0000', 'DATE', 'g')

@@ -12,9 +12,9 @@ SELECT herald.create_channel('atk-hook', 'webhook', test.url('/atk'));
 CREATE TABLE atk_level (v numeric);
 INSERT INTO atk_level VALUES (0);
 
--- 1. An escalation belongs to its episode.  It awaits a decision too (for
--- follow-ups), but a decision about the episode, however it comes, answers
--- it: no follow-up asks about it again.
+-- 1. An escalation belongs to its episode: it opens no follow-up stream of
+-- its own (the episode's rule.fired event has one), and a decision about
+-- the episode, however it comes, answers it: no follow-up asks again.
 SELECT herald.on_threshold('atk-esc', 'SELECT v FROM public.atk_level', '>', 10, ARRAY['atk-hook'],
                            watch => ARRAY['atk_level'::regclass], warning_threshold => 5,
                            followup_after => '1 day', followup_every => '1 day');
@@ -28,7 +28,7 @@ SELECT (SELECT id FROM herald.event_log WHERE rule = 'atk-esc' AND type = 'rule.
 SELECT e.type, e.awaits_decision FROM herald.event_log e, test.atk a
  WHERE e.id IN (a.fired, a.escalated) ORDER BY e.id;
 -- two days go by, in this transaction only (the scheduler does not see
--- them): a follow-up asks about each
+-- them): one follow-up asks, about the rule.fired event
 BEGIN;
 UPDATE herald.event_log SET created_at = created_at - interval '2 days'
  WHERE id IN (SELECT fired FROM test.atk UNION ALL SELECT escalated FROM test.atk);
@@ -37,21 +37,20 @@ COMMIT;
 SELECT e.type, (SELECT count(*) FROM herald.event_log f
                  WHERE f.type = 'decision.followup' AND f.about_event_id = e.id) AS followups
   FROM herald.event_log e, test.atk a WHERE e.id IN (a.fired, a.escalated) ORDER BY e.id;
--- the follow-up stands for the escalation, which stands for the rule.fired
--- event: the links of both bind the episode's first event, and an answer
--- through them is recorded on it
+-- the links of the escalation and of the follow-up bind the episode's
+-- first event, and an answer through them is recorded on it
 SELECT count(*) AS links, bool_and(l.status = 'valid' AND l.event_id = a.fired) AS bind_the_episode
   FROM test.atk a, herald.event_log f, herald.rule_defs r, herald.channel_defs c,
        (SELECT * FROM herald.link_keys WHERE retired_at IS NULL ORDER BY id DESC LIMIT 1) k,
        jsonb_array_elements(herald._actions(f, r, c, k.id, k.secret)) act,
        LATERAL herald._link_check(substring(act ->> 'url' FROM '/d/([A-Za-z0-9_-]+)$')) l
- WHERE (f.id = a.escalated OR (f.type = 'decision.followup' AND f.about_event_id = a.escalated))
+ WHERE (f.id = a.escalated OR (f.type = 'decision.followup' AND f.about_event_id = a.fired))
    AND r.id = f.rule_id AND c.name = 'atk-hook';
 SELECT (herald._episode(f.id)).id = a.fired AS followup_episode_is_fired
   FROM herald.event_log f, test.atk a
- WHERE f.type = 'decision.followup' AND f.about_event_id = a.escalated;
+ WHERE f.type = 'decision.followup' AND f.about_event_id = a.fired;
 SELECT herald.decide((SELECT id FROM herald.event_log
-                       WHERE type = 'decision.followup' AND about_event_id = (SELECT escalated FROM test.atk)),
+                       WHERE type = 'decision.followup' AND about_event_id = (SELECT fired FROM test.atk)),
                      'hold the release') > 0 AS decided;
 SELECT d.event_id = a.fired AS on_fired FROM herald.decision_log d, test.atk a
  WHERE d.decision = 'hold the release';

@@ -11,7 +11,7 @@ LANGUAGE sql AS $$
         replace(t, E'=\r\n', ''),
         '\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?(Z|\+00(:00)?)?', 'TIME', 'g'),
         '(event |event_id": |X-Herald-Event: )\d+', '\1N', 'g'),
-        'msg_\d+_\d+', 'msg_N', 'g'),
+        '(msg_|pg_herald-)\d+[_-]\d+', '\1N', 'g'),
         '[A-Z][a-z][a-z], \d{1,2} [A-Z][a-z][a-z] \d{4} \d\d:\d\d:\d\d \+0000', 'DATE', 'g'),
         '(Ticket |tickets/)\d+', '\1N', 'g')
 $$;
@@ -68,7 +68,7 @@ UPDATE queue_depth SET depth = 200;
 SELECT herald.flush();
 UPDATE queue_depth SET depth = 5;
 SELECT herald.flush();
-SELECT (r ->> 'body')::jsonb -> 'thread' ->> 'threadKey' AS thread,
+SELECT test.mask((r ->> 'body')::jsonb -> 'thread' ->> 'threadKey') AS thread,
        test.mask((r ->> 'body')::jsonb ->> 'text') AS text
   FROM test.received('/formats/chat') r WHERE (r ->> 'body') LIKE '%deep-queue%';
 SELECT test.body(r) AS slack_fired FROM test.received('/formats/slack') r
