@@ -294,3 +294,7 @@ CREATE TABLE herald.dropped_rules (
 SELECT pg_catalog.pg_extension_config_dump('herald.rule_change_log', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.rule_change_log_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.dropped_rules', '');
+
+-- The self-check of herald.rules (durations, next evaluation) and
+-- herald.decision_report()'s by_key: views and functions only, defined by
+-- the code appended below; no table changes.
