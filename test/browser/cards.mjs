@@ -49,7 +49,6 @@ body { margin: 0; background: #fff; font-family: "Liberation Sans", Arial, sans-
 .who { font-size: 15px; font-weight: bold; color: #1d1c1d; margin-bottom: 4px; }
 .who .badge { font-size: 10px; font-weight: bold; color: #616061; background: #e8e8e8;
               border-radius: 2px; padding: 1px 3px; margin-left: 4px; vertical-align: 2px; }
-.who .when { font-size: 12px; font-weight: normal; color: #616061; margin-left: 6px; }
 
 .slack { color: #1d1c1d; font-size: 15px; line-height: 1.46668; }
 .slack .s-header { font-size: 18px; font-weight: 900; margin: 4px 0 8px; }
@@ -190,7 +189,7 @@ function renderInPage({ kind, payload }) {
 		}
 		if (!(payload.blocks || []).length)
 			body.push(el('div', 's-section', marks(payload.text || '', 's-link')));
-		chrome('slack', 'pg_herald', '<span class="badge">APP</span><span class="when">14:05</span>', body);
+		chrome('slack', 'pg_herald', '<span class="badge">APP</span>', body);
 		return { title: shown('.s-header'), unknown };
 	}
 
@@ -248,7 +247,7 @@ function renderInPage({ kind, payload }) {
 			}
 			body.push(card);
 		}
-		chrome('chat', 'pg_herald', '<span class="badge">App</span><span class="when">2:05 PM</span>', body);
+		chrome('chat', 'pg_herald', '<span class="badge">App</span>', body);
 		return { title: shown('.c-card-title') ?? shown('.c-text > b:first-child'), unknown };
 	}
 
@@ -275,7 +274,7 @@ function renderInPage({ kind, payload }) {
 			errors.push(e.message);
 		const rendered = card.render();
 		chrome('teams-frame', '', '', [rendered]);
-		root.querySelector('.who').innerHTML = '<b>Workflows</b>2:05 PM';
+		root.querySelector('.who').innerHTML = '<b>Workflows</b>';
 		return { title: shown('.ac-textBlock'), unknown: errors };
 	}
 	throw new Error('unknown kind ' + kind);
