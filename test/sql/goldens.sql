@@ -17,31 +17,14 @@
 -- notify: psql writes the notifications it receives where query output goes
 \set notify_log :receiver_log '.goldens-notify'
 
--- Messages carry actions only with a public URL; the delivery worker takes
--- it at its next loop after the reload: probe until a message has them.
+-- Messages carry actions only with a public URL (test.await_actions:
+-- until the delivery workers took it).
 ALTER SYSTEM SET herald.public_url = 'https://decide.example';
 SELECT pg_reload_conf();
 CREATE TABLE g_probe (id serial PRIMARY KEY);
 SELECT herald.create_channel('g-probe', 'webhook', test.url('/goldens-probe'));
-SELECT herald.on_change('g-probe', 'g_probe', ARRAY['g-probe'], ARRAY['INSERT']);
-CREATE PROCEDURE test.g_await_actions()
-LANGUAGE plpgsql AS $$
-BEGIN
-    FOR i IN 1 .. 200 LOOP
-        INSERT INTO g_probe DEFAULT VALUES;
-        COMMIT;
-        PERFORM herald.flush();
-        IF (SELECT ((r ->> 'body')::jsonb -> 'data' ? 'actions')
-              FROM test.received('/goldens-probe') r
-             ORDER BY (r ->> 'n')::int DESC LIMIT 1) THEN
-            RETURN;
-        END IF;
-    END LOOP;
-    RAISE EXCEPTION 'the delivery worker did not take the new herald.public_url';
-END
-$$;
-CALL test.g_await_actions();
-DROP PROCEDURE test.g_await_actions();
+SELECT herald.on_change('g-probe', 'g_probe', ARRAY['g-probe'], ARRAY['INSERT'], choices => ARRAY['Seen']);
+CALL test.await_actions('g_probe', '/goldens-probe', true);
 SELECT herald.drop_rule('g-probe');
 SELECT herald.drop_channel('g-probe');
 
