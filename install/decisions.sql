@@ -616,31 +616,40 @@ SELECT t.event_id, t.at, t.kind, t.detail
 -- which stand for their escalations and reminders, and row events)
 -- created in [since, until): how many, how
 -- many got a decision, how long acknowledging and deciding took, how many
--- follow-ups were sent about them, and the decisions counted per choice and
--- per channel they came from ("sql" for none).
+-- follow-ups were sent about them, the decisions counted per choice and
+-- per channel they came from ("sql" for none), and, for a grouped threshold
+-- rule, the episodes and those decided per key.
 CREATE OR REPLACE FUNCTION herald.decision_report(since timestamptz DEFAULT now() - interval '30 days',
                                                   until timestamptz DEFAULT now())
 RETURNS TABLE (rule text, events bigint, decided bigint, decided_share numeric,
                median_time_to_acknowledge interval, median_time_to_decide interval,
-               followups bigint, by_choice jsonb, by_channel jsonb)
+               followups bigint, by_choice jsonb, by_channel jsonb, by_key jsonb)
 LANGUAGE sql VOLATILE   -- an API function: it reports on its caller's rules
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     WITH ev AS (
-        SELECT e.id, e.rule, e.created_at
+        SELECT e.id, e.rule, e.created_at, e.payload ->> 'key' AS key,
+               f.first_ack, f.first_decision, f.followups
           FROM herald.event_log e
           LEFT JOIN herald._all_rules r ON r.id = e.rule_id
+          -- decisions are recorded on the episode's first event (herald._episode)
+          CROSS JOIN LATERAL (
+                SELECT min(d.decided_at) FILTER (WHERE d.kind = 'acknowledgement') AS first_ack,
+                       min(d.decided_at) FILTER (WHERE d.kind = 'decision') AS first_decision,
+                       (SELECT count(*) FROM herald.event_log x
+                         WHERE x.about_event_id = e.id AND x.type = 'decision.followup') AS followups
+                  FROM herald.decision_log d WHERE d.event_id = e.id) f
          WHERE e.created_at >= decision_report.since AND e.created_at < decision_report.until
            -- the caller's rules, or all of them for herald_admin
            AND herald._may_see(r.owner, herald._invoker())
            AND (e.type = 'rule.fired' OR e.type LIKE 'row.%'))
     SELECT ev.rule,
            count(*),
-           count(f.first_decision),
-           round(count(f.first_decision)::numeric / count(*), 4),
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY f.first_ack - ev.created_at),
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY f.first_decision - ev.created_at),
-           sum(f.followups)::bigint,
+           count(ev.first_decision),
+           round(count(ev.first_decision)::numeric / count(*), 4),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY ev.first_ack - ev.created_at),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY ev.first_decision - ev.created_at),
+           sum(ev.followups)::bigint,
            (SELECT jsonb_object_agg(x.choice, x.n) FROM (
                 SELECT coalesce(d.choice, d.kind) AS choice, count(*) AS n
                   FROM herald.decision_log d JOIN ev e2 ON e2.id = d.event_id
@@ -651,19 +660,19 @@ BEGIN ATOMIC
                   FROM herald.decision_log d JOIN ev e2 ON e2.id = d.event_id
                   LEFT JOIN herald.channel_defs c ON c.id = d.channel_id
                  WHERE e2.rule IS NOT DISTINCT FROM ev.rule
-                 GROUP BY 1) x)
+                 GROUP BY 1) x),
+           (SELECT jsonb_object_agg(x.key, jsonb_build_object('events', x.events,
+                                                              'decided', x.decided))
+              FROM (SELECT e2.key, count(*) AS events, count(e2.first_decision) AS decided
+                      FROM ev e2
+                     WHERE e2.rule IS NOT DISTINCT FROM ev.rule AND e2.key IS NOT NULL
+                     GROUP BY 1) x)
       FROM ev
-      CROSS JOIN LATERAL (
-            SELECT min(d.decided_at) FILTER (WHERE d.kind = 'acknowledgement') AS first_ack,
-                   min(d.decided_at) FILTER (WHERE d.kind = 'decision') AS first_decision,
-                   (SELECT count(*) FROM herald.event_log x
-                     WHERE x.about_event_id = ev.id AND x.type = 'decision.followup') AS followups
-              FROM herald.decision_log d WHERE d.event_id = ev.id) f
      GROUP BY ev.rule
      ORDER BY ev.rule;
 END;
 COMMENT ON FUNCTION herald.decision_report(timestamptz, timestamptz) IS
-    'Per rule: events calling for a decision, the share decided, median times to acknowledge and to decide, decisions per choice and per channel';
+    'Per rule: events calling for a decision, the share decided, median times to acknowledge and to decide, decisions per choice, per channel and per key';
 
 -- Decision pages (decision_page.c, served by the HTTP worker) ---------------
 

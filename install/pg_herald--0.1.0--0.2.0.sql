@@ -307,3 +307,7 @@ UPDATE herald.event_log x SET awaits_decision = NULL
  WHERE x.awaits_decision AND x.type = 'rule.escalated'
    AND f.id = (x.payload ->> 'fired_event_id')::bigint
    AND (f.awaits_decision OR f.asked_at IS NOT NULL);
+
+-- The self-check of herald.rules (durations, next evaluation) and
+-- herald.decision_report()'s by_key: views and functions only, defined by
+-- the code appended below; no table changes.

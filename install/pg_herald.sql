@@ -1357,13 +1357,54 @@ SELECT r.name,
                JOIN herald.channel_defs c ON c.id = rc.channel_id
               WHERE rc.rule_id = r.id ORDER BY c.name) AS channels,
        r.owner,
-       r.created_at
+       r.created_at,
+       -- the self-check: how evaluations go, and what comes next
+       t.last_duration_ms,
+       t.avg_duration_ms,
+       t.p95_duration_ms,
+       n.at AS next_evaluation_at,
+       concat_ws('; ', n.why,
+                 CASE WHEN s.until IS NOT NULL AND r.enabled
+                      THEN 'silenced: its events are recorded, not delivered' END)
+           AS next_evaluation_reason
   FROM herald.rule_defs r
   LEFT JOIN herald.rule_instances i ON i.rule_id = r.id
   LEFT JOIN LATERAL (
         SELECT max(x.until) AS until FROM herald.silence_defs x
          WHERE (x.rule_id = r.id OR x.rule_id IS NULL) AND x.ended_at IS NULL
            AND now() >= x.starts_at AND now() < x.until) s ON true
+  -- the instance's last 20 evaluations, newest first, through the index
+  -- evaluation_log_rule: a constant cost per row whatever the history
+  LEFT JOIN LATERAL (
+        SELECT (array_agg(l.duration_ms ORDER BY l.evaluated_at DESC))[1] AS last_duration_ms,
+               round(avg(l.duration_ms)::numeric, 3)::double precision AS avg_duration_ms,
+               round((percentile_cont(0.95) WITHIN GROUP (ORDER BY l.duration_ms))::numeric, 3)
+                   ::double precision AS p95_duration_ms
+          FROM (SELECT x.duration_ms, x.evaluated_at FROM herald.evaluation_log x
+                 WHERE x.rule_id = r.id AND x.key = i.key
+                 ORDER BY x.evaluated_at DESC LIMIT 20) l
+        HAVING count(*) > 0) t ON true
+  -- when the scheduler evaluates the instance next (its schedule after the
+  -- last evaluation, or its timer: the end of a pending period, a reminder),
+  -- and what else makes it evaluate (a commit to a watched table)
+  CROSS JOIN LATERAL (
+        SELECT CASE WHEN r.kind = 'threshold' AND r.enabled AND i.last_evaluated_at IS NOT NULL
+                    THEN least(i.last_evaluated_at + r.every, i.next_check_at) END AS at,
+               CASE WHEN r.table_dropped_at IS NOT NULL
+                    THEN 'disabled: a table it uses was dropped'
+                    WHEN NOT r.enabled THEN 'disabled'
+                    WHEN r.kind = 'row'
+                    THEN 'on each ' || array_to_string(r.operations, ', ') || ' on ' || r.on_table::text
+                    WHEN i.last_evaluated_at IS NULL THEN 'at once: not evaluated yet'
+                    ELSE concat_ws('; ',
+                        CASE WHEN i.next_check_at IS NULL THEN NULL
+                             WHEN i.state = 'pending' THEN 'end of the pending period'
+                             ELSE 'reminder due' END,
+                        'every ' || r.every::text,
+                        'on change of ' || array_to_string(r.watch::text[], ', ')
+                            || CASE WHEN r.min_interval > '0' THEN ', at most every ' || r.min_interval::text
+                                    ELSE '' END)
+               END AS why) n
  WHERE herald._may_see(r.owner);
 
 -- Is this database served?  One row: the database, whether pg_herald's

@@ -12,8 +12,8 @@
 # run when something is missing.  Installing needs root; without root the
 # script lists what is missing and fails.
 #
-# The browser test (test/t/031_browser.pl) drives Debian's chromium with
-# npm's playwright-core, pinned in test/browser/package-lock.json and
+# The browser tests (test/t/031_browser.pl, 032_cards.pl) drive Debian's chromium with
+# npm's playwright-core and adaptivecards, pinned in test/browser/package-lock.json and
 # installed into test/browser/node_modules by "npm ci" (again only when the
 # lock file changed).  Node.js and npm come from Debian (nodejs 18) unless
 # a node and an npm are already on PATH.

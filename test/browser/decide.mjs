@@ -34,18 +34,11 @@
 // --disable-background-networking; every wait is bounded (15 s a step).
 import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 const STEP_MS = 15000;
-const executablePath = process.env.HERALD_CHROMIUM || '/usr/bin/chromium';
 
-const browser = await chromium.launch({
-	executablePath,
-	headless: true,
-	timeout: 60000,
-	args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-		'--disable-dev-shm-usage'],
-});
+const browser = await launchChromium();
 
 let phone = null;		// the phone's context and page
 let page = null;

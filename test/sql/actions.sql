@@ -31,26 +31,10 @@ CREATE TABLE act_probe (id serial PRIMARY KEY);
 SELECT herald.create_channel('act-probe', 'webhook', test.url('/actions/probe'));
 SELECT herald.on_change('act-probe', 'act_probe', ARRAY['act-probe'], ARRAY['INSERT'],
                         choices => ARRAY['Seen']);
-CREATE PROCEDURE test.await_actions(want boolean)
-LANGUAGE plpgsql AS $$
-BEGIN
-    FOR i IN 1 .. 200 LOOP
-        INSERT INTO act_probe DEFAULT VALUES;
-        COMMIT;
-        PERFORM herald.flush();
-        IF (SELECT ((r ->> 'body')::jsonb -> 'data' ? 'actions')
-              FROM test.received('/actions/probe') r
-             ORDER BY (r ->> 'n')::int DESC LIMIT 1) = want THEN
-            RETURN;
-        END IF;
-    END LOOP;
-    RAISE EXCEPTION 'the delivery worker did not take the new herald.public_url';
-END
-$$;
 
 ALTER SYSTEM SET herald.public_url = 'https://decide.example';
 SELECT pg_reload_conf();
-CALL test.await_actions(true);
+CALL test.await_actions('act_probe', '/actions/probe', true);
 
 CREATE TABLE act_orders (id int PRIMARY KEY, item text, amount numeric);
 SELECT herald.create_channel('act-hook', 'webhook', test.url('/actions/hook'));
@@ -328,7 +312,7 @@ SELECT herald.alter_channel('act-mail', subject => NULL);
 -------------------------------------------------------------------------------
 ALTER SYSTEM RESET herald.public_url;
 SELECT pg_reload_conf();
-CALL test.await_actions(false);
+CALL test.await_actions('act_probe', '/actions/probe', false);
 UPDATE act_basket SET abandoned = 5;
 SELECT herald.flush();
 UPDATE act_basket SET abandoned = 500;
@@ -344,4 +328,3 @@ SELECT test.act_mask((r ->> 'body')::jsonb -> 'data' ->> 'message') AS message,
 SELECT herald.drop_rule(n) FROM unnest(ARRAY['act-probe', 'act-choices', 'act-baskets', 'act-quiet']) n;
 SELECT herald.drop_channel(name) FROM herald.channels WHERE name LIKE 'act-%' ORDER BY name;
 DROP TABLE act_orders, act_basket, act_probe;
-DROP PROCEDURE test.await_actions(boolean);

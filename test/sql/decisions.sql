@@ -101,6 +101,32 @@ SELECT h.id, d.kind, d.decision, 'tester', current_user, h.created_at + d.after
     ON d.rule = h.rule AND d.at = h.created_at;
 SELECT * FROM herald.decision_report('2026-01-01', '2026-01-31') WHERE rule LIKE 'report-%';
 
+-- by key, for a grouped threshold rule: paris fires at warning level, then
+-- escalates (one episode, not two), lyon fires at critical level; the
+-- decision made on paris's escalation counts for paris's episode
+CREATE TABLE basket_abandons (shop text PRIMARY KEY, n int NOT NULL);
+INSERT INTO basket_abandons VALUES ('paris', 0), ('lyon', 0);
+SELECT herald.on_threshold('report-keys', 'SELECT shop, n FROM basket_abandons', '>', 50,
+                           ARRAY['decisions-hook'], warning_threshold => 30,
+                           watch => ARRAY['basket_abandons'::regclass]);
+SELECT herald.flush();
+UPDATE basket_abandons SET n = 40 WHERE shop = 'paris';
+SELECT herald.flush();
+UPDATE basket_abandons SET n = 60 WHERE shop = 'paris';
+SELECT herald.flush();
+UPDATE basket_abandons SET n = 70 WHERE shop = 'lyon';
+SELECT herald.flush();
+SELECT type, payload ->> 'key' AS key, payload ->> 'level' AS level
+  FROM herald.events WHERE rule = 'report-keys' ORDER BY id;
+SELECT herald.decide((SELECT id FROM herald.events WHERE rule = 'report-keys'
+                       AND type = 'rule.escalated'), 'paris: a second cashier') > 0 AS decided;
+SELECT rule, events, decided, by_choice, by_key
+  FROM herald.decision_report() WHERE rule = 'report-keys';
+-- a rule without keys has none
+SELECT rule, by_key FROM herald.decision_report() WHERE rule = 'low-flour';
+SELECT herald.drop_rule('report-keys');
+DROP TABLE basket_abandons;
+
 -- follow-ups: once after the delay when nothing is decided, never when a
 -- decision came first, again and again with followup_every
 ALTER SYSTEM SET herald.decision_url = 'https://intranet.example/decide?event={{event_id}}';

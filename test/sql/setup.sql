@@ -33,6 +33,28 @@ LANGUAGE sql AS $$
      ORDER BY (line::jsonb ->> 'n')::int
 $$;
 
+-- Settings reach the delivery workers at their next loop after a reload:
+-- insert a row into probe_table (watched by a row rule with choices, or
+-- none, whose channel is the receiver's probe_path) until the message it
+-- sends has actions (want true) or has none (want false): herald.public_url
+-- took effect.
+CREATE PROCEDURE test.await_actions(probe_table regclass, probe_path text, want boolean)
+LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1 .. 200 LOOP
+        EXECUTE format('INSERT INTO %s DEFAULT VALUES', probe_table);
+        COMMIT;
+        PERFORM herald.flush();
+        IF (SELECT ((r ->> 'body')::jsonb -> 'data' ? 'actions')
+              FROM test.received(probe_path) r
+             ORDER BY (r ->> 'n')::int DESC LIMIT 1) = want THEN
+            RETURN;
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION 'the delivery worker did not take the new herald.public_url';
+END
+$$;
+
 -- The receiver URL for a path (and query string).
 CREATE FUNCTION test.url(path text) RETURNS text
 LANGUAGE sql AS $$ SELECT (SELECT url FROM test.config) || path $$;

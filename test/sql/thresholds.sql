@@ -410,6 +410,72 @@ SELECT count(*) AS watch_triggers FROM pg_trigger
  WHERE tgrelid = 'carts'::regclass AND tgname = 'herald_watch';
 SELECT name, state FROM herald.rules WHERE name LIKE 'carts-per-store%' ORDER BY 1;
 
+-------------------------------------------------------------------------------
+-- The self-check in herald.rules: how long evaluations take, when and on
+-- what each rule is evaluated next, or why it is not.
+-------------------------------------------------------------------------------
+CREATE TABLE sc_orders (shop text NOT NULL, n int NOT NULL);
+INSERT INTO sc_orders VALUES ('paris', 1);
+BEGIN;
+SELECT herald.on_threshold('sc-scheduled', 'SELECT count(*) FROM sc_orders', '>', 100,
+                           ARRAY['growth'], every => '1 hour');
+-- declared, not evaluated yet
+SELECT name, state, next_evaluation_at, next_evaluation_reason, last_duration_ms
+  FROM herald.rules WHERE name = 'sc-scheduled';
+COMMIT;
+SELECT herald.on_threshold('sc-pending', 'SELECT shop, n FROM sc_orders', '>', 100,
+                           ARRAY['growth'], watch => ARRAY['sc_orders'::regclass],
+                           pending_for => '1 hour', every => '1 day');
+CREATE TABLE sc_quiet (n int);
+SELECT herald.on_threshold('sc-throttled', 'SELECT max(n) FROM sc_quiet', '>', 100,
+                           ARRAY['growth'], watch => ARRAY['sc_quiet'::regclass, 'visits'::regclass],
+                           min_interval => '10 minutes');
+SELECT herald.on_change('sc-rows', 'sc_orders', ARRAY['growth'], ARRAY['INSERT', 'UPDATE']);
+SELECT test.wait_until($$SELECT bool_and(last_evaluated_at IS NOT NULL) FROM herald.rules
+                          WHERE name IN ('sc-scheduled', 'sc-pending', 'sc-throttled')$$) AS evaluated;
+UPDATE sc_orders SET n = 200;
+SELECT herald.flush();
+SELECT test.wait_until($$SELECT state = 'pending' FROM herald.rules WHERE name = 'sc-pending'$$) AS pending;
+SELECT name, key, state,
+       next_evaluation_at - last_evaluated_at AS next_after_last,
+       next_evaluation_reason
+  FROM herald.rules WHERE name LIKE 'sc-%' ORDER BY name, key;
+-- a timer (the end of the pending period) before the schedule
+SELECT next_evaluation_at = i.next_check_at AS at_the_timer,
+       i.next_check_at = i.pending_since + interval '1 hour' AS end_of_pending
+  FROM herald.rules r JOIN herald.rule_instances i
+    ON i.rule_id = (SELECT id FROM herald.rule_defs WHERE name = 'sc-pending') AND i.key = r.key
+ WHERE r.name = 'sc-pending';
+-- the durations are those of the instance's evaluations (the last one, the
+-- mean and the 95th percentile of the last 20)
+SELECT r.name,
+       r.last_duration_ms = (SELECT e.duration_ms FROM herald.evaluations e
+                              WHERE e.rule = r.name AND e.key = r.key
+                              ORDER BY e.evaluated_at DESC LIMIT 1) AS last_is_latest,
+       r.avg_duration_ms = (SELECT round(avg(e.duration_ms)::numeric, 3)::float8
+                              FROM herald.evaluations e WHERE e.rule = r.name AND e.key = r.key)
+           AS avg_of_evaluations,
+       r.p95_duration_ms >= 0 AND r.p95_duration_ms <= (SELECT max(e.duration_ms) FROM herald.evaluations e
+                                                         WHERE e.rule = r.name AND e.key = r.key)
+           AS p95_in_range
+  FROM herald.rules r WHERE r.name IN ('sc-pending', 'sc-throttled') ORDER BY 1;
+-- more than 20 evaluations: the last 20 count (1006 to 1025 ms)
+INSERT INTO herald.evaluation_log (rule_id, key, evaluated_at, value, duration_ms, state_after)
+SELECT id, '', now() + g * interval '1 minute', 1, 1000 + g, 'ok'
+  FROM herald.rule_defs, generate_series(1, 25) g WHERE name = 'sc-throttled';
+SELECT last_duration_ms, avg_duration_ms, p95_duration_ms FROM herald.rules WHERE name = 'sc-throttled';
+DELETE FROM herald.evaluation_log WHERE rule_id = (SELECT id FROM herald.rule_defs WHERE name = 'sc-throttled')
+                                    AND duration_ms > 1000;
+-- silenced, disabled
+SELECT herald.silence('sc-pending', now() + interval '1 hour', 'maintenance') > 0 AS silenced;
+SELECT herald.disable_rule('sc-scheduled');
+SELECT herald.disable_rule('sc-rows');
+SELECT name, next_evaluation_at IS NOT NULL AS has_next, next_evaluation_reason
+  FROM herald.rules WHERE name LIKE 'sc-%' ORDER BY name;
+SELECT herald.unsilence('sc-pending');
+SELECT herald.drop_rule(n) FROM unnest(ARRAY['sc-scheduled', 'sc-pending', 'sc-throttled', 'sc-rows']) n;
+DROP TABLE sc_orders, sc_quiet;
+
 -- clean up for the tests that follow
 SELECT herald.drop_rule(name) FROM herald.rule_defs WHERE kind = 'threshold';
 DROP OWNED BY herald_test_analyst;
