@@ -294,3 +294,9 @@ CREATE TABLE herald.dropped_rules (
 SELECT pg_catalog.pg_extension_config_dump('herald.rule_change_log', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.rule_change_log_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.dropped_rules', '');
+
+-------------------------------------------------------------------------------
+-- Facts that explain an event: a row rule's facts (the columns its messages
+-- show, in order; herald.on_change and herald.alter_rule take facts =>)
+-------------------------------------------------------------------------------
+ALTER TABLE herald.rule_defs ADD COLUMN facts text[] CHECK (cardinality(facts) BETWEEN 1 AND 8);

@@ -95,6 +95,9 @@ CREATE TABLE herald.rule_defs (
     announce_decisions boolean NOT NULL DEFAULT true,
     -- the last herald.alter_rule() (see herald.rule_change_log)
     altered_at        timestamptz,
+    -- row rules: the columns a message shows as facts, in order (NULL: the
+    -- table's first columns); herald._check_facts() has the range
+    facts             text[] CHECK (cardinality(facts) BETWEEN 1 AND 8),
     CHECK (kind <> 'row' OR (on_table IS NOT NULL AND cardinality(operations) > 0)),
     CHECK (kind <> 'threshold' OR (metric IS NOT NULL AND grouped IS NOT NULL
                                    AND op IS NOT NULL AND threshold IS NOT NULL

@@ -297,6 +297,7 @@ enum
 	CLAIM_RULE,
 	CLAIM_CREATED_AT,
 	CLAIM_PAYLOAD,
+	CLAIM_FACT_COLUMNS,
 	CLAIM_MESSAGE,
 	CLAIM_CHANNEL_ID,
 	CLAIM_CHANNEL,
@@ -337,6 +338,8 @@ enum
 	"        to_char(e.created_at AT TIME ZONE 'UTC'," \
 	"                'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')," \
 	"        e.payload," \
+	/* the row's columns to show, in order: an index scan of pg_attribute */ \
+	"        CASE WHEN e.type LIKE 'row.%' THEN herald._fact_columns(r.facts, r.on_table) END," \
 	"        CASE WHEN e.type NOT LIKE 'decision.%' THEN r.message END," \
 	"        c.id, c.name, c.kind, c.target, c.secret," \
 	"        ARRAY(SELECT h.key || ': ' || h.value" \
@@ -407,6 +410,8 @@ copy_deliveries(MemoryContext cxt, HeraldDelivery **out, List **spilled)
 		d->rule = copy_text(tup, desc, CLAIM_RULE);
 		d->created_at = copy_text(tup, desc, CLAIM_CREATED_AT);
 		d->payload = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, CLAIM_PAYLOAD, &isnull));
+		d->fact_columns = copy_text_array(tup, desc, CLAIM_FACT_COLUMNS,
+										  &d->nfact_columns);
 		d->message = copy_text(tup, desc, CLAIM_MESSAGE);
 		d->channel_id = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_CHANNEL_ID, &isnull));
 		d->channel = copy_text(tup, desc, CLAIM_CHANNEL);

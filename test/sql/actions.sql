@@ -15,7 +15,7 @@ LANGUAGE sql AS $$
         replace(t, E'=\r\n', ''),
         '/d/([A-Za-z0-9_-]|=2D)+', '/d/TOKEN', 'g'),
         '"value": "[A-Za-z0-9_-]{20,}"', '"value": "TOKEN"', 'g'),
-        '\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d(:\d\d)?)?', 'TIME', 'g'),
+        '\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:\d\d)?)?', 'TIME', 'g'),
         '(event |event_id": |X-Herald-Event: |event_id=|decision_id": )\d+', '\1N', 'g'),
         'msg_\d+_\d+', 'msg_N', 'g'),
         '\d\d:\d\d UTC', 'HH:MM UTC', 'g'),
