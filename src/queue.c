@@ -338,8 +338,12 @@ enum
 	"        to_char(e.created_at AT TIME ZONE 'UTC'," \
 	"                'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')," \
 	"        e.payload," \
-	/* the row's columns to show, in order: an index scan of pg_attribute */ \
-	"        CASE WHEN e.type LIKE 'row.%' THEN herald._fact_columns(r.facts, r.on_table) END," \
+	/* \
+	 * the row's columns to show, in order (an index scan of pg_attribute), \
+	 * for a row event or the Slack update of a message about one \
+	 */ \
+	"        CASE WHEN e.type LIKE 'row.%' OR dl.response_url IS NOT NULL" \
+	"             THEN herald._fact_columns(r.facts, r.on_table) END," \
 	"        CASE WHEN e.type NOT LIKE 'decision.%' THEN r.message END," \
 	"        c.id, c.name, c.kind, c.target, c.secret," \
 	"        ARRAY(SELECT h.key || ': ' || h.value" \
