@@ -742,12 +742,14 @@ $$;
 -- 'gone' (its event or rule is no longer there), or 'no_choice' (the rule
 -- no longer offers the link's action); the other columns are set when it
 -- is 'valid'.  labels are the actions the rule offers, 1..n; decisions the
--- episode's, oldest first (the latest 50).  Run by the HTTP worker's role.
+-- episode's, oldest first (the latest 50); fact_columns the columns a row
+-- event shows (herald._fact_columns).  Run by the HTTP worker's role.
 CREATE OR REPLACE FUNCTION herald._link_page(token text, made_at bigint,
     OUT status text, OUT event_id bigint, OUT event_type text, OUT rule text,
     OUT message text, OUT created_at text, OUT payload jsonb, OUT has_choices boolean,
     OUT labels text[], OUT action integer, OUT channel text, OUT recipient text,
-    OUT expires_at timestamptz, OUT form_token text, OUT decisions text[], OUT mine text)
+    OUT expires_at timestamptz, OUT form_token text, OUT decisions text[], OUT mine text,
+    OUT fact_columns text[])
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -769,6 +771,9 @@ BEGIN
     message := CASE WHEN e.type NOT LIKE 'decision.%' THEN r.message END;
     created_at := to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
     payload := e.payload;
+    IF e.type LIKE 'row.%' THEN
+        fact_columns := herald._fact_columns(r.facts, r.on_table);
+    END IF;
     has_choices := r.choices IS NOT NULL;
     labels := ARRAY(SELECT herald._action_label(r.choices, a)
                       FROM generate_series(1, coalesce(cardinality(r.choices), 2)) a ORDER BY a);

@@ -311,3 +311,9 @@ UPDATE herald.event_log x SET awaits_decision = NULL
 -- The self-check of herald.rules (durations, next evaluation) and
 -- herald.decision_report()'s by_key: views and functions only, defined by
 -- the code appended below; no table changes.
+
+-------------------------------------------------------------------------------
+-- Facts that explain an event: a row rule's facts (the columns its messages
+-- show, in order; herald.on_change and herald.alter_rule take facts =>)
+-------------------------------------------------------------------------------
+ALTER TABLE herald.rule_defs ADD COLUMN facts text[] CHECK (cardinality(facts) BETWEEN 1 AND 8);

@@ -773,6 +773,58 @@ BEGIN
 END;
 $$;
 
+-- The facts of a row event: the columns its messages show, in this order,
+-- after the table and the operation.  A rule's facts (checked by
+-- herald._check_facts), or else the table's first 6 columns in table order
+-- (attnum), as they are now: the claim and the decision page resolve them
+-- when a message is rendered, so that capture does nothing for them and a
+-- column added or renamed since the declaration is shown as it is.  NULL
+-- when the table is gone: the renderer then takes the row's first columns.
+CREATE OR REPLACE FUNCTION herald._fact_columns(facts text[], on_table regclass) RETURNS text[]
+LANGUAGE sql STABLE
+AS $$
+    SELECT coalesce(facts, nullif(ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+                                         WHERE a.attrelid = on_table AND a.attnum > 0
+                                           AND NOT a.attisdropped
+                                         ORDER BY a.attnum LIMIT 6), '{}'))
+$$;
+
+-- A row rule's facts => : NULL (the first columns), or 1 to 8 distinct
+-- columns of the table.
+CREATE OR REPLACE FUNCTION herald._check_facts(on_table regclass, facts text[]) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_col text;
+BEGIN
+    IF facts IS NULL THEN
+        RETURN;
+    END IF;
+    IF cardinality(facts) NOT BETWEEN 1 AND 8 THEN
+        RAISE EXCEPTION 'facts must list 1 to 8 columns, not %', cardinality(facts)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A message shows the table, the operation and at most 8 columns; without facts, the table''s first 6.';
+    END IF;
+    FOREACH v_col IN ARRAY facts LOOP
+        IF v_col IS NULL THEN
+            RAISE EXCEPTION 'facts must not contain null'
+                USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute a
+                        WHERE a.attrelid = on_table AND a.attname = v_col
+                          AND a.attnum > 0 AND NOT a.attisdropped) THEN
+            RAISE EXCEPTION 'column "%" of facts does not exist in table %', left(v_col, 100), on_table
+                USING ERRCODE = 'undefined_column';
+        END IF;
+    END LOOP;
+    IF cardinality(facts) <> (SELECT count(DISTINCT f) FROM unnest(facts) f) THEN
+        RAISE EXCEPTION 'facts lists a column more than once'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END;
+$$;
+
 -- A row rule's definition r, checked as a declaration checks it (with the
 -- rights of herald._invoker()), with the channels it names: returns r with
 -- its operations normalized (upper case, each once).  on_change() and
@@ -814,6 +866,7 @@ BEGIN
 
     PERFORM herald._check_condition(r.on_table, r.condition);
     PERFORM herald._check_template(r.message, 'row', r.on_table);
+    PERFORM herald._check_facts(r.on_table, r.facts);
     PERFORM herald._check_followups(r.followup_after, r.followup_every);
     PERFORM herald._check_choices(r.choices, r.announce_decisions);
     RETURN r;
@@ -830,7 +883,8 @@ CREATE OR REPLACE FUNCTION herald.on_change(
     followup_after interval DEFAULT NULL,
     followup_every interval DEFAULT NULL,
     choices    text[] DEFAULT NULL,
-    announce_decisions boolean DEFAULT true)
+    announce_decisions boolean DEFAULT true,
+    facts      text[] DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -848,13 +902,15 @@ BEGIN
     v_rule.followup_every := on_change.followup_every;
     v_rule.choices := on_change.choices;
     v_rule.announce_decisions := on_change.announce_decisions;
+    v_rule.facts := on_change.facts;
     v_rule := herald._check_row_rule(v_rule, on_change.channels);
 
     INSERT INTO herald.rule_defs (name, kind, owner, on_table, operations, condition, message,
-                                  followup_after, followup_every, choices, announce_decisions)
+                                  followup_after, followup_every, choices, announce_decisions,
+                                  facts)
     VALUES (on_change.name, 'row', herald._invoker(), v_rule.on_table, v_rule.operations,
             v_rule.condition, v_rule.message, v_rule.followup_after,
-            v_rule.followup_every, v_rule.choices, v_rule.announce_decisions)
+            v_rule.followup_every, v_rule.choices, v_rule.announce_decisions, v_rule.facts)
     RETURNING id INTO v_rule.id;
     INSERT INTO herald.rule_channels (rule_id, channel_id)
     SELECT v_rule.id, unnest(herald._channel_ids(on_change.channels));
@@ -862,7 +918,7 @@ BEGIN
     PERFORM herald._sync_triggers(on_change.on_table);
 END;
 $$;
-COMMENT ON FUNCTION herald.on_change(text, regclass, text[], text[], text, text, interval, interval, text[], boolean) IS
+COMMENT ON FUNCTION herald.on_change(text, regclass, text[], text[], text, text, interval, interval, text[], boolean, text[]) IS
     'Declare a row rule: matching committed row changes become events on the given channels';
 
 -- A rule the invoker may change: its own (or its role's), or any for
@@ -935,7 +991,7 @@ CREATE OR REPLACE FUNCTION herald._rule_parameters(kind text) RETURNS text[]
 LANGUAGE sql IMMUTABLE
 RETURN CASE kind
     WHEN 'row' THEN ARRAY['on_table', 'operations', 'condition', 'message', 'followup_after',
-                          'followup_every', 'choices', 'announce_decisions']
+                          'followup_every', 'choices', 'announce_decisions', 'facts']
     ELSE ARRAY['metric', 'op', 'threshold', 'watch', 'every', 'message', 'warning_threshold',
                'recover_threshold', 'pending_for', 'repeat_every', 'min_interval', 'no_data',
                'query_timeout', 'followup_after', 'followup_every', 'meeting', 'choices',
@@ -971,7 +1027,8 @@ CREATE OR REPLACE FUNCTION herald._alter_rule(
     announce_decisions boolean,
     reset             text[],
     search_path       text,
-    followup_on_resolve text)
+    followup_on_resolve text,
+    facts             text[])
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1006,7 +1063,7 @@ BEGIN
         'pending_for', _alter_rule.pending_for, 'repeat_every', _alter_rule.repeat_every,
         'min_interval', _alter_rule.min_interval, 'no_data', _alter_rule.no_data,
         'query_timeout', _alter_rule.query_timeout, 'meeting', _alter_rule.meeting,
-        'followup_on_resolve', _alter_rule.followup_on_resolve));
+        'followup_on_resolve', _alter_rule.followup_on_resolve, 'facts', _alter_rule.facts));
     FOR v_param IN SELECT k FROM jsonb_object_keys(v_given) k ORDER BY k LOOP
         IF NOT v_param = ANY (herald._rule_parameters(v_old.kind)) THEN
             RAISE EXCEPTION '% does not apply to a % rule', v_param, v_old.kind
@@ -1042,6 +1099,7 @@ BEGIN
     v_new.choices := coalesce(_alter_rule.choices, v_old.choices);
     v_new.announce_decisions := coalesce(_alter_rule.announce_decisions, v_old.announce_decisions);
     v_new.followup_on_resolve := coalesce(_alter_rule.followup_on_resolve, v_old.followup_on_resolve);
+    v_new.facts := coalesce(_alter_rule.facts, v_old.facts);
 
     -- reset: back to what a declaration without the parameter has
     FOREACH v_param IN ARRAY coalesce(_alter_rule.reset, '{}') LOOP
@@ -1079,6 +1137,7 @@ BEGIN
             WHEN 'choices' THEN v_new.choices := NULL;
             WHEN 'announce_decisions' THEN v_new.announce_decisions := true;
             WHEN 'followup_on_resolve' THEN v_new.followup_on_resolve := 'stop';
+            WHEN 'facts' THEN v_new.facts := NULL;
             ELSE
                 RAISE EXCEPTION 'cannot reset %: a % rule needs one', v_param, v_old.kind
                     USING ERRCODE = 'invalid_parameter_value',
@@ -1132,7 +1191,7 @@ BEGIN
            no_data = v_new.no_data, query_timeout = v_new.query_timeout,
            followup_after = v_new.followup_after, followup_every = v_new.followup_every,
            meeting = v_new.meeting, choices = v_new.choices,
-           announce_decisions = v_new.announce_decisions,
+           announce_decisions = v_new.announce_decisions, facts = v_new.facts,
            followup_on_resolve = v_new.followup_on_resolve, altered_at = now()
      WHERE r.id = v_old.id;
     DELETE FROM herald.rule_channels rc
@@ -1182,7 +1241,8 @@ CREATE OR REPLACE FUNCTION herald.alter_rule(
     choices           text[] DEFAULT NULL,
     announce_decisions boolean DEFAULT NULL,
     reset             text[] DEFAULT NULL,
-    followup_on_resolve text DEFAULT NULL)
+    followup_on_resolve text DEFAULT NULL,
+    facts             text[] DEFAULT NULL)
 RETURNS void
 LANGUAGE sql
 BEGIN ATOMIC
@@ -1191,9 +1251,9 @@ BEGIN ATOMIC
                               recover_threshold, pending_for, repeat_every, min_interval, no_data,
                               query_timeout, followup_after, followup_every, meeting, choices,
                               announce_decisions, reset, pg_catalog.current_setting('search_path'),
-                              followup_on_resolve);
+                              followup_on_resolve, facts);
 END;
-COMMENT ON FUNCTION herald.alter_rule(text, text, text[], text, regclass, text[], text, text, text, numeric, regclass[], interval, numeric, numeric, interval, interval, interval, text, interval, interval, interval, interval, text[], boolean, text[], text) IS
+COMMENT ON FUNCTION herald.alter_rule(text, text, text[], text, regclass, text[], text, text, text, numeric, regclass[], interval, numeric, numeric, interval, interval, interval, text, interval, interval, interval, interval, text[], boolean, text[], text, text[]) IS
     'Change a rule in place (NULL: unchanged; reset lists parameters to set back to their default), keeping its id, state and history; every change is recorded';
 
 CREATE OR REPLACE FUNCTION herald._set_rule_enabled(name text, enabled boolean) RETURNS void
@@ -1366,7 +1426,8 @@ SELECT r.name,
        concat_ws('; ', n.why,
                  CASE WHEN s.until IS NOT NULL AND r.enabled
                       THEN 'silenced: its events are recorded, not delivered' END)
-           AS next_evaluation_reason
+           AS next_evaluation_reason,
+       r.facts
   FROM herald.rule_defs r
   LEFT JOIN herald.rule_instances i ON i.rule_id = r.id
   LEFT JOIN LATERAL (

@@ -55,7 +55,8 @@ GRANT SELECT ON herald.rules, herald.events, herald.deliveries, herald.attempts,
     TO herald_author;
 
 GRANT EXECUTE ON FUNCTION
-    herald.on_change(text, regclass, text[], text[], text, text, interval, interval, text[], boolean),
+    herald.on_change(text, regclass, text[], text[], text, text, interval, interval, text[], boolean,
+                     text[]),
     herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text, numeric,
                         numeric, interval, interval, interval, text, interval, interval, interval,
                         interval, text[], boolean, text),
@@ -65,7 +66,7 @@ GRANT EXECUTE ON FUNCTION
     herald.drop_rule(text),
     herald.alter_rule(text, text, text[], text, regclass, text[], text, text, text, numeric,
                       regclass[], interval, numeric, numeric, interval, interval, interval, text,
-                      interval, interval, interval, interval, text[], boolean, text[], text),
+                      interval, interval, interval, interval, text[], boolean, text[], text, text[]),
     herald.enable_rule(text),
     herald.disable_rule(text),
     herald.flush(interval),

@@ -98,6 +98,9 @@ CREATE TABLE herald.rule_defs (
     -- threshold rules: once the episode resolves, its follow-ups stop, or
     -- one more asks what was decided (ask_once)
     followup_on_resolve text NOT NULL DEFAULT 'stop' CHECK (followup_on_resolve IN ('stop', 'ask_once')),
+    -- row rules: the columns a message shows as facts, in order (NULL: the
+    -- table's first columns); herald._check_facts() has the range
+    facts             text[] CHECK (cardinality(facts) BETWEEN 1 AND 8),
     CHECK (kind <> 'row' OR (on_table IS NOT NULL AND cardinality(operations) > 0)),
     CHECK (kind <> 'threshold' OR (metric IS NOT NULL AND grouped IS NOT NULL
                                    AND op IS NOT NULL AND threshold IS NOT NULL

@@ -274,7 +274,12 @@ BEGIN
 END;
 $$;
 
--- The payload of a threshold event, with the metric's recent values.
+-- The payload of a threshold event, with the metric's recent values.  An
+-- event of an episode (fired, escalated, reminder, resolved) carries the
+-- episode's level and start (since), a resolution the level it ended at;
+-- crossed is the threshold that explains it: the critical or the warning
+-- threshold for the level, on resolution the recover threshold when there
+-- is one.
 CREATE OR REPLACE FUNCTION herald._threshold_payload(r herald.rule_defs, before herald.rule_instances,
                                           after herald.rule_instances)
 RETURNS jsonb
@@ -288,8 +293,13 @@ RETURN jsonb_strip_nulls(jsonb_build_object(
     'recover_threshold', r.recover_threshold,
     'state', after.state,
     'previous_state', coalesce(before.state, 'ok'),
-    'level', after.level,
-    'since', after.firing_since,
+    'level', coalesce(after.level, before.level),
+    'since', coalesce(after.firing_since, before.firing_since),
+    'crossed', CASE WHEN after.value IS NULL THEN NULL
+                    WHEN after.firing_since IS NULL AND before.firing_since IS NOT NULL
+                         AND r.recover_threshold IS NOT NULL THEN r.recover_threshold
+                    WHEN coalesce(after.level, before.level) = 'warning' THEN r.warning_threshold
+                    WHEN coalesce(after.level, before.level) = 'critical' THEN r.threshold END,
     -- the episode's rule.fired event (a resolution names the one it ends)
     'fired_event_id', coalesce(after.fired_event_id, before.fired_event_id),
     'error', after.error,

@@ -293,6 +293,7 @@ decision_page(const char *token, const Form *typed, const char *error, int error
 		d.payload = isnull ? NULL : DatumGetJsonbPCopy(p);
 	}
 	d.kind = "page";
+	d.fact_columns = col_texts("fact_columns", &d.nfact_columns);
 	has_choices = DatumGetBool(col_datum("has_choices", &isnull));
 	labels = col_texts("labels", &nlabels);
 	action = DatumGetInt32(col_datum("action", &isnull));
@@ -322,9 +323,14 @@ decision_page(const char *token, const Form *typed, const char *error, int error
 		herald_html_escape(buf, error);
 		appendStringInfoString(buf, "</p>\n");
 	}
-	appendStringInfoString(buf, "<div class=\"msg\">");
-	herald_html_escape(buf, message);
-	appendStringInfoString(buf, "</div>\n");
+	/* under the title, what the message adds to it */
+	message = (char *) herald_message_body(title, message);
+	if (message[0])
+	{
+		appendStringInfoString(buf, "<div class=\"msg\">");
+		herald_html_escape(buf, message);
+		appendStringInfoString(buf, "</div>\n");
+	}
 	if (nfacts > 0)
 	{
 		appendStringInfoString(buf, "<dl>\n");

@@ -61,9 +61,9 @@ static const HeraldEventType event_types[] = {
 		.awaits_decision = true,
 		.variant = HERALD_VARIANT_KEY,
 		.title = "{{rule}} is firing",
-		.message = "{{rule}} is firing ({{level}}): {{value}} {{op}} {{threshold}} {{sparkline}}",
+		.message = "{{rule}} is firing ({{level}}): {{value}} {{op}} {{threshold}}",
 		.variant_title = "{{rule}} [{{key}}] is firing",
-		.variant_message = "{{rule}} [{{key}}] is firing ({{level}}): {{value}} {{op}} {{threshold}} {{sparkline}}",
+		.variant_message = "{{rule}} [{{key}}] is firing ({{level}}): {{value}} {{op}} {{threshold}}",
 		.decide_hint = DECIDE_HINT
 	},
 	{

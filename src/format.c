@@ -8,14 +8,19 @@
  * Microsoft Teams, Google Chat), format_email.c (SMTP) and notify below.  They
  * all draw on the same pieces, built here from the event: the message (the
  * rule's template or the default one for the event type, template.c), a short
- * title, the facts worth a glance (value, threshold, state, level and key for
- * a threshold event; table, operation and the first columns of the row for a
- * row event), a context line, the links the message contains, the actions of
- * an event that awaits a decision (herald_actions) and a thread per
+ * title, the facts worth a glance (herald_facts: for a threshold event what
+ * explains it, the value, the threshold crossed, the level, the key, since
+ * when and the trend; for a row event its table, operation and columns, in
+ * the table's order or the rule's; for a follow-up those of the alert it
+ * asks about), a context line, the links the message contains, the actions
+ * of an event that awaits a decision (herald_actions) and a thread per
  * episode (herald_thread_key, and the message an email replies to).
  * Titles and default messages are the event type's (event_types.c).
  * These are plain text; each format escapes them for its target and keeps
- * within its size limits.
+ * within its size limits.  No format shows the title twice: a message that
+ * starts with its title (as the default ones do) is shown after the title
+ * without it (herald_message_body), or instead of it where title and
+ * message make one text (herald_title_and_message).
  *
  * Every text is bounded before it is built, whatever the template and the
  * row: the message by its kind's limit and herald.max_message_size, the
@@ -44,7 +49,10 @@
 /* PostgreSQL's limit on a NOTIFY payload is 8000 bytes. */
 #define NOTIFY_MAX_BYTES 7999
 
-/* Columns of a row event shown as facts. */
+/*
+ * Columns of a row event shown as facts when its rule is gone (otherwise
+ * herald._fact_columns says, with the same number by default).
+ */
 #define ROW_FACT_COLUMNS 6
 
 /* The longest fact value, in bytes: more than any format shows. */
@@ -103,10 +111,54 @@ herald_message(HeraldDelivery *d, int max_bytes, bool *cut)
 {
 	HeraldTemplateValues values = herald_template_values(d);
 	int			limit = herald_max_message_size;
+	char	   *message;
+	int			len;
 
 	if (max_bytes > 0)
 		limit = Min(limit, max_bytes);
-	return herald_render_template(d->message, &values, limit, cut);
+	message = herald_render_template(d->message, &values, limit, cut);
+	/* what an empty placeholder at the end ({{sparkline}}) leaves */
+	len = strlen(message);
+	while (len > 0 && (message[len - 1] == ' ' || message[len - 1] == '\t'))
+		message[--len] = '\0';
+	return message;
+}
+
+/*
+ * What a message adds to its title, to show under it: the message without
+ * the title it starts with, nor the separator that follows (spaces, line
+ * breaks, ":", "-" ...); the whole message when it does not start with the
+ * title.  Points into message.
+ */
+const char *
+herald_message_body(const char *title, const char *message)
+{
+	size_t		len = strlen(title);
+	const char *rest = message + len;
+
+	if (len == 0 || strncmp(message, title, len) != 0 ||
+		/* "x is firing" does not start "x is firingly" */
+		(isalnum((unsigned char) title[len - 1]) && isalnum((unsigned char) *rest)))
+		return message;
+	while (*rest && strchr(" \t\r\n:;,.-", *rest) != NULL)
+		rest++;
+	return rest;
+}
+
+/*
+ * The title and the message as one text (a notification, a plain-text
+ * part), the title said once: the message alone when it starts with the
+ * title, else the title, separator and message; one of them when the
+ * other is empty.
+ */
+char *
+herald_title_and_message(const char *title, const char *message, const char *separator)
+{
+	if (herald_message_body(title, message) != message || title[0] == '\0')
+		return pstrdup(message);
+	if (message[0] == '\0')
+		return pstrdup(title);
+	return psprintf("%s%s%s", title, separator, message);
 }
 
 /* A short title, for headers and subjects, in at most max_bytes. */
@@ -183,50 +235,78 @@ value_text(JsonbValue *v)
 	}
 }
 
+/* A fact, unless there are HERALD_MAX_FACTS already or value is empty. */
+static int
+append_fact(HeraldFact *facts, int n, const char *name, char *value)
+{
+	if (n >= HERALD_MAX_FACTS || value == NULL || value[0] == '\0')
+		return n;
+	facts[n].name = name;
+	facts[n].value = value;
+	return n + 1;
+}
+
+/* A member of the object obj as text; NULL when absent or null. */
+static char *
+member_text(JsonbContainer *obj, const char *key)
+{
+	JsonbValue	v;
+
+	if (obj == NULL || getKeyJsonValueFromContainer(obj, key, strlen(key), &v) == NULL ||
+		v.type == jbvNull)
+		return NULL;
+	return value_text(&v);
+}
+
 static int
 add_fact(HeraldFact *facts, int n, JsonbContainer *obj, const char *key,
 		 const char *name)
 {
-	JsonbValue	v;
-
-	if (n >= HERALD_MAX_FACTS || obj == NULL ||
-		getKeyJsonValueFromContainer(obj, key, strlen(key), &v) == NULL ||
-		v.type == jbvNull)
-		return n;
-	facts[n].name = name;
-	facts[n].value = value_text(&v);
-	return n + 1;
+	return append_fact(facts, n, name, member_text(obj, key));
 }
 
 /*
- * The facts of an event, at most HERALD_MAX_FACTS: for a threshold event
- * its key, value, threshold, state and level; for a row event its table,
- * operation and the first columns of its row (new, or old for a delete);
- * for a follow-up those of the alert it asks about.
+ * A row event's facts: its table and operation, then the columns of its
+ * row (new, or old for a delete): d->fact_columns in their order (the
+ * rule's facts, or the table's first columns: herald._fact_columns), a
+ * column the row does not have (renamed since) left out; without them (the
+ * rule is gone), the first ROW_FACT_COLUMNS in the payload's order.
  */
-int
-herald_facts(HeraldDelivery *d, HeraldFact *facts)
+static int
+row_facts(HeraldDelivery *d, JsonbContainer *data, HeraldFact *facts)
 {
-	JsonbContainer *data = d->payload ? &d->payload->root : NULL;
 	JsonbValue	row;
+	JsonbContainer *obj;
 	int			n = 0;
 
-	if (data == NULL || !JsonContainerIsObject(data))
-		return 0;
-	if (strncmp(d->event_type, "row.", 4) == 0)
+	n = add_fact(facts, n, data, "table", "Table");
+	n = add_fact(facts, n, data, "operation", "Operation");
+	if ((getKeyJsonValueFromContainer(data, "new", 3, &row) == NULL &&
+		 getKeyJsonValueFromContainer(data, "old", 3, &row) == NULL) ||
+		row.type != jbvBinary || !JsonContainerIsObject(row.val.binary.data))
+		return n;
+	obj = row.val.binary.data;
+	if (d->fact_columns != NULL)
 	{
-		JsonbIterator *it;
+		for (int i = 0; i < d->nfact_columns && n < HERALD_MAX_FACTS; i++)
+		{
+			JsonbValue	v;
+			const char *col = d->fact_columns[i];
+
+			if (getKeyJsonValueFromContainer(obj, col, strlen(col), &v) == NULL)
+				continue;
+			facts[n].name = col;
+			facts[n].value = value_text(&v);
+			n++;
+		}
+	}
+	else
+	{
+		JsonbIterator *it = JsonbIteratorInit(obj);
 		JsonbValue	v;
 		JsonbIteratorToken tok;
 		int			columns = 0;
 
-		n = add_fact(facts, n, data, "table", "Table");
-		n = add_fact(facts, n, data, "operation", "Operation");
-		if ((getKeyJsonValueFromContainer(data, "new", 3, &row) == NULL &&
-			 getKeyJsonValueFromContainer(data, "old", 3, &row) == NULL) ||
-			row.type != jbvBinary || !JsonContainerIsObject(row.val.binary.data))
-			return n;
-		it = JsonbIteratorInit(row.val.binary.data);
 		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 		{
 			if (tok != WJB_KEY || columns >= ROW_FACT_COLUMNS || n >= HERALD_MAX_FACTS)
@@ -237,8 +317,88 @@ herald_facts(HeraldDelivery *d, HeraldFact *facts)
 			n++;
 			columns++;
 		}
-		return n;
 	}
+	return n;
+}
+
+/*
+ * A threshold event's facts, what explains it: the value; the threshold
+ * it crossed, named for what it is ("Threshold: > 50" at critical level,
+ * "Warning threshold: > 30" at warning level, "Recovers at: <= 40" on a
+ * resolution with a recover threshold); the level (not on a resolution);
+ * the key of a grouped rule; since when the episode runs; the trend
+ * (herald_sparkline, with enough values, unless the message's template
+ * draws it); the state when the type does not
+ * say it (no_data); why (the rule changed) and the error.
+ */
+static int
+threshold_facts(HeraldDelivery *d, JsonbContainer *data, HeraldFact *facts)
+{
+	const char *type = d->event_type;
+	bool		resolved = strcmp(type, "rule.resolved") == 0;
+	bool		episode = resolved || strcmp(type, "rule.fired") == 0 ||
+		strcmp(type, "rule.escalated") == 0 || strcmp(type, "rule.reminder") == 0;
+	const char *implied = resolved ? "ok" : episode ? "firing" : "error";
+	char	   *op = member_text(data, "op");
+	char	   *level = member_text(data, "level");
+	char	   *crossed = member_text(data, "crossed");
+	char	   *value = member_text(data, "value");
+	char	   *state = member_text(data, "state");
+	char	   *since = member_text(data, "since");
+	int			n = 0;
+
+	n = append_fact(facts, n, "Value", value);
+	/* an event recorded before crossed was: its (critical) threshold */
+	if (crossed == NULL && value != NULL)
+		crossed = member_text(data, "threshold");
+	if (crossed != NULL && op != NULL)
+	{
+		const char *name = "Threshold";
+
+		if (resolved && member_text(data, "recover_threshold") != NULL)
+		{
+			/* recovered at or below (above) it: see herald._transition() */
+			name = "Recovers at";
+			op = (op[0] == '>') ? "<=" : ">=";
+		}
+		else if (level != NULL && strcmp(level, "warning") == 0)
+			name = "Warning threshold";
+		n = append_fact(facts, n, name, psprintf("%s %s", op, crossed));
+	}
+	if (!resolved)
+		n = append_fact(facts, n, "Level", level);
+	n = add_fact(facts, n, data, "key", "Key");
+	if (episode && since != NULL)
+		n = append_fact(facts, n, "Since", herald_utc_time(since, true));
+	/* unless the message draws it already */
+	if (value != NULL &&
+		strstr(d->message ? d->message :
+			   herald_event_message(type, d->payload, false), "sparkline") == NULL)
+		n = append_fact(facts, n, "Trend", herald_sparkline(d->payload));
+	if (state != NULL && strcmp(state, implied) != 0)
+		n = append_fact(facts, n, "State", state);
+	n = add_fact(facts, n, data, "reason", "Reason");
+	n = add_fact(facts, n, data, "error", "Error");
+	return n;
+}
+
+/*
+ * The facts of an event, at most HERALD_MAX_FACTS: a row event's
+ * (row_facts), a threshold event's (threshold_facts), and for the others
+ * the fields of these that their payload has.
+ */
+int
+herald_facts(HeraldDelivery *d, HeraldFact *facts)
+{
+	JsonbContainer *data = d->payload ? &d->payload->root : NULL;
+	int			n = 0;
+
+	if (data == NULL || !JsonContainerIsObject(data))
+		return 0;
+	if (strncmp(d->event_type, "row.", 4) == 0)
+		return row_facts(d, data, facts);
+	if (strncmp(d->event_type, "rule.", 5) == 0)
+		return threshold_facts(d, data, facts);
 	if (strcmp(d->event_type, "decision.followup") == 0)
 	{
 		/* the alert it asks about */

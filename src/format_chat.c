@@ -99,8 +99,10 @@
 typedef struct ChatParts
 {
 	char	   *title;
+	char	   *headline;		/* title and message in one text, the title
+								 * once (Slack's notification text) */
 	char	   *message;		/* as sent: full_message, or cut */
-	char	   *full_message;
+	char	   *full_message;	/* what the message adds to the title */
 	int			message_bytes;	/* bytes of full_message in message */
 	char	   *context;
 	char	   *thread_key;		/* Google Chat */
@@ -241,11 +243,14 @@ collect_parts(HeraldDelivery *d, ChatParts *p, int message_max, int fact_max)
 	char	   *links[HERALD_MAX_LINKS];
 	char	   *hosts[HERALD_MAX_LINKS];
 	int			nlinks;
+	char	   *rendered;
 
 	memset(p, 0, sizeof(*p));
 	p->title = herald_truncate(herald_title(d, herald_chars_bytes(TITLE_MAX_CHARS)),
 							   TITLE_MAX_CHARS, HERALD_TRUNCATED);
-	p->full_message = herald_message(d, message_max, NULL);
+	rendered = herald_message(d, message_max, NULL);
+	p->headline = herald_title_and_message(p->title, rendered, ": ");
+	p->full_message = pstrdup(herald_message_body(p->title, rendered));
 	p->message = p->full_message;
 	p->message_bytes = strlen(p->full_message);
 	p->context = herald_truncate(herald_context_line(d), CONTEXT_MAX_CHARS,
@@ -262,7 +267,7 @@ collect_parts(HeraldDelivery *d, ChatParts *p, int message_max, int fact_max)
 	 * refuses the whole message for one button with a bad URL: leave out
 	 * the links with no host and the ones too long.
 	 */
-	nlinks = herald_links(p->full_message, links);
+	nlinks = herald_links(rendered, links);
 	for (int i = 0; i < nlinks; i++)
 	{
 		char	   *host = link_host(links[i]);
@@ -411,10 +416,8 @@ build_slack(StringInfo buf, ChatParts *p)
 
 	if (p->status)
 		fallback = psprintf("%s: %s", p->title, p->status);
-	else if (p->message[0])
-		fallback = psprintf("%s: %s", p->title, p->message);
 	else
-		fallback = p->title;
+		fallback = p->headline;
 	appendStringInfoString(buf, "{\"text\": ");
 	escape_json(buf, cut_text(fallback, SLACK_TEXT_MAX_CHARS, true));
 	appendStringInfoString(buf, ", \"blocks\": [");
@@ -518,9 +521,12 @@ build_teams(StringInfo buf, ChatParts *p)
 	appendStringInfoString(buf, ", \"weight\": \"Bolder\", \"size\": \"Medium\", "
 						   "\"wrap\": true}");
 
-	appendStringInfoString(buf, ", {\"type\": \"TextBlock\", \"text\": ");
-	escape_json(buf, p->message);
-	appendStringInfoString(buf, ", \"wrap\": true}");
+	if (p->message[0])
+	{
+		appendStringInfoString(buf, ", {\"type\": \"TextBlock\", \"text\": ");
+		escape_json(buf, p->message);
+		appendStringInfoString(buf, ", \"wrap\": true}");
+	}
 
 	for (int i = 0; i < p->nactions; i++)
 	{
@@ -586,8 +592,12 @@ build_google_chat(StringInfo buf, ChatParts *p)
 	initStringInfo(&text);
 	appendStringInfoChar(&text, '*');
 	append_markup(&text, p->title, strlen(p->title));
-	appendStringInfoString(&text, "*\n");
-	append_markup(&text, p->message, strlen(p->message));
+	appendStringInfoChar(&text, '*');
+	if (p->message[0])
+	{
+		appendStringInfoChar(&text, '\n');
+		append_markup(&text, p->message, strlen(p->message));
+	}
 	for (int i = 0; i < p->nfacts; i++)
 	{
 		appendStringInfoChar(&text, '\n');

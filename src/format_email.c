@@ -18,7 +18,8 @@
  *	 them, MIME-Version,
  *	 X-Herald-Event, X-Herald-Type, then a multipart/alternative body whose
  *	 boundary is "herald-<webhook-id>" with these parts:
- *	   text/plain: the message, the actions as "Label: URL" lines, the
+ *	   text/plain: the title and the message (the message alone when it
+ *	   starts with the title), the actions as "Label: URL" lines, the
  *	   facts as "Name: value" lines and the context line;
  *	   text/html: a small self-contained document with the title, the
  *	   message, the actions as buttons (links in a table, inline styles
@@ -397,15 +398,18 @@ append_html(StringInfo buf, const char *text, bool breaks)
 	}
 }
 
-/* The text/plain part, before encoding. */
+/*
+ * The text/plain part, before encoding: the title and the message (the
+ * title once), the actions, the facts and the context line.
+ */
 static char *
-plain_part(const char *message, HeraldAction *actions, int nactions,
+plain_part(const char *title, const char *message, HeraldAction *actions, int nactions,
 		   HeraldFact *facts, int nfacts, const char *context)
 {
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "%s\n\n", message);
+	appendStringInfo(&buf, "%s\n\n", herald_title_and_message(title, message, "\n\n"));
 	for (int i = 0; i < nactions; i++)
 		appendStringInfo(&buf, "%s: %s\n", one_line(actions[i].label), actions[i].url);
 	if (nactions > 0)
@@ -466,9 +470,15 @@ html_part(const char *title, const char *message, HeraldAction *actions,
 	append_html(&buf, title, false);
 	appendStringInfoString(&buf, "</title>\n</head>\n<body>\n<h2>");
 	append_html(&buf, title, false);
-	appendStringInfoString(&buf, "</h2>\n<p>");
-	append_html(&buf, message, true);
-	appendStringInfoString(&buf, "</p>\n");
+	appendStringInfoString(&buf, "</h2>\n");
+	/* what the message adds to the title */
+	message = herald_message_body(title, message);
+	if (message[0])
+	{
+		appendStringInfoString(&buf, "<p>");
+		append_html(&buf, message, true);
+		appendStringInfoString(&buf, "</p>\n");
+	}
 	append_html_actions(&buf, actions, nactions);
 	if (nfacts > 0)
 	{
@@ -690,7 +700,8 @@ herald_format_email(HeraldDelivery *d, HeraldOutgoing *out)
 					 boundary);
 	appendStringInfoString(&buf, "\r\n");
 	append_part(&buf, boundary, "text/plain",
-				plain_part(message, actions, nactions, facts, nfacts, context));
+				plain_part(one_line(title), message, actions, nactions, facts, nfacts,
+						   context));
 	append_part(&buf, boundary, "text/html",
 				html_part(one_line(title), message, actions, nactions, facts, nfacts,
 						  context));

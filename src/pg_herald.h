@@ -347,6 +347,11 @@ extern char *herald_render_template(const char *tmpl,
 									const HeraldTemplateValues *values,
 									int max_bytes, bool *cut);
 
+/* A sparkline needs this many of the metric's recent values. */
+#define HERALD_SPARKLINE_MIN_VALUES 3
+
+extern char *herald_sparkline(Jsonb *data);
+
 /*
  * One claimed delivery, copied out of the claiming transaction so that it
  * can be rendered and sent with no transaction open.
@@ -395,6 +400,9 @@ typedef struct HeraldDelivery
 	Jsonb	   *about_payload;	/* with response_url: the payload of the
 								 * event the message was about */
 	char	   *rule_message;	/* with response_url: the rule's template */
+	char	  **fact_columns;	/* row events: the columns shown as facts,
+								 * in order (herald._fact_columns), or NULL */
+	int			nfact_columns;
 } HeraldDelivery;
 
 /*
@@ -515,6 +523,9 @@ extern char *herald_message(HeraldDelivery *d, int max_bytes, bool *cut);
 extern char *herald_title(HeraldDelivery *d, int max_bytes);
 extern char *herald_context_line(HeraldDelivery *d);
 extern int	herald_facts(HeraldDelivery *d, HeraldFact *facts);
+extern const char *herald_message_body(const char *title, const char *message);
+extern char *herald_title_and_message(const char *title, const char *message,
+									  const char *separator);
 extern int	herald_links(const char *message, char **links);
 extern int	herald_actions(HeraldDelivery *d, HeraldAction *actions);
 extern void herald_append_actions_json(StringInfo buf, HeraldAction *actions, int n);

@@ -297,6 +297,7 @@ enum
 	CLAIM_RULE,
 	CLAIM_CREATED_AT,
 	CLAIM_PAYLOAD,
+	CLAIM_FACT_COLUMNS,
 	CLAIM_MESSAGE,
 	CLAIM_CHANNEL_ID,
 	CLAIM_CHANNEL,
@@ -337,6 +338,12 @@ enum
 	"        to_char(e.created_at AT TIME ZONE 'UTC'," \
 	"                'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')," \
 	"        e.payload," \
+	/* \
+	 * the row's columns to show, in order (an index scan of pg_attribute), \
+	 * for a row event or the Slack update of a message about one \
+	 */ \
+	"        CASE WHEN e.type LIKE 'row.%' OR dl.response_url IS NOT NULL" \
+	"             THEN herald._fact_columns(r.facts, r.on_table) END," \
 	"        CASE WHEN e.type NOT LIKE 'decision.%' THEN r.message END," \
 	"        c.id, c.name, c.kind, c.target, c.secret," \
 	"        ARRAY(SELECT h.key || ': ' || h.value" \
@@ -407,6 +414,8 @@ copy_deliveries(MemoryContext cxt, HeraldDelivery **out, List **spilled)
 		d->rule = copy_text(tup, desc, CLAIM_RULE);
 		d->created_at = copy_text(tup, desc, CLAIM_CREATED_AT);
 		d->payload = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, CLAIM_PAYLOAD, &isnull));
+		d->fact_columns = copy_text_array(tup, desc, CLAIM_FACT_COLUMNS,
+										  &d->nfact_columns);
 		d->message = copy_text(tup, desc, CLAIM_MESSAGE);
 		d->channel_id = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_CHANNEL_ID, &isnull));
 		d->channel = copy_text(tup, desc, CLAIM_CHANNEL);

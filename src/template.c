@@ -14,7 +14,8 @@
  * threshold rules {{key}}, {{value}}, {{op}}, {{threshold}},
  * {{warning_threshold}}, {{recover_threshold}}, {{state}},
  * {{previous_state}}, {{level}}, {{since}}, {{error}} and {{sparkline}} (the
- * metric's recent values drawn with block characters).  A channel's
+ * metric's recent values drawn with block characters, empty with fewer than
+ * 3 values).  A channel's
  * template (an email subject) serves every kind and may use all of them
  * but {{new.*}} and {{old.*}}, and those of decision.recorded events too:
  * {{about}}, {{decision_summary}}, {{decision_details}} (computed: see
@@ -355,11 +356,14 @@ object_field(JsonbContainer *obj, const char *key, JsonbValue *result)
 }
 
 /*
- * The metric's recent values (the payload's "recent" array) as a Unicode
- * sparkline, one block per value from its minimum to its maximum.
+ * The metric's recent values (the "recent" array of a threshold event's
+ * payload) as a Unicode sparkline, one block per value from their minimum
+ * to their maximum; "" with fewer than HERALD_SPARKLINE_MIN_VALUES values,
+ * too few to show a trend.  {{sparkline}} and the Trend fact (format.c)
+ * both draw it.
  */
-static void
-append_sparkline(RenderBuffer *out, JsonbContainer *data)
+char *
+herald_sparkline(Jsonb *payload)
 {
 	static const char *const blocks[] = {
 		"\xE2\x96\x81", "\xE2\x96\x82", "\xE2\x96\x83", "\xE2\x96\x84",
@@ -373,10 +377,12 @@ append_sparkline(RenderBuffer *out, JsonbContainer *data)
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
+	StringInfoData buf;
 
-	if (!object_field(data, "recent", &recent) || recent.type != jbvBinary ||
-		!JsonContainerIsArray(recent.val.binary.data))
-		return;
+	initStringInfo(&buf);
+	if (payload == NULL || !object_field(&payload->root, "recent", &recent) ||
+		recent.type != jbvBinary || !JsonContainerIsArray(recent.val.binary.data))
+		return buf.data;
 	it = JsonbIteratorInit(recent.val.binary.data);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
@@ -391,13 +397,15 @@ append_sparkline(RenderBuffer *out, JsonbContainer *data)
 		hi = (n == 0 || values[n] > hi) ? values[n] : hi;
 		n++;
 	}
+	if (n < HERALD_SPARKLINE_MIN_VALUES)
+		return buf.data;
 	for (int i = 0; i < n; i++)
 	{
 		int			level = (hi > lo) ? (int) ((values[i] - lo) / (hi - lo) * 7.0 + 0.5) : 3;
 
-		if (!emit_string(out, blocks[Max(0, Min(level, 7))]))
-			break;
+		appendStringInfoString(&buf, blocks[Max(0, Min(level, 7))]);
 	}
+	return buf.data;
 }
 
 /* Is name a string field of the payload, not empty?  Then v holds it. */
@@ -531,7 +539,7 @@ render_placeholder(const char *name, RenderBuffer *out, void *arg)
 	else if (strcmp(name, "type") == 0)
 		emit_string(out, values->type);
 	else if (strcmp(name, "sparkline") == 0)
-		append_sparkline(out, data);
+		emit_string(out, herald_sparkline(values->data));
 	else if (in_list(name, decision_computed))
 		render_decision(name, out, data);
 	else if (in_list(name, row_fields) || in_list(name, threshold_fields) ||
