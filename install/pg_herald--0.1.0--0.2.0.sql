@@ -294,3 +294,10 @@ CREATE TABLE herald.dropped_rules (
 SELECT pg_catalog.pg_extension_config_dump('herald.rule_change_log', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.rule_change_log_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('herald.dropped_rules', '');
+
+-- Messages per event type and formatting filters (herald.on_change,
+-- herald.on_threshold and herald.alter_rule take messages; channels take
+-- the time zone their times are shown in)
+ALTER TABLE herald.rule_defs
+    ADD COLUMN messages jsonb CHECK (jsonb_typeof(messages) = 'object');
+ALTER TABLE herald.channel_defs ADD COLUMN timezone text;

@@ -267,7 +267,12 @@ BEGIN
 END;
 $$;
 
--- The payload of a threshold event, with the metric's recent values.
+-- The payload of a threshold event, with the metric's recent values.  A
+-- resolution keeps the level its episode had and since when it fired (the
+-- instance, back to ok, has neither).  crossed: the threshold the value
+-- crossed, the warning threshold at warning level, else the threshold; on
+-- resolution the one it came back past: the recover threshold, else the
+-- lowest alerting one (the warning threshold, else the threshold).
 CREATE OR REPLACE FUNCTION herald._threshold_payload(r herald.rule_defs, before herald.rule_instances,
                                           after herald.rule_instances)
 RETURNS jsonb
@@ -279,10 +284,15 @@ RETURN jsonb_strip_nulls(jsonb_build_object(
     'threshold', r.threshold,
     'warning_threshold', r.warning_threshold,
     'recover_threshold', r.recover_threshold,
+    'crossed', CASE WHEN after.state = 'ok'
+                    THEN coalesce(r.recover_threshold, r.warning_threshold, r.threshold)
+                    WHEN after.state = 'error' THEN NULL
+                    WHEN coalesce(after.level, before.level) = 'warning' THEN r.warning_threshold
+                    WHEN coalesce(after.level, before.level) = 'critical' THEN r.threshold END,
     'state', after.state,
     'previous_state', coalesce(before.state, 'ok'),
-    'level', after.level,
-    'since', after.firing_since,
+    'level', coalesce(after.level, before.level),
+    'since', coalesce(after.firing_since, before.firing_since),
     'fired_event_id', after.fired_event_id,   -- the episode's rule.fired event
     'error', after.error,
     -- the last values, oldest first, for {{sparkline}}
@@ -501,6 +511,8 @@ BEGIN
     -- parsed, planned and started as the declaring role
     r.grouped := herald._check_metric(r.metric, r.search_path);
     PERFORM herald._check_template(r.message, 'threshold', NULL);
+    PERFORM herald._check_messages(r.messages, 'threshold', NULL);
+    r.messages := nullif(r.messages, '{}');
     PERFORM herald._check_followups(r.followup_after,
                                     r.followup_every);
     PERFORM herald._check_range('meeting', r.meeting, '5 minutes', '8 hours');
@@ -540,7 +552,8 @@ CREATE OR REPLACE FUNCTION herald._declare_threshold(
     meeting           interval DEFAULT NULL,
     search_path       text DEFAULT NULL,
     choices           text[] DEFAULT NULL,
-    announce_decisions boolean DEFAULT true)
+    announce_decisions boolean DEFAULT true,
+    messages          jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -558,6 +571,7 @@ BEGIN
     v_rule.watch := _declare_threshold.watch;
     v_rule.every := _declare_threshold.every;
     v_rule.message := _declare_threshold.message;
+    v_rule.messages := _declare_threshold.messages;
     v_rule.warning_threshold := _declare_threshold.warning_threshold;
     v_rule.recover_threshold := _declare_threshold.recover_threshold;
     v_rule.pending_for := _declare_threshold.pending_for;
@@ -572,12 +586,13 @@ BEGIN
     v_rule.announce_decisions := _declare_threshold.announce_decisions;
     v_rule := herald._check_threshold_rule(v_rule, _declare_threshold.channels);
 
-    INSERT INTO herald.rule_defs (name, kind, owner, message, metric, grouped, search_path,
-                                  op, threshold, warning_threshold, recover_threshold,
-                                  watch, every, pending_for, repeat_every, min_interval,
-                                  no_data, query_timeout, followup_after, followup_every,
-                                  meeting, choices, announce_decisions)
+    INSERT INTO herald.rule_defs (name, kind, owner, message, messages, metric, grouped,
+                                  search_path, op, threshold, warning_threshold,
+                                  recover_threshold, watch, every, pending_for, repeat_every,
+                                  min_interval, no_data, query_timeout, followup_after,
+                                  followup_every, meeting, choices, announce_decisions)
     VALUES (_declare_threshold.name, 'threshold', herald._invoker(), v_rule.message,
+            v_rule.messages,
             v_rule.metric, v_rule.grouped, v_rule.search_path,
             v_rule.op, v_rule.threshold, v_rule.warning_threshold,
             v_rule.recover_threshold, v_rule.watch, v_rule.every,
@@ -614,7 +629,8 @@ CREATE OR REPLACE FUNCTION herald.on_threshold(
     followup_every    interval DEFAULT NULL,
     meeting           interval DEFAULT NULL,
     choices           text[] DEFAULT NULL,
-    announce_decisions boolean DEFAULT true)
+    announce_decisions boolean DEFAULT true,
+    messages          jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE sql
 BEGIN ATOMIC
@@ -623,9 +639,9 @@ BEGIN ATOMIC
                                      repeat_every, min_interval, no_data, query_timeout,
                                      followup_after, followup_every, meeting,
                                      pg_catalog.current_setting('search_path'), choices,
-                                     announce_decisions);
+                                     announce_decisions, messages);
 END;
-COMMENT ON FUNCTION herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text, numeric, numeric, interval, interval, interval, text, interval, interval, interval, interval, text[], boolean) IS
+COMMENT ON FUNCTION herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text, numeric, numeric, interval, interval, interval, text, interval, interval, interval, interval, text[], boolean, jsonb) IS
     'Declare a threshold rule: a metric compared with thresholds, evaluated as watched tables commit and on a schedule';
 
 -- Preview, silences -------------------------------------------------------------

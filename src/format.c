@@ -88,12 +88,30 @@ herald_template_values(HeraldDelivery *d)
 	values.type = d->event_type;
 	values.data = d->payload;
 	values.has_actions = d->actions != NULL || d->response_url != NULL;
+	values.timezone = d->timezone ? d->timezone : herald_timezone;
 	return values;
 }
 
 /*
- * The event's message: the rule's template, or the default of its type, in
- * at most max_bytes (the kind's limit, 0 for none) and
+ * The rule's template for an event of this type: its messages' entry for
+ * the type (herald.rule_defs.messages), else its message; NULL for the
+ * default message of the type (event_types.c).
+ */
+static const char *
+rule_template(const char *message, Jsonb *messages, const char *type)
+{
+	JsonbValue	v;
+
+	if (messages != NULL && type != NULL && JsonContainerIsObject(&messages->root) &&
+		getKeyJsonValueFromContainer(&messages->root, type, strlen(type), &v) != NULL &&
+		v.type == jbvString)
+		return pnstrdup(v.val.string.val, v.val.string.len);
+	return message;
+}
+
+/*
+ * The event's message: the rule's template for its type, or the default
+ * of its type, in at most max_bytes (the kind's limit, 0 for none) and
  * herald.max_message_size bytes.  *cut (when not NULL) says whether it was
  * cut.
  */
@@ -105,7 +123,8 @@ herald_message(HeraldDelivery *d, int max_bytes, bool *cut)
 
 	if (max_bytes > 0)
 		limit = Min(limit, max_bytes);
-	return herald_render_template(d->message, &values, limit, cut);
+	return herald_render_template(rule_template(d->message, d->messages, d->event_type),
+								  &values, limit, cut);
 }
 
 /* A short title, for headers and subjects, in at most max_bytes. */
@@ -415,8 +434,9 @@ herald_about_delivery(HeraldDelivery *d, HeraldDelivery *about)
 		v.type == jbvNumeric)
 		about->event_id = DatumGetInt64(DirectFunctionCall1(numeric_int8,
 															NumericGetDatum(v.val.numeric)));
-	/* the rule's own template, as the first message had it */
+	/* the rule's own templates, as the first message had them */
 	about->message = strncmp(about->event_type, "decision.", 9) == 0 ? NULL : d->rule_message;
+	about->messages = d->rule_messages;
 	/* the context line wants ISO 8601 in UTC */
 	created = data ? member_string(data, "about_created_at") : NULL;
 	if (created)
