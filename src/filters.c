@@ -105,8 +105,8 @@ static const FilterDef filter_defs[] = {
 	"a to_char format of 1 to 64 bytes in single quotes"},
 	{"truncate", HERALD_FILTER_TRUNCATE, ARG_INT_REQUIRED, 1, MAX_TRUNCATE,
 	"a number of characters from 1 to 10000"},
-	{"upper", HERALD_FILTER_UPPER, ARG_NONE, 0, 0, "no argument"},
-	{"lower", HERALD_FILTER_LOWER, ARG_NONE, 0, 0, "no argument"},
+	{"upper", HERALD_FILTER_UPPER, ARG_NONE, 0, 0, NULL},
+	{"lower", HERALD_FILTER_LOWER, ARG_NONE, 0, 0, NULL},
 	{"default", HERALD_FILTER_DEFAULT, ARG_STRING_REQUIRED, 1, MAX_DEFAULT_BYTES,
 	"a text of 1 to 200 bytes in single quotes"},
 	{NULL}
@@ -230,6 +230,7 @@ herald_parse_placeholder(const char *inner, HeraldPlaceholder *ph, bool strict)
 		char	   *fname;
 		bool		has_arg = false;
 		bool		is_string = false;
+		bool		bad_arg = false;
 		StringInfoData text;
 		long		number = 0;
 
@@ -315,19 +316,12 @@ herald_parse_placeholder(const char *inner, HeraldPlaceholder *ph, bool strict)
 					number = -number;
 			}
 			p = skip_space(p);
-			if (*p != ')')
-			{
-				if (strict)
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("invalid argument of filter \"%s\" in placeholder \"{{%s}}\"",
-									def->name, shown_name(ph)),
-							 errdetail("Filter \"%s\" takes %s, in parentheses.", def->name, def->range)));
-				return false;
-			}
-			p = skip_space(p + 1);
+			if (*p == ')')
+				p = skip_space(p + 1);
+			else
+				bad_arg = true;
 		}
-		if (*p != '\0' && *p != '|')
+		if (!bad_arg && *p != '\0' && *p != '|')
 		{
 			if (strict)
 				ereport(ERROR,
@@ -338,7 +332,7 @@ herald_parse_placeholder(const char *inner, HeraldPlaceholder *ph, bool strict)
 		}
 
 		/* the argument, for this filter */
-		if ((has_arg && def->arg == ARG_NONE) ||
+		if (bad_arg || (has_arg && def->arg == ARG_NONE) ||
 			(!has_arg && (def->arg == ARG_INT_REQUIRED || def->arg == ARG_STRING_REQUIRED)) ||
 			(has_arg && is_string != (def->arg == ARG_STRING || def->arg == ARG_STRING_REQUIRED)) ||
 			(has_arg && !is_string && (number < def->min || number > def->max)) ||
@@ -349,7 +343,9 @@ herald_parse_placeholder(const char *inner, HeraldPlaceholder *ph, bool strict)
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("invalid argument of filter \"%s\" in placeholder \"{{%s}}\"",
 								def->name, shown_name(ph)),
-						 errdetail("Filter \"%s\" takes %s.", def->name, def->range)));
+						 def->arg == ARG_NONE ?
+						 errdetail("Filter \"%s\" takes no argument.", def->name) :
+						 errdetail("Filter \"%s\" takes %s, in parentheses.", def->name, def->range)));
 			return false;
 		}
 		f = &ph->filters[ph->nfilters++];
