@@ -30,6 +30,7 @@ OBJS = \
 	src/decision_page.o \
 	src/slack.o \
 	src/template.o \
+	src/filters.o \
 	src/event_types.o \
 	src/limits.o \
 	src/evaluate.o \

@@ -749,7 +749,7 @@ CREATE OR REPLACE FUNCTION herald._link_page(token text, made_at bigint,
     OUT message text, OUT created_at text, OUT payload jsonb, OUT has_choices boolean,
     OUT labels text[], OUT action integer, OUT channel text, OUT recipient text,
     OUT expires_at timestamptz, OUT form_token text, OUT decisions text[], OUT mine text,
-    OUT fact_columns text[])
+    OUT fact_columns text[], OUT messages jsonb, OUT timezone text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -769,6 +769,7 @@ BEGIN
     event_type := e.type;
     rule := e.rule;
     message := CASE WHEN e.type NOT LIKE 'decision.%' THEN r.message END;
+    messages := CASE WHEN e.type NOT LIKE 'decision.%' THEN r.messages END;
     created_at := to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
     payload := e.payload;
     IF e.type LIKE 'row.%' THEN
@@ -778,7 +779,8 @@ BEGIN
     labels := ARRAY(SELECT herald._action_label(r.choices, a)
                       FROM generate_series(1, coalesce(cardinality(r.choices), 2)) a ORDER BY a);
     action := l.action;
-    SELECT c.name INTO channel FROM herald.channel_defs c WHERE c.id = l.channel_id;
+    SELECT c.name, c.timezone INTO channel, timezone
+      FROM herald.channel_defs c WHERE c.id = l.channel_id;
     recipient := l.recipient;
     expires_at := l.expires_at;
     form_token := herald._form_token(_link_page.token, _link_page.made_at);

@@ -317,3 +317,10 @@ UPDATE herald.event_log x SET awaits_decision = NULL
 -- show, in order; herald.on_change and herald.alter_rule take facts =>)
 -------------------------------------------------------------------------------
 ALTER TABLE herald.rule_defs ADD COLUMN facts text[] CHECK (cardinality(facts) BETWEEN 1 AND 8);
+
+-- Messages per event type and formatting filters (herald.on_change,
+-- herald.on_threshold and herald.alter_rule take messages; channels take
+-- the time zone their times are shown in)
+ALTER TABLE herald.rule_defs
+    ADD COLUMN messages jsonb CHECK (jsonb_typeof(messages) = 'object');
+ALTER TABLE herald.channel_defs ADD COLUMN timezone text;

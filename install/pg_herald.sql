@@ -50,6 +50,77 @@ CREATE OR REPLACE FUNCTION herald._check_condition(on_table regclass, condition 
 CREATE OR REPLACE FUNCTION herald._check_template(message text, kind text, on_table regclass) RETURNS void
     LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_template';
 
+-- A time zone the time filter can show times in (src/filters.c).
+CREATE OR REPLACE FUNCTION herald._check_timezone(zone text) RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_timezone';
+
+-- The event types a rule of this kind emits that may have a message of
+-- their own (messages => '{"rule.resolved": "..."}').
+CREATE OR REPLACE FUNCTION herald._message_types(kind text) RETURNS text[]
+LANGUAGE sql IMMUTABLE
+RETURN CASE kind
+    WHEN 'row' THEN ARRAY['row.inserted', 'row.updated', 'row.deleted']
+    ELSE ARRAY['rule.fired', 'rule.escalated', 'rule.reminder', 'rule.resolved', 'rule.error']
+END;
+
+-- A rule's messages: an object of event types of its kind and their
+-- templates, each checked as the rule's message is.
+CREATE OR REPLACE FUNCTION herald._check_messages(messages jsonb, kind text, on_table regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_types text[] := herald._message_types(kind);
+    v_hint text := format('Event types of %s rules: %s.', kind, array_to_string(v_types, ', '));
+    v_entry record;
+    v_state text;
+    v_message text;
+    v_detail text;
+    v_hint2 text;
+BEGIN
+    IF messages IS NULL THEN
+        RETURN;
+    END IF;
+    IF jsonb_typeof(messages) <> 'object' THEN
+        RAISE EXCEPTION 'messages must be a JSON object of event types and templates'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = v_hint;
+    END IF;
+    FOR v_entry IN SELECT * FROM jsonb_each(messages) ORDER BY key LOOP
+        IF v_entry.key = ANY (herald._message_types(CASE kind WHEN 'row' THEN 'threshold' ELSE 'row' END)) THEN
+            RAISE EXCEPTION 'a % rule has no event type "%"', kind, v_entry.key
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = v_hint;
+        END IF;
+        IF NOT v_entry.key = ANY (v_types) THEN
+            RAISE EXCEPTION 'unknown event type "%" in messages', left(v_entry.key, 100)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = v_hint;
+        END IF;
+        IF jsonb_typeof(v_entry.value) <> 'string' THEN
+            RAISE EXCEPTION 'the message of "%" in messages must be a string', v_entry.key
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('It is a JSON %s.', jsonb_typeof(v_entry.value)),
+                      HINT = 'Each value is a template, such as "{{rule}} resolved: {{value}}".';
+        END IF;
+        BEGIN
+            PERFORM herald._check_template(v_entry.value #>> '{}', kind, on_table);
+        EXCEPTION WHEN OTHERS THEN
+            -- the same error, saying which message it is about
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
+                                    v_detail = PG_EXCEPTION_DETAIL, v_hint2 = PG_EXCEPTION_HINT;
+            v_detail := concat_ws(' ', format('In the message of "%s".', v_entry.key),
+                                  nullif(v_detail, ''));
+            IF coalesce(v_hint2, '') = '' THEN
+                RAISE EXCEPTION '%', v_message USING ERRCODE = v_state, DETAIL = v_detail;
+            END IF;
+            RAISE EXCEPTION '%', v_message USING ERRCODE = v_state, DETAIL = v_detail, HINT = v_hint2;
+        END;
+    END LOOP;
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION herald._check_target(kind text, target text) RETURNS void
     STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_target';
 
@@ -297,6 +368,8 @@ BEGIN
         END IF;
     END IF;
 
+    PERFORM herald._check_timezone(c.timezone);
+
     -- the ranges keep the lease (now() + timeout), the backoff and the
     -- rate's token bucket in range
     PERFORM herald._check_range('max_attempts', c.max_attempts, '1', '100', required => true);
@@ -352,7 +425,8 @@ CREATE OR REPLACE FUNCTION herald.create_channel(
     recipients   text[] DEFAULT NULL,
     sender       text DEFAULT NULL,
     subject      text DEFAULT NULL,
-    slack_signing_secret text DEFAULT NULL)
+    slack_signing_secret text DEFAULT NULL,
+    timezone     text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -385,6 +459,7 @@ BEGIN
     c.sender := create_channel.sender;
     c.subject := create_channel.subject;
     c.slack_signing_secret := create_channel.slack_signing_secret;
+    c.timezone := create_channel.timezone;
     PERFORM herald._check_channel(c);
 
     -- a channel's id is the last six digits of its deliveries' ids
@@ -396,13 +471,13 @@ BEGIN
     END IF;
     INSERT INTO herald.channel_defs (id, name, kind, target, secret, headers, recipients, sender, subject,
                                  max_attempts, retry_delay, timeout, rate_limit, max_concurrency,
-                                 created_by, slack_signing_secret)
+                                 created_by, slack_signing_secret, timezone)
     VALUES (c.id, c.name, c.kind, c.target, c.secret, c.headers, c.recipients, c.sender, c.subject,
             c.max_attempts, c.retry_delay, c.timeout, c.rate_limit, c.max_concurrency,
-            herald._invoker(), c.slack_signing_secret);
+            herald._invoker(), c.slack_signing_secret, c.timezone);
 END;
 $$;
-COMMENT ON FUNCTION herald.create_channel(text, text, text, text, integer, interval, interval, jsonb, double precision, integer, text[], text, text, text) IS
+COMMENT ON FUNCTION herald.create_channel(text, text, text, text, integer, interval, interval, jsonb, double precision, integer, text[], text, text, text, text) IS
     'Create a channel: a destination and its delivery policy';
 
 -- NULL leaves a setting as it is.  A new secret of a webhook channel starts
@@ -423,7 +498,8 @@ CREATE OR REPLACE FUNCTION herald.alter_channel(
     subject      text DEFAULT NULL,
     enabled      boolean DEFAULT NULL,
     rotation     interval DEFAULT '1 day',
-    slack_signing_secret text DEFAULT NULL)
+    slack_signing_secret text DEFAULT NULL,
+    timezone     text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -455,6 +531,9 @@ BEGIN
     -- '' turns Slack interactivity off
     c.slack_signing_secret := CASE WHEN alter_channel.slack_signing_secret = '' THEN NULL
                                    ELSE coalesce(alter_channel.slack_signing_secret, c.slack_signing_secret) END;
+    -- '' goes back to herald.timezone
+    c.timezone := CASE WHEN alter_channel.timezone = '' THEN NULL
+                       ELSE coalesce(alter_channel.timezone, c.timezone) END;
     PERFORM herald._check_channel(c);
 
     IF c.kind = 'webhook' AND c.secret IS DISTINCT FROM v_old.secret THEN
@@ -472,11 +551,11 @@ BEGIN
            rate_limit = c.rate_limit, max_concurrency = c.max_concurrency,
            recipients = c.recipients, sender = c.sender, subject = c.subject,
            enabled = c.enabled, disabled_reason = c.disabled_reason,
-           slack_signing_secret = c.slack_signing_secret
+           slack_signing_secret = c.slack_signing_secret, timezone = c.timezone
      WHERE x.id = c.id;
 END;
 $$;
-COMMENT ON FUNCTION herald.alter_channel(text, text, text, integer, interval, interval, jsonb, double precision, integer, text[], text, text, boolean, interval, text) IS
+COMMENT ON FUNCTION herald.alter_channel(text, text, text, integer, interval, interval, jsonb, double precision, integer, text[], text, text, boolean, interval, text, text) IS
     'Change a channel''s settings; a new webhook secret starts a rotation during which both sign';
 
 CREATE OR REPLACE FUNCTION herald.test_channel(name text) RETURNS bigint
@@ -867,6 +946,8 @@ BEGIN
     PERFORM herald._check_condition(r.on_table, r.condition);
     PERFORM herald._check_template(r.message, 'row', r.on_table);
     PERFORM herald._check_facts(r.on_table, r.facts);
+    PERFORM herald._check_messages(r.messages, 'row', r.on_table);
+    r.messages := nullif(r.messages, '{}');
     PERFORM herald._check_followups(r.followup_after, r.followup_every);
     PERFORM herald._check_choices(r.choices, r.announce_decisions);
     RETURN r;
@@ -884,7 +965,8 @@ CREATE OR REPLACE FUNCTION herald.on_change(
     followup_every interval DEFAULT NULL,
     choices    text[] DEFAULT NULL,
     announce_decisions boolean DEFAULT true,
-    facts      text[] DEFAULT NULL)
+    facts      text[] DEFAULT NULL,
+    messages   jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -898,6 +980,7 @@ BEGIN
     v_rule.operations := on_change.operations;
     v_rule.condition := on_change.condition;
     v_rule.message := on_change.message;
+    v_rule.messages := on_change.messages;
     v_rule.followup_after := on_change.followup_after;
     v_rule.followup_every := on_change.followup_every;
     v_rule.choices := on_change.choices;
@@ -906,10 +989,10 @@ BEGIN
     v_rule := herald._check_row_rule(v_rule, on_change.channels);
 
     INSERT INTO herald.rule_defs (name, kind, owner, on_table, operations, condition, message,
-                                  followup_after, followup_every, choices, announce_decisions,
-                                  facts)
+                                  messages, followup_after, followup_every, choices,
+                                  announce_decisions, facts)
     VALUES (on_change.name, 'row', herald._invoker(), v_rule.on_table, v_rule.operations,
-            v_rule.condition, v_rule.message, v_rule.followup_after,
+            v_rule.condition, v_rule.message, v_rule.messages, v_rule.followup_after,
             v_rule.followup_every, v_rule.choices, v_rule.announce_decisions, v_rule.facts)
     RETURNING id INTO v_rule.id;
     INSERT INTO herald.rule_channels (rule_id, channel_id)
@@ -918,7 +1001,7 @@ BEGIN
     PERFORM herald._sync_triggers(on_change.on_table);
 END;
 $$;
-COMMENT ON FUNCTION herald.on_change(text, regclass, text[], text[], text, text, interval, interval, text[], boolean, text[]) IS
+COMMENT ON FUNCTION herald.on_change(text, regclass, text[], text[], text, text, interval, interval, text[], boolean, text[], jsonb) IS
     'Declare a row rule: matching committed row changes become events on the given channels';
 
 -- A rule the invoker may change: its own (or its role's), or any for
@@ -991,11 +1074,11 @@ CREATE OR REPLACE FUNCTION herald._rule_parameters(kind text) RETURNS text[]
 LANGUAGE sql IMMUTABLE
 RETURN CASE kind
     WHEN 'row' THEN ARRAY['on_table', 'operations', 'condition', 'message', 'followup_after',
-                          'followup_every', 'choices', 'announce_decisions', 'facts']
+                          'followup_every', 'choices', 'announce_decisions', 'facts', 'messages']
     ELSE ARRAY['metric', 'op', 'threshold', 'watch', 'every', 'message', 'warning_threshold',
                'recover_threshold', 'pending_for', 'repeat_every', 'min_interval', 'no_data',
                'query_timeout', 'followup_after', 'followup_every', 'meeting', 'choices',
-               'announce_decisions', 'followup_on_resolve']
+               'announce_decisions', 'followup_on_resolve', 'messages']
 END;
 
 -- herald.alter_rule() proper; search_path is the caller's, which a new
@@ -1025,6 +1108,7 @@ CREATE OR REPLACE FUNCTION herald._alter_rule(
     meeting           interval,
     choices           text[],
     announce_decisions boolean,
+    messages          jsonb,
     reset             text[],
     search_path       text,
     followup_on_resolve text,
@@ -1078,6 +1162,7 @@ BEGIN
     v_new.operations := coalesce(_alter_rule.operations, v_old.operations);
     v_new.condition := coalesce(_alter_rule.condition, v_old.condition);
     v_new.message := coalesce(_alter_rule.message, v_old.message);
+    v_new.messages := coalesce(_alter_rule.messages, v_old.messages);
     v_new.metric := coalesce(_alter_rule.metric, v_old.metric);
     IF _alter_rule.metric IS NOT NULL THEN
         v_new.search_path := _alter_rule.search_path;
@@ -1112,6 +1197,7 @@ BEGIN
         END IF;
         IF v_given ? v_param
            OR (v_param = 'message' AND _alter_rule.message IS NOT NULL)
+           OR (v_param = 'messages' AND _alter_rule.messages IS NOT NULL)
            OR (v_param = 'followup_after' AND _alter_rule.followup_after IS NOT NULL)
            OR (v_param = 'followup_every' AND _alter_rule.followup_every IS NOT NULL)
            OR (v_param = 'choices' AND _alter_rule.choices IS NOT NULL)
@@ -1122,6 +1208,7 @@ BEGIN
         CASE v_param
             WHEN 'condition' THEN v_new.condition := NULL;
             WHEN 'message' THEN v_new.message := NULL;
+            WHEN 'messages' THEN v_new.messages := NULL;
             WHEN 'watch' THEN v_new.watch := NULL;
             WHEN 'every' THEN v_new.every := NULL;
             WHEN 'warning_threshold' THEN v_new.warning_threshold := NULL;
@@ -1182,7 +1269,8 @@ BEGIN
 
     UPDATE herald.rule_defs r
        SET name = v_new.name, on_table = v_new.on_table, operations = v_new.operations,
-           condition = v_new.condition, message = v_new.message, metric = v_new.metric,
+           condition = v_new.condition, message = v_new.message, messages = v_new.messages,
+           metric = v_new.metric,
            grouped = v_new.grouped, search_path = v_new.search_path, op = v_new.op,
            threshold = v_new.threshold, warning_threshold = v_new.warning_threshold,
            recover_threshold = v_new.recover_threshold, watch = v_new.watch,
@@ -1242,7 +1330,8 @@ CREATE OR REPLACE FUNCTION herald.alter_rule(
     announce_decisions boolean DEFAULT NULL,
     reset             text[] DEFAULT NULL,
     followup_on_resolve text DEFAULT NULL,
-    facts             text[] DEFAULT NULL)
+    facts             text[] DEFAULT NULL,
+    messages          jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE sql
 BEGIN ATOMIC
@@ -1250,10 +1339,10 @@ BEGIN ATOMIC
                               metric, op, threshold, watch, every, warning_threshold,
                               recover_threshold, pending_for, repeat_every, min_interval, no_data,
                               query_timeout, followup_after, followup_every, meeting, choices,
-                              announce_decisions, reset, pg_catalog.current_setting('search_path'),
-                              followup_on_resolve, facts);
+                              announce_decisions, messages, reset,
+                              pg_catalog.current_setting('search_path'), followup_on_resolve, facts);
 END;
-COMMENT ON FUNCTION herald.alter_rule(text, text, text[], text, regclass, text[], text, text, text, numeric, regclass[], interval, numeric, numeric, interval, interval, interval, text, interval, interval, interval, interval, text[], boolean, text[], text, text[]) IS
+COMMENT ON FUNCTION herald.alter_rule(text, text, text[], text, regclass, text[], text, text, text, numeric, regclass[], interval, numeric, numeric, interval, interval, interval, text, interval, interval, interval, interval, text[], boolean, text[], text, text[], jsonb) IS
     'Change a rule in place (NULL: unchanged; reset lists parameters to set back to their default), keeping its id, state and history; every change is recorded';
 
 CREATE OR REPLACE FUNCTION herald._set_rule_enabled(name text, enabled boolean) RETURNS void
@@ -1427,7 +1516,8 @@ SELECT r.name,
                  CASE WHEN s.until IS NOT NULL AND r.enabled
                       THEN 'silenced: its events are recorded, not delivered' END)
            AS next_evaluation_reason,
-       r.facts
+       r.facts,
+       r.messages
   FROM herald.rule_defs r
   LEFT JOIN herald.rule_instances i ON i.rule_id = r.id
   LEFT JOIN LATERAL (
@@ -1515,7 +1605,8 @@ SELECT c.id,
        c.disabled_reason,
        c.previous_secret_until > now() AS rotating,
        c.created_at,
-       c.created_by
+       c.created_by,
+       c.timezone
   FROM herald.channel_defs c;
 
 -- Every rule that has history: the declared ones and the dropped ones

@@ -50,7 +50,8 @@ CREATE TABLE herald.channel_defs (
     disabled_reason text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     created_by      name NOT NULL,
-    slack_signing_secret text         -- slack: its app's signing secret; buttons are interactive
+    slack_signing_secret text,        -- slack: its app's signing secret; buttons are interactive
+    timezone        text              -- the zone templates show times in (NULL: herald.timezone)
 );
 COMMENT ON TABLE herald.channel_defs IS 'Destinations of pg_herald messages, with their secrets and delivery policy';
 
@@ -101,6 +102,8 @@ CREATE TABLE herald.rule_defs (
     -- row rules: the columns a message shows as facts, in order (NULL: the
     -- table's first columns); herald._check_facts() has the range
     facts             text[] CHECK (cardinality(facts) BETWEEN 1 AND 8),
+    -- a template per event type ({"rule.resolved": "..."}), before message
+    messages          jsonb CHECK (jsonb_typeof(messages) = 'object'),
     CHECK (kind <> 'row' OR (on_table IS NOT NULL AND cardinality(operations) > 0)),
     CHECK (kind <> 'threshold' OR (metric IS NOT NULL AND grouped IS NOT NULL
                                    AND op IS NOT NULL AND threshold IS NOT NULL

@@ -274,12 +274,13 @@ BEGIN
 END;
 $$;
 
--- The payload of a threshold event, with the metric's recent values.  An
--- event of an episode (fired, escalated, reminder, resolved) carries the
--- episode's level and start (since), a resolution the level it ended at;
--- crossed is the threshold that explains it: the critical or the warning
--- threshold for the level, on resolution the recover threshold when there
--- is one.
+-- The payload of a threshold event, with the metric's recent values.  A
+-- resolution keeps the level its episode had and since when it fired (the
+-- instance, back to ok, has neither).  crossed: the threshold the value
+-- crossed, the warning threshold at warning level, else the threshold; on
+-- resolution the one it came back past: the recover threshold, else the
+-- lowest alerting one (the warning threshold, else the threshold).
+-- A resolution also names the episode's rule.fired event (fired_event_id).
 CREATE OR REPLACE FUNCTION herald._threshold_payload(r herald.rule_defs, before herald.rule_instances,
                                           after herald.rule_instances)
 RETURNS jsonb
@@ -291,15 +292,15 @@ RETURN jsonb_strip_nulls(jsonb_build_object(
     'threshold', r.threshold,
     'warning_threshold', r.warning_threshold,
     'recover_threshold', r.recover_threshold,
+    'crossed', CASE WHEN after.state = 'ok'
+                    THEN coalesce(r.recover_threshold, r.warning_threshold, r.threshold)
+                    WHEN after.state = 'error' THEN NULL
+                    WHEN coalesce(after.level, before.level) = 'warning' THEN r.warning_threshold
+                    WHEN coalesce(after.level, before.level) = 'critical' THEN r.threshold END,
     'state', after.state,
     'previous_state', coalesce(before.state, 'ok'),
     'level', coalesce(after.level, before.level),
     'since', coalesce(after.firing_since, before.firing_since),
-    'crossed', CASE WHEN after.value IS NULL THEN NULL
-                    WHEN after.firing_since IS NULL AND before.firing_since IS NOT NULL
-                         AND r.recover_threshold IS NOT NULL THEN r.recover_threshold
-                    WHEN coalesce(after.level, before.level) = 'warning' THEN r.warning_threshold
-                    WHEN coalesce(after.level, before.level) = 'critical' THEN r.threshold END,
     -- the episode's rule.fired event (a resolution names the one it ends)
     'fired_event_id', coalesce(after.fired_event_id, before.fired_event_id),
     'error', after.error,
@@ -519,6 +520,8 @@ BEGIN
     -- parsed, planned and started as the declaring role
     r.grouped := herald._check_metric(r.metric, r.search_path);
     PERFORM herald._check_template(r.message, 'threshold', NULL);
+    PERFORM herald._check_messages(r.messages, 'threshold', NULL);
+    r.messages := nullif(r.messages, '{}');
     PERFORM herald._check_followups(r.followup_after,
                                     r.followup_every);
     IF r.followup_on_resolve IS NULL OR r.followup_on_resolve NOT IN ('stop', 'ask_once') THEN
@@ -564,7 +567,8 @@ CREATE OR REPLACE FUNCTION herald._declare_threshold(
     search_path       text DEFAULT NULL,
     choices           text[] DEFAULT NULL,
     announce_decisions boolean DEFAULT true,
-    followup_on_resolve text DEFAULT 'stop')
+    followup_on_resolve text DEFAULT 'stop',
+    messages          jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -582,6 +586,7 @@ BEGIN
     v_rule.watch := _declare_threshold.watch;
     v_rule.every := _declare_threshold.every;
     v_rule.message := _declare_threshold.message;
+    v_rule.messages := _declare_threshold.messages;
     v_rule.warning_threshold := _declare_threshold.warning_threshold;
     v_rule.recover_threshold := _declare_threshold.recover_threshold;
     v_rule.pending_for := _declare_threshold.pending_for;
@@ -597,12 +602,14 @@ BEGIN
     v_rule.followup_on_resolve := _declare_threshold.followup_on_resolve;
     v_rule := herald._check_threshold_rule(v_rule, _declare_threshold.channels);
 
-    INSERT INTO herald.rule_defs (name, kind, owner, message, metric, grouped, search_path,
-                                  op, threshold, warning_threshold, recover_threshold,
-                                  watch, every, pending_for, repeat_every, min_interval,
-                                  no_data, query_timeout, followup_after, followup_every,
-                                  meeting, choices, announce_decisions, followup_on_resolve)
+    INSERT INTO herald.rule_defs (name, kind, owner, message, messages, metric, grouped,
+                                  search_path, op, threshold, warning_threshold,
+                                  recover_threshold, watch, every, pending_for, repeat_every,
+                                  min_interval, no_data, query_timeout, followup_after,
+                                  followup_every, meeting, choices, announce_decisions,
+                                  followup_on_resolve)
     VALUES (_declare_threshold.name, 'threshold', herald._invoker(), v_rule.message,
+            v_rule.messages,
             v_rule.metric, v_rule.grouped, v_rule.search_path,
             v_rule.op, v_rule.threshold, v_rule.warning_threshold,
             v_rule.recover_threshold, v_rule.watch, v_rule.every,
@@ -641,7 +648,8 @@ CREATE OR REPLACE FUNCTION herald.on_threshold(
     meeting           interval DEFAULT NULL,
     choices           text[] DEFAULT NULL,
     announce_decisions boolean DEFAULT true,
-    followup_on_resolve text DEFAULT 'stop')
+    followup_on_resolve text DEFAULT 'stop',
+    messages          jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE sql
 BEGIN ATOMIC
@@ -650,9 +658,9 @@ BEGIN ATOMIC
                                      repeat_every, min_interval, no_data, query_timeout,
                                      followup_after, followup_every, meeting,
                                      pg_catalog.current_setting('search_path'), choices,
-                                     announce_decisions, followup_on_resolve);
+                                     announce_decisions, followup_on_resolve, messages);
 END;
-COMMENT ON FUNCTION herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text, numeric, numeric, interval, interval, interval, text, interval, interval, interval, interval, text[], boolean, text) IS
+COMMENT ON FUNCTION herald.on_threshold(text, text, text, numeric, text[], regclass[], interval, text, numeric, numeric, interval, interval, interval, text, interval, interval, interval, interval, text[], boolean, text, jsonb) IS
     'Declare a threshold rule: a metric compared with thresholds, evaluated as watched tables commit and on a schedule';
 
 -- Preview, silences -------------------------------------------------------------

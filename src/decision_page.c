@@ -291,7 +291,10 @@ decision_page(const char *token, const Form *typed, const char *error, int error
 		Datum		p = col_datum("payload", &isnull);
 
 		d.payload = isnull ? NULL : DatumGetJsonbPCopy(p);
+		p = col_datum("messages", &isnull);
+		d.messages = isnull ? NULL : DatumGetJsonbPCopy(p);
 	}
+	d.timezone = col_text("timezone");
 	d.kind = "page";
 	d.fact_columns = col_texts("fact_columns", &d.nfact_columns);
 	has_choices = DatumGetBool(col_datum("has_choices", &isnull));

@@ -19,6 +19,11 @@
  * decide_hint, which says how to answer in SQL; with them, the buttons do
  * the asking and the hint is left out.
  *
+ * A rule's messages (herald.rule_defs.messages) may replace the default
+ * message of each type its kind emits (format.c picks it).  Defaults name
+ * the threshold crossed ({{crossed}}), not always the critical one, and
+ * use filters (filters.c) so that a missing value or a time reads well.
+ *
  * A new event type is one entry below; an unknown type gets the last one.
  *
  *-------------------------------------------------------------------------
@@ -61,9 +66,11 @@ static const HeraldEventType event_types[] = {
 		.awaits_decision = true,
 		.variant = HERALD_VARIANT_KEY,
 		.title = "{{rule}} is firing",
-		.message = "{{rule}} is firing ({{level}}): {{value}} {{op}} {{threshold}}",
+		.message = "{{rule}} is firing ({{level}}): value {{value | default('missing')}}, "
+		"threshold {{op}} {{crossed}}",
 		.variant_title = "{{rule}} [{{key}}] is firing",
-		.variant_message = "{{rule}} [{{key}}] is firing ({{level}}): {{value}} {{op}} {{threshold}}",
+		.variant_message = "{{rule}} [{{key}}] is firing ({{level}}): "
+		"value {{value | default('missing')}}, threshold {{op}} {{crossed}}",
 		.decide_hint = DECIDE_HINT
 	},
 	{
@@ -71,9 +78,10 @@ static const HeraldEventType event_types[] = {
 		.awaits_decision = true,
 		.variant = HERALD_VARIANT_KEY,
 		.title = "{{rule}} escalated to {{level}}",
-		.message = "{{rule}} escalated to {{level}}: {{value}} {{op}} {{threshold}}",
+		.message = "{{rule}} escalated to {{level}}: value {{value}}, threshold {{op}} {{crossed}}",
 		.variant_title = "{{rule}} [{{key}}] escalated to {{level}}",
-		.variant_message = "{{rule}} [{{key}}] escalated to {{level}}: {{value}} {{op}} {{threshold}}",
+		.variant_message = "{{rule}} [{{key}}] escalated to {{level}}: "
+		"value {{value}}, threshold {{op}} {{crossed}}",
 		.decide_hint = DECIDE_HINT
 	},
 	{
@@ -81,18 +89,22 @@ static const HeraldEventType event_types[] = {
 		.awaits_decision = true,
 		.variant = HERALD_VARIANT_KEY,
 		.title = "{{rule}} is still firing",
-		.message = "{{rule}} is still firing ({{level}}) since {{since}}: value {{value}}",
+		.message = "{{rule}} is still firing ({{level}}) since {{since | time}}: "
+		"value {{value | default('missing')}}",
 		.variant_title = "{{rule}} [{{key}}] is still firing",
-		.variant_message = "{{rule}} [{{key}}] is still firing ({{level}}) since {{since}}: value {{value}}",
+		.variant_message = "{{rule}} [{{key}}] is still firing ({{level}}) since {{since | time}}: "
+		"value {{value | default('missing')}}",
 		.decide_hint = DECIDE_HINT
 	},
 	{
 		.name = "rule.resolved",
 		.variant = HERALD_VARIANT_KEY,
 		.title = "{{rule}} resolved",
-		.message = "{{rule}} resolved: value {{value}}",
+		.message = "{{rule}} resolved: value {{value | default('missing')}}, back past {{crossed}} "
+		"(it was {{level}} since {{since | time}})",
 		.variant_title = "{{rule}} [{{key}}] resolved",
-		.variant_message = "{{rule}} [{{key}}] resolved: value {{value}}"
+		.variant_message = "{{rule}} [{{key}}] resolved: value {{value | default('missing')}}, "
+		"back past {{crossed}} (it was {{level}} since {{since | time}})"
 	},
 	{
 		.name = "rule.error",

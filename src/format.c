@@ -97,12 +97,30 @@ herald_template_values(HeraldDelivery *d)
 	values.type = d->event_type;
 	values.data = d->payload;
 	values.has_actions = d->actions != NULL || d->response_url != NULL;
+	values.timezone = d->timezone ? d->timezone : herald_timezone;
 	return values;
 }
 
 /*
- * The event's message: the rule's template, or the default of its type, in
- * at most max_bytes (the kind's limit, 0 for none) and
+ * The rule's template for an event of this type: its messages' entry for
+ * the type (herald.rule_defs.messages), else its message; NULL for the
+ * default message of the type (event_types.c).
+ */
+static const char *
+rule_template(const char *message, Jsonb *messages, const char *type)
+{
+	JsonbValue	v;
+
+	if (messages != NULL && type != NULL && JsonContainerIsObject(&messages->root) &&
+		getKeyJsonValueFromContainer(&messages->root, type, strlen(type), &v) != NULL &&
+		v.type == jbvString)
+		return pnstrdup(v.val.string.val, v.val.string.len);
+	return message;
+}
+
+/*
+ * The event's message: the rule's template for its type, or the default
+ * of its type, in at most max_bytes (the kind's limit, 0 for none) and
  * herald.max_message_size bytes.  *cut (when not NULL) says whether it was
  * cut.
  */
@@ -116,7 +134,8 @@ herald_message(HeraldDelivery *d, int max_bytes, bool *cut)
 
 	if (max_bytes > 0)
 		limit = Min(limit, max_bytes);
-	message = herald_render_template(d->message, &values, limit, cut);
+	message = herald_render_template(rule_template(d->message, d->messages, d->event_type),
+									 &values, limit, cut);
 	/* what an empty placeholder at the end ({{sparkline}}) leaves */
 	len = strlen(message);
 	while (len > 0 && (message[len - 1] == ' ' || message[len - 1] == '\t'))
@@ -325,7 +344,8 @@ row_facts(HeraldDelivery *d, JsonbContainer *data, HeraldFact *facts)
  * A threshold event's facts, what explains it: the value; the threshold
  * it crossed, named for what it is ("Threshold: > 50" at critical level,
  * "Warning threshold: > 30" at warning level, "Recovers at: <= 40" on a
- * resolution with a recover threshold); the level (not on a resolution);
+ * resolution: the recover threshold, else the lowest threshold of the
+ * episode's direction); the level (not on a resolution);
  * the key of a grouped rule; since when the episode runs; the trend
  * (herald_sparkline, with enough values, unless the message's template
  * draws it); the state when the type does not
@@ -345,6 +365,7 @@ threshold_facts(HeraldDelivery *d, JsonbContainer *data, HeraldFact *facts)
 	char	   *value = member_text(data, "value");
 	char	   *state = member_text(data, "state");
 	char	   *since = member_text(data, "since");
+	const char *template;
 	int			n = 0;
 
 	n = append_fact(facts, n, "Value", value);
@@ -355,11 +376,23 @@ threshold_facts(HeraldDelivery *d, JsonbContainer *data, HeraldFact *facts)
 	{
 		const char *name = "Threshold";
 
-		if (resolved && member_text(data, "recover_threshold") != NULL)
+		if (resolved)
 		{
-			/* recovered at or below (above) it: see herald._transition() */
+			/*
+			 * It came back past crossed (herald._transition()): at or below
+			 * (above) a recover threshold, else as soon as the threshold no
+			 * longer holds.
+			 */
+			bool		above = op[0] == '>';
+
 			name = "Recovers at";
-			op = (op[0] == '>') ? "<=" : ">=";
+			if (member_text(data, "recover_threshold") != NULL && (above || op[0] == '<') &&
+				strcmp(op, "<>") != 0)
+				op = above ? "<=" : ">=";
+			else
+				op = strcmp(op, ">") == 0 ? "<=" : strcmp(op, ">=") == 0 ? "<" :
+					strcmp(op, "<") == 0 ? ">=" : strcmp(op, "<=") == 0 ? ">" :
+					strcmp(op, "=") == 0 ? "<>" : "=";
 		}
 		else if (level != NULL && strcmp(level, "warning") == 0)
 			name = "Warning threshold";
@@ -371,8 +404,9 @@ threshold_facts(HeraldDelivery *d, JsonbContainer *data, HeraldFact *facts)
 	if (episode && since != NULL)
 		n = append_fact(facts, n, "Since", herald_utc_time(since, true));
 	/* unless the message draws it already */
+	template = rule_template(d->message, d->messages, type);
 	if (value != NULL &&
-		strstr(d->message ? d->message :
+		strstr(template ? template :
 			   herald_event_message(type, d->payload, false), "sparkline") == NULL)
 		n = append_fact(facts, n, "Trend", herald_sparkline(d->payload));
 	if (state != NULL && strcmp(state, implied) != 0)
@@ -587,8 +621,9 @@ herald_about_delivery(HeraldDelivery *d, HeraldDelivery *about)
 		v.type == jbvNumeric)
 		about->event_id = DatumGetInt64(DirectFunctionCall1(numeric_int8,
 															NumericGetDatum(v.val.numeric)));
-	/* the rule's own template, as the first message had it */
+	/* the rule's own templates, as the first message had them */
 	about->message = strncmp(about->event_type, "decision.", 9) == 0 ? NULL : d->rule_message;
+	about->messages = d->rule_messages;
 	/* the context line wants ISO 8601 in UTC */
 	created = data ? member_string(data, "about_created_at") : NULL;
 	if (created)

@@ -712,6 +712,7 @@ herald_define_settings(void)
 	herald_define_link_settings();
 	herald_define_http_settings();
 	herald_define_format_settings();
+	herald_define_filter_settings();
 	herald_define_capture_settings();
 	herald_define_scheduler_settings();
 

@@ -338,7 +338,53 @@ typedef struct HeraldTemplateValues
 								 * state, level for threshold rules */
 	bool		has_actions;	/* the message carries actions: the default
 								 * message asks nothing in SQL */
+	const char *timezone;		/* the zone the time filter shows times in */
 } HeraldTemplateValues;
+
+/* filters.c: {{field | filter(argument) | ...}} */
+#define HERALD_MAX_FILTERS 8
+
+typedef enum HeraldFilterOp
+{
+	HERALD_FILTER_NUMBER,
+	HERALD_FILTER_PERCENT,
+	HERALD_FILTER_TIME,
+	HERALD_FILTER_TRUNCATE,
+	HERALD_FILTER_UPPER,
+	HERALD_FILTER_LOWER,
+	HERALD_FILTER_DEFAULT
+} HeraldFilterOp;
+
+typedef struct HeraldFilter
+{
+	HeraldFilterOp op;
+	const char *name;
+	int			number;			/* decimals, characters */
+	char	   *text;			/* a time format, a default; NULL for none */
+} HeraldFilter;
+
+typedef struct HeraldPlaceholder
+{
+	char	   *name;			/* the field: "value", "new.amount" */
+	int			nfilters;
+	HeraldFilter filters[HERALD_MAX_FILTERS];
+} HeraldPlaceholder;
+
+/* what a field holds, for the filters it takes */
+typedef enum HeraldValueKind
+{
+	HERALD_VALUE_TEXT,
+	HERALD_VALUE_NUMBER,
+	HERALD_VALUE_TIME
+} HeraldValueKind;
+
+extern char *herald_timezone;
+extern void herald_define_filter_settings(void);
+extern bool herald_parse_placeholder(const char *inner, HeraldPlaceholder *ph, bool strict);
+extern void herald_check_filters(const HeraldPlaceholder *ph, HeraldValueKind kind);
+extern int	herald_filter_input_limit(const HeraldPlaceholder *ph, int room);
+extern bool herald_apply_filters(const HeraldPlaceholder *ph, StringInfo value, bool cut,
+								 const char *zone);
 
 /* What ends a text that was cut: "… [truncated]" */
 #define HERALD_TRUNCATED "\xE2\x80\xA6 [truncated]"
@@ -370,6 +416,8 @@ typedef struct HeraldDelivery
 	char	   *created_at;		/* ISO 8601, UTC */
 	Jsonb	   *payload;
 	char	   *message;		/* the rule's template, NULL for the default */
+	Jsonb	   *messages;		/* the rule's templates per event type, or
+								 * NULL: take precedence over message */
 	int32		channel_id;
 	char	   *channel;
 	char	   *kind;
@@ -403,6 +451,9 @@ typedef struct HeraldDelivery
 	char	  **fact_columns;	/* row events: the columns shown as facts,
 								 * in order (herald._fact_columns), or NULL */
 	int			nfact_columns;
+	Jsonb	   *rule_messages;	/* with response_url: its templates per type */
+	char	   *timezone;		/* the channel's time zone, NULL for
+								 * herald.timezone */
 } HeraldDelivery;
 
 /*

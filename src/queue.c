@@ -210,6 +210,15 @@ copy_text(HeapTuple tup, TupleDesc desc, int col)
 	return isnull ? NULL : TextDatumGetCString(d);
 }
 
+static Jsonb *
+copy_jsonb(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? NULL : DatumGetJsonbPCopy(d);
+}
+
 /* A text[] column as C strings (NULL elements as ""); NULL and 0 for NULL. */
 static char **
 copy_text_array(HeapTuple tup, TupleDesc desc, int col, int *n)
@@ -322,6 +331,9 @@ enum
 	CLAIM_RESPONSE_URL,
 	CLAIM_ABOUT_PAYLOAD,
 	CLAIM_RULE_MESSAGE,
+	CLAIM_MESSAGES,
+	CLAIM_RULE_MESSAGES,
+	CLAIM_TIMEZONE,
 	CLAIM_SPILL
 };
 
@@ -364,6 +376,9 @@ enum
 	"          (SELECT a.payload FROM herald.event_log a" \
 	"            WHERE a.id = e.about_event_id) END," \
 	"        CASE WHEN dl.response_url IS NOT NULL THEN r.message END," \
+	"        CASE WHEN e.type NOT LIKE 'decision.%' THEN r.messages END," \
+	"        CASE WHEN dl.response_url IS NOT NULL THEN r.messages END," \
+	"        c.timezone," \
 	"        cl.spill" \
 	"   FROM claimed cl" \
 	"   JOIN herald.event_log e ON e.id = cl.event_id" \
@@ -435,19 +450,14 @@ copy_deliveries(MemoryContext cxt, HeraldDelivery **out, List **spilled)
 		d->recipients = copy_text_array(tup, desc, CLAIM_RECIPIENTS, &d->nrecipients);
 		d->sender = copy_text(tup, desc, CLAIM_SENDER);
 		d->subject = copy_text(tup, desc, CLAIM_SUBJECT);
-		{
-			Datum		actions = SPI_getbinval(tup, desc, CLAIM_ACTIONS, &isnull);
-
-			d->actions = isnull ? NULL : DatumGetJsonbPCopy(actions);
-		}
+		d->actions = copy_jsonb(tup, desc, CLAIM_ACTIONS);
 		d->interactive = DatumGetBool(SPI_getbinval(tup, desc, CLAIM_INTERACTIVE, &isnull));
 		d->response_url = copy_text(tup, desc, CLAIM_RESPONSE_URL);
-		{
-			Datum		about = SPI_getbinval(tup, desc, CLAIM_ABOUT_PAYLOAD, &isnull);
-
-			d->about_payload = isnull ? NULL : DatumGetJsonbPCopy(about);
-		}
+		d->about_payload = copy_jsonb(tup, desc, CLAIM_ABOUT_PAYLOAD);
 		d->rule_message = copy_text(tup, desc, CLAIM_RULE_MESSAGE);
+		d->messages = copy_jsonb(tup, desc, CLAIM_MESSAGES);
+		d->rule_messages = copy_jsonb(tup, desc, CLAIM_RULE_MESSAGES);
+		d->timezone = copy_text(tup, desc, CLAIM_TIMEZONE);
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);

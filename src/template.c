@@ -12,7 +12,8 @@
  * Placeholders: {{rule}}, {{event_id}}, {{type}} for every event; for row
  * rules {{table}}, {{operation}}, {{new.COLUMN}} and {{old.COLUMN}}; for
  * threshold rules {{key}}, {{value}}, {{op}}, {{threshold}},
- * {{warning_threshold}}, {{recover_threshold}}, {{state}},
+ * {{warning_threshold}}, {{recover_threshold}}, {{crossed}} (the threshold
+ * the value crossed: see herald._threshold_payload), {{state}},
  * {{previous_state}}, {{level}}, {{since}}, {{error}} and {{sparkline}} (the
  * metric's recent values drawn with block characters, empty with fewer than
  * 3 values).  A channel's
@@ -31,6 +32,11 @@
  * decision.recorded, so it may not use these.  A field the event lacks
  * renders as nothing.
  *
+ * A placeholder may name filters after its field ({{value | number(2)}}):
+ * filters.c parses, checks and applies them; the field is rendered into a
+ * buffer of its own first, bounded as filters.c says, and the result goes
+ * into the message.
+ *
  * The default message and the title of each event type are in
  * event_types.c.
  *
@@ -46,6 +52,7 @@
 
 #include <math.h>
 
+#include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
@@ -59,7 +66,7 @@
 #define COMMON_PLACEHOLDERS "{{rule}}, {{event_id}}, {{type}}"
 #define ROW_PLACEHOLDERS COMMON_PLACEHOLDERS ", {{table}}, {{operation}}, {{new.COLUMN}}, {{old.COLUMN}}"
 #define THRESHOLD_FIELDS "{{key}}, {{value}}, {{op}}, {{threshold}}, " \
-	"{{warning_threshold}}, {{recover_threshold}}, {{state}}, {{previous_state}}, " \
+	"{{warning_threshold}}, {{recover_threshold}}, {{crossed}}, {{state}}, {{previous_state}}, " \
 	"{{level}}, {{since}}, {{error}}, {{sparkline}}"
 #define THRESHOLD_PLACEHOLDERS COMMON_PLACEHOLDERS ", " THRESHOLD_FIELDS
 #define DECISION_FIELDS "{{about}}, {{decision_summary}}, {{decision_details}}, " \
@@ -92,8 +99,15 @@ static const char *const decision_computed[] = {
 };
 static const char *const threshold_fields[] = {
 	"key", "value", "op", "threshold", "warning_threshold", "recover_threshold",
-	"state", "previous_state", "level", "since", "error", "sparkline", NULL
+	"crossed", "state", "previous_state", "level", "since", "error", "sparkline", NULL
 };
+
+/* the fields number filters take, and those time filters take */
+static const char *const number_fields[] = {
+	"value", "threshold", "warning_threshold", "recover_threshold", "crossed",
+	"event_id", "about_event_id", NULL
+};
+static const char *const time_fields[] = {"since", "decided_at", "action_due", NULL};
 
 /*
  * What a template is checked against: a row rule's message (with its
@@ -243,40 +257,61 @@ in_list(const char *name, const char *const *list)
 	return false;
 }
 
-static void
-check_placeholder(const char *name, RenderBuffer *out, void *arg)
+/*
+ * Is name a placeholder of this kind of template?  Returns what it holds,
+ * for its filters.
+ */
+static HeraldValueKind
+field_kind(TemplateCheck *check, const char *name)
 {
-	TemplateCheck *check = arg;
+	HeraldValueKind kind = in_list(name, number_fields) ? HERALD_VALUE_NUMBER :
+		in_list(name, time_fields) ? HERALD_VALUE_TIME : HERALD_VALUE_TEXT;
 
 	if (strcmp(name, "rule") == 0 || strcmp(name, "event_id") == 0 ||
 		strcmp(name, "type") == 0)
-		return;
+		return kind;
 	if (check->kind != TEMPLATE_THRESHOLD && in_list(name, row_fields))
-		return;
+		return kind;
 	if (check->kind != TEMPLATE_ROW && in_list(name, threshold_fields))
-		return;
+		return kind;
 	if (check->kind == TEMPLATE_CHANNEL &&
 		(in_list(name, decision_fields) || in_list(name, decision_computed)))
-		return;
+		return kind;
 
 	if (check->kind == TEMPLATE_ROW &&
 		(strncmp(name, "new.", 4) == 0 || strncmp(name, "old.", 4) == 0))
 	{
 		const char *col = name + 4;
 		AttrNumber	attnum = get_attnum(check->relid, col);
+		char		category;
+		bool		preferred;
 
 		if (attnum == InvalidAttrNumber || attnum < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
 					 errmsg("column \"%s\" in placeholder \"{{%s}}\" does not exist in table %s",
 							col, name, get_rel_name(check->relid))));
-		return;
+		get_type_category_preferred(getBaseType(get_atttype(check->relid, attnum)),
+									&category, &preferred);
+		return category == TYPCATEGORY_NUMERIC ? HERALD_VALUE_NUMBER :
+			category == TYPCATEGORY_DATETIME ? HERALD_VALUE_TIME : HERALD_VALUE_TEXT;
 	}
 
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("unknown placeholder \"{{%s}}\" in template", name),
 			 errhint("Valid placeholders for %s: %s.", kind_names[check->kind], check->valid)));
+	return HERALD_VALUE_TEXT;	/* keep the compiler quiet */
+}
+
+static void
+check_placeholder(const char *inner, RenderBuffer *out, void *arg)
+{
+	TemplateCheck *check = arg;
+	HeraldPlaceholder ph;
+
+	(void) herald_parse_placeholder(inner, &ph, true);
+	herald_check_filters(&ph, field_kind(check, ph.name));
 }
 
 /* herald._check_template(template text, kind text, on_table regclass) */
@@ -520,7 +555,7 @@ emit_unresolved(RenderBuffer *out, const char *name)
 }
 
 static void
-render_placeholder(const char *name, RenderBuffer *out, void *arg)
+render_field(const char *name, RenderBuffer *out, void *arg)
 {
 	const HeraldTemplateValues *values = arg;
 	JsonbContainer *data = values->data ? &values->data->root : NULL;
@@ -566,6 +601,40 @@ render_placeholder(const char *name, RenderBuffer *out, void *arg)
 	}
 	else
 		emit_unresolved(out, name);
+}
+
+/*
+ * One placeholder: its field, through its filters.  One that does not
+ * parse (it was never checked: cannot happen for a declared template)
+ * stays as written.
+ */
+static void
+render_placeholder(const char *inner, RenderBuffer *out, void *arg)
+{
+	const HeraldTemplateValues *values = arg;
+	HeraldPlaceholder ph;
+	RenderBuffer field;
+	bool		cut;
+
+	if (!herald_parse_placeholder(inner, &ph, false))
+	{
+		emit_unresolved(out, inner);
+		return;
+	}
+	if (ph.nfilters == 0)
+	{
+		render_field(ph.name, out, arg);
+		return;
+	}
+	initStringInfo(&field.text);
+	field.limit = herald_filter_input_limit(&ph, out->limit - out->text.len);
+	field.cut = false;
+	render_field(ph.name, &field, arg);
+	cut = herald_apply_filters(&ph, &field.text, field.cut, values->timezone);
+	/* a field cut to the room left (and not truncated since) fills it */
+	if (emit(out, field.text.data, field.text.len) && cut)
+		out->cut = true;
+	pfree(field.text.data);
 }
 
 /*
