@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The test suite on other PostgreSQL versions (test/run --pg VERSION).
 #
-#   bash scripts/matrix.sh 17|18|18-assert|all
+#   bash scripts/matrix.sh 17|18|18-assert|upgrade|all
 #   bash scripts/matrix.sh 15,17,18        a comma-separated list, in order
 #
 # For 17, 18 and 18-assert: makes or reuses the Debian root of that version
 # (scripts/pgroot.sh), copies this working tree into /build/pg_herald-VERSION
 # inside it (what is built there stays there), and runs test/run there as
-# root; 18-assert puts the assertion build first on PATH.  "all" runs the
-# host's PostgreSQL 15 first, then 17, 18 and 18-assert.
+# root; 18-assert puts the assertion build first on PATH.  In the 17 root,
+# pg_herald is also built for the copy of the host's PostgreSQL 15 there,
+# and t/014_pg_upgrade.pl upgrades a 15 cluster to 17 with pg_upgrade;
+# "upgrade" runs only that test.  "all" runs the host's PostgreSQL 15
+# first, then 17 (the upgrade test included), 18 and 18-assert.
 #
 # Each version's output is shown as it runs, under a "==== PostgreSQL V
 # ====" heading; a version whose run ends without its "N passed, N failed"
@@ -27,9 +30,9 @@ case "${1:-}" in
 		IFS=, read -r -a listed <<<"${1:-}"
 		for v in "${listed[@]}"; do
 			case "$v" in
-				15 | 17 | 18 | 18-assert) versions+=("$v") ;;
+				15 | 17 | 18 | 18-assert | upgrade) versions+=("$v") ;;
 				*)
-					echo "matrix.sh: unknown PostgreSQL version '$v' (15, 17, 18, 18-assert, a comma-separated list of them, or all)" >&2
+					echo "matrix.sh: unknown PostgreSQL version '$v' (15, 17, 18, 18-assert, upgrade, a comma-separated list of them, or all)" >&2
 					exit 2
 					;;
 			esac
@@ -44,6 +47,14 @@ fi
 passed=0
 failed=0
 summary=()
+
+# The root (scripts/pgroot.sh's version) a version of this list runs in.
+root_of() {
+	case "$1" in
+		upgrade) echo 17 ;;
+		*) echo "$1" ;;
+	esac
+}
 
 # Copy the working tree, with the browser test's node_modules (installed
 # here first: the roots have no npm) but without build products or git
@@ -63,7 +74,7 @@ if [ ${#versions[@]} -gt 1 ]; then
 	prepare_log=$(mktemp "${TMPDIR:-/tmp}/pg_herald_roots.XXXXXX")
 	(
 		for v in "${versions[@]}"; do
-			[ "$v" = 15 ] || bash "$repo/scripts/pgroot.sh" "$v" >/dev/null || true
+			[ "$v" = 15 ] || bash "$repo/scripts/pgroot.sh" "$(root_of "$v")" >/dev/null || true
 		done
 	) >"$prepare_log" 2>&1 &
 	prepare=$!
@@ -81,18 +92,25 @@ for v in "${versions[@]}"; do
 	if [ "$v" = 15 ]; then
 		bash "$repo/test/run" 2>&1 | tee "$out"
 	else
-		root=$(bash "$repo/scripts/pgroot.sh" "$v") &&
+		only=${HERALD_ONLY:-}
+		old_pg_config=
+		if [ "$(root_of "$v")" = 17 ]; then
+			old_pg_config=/opt/pg15/usr/lib/postgresql/15/bin/pg_config
+		fi
+		[ "$v" = upgrade ] && only=014_pg_upgrade
+		root=$(bash "$repo/scripts/pgroot.sh" "$(root_of "$v")") &&
 			copy_tree "$root/build/pg_herald-$v" &&
 			if [ "$v" = 18-assert ]; then
 				path=/opt/pg18-assert/bin:/usr/sbin:/usr/bin:/sbin:/bin
 				major=source
 			else
 				path=/usr/sbin:/usr/bin:/sbin:/bin
-				major=${v%%-*}
+				major=$(root_of "$v")
+				major=${major%%-*}
 			fi &&
-			bash "$repo/scripts/pgroot.sh" "$v" -- /usr/bin/env PATH="$path" TMPDIR=/tmp \
-				HERALD_PG_MAJOR="$major" CI="${CI:-}" HERALD_ONLY="${HERALD_ONLY:-}" \
-				HERALD_KEEP_TMP="${HERALD_KEEP_TMP:-}" \
+			bash "$repo/scripts/pgroot.sh" "$(root_of "$v")" -- /usr/bin/env PATH="$path" TMPDIR=/tmp \
+				HERALD_PG_MAJOR="$major" CI="${CI:-}" HERALD_ONLY="$only" \
+				HERALD_KEEP_TMP="${HERALD_KEEP_TMP:-}" HERALD_OLD_PG_CONFIG="$old_pg_config" \
 				bash "/build/pg_herald-$v/test/run" 2>&1 | tee "$out"
 	fi
 	set -e

@@ -8,7 +8,9 @@
 # postgresql-18) or 18-assert (the same root, plus PostgreSQL 18 built from
 # Debian's source package with --enable-cassert --enable-debug, installed in
 # /opt/pg18-assert inside it).  15 is the host's own PostgreSQL and needs no
-# root.
+# root.  The 17 root also holds a copy of the host's PostgreSQL 15 in
+# /opt/pg15 (the old binaries pg_upgrade needs beside the new ones, for
+# test/t/014_pg_upgrade.pl), made again when the host's packages change.
 #
 # Roots are made with debootstrap --variant=minbase under
 # $HERALD_ROOT_CACHE (default /var/cache/pg_herald/roots), one per Debian
@@ -30,7 +32,7 @@ mirror=${HERALD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 recipe=2
 
 usage() {
-	sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
 	exit 2
 }
 
@@ -38,9 +40,9 @@ usage() {
 version=$1
 shift
 case "$version" in
-	17) suite=trixie major=17 assert=0 ;;
-	18) suite=sid major=18 assert=0 ;;
-	18-assert) suite=sid major=18 assert=1 ;;
+	17) suite=trixie major=17 assert=0 old15=1 ;;
+	18) suite=sid major=18 assert=0 old15=0 ;;
+	18-assert) suite=sid major=18 assert=1 old15=0 ;;
 	-h | --help) usage ;;
 	*)
 		echo "pgroot.sh: unknown version '$version' (17, 18 or 18-assert)" >&2
@@ -155,6 +157,66 @@ make_assert() {
 	rm -rf "$root/build/postgresql-src"
 }
 
+# The host's PostgreSQL 15 (Debian 12's packages postgresql-15 and
+# postgresql-server-dev-15), copied into /opt/pg15 inside the root with
+# Debian's layout below it: the binaries find their files relative to
+# themselves (as pg_config reports them), so pg_herald builds against it
+# and pg_upgrade runs it as the old cluster.  The shared libraries it needs
+# that the root lacks (ICU 72, OpenLDAP 2.5 and what they pull in) are the
+# host's, in /opt/pg15/lib, which the root's dynamic linker searches
+# (ld.so.conf.d): their sonames are not the root's own, so nothing else
+# loads them.  JIT is left out (llvmjit.so and its bitcode would need
+# LLVM 14).  Stamped with the host's package versions.
+make_pg15() {
+	local dest=$root/opt/pg15 pkgdir=/usr/lib/postgresql/15 version map missing lib path
+	if [ "$(dpkg-query -W -f='${db:Status-Status}\n' postgresql-15 postgresql-server-dev-15 2>/dev/null |
+		grep -cx installed)" != 2 ]; then
+		echo "pgroot.sh: installing postgresql-15 and postgresql-server-dev-15 on the host (log: $log)" >&2
+		flock /run/lock/pg_herald-apt.lock sh -c '
+			apt-get -o DPkg::Lock::Timeout=600 update &&
+			DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+				install -y postgresql-15 postgresql-server-dev-15' >>"$log" 2>&1
+	fi
+	version="$(dpkg-query -W -f='${Package}=${Version} ' postgresql-15 postgresql-server-dev-15)recipe=$recipe"
+	if [ "$(cat "$dest/.pg_herald-stamp" 2>/dev/null)" = "$version" ]; then
+		return 0
+	fi
+	echo "pgroot.sh: copying the host's PostgreSQL 15 into $dest" >&2
+	rm -rf "$dest"
+	mkdir -p "$dest/usr/lib/postgresql" "$dest/usr/share/postgresql" "$dest/usr/include" "$dest/lib"
+	cp -a $pkgdir "$dest/usr/lib/postgresql/"
+	cp -a /usr/share/postgresql/15 "$dest/usr/share/postgresql/"
+	cp -a /usr/include/postgresql "$dest/usr/include/"
+	# not a pg_herald the host may have installed: tests install their own
+	rm -rf "$dest$pkgdir"/lib/pg_herald.so "$dest$pkgdir"/lib/bitcode "$dest$pkgdir"/lib/llvmjit* \
+		"$dest"/usr/share/postgresql/15/extension/pg_herald*
+	echo /opt/pg15/lib >"$root/etc/ld.so.conf.d/pg_herald-pg15.conf"
+	# where the host finds each library the binaries and modules need
+	map=$(find $pkgdir -type f \( -name '*.so' -o -path '*/bin/*' \) -print0 |
+		xargs -0 ldd 2>/dev/null | sed -n 's/^[[:space:]]*\([^ ]*\) => \(\/[^ ]*\) .*/\1 \2/p' | sort -u)
+	# the root's loader says what it lacks; what those bring lacks more
+	for _ in 1 2 3 4 5 6; do
+		# shellcheck disable=SC2016  # expanded inside the root
+		missing=$(in_root "$root" /bin/sh -c 'ldconfig
+			find /opt/pg15/usr/lib/postgresql/15 /opt/pg15/lib -type f \( -name "*.so*" -o -path "*/bin/*" \) |
+				xargs ldd 2>/dev/null | sed -n "s/^[[:space:]]*\([^ ]*\) => not found.*/\1/p" | sort -u')
+		[ -n "$missing" ] || break
+		for lib in $missing; do
+			path=$(awk -v l="$lib" '$1 == l { print $2; exit }' <<<"$map")
+			if [ -z "$path" ]; then
+				echo "pgroot.sh: PostgreSQL 15 needs $lib, which the host does not have" >&2
+				return 1
+			fi
+			cp -L "$path" "$dest/lib/$lib"
+		done
+	done
+	if [ -n "$missing" ] || ! in_root "$root" /opt/pg15$pkgdir/bin/postgres -V >/dev/null; then
+		echo "pgroot.sh: PostgreSQL 15 does not run in the $suite root (missing: ${missing:-none})" >&2
+		return 1
+	fi
+	echo "$version" >"$dest/.pg_herald-stamp"
+}
+
 # One maker per root at a time: a second caller waits, then finds it made.
 mkdir -p "$cache"
 exec 9>"$cache/$suite.lock"
@@ -164,6 +226,9 @@ if [ "$(cat "$root/.pg_herald-stamp" 2>/dev/null)" != "$stamp" ]; then
 fi
 if [ "$assert" = 1 ]; then
 	make_assert
+fi
+if [ "$old15" = 1 ]; then
+	make_pg15
 fi
 flock -u 9
 exec 9>&-

@@ -1105,7 +1105,8 @@ herald_http_server_init(void)
 {
 	BackgroundWorker worker;
 
-	if (!process_shared_preload_libraries_in_progress ||
+	/* none under pg_upgrade either (see _PG_init) */
+	if (!process_shared_preload_libraries_in_progress || IsBinaryUpgrade ||
 		herald_http_listen == NULL || herald_http_listen[0] == '\0')
 		return;
 	memset(&worker, 0, sizeof(worker));

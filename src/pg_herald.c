@@ -774,5 +774,12 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = herald_shmem_startup;
 
-	herald_register_workers();
+	/*
+	 * pg_upgrade starts both servers in binary-upgrade mode (-b) to move the
+	 * schema: no worker then.  On the old one they would deliver while its
+	 * files are about to be copied; on the new one they would serve a
+	 * database that is being restored.  Its first ordinary start runs them.
+	 */
+	if (!IsBinaryUpgrade)
+		herald_register_workers();
 }
