@@ -417,7 +417,7 @@ CREATE OR REPLACE FUNCTION herald._render(template text, rule text, event_id big
 
 -- What a follow-up quotes of the alert it asks about, a (its episode's
 -- first event) of rule r: its message as its messages rendered it (the
--- rule's template, or the type's default; at most 2,000 bytes), key,
+-- rule's template for its type, or the type's default; at most 2,000 bytes), key,
 -- value, level, when it happened (about_at, in UTC), and for a threshold
 -- episode whether it is still firing (is_open) or resolved.
 CREATE OR REPLACE FUNCTION herald._followup_about(a herald.event_log, r herald.rule_defs,
@@ -429,7 +429,8 @@ RETURN jsonb_strip_nulls(jsonb_build_object(
     'about_type', a.type,
     'about_created_at', a.created_at,
     'about_at', to_char(a.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'),
-    'about_message', herald._render(CASE WHEN a.type NOT LIKE 'decision.%' THEN r.message END,
+    'about_message', herald._render(CASE WHEN a.type NOT LIKE 'decision.%'
+                                         THEN coalesce(r.messages ->> a.type, r.message) END,
                                     a.rule, a.id, a.type, a.payload, 2000),
     'key', a.payload -> 'key',
     'about_value', a.payload -> 'value',

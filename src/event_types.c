@@ -109,7 +109,7 @@ static const HeraldEventType event_types[] = {
 	{
 		.name = "rule.error",
 		.title = "{{rule}} failed",
-		.message = "{{rule}} could not be evaluated: {{error}}"
+		.message = "{{rule}} failed: its metric could not be evaluated: {{error}}"
 	},
 	{
 		.name = "decision.followup",

@@ -104,7 +104,9 @@ herald_template_values(HeraldDelivery *d)
 /*
  * The rule's template for an event of this type: its messages' entry for
  * the type (herald.rule_defs.messages), else its message; NULL for the
- * default message of the type (event_types.c).
+ * default message of the type (event_types.c).  A rule.error event takes
+ * the message only from messages: the rule's message speaks of the value,
+ * which an error has not, and the default says what failed.
  */
 static const char *
 rule_template(const char *message, Jsonb *messages, const char *type)
@@ -115,6 +117,8 @@ rule_template(const char *message, Jsonb *messages, const char *type)
 		getKeyJsonValueFromContainer(&messages->root, type, strlen(type), &v) != NULL &&
 		v.type == jbvString)
 		return pnstrdup(v.val.string.val, v.val.string.len);
+	if (type != NULL && strcmp(type, "rule.error") == 0)
+		return NULL;
 	return message;
 }
 

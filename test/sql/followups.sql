@@ -39,7 +39,7 @@ SELECT herald.create_channel('fu-slack', 'slack', test.url('/followups/slack'), 
 SELECT herald.create_channel('fu-chat', 'google_chat', test.url('/followups/chat?key=k&token=t'),
                              rate_limit => 1000);
 SELECT herald.create_channel('fu-mail', 'email', (SELECT smtp_url FROM test.config),
-                             recipients => ARRAY['ops@example.com'], sender => 'herald@example.com');
+                             recipients => ARRAY['followups@example.com'], sender => 'herald@example.com');
 
 -------------------------------------------------------------------------------
 -- An episode that fires (warning) and escalates (critical): one stream of
@@ -90,7 +90,7 @@ SELECT test.fu_mask(jsonb_pretty((r ->> 'body')::jsonb)) AS google_chat
  ORDER BY (r ->> 'n')::int LIMIT 1;
 SELECT test.fu_mask(m ->> 'data') AS email
   FROM test.mails() m
- WHERE m ->> 'data' LIKE '%X-Herald-Type: decision.followup%' AND m ->> 'data' LIKE '%abandoned%'
+ WHERE m ->> 'data' LIKE '%X-Herald-Type: decision.followup%' AND m -> 'rcpt_tos' ? 'followups@example.com'
  ORDER BY (m ->> 'n')::int LIMIT 1;
 SELECT test.fu_mask(jsonb_pretty((r ->> 'body')::jsonb -> 'data')) AS webhook_data
   FROM test.received('/followups/hook') r
@@ -115,7 +115,7 @@ SELECT (regexp_match(m ->> 'data', E'X-Herald-Type: ([a-z.]+)\r\n'))[1] AS type,
        (regexp_match(m ->> 'data', E'\r\nMessage-ID: (<[^>]+>)\r\n'))[1] AS message_id,
        (regexp_match(m ->> 'data', E'\r\nIn-Reply-To: (<[^>]+>)\r\n'))[1] AS in_reply_to,
        (regexp_match(m ->> 'data', E'\r\nReferences: (<[^>]+>)\r\n'))[1] AS refs
-  FROM test.mails() m WHERE m ->> 'data' LIKE '%abandoned%';
+  FROM test.mails() m WHERE m -> 'rcpt_tos' ? 'followups@example.com';
 SELECT type, count(*) > 0 AS mails,
        bool_and(in_reply_to IS NOT DISTINCT FROM
                 CASE WHEN type <> 'rule.fired'
