@@ -23,23 +23,6 @@ LANGUAGE sql AS $$
      ORDER BY (r ->> 'n')::int
 $$;
 
--- Run statement (a format() string) with each value in turn, each in its
--- own transaction, waiting for the evaluations and deliveries after each.
-CREATE PROCEDURE test.observe(statement text, VARIADIC vals numeric[])
-LANGUAGE plpgsql AS $$
-DECLARE
-    val numeric;
-BEGIN
-    FOREACH val IN ARRAY vals LOOP
-        EXECUTE format(statement, val);
-        COMMIT;
-        IF NOT herald.flush() THEN
-            RAISE EXCEPTION 'herald.flush() timed out';
-        END IF;
-    END LOOP;
-END;
-$$;
-
 -------------------------------------------------------------------------------
 -- A grouped rule with a warning level and a recover threshold: fired at
 -- warning level, escalated, still firing above the recover threshold,

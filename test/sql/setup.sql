@@ -106,3 +106,20 @@ BEGIN
     RETURN n;
 END
 $$;
+
+-- Run statement (a format() string) with each value in turn, each in its
+-- own transaction, waiting for the evaluations and deliveries after each.
+CREATE PROCEDURE test.observe(statement text, VARIADIC vals numeric[])
+LANGUAGE plpgsql AS $$
+DECLARE
+    val numeric;
+BEGIN
+    FOREACH val IN ARRAY vals LOOP
+        EXECUTE format(statement, val);
+        COMMIT;
+        IF NOT herald.flush() THEN
+            RAISE EXCEPTION 'herald.flush() timed out';
+        END IF;
+    END LOOP;
+END;
+$$;

@@ -13,16 +13,8 @@ INSERT INTO gauges SELECT n, 0 FROM unnest(ARRAY['flap', 'below', 'slow', 'nag',
 
 CREATE PROCEDURE test.feed(gauge text, VARIADIC vals numeric[])
 LANGUAGE plpgsql AS $$
-DECLARE
-    val numeric;
 BEGIN
-    FOREACH val IN ARRAY vals LOOP
-        UPDATE gauges SET v = val WHERE name = gauge;
-        COMMIT;
-        IF NOT herald.flush() THEN
-            RAISE EXCEPTION 'herald.flush() timed out';
-        END IF;
-    END LOOP;
+    CALL test.observe(format('UPDATE gauges SET v = %%s WHERE name = %L', gauge), VARIADIC vals);
 END;
 $$;
 CREATE PROCEDURE test.set_null(gauge text)
