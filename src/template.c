@@ -696,6 +696,8 @@ herald_render_sql(PG_FUNCTION_ARGS)
 	values.data = PG_GETARG_JSONB_P(4);
 	/* quoted, it asks nothing: no hint on answering in SQL */
 	values.has_actions = true;
+	/* no channel here: times are shown in herald.timezone */
+	values.timezone = herald_timezone;
 	max_bytes = Min(Max(PG_GETARG_INT32(5), (int) strlen(HERALD_TRUNCATED)),
 					herald_max_message_size);
 	PG_RETURN_TEXT_P(cstring_to_text(herald_render_template(tmpl, &values, max_bytes,
