@@ -333,5 +333,9 @@ SELECT d.status, octet_length(m.message) AS bytes,
                  WHERE message LIKE 'A' || E'\u2026' || '%') m
  WHERE d.channel = 'msg-hook' AND d.event_id = (SELECT max(id) FROM herald.events WHERE rule = 'msg-hostile');
 SELECT herald.drop_rule('msg-hostile');
+-- a column a placeholder names, dropped or renamed since, stays as written,
+-- filters and all, as the message rendered from SQL (herald._render) shows
+SELECT herald._render($${{new.id | number}} {{new.gone | upper}} {{new.gone | default('none')}} {{new.gone}} {{old.gone | default('n/a')}}$$,
+                      'msg-gone', 1, 'row.inserted', '{"new": {"id": 1000}}', 1000) AS message;
 DROP TABLE msg_orders;
 DELETE FROM gauges WHERE name = 'msg';
