@@ -8,8 +8,9 @@
  * a rule that gives no message, its default message from here; both are
  * templates (template.c) rendered over the event's payload.  A type may
  * have a variant, chosen by the payload: a grouped threshold rule's events
- * name their key, and a decision.recorded event reads differently for an
- * acknowledgement.
+ * name their key, a decision.recorded event reads differently for an
+ * acknowledgement, and a rule.error that names a table (a row rule's
+ * capture failed, or a table a rule uses was dropped) ran no metric.
  *
  * An event that awaits a decision (awaits_decision) is one whose messages
  * offer actions, one signed link each, when herald.public_url or
@@ -108,8 +109,12 @@ static const HeraldEventType event_types[] = {
 	},
 	{
 		.name = "rule.error",
+		/* a row rule's capture, or a table gone: the error says what failed */
+		.variant = HERALD_VARIANT_TABLE,
 		.title = "{{rule}} failed",
-		.message = "{{rule}} failed: its metric could not be evaluated: {{error}}"
+		.message = "{{rule}} failed: its metric could not be evaluated: {{error}}",
+		.variant_title = "{{rule}} failed",
+		.variant_message = "{{rule}} failed: {{error}}"
 	},
 	{
 		.name = "decision.followup",
@@ -171,6 +176,8 @@ use_variant(const HeraldEventType *t, Jsonb *payload)
 		return false;
 	if (t->variant == HERALD_VARIANT_KEY)
 		return getKeyJsonValueFromContainer(&payload->root, "key", 3, &v) != NULL;
+	if (t->variant == HERALD_VARIANT_TABLE)
+		return getKeyJsonValueFromContainer(&payload->root, "table", 5, &v) != NULL;
 	/* HERALD_VARIANT_ACKNOWLEDGEMENT */
 	return getKeyJsonValueFromContainer(&payload->root, "kind", 4, &v) != NULL &&
 		v.type == jbvString && v.val.string.len == strlen("acknowledgement") &&

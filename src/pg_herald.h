@@ -306,7 +306,8 @@ typedef enum HeraldVariant
 {
 	HERALD_VARIANT_NONE,
 	HERALD_VARIANT_KEY,			/* the payload has a key (grouped rule) */
-	HERALD_VARIANT_ACKNOWLEDGEMENT	/* the payload's kind is acknowledgement */
+	HERALD_VARIANT_ACKNOWLEDGEMENT,	/* the payload's kind is acknowledgement */
+	HERALD_VARIANT_TABLE		/* the payload names a table: no metric ran */
 } HeraldVariant;
 
 typedef struct HeraldEventType

@@ -554,7 +554,12 @@ emit_unresolved(RenderBuffer *out, const char *name)
 		emit_string(out, "}}");
 }
 
-static void
+/*
+ * Append the value of field name to out; false, appending nothing, for a
+ * field that cannot be resolved (the caller shows the placeholder as
+ * written).
+ */
+static bool
 render_field(const char *name, RenderBuffer *out, void *arg)
 {
 	const HeraldTemplateValues *values = arg;
@@ -597,16 +602,18 @@ render_field(const char *name, RenderBuffer *out, void *arg)
 		else if (object_field(row.val.binary.data, name + 4, &v))
 			append_jsonb_value(out, &v);
 		else
-			emit_unresolved(out, name);
+			return false;
 	}
 	else
-		emit_unresolved(out, name);
+		return false;
+	return true;
 }
 
 /*
  * One placeholder: its field, through its filters.  One that does not
- * parse (it was never checked: cannot happen for a declared template)
- * stays as written.
+ * parse (it was never checked: cannot happen for a declared template), or
+ * whose field cannot be resolved (a column dropped or renamed since),
+ * stays as written, filters and all.
  */
 static void
 render_placeholder(const char *inner, RenderBuffer *out, void *arg)
@@ -623,13 +630,19 @@ render_placeholder(const char *inner, RenderBuffer *out, void *arg)
 	}
 	if (ph.nfilters == 0)
 	{
-		render_field(ph.name, out, arg);
+		if (!render_field(ph.name, out, arg))
+			emit_unresolved(out, inner);
 		return;
 	}
 	initStringInfo(&field.text);
 	field.limit = herald_filter_input_limit(&ph, out->limit - out->text.len);
 	field.cut = false;
-	render_field(ph.name, &field, arg);
+	if (!render_field(ph.name, &field, arg))
+	{
+		pfree(field.text.data);
+		emit_unresolved(out, inner);
+		return;
+	}
 	cut = herald_apply_filters(&ph, &field.text, field.cut, values->timezone);
 	/* a field cut to the room left (and not truncated since) fills it */
 	if (emit(out, field.text.data, field.text.len) && cut)
@@ -696,6 +709,8 @@ herald_render_sql(PG_FUNCTION_ARGS)
 	values.data = PG_GETARG_JSONB_P(4);
 	/* quoted, it asks nothing: no hint on answering in SQL */
 	values.has_actions = true;
+	/* no channel here: times are shown in herald.timezone */
+	values.timezone = herald_timezone;
 	max_bytes = Min(Max(PG_GETARG_INT32(5), (int) strlen(HERALD_TRUNCATED)),
 					herald_max_message_size);
 	PG_RETURN_TEXT_P(cstring_to_text(herald_render_template(tmpl, &values, max_bytes,

@@ -209,6 +209,13 @@ SELECT herald.on_change('fu-rows', 'fu_stock', ARRAY['fu-hook']);
 SELECT herald.alter_rule('fu-rows', followup_on_resolve => 'ask_once');
 SELECT count(*) AS not_declared FROM herald.rule_defs WHERE name = 'fu-bad';
 
+-- a follow-up quotes its alert's message with herald._render, which has no
+-- channel: times through filters are shown in herald.timezone (this crashed
+-- the server before)
+SELECT herald._render('{{since | time}}, {{since | time(''DD/MM HH24:MI TZ'')}}, {{value | number(1)}}',
+                      'fu-render', 1, 'rule.fired',
+                      '{"since": "2026-12-01T10:00:00+01:00", "value": 1234.56}', 1000) AS quoted;
+
 -- clean up
 SELECT herald.drop_rule('fu-rows');
 SELECT herald.drop_rule('fu-flour');

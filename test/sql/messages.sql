@@ -333,5 +333,18 @@ SELECT d.status, octet_length(m.message) AS bytes,
                  WHERE message LIKE 'A' || E'\u2026' || '%') m
  WHERE d.channel = 'msg-hook' AND d.event_id = (SELECT max(id) FROM herald.events WHERE rule = 'msg-hostile');
 SELECT herald.drop_rule('msg-hostile');
+-- a column a placeholder names, dropped or renamed since, stays as written,
+-- filters and all, as the message rendered from SQL (herald._render) shows
+SELECT herald._render($${{new.id | number}} {{new.gone | upper}} {{new.gone | default('none')}} {{new.gone}} {{old.gone | default('n/a')}}$$,
+                      'msg-gone', 1, 'row.inserted', '{"new": {"id": 1000}}', 1000) AS message;
+-- a rule.error that names a table ran no metric: its default message is
+-- the error alone
+SELECT herald.on_change('msg-table', 'msg_orders', ARRAY['msg-hook'], ARRAY['INSERT']);
 DROP TABLE msg_orders;
+SELECT herald.flush();
+SELECT type, message FROM test.messages('/messages/hook') WHERE message LIKE 'msg-table%';
+SELECT herald._render(NULL, 'msg-table', 1, 'rule.error',
+                      '{"table": "msg_orders", "operation": "INSERT", "error": "the condition ran longer than herald.condition_timeout (50 ms)"}',
+                      1000) AS capture_error;
+SELECT herald.drop_rule('msg-table');
 DELETE FROM gauges WHERE name = 'msg';
