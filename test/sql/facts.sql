@@ -143,4 +143,3 @@ SELECT herald.drop_rule(name)
 SELECT herald.drop_channel(name) FROM herald.channels WHERE name LIKE 'facts-%';
 DROP TABLE baskets, backlog, orders9;
 DROP FUNCTION test.chat(text);
-DROP PROCEDURE test.observe(text, numeric[]);
