@@ -23,22 +23,6 @@ INSERT INTO ar_gauge2 VALUES (0);
 GRANT SELECT ON ar_orders, ar_refunds, ar_gauge, ar_gauge2 TO herald_ar_alice, herald_ar_bob;
 GRANT SELECT ON ar_secret TO herald_ar_admin;
 
--- Wait, at most 10 seconds, until a query returns true.
-CREATE FUNCTION test.ar_wait(query text) RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_deadline timestamptz := clock_timestamp() + interval '10 seconds';
-    v_ok boolean;
-BEGIN
-    LOOP
-        EXECUTE query INTO v_ok;
-        IF v_ok OR clock_timestamp() > v_deadline THEN
-            RETURN coalesce(v_ok, false);
-        END IF;
-        PERFORM pg_sleep(0.02);
-    END LOOP;
-END;
-$$;
 -- Has every instance of the rule been evaluated since its last change?
 CREATE FUNCTION test.ar_evaluated(rule text) RETURNS boolean
 LANGUAGE sql AS $$
@@ -195,12 +179,12 @@ SET ROLE herald_ar_alice;
 SELECT name, state, value, level, threshold FROM herald.rules WHERE name = 'ar-level';
 SELECT herald.alter_rule('ar-level', threshold => 55);
 RESET ROLE;
-SELECT test.ar_wait($$SELECT test.ar_evaluated('ar-level')$$) AS evaluated;
+SELECT test.wait_until($$SELECT test.ar_evaluated('ar-level')$$) AS evaluated;
 SET ROLE herald_ar_alice;
 SELECT name, state, value, level, threshold FROM herald.rules WHERE name = 'ar-level';
 SELECT herald.alter_rule('ar-level', threshold => 70, warning_threshold => 65);
 RESET ROLE;
-SELECT test.ar_wait($$SELECT test.ar_evaluated('ar-level')$$) AS evaluated;
+SELECT test.wait_until($$SELECT test.ar_evaluated('ar-level')$$) AS evaluated;
 SET ROLE herald_ar_alice;
 SELECT name, state, value, level, threshold, warning_threshold FROM herald.rules WHERE name = 'ar-level';
 SELECT type, payload ->> 'reason' AS reason, payload ->> 'threshold' AS threshold
