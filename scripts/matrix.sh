@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The test suite on other PostgreSQL versions (test/run --pg VERSION).
 #
-#   bash scripts/matrix.sh 17|18|18-assert|upgrade|all
+#   bash scripts/matrix.sh 17|18|18-assert|18-asan|upgrade|all
 #   bash scripts/matrix.sh 15,17,18        a comma-separated list, in order
 #
-# For 17, 18 and 18-assert: makes or reuses the Debian root of that version
+# For 17, 18, 18-assert and 18-asan: makes or reuses the Debian root of that version
 # (scripts/pgroot.sh), copies this working tree into /build/pg_herald-VERSION
 # inside it (what is built there stays there), and runs test/run there as
-# root; 18-assert puts the assertion build first on PATH.  In the 17 root,
+# root; 18-assert and 18-asan put their build first on PATH.  In the 17 root,
 # pg_herald is also built for the copy of the host's PostgreSQL 15 there,
 # and t/014_pg_upgrade.pl upgrades a 15 cluster to 17 with pg_upgrade;
 # "upgrade" runs only that test.  "all" runs the host's PostgreSQL 15
@@ -30,9 +30,9 @@ case "${1:-}" in
 		IFS=, read -r -a listed <<<"${1:-}"
 		for v in "${listed[@]}"; do
 			case "$v" in
-				15 | 17 | 18 | 18-assert | upgrade) versions+=("$v") ;;
+				15 | 17 | 18 | 18-assert | 18-asan | upgrade) versions+=("$v") ;;
 				*)
-					echo "matrix.sh: unknown PostgreSQL version '$v' (15, 17, 18, 18-assert, upgrade, a comma-separated list of them, or all)" >&2
+					echo "matrix.sh: unknown PostgreSQL version '$v' (15, 17, 18, 18-assert, 18-asan, upgrade, a comma-separated list of them, or all)" >&2
 					exit 2
 					;;
 			esac
@@ -100,8 +100,8 @@ for v in "${versions[@]}"; do
 		[ "$v" = upgrade ] && only=014_pg_upgrade
 		root=$(bash "$repo/scripts/pgroot.sh" "$(root_of "$v")") &&
 			copy_tree "$root/build/pg_herald-$v" &&
-			if [ "$v" = 18-assert ]; then
-				path=/opt/pg18-assert/bin:/usr/sbin:/usr/bin:/sbin:/bin
+			if [ "$v" = 18-assert ] || [ "$v" = 18-asan ]; then
+				path=/opt/pg$v/bin:/usr/sbin:/usr/bin:/sbin:/bin
 				major=source
 			else
 				path=/usr/sbin:/usr/bin:/sbin:/bin

@@ -5,9 +5,11 @@
 #   bash scripts/pgroot.sh VERSION -- CMD...  run CMD inside it, as root
 #
 # VERSION is 17 (Debian 13 "trixie", postgresql-17), 18 (Debian "sid",
-# postgresql-18) or 18-assert (the same root, plus PostgreSQL 18 built from
+# postgresql-18), 18-assert (the same root, plus PostgreSQL 18 built from
 # Debian's source package with --enable-cassert --enable-debug, installed in
-# /opt/pg18-assert inside it).  15 is the host's own PostgreSQL and needs no
+# /opt/pg18-assert inside it) or 18-asan (likewise, also built with
+# -fsanitize=address,undefined, in /opt/pg18-asan: what is built against it,
+# pg_herald included, is instrumented too).  15 is the host's own PostgreSQL and needs no
 # root.  The 17 root also holds a copy of the host's PostgreSQL 15 in
 # /opt/pg15 (the old binaries pg_upgrade needs beside the new ones, for
 # test/t/014_pg_upgrade.pl), made again when the host's packages change.
@@ -43,9 +45,10 @@ case "$version" in
 	17) suite=trixie major=17 assert=0 old15=1 ;;
 	18) suite=sid major=18 assert=0 old15=0 ;;
 	18-assert) suite=sid major=18 assert=1 old15=0 ;;
+	18-asan) suite=sid major=18 assert=asan old15=0 ;;
 	-h | --help) usage ;;
 	*)
-		echo "pgroot.sh: unknown version '$version' (17, 18 or 18-assert)" >&2
+		echo "pgroot.sh: unknown version '$version' (17, 18, 18-assert or 18-asan)" >&2
 		exit 2
 		;;
 esac
@@ -124,17 +127,24 @@ make_root() {
 }
 
 # PostgreSQL 18 with assertions, from Debian's source package, in
-# /opt/pg18-assert inside the root; made once, stamped with the version.
-# Upstream's source as Debian ships it, without Debian's patches: those put
-# the modules in /usr/lib/postgresql/18, over the packaged server's.
+# /opt/pg18-assert inside the root (or, with the sanitizers, /opt/pg18-asan);
+# made once, stamped with the version.  Upstream's source as Debian ships
+# it, without Debian's patches: those put the modules in
+# /usr/lib/postgresql/18, over the packaged server's.
 make_assert() {
-	local prefix=/opt/pg18-assert
+	local prefix=/opt/pg18-assert cflags="-O1 -g" ldflags="" what="with assertions"
 	local version
+	if [ "$assert" = asan ]; then
+		prefix=/opt/pg18-asan
+		cflags="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined"
+		ldflags="-fsanitize=address,undefined"
+		what="with assertions, AddressSanitizer and UndefinedBehaviorSanitizer"
+	fi
 	version="$(in_root "$root" dpkg-query -W -f='${Version}' "postgresql-$major") recipe=$recipe"
 	if [ "$(cat "$root$prefix/.pg_herald-stamp" 2>/dev/null)" = "$version" ]; then
 		return 0
 	fi
-	echo "pgroot.sh: building PostgreSQL $version with assertions in $root$prefix (log: $log)" >&2
+	echo "pgroot.sh: building PostgreSQL $version $what in $root$prefix (log: $log)" >&2
 	rm -rf "$root$prefix" "$root/build/postgresql-src"
 	mkdir -p "$root/build/postgresql-src"
 	# shellcheck disable=SC2016  # expanded inside the root
@@ -143,15 +153,19 @@ make_assert() {
 		apt-get source --download-only "postgresql-$1"
 		dpkg-source -x --no-check --skip-patches ./*.dsc src
 		cd src
+		# the build runs its own programs (initdb for the catalogs): no
+		# leak reports from them
+		ASAN_OPTIONS=detect_leaks=0
+		export ASAN_OPTIONS
 		./configure --prefix="$2" --enable-cassert --enable-debug --enable-tap-tests \
 			--with-openssl --with-icu --with-lz4 --with-zstd --without-readline \
-			CFLAGS="-O1 -g" >configure.log
+			CFLAGS="$4" LDFLAGS="$5" >configure.log
 		make -s -j"$(($(nproc) + 1))"
 		make -s install
 		echo "$3" >"$2/.pg_herald-stamp"
-	' sh "$major" "$prefix" "$version" >>"$log" 2>&1; then
+	' sh "$major" "$prefix" "$version" "$cflags" "$ldflags" >>"$log" 2>&1; then
 		tail -n 40 "$log" >&2
-		echo "pgroot.sh: building PostgreSQL with assertions failed" >&2
+		echo "pgroot.sh: building PostgreSQL $what failed" >&2
 		return 1
 	fi
 	rm -rf "$root/build/postgresql-src"
@@ -224,7 +238,7 @@ flock 9
 if [ "$(cat "$root/.pg_herald-stamp" 2>/dev/null)" != "$stamp" ]; then
 	make_root
 fi
-if [ "$assert" = 1 ]; then
+if [ "$assert" != 0 ]; then
 	make_assert
 fi
 if [ "$old15" = 1 ]; then
