@@ -524,7 +524,9 @@ typedef enum HeraldTransport
 {
 	HERALD_HTTP,				/* POST body to url with headers */
 	HERALD_SMTP,				/* send body (an RFC 5322 message) to url */
-	HERALD_NOTIFY				/* pg_notify(url, body) in the worker */
+	HERALD_NOTIFY,				/* pg_notify(url, body) in the worker */
+	HERALD_NATS					/* JetStream publish of body with headers to
+								 * subject, on the servers of url (nats.c) */
 } HeraldTransport;
 
 struct curl_slist;
@@ -538,7 +540,9 @@ typedef struct HeraldOutgoing
 	size_t		bodylen;
 	char	   *mail_from;		/* SMTP envelope sender */
 	struct curl_slist *rcpts;	/* SMTP envelope recipients */
-	char	   *password;		/* SMTP login (user from the URL), or NULL */
+	char	   *password;		/* SMTP login (user from the URL), or NULL;
+								 * NATS: the credentials, or NULL */
+	char	   *subject;		/* NATS: the rendered subject */
 } HeraldOutgoing;
 
 /*
@@ -592,7 +596,12 @@ extern const char *herald_entity(char c, bool quotes);
 extern struct curl_slist *herald_append_header(struct curl_slist *list, const char *line);
 
 /* webhook.c */
+extern void herald_webhook_body(HeraldDelivery *d, StringInfo buf);
 extern void herald_format_webhook(HeraldDelivery *d, HeraldOutgoing *out);
+
+/* nats.c: the nats kind's renderer (its transport is in nats.c too) */
+extern void herald_format_nats(HeraldDelivery *d, HeraldOutgoing *out);
+extern void herald_check_nats_target(const char *target);
 
 /* format_chat.c */
 extern void herald_format_slack(HeraldDelivery *d, HeraldOutgoing *out);
@@ -624,6 +633,13 @@ extern const HeraldChannelKind *herald_channel_kind(const char *name);
 struct sockaddr;
 extern void herald_define_network_settings(void);
 extern bool herald_network_allowed(const struct sockaddr *sa, char *why, size_t whylen);
+
+/* a copy of the policy, for threads that are not the worker's own */
+typedef struct HeraldNetworkPolicy HeraldNetworkPolicy;
+extern HeraldNetworkPolicy *herald_network_policy_copy(void);
+extern bool herald_network_policy_allows(const HeraldNetworkPolicy *policy,
+										 const struct sockaddr *sa,
+										 char *why, size_t whylen);
 
 /* delivery.c */
 extern PGDLLEXPORT void herald_delivery_main(Datum arg);
