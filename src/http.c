@@ -246,7 +246,19 @@ herald_http_start(HeraldOutgoing *out, long timeout_ms, void *arg)
 		req->retry_after = -1;
 		req->started = GetCurrentTimestamp();
 		in_flight++;
-		herald_nats_start(req, out, timeout_ms);
+		PG_TRY();
+		{
+			herald_nats_start(req, out, timeout_ms);
+		}
+		PG_CATCH();
+		{
+			/* not handed over: the caller reports the error */
+			in_flight--;
+			pfree(req->response.data);
+			pfree(req);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
 		return req;
 	}
 	if (out->transport != HERALD_HTTP && out->transport != HERALD_SMTP)

@@ -409,7 +409,18 @@ typedef struct NatsPub
 	char	  **values;
 	char	   *body;
 	int			bodylen;
+	int64		due_us;			/* CLOCK_MONOTONIC: past this its wait is
+								 * over, and it is not sent any more */
 } NatsPub;
+
+static int64
+monotonic_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 static void
 free_pub(NatsPub *pub)
@@ -803,7 +814,11 @@ link_main(void *arg)
 		{
 			NatsPub    *next = batch->next;
 
-			if (!connected)
+			if (monotonic_us() > batch->due_us)
+			{
+				/* the worker has counted it late (a slow connect): a retry follows */
+			}
+			else if (!connected)
 				post_result(batch->token, denied ? PUB_DENIED : PUB_FAILED, err);
 			else if (natsConnection_IsReconnecting(link->conn))
 			{
@@ -1070,6 +1085,7 @@ herald_nats_start(HeraldRequest *req, HeraldOutgoing *out, long timeout_ms)
 	char		err[NATS_ERROR_MAX];
 	struct curl_slist *h;
 	uint64		token;
+	char	   *subject;
 
 	if (!nats_init())
 	{
@@ -1093,7 +1109,17 @@ herald_nats_start(HeraldRequest *req, HeraldOutgoing *out, long timeout_ms)
 	}
 	link->last_used = GetCurrentTimestamp();
 
+	/* what may raise an error comes before anything malloc'd */
 	token = ++last_token;
+	subject = MemoryContextStrdup(nats_context, out->subject);
+	w = hash_search(waits, &token, HASH_ENTER, &found);
+	Assert(!found);
+	w->req = req;
+	w->link = link;
+	w->subject = subject;
+	w->deadline = TimestampTzPlusMilliseconds(req->started, Max(timeout_ms, 1));
+	dlist_push_tail(&link->waiting, &w->node);
+
 	pub = calloc(1, sizeof(NatsPub));
 	for (h = out->headers; h; h = h->next)
 		n++;
@@ -1103,6 +1129,7 @@ herald_nats_start(HeraldRequest *req, HeraldOutgoing *out, long timeout_ms)
 		pub->subject = strdup_or_null(out->subject, strlen(out->subject), &oom);
 		pub->body = strdup_or_null(out->body, out->bodylen, &oom);
 		pub->bodylen = (int) out->bodylen;
+		pub->due_us = monotonic_us() + (int64) Max(timeout_ms, 1) * 1000;
 		pub->keys = calloc(Max(n, 1), sizeof(char *));
 		pub->values = calloc(Max(n, 1), sizeof(char *));
 		oom |= (pub->keys == NULL || pub->values == NULL);
@@ -1127,17 +1154,9 @@ herald_nats_start(HeraldRequest *req, HeraldOutgoing *out, long timeout_ms)
 	{
 		if (pub)
 			free_pub(pub);
-		fail_now(req, "out of memory");
+		finish(w, PUB_FAILED, "out of memory");
 		return;
 	}
-
-	w = hash_search(waits, &token, HASH_ENTER, &found);
-	Assert(!found);
-	w->req = req;
-	w->link = link;
-	w->subject = MemoryContextStrdup(nats_context, out->subject);
-	w->deadline = TimestampTzPlusMilliseconds(req->started, Max(timeout_ms, 1));
-	dlist_push_tail(&link->waiting, &w->node);
 
 	pthread_mutex_lock(&link->lock);
 	if (link->queue_tail)
