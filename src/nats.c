@@ -976,11 +976,27 @@ make_link(const char *target, const char *secret, long timeout_ms, char *err, si
 		return NULL;
 	}
 	link->connect_timeout_ms = Max(100, Min(timeout_ms, 10000));
-	snprintf(link->inbox, sizeof(link->inbox), "_INBOX.pg_herald.%08lx%08lx",
-			 (unsigned long) random(), (unsigned long) random());
-	dlist_init(&link->waiting);
 	pthread_mutex_init(&link->lock, NULL);
 	pthread_cond_init(&link->cond, NULL);
+
+	/*
+	 * An acknowledgement is whatever comes to the reply subject: one nobody
+	 * can guess, so that another client cannot answer in the stream's name
+	 * (the account's permissions on _INBOX.> do the rest)
+	 */
+	{
+		uint64		r[2] = {0, 0};
+
+		if (!pg_strong_random(r, sizeof(r)))
+		{
+			snprintf(err, errlen, "could not generate random numbers");
+			free_link(link);
+			return NULL;
+		}
+		snprintf(link->inbox, sizeof(link->inbox), "_INBOX.pg_herald.%016llx%016llx",
+				 (unsigned long long) r[0], (unsigned long long) r[1]);
+	}
+	dlist_init(&link->waiting);
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
