@@ -19,6 +19,11 @@
  * the channel's secret.  Proxy settings from the environment are ignored.  For
  * SMTP, http_status is the server's last reply code.
  *
+ * NATS publishes (nats.c) are requests too: herald_http_start() hands them
+ * to nats.c, the wait set holds nats.c's eventfd, and they complete on the
+ * same list (herald_http_finish()), so that the worker counts and records
+ * them like the others.
+ *
  * The module-level state belongs to the one worker process that uses it;
  * there is no locking.  herald._check_target() validates target URLs with
  * libcurl's own parser at declaration.

@@ -5,8 +5,9 @@
  *
  * A nats channel's target is nats://host:port[,host:port...]/SUBJECT (or
  * tls:// for TLS to every server), SUBJECT a template such as
- * orders.{{rule}}.{{type}}; its secret, when set, is user:password, a token,
- * or the content of a .creds file (a user JWT and its NKey seed).  Each
+ * orders.{{rule}}.{{type}}; its secret, when set, is user:password or a
+ * token (the content of a .creds file is refused at declaration: not
+ * supported yet).  Each
  * delivery publishes the body of the webhook kind (webhook.c) with its
  * webhook-id and webhook-timestamp headers and Nats-Msg-Id = the webhook-id,
  * so that JetStream stores a repeated delivery once (within the stream's
@@ -465,8 +466,6 @@ typedef struct NatsLink
 	char	   *user;
 	char	   *password;
 	char	   *token;
-	char	   *jwt;			/* .creds: the user JWT and its seed */
-	char	   *seed;
 	long		connect_timeout_ms;
 	HeraldNetworkPolicy *policy;
 	char		inbox[64];		/* the reply subjects' prefix */
@@ -763,8 +762,6 @@ free_link(NatsLink *link)
 	free(link->user);
 	free(link->password);
 	free(link->token);
-	free(link->jwt);
-	free(link->seed);
 	free(link->policy);
 	pthread_mutex_destroy(&link->lock);
 	pthread_cond_destroy(&link->cond);
@@ -904,8 +901,8 @@ strdup_or_null(const char *s, size_t n, bool *oom)
 }
 
 /*
- * The credentials of a secret: a .creds file's content (a JWT and a seed
- * between their armour lines), user:password, or a token.
+ * The credentials of a secret: user:password, or a token.  A .creds file's
+ * content is refused (herald._check_channel refuses it at declaration).
  */
 static bool
 parse_secret(NatsLink *link, const char *secret, bool *oom)
@@ -915,10 +912,7 @@ parse_secret(NatsLink *link, const char *secret, bool *oom)
 	if (secret[0] == '\0')
 		return true;
 	if (jwt_begin)
-	{
-		/* handled by the caller's check: .creds are refused at declaration */
 		return false;
-	}
 	else
 	{
 		const char *colon = strchr(secret, ':');
@@ -964,7 +958,7 @@ make_link(const char *target, const char *secret, long timeout_ms, char *err, si
 	if (oom || link->policy == NULL || !parse_secret(link, secret, &oom))
 	{
 		snprintf(err, errlen, oom || link->policy == NULL ? "out of memory" :
-				 "the channel's secret is not user:password, a token or a .creds file's content");
+				 "the channel's secret is neither user:password nor a token");
 		link->t.subject = NULL;
 		free(link->target);
 		free(link->secret);

@@ -9,7 +9,8 @@
  * the watched tables a transaction touched and runs metrics, scheduler.c
  * evaluates the rules after those commits and on their schedules.  queue.c
  * claims deliveries and records their outcomes,
- * delivery.c runs the background worker that sends them through http.c,
+ * delivery.c runs the background worker that sends them through http.c
+ * (and nats.c, which publishes to NATS JetStream from threads of its own),
  * channel_kinds.c lists the channel kinds: each one's renderer (webhook.c,
  * format_chat.c, format_email.c, format.c, which also holds the event
  * model they share) and transport; signing.c signs webhook requests.

@@ -176,7 +176,7 @@ BEGIN
     FOR i IN 0 .. 99 LOOP
         INSERT INTO orders SELECT g, g FROM generate_series(10001 + i * 100, 10100 + i * 100) g;
         COMMIT;
-        PERFORM pg_sleep(0.03);
+        PERFORM pg_sleep(0.05);
     END LOOP;
 END $$;
 ));
@@ -189,8 +189,9 @@ my ($producer_out, $producer_err) = ('', '');
 my $producer = IPC::Run::start(
 	[ 'psql', '-X', '-d', $node->connstr('postgres'), '-c', 'CALL paced()' ],
 	'<', '/dev/null', '>', \$producer_out, '2>', \$producer_err);
-my $deadline = time() + $timeout;
-sleep 0.02 while delivered() < 12000 && time() < $deadline;
+# the producer commits for 5 s at least: 1.5 s in, events are flowing
+sleep 1.5;
+ok($producer->pumpable, 'the server is killed while events are still being committed');
 $victim->{process}->signal('KILL');
 $victim->{process}->finish;
 delete $victim->{process};
@@ -198,6 +199,7 @@ note("killed $victim->{name} after " . delivered() . ' deliveries');
 $producer->finish;
 is($producer_err, '', 'the second 10,000 events are committed');
 ok(start_server($victim) && cluster_ready(), "$victim->{name} restarts");
+my $deadline;
 is(sql("SELECT herald.flush('90 seconds')"), 't',
 	'the 20,000 deliveries finish');
 is(delivered(), 20000, 'every delivery is delivered');
