@@ -22,6 +22,7 @@ OBJS = \
 	src/webhook.o \
 	src/format.o \
 	src/channel_kinds.o \
+	src/nats.o \
 	src/format_chat.o \
 	src/format_email.o \
 	src/signing.o \
@@ -43,8 +44,9 @@ EXTRA_CLEAN = $(EXTENSION).control
 CURL_CONFIG ?= curl-config
 PKG_CONFIG ?= pkg-config
 PG_CPPFLAGS = -DPG_HERALD_VERSION=\"$(EXTVERSION)\" $(shell $(CURL_CONFIG) --cflags) \
-	$(shell $(PKG_CONFIG) --cflags libmicrohttpd)
-SHLIB_LINK = $(shell $(CURL_CONFIG) --libs) $(shell $(PKG_CONFIG) --libs libmicrohttpd)
+	$(shell $(PKG_CONFIG) --cflags libmicrohttpd) $(shell $(PKG_CONFIG) --cflags libnats)
+SHLIB_LINK = $(shell $(CURL_CONFIG) --libs) $(shell $(PKG_CONFIG) --libs libmicrohttpd) \
+	$(shell $(PKG_CONFIG) --libs libnats) -lpthread
 
 # ---- tests (see "Tests" in README.md) ----
 # make installcheck: the pg_regress tests of test/schedule (test/sql,
@@ -129,3 +131,4 @@ $(EXTENSION)--0.1.0--$(EXTVERSION).sql: install/$(EXTENSION)--0.1.0--$(EXTVERSIO
 
 $(OBJS): src/pg_herald.h
 src/http_server.o src/decision_page.o src/slack.o: src/http_server.h
+src/http.o src/delivery.o src/nats.o: src/http.h

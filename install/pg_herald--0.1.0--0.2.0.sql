@@ -324,3 +324,11 @@ ALTER TABLE herald.rule_defs ADD COLUMN facts text[] CHECK (cardinality(facts) B
 ALTER TABLE herald.rule_defs
     ADD COLUMN messages jsonb CHECK (jsonb_typeof(messages) = 'object');
 ALTER TABLE herald.channel_defs ADD COLUMN timezone text;
+
+-------------------------------------------------------------------------------
+-- The nats channel kind: events published to NATS JetStream
+-------------------------------------------------------------------------------
+ALTER TABLE herald.channel_defs
+    DROP CONSTRAINT channel_defs_kind_check,
+    ADD CONSTRAINT channel_defs_kind_check
+        CHECK (kind IN ('webhook', 'slack', 'teams', 'google_chat', 'email', 'notify', 'nats'));

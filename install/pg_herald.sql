@@ -301,10 +301,11 @@ DECLARE
     v_address text;
     v_email constant text := '^[^][[:space:]<>()@",;:\\]+@[^][[:space:]<>()@",;:\\]+$';
 BEGIN
-    IF c.kind IS NULL OR c.kind NOT IN ('webhook', 'slack', 'teams', 'google_chat', 'email', 'notify') THEN
+    IF c.kind IS NULL OR c.kind NOT IN ('webhook', 'slack', 'teams', 'google_chat', 'email', 'notify',
+                                        'nats') THEN
         RAISE EXCEPTION 'unknown channel kind "%"', c.kind
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Supported kinds: webhook, slack, teams, google_chat, email, notify.';
+                  HINT = 'Supported kinds: webhook, slack, teams, google_chat, email, notify, nats.';
     END IF;
     IF c.target IS NULL THEN
         RAISE EXCEPTION 'channel target must not be null'
@@ -318,9 +319,25 @@ BEGIN
     ELSE
         PERFORM herald._check_target(c.kind, c.target);
     END IF;
+    IF c.kind = 'nats' THEN
+        -- the subject after the servers: a channel template
+        PERFORM herald._check_template(substring(c.target FROM '^[a-z]+://[^/]*/(.*)$'),
+                                       'channel', NULL);
+    END IF;
 
     IF c.kind = 'webhook' THEN
         PERFORM herald._check_secret(c.secret);
+    ELSIF c.kind = 'nats' THEN
+        IF c.secret LIKE '%-----BEGIN NATS USER JWT-----%' THEN
+            RAISE EXCEPTION 'nats channels do not take .creds files yet'
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'Give user:password or a token as the secret.';
+        END IF;
+        IF c.secret = '' OR c.secret ~ '[\x01-\x1f\x7f]' OR octet_length(c.secret) > 4096 THEN
+            RAISE EXCEPTION 'the secret of a nats channel is user:password or a token, on one line'
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'A secret with a colon is a user name and its password; one without is a token.';
+        END IF;
     ELSIF c.kind = 'email' THEN
         IF c.secret ~ '[\r\n]' THEN
             RAISE EXCEPTION 'the secret of an email channel is the SMTP password, on one line'
@@ -396,7 +413,8 @@ BEGIN
             END IF;
             IF lower(v_header.key) IN ('content-type', 'content-length', 'host', 'expect',
                                        'transfer-encoding', 'connection',
-                                       'webhook-id', 'webhook-timestamp', 'webhook-signature') THEN
+                                       'webhook-id', 'webhook-timestamp', 'webhook-signature',
+                                       'nats-msg-id') THEN
                 RAISE EXCEPTION 'header "%" is set by pg_herald', v_header.key
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;

@@ -30,7 +30,8 @@ CREATE TABLE herald.channel_defs (
     id              serial PRIMARY KEY CHECK (id BETWEEN 1 AND 999999),
     name            text NOT NULL UNIQUE CHECK (name <> ''),
     kind            text NOT NULL
-                    CHECK (kind IN ('webhook', 'slack', 'teams', 'google_chat', 'email', 'notify')),
+                    CHECK (kind IN ('webhook', 'slack', 'teams', 'google_chat', 'email', 'notify',
+                                    'nats')),
     target          text NOT NULL,
     secret          text,
     previous_secret text,             -- still signs until previous_secret_until

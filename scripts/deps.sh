@@ -25,9 +25,9 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # "source" means a PostgreSQL built from source is first on PATH, and no
 # server package is installed (scripts/matrix.sh sets it in its roots).
 major=${HERALD_PG_MAJOR:-15}
-packages=(libcurl4-openssl-dev libmicrohttpd-dev
+packages=(libcurl4-openssl-dev libmicrohttpd-dev libnats-dev
 	pkg-config libipc-run-perl python3 python3-aiosmtpd make gcc
-	chromium fonts-liberation)
+	chromium fonts-liberation nats-server)
 if [ "$major" != source ]; then
 	packages+=("postgresql-$major" "postgresql-server-dev-$major")
 fi

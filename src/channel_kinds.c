@@ -10,7 +10,8 @@
  * http.c, or pg_notify() in the worker.  The transport also fixes what a
  * channel's target is: an http or https URL for HTTP, an smtp or smtps URL
  * for SMTP (herald._check_target() in http.c checks both), a notification
- * channel name for NOTIFY (checked in SQL).
+ * channel name for NOTIFY (checked in SQL), nats:// or tls:// servers and
+ * a subject for NATS (nats.c, which publishes to JetStream).
  *
  * A new kind is one entry below, plus its name in the SQL that declares
  * channels: the CHECK constraint of herald.channel_defs.kind
@@ -54,6 +55,11 @@ static const HeraldChannelKind channel_kinds[] = {
 		.name = "notify",
 		.render = herald_format_notify,
 		.transport = HERALD_NOTIFY
+	},
+	{
+		.name = "nats",
+		.render = herald_format_nats,
+		.transport = HERALD_NATS
 	}
 };
 

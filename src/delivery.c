@@ -252,6 +252,12 @@ fill_outcome(HeraldOutcome *o, HeraldDelivery *d, HeraldRequest *req,
 	}
 	else if (req->result != CURLE_OK)
 		o->error = herald_http_error(req);
+	else if (req->transport == HERALD_NATS)
+	{
+		/* a stream acknowledged it (nats.c) */
+		o->status = "delivered";
+		return;
+	}
 	else if (req->transport == HERALD_SMTP)
 	{
 		/* the server accepted the message (its last reply, 250) */

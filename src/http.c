@@ -19,6 +19,11 @@
  * the channel's secret.  Proxy settings from the environment are ignored.  For
  * SMTP, http_status is the server's last reply code.
  *
+ * NATS publishes (nats.c) are requests too: herald_http_start() hands them
+ * to nats.c, the wait set holds nats.c's eventfd, and they complete on the
+ * same list (herald_http_finish()), so that the worker counts and records
+ * them like the others.
+ *
  * The module-level state belongs to the one worker process that uses it;
  * there is no locking.  herald._check_target() validates target URLs with
  * libcurl's own parser at declaration.
@@ -173,6 +178,7 @@ herald_http_configure(void)
 					  (long) herald_max_host_connections);
 	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS,
 					  (long) Max(herald_max_host_connections * 4, 16));
+	herald_nats_configure();
 }
 
 /*
@@ -233,6 +239,33 @@ herald_http_start(HeraldOutgoing *out, long timeout_ms, void *arg)
 	CURLMcode	mrc;
 	char	   *mail_from = NULL;
 
+	if (out->transport == HERALD_NATS)
+	{
+		/* a JetStream publish (nats.c), completed like the others */
+		old = MemoryContextSwitchTo(http_context);
+		req = palloc0(sizeof(HeraldRequest));
+		initStringInfo(&req->response);
+		MemoryContextSwitchTo(old);
+		req->arg = arg;
+		req->transport = HERALD_NATS;
+		req->retry_after = -1;
+		req->started = GetCurrentTimestamp();
+		in_flight++;
+		PG_TRY();
+		{
+			herald_nats_start(req, out, timeout_ms);
+		}
+		PG_CATCH();
+		{
+			/* not handed over: the caller reports the error */
+			in_flight--;
+			pfree(req->response.data);
+			pfree(req);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		return req;
+	}
 	if (out->transport != HERALD_HTTP && out->transport != HERALD_SMTP)
 		elog(ERROR, "pg_herald transport %d is not sent through libcurl",
 			 (int) out->transport);
@@ -371,10 +404,26 @@ collect_completed(void)
 	}
 }
 
+/* A request that is not libcurl's (nats.c) completed. */
+void
+herald_http_finish(HeraldRequest *req)
+{
+	Assert(in_flight > 0);
+	in_flight--;
+	dlist_push_tail(&completed, &req->node);
+}
+
+/* Another descriptor to wait on (nats.c's eventfd) appeared. */
+void
+herald_http_wait_set_changed(void)
+{
+	sockets_changed = true;
+}
+
 static void
 rebuild_wait_set(void)
 {
-	int			needed = nsockets + 2;
+	int			needed = nsockets + 3;
 
 	if (wait_set)
 		FreeWaitEventSet(wait_set);
@@ -390,6 +439,8 @@ rebuild_wait_set(void)
 	wait_set = herald_create_wait_event_set(needed);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	if (herald_nats_wait_fd() >= 0)
+		AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, herald_nats_wait_fd(), NULL, NULL);
 	for (int i = 0; i < nsockets; i++)
 	{
 		uint32		events = 0;
@@ -428,6 +479,12 @@ herald_http_wait(long timeout_ms, uint32 wait_event_info)
 		if (timeout < 0 || curl_ms < timeout)
 			timeout = curl_ms;
 	}
+	{
+		long		nats_ms = herald_nats_timeout_ms();
+
+		if (nats_ms >= 0 && (timeout < 0 || nats_ms < timeout))
+			timeout = nats_ms;
+	}
 
 	n = WaitEventSetWait(wait_set, timeout, wait_events, wait_set_size,
 						 wait_event_info);
@@ -440,6 +497,8 @@ herald_http_wait(long timeout_ms, uint32 wait_event_info)
 			ResetLatch(MyLatch);
 			latch_set = true;
 		}
+		else if (ev->fd == herald_nats_wait_fd())
+			continue;			/* herald_nats_poll() below reads it */
 		else if (ev->events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
 		{
 			int			mask = 0;
@@ -459,6 +518,7 @@ herald_http_wait(long timeout_ms, uint32 wait_event_info)
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	}
 	collect_completed();
+	herald_nats_poll();
 	CHECK_FOR_INTERRUPTS();
 	return latch_set;
 }
@@ -483,6 +543,8 @@ herald_http_error(HeraldRequest *req)
 {
 	if (req->result == CURLE_OK)
 		return NULL;
+	if (req->transport == HERALD_NATS)
+		return pstrdup(req->errbuf);
 	if (req->headers_too_large)
 		return psprintf("response header too large: more than %d bytes",
 						HERALD_RESPONSE_HEADERS_MAX);
@@ -540,6 +602,11 @@ herald_check_target(PG_FUNCTION_ARGS)
 	char	   *host = NULL;
 	char	   *scheme_copy;
 
+	if (k != NULL && k->transport == HERALD_NATS)
+	{
+		herald_check_nats_target(target);
+		PG_RETURN_VOID();
+	}
 	if (k == NULL || (k->transport != HERALD_HTTP && k->transport != HERALD_SMTP))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

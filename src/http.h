@@ -2,7 +2,7 @@
  *
  * http.h
  *		Concurrent HTTP and SMTP requests for the delivery worker (libcurl
- *		multi).
+ *		multi), and NATS publishes (nats.c) completed alike.
  *
  *-------------------------------------------------------------------------
  */
@@ -27,7 +27,7 @@ typedef struct HeraldRequest
 {
 	dlist_node	node;			/* in the completed list */
 	void	   *arg;			/* the caller's delivery */
-	HeraldTransport transport;	/* HERALD_HTTP or HERALD_SMTP */
+	HeraldTransport transport;	/* HERALD_HTTP, HERALD_SMTP or HERALD_NATS */
 	CURL	   *easy;
 	struct curl_slist *headers; /* HTTP headers, owned by the request */
 	struct curl_slist *rcpts;	/* SMTP recipients, owned by the request */
@@ -61,5 +61,18 @@ extern HeraldRequest *herald_http_next_completed(void);
 extern void herald_http_free(HeraldRequest *req);
 extern int	herald_http_in_flight(void);
 extern char *herald_http_error(HeraldRequest *req);
+extern void herald_http_finish(HeraldRequest *req);
+extern void herald_http_wait_set_changed(void);
+
+/*
+ * nats.c: JetStream publishes, completed as HeraldRequests (result CURLE_OK
+ * when a stream acknowledged, else errbuf says why, and denied when the
+ * network policy refused a server).
+ */
+extern void herald_nats_start(HeraldRequest *req, HeraldOutgoing *out, long timeout_ms);
+extern void herald_nats_poll(void);
+extern long herald_nats_timeout_ms(void);
+extern int	herald_nats_wait_fd(void);
+extern void herald_nats_configure(void);
 
 #endif							/* HERALD_HTTP_H */

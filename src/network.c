@@ -167,6 +167,50 @@ find_network(const NetworkList *list, int family, const uint8 *addr)
 }
 
 /*
+ * A copy of the policy in force, in memory of its own (malloc'd, one block:
+ * free() it), for the threads of nats.c, which must not read the settings
+ * while a reload may replace them.  NULL when out of memory.
+ */
+struct HeraldNetworkPolicy
+{
+	NetworkList *deny;
+	NetworkList *allow;
+};
+
+static size_t
+list_size(const NetworkList *list)
+{
+	return list ? offsetof(NetworkList, nets) + sizeof(Network) * list->n : 0;
+}
+
+HeraldNetworkPolicy *
+herald_network_policy_copy(void)
+{
+	size_t		deny_size = MAXALIGN(list_size(deny_list));
+	size_t		allow_size = list_size(allow_list);
+	char	   *block = malloc(MAXALIGN(sizeof(HeraldNetworkPolicy)) + deny_size + allow_size);
+	HeraldNetworkPolicy *policy = (HeraldNetworkPolicy *) block;
+
+	if (block == NULL)
+		return NULL;
+	block += MAXALIGN(sizeof(HeraldNetworkPolicy));
+	policy->deny = deny_list ? memcpy(block, deny_list, list_size(deny_list)) : NULL;
+	policy->allow = allow_list ? memcpy(block + deny_size, allow_list, allow_size) : NULL;
+	return policy;
+}
+
+static bool address_allowed(const NetworkList *deny, const NetworkList *allow,
+							const struct sockaddr *sa, char *why, size_t whylen);
+
+/* herald_network_allowed() for a copy of the policy; safe in any thread. */
+bool
+herald_network_policy_allows(const HeraldNetworkPolicy *policy,
+							 const struct sockaddr *sa, char *why, size_t whylen)
+{
+	return address_allowed(policy->deny, policy->allow, sa, why, whylen);
+}
+
+/*
  * May the worker connect to this address?  When not, why says so, naming
  * the address and the setting.  IPv4 addresses mapped into IPv6
  * (::ffff:a.b.c.d) are checked as IPv4 too.  Called from inside libcurl:
@@ -174,6 +218,14 @@ find_network(const NetworkList *list, int family, const uint8 *addr)
  */
 bool
 herald_network_allowed(const struct sockaddr *sa, char *why, size_t whylen)
+{
+	return address_allowed(deny_list, allow_list, sa, why, whylen);
+}
+
+/* The check itself: plain C on the lists given, no PostgreSQL call. */
+static bool
+address_allowed(const NetworkList *deny, const NetworkList *allow,
+				const struct sockaddr *sa, char *why, size_t whylen)
 {
 	uint8		addr[16];
 	int			family = sa->sa_family;
@@ -213,14 +265,14 @@ herald_network_allowed(const struct sockaddr *sa, char *why, size_t whylen)
 		}
 	}
 
-	denied = find_network(deny_list, family, addr);
+	denied = find_network(deny, family, addr);
 	if (denied)
 	{
 		snprintf(why, whylen,
 				 "connection to %s refused by herald.deny_networks (%s)", text, denied->text);
 		return false;
 	}
-	if (allow_list && allow_list->n > 0 && !find_network(allow_list, family, addr))
+	if (allow && allow->n > 0 && !find_network(allow, family, addr))
 	{
 		snprintf(why, whylen,
 				 "connection to %s refused: not in herald.allow_networks", text);

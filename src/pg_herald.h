@@ -9,7 +9,8 @@
  * the watched tables a transaction touched and runs metrics, scheduler.c
  * evaluates the rules after those commits and on their schedules.  queue.c
  * claims deliveries and records their outcomes,
- * delivery.c runs the background worker that sends them through http.c,
+ * delivery.c runs the background worker that sends them through http.c
+ * (and nats.c, which publishes to NATS JetStream from threads of its own),
  * channel_kinds.c lists the channel kinds: each one's renderer (webhook.c,
  * format_chat.c, format_email.c, format.c, which also holds the event
  * model they share) and transport; signing.c signs webhook requests.
@@ -524,7 +525,9 @@ typedef enum HeraldTransport
 {
 	HERALD_HTTP,				/* POST body to url with headers */
 	HERALD_SMTP,				/* send body (an RFC 5322 message) to url */
-	HERALD_NOTIFY				/* pg_notify(url, body) in the worker */
+	HERALD_NOTIFY,				/* pg_notify(url, body) in the worker */
+	HERALD_NATS					/* JetStream publish of body with headers to
+								 * subject, on the servers of url (nats.c) */
 } HeraldTransport;
 
 struct curl_slist;
@@ -538,7 +541,9 @@ typedef struct HeraldOutgoing
 	size_t		bodylen;
 	char	   *mail_from;		/* SMTP envelope sender */
 	struct curl_slist *rcpts;	/* SMTP envelope recipients */
-	char	   *password;		/* SMTP login (user from the URL), or NULL */
+	char	   *password;		/* SMTP login (user from the URL), or NULL;
+								 * NATS: the credentials, or NULL */
+	char	   *subject;		/* NATS: the rendered subject */
 } HeraldOutgoing;
 
 /*
@@ -592,7 +597,12 @@ extern const char *herald_entity(char c, bool quotes);
 extern struct curl_slist *herald_append_header(struct curl_slist *list, const char *line);
 
 /* webhook.c */
+extern void herald_webhook_body(HeraldDelivery *d, StringInfo buf);
 extern void herald_format_webhook(HeraldDelivery *d, HeraldOutgoing *out);
+
+/* nats.c: the nats kind's renderer (its transport is in nats.c too) */
+extern void herald_format_nats(HeraldDelivery *d, HeraldOutgoing *out);
+extern void herald_check_nats_target(const char *target);
 
 /* format_chat.c */
 extern void herald_format_slack(HeraldDelivery *d, HeraldOutgoing *out);
@@ -624,6 +634,13 @@ extern const HeraldChannelKind *herald_channel_kind(const char *name);
 struct sockaddr;
 extern void herald_define_network_settings(void);
 extern bool herald_network_allowed(const struct sockaddr *sa, char *why, size_t whylen);
+
+/* a copy of the policy, for threads that are not the worker's own */
+typedef struct HeraldNetworkPolicy HeraldNetworkPolicy;
+extern HeraldNetworkPolicy *herald_network_policy_copy(void);
+extern bool herald_network_policy_allows(const HeraldNetworkPolicy *policy,
+										 const struct sockaddr *sa,
+										 char *why, size_t whylen);
 
 /* delivery.c */
 extern PGDLLEXPORT void herald_delivery_main(Datum arg);

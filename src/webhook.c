@@ -141,21 +141,17 @@ append_object_members(StringInfo buf, Jsonb *object)
 }
 
 /*
- * Build the request of one attempt: the body, and the headers, signed with
- * the channel's secret and, while a rotation lasts, its previous one too
- * (several space-separated signatures, as the specification allows).
+ * The JSON body of a webhook delivery, which the nats kind publishes too:
+ * {"type", "timestamp", "data": {"rule", "event_id", "message", the
+ * payload's members, "actions"}}.
  */
 void
-herald_format_webhook(HeraldDelivery *d, HeraldOutgoing *out)
+herald_webhook_body(HeraldDelivery *d, StringInfo buf_out)
 {
 	StringInfoData buf;
 	char	   *message = herald_message(d, 0, NULL);
 	HeraldAction actions[HERALD_MAX_ACTIONS];
 	int			nactions;
-	char	   *secrets[2] = {d->secret, d->previous_secret};
-	StringInfoData signatures;
-	int64		now = (int64) time(NULL);
-	struct curl_slist *headers = NULL;
 
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"type\": ");
@@ -178,7 +174,24 @@ herald_format_webhook(HeraldDelivery *d, HeraldOutgoing *out)
 		herald_append_actions_json(&buf, actions, nactions);
 	}
 	appendStringInfoString(&buf, "}}");
+	*buf_out = buf;
+}
 
+/*
+ * Build the request of one attempt: the body, and the headers, signed with
+ * the channel's secret and, while a rotation lasts, its previous one too
+ * (several space-separated signatures, as the specification allows).
+ */
+void
+herald_format_webhook(HeraldDelivery *d, HeraldOutgoing *out)
+{
+	StringInfoData buf;
+	char	   *secrets[2] = {d->secret, d->previous_secret};
+	StringInfoData signatures;
+	int64		now = (int64) time(NULL);
+	struct curl_slist *headers = NULL;
+
+	herald_webhook_body(d, &buf);
 	initStringInfo(&signatures);
 	for (int i = 0; i < 2; i++)
 	{
