@@ -23,7 +23,8 @@
  *
  * The rows of the common tables, whose columns are all of a few built-in
  * scalar types (booleans, numbers, text, dates and times), are rendered
- * here directly, with what jsonb_build_object() would look up for each
+ * here directly (integers and numerics without the trip through their
+ * text output), with what jsonb_build_object() would look up for each
  * column of each row (its category, its output function) cached per row
  * type and checked against the type cache's identifier of the row's
  * descriptor: the document is the same, jsonb being canonical.
@@ -46,6 +47,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
@@ -396,6 +398,8 @@ build_builtin_payload(Oid rowtype, const char *table, const char *operation,
 typedef enum SimpleKind
 {
 	SIMPLE_BOOL,				/* true or false */
+	SIMPLE_INTEGER,				/* a number, always */
+	SIMPLE_NUMERIC,				/* a number, but NaN and the infinities are strings */
 	SIMPLE_NUMBER,				/* a number when its output is one, else a string */
 	SIMPLE_TEXT,				/* its output, a string */
 	SIMPLE_DATETIME				/* JsonEncodeDateTime(), a string */
@@ -438,9 +442,13 @@ simple_kind(Oid type, SimpleKind *kind)
 		case INT2OID:
 		case INT4OID:
 		case INT8OID:
+			*kind = SIMPLE_INTEGER;
+			return true;
+		case NUMERICOID:
+			*kind = SIMPLE_NUMERIC;
+			return true;
 		case FLOAT4OID:
 		case FLOAT8OID:
-		case NUMERICOID:
 			*kind = SIMPLE_NUMBER;
 			return true;
 		case TEXTOID:
@@ -584,6 +592,26 @@ push_simple_row(JsonbParseState **state, SimpleRow *row, Datum value)
 				v.type = jbvBool;
 				v.val.boolean = DatumGetBool(d);
 				(void) pushJsonbValue(state, WJB_VALUE, &v);
+				break;
+			case SIMPLE_INTEGER:
+				/* the value numeric_in() makes of the integer's output */
+				v.type = jbvNumeric;
+				v.val.numeric = int64_to_numeric(col->type == INT2OID ? DatumGetInt16(d) :
+												 col->type == INT4OID ? DatumGetInt32(d) :
+												 DatumGetInt64(d));
+				(void) pushJsonbValue(state, WJB_VALUE, &v);
+				break;
+			case SIMPLE_NUMERIC:
+				/* the number itself: its output read back is the same number */
+				v.val.numeric = DatumGetNumeric(d);
+				if (!numeric_is_nan(v.val.numeric) && !numeric_is_inf(v.val.numeric))
+				{
+					v.type = jbvNumeric;
+					(void) pushJsonbValue(state, WJB_VALUE, &v);
+					break;
+				}
+				out = OutputFunctionCall(&col->output, d);
+				push_simple_string(state, WJB_VALUE, out, strlen(out));
 				break;
 			case SIMPLE_NUMBER:
 				out = OutputFunctionCall(&col->output, d);
