@@ -490,13 +490,21 @@ simple_row(Oid rowtype)
 												ALLOCSET_SMALL_SIZES);
 	if (row == NULL)
 	{
-		/* all taken, or a row type changed: start again */
+		/* all taken: start again */
 		if (nsimple_rows == SIMPLE_ROWS)
 		{
 			MemoryContextReset(simple_rows_cxt);
 			nsimple_rows = 0;
 		}
 		row = &simple_rows[nsimple_rows++];
+	}
+	else if (row->columns != NULL)
+	{
+		/* the row type changed: what was cached for it goes */
+		for (int i = 0; i < row->ncolumns; i++)
+			pfree(row->columns[i].name);
+		pfree(row->columns);
+		row->columns = NULL;
 	}
 	row->rowtype = InvalidOid;
 	old = MemoryContextSwitchTo(simple_rows_cxt);
@@ -555,12 +563,16 @@ push_simple_row(JsonbParseState **state, SimpleRow *row, Datum value)
 {
 	HeapTupleHeader td = DatumGetHeapTupleHeader(value);
 	HeapTupleData tuple;
-	Datum	   *values = palloc(sizeof(Datum) * row->natts);
-	bool	   *nulls = palloc(sizeof(bool) * row->natts);
 	TupleDesc	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(td),
 											  HeapTupleHeaderGetTypMod(td));
+	Datum	   *values;
+	bool	   *nulls;
 
-	Assert(desc->natts == row->natts);
+	/* the writer's lock on the table keeps its row type as simple_row() saw it */
+	if (desc->natts != row->natts)
+		elog(ERROR, "row type %u changed while its row was rendered", row->rowtype);
+	values = palloc(sizeof(Datum) * desc->natts);
+	nulls = palloc(sizeof(bool) * desc->natts);
 	tuple.t_len = HeapTupleHeaderGetDatumLength(td);
 	ItemPointerSetInvalid(&(tuple.t_self));
 	tuple.t_tableOid = InvalidOid;
