@@ -7,7 +7,7 @@
 # Progress goes to stderr while they run; the tables come at the end, on
 # stdout.  To keep a record:  bash bench/all.sh 2>&1 | tee bench/results/latest.txt
 #
-# About 27 minutes on 2 cores.  memory.sh gets a 7-minute drain budget here
+# About 32 minutes on 2 cores.  memory.sh gets a 7-minute drain budget here
 # instead of its own 15, so that the whole run stays within about 32 minutes
 # even when the drain is slow (it then reports that it gave up).  Each
 # benchmark is also killed after a hard limit; a failed or killed one is
@@ -25,6 +25,7 @@ runs=(
 	"throughput 600"
 	"latency 300"
 	"write_path 900"
+	"capture_instructions 600"
 	"memory 600 --timeout 420"
 	"snapshot 600"
 	"thresholds 600"

@@ -35,7 +35,8 @@
 # times, each for --seconds with --clients connections; the report gives
 # each variant's median TPS and its ratio to (a).  Before each run:
 # CHECKPOINT.  After each (b) and (b') run: herald.flush(), so no backlog
-# spills into the next run.  The bulk statements also run interleaved,
+# spills into the next run, then VACUUM, so no autovacuum of what the run
+# left competes with the next one.  The bulk statements also run interleaved,
 # --rounds times, each timed alone (clock_timestamp() before it and after
 # its commit) on an emptied table (TRUNCATE of the user's table, untimed),
 # after a CHECKPOINT, with the delivery worker paused; after each one into
@@ -191,6 +192,9 @@ for round in $(seq "$rounds"); do
 			drained=$(awk -v a="$t0" -v b="$t_done" 'BEGIN { printf "%.2f", b - a }')
 			backlog_rows+=$'\n'"${label[$v]%%  *}, round $round|$((inserted - b_total))|$pending|$drained"
 			b_total=$inserted
+			# untimed: what the run and the drain left for autovacuum, done now
+			# rather than during the next run
+			bench_psql -c VACUUM >/dev/null
 		fi
 	done
 done
@@ -302,7 +306,8 @@ b2_median=$(median b2)
 	echo
 	echo "(b)    the worker drains to nginx while pgbench writes: it, PostgreSQL and nginx share the"
 	echo "       cores with pgbench.  After each (b) and (b') run, the queue is emptied (herald.flush)"
-	echo "       (\"drained after s\" above) before the next run starts."
+	echo "       (\"drained after s\" above) and the database vacuumed (VACUUM, untimed, so that no"
+	echo "       autovacuum of what the run left competes with the next run) before the next run starts."
 	echo "(b')   same table and rule as (b); the delivery worker is stopped with SIGSTOP (taken while"
 	echo "       it sleeps in its wait, holding no lock) during the run, resumed after: capture alone."
 	echo "(b'')  the same rule and table in database herald_idle, which the worker does not serve (it"

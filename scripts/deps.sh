@@ -43,7 +43,7 @@ command -v node >/dev/null || packages+=(nodejs)
 
 for arg in "$@"; do
 	case "$arg" in
-		--bench) packages+=(nginx-light wrk) ;;
+		--bench) packages+=(nginx-light wrk valgrind) ;;
 		--browser)
 			# only what the browser test needs on this machine
 			packages=()

@@ -14,6 +14,13 @@
  *
  * Rows go straight into the heap (table_multi_insert, in chunks) and into
  * the table's indexes, with no SQL statement and no executor start-up.
+ * What every writer needs of the table (its oid, the positions of its
+ * columns, its indexes and their predicates) is cached per backend
+ * (LogShape below) and rebuilt after a relcache invalidation of the table
+ * or of one of its indexes.  A partial index whose predicate reads only
+ * columns a writer sets once for all its rows (all but id and payload) is
+ * opened only by the writers whose rows it indexes: most events are not
+ * awaiting a decision and are about no other event.
  *
  * Ids and the horizon.  A reader that walks the log in id order must not
  * skip the events of a transaction that took its ids early and commits
@@ -46,6 +53,7 @@
 
 #include "access/genam.h"
 #include "access/heapam.h"
+#include "access/sysattr.h"
 #include "access/tableam.h"
 #include "access/twophase.h"
 #include "access/xact.h"
@@ -53,6 +61,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
+#include "optimizer/optimizer.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -66,10 +75,12 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 #include "compat.h"
 #include "pg_herald.h"
@@ -108,6 +119,10 @@ static EventShared *event_shared = NULL;
 /* this backend's counter, once found, and whether its slot is set */
 static EventCounter *my_counter = NULL;
 static bool holding_ids = false;
+
+typedef struct LogShape LogShape;
+
+static void release_shapes(void);
 
 /* without shared memory: has this backend moved the sequence past the table? */
 static Oid	sequence_checked_for = InvalidOid;
@@ -193,6 +208,7 @@ herald_events_xact_event(XactEvent event)
 				pg_atomic_write_u64(&my_slot()->lo, 0);
 				holding_ids = false;
 			}
+			release_shapes();
 			break;
 		default:
 			break;
@@ -314,19 +330,18 @@ next_id_from_sequence(Relation rel)
 struct HeraldEventWriter
 {
 	Relation	rel;
+	LogShape   *shape;			/* held until herald_events_end() */
 	EventCounter *counter;
 	ResultRelInfo *rri;
 	EState	   *estate;
 	MemoryContext rows_cxt;		/* the tuples of the chunk being filled */
-	TupleTableSlot *slots[CHUNK_ROWS];
-	int			nslots;			/* slots made so far */
+	TupleTableSlot **slots;		/* maxslots of them, nslots made so far */
+	int			maxslots;
+	int			nslots;
 	int			n;				/* rows in the chunk */
 	int			total;
 	Datum	   *values;
 	bool	   *nulls;
-	TupleDesc	slot_desc;		/* the table's, not reference-counted: see below */
-	int			payload_att;	/* 0-based indexes of the columns set per row */
-	int			id_att;
 	bool		deliver;		/* the events go to channels */
 	SPIPlanPtr	legacy_plan;	/* the tables of 0.1.0: see below */
 	Datum		legacy_args[8];
@@ -357,10 +372,229 @@ column_index(TupleDesc desc, const char *name)
 	return i;
 }
 
-static void
-set_column(HeraldEventWriter *w, TupleDesc desc, const char *name, Datum value, bool isnull)
+/* The columns of herald.event_log a writer sets, as 0-based indexes */
+typedef enum LogColumn
 {
-	int			i = column_index(desc, name);
+	COL_ID,
+	COL_TYPE,
+	COL_RULE_ID,
+	COL_RULE,
+	COL_CREATED_AT,
+	COL_CHANNEL_IDS,
+	COL_SILENCED_BY,
+	COL_AWAITS_DECISION,
+	COL_ABOUT_EVENT_ID,
+	COL_PAYLOAD,
+	NUM_LOG_COLUMNS
+} LogColumn;
+
+static const char *const log_column_names[NUM_LOG_COLUMNS] = {
+	"id", "type", "rule_id", "rule", "created_at", "channel_ids", "silenced_by",
+	"awaits_decision", "about_event_id", "payload"
+};
+
+typedef struct LogIndex
+{
+	Oid			indexoid;
+	ExprState  *predicate;		/* NULL: every writer inserts into it */
+} LogIndex;
+
+/*
+ * What every writer needs of herald.event_log, in its own memory context.
+ * A writer holds the shape it began with (refcount) even if an
+ * invalidation retires it meanwhile; retired shapes are freed when no
+ * writer holds them, at the latest at the end of the transaction (writers
+ * do not outlive it).
+ */
+struct LogShape
+{
+	MemoryContext cxt;
+	Oid			relid;
+	bool		valid;			/* cleared by an invalidation */
+	bool		legacy;			/* the tables of 0.1.0: no channel_ids */
+	int			refcount;
+	TupleDesc	desc;			/* a copy, not reference-counted: see below */
+	int			att[NUM_LOG_COLUMNS];
+	int			nindexes;
+	LogIndex   *indexes;
+	List	   *indexlist;		/* the table's index oids, as the relcache had them */
+	LogShape   *next_retired;
+};
+
+static LogShape *log_shape = NULL;
+static LogShape *retired_shapes = NULL;
+static bool log_callback_registered = false;
+
+static void
+log_relcache_callback(Datum arg, Oid relid)
+{
+	LogShape   *shape = log_shape;
+
+	if (shape == NULL || !shape->valid)
+		return;
+	if (relid == InvalidOid || relid == shape->relid)
+		shape->valid = false;
+	else
+		for (int i = 0; i < shape->nindexes; i++)
+			if (shape->indexes[i].indexoid == relid)
+				shape->valid = false;
+}
+
+/* A schema renamed or dropped: herald may now name another one. */
+static void
+log_namespace_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	if (log_shape != NULL)
+		log_shape->valid = false;
+}
+
+static void
+free_shape_if_unused(LogShape *shape)
+{
+	LogShape  **p;
+
+	if (shape->refcount > 0 || shape == log_shape)
+		return;
+	for (p = &retired_shapes; *p != NULL; p = &(*p)->next_retired)
+		if (*p == shape)
+		{
+			*p = shape->next_retired;
+			break;
+		}
+	MemoryContextDelete(shape->cxt);
+}
+
+static void
+retire_shape(void)
+{
+	LogShape   *shape = log_shape;
+
+	if (shape == NULL)
+		return;
+	log_shape = NULL;
+	if (shape->refcount > 0)
+	{
+		shape->next_retired = retired_shapes;
+		retired_shapes = shape;
+	}
+	else
+		MemoryContextDelete(shape->cxt);
+}
+
+/* At the end of a transaction, no writer is left: free what they held. */
+static void
+release_shapes(void)
+{
+	if (log_shape != NULL)
+		log_shape->refcount = 0;
+	while (retired_shapes != NULL)
+	{
+		LogShape   *shape = retired_shapes;
+
+		retired_shapes = shape->next_retired;
+		MemoryContextDelete(shape->cxt);
+	}
+}
+
+/*
+ * The shape of the open herald.event_log, built from the relation and its
+ * indexes (opened and closed here; the writer opens those it inserts into).
+ */
+static LogShape *
+build_shape(Relation rel)
+{
+	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "pg_herald event log",
+											  ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	LogShape   *shape = palloc0(sizeof(LogShape));
+	TupleDesc	desc = RelationGetDescr(rel);
+	List	   *indexlist;
+	ListCell   *lc;
+	int			i;
+
+	shape->cxt = cxt;
+	shape->relid = RelationGetRelid(rel);
+	shape->valid = true;
+	shape->legacy = find_column(desc, "channel_ids") < 0;
+	shape->desc = CreateTupleDescCopy(desc);
+	for (i = 0; i < NUM_LOG_COLUMNS; i++)
+		shape->att[i] = shape->legacy ? -1 : column_index(desc, log_column_names[i]);
+
+	indexlist = RelationGetIndexList(rel);
+	shape->indexlist = list_copy(indexlist);
+	shape->indexes = palloc0(sizeof(LogIndex) * Max(list_length(indexlist), 1));
+	foreach(lc, indexlist)
+	{
+		Oid			indexoid = lfirst_oid(lc);
+		Relation	index = index_open(indexoid, RowExclusiveLock);
+		List	   *pred = RelationGetIndexPredicate(index);
+		LogIndex   *li = &shape->indexes[shape->nindexes++];
+
+		li->indexoid = indexoid;
+		li->predicate = NULL;
+		if (pred != NIL && !shape->legacy)
+		{
+			Bitmapset  *atts = NULL;
+
+			pull_varattnos((Node *) pred, 1, &atts);
+			/* read from the values a writer sets once: evaluated once per writer */
+			if (!bms_is_member(shape->att[COL_ID] + 1 - FirstLowInvalidHeapAttributeNumber, atts) &&
+				!bms_is_member(shape->att[COL_PAYLOAD] + 1 - FirstLowInvalidHeapAttributeNumber, atts) &&
+				!bms_is_member(0 - FirstLowInvalidHeapAttributeNumber, atts))
+				li->predicate = ExecInitQual(pred, NULL);
+		}
+		index_close(index, NoLock);
+	}
+	list_free(indexlist);
+	MemoryContextSwitchTo(old);
+	return shape;
+}
+
+/* The shape of the open herald.event_log, up to date. */
+static LogShape *
+current_shape(Relation rel)
+{
+	if (log_shape != NULL && log_shape->valid && log_shape->relid == RelationGetRelid(rel))
+	{
+		List	   *indexlist = RelationGetIndexList(rel);
+		bool		same = equal(indexlist, log_shape->indexlist);
+
+		list_free(indexlist);
+		if (same)
+			return log_shape;
+	}
+	retire_shape();
+	log_shape = build_shape(rel);
+	return log_shape;
+}
+
+/*
+ * The oid of herald.event_log: the cached shape's while it is valid (an
+ * invalidation of the table, a dropped or renamed schema clear it).
+ */
+static Oid
+event_log_relid(void)
+{
+	Oid			relid;
+
+	if (!log_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(log_relcache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, log_namespace_callback, (Datum) 0);
+		log_callback_registered = true;
+	}
+	if (log_shape != NULL && log_shape->valid)
+		return log_shape->relid;
+	relid = get_relname_relid("event_log", herald_schema_oid(false));
+	if (!OidIsValid(relid))
+		elog(ERROR, "pg_herald catalog table herald.event_log is missing");
+	return relid;
+}
+
+static void
+set_column(HeraldEventWriter *w, LogColumn col, Datum value, bool isnull)
+{
+	int			i = w->shape->att[col];
 
 	w->values[i] = value;
 	w->nulls[i] = isnull;
@@ -438,13 +672,13 @@ HeraldEventWriter *
 herald_events_begin(const HeraldEventMeta *meta)
 {
 	HeraldEventWriter *w = palloc0(sizeof(HeraldEventWriter));
-	Oid			nspid = herald_schema_oid(false);
-	Oid			relid = get_relname_relid("event_log", nspid);
-	TupleDesc	desc;
+	Oid			relid = event_log_relid();
+	LogShape   *shape;
 	Datum		channels = meta->channel_ids;
+	TupleTableSlot *constants;
+	ExprContext *econtext;
+	int			natts;
 
-	if (!OidIsValid(relid))
-		elog(ERROR, "pg_herald catalog table herald.event_log is missing");
 	if (RecoveryInProgress() || XactReadOnly)
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
@@ -455,51 +689,74 @@ herald_events_begin(const HeraldEventMeta *meta)
 				 errmsg("cannot record pg_herald events during a parallel operation")));
 
 	w->rel = table_open(relid, RowExclusiveLock);
-	desc = RelationGetDescr(w->rel);
 	if (channels == (Datum) 0)
 		channels = PointerGetDatum(construct_empty_array(INT4OID));
-	if (find_column(desc, "channel_ids") < 0)
+	shape = current_shape(w->rel);
+	if (shape->legacy)
 	{
 		legacy_begin(w, meta, channels);
 		return w;
 	}
+	w->shape = shape;
+	shape->refcount++;
 
-	/*
-	 * A slot made with the relation's own descriptor pins it in the resource
-	 * owner, once per slot: a chunk of them would crowd the owner's table of
-	 * descriptors, which every lookup_rowtype_tupdesc() of the statement
-	 * (one per payload rendered) then probes through.
-	 */
-	w->slot_desc = CreateTupleDescCopy(desc);
 	w->counter = find_counter(w->rel);
 	w->estate = CreateExecutorState();
 	w->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(w->rri, w->rel, 1, NULL, 0);
-	ExecOpenIndices(w->rri, false);
 	w->rows_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_herald event rows",
 										ALLOCSET_DEFAULT_SIZES);
 
 	w->deliver = ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(channels)),
 								ARR_DIMS(DatumGetArrayTypeP(channels))) > 0;
 
-	w->values = palloc0(sizeof(Datum) * desc->natts);
-	w->nulls = palloc(sizeof(bool) * desc->natts);
-	for (int i = 0; i < desc->natts; i++)
+	natts = shape->desc->natts;
+	w->values = palloc0(sizeof(Datum) * natts);
+	w->nulls = palloc(sizeof(bool) * natts);
+	for (int i = 0; i < natts; i++)
 		w->nulls[i] = true;
-	w->id_att = column_index(desc, "id");
-	w->payload_att = column_index(desc, "payload");
-	set_column(w, desc, "type", CStringGetTextDatum(meta->type), false);
-	set_column(w, desc, "rule_id", Int32GetDatum(meta->rule_id), meta->rule_id == 0);
-	set_column(w, desc, "rule", meta->rule ? CStringGetTextDatum(meta->rule) : (Datum) 0,
+	set_column(w, COL_TYPE, CStringGetTextDatum(meta->type), false);
+	set_column(w, COL_RULE_ID, Int32GetDatum(meta->rule_id), meta->rule_id == 0);
+	set_column(w, COL_RULE, meta->rule ? CStringGetTextDatum(meta->rule) : (Datum) 0,
 			   meta->rule == NULL);
-	set_column(w, desc, "created_at",
+	set_column(w, COL_CREATED_AT,
 			   TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), false);
-	set_column(w, desc, "channel_ids", channels, false);
-	set_column(w, desc, "silenced_by", Int32GetDatum(meta->silenced_by), meta->silenced_by == 0);
-	set_column(w, desc, "awaits_decision", BoolGetDatum(meta->awaits_decision > 0),
+	set_column(w, COL_CHANNEL_IDS, channels, false);
+	set_column(w, COL_SILENCED_BY, Int32GetDatum(meta->silenced_by), meta->silenced_by == 0);
+	set_column(w, COL_AWAITS_DECISION, BoolGetDatum(meta->awaits_decision > 0),
 			   meta->awaits_decision < 0);
-	set_column(w, desc, "about_event_id", Int64GetDatum(meta->about_event_id),
+	set_column(w, COL_ABOUT_EVENT_ID, Int64GetDatum(meta->about_event_id),
 			   meta->about_event_id == 0);
+
+	/*
+	 * The indexes the rows go into: a partial index whose predicate reads
+	 * only the values set above is skipped when they do not satisfy it.
+	 * The slot of those values has the id and the payload null, which such a
+	 * predicate does not read.
+	 */
+	constants = MakeSingleTupleTableSlot(shape->desc, &TTSOpsVirtual);
+	memcpy(constants->tts_values, w->values, sizeof(Datum) * natts);
+	memcpy(constants->tts_isnull, w->nulls, sizeof(bool) * natts);
+	ExecStoreVirtualTuple(constants);
+	econtext = GetPerTupleExprContext(w->estate);
+	econtext->ecxt_scantuple = constants;
+	w->rri->ri_IndexRelationDescs = palloc(sizeof(Relation) * Max(shape->nindexes, 1));
+	w->rri->ri_IndexRelationInfo = palloc(sizeof(IndexInfo *) * Max(shape->nindexes, 1));
+	w->rri->ri_NumIndices = 0;
+	for (int i = 0; i < shape->nindexes; i++)
+	{
+		Relation	index;
+
+		if (shape->indexes[i].predicate != NULL &&
+			!ExecQual(shape->indexes[i].predicate, econtext))
+			continue;
+		index = index_open(shape->indexes[i].indexoid, RowExclusiveLock);
+		w->rri->ri_IndexRelationDescs[w->rri->ri_NumIndices] = index;
+		w->rri->ri_IndexRelationInfo[w->rri->ri_NumIndices] = BuildIndexInfo(index);
+		w->rri->ri_NumIndices++;
+	}
+	ResetPerTupleExprContext(w->estate);
+	ExecDropSingleTupleTableSlot(constants);
 	return w;
 }
 
@@ -569,15 +826,29 @@ herald_events_add(HeraldEventWriter *w, Datum payload)
 	id = take_id(w);
 	Assert(id > 0);
 	old = MemoryContextSwitchTo(w->rows_cxt);
-	w->values[w->id_att] = Int64GetDatum(id);
-	w->nulls[w->id_att] = false;
-	w->values[w->payload_att] = payload;
-	w->nulls[w->payload_att] = false;
+	set_column(w, COL_ID, Int64GetDatum(id), false);
+	set_column(w, COL_PAYLOAD, payload, false);
 	tuple = heap_form_tuple(RelationGetDescr(w->rel), w->values, w->nulls);
 	MemoryContextSwitchTo(old);
 	if (w->n == w->nslots)
-		w->slots[w->nslots++] = MakeSingleTupleTableSlot(w->slot_desc,
+	{
+		/*
+		 * A slot made with the relation's own descriptor pins it in the
+		 * resource owner, once per slot: a chunk of them would crowd the
+		 * owner's table of descriptors, which every lookup_rowtype_tupdesc()
+		 * of the statement (one per payload rendered) then probes through.
+		 * The shape's copy is not reference-counted.
+		 */
+		if (w->nslots == w->maxslots)
+		{
+			w->maxslots = w->maxslots == 0 ? 4 : Min(w->maxslots * 2, CHUNK_ROWS);
+			w->slots = w->slots == NULL ?
+				palloc(sizeof(TupleTableSlot *) * w->maxslots) :
+				repalloc(w->slots, sizeof(TupleTableSlot *) * w->maxslots);
+		}
+		w->slots[w->nslots++] = MakeSingleTupleTableSlot(w->shape->desc,
 														 &TTSOpsHeapTuple);
+	}
 	ExecStoreHeapTuple(tuple, w->slots[w->n], false);
 	w->n++;
 	return id;
@@ -605,12 +876,17 @@ herald_events_end(HeraldEventWriter *w)
 	total = w->total;
 	for (int i = 0; i < w->nslots; i++)
 		ExecDropSingleTupleTableSlot(w->slots[i]);
+	if (w->slots)
+		pfree(w->slots);
 	ExecCloseIndices(w->rri);
 	FreeExecutorState(w->estate);
 	table_close(w->rel, NoLock);
 	MemoryContextDelete(w->rows_cxt);
 	if (total > 0 && w->deliver)
 		herald_note_events();
+	Assert(w->shape->refcount > 0);
+	w->shape->refcount--;
+	free_shape_if_unused(w->shape);
 	pfree(w->values);
 	pfree(w->nulls);
 	pfree(w);

@@ -21,6 +21,14 @@
  * every type a role that is not superuser can create (enums, composites,
  * ranges, domains, arrays).
  *
+ * The rows of the common tables, whose columns are all of a few built-in
+ * scalar types (booleans, numbers, text, dates and times), are rendered
+ * here directly (integers and numerics without the trip through their
+ * text output), with what jsonb_build_object() would look up for each
+ * column of each row (its category, its output function) cached per row
+ * type and checked against the type cache's identifier of the row's
+ * descriptor: the document is the same, jsonb being canonical.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -35,9 +43,11 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
@@ -381,6 +391,297 @@ build_builtin_payload(Oid rowtype, const char *table, const char *operation,
 	return result;
 }
 
+/*
+ * The direct rendering of rows of simple types (see the header): how each
+ * column becomes a jsonb value, as datum_to_jsonb() does for its category.
+ */
+typedef enum SimpleKind
+{
+	SIMPLE_BOOL,				/* true or false */
+	SIMPLE_INTEGER,				/* a number, always */
+	SIMPLE_NUMERIC,				/* a number, but NaN and the infinities are strings */
+	SIMPLE_NUMBER,				/* a number when its output is one, else a string */
+	SIMPLE_TEXT,				/* its output, a string */
+	SIMPLE_DATETIME				/* JsonEncodeDateTime(), a string */
+} SimpleKind;
+
+typedef struct SimpleColumn
+{
+	int			attno;			/* 0-based */
+	SimpleKind	kind;
+	Oid			type;
+	char	   *name;
+	int			namelen;
+	FmgrInfo	output;
+} SimpleColumn;
+
+typedef struct SimpleRow
+{
+	Oid			rowtype;		/* InvalidOid: a free entry */
+	uint64		identifier;		/* the type cache's tupDesc_identifier */
+	bool		simple;			/* false: render it the other way */
+	int			natts;
+	int			ncolumns;
+	SimpleColumn *columns;
+} SimpleRow;
+
+#define SIMPLE_ROWS 16
+
+static SimpleRow simple_rows[SIMPLE_ROWS];
+static int	nsimple_rows = 0;
+static MemoryContext simple_rows_cxt = NULL;
+
+static bool
+simple_kind(Oid type, SimpleKind *kind)
+{
+	switch (type)
+	{
+		case BOOLOID:
+			*kind = SIMPLE_BOOL;
+			return true;
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+			*kind = SIMPLE_INTEGER;
+			return true;
+		case NUMERICOID:
+			*kind = SIMPLE_NUMERIC;
+			return true;
+		case FLOAT4OID:
+		case FLOAT8OID:
+			*kind = SIMPLE_NUMBER;
+			return true;
+		case TEXTOID:
+		case VARCHAROID:
+		case BPCHAROID:
+			*kind = SIMPLE_TEXT;
+			return true;
+		case DATEOID:
+		case TIMESTAMPOID:
+		case TIMESTAMPTZOID:
+			*kind = SIMPLE_DATETIME;
+			return true;
+		default:
+			return false;
+	}
+}
+
+/* How rows of this type are rendered directly; NULL when they are not. */
+static SimpleRow *
+simple_row(Oid rowtype)
+{
+	TypeCacheEntry *tce = lookup_type_cache(rowtype, TYPECACHE_TUPDESC);
+	TupleDesc	desc = tce->tupDesc;
+	SimpleRow  *row = NULL;
+	MemoryContext old;
+
+	if (desc == NULL)
+		return NULL;
+	for (int i = 0; i < nsimple_rows; i++)
+		if (simple_rows[i].rowtype == rowtype)
+		{
+			row = &simple_rows[i];
+			if (row->identifier == tce->tupDesc_identifier)
+				return row->simple ? row : NULL;
+			break;
+		}
+	if (simple_rows_cxt == NULL)
+		simple_rows_cxt = AllocSetContextCreate(TopMemoryContext, "pg_herald payload rows",
+												ALLOCSET_SMALL_SIZES);
+	if (row == NULL)
+	{
+		/* all taken: start again */
+		if (nsimple_rows == SIMPLE_ROWS)
+		{
+			MemoryContextReset(simple_rows_cxt);
+			nsimple_rows = 0;
+		}
+		row = &simple_rows[nsimple_rows++];
+	}
+	else if (row->columns != NULL)
+	{
+		/* the row type changed: what was cached for it goes */
+		for (int i = 0; i < row->ncolumns; i++)
+			pfree(row->columns[i].name);
+		pfree(row->columns);
+		row->columns = NULL;
+	}
+	row->rowtype = InvalidOid;
+	old = MemoryContextSwitchTo(simple_rows_cxt);
+	row->columns = palloc(sizeof(SimpleColumn) * Max(desc->natts, 1));
+	row->ncolumns = 0;
+	row->natts = desc->natts;
+	row->simple = true;
+	for (int i = 0; i < desc->natts && row->simple; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		SimpleColumn *col = &row->columns[row->ncolumns];
+		Oid			outfn;
+		bool		varlena;
+
+		if (att->attisdropped)
+			continue;
+		if (!simple_kind(att->atttypid, &col->kind))
+		{
+			row->simple = false;
+			break;
+		}
+		col->attno = i;
+		col->type = att->atttypid;
+		col->name = pstrdup(NameStr(att->attname));
+		col->namelen = strlen(col->name);
+		getTypeOutputInfo(att->atttypid, &outfn, &varlena);
+		fmgr_info_cxt(outfn, &col->output, simple_rows_cxt);
+		row->ncolumns++;
+	}
+	MemoryContextSwitchTo(old);
+	row->identifier = tce->tupDesc_identifier;
+	row->rowtype = rowtype;
+	return row->simple ? row : NULL;
+}
+
+static void
+push_simple_string(JsonbParseState **state, JsonbIteratorToken token, char *s, size_t len)
+{
+	JsonbValue	v;
+
+	if (len > JENTRY_OFFLENMASK)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("string too long to represent as jsonb string"),
+				 errdetail("Due to an implementation restriction, jsonb strings cannot exceed %d bytes.",
+						   JENTRY_OFFLENMASK)));
+	v.type = jbvString;
+	v.val.string.val = s;
+	v.val.string.len = len;
+	(void) pushJsonbValue(state, token, &v);
+}
+
+/* A row of a simple row type, as an object (token WJB_VALUE). */
+static void
+push_simple_row(JsonbParseState **state, SimpleRow *row, Datum value)
+{
+	HeapTupleHeader td = DatumGetHeapTupleHeader(value);
+	HeapTupleData tuple;
+	TupleDesc	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(td),
+											  HeapTupleHeaderGetTypMod(td));
+	Datum	   *values;
+	bool	   *nulls;
+
+	/* the writer's lock on the table keeps its row type as simple_row() saw it */
+	if (desc->natts != row->natts)
+		elog(ERROR, "row type %u changed while its row was rendered", row->rowtype);
+	values = palloc(sizeof(Datum) * desc->natts);
+	nulls = palloc(sizeof(bool) * desc->natts);
+	tuple.t_len = HeapTupleHeaderGetDatumLength(td);
+	ItemPointerSetInvalid(&(tuple.t_self));
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = td;
+	heap_deform_tuple(&tuple, desc, values, nulls);
+	/* a row stored before a column was added: that column's default */
+	for (int i = HeapTupleHeaderGetNatts(td); i < row->natts; i++)
+		values[i] = heap_getattr(&tuple, i + 1, desc, &nulls[i]);
+	ReleaseTupleDesc(desc);
+
+	(void) pushJsonbValue(state, WJB_BEGIN_OBJECT, NULL);
+	for (int i = 0; i < row->ncolumns; i++)
+	{
+		SimpleColumn *col = &row->columns[i];
+		Datum		d = values[col->attno];
+		JsonbValue	v;
+		char	   *out;
+
+		push_simple_string(state, WJB_KEY, col->name, col->namelen);
+		if (nulls[col->attno])
+		{
+			v.type = jbvNull;
+			(void) pushJsonbValue(state, WJB_VALUE, &v);
+			continue;
+		}
+		switch (col->kind)
+		{
+			case SIMPLE_BOOL:
+				v.type = jbvBool;
+				v.val.boolean = DatumGetBool(d);
+				(void) pushJsonbValue(state, WJB_VALUE, &v);
+				break;
+			case SIMPLE_INTEGER:
+				/* the value numeric_in() makes of the integer's output */
+				v.type = jbvNumeric;
+				v.val.numeric = int64_to_numeric(col->type == INT2OID ? DatumGetInt16(d) :
+												 col->type == INT4OID ? DatumGetInt32(d) :
+												 DatumGetInt64(d));
+				(void) pushJsonbValue(state, WJB_VALUE, &v);
+				break;
+			case SIMPLE_NUMERIC:
+				/* the number itself: its output read back is the same number */
+				v.val.numeric = DatumGetNumeric(d);
+				if (!numeric_is_nan(v.val.numeric) && !numeric_is_inf(v.val.numeric))
+				{
+					v.type = jbvNumeric;
+					(void) pushJsonbValue(state, WJB_VALUE, &v);
+					break;
+				}
+				out = OutputFunctionCall(&col->output, d);
+				push_simple_string(state, WJB_VALUE, out, strlen(out));
+				break;
+			case SIMPLE_NUMBER:
+				out = OutputFunctionCall(&col->output, d);
+				/* NaN and the infinities are strings, as to_jsonb() makes them */
+				if (strchr(out, 'N') == NULL && strchr(out, 'n') == NULL)
+				{
+					v.type = jbvNumeric;
+					v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+																		CStringGetDatum(out),
+																		ObjectIdGetDatum(InvalidOid),
+																		Int32GetDatum(-1)));
+					(void) pushJsonbValue(state, WJB_VALUE, &v);
+				}
+				else
+					push_simple_string(state, WJB_VALUE, out, strlen(out));
+				break;
+			case SIMPLE_TEXT:
+				out = OutputFunctionCall(&col->output, d);
+				push_simple_string(state, WJB_VALUE, out, strlen(out));
+				break;
+			case SIMPLE_DATETIME:
+				out = JsonEncodeDateTime(NULL, d, col->type, NULL);
+				push_simple_string(state, WJB_VALUE, out, strlen(out));
+				break;
+		}
+	}
+	(void) pushJsonbValue(state, WJB_END_OBJECT, NULL);
+	pfree(values);
+	pfree(nulls);
+}
+
+/* The payload of rows of a simple row type (see the header). */
+static Datum
+build_simple_payload(SimpleRow *row, const char *table, const char *operation,
+					 Datum new_row, Datum old_row)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue *result;
+
+	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	push_string(&state, WJB_KEY, "table");
+	push_string(&state, WJB_VALUE, table);
+	push_string(&state, WJB_KEY, "operation");
+	push_string(&state, WJB_VALUE, operation);
+	if (new_row != (Datum) 0)
+	{
+		push_string(&state, WJB_KEY, "new");
+		push_simple_row(&state, row, new_row);
+	}
+	if (old_row != (Datum) 0)
+	{
+		push_string(&state, WJB_KEY, "old");
+		push_simple_row(&state, row, old_row);
+	}
+	result = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	return JsonbPGetDatum(JsonbValueToJsonb(result));
+}
+
 /* Are the columns of the row type of this row all of built-in types? */
 static bool
 row_is_builtin(Datum row, Oid *rowtype)
@@ -410,6 +711,19 @@ herald_row_payload(const char *table, const char *operation, Datum new_row, Datu
 
 	if (new_row == (Datum) 0 && old_row == (Datum) 0)
 		elog(ERROR, "a row event needs a row");
+	else
+	{
+		HeapTupleHeader some = DatumGetHeapTupleHeader(new_row != (Datum) 0 ? new_row : old_row);
+		SimpleRow  *row = NULL;
+
+		rowtype = HeapTupleHeaderGetTypeId(some);
+		if (HeapTupleHeaderGetTypMod(some) < 0 &&
+			(new_row == (Datum) 0 || old_row == (Datum) 0 ||
+			 HeapTupleHeaderGetTypeId(DatumGetHeapTupleHeader(old_row)) == rowtype))
+			row = simple_row(rowtype);
+		if (row != NULL)
+			return build_simple_payload(row, table, operation, new_row, old_row);
+	}
 	if (row_is_builtin(new_row != (Datum) 0 ? new_row : old_row, &rowtype) &&
 		(new_row == (Datum) 0 || old_row == (Datum) 0 ||
 		 HeapTupleHeaderGetTypeId(DatumGetHeapTupleHeader(old_row)) == rowtype))

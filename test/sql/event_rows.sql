@@ -96,5 +96,46 @@ SELECT setval('herald.channel_defs_id_seq', 999999);
 SELECT herald.create_channel('three', 'webhook', 'http://127.0.0.1:9/three');
 \set VERBOSITY default
 
+-- payloads: the rows of simple column types are rendered directly, the
+-- same document as to_jsonb() gives (NaN and infinities as strings, nulls,
+-- dates and times, padded characters), a row stored before a column with
+-- a default was added included
+SET client_min_messages = error;
+CREATE TABLE simple_rows (id int2 PRIMARY KEY, b bool, i int4, l int8, r float4, d float8,
+                          n numeric, t text, v varchar(5), c char(4), day date,
+                          ts timestamp, tz timestamptz);
+SELECT herald.on_change('simple', 'simple_rows', ARRAY['one']);
+INSERT INTO simple_rows VALUES
+  (1, true, -7, 9000000000, 1.5, 'NaN', 'Infinity', 'a "quoted"\ line', 'abc', 'x', '2024-02-29',
+   '2024-02-29 12:34:56.789', '2024-02-29 12:34:56.789+02'),
+  (2, NULL, NULL, NULL, '-Infinity', 1e300, 'NaN', NULL, NULL, NULL, 'infinity', '-infinity', NULL),
+  (3, false, 0, -1, 0.1, -0.0, 12.3400, '', '', '', '1999-12-31', '2000-01-01', '2000-01-01 00:00:00+00');
+RESET client_min_messages;
+SELECT (e.payload -> 'new' ->> 'id')::int AS id, e.payload -> 'new' = to_jsonb(s) AS as_to_jsonb
+  FROM herald.event_log e JOIN simple_rows s ON s.id = (e.payload -> 'new' ->> 'id')::int
+ WHERE e.rule = 'simple' ORDER BY e.id;
+SELECT payload -> 'new' AS first_row FROM herald.event_log WHERE rule = 'simple' ORDER BY id LIMIT 1;
+ALTER TABLE simple_rows ADD COLUMN added int8 NOT NULL DEFAULT 42, DROP COLUMN l;
+UPDATE simple_rows SET i = 5 WHERE id = 3;
+SELECT e.payload -> 'new' = to_jsonb(s) AS new_as_to_jsonb,
+       e.payload -> 'old' = jsonb_set(to_jsonb(s), '{i}', '0') AS old_as_to_jsonb,
+       e.payload -> 'old' -> 'added' AS old_added
+  FROM herald.event_log e JOIN simple_rows s ON s.id = (e.payload -> 'new' ->> 'id')::int
+ WHERE e.rule = 'simple' AND e.type = 'row.updated';
+
+-- a partial index of event_log gets the rows of the writers whose values
+-- satisfy its predicate: events awaiting a decision are found through it
+CREATE TABLE awaited (id int PRIMARY KEY);
+SET client_min_messages = error;
+SELECT herald.on_change('awaited', 'awaited', ARRAY['one'], followup_after => '1 day');
+RESET client_min_messages;
+INSERT INTO awaited SELECT generate_series(1, 3);
+INSERT INTO simple_rows (id) VALUES (4);
+SET enable_seqscan = off;
+SELECT count(*) AS awaiting_through_index FROM herald.event_log WHERE awaits_decision;
+RESET enable_seqscan;
+SELECT count(*) AS awaiting, count(*) FILTER (WHERE rule = 'awaited') AS of_the_rule
+  FROM herald.event_log WHERE awaits_decision;
+
 \c herald
 DROP DATABASE herald_events;
