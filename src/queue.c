@@ -138,6 +138,8 @@ herald_installation(void)
 
 	if (!OidIsValid(extoid) || !OidIsValid(herald_schema_oid(true)))
 	{
+		/* a launched worker ends: the launcher starts it again on CREATE EXTENSION */
+		herald_note_uninstalled();
 		if (OidIsValid(served))
 			ereport(LOG,
 					(errmsg("pg_herald was dropped from database \"%s\": %s leaves it alone until it is created again",
