@@ -115,6 +115,7 @@ SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity
  WHERE backend_type LIKE 'pg_herald%' AND datname = 'db1'));
 my ($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE db1', extra_params => ['-U', 'mallory']);
 like($err, qr/must be owner of database db1/, 'a role that does not own db1 cannot drop it');
+my $log_offset = -s $node->logfile;    # that error was on purpose
 is( $node->safe_psql('postgres', q(
 SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity
  WHERE backend_type LIKE 'pg_herald%' AND datname = 'db1')),
@@ -156,7 +157,7 @@ ok($node->poll_query_until('postgres', q(
 SELECT count(*) = 2 FROM pg_stat_activity
  WHERE backend_type IN ('pg_herald delivery', 'pg_herald scheduler') AND datname = 'db2')),
 	'db2: CREATE EXTENSION again starts its workers again');
-HeraldTest::no_server_errors($node);
+HeraldTest::no_server_errors($node, $log_offset);
 $node->stop;
 
 # ---- max_worker_processes and herald.max_databases reached ----
