@@ -14,7 +14,9 @@
  * the HTTP worker in the database herald_http_database_name() names.  All
  * of them are dynamic background workers that the launcher watches
  * (bgw_notify_pid) and starts again 5 seconds after one ends, while the
- * database and the extension are there.
+ * database and the extension are there.  With herald.database set, that
+ * one database is served as before the launcher existed: its workers run
+ * whether pg_herald is installed there or not, and wait for it.
  *
  * What the launcher learns, and when:
  *	- CREATE EXTENSION pg_herald (and ALTER EXTENSION) in a database: at
