@@ -8,7 +8,8 @@
 # its database; a plain DROP DATABASE (no FORCE) of a served database
 # succeeds, its workers stopped first; a role that does not own a database
 # cannot stop its workers with a DROP DATABASE that fails; ALTER DATABASE
-# RENAME works and the workers come back.  CREATE EXTENSION in a fourth
+# RENAME and CREATE DATABASE ... TEMPLATE work and the workers come back
+# (the copy, which holds pg_herald, is served too).  CREATE EXTENSION in a fourth
 # database starts its workers without a restart, within a bounded wait.
 # Then, on a second node with max_worker_processes = 5 and
 # herald.max_databases = 2: a database whose delivery worker finds no free
@@ -150,6 +151,14 @@ is(workers_of($node, 'db4'), $served, 'db4: CREATE EXTENSION starts its workers'
 note(sprintf('db4: workers running %.2f s after CREATE EXTENSION began', time() - $t0));
 ok(time() - $t0 < 10, 'db4: within 10 seconds');
 is(deliver('db4', 1, 7), 7, 'db4: its events are delivered');
+
+# ---- CREATE DATABASE ... TEMPLATE a served database ----
+($ret, $out, $err) = $node->psql('postgres', 'CREATE DATABASE db5 TEMPLATE db4');
+is($ret, 0, 'CREATE DATABASE ... TEMPLATE of a served database succeeds') or diag($err);
+ok($node->poll_query_until('postgres', q(
+SELECT count(*) = 4 FROM pg_stat_activity
+ WHERE backend_type IN ('pg_herald delivery', 'pg_herald scheduler') AND datname IN ('db4', 'db5'))),
+	'the copy (pg_herald in it) is served, and the template again');
 
 # db2 again: CREATE EXTENSION after its DROP EXTENSION
 install('db2');
