@@ -18,9 +18,10 @@
  * links of a message's actions; http_server.c runs the HTTP worker, which
  * serves them (decision_page.c) and Slack's clicks (slack.c).  limits.c checks the
  * ranges of declared parameter values.  rule_code.c runs a rule's condition or metric in a
- * session that is not its owner's, within bounds.  pg_herald.c holds the
- * module entry point, the settings, the shared state and the commit-time
- * wake-up.
+ * session that is not its owner's, within bounds.  launcher.c starts the
+ * workers of every database where pg_herald is installed and holds their
+ * shared state, one slot per database.  pg_herald.c holds the module entry
+ * point, the settings and the commit-time wake-up.
  *
  *-------------------------------------------------------------------------
  */
