@@ -9,6 +9,7 @@ EXTVERSION = 0.2.0
 MODULE_big = pg_herald
 OBJS = \
 	src/pg_herald.o \
+	src/launcher.o \
 	src/api.o \
 	src/capture.o \
 	src/event_log.o \

@@ -229,7 +229,7 @@ herald_invoker_id(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("pg_herald's internal functions can only be called through its API"),
-				 herald_shared == NULL ?
+				 herald_cluster == NULL ?
 				 errhint("Add pg_herald to shared_preload_libraries and restart the server.") : 0));
 	}
 	if (OidIsValid(frames[nframes - 1].acting_for))

@@ -129,11 +129,15 @@ herald_b64_decode(const char *src, int len, uint8 *dst, int dstlen)
 	object_aclcheck(NamespaceRelationId, (nspid), (roleid), (mode))
 #define herald_extension_ownercheck(extoid, roleid) \
 	object_ownercheck(ExtensionRelationId, (extoid), (roleid))
+#define herald_database_ownercheck(dboid, roleid) \
+	object_ownercheck(DatabaseRelationId, (dboid), (roleid))
 #else
 #define herald_namespace_aclcheck(nspid, roleid, mode) \
 	pg_namespace_aclcheck((nspid), (roleid), (mode))
 #define herald_extension_ownercheck(extoid, roleid) \
 	pg_extension_ownercheck((extoid), (roleid))
+#define herald_database_ownercheck(dboid, roleid) \
+	pg_database_ownercheck((dboid), (roleid))
 #endif
 
 /*

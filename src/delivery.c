@@ -937,7 +937,7 @@ herald_delivery_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(herald_database, NULL, 0);
+	herald_worker_connect(false);
 	herald_worker_attach(worker_slot);
 	pgstat_report_appname("pg_herald delivery");
 	srandom((unsigned int) (MyProcPid ^ time(NULL)));
@@ -953,7 +953,7 @@ herald_delivery_main(Datum arg)
 
 	ereport(LOG,
 			(errmsg("pg_herald delivery worker %d started in database \"%s\"",
-					worker_slot, herald_database)));
+					worker_slot, herald_shared->datname)));
 
 	herald_http_init();
 	outcome_context = AllocSetContextCreate(TopMemoryContext,
@@ -979,6 +979,7 @@ herald_delivery_main(Datum arg)
 		MemoryContextSwitchTo(loop_context);
 		MemoryContextReset(loop_context);
 		CHECK_FOR_INTERRUPTS();
+		herald_exit_if_uninstalled();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;

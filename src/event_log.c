@@ -786,6 +786,26 @@ flush_chunk(HeraldEventWriter *w)
 	MemoryContextReset(w->rows_cxt);
 }
 
+/*
+ * Database dbid was dropped (the launcher saw it go): its counter is free
+ * for another one.
+ */
+void
+herald_events_forget(Oid dbid)
+{
+	if (event_shared == NULL || !OidIsValid(dbid))
+		return;
+	LWLockAcquire(event_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < MAX_COUNTERS; i++)
+		if (event_shared->counters[i].dbid == dbid)
+		{
+			event_shared->counters[i].dbid = InvalidOid;
+			event_shared->counters[i].relid = InvalidOid;
+			pg_atomic_write_u64(&event_shared->counters[i].next, 0);
+		}
+	LWLockRelease(event_shared->lock);
+}
+
 /* The next event id of this database. */
 static int64
 take_id(HeraldEventWriter *w)

@@ -924,7 +924,8 @@ herald_http_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(herald_database, NULL, 0);
+	herald_worker_connect(false);
+	herald_http_attach();
 	pgstat_report_appname("pg_herald http");
 	/* resolve no name through user schemas; no request waits long */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
@@ -944,7 +945,7 @@ herald_http_main(Datum arg)
 
 	ereport(LOG,
 			(errmsg("pg_herald http serving on %s for database \"%s\"",
-					herald_http_listen, herald_database)));
+					herald_http_listen, herald_shared->datname)));
 
 	for (;;)
 	{
@@ -1097,25 +1098,4 @@ herald_parse_form(const char *body, size_t len, HeraldFormField *fields, int nfi
 		p = stop + 1;
 	}
 	return true;
-}
-
-/* The worker, when herald.http_listen is set; from _PG_init. */
-void
-herald_http_server_init(void)
-{
-	BackgroundWorker worker;
-
-	/* none under pg_upgrade either (see _PG_init) */
-	if (!process_shared_preload_libraries_in_progress || IsBinaryUpgrade ||
-		herald_http_listen == NULL || herald_http_listen[0] == '\0')
-		return;
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "pg_herald");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "herald_http_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "pg_herald http");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "pg_herald http");
-	RegisterBackgroundWorker(&worker);
 }

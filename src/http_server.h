@@ -50,7 +50,6 @@ typedef struct HeraldHttpResponse
 /* http_server.c */
 extern double herald_http_rate_limit;
 extern void herald_define_http_settings(void);
-extern void herald_http_server_init(void);
 
 /* decision_page.c: GET, HEAD and POST /d/{token}; the pages' frame */
 extern void herald_decision_page(const HeraldHttpRequest *req, HeraldHttpResponse *resp);

@@ -154,6 +154,9 @@ herald_link_base(void)
 	char	   *base;
 	size_t		len;
 
+	/* the HTTP worker serves one database's links (launcher.c) */
+	if (!herald_serves_links())
+		return NULL;
 	if (herald_public_url && herald_public_url[0] != '\0')
 		base = pstrdup(herald_public_url);
 	else if (herald_http_listen && herald_http_listen[0] != '\0')

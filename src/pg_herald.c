@@ -10,7 +10,8 @@
  * callback passes these notes to the workers (the delivery workers, the
  * scheduler) and sets their latches when, and only when, that transaction
  * commits; an abort forgets them.  The workers publish their latches in
- * HeraldShared, whose spinlock guards every field.
+ * their database's HeraldShared (launcher.c), whose spinlock guards every
+ * field.
  *
  *-------------------------------------------------------------------------
  */
@@ -95,25 +96,18 @@ herald_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(HeraldShared)));
+	RequestAddinShmemSpace(MAXALIGN(herald_cluster_shmem_size()));
 	herald_event_log_shmem_request();
 }
 
 static void
 herald_shmem_startup(void)
 {
-	bool		found;
-
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	herald_shared = ShmemInitStruct("pg_herald", sizeof(HeraldShared), &found);
-	if (!found)
-	{
-		memset(herald_shared, 0, sizeof(HeraldShared));
-		SpinLockInit(&herald_shared->mutex);
-	}
+	herald_cluster_shmem_init();
 	herald_event_log_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -126,6 +120,8 @@ static const char *const wait_names[HERALD_NUM_WAITS] = {
 	[HERALD_WAIT_HTTP_SERVER] = "HeraldHttpServer",
 	[HERALD_WAIT_FLUSH_EVALUATIONS] = "HeraldFlushEvaluations",
 	[HERALD_WAIT_FLUSH_DELIVERIES] = "HeraldFlushDeliveries",
+	[HERALD_WAIT_LAUNCHER] = "HeraldLauncher",
+	[HERALD_WAIT_LAUNCH] = "HeraldLaunch",
 };
 
 /*
@@ -158,6 +154,7 @@ herald_xact_callback(XactEvent event, void *arg)
 	{
 		herald_capture_xact_end();
 		herald_rule_code_xact_end();
+		herald_launcher_xact_end(event);
 	}
 
 	switch (event)
@@ -195,14 +192,11 @@ herald_xact_callback(XactEvent event, void *arg)
 static bool
 lock_for_this_database(void)
 {
-	if (herald_shared == NULL)
+	HeraldShared *s = herald_lock_database(MyDatabaseId);
+
+	if (s == NULL)
 		return false;
-	SpinLockAcquire(&herald_shared->mutex);
-	if (herald_shared->database != MyDatabaseId)
-	{
-		SpinLockRelease(&herald_shared->mutex);
-		return false;
-	}
+	herald_shared = s;
 	return true;
 }
 
@@ -390,7 +384,6 @@ herald_worker_attach(int slot)
 	Assert(herald_shared->pid[slot] == 0 && herald_shared->latch[slot] == NULL);
 	herald_shared->latch[slot] = MyLatch;
 	herald_shared->pid[slot] = MyProcPid;
-	herald_shared->database = MyDatabaseId;
 	SpinLockRelease(&herald_shared->mutex);
 	before_shmem_exit(herald_worker_detach, Int32GetDatum(slot));
 }
@@ -400,6 +393,7 @@ herald_scheduler_detach(int code, Datum arg)
 {
 	SpinLockAcquire(&herald_shared->mutex);
 	herald_shared->scheduler_latch = NULL;
+	herald_shared->scheduler_pid = 0;
 	SpinLockRelease(&herald_shared->mutex);
 }
 
@@ -412,7 +406,7 @@ herald_scheduler_attach(void)
 	/* one scheduler: the one before it detached as it exited */
 	Assert(herald_shared->scheduler_latch == NULL);
 	herald_shared->scheduler_latch = MyLatch;
-	herald_shared->database = MyDatabaseId;
+	herald_shared->scheduler_pid = MyProcPid;
 	SpinLockRelease(&herald_shared->mutex);
 	before_shmem_exit(herald_scheduler_detach, (Datum) 0);
 }
@@ -489,30 +483,44 @@ herald_try_transaction(const char *activity, herald_step step, void *arg, ErrorD
 
 /*
  * Why pg_herald's workers do not serve the current database (a sentence, for
- * a message's detail), or NULL when they do.
+ * a message's detail), or NULL when they do, or will as soon as the
+ * launcher has started them.
  */
 static char *
 not_served_reason(void)
 {
 	char	   *db = get_database_name(MyDatabaseId);
+	HeraldShared *s;
+	char	   *problem = NULL;
 
-	if (herald_shared == NULL)
+	if (herald_cluster == NULL)
 		return pstrdup("pg_herald is not loaded through shared_preload_libraries, so no worker runs.");
-	if (db == NULL || strcmp(db, herald_database) != 0)
+	if (herald_database[0] != '\0' && (db == NULL || strcmp(db, herald_database) != 0))
 		return psprintf("The workers serve database \"%s\" (herald.database), not \"%s\".",
 						herald_database, db ? db : "?");
 	/* they start once recovery ends (BgWorkerStart_RecoveryFinished) */
 	if (RecoveryInProgress())
 		return pstrdup("The server is a standby: the workers start when it is promoted.");
+	s = herald_lock_database(MyDatabaseId);
+	if (s != NULL)
+	{
+		if (s->problem[0] != '\0')
+			problem = pstrdup(s->problem);
+		SpinLockRelease(&s->mutex);
+		return problem;
+	}
+	if (herald_database_full())
+		return psprintf("The workers serve at most %d databases (herald.max_databases), and serve that many others.",
+						herald_max_databases);
 	return NULL;
 }
 
 /* Report, at elevel, that the workers do not serve this database, and what follows. */
 static void
-not_served_report(int elevel, const char *consequence)
+not_served_report(int elevel, const char *consequence, const char *reason)
 {
-	char	   *reason = not_served_reason();
-
+	if (reason == NULL)
+		reason = not_served_reason();
 	if (reason == NULL)
 		return;
 	ereport(elevel,
@@ -520,22 +528,32 @@ not_served_report(int elevel, const char *consequence)
 			 errmsg("pg_herald's workers do not serve database \"%s\"",
 					get_database_name(MyDatabaseId)),
 			 errdetail_internal("%s %s", reason, consequence),
-			 herald_shared == NULL ?
-			 errhint("Add pg_herald to shared_preload_libraries, set herald.database, and restart the server.") :
+			 herald_cluster == NULL ?
+			 errhint("Add pg_herald to shared_preload_libraries and restart the server.") :
 			 RecoveryInProgress() ?
 			 errhint("Run it on the primary.") :
-			 errhint("Set herald.database to this database and restart the server, or use pg_herald in database \"%s\".",
-					 herald_database)));
+			 herald_database[0] != '\0' ?
+			 errhint("Set herald.database to this database, or to '' for every database, and restart the server; or use pg_herald in database \"%s\".",
+					 herald_database) :
+			 errhint("See herald.status, and the server log of the pg_herald launcher.")));
 }
 
 /*
  * Functions that wait for the workers refuse to run where no worker serves
- * the database: their wait would never end.
+ * the database: their wait would never end.  Where the workers are about
+ * to start (CREATE EXTENSION just committed), they wait for them, a while.
+ * Once this returns, herald_shared is the database's slot.
  */
 void
 herald_require_served(const char *consequence)
 {
-	not_served_report(ERROR, consequence);
+	not_served_report(ERROR, consequence, NULL);
+	if (!herald_wait_for_workers())
+		not_served_report(ERROR, consequence,
+						  "The workers of this database did not start within 10 seconds.");
+	if (herald_database_shared() == NULL)
+		not_served_report(ERROR, consequence,
+						  "The workers of this database stopped.");
 }
 
 /*
@@ -547,7 +565,7 @@ herald_require_served(const char *consequence)
 Datum
 herald_warn_unserved(PG_FUNCTION_ARGS)
 {
-	not_served_report(WARNING, text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	not_served_report(WARNING, text_to_cstring(PG_GETARG_TEXT_PP(0)), NULL);
 	PG_RETURN_VOID();
 }
 
@@ -568,14 +586,18 @@ herald_status(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "herald._status() must return a row");
-	if (herald_shared != NULL && reason == NULL)
+	if (reason == NULL)
 	{
-		SpinLockAcquire(&herald_shared->mutex);
-		for (int i = 0; i < HERALD_MAX_WORKERS; i++)
-			if (herald_shared->pid[i] != 0)
-				delivery++;
-		scheduler = herald_shared->scheduler_latch != NULL;
-		SpinLockRelease(&herald_shared->mutex);
+		HeraldShared *s = herald_lock_database(MyDatabaseId);
+
+		if (s != NULL)
+		{
+			for (int i = 0; i < HERALD_MAX_WORKERS; i++)
+				if (s->pid[i] != 0)
+					delivery++;
+			scheduler = s->scheduler_latch != NULL;
+			SpinLockRelease(&s->mutex);
+		}
 	}
 	values[0] = CStringGetTextDatum(get_database_name(MyDatabaseId));
 	values[1] = BoolGetDatum(reason == NULL);
@@ -628,10 +650,10 @@ static void
 herald_define_settings(void)
 {
 	DefineCustomStringVariable("herald.database",
-							   "Database in which the pg_herald workers run.",
+							   "The one database pg_herald serves; empty for every database where it is installed.",
 							   NULL,
 							   &herald_database,
-							   "postgres",
+							   "",
 							   PGC_POSTMASTER,
 							   0,
 							   NULL, NULL, NULL);
@@ -715,41 +737,9 @@ herald_define_settings(void)
 	herald_define_filter_settings();
 	herald_define_capture_settings();
 	herald_define_scheduler_settings();
+	herald_define_launcher_settings();
 
 	MarkGUCPrefixReserved("herald");
-}
-
-static void
-register_worker(const char *function, const char *name, const char *type, Datum arg)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-		BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "pg_herald");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function);
-	snprintf(worker.bgw_name, BGW_MAXLEN, "%s", name);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", type);
-	worker.bgw_main_arg = arg;
-	RegisterBackgroundWorker(&worker);
-}
-
-static void
-herald_register_workers(void)
-{
-	char		name[BGW_MAXLEN];
-
-	for (int slot = 0; slot < herald_delivery_workers; slot++)
-	{
-		snprintf(name, sizeof(name), "pg_herald delivery worker %d", slot);
-		register_worker("herald_delivery_main", name, "pg_herald delivery",
-						Int32GetDatum(slot));
-	}
-	register_worker("herald_scheduler_main", "pg_herald scheduler",
-					"pg_herald scheduler", (Datum) 0);
 }
 
 void
@@ -760,7 +750,7 @@ _PG_init(void)
 	herald_api_init();
 	herald_install_watch_hooks();
 	herald_rule_code_init();
-	herald_http_server_init();
+	herald_launcher_init();
 
 	/*
 	 * Loaded on demand in an ordinary backend: capture works, but there is no
@@ -775,11 +765,11 @@ _PG_init(void)
 	shmem_startup_hook = herald_shmem_startup;
 
 	/*
-	 * pg_upgrade starts both servers in binary-upgrade mode (-b) to move the
-	 * schema: no worker then.  On the old one they would deliver while its
-	 * files are about to be copied; on the new one they would serve a
-	 * database that is being restored.  Its first ordinary start runs them.
+	 * herald_launcher_init() registers the launcher, which starts the
+	 * workers.  pg_upgrade starts both servers in binary-upgrade mode (-b)
+	 * to move the schema: no launcher then.  On the old one the workers
+	 * would deliver while its files are about to be copied; on the new one
+	 * they would serve a database that is being restored.  Its first
+	 * ordinary start runs them.
 	 */
-	if (!IsBinaryUpgrade)
-		herald_register_workers();
 }

@@ -19,9 +19,10 @@
  * links of a message's actions; http_server.c runs the HTTP worker, which
  * serves them (decision_page.c) and Slack's clicks (slack.c).  limits.c checks the
  * ranges of declared parameter values.  rule_code.c runs a rule's condition or metric in a
- * session that is not its owner's, within bounds.  pg_herald.c holds the
- * module entry point, the settings, the shared state and the commit-time
- * wake-up.
+ * session that is not its owner's, within bounds.  launcher.c starts the
+ * workers of every database where pg_herald is installed and holds their
+ * shared state, one slot per database.  pg_herald.c holds the module entry
+ * point, the settings and the commit-time wake-up.
  *
  *-------------------------------------------------------------------------
  */
@@ -86,15 +87,28 @@ typedef struct HeraldEvaluatorSlot
 } HeraldEvaluatorSlot;
 
 /*
- * State shared by the backends and the delivery worker.  The spinlock
- * guards every field.
+ * The state of one served database (launcher.c holds them, one slot per
+ * database, herald.max_databases of them), shared by its backends and its
+ * workers.  The spinlock guards every field; it comes first: a slot is
+ * cleared from database on, under it.
  */
+#define HERALD_PROBLEM_MAX 256
 typedef struct HeraldShared
 {
 	slock_t		mutex;
+	Oid			database;		/* the database served; InvalidOid: free */
+	char		datname[NAMEDATALEN];	/* its name, as the launcher last saw it */
+	bool		installed;		/* its scheduler found pg_herald there, and no
+								 * worker found it dropped since */
+	pid_t		paused_by;		/* a backend about to drop, rename or copy the
+								 * database: no worker starts until its
+								 * transaction ends */
+	char		problem[HERALD_PROBLEM_MAX];	/* why a worker is missing, ""
+												 * when none is */
+	pid_t		scheduler_pid;	/* 0 when not running */
+	pid_t		http_pid;		/* the HTTP worker, when it serves this one */
 	Latch	   *latch[HERALD_MAX_WORKERS];	/* running delivery workers' latches */
 	pid_t		pid[HERALD_MAX_WORKERS];	/* their pids, 0 when not running */
-	Oid			database;		/* the database they serve, once connected */
 	TimestampTz rescan_from[HERALD_MAX_WORKERS];	/* per worker: oldest
 													 * next_attempt_at committed
 													 * since it last looked, 0
@@ -136,7 +150,55 @@ typedef struct HeraldShared
 	Oid			suspect[HERALD_MAX_SUSPECTS];
 } HeraldShared;
 
+/* this database's slot: a worker's own, or what a backend found last */
 extern HeraldShared *herald_shared;
+
+/*
+ * launcher.c: the slots of the served databases, and what the launcher is
+ * asked.  The spinlock guards the fields before db; each slot has its own.
+ */
+#define HERALD_MAX_WAKE 32
+typedef struct HeraldCluster
+{
+	slock_t		mutex;
+	Latch	   *launcher_latch; /* NULL when the launcher does not run */
+	int			nwake;			/* databases to look at again (CREATE
+								 * EXTENSION committed there) */
+	bool		wake_all;		/* more than HERALD_MAX_WAKE: all of them */
+	Oid			wake[HERALD_MAX_WAKE];
+	int			ndatabases;		/* herald.max_databases */
+	HeraldShared db[FLEXIBLE_ARRAY_MEMBER];
+} HeraldCluster;
+
+/* What a launched worker finds in bgw_extra; generation first (evaluators). */
+typedef struct HeraldWorkerExtra
+{
+	uint32		generation;		/* an evaluator's start, 0 for the others */
+	Oid			database;
+	int32		dbslot;			/* its index in HeraldCluster.db */
+} HeraldWorkerExtra;
+
+extern HeraldCluster *herald_cluster;
+extern int	herald_max_databases;
+extern char *herald_http_database;
+extern void herald_define_launcher_settings(void);
+extern Size herald_cluster_shmem_size(void);
+extern void herald_cluster_shmem_init(void);
+extern void herald_launcher_init(void);
+extern void herald_launcher_xact_end(XactEvent event);
+extern HeraldShared *herald_lock_database(Oid dbid);
+extern HeraldShared *herald_database_shared(void);
+extern bool herald_database_full(void);
+extern void herald_request_launch(Oid dbid);
+extern void herald_worker_connect(bool probe);
+extern void herald_worker_extra(void *bgw_extra, uint32 generation);
+extern void herald_http_attach(void);
+extern bool herald_wait_for_workers(void);
+extern void herald_note_uninstalled(void);
+extern void herald_exit_if_uninstalled(void);
+extern const char *herald_http_database_name(void);
+extern bool herald_serves_links(void);
+extern PGDLLEXPORT void herald_launcher_main(Datum arg);
 
 /* pg_herald.c */
 extern void herald_note_work(void);
@@ -154,6 +216,8 @@ typedef enum HeraldWait
 	HERALD_WAIT_HTTP_SERVER,	/* the HTTP worker, for a request */
 	HERALD_WAIT_FLUSH_EVALUATIONS,	/* herald.flush(), for the scheduler */
 	HERALD_WAIT_FLUSH_DELIVERIES,	/* herald.flush(), for the workers */
+	HERALD_WAIT_LAUNCHER,		/* the launcher, for a database or a worker */
+	HERALD_WAIT_LAUNCH,			/* a session, for its database's workers */
 	HERALD_NUM_WAITS
 } HeraldWait;
 
@@ -188,6 +252,7 @@ extern int	herald_events_end(HeraldEventWriter *w);
 extern void herald_events_xact_event(XactEvent event);
 extern int	herald_events_horizon(uint64 *next, HeraldOpenIds *open, int max);
 extern Size herald_event_log_shmem_size(void);
+extern void herald_events_forget(Oid dbid);
 
 /* log_cursor.c: a delivery worker's position in the event log */
 extern void herald_cursor_reset(void);

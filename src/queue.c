@@ -138,6 +138,8 @@ herald_installation(void)
 
 	if (!OidIsValid(extoid) || !OidIsValid(herald_schema_oid(true)))
 	{
+		/* a launched worker ends: the launcher starts it again on CREATE EXTENSION */
+		herald_note_uninstalled();
 		if (OidIsValid(served))
 			ereport(LOG,
 					(errmsg("pg_herald was dropped from database \"%s\": %s leaves it alone until it is created again",
@@ -546,6 +548,9 @@ index_plan_settings(void)
 	(void) set_config_option("enable_seqscan", "off", PGC_SUSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("enable_bitmapscan", "off", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	/* a disabled scan's cost is over jit_above_cost: each run would be compiled */
+	(void) set_config_option("jit", "off", PGC_SUSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	return level;
 }

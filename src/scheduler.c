@@ -639,7 +639,7 @@ start_evaluator(SchedRule *r, TimestampTz now)
 	snprintf(worker.bgw_name, BGW_MAXLEN, "pg_herald evaluator of rule %d", r->id);
 	snprintf(worker.bgw_type, BGW_MAXLEN, "pg_herald evaluator");
 	worker.bgw_main_arg = Int32GetDatum(slot);
-	memcpy(worker.bgw_extra, &generation, sizeof(generation));
+	herald_worker_extra(worker.bgw_extra, generation);
 	worker.bgw_notify_pid = MyProcPid;
 	/* the handle outlives the loop's memory */
 	old = MemoryContextSwitchTo(TopMemoryContext);
@@ -1125,7 +1125,7 @@ herald_cancel_evaluations(void)
 	pid_t		pids[HERALD_MAX_EVALUATORS];
 	int			n = 0;
 
-	if (herald_shared == NULL)
+	if (herald_database_shared() == NULL)
 		return;
 	SpinLockAcquire(&herald_shared->mutex);
 	if (herald_shared->database == MyDatabaseId)
@@ -1168,7 +1168,7 @@ herald_evaluator_main(Datum arg)
 	Assert(evaluator_generation != 0);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(herald_database, NULL, 0);
+	herald_worker_connect(false);
 	pgstat_report_appname("pg_herald evaluator");
 	worker_settings();
 
@@ -1210,7 +1210,8 @@ herald_scheduler_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(herald_database, NULL, 0);
+	/* the scheduler is the launcher's probe: it ends where pg_herald is not */
+	herald_worker_connect(true);
 	herald_scheduler_attach();
 	pgstat_report_appname("pg_herald scheduler");
 	worker_settings();
@@ -1224,7 +1225,7 @@ herald_scheduler_main(Datum arg)
 	before_shmem_exit(scheduler_exit, (Datum) 0);
 
 	ereport(LOG,
-			(errmsg("pg_herald scheduler started in database \"%s\"", herald_database)));
+			(errmsg("pg_herald scheduler started in database \"%s\"", herald_shared->datname)));
 
 	loop_context = AllocSetContextCreate(TopMemoryContext, "pg_herald scheduler loop",
 										 ALLOCSET_DEFAULT_SIZES);
@@ -1241,6 +1242,7 @@ herald_scheduler_main(Datum arg)
 		MemoryContextSwitchTo(loop_context);
 		MemoryContextReset(loop_context);
 		CHECK_FOR_INTERRUPTS();
+		herald_exit_if_uninstalled();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
