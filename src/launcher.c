@@ -426,6 +426,31 @@ wake_database_workers(void)
 }
 
 /*
+ * The processes of a database's slot: its delivery workers, scheduler, HTTP
+ * worker and evaluators, into pids (room for SLOT_PIDS); how many.  The
+ * caller holds the slot's mutex.
+ */
+#define SLOT_PIDS (HERALD_MAX_WORKERS + HERALD_MAX_EVALUATORS + 2)
+
+static int
+slot_pids(HeraldShared *s, pid_t *pids)
+{
+	int			n = 0;
+
+	for (int i = 0; i < HERALD_MAX_WORKERS; i++)
+		if (s->pid[i] != 0)
+			pids[n++] = s->pid[i];
+	if (s->scheduler_pid != 0)
+		pids[n++] = s->scheduler_pid;
+	if (s->http_pid != 0)
+		pids[n++] = s->http_pid;
+	for (int i = 0; i < HERALD_MAX_EVALUATORS; i++)
+		if (s->evaluator[i].generation != 0 && s->evaluator[i].pid != 0)
+			pids[n++] = s->evaluator[i].pid;
+	return n;
+}
+
+/*
  * Before a statement that fails while other sessions are connected to
  * database name: pause its slot and terminate its workers.  Only for the
  * database's owner (a superuser is one): another role's statement fails
@@ -436,7 +461,7 @@ pause_database(const char *name)
 {
 	Oid			dbid;
 	HeraldShared *s;
-	pid_t		pids[HERALD_MAX_WORKERS + HERALD_MAX_EVALUATORS + 2];
+	pid_t		pids[SLOT_PIDS];
 	int			n = 0;
 
 	if (name == NULL || herald_cluster == NULL)
@@ -449,16 +474,7 @@ pause_database(const char *name)
 	if (s == NULL)
 		return;
 	s->paused_by = MyProcPid;
-	for (int i = 0; i < HERALD_MAX_WORKERS; i++)
-		if (s->pid[i] != 0)
-			pids[n++] = s->pid[i];
-	if (s->scheduler_pid != 0)
-		pids[n++] = s->scheduler_pid;
-	if (s->http_pid != 0)
-		pids[n++] = s->http_pid;
-	for (int i = 0; i < HERALD_MAX_EVALUATORS; i++)
-		if (s->evaluator[i].generation != 0 && s->evaluator[i].pid != 0)
-			pids[n++] = s->evaluator[i].pid;
+	n = slot_pids(s, pids);
 	SpinLockRelease(&s->mutex);
 	paused_database = dbid;
 
@@ -1119,22 +1135,13 @@ stop_orphans(void)
 
 		for (int tries = 0; tries < 100; tries++)
 		{
-			pid_t		pids[HERALD_MAX_WORKERS + HERALD_MAX_EVALUATORS + 2];
+			pid_t		pids[SLOT_PIDS];
 			int			n = 0;
 			int			alive = 0;
 
 			SpinLockAcquire(&s->mutex);
 			dbid = s->database;
-			for (int j = 0; j < HERALD_MAX_WORKERS; j++)
-				if (s->pid[j] != 0)
-					pids[n++] = s->pid[j];
-			if (s->scheduler_pid != 0)
-				pids[n++] = s->scheduler_pid;
-			if (s->http_pid != 0)
-				pids[n++] = s->http_pid;
-			for (int j = 0; j < HERALD_MAX_EVALUATORS; j++)
-				if (s->evaluator[j].generation != 0 && s->evaluator[j].pid != 0)
-					pids[n++] = s->evaluator[j].pid;
+			n = slot_pids(s, pids);
 			SpinLockRelease(&s->mutex);
 			if (!OidIsValid(dbid))
 				break;

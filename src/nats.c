@@ -952,6 +952,8 @@ make_link(const char *target, const char *secret, long timeout_ms, char *err, si
 		free(link);
 		return NULL;
 	}
+	pthread_mutex_init(&link->lock, NULL);
+	pthread_cond_init(&link->cond, NULL);
 	link->target = strdup_or_null(target, strlen(target), &oom);
 	link->secret = strdup_or_null(secret, strlen(secret), &oom);
 	link->policy = herald_network_policy_copy();
@@ -960,18 +962,10 @@ make_link(const char *target, const char *secret, long timeout_ms, char *err, si
 		snprintf(err, errlen, oom || link->policy == NULL ? "out of memory" :
 				 "the channel's secret is neither user:password nor a token");
 		link->t.subject = NULL;
-		free(link->target);
-		free(link->secret);
-		free(link->user);
-		free(link->password);
-		free(link->token);
-		free(link->policy);
-		free(link);
+		free_link(link);
 		return NULL;
 	}
 	link->connect_timeout_ms = Max(100, Min(timeout_ms, 10000));
-	pthread_mutex_init(&link->lock, NULL);
-	pthread_cond_init(&link->cond, NULL);
 
 	/*
 	 * An acknowledgement is whatever comes to the reply subject: one nobody

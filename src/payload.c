@@ -655,31 +655,34 @@ push_simple_row(JsonbParseState **state, SimpleRow *row, Datum value)
 	pfree(nulls);
 }
 
-/* The payload of rows of a simple row type (see the header). */
+/*
+ * The payload: {"table": ..., "operation": ..., "new": ..., "old": ...}, the rows
+ * rendered by the simple renderer when row is given, else by push_row().
+ */
 static Datum
-build_simple_payload(SimpleRow *row, const char *table, const char *operation,
-					 Datum new_row, Datum old_row)
+build_payload(SimpleRow *row, const char *table, const char *operation,
+			  Datum new_row, Datum old_row)
 {
 	JsonbParseState *state = NULL;
-	JsonbValue *result;
+	const char *keys[2] = {"new", "old"};
+	Datum		rows[2] = {new_row, old_row};
 
 	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	push_string(&state, WJB_KEY, "table");
 	push_string(&state, WJB_VALUE, table);
 	push_string(&state, WJB_KEY, "operation");
 	push_string(&state, WJB_VALUE, operation);
-	if (new_row != (Datum) 0)
+	for (int i = 0; i < 2; i++)
 	{
-		push_string(&state, WJB_KEY, "new");
-		push_simple_row(&state, row, new_row);
+		if (rows[i] == (Datum) 0)
+			continue;
+		push_string(&state, WJB_KEY, keys[i]);
+		if (row != NULL)
+			push_simple_row(&state, row, rows[i]);
+		else
+			push_row(&state, WJB_VALUE, rows[i]);
 	}
-	if (old_row != (Datum) 0)
-	{
-		push_string(&state, WJB_KEY, "old");
-		push_simple_row(&state, row, old_row);
-	}
-	result = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
-	return JsonbPGetDatum(JsonbValueToJsonb(result));
+	return JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
 }
 
 /* Are the columns of the row type of this row all of built-in types? */
@@ -705,8 +708,6 @@ row_is_builtin(Datum row, Oid *rowtype)
 Datum
 herald_row_payload(const char *table, const char *operation, Datum new_row, Datum old_row)
 {
-	JsonbParseState *state = NULL;
-	JsonbValue *result;
 	Oid			rowtype;
 
 	if (new_row == (Datum) 0 && old_row == (Datum) 0)
@@ -722,28 +723,12 @@ herald_row_payload(const char *table, const char *operation, Datum new_row, Datu
 			 HeapTupleHeaderGetTypeId(DatumGetHeapTupleHeader(old_row)) == rowtype))
 			row = simple_row(rowtype);
 		if (row != NULL)
-			return build_simple_payload(row, table, operation, new_row, old_row);
+			return build_payload(row, table, operation, new_row, old_row);
 	}
 	if (row_is_builtin(new_row != (Datum) 0 ? new_row : old_row, &rowtype) &&
 		(new_row == (Datum) 0 || old_row == (Datum) 0 ||
 		 HeapTupleHeaderGetTypeId(DatumGetHeapTupleHeader(old_row)) == rowtype))
 		return build_builtin_payload(rowtype, table, operation, new_row, old_row);
 
-	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	push_string(&state, WJB_KEY, "table");
-	push_string(&state, WJB_VALUE, table);
-	push_string(&state, WJB_KEY, "operation");
-	push_string(&state, WJB_VALUE, operation);
-	if (new_row != (Datum) 0)
-	{
-		push_string(&state, WJB_KEY, "new");
-		push_row(&state, WJB_VALUE, new_row);
-	}
-	if (old_row != (Datum) 0)
-	{
-		push_string(&state, WJB_KEY, "old");
-		push_row(&state, WJB_VALUE, old_row);
-	}
-	result = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
-	return JsonbPGetDatum(JsonbValueToJsonb(result));
+	return build_payload(NULL, table, operation, new_row, old_row);
 }
