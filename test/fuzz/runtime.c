@@ -33,6 +33,7 @@
 
 #include <setjmp.h>
 #include <signal.h>
+#include <sys/time.h>
 
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
@@ -40,6 +41,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "fuzz.h"
 
@@ -817,4 +819,17 @@ runtime_start(void)
 {
 	ensure_top();
 	atexit(write_summary);
+}
+
+/* ---- time ---- */
+
+TimestampTz
+GetCurrentTimestamp(void)
+{
+	struct timeval tp;
+
+	gettimeofday(&tp, NULL);
+	return (TimestampTz) (tp.tv_sec -
+						  ((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY))
+		* USECS_PER_SEC + tp.tv_usec;
 }
