@@ -27,6 +27,9 @@ typedef struct FuzzInput
 /* Whether the bytes are valid UTF-8 (what a text value of the database is). */
 extern bool herald_fuzz_utf8(const char *s, size_t len);
 
+/* Whether text is one JSON value, in valid UTF-8. */
+extern bool herald_fuzz_json(const char *text);
+
 int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #endif

@@ -31,14 +31,17 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <sys/time.h>
 
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "nodes/memnodes.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -832,4 +835,165 @@ GetCurrentTimestamp(void)
 	return (TimestampTz) (tp.tv_sec -
 						  ((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY))
 		* USECS_PER_SEC + tp.tv_usec;
+}
+
+/* ---- JSON ---- */
+
+/*
+ * A JSON string literal of str (RFC 8259 7: quote, backslash and control
+ * characters escaped), as the backend's escape_json() appends it; the
+ * harnesses check that what pg_herald builds around it is valid JSON.
+ */
+void
+escape_json(StringInfo buf, const char *str)
+{
+	appendStringInfoChar(buf, '"');
+	for (const char *p = str; *p; p++)
+	{
+		switch (*p)
+		{
+			case '\b':
+				appendStringInfoString(buf, "\\b");
+				break;
+			case '\f':
+				appendStringInfoString(buf, "\\f");
+				break;
+			case '\n':
+				appendStringInfoString(buf, "\\n");
+				break;
+			case '\r':
+				appendStringInfoString(buf, "\\r");
+				break;
+			case '\t':
+				appendStringInfoString(buf, "\\t");
+				break;
+			case '"':
+				appendStringInfoString(buf, "\\\"");
+				break;
+			case '\\':
+				appendStringInfoString(buf, "\\\\");
+				break;
+			default:
+				if ((unsigned char) *p < ' ')
+					appendStringInfo(buf, "\\u%04x", (int) *p);
+				else
+					appendStringInfoChar(buf, *p);
+				break;
+		}
+	}
+	appendStringInfoChar(buf, '"');
+}
+
+/*
+ * Whether text is one JSON value (RFC 8259) and nothing else, in valid
+ * UTF-8: the check of the harnesses that build JSON.
+ */
+static const char *json_value(const char *p, int depth);
+
+static const char *
+json_space(const char *p)
+{
+	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+		p++;
+	return p;
+}
+
+static const char *
+json_string(const char *p)
+{
+	if (*p++ != '"')
+		return NULL;
+	while (*p != '"')
+	{
+		if ((unsigned char) *p < ' ')
+			return NULL;		/* the end, or a raw control character */
+		if (*p == '\\')
+		{
+			p++;
+			if (*p == 'u')
+			{
+				for (int i = 1; i <= 4; i++)
+					if (!isxdigit((unsigned char) p[i]))
+						return NULL;
+				p += 4;
+			}
+			else if (strchr("\"\\/bfnrt", *p) == NULL || *p == '\0')
+				return NULL;
+		}
+		p++;
+	}
+	return p + 1;
+}
+
+static const char *
+json_value(const char *p, int depth)
+{
+	if (depth > 100)
+		return NULL;
+	p = json_space(p);
+	if (*p == '{' || *p == '[')
+	{
+		char		close = *p == '{' ? '}' : ']';
+		bool		object = *p == '{';
+
+		p = json_space(p + 1);
+		if (*p == close)
+			return p + 1;
+		for (;;)
+		{
+			if (object)
+			{
+				p = json_string(json_space(p));
+				if (p == NULL)
+					return NULL;
+				p = json_space(p);
+				if (*p++ != ':')
+					return NULL;
+			}
+			p = json_value(p, depth + 1);
+			if (p == NULL)
+				return NULL;
+			p = json_space(p);
+			if (*p == close)
+				return p + 1;
+			if (*p++ != ',')
+				return NULL;
+		}
+	}
+	if (*p == '"')
+		return json_string(p);
+	if (strncmp(p, "true", 4) == 0)
+		return p + 4;
+	if (strncmp(p, "false", 5) == 0)
+		return p + 5;
+	if (strncmp(p, "null", 4) == 0)
+		return p + 4;
+	if (*p == '-' || isdigit((unsigned char) *p))
+	{
+		if (*p == '-')
+			p++;
+		if (!isdigit((unsigned char) *p))
+			return NULL;
+		while (isdigit((unsigned char) *p))
+			p++;
+		if (*p == '.')
+		{
+			p++;
+			if (!isdigit((unsigned char) *p))
+				return NULL;
+			while (isdigit((unsigned char) *p))
+				p++;
+		}
+		return p;
+	}
+	return NULL;
+}
+
+bool
+herald_fuzz_json(const char *text)
+{
+	const char *end = json_value(text, 0);
+
+	return end != NULL && *json_space(end) == '\0' &&
+		herald_fuzz_utf8(text, strlen(text));
 }
