@@ -13,6 +13,7 @@
 #include "../../src/http.c"
 
 #include <fcntl.h>
+#include <unistd.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
