@@ -219,9 +219,10 @@ one(void *arg)
 		if (!herald_fuzz_utf8(parts[i], strlen(parts[i])))
 			return;
 
-	/* the subject: one line, plain or encoded, as long as herald_title() gives */
-	subject = one_line(parts[0]);
+	/* the subject: as long as herald_title() gives, on one line, plain or encoded */
+	subject = pstrdup(parts[0]);
 	subject[pg_mbcliplen(subject, strlen(subject), herald_chars_bytes(SUBJECT_MAX_CHARS))] = '\0';
+	subject = one_line(subject);
 	for (const char *p = subject; *p; p++)
 		if ((unsigned char) *p < 0x20 || *p == 0x7f)
 			abort();

@@ -280,24 +280,27 @@ pfree(void *pointer)
 	chunk_free(CHUNK_OF(pointer));
 }
 
-void *
-repalloc(void *pointer, Size size)
+static void *
+chunk_realloc(void *pointer, Size size, bool huge)
 {
 	Chunk	   *old = CHUNK_OF(pointer);
-	void	   *p = chunk_alloc((MemoryContext) old->cxt, size, false, true);
+	void	   *p = chunk_alloc((MemoryContext) old->cxt, size, false, huge);
 
-	if (!AllocHugeSizeIsValid(size) ||
-		(!AllocSizeIsValid(size) && !AllocSizeIsValid(old->size)))
-		elog(ERROR, "invalid memory alloc request size %zu", size);
 	memcpy(p, pointer, Min(size, old->size));
 	chunk_free(old);
 	return p;
 }
 
 void *
+repalloc(void *pointer, Size size)
+{
+	return chunk_realloc(pointer, size, false);
+}
+
+void *
 repalloc_huge(void *pointer, Size size)
 {
-	return repalloc(pointer, size);
+	return chunk_realloc(pointer, size, true);
 }
 
 char *
