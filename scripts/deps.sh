@@ -31,6 +31,10 @@ packages=(libcurl4-openssl-dev libmicrohttpd-dev libnats-dev
 if [ "$major" != source ]; then
 	packages+=("postgresql-$major" "postgresql-server-dev-$major")
 fi
+# the fuzzing harnesses (test/fuzz), built on the host's PostgreSQL 15 only
+if [ "$major" = 15 ]; then
+	packages+=(clang-14 libclang-rt-14-dev lld-14)
+fi
 # another node (e.g. a newer one installed by hand) is fine too; npm only
 # when test/browser/node_modules is not installed from its lock file yet
 # (scripts/matrix.sh copies the host's into its roots, which need no npm)

@@ -57,14 +57,14 @@ root_of() {
 }
 
 # Copy the working tree, with the browser test's node_modules (installed
-# here first: the roots have no npm) but without build products or git
-# data, into DEST.
+# here first: the roots have no npm) but without build products (the
+# fuzzing harnesses' included) or git data, into DEST.
 copy_tree() {
 	local dest=$1
 	rm -rf "$dest"
 	mkdir -p "$dest"
 	tar -C "$repo" --exclude=./.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
-		-cf - . | tar -C "$dest" -xf -
+		--exclude=./test/fuzz/build -cf - . | tar -C "$dest" -xf -
 }
 
 # With several versions, their roots are made in the background while the

@@ -386,6 +386,14 @@ collect_completed(void)
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
 		req->result = msg->data.result;
 		curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->http_status);
+		/*
+		 * libcurl reads what a hostile endpoint sends as a status even when
+		 * it is none ("HTTP/2 18888888888" gives -1, an SMTP reply "2501"
+		 * 2501): only a three-digit code is one, anything else is recorded
+		 * as no response (0).
+		 */
+		if (req->http_status < 100 || req->http_status > 999)
+			req->http_status = 0;
 #if LIBCURL_VERSION_NUM >= 0x074200
 		{
 			curl_off_t	retry = -1;
