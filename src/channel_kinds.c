@@ -25,40 +25,50 @@
 
 #include "pg_herald.h"
 
+/*
+ * The fuzzing harnesses (test/fuzz) take the kinds without their renderers,
+ * which would pull in the whole delivery model.
+ */
+#ifdef HERALD_KINDS_WITHOUT_RENDERERS
+#define RENDERER(f) NULL
+#else
+#define RENDERER(f) f
+#endif
+
 static const HeraldChannelKind channel_kinds[] = {
 	{
 		.name = "webhook",
-		.render = herald_format_webhook,
+		.render = RENDERER(herald_format_webhook),
 		.transport = HERALD_HTTP
 	},
 	{
 		.name = "slack",
-		.render = herald_format_slack,
+		.render = RENDERER(herald_format_slack),
 		.transport = HERALD_HTTP
 	},
 	{
 		.name = "teams",
-		.render = herald_format_teams,
+		.render = RENDERER(herald_format_teams),
 		.transport = HERALD_HTTP
 	},
 	{
 		.name = "google_chat",
-		.render = herald_format_google_chat,
+		.render = RENDERER(herald_format_google_chat),
 		.transport = HERALD_HTTP
 	},
 	{
 		.name = "email",
-		.render = herald_format_email,
+		.render = RENDERER(herald_format_email),
 		.transport = HERALD_SMTP
 	},
 	{
 		.name = "notify",
-		.render = herald_format_notify,
+		.render = RENDERER(herald_format_notify),
 		.transport = HERALD_NOTIFY
 	},
 	{
 		.name = "nats",
-		.render = herald_format_nats,
+		.render = RENDERER(herald_format_nats),
 		.transport = HERALD_NATS
 	}
 };

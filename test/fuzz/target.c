@@ -2,12 +2,15 @@
  * Fuzz herald._check_target(kind, target) (src/http.c): the URL an author
  * gives a channel, checked with libcurl's parser.  The input is
  * "kind\0target".  An accepted target has a host and a scheme its kind's
- * transport speaks; nothing else is accepted, and nothing crashes.
+ * transport speaks (a nats target, a list of servers, its scheme); nothing
+ * else is accepted, and nothing crashes.
  */
 #include "../../src/http.c"
 
 #include "fuzz.h"
 #include "kinds.h"
+
+// fuzz-links: nats format
 
 int			herald_max_host_connections = 4;
 
@@ -37,6 +40,15 @@ one(void *arg)
 	k = herald_channel_kind(parts[0]);
 	if (k == NULL)
 		abort();
+	if (k->transport == HERALD_NOTIFY)
+		return;
+	if (k->transport == HERALD_NATS)
+	{
+		/* a server list and a subject, not one URL: the scheme is checked */
+		if (strncmp(parts[1], "nats://", 7) != 0 && strncmp(parts[1], "tls://", 6) != 0)
+			abort();
+		return;
+	}
 	url = curl_url();
 	if (curl_url_set(url, CURLUPART_URL, parts[1], CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
 		curl_url_get(url, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
