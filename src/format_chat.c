@@ -233,6 +233,31 @@ label_links(ChatParts *p, char **hosts)
 }
 
 /*
+ * The links of the whole rendered message, with their labels, so that
+ * cutting it to fit the payload keeps them.  Slack refuses the whole
+ * message for one button with a bad URL: leave out the links with no host
+ * and the ones too long.
+ */
+static void
+collect_links(ChatParts *p, const char *rendered)
+{
+	char	   *links[HERALD_MAX_LINKS];
+	char	   *hosts[HERALD_MAX_LINKS];
+	int			nlinks = herald_links(rendered, links);
+
+	for (int i = 0; i < nlinks; i++)
+	{
+		char	   *host = link_host(links[i]);
+
+		if (host[0] == '\0' || herald_char_length(links[i]) > LINK_MAX_CHARS)
+			continue;
+		hosts[p->nlinks] = host;
+		p->links[p->nlinks++] = links[i];
+	}
+	label_links(p, hosts);
+}
+
+/*
  * The text of a delivery, with the limits every format shares applied:
  * the message rendered in at most message_max bytes (what the format can
  * show of it), fact values cut to fact_max characters (0: not cut here).
@@ -240,9 +265,6 @@ label_links(ChatParts *p, char **hosts)
 static void
 collect_parts(HeraldDelivery *d, ChatParts *p, int message_max, int fact_max)
 {
-	char	   *links[HERALD_MAX_LINKS];
-	char	   *hosts[HERALD_MAX_LINKS];
-	int			nlinks;
 	char	   *rendered;
 
 	memset(p, 0, sizeof(*p));
@@ -261,23 +283,7 @@ collect_parts(HeraldDelivery *d, ChatParts *p, int message_max, int fact_max)
 			p->facts[i].value = herald_truncate(p->facts[i].value, fact_max,
 												HERALD_TRUNCATED);
 
-	/*
-	 * Links from the whole rendered message, so that cutting it to fit the
-	 * payload keeps them.  Slack
-	 * refuses the whole message for one button with a bad URL: leave out
-	 * the links with no host and the ones too long.
-	 */
-	nlinks = herald_links(rendered, links);
-	for (int i = 0; i < nlinks; i++)
-	{
-		char	   *host = link_host(links[i]);
-
-		if (host[0] == '\0' || herald_char_length(links[i]) > LINK_MAX_CHARS)
-			continue;
-		hosts[p->nlinks] = host;
-		p->links[p->nlinks++] = links[i];
-	}
-	label_links(p, hosts);
+	collect_links(p, rendered);
 
 	p->nactions = herald_actions(d, p->actions);
 	for (int i = 0; i < p->nactions; i++)

@@ -21,9 +21,6 @@
 static void
 fill_parts(ChatParts *p, char **parts, int message_max, int fact_max, int nfacts)
 {
-	char	   *links[HERALD_MAX_LINKS];
-	char	   *hosts[HERALD_MAX_LINKS];
-	int			nlinks;
 	char	   *rendered;
 
 	memset(p, 0, sizeof(*p));
@@ -42,17 +39,7 @@ fill_parts(ChatParts *p, char **parts, int message_max, int fact_max, int nfacts
 		p->facts[i].value = fact_max > 0 ?
 			herald_truncate(parts[4], fact_max, HERALD_TRUNCATED) : parts[4];
 	}
-	nlinks = herald_links(rendered, links);
-	for (int i = 0; i < nlinks; i++)
-	{
-		char	   *host = link_host(links[i]);
-
-		if (host[0] == '\0' || herald_char_length(links[i]) > LINK_MAX_CHARS)
-			continue;
-		hosts[p->nlinks] = host;
-		p->links[p->nlinks++] = links[i];
-	}
-	label_links(p, hosts);
+	collect_links(p, rendered);
 	/* actions as herald_actions() makes them: a signed URL, the rule's label */
 	p->nactions = 3;
 	for (int i = 0; i < p->nactions; i++)

@@ -287,11 +287,4 @@ one(void *arg)
 	check_ical(parts[0]);
 }
 
-int
-LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-	FuzzInput	in = {data, size};
-
-	herald_fuzz_call(one, &in);
-	return 0;
-}
+HERALD_FUZZ_TARGET(one)

@@ -32,4 +32,18 @@ extern bool herald_fuzz_json(const char *text);
 
 int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/*
+ * The fuzzer's entry point of a harness whose work is fn(FuzzInput *): an
+ * ERROR it raises is an answer, anything else a finding.
+ */
+#define HERALD_FUZZ_TARGET(fn) \
+int \
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) \
+{ \
+	FuzzInput	in = {data, size}; \
+ \
+	herald_fuzz_call(fn, &in); \
+	return 0; \
+}
+
 #endif

@@ -202,11 +202,4 @@ one(void *arg)
 	flush_refusal_logs();
 }
 
-int
-LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-	FuzzInput	in = {data, size};
-
-	herald_fuzz_call(one, &in);
-	return 0;
-}
+HERALD_FUZZ_TARGET(one)

@@ -96,11 +96,4 @@ one(void *arg)
 	herald_guc_free(allow_extra);
 }
 
-int
-LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-	FuzzInput	in = {data, size};
-
-	herald_fuzz_call(one, &in);
-	return 0;
-}
+HERALD_FUZZ_TARGET(one)

@@ -63,11 +63,4 @@ one(void *arg)
 	curl_url_cleanup(url);
 }
 
-int
-LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-	FuzzInput	in = {data, size};
-
-	herald_fuzz_call(one, &in);
-	return 0;
-}
+HERALD_FUZZ_TARGET(one)

@@ -97,11 +97,4 @@ one(void *arg)
 	}
 }
 
-int
-LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-	FuzzInput	in = {data, size};
-
-	herald_fuzz_call(one, &in);
-	return 0;
-}
+HERALD_FUZZ_TARGET(one)
