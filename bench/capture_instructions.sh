@@ -49,26 +49,13 @@ herald_cluster_start "$BENCH_TMP/pg" >&2
 	echo "SET client_min_messages = error;"
 	echo "CREATE EXTENSION pg_herald;"
 	for t in wp_plain wp_rule wp_rule1 wp_outbox; do bench_orders_table $t; done
+	bench_outbox wp_outbox
 	cat <<'SQL'
 SELECT herald.create_channel(name => 'wp', kind => 'webhook', target => 'http://127.0.0.1:9/wp');
 SELECT herald.on_change(name => 'wp', on_table => 'wp_rule', channels => ARRAY['wp'],
                         operations => ARRAY['INSERT']);
 SELECT herald.on_change(name => 'wp_1pct', on_table => 'wp_rule1', channels => ARRAY['wp'],
                         operations => ARRAY['INSERT'], condition => 'NEW.id % 100 = 0');
-CREATE TABLE outbox (
-    id         bigserial PRIMARY KEY,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    payload    jsonb NOT NULL
-);
-CREATE FUNCTION outbox_capture() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO outbox (payload)
-    VALUES (jsonb_build_object('table', TG_TABLE_NAME, 'operation', TG_OP, 'new', to_jsonb(NEW)));
-    RETURN NULL;
-END
-$$;
-CREATE TRIGGER wp_outbox_capture AFTER INSERT ON wp_outbox
-    FOR EACH ROW EXECUTE FUNCTION outbox_capture();
 CHECKPOINT;
 SQL
 } | bench_psql >/dev/null

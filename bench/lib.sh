@@ -518,6 +518,27 @@ CREATE TABLE $1 (
 SQL
 }
 
+# The do-it-yourself peer: a PL/pgSQL AFTER ROW trigger on table $1 that
+# appends to_jsonb(NEW) to an outbox table.
+bench_outbox() {
+	cat <<SQL
+CREATE TABLE outbox (
+    id         bigserial PRIMARY KEY,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    payload    jsonb NOT NULL
+);
+CREATE FUNCTION outbox_capture() RETURNS trigger LANGUAGE plpgsql AS \$\$
+BEGIN
+    INSERT INTO outbox (payload)
+    VALUES (jsonb_build_object('table', TG_TABLE_NAME, 'operation', TG_OP, 'new', to_jsonb(NEW)));
+    RETURN NULL;
+END
+\$\$;
+CREATE TRIGGER $1_capture AFTER INSERT ON $1
+    FOR EACH ROW EXECUTE FUNCTION outbox_capture();
+SQL
+}
+
 bench_pgq() {
 	local pkg=postgresql-15-pgq3 status sharedir pkglibdir file dest copied=0
 	status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)

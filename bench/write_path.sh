@@ -99,6 +99,7 @@ worker=$(bench_wait_worker)
 	bench_orders_table wp_rule1
 	bench_orders_table wp_logutriga
 	bench_orders_table wp_sqltriga
+	bench_outbox wp_outbox
 	cat <<'SQL'
 SELECT herald.create_channel(name => 'wp', kind => 'webhook', target => :'url' || '/wp');
 SELECT herald.on_change(name => 'wp', on_table => 'wp_rule', channels => ARRAY['wp'],
@@ -116,21 +117,6 @@ CREATE TRIGGER wp_logutriga_capture AFTER INSERT ON wp_logutriga
 CREATE TRIGGER wp_sqltriga_capture AFTER INSERT ON wp_sqltriga
     FOR EACH ROW EXECUTE FUNCTION pgq.sqltriga('wp_sqltriga');
 
--- the do-it-yourself outbox
-CREATE TABLE outbox (
-    id         bigserial PRIMARY KEY,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    payload    jsonb NOT NULL
-);
-CREATE FUNCTION outbox_capture() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO outbox (payload)
-    VALUES (jsonb_build_object('table', TG_TABLE_NAME, 'operation', TG_OP, 'new', to_jsonb(NEW)));
-    RETURN NULL;
-END
-$$;
-CREATE TRIGGER wp_outbox_capture AFTER INSERT ON wp_outbox
-    FOR EACH ROW EXECUTE FUNCTION outbox_capture();
 
 CREATE DATABASE herald_idle;
 \connect herald_idle
