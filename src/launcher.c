@@ -813,6 +813,22 @@ slot_free(LaunchedDb *d)
 	d->slot = -1;
 }
 
+/*
+ * A database whose workers are all gone: its slot freed, it is looked at
+ * again at once if something asked for it meanwhile, else left until
+ * pg_herald is installed there.
+ */
+static void
+set_unserved(LaunchedDb *d, long *timeout)
+{
+	slot_free(d);
+	d->told = false;
+	d->state = d->again ? DB_PROBE : DB_UNINSTALLED;
+	d->again = false;
+	if (d->state == DB_PROBE)
+		*timeout = 0;
+}
+
 static void
 stop_workers(LaunchedDb *d)
 {
@@ -989,14 +1005,7 @@ look_at(LaunchedDb *d, TimestampTz now, int *probing, long *timeout)
 				serve(d, now, timeout);
 			}
 			else if (handle_ended(&d->scheduler))
-			{
-				slot_free(d);
-				d->told = false;
-				d->state = d->again ? DB_PROBE : DB_UNINSTALLED;
-				d->again = false;
-				if (d->state == DB_PROBE)
-					*timeout = 0;
-			}
+				set_unserved(d, timeout);
 			else
 				(*probing)++;
 			break;
@@ -1015,14 +1024,7 @@ look_at(LaunchedDb *d, TimestampTz now, int *probing, long *timeout)
 		case DB_STOPPING:
 			stop_workers(d);
 			if (workers_ended(d, NULL) && evaluators_ended(d))
-			{
-				slot_free(d);
-				d->told = false;
-				d->state = d->again ? DB_PROBE : DB_UNINSTALLED;
-				d->again = false;
-				if (d->state == DB_PROBE)
-					*timeout = 0;
-			}
+				set_unserved(d, timeout);
 			else
 				*timeout = Min(*timeout, 100);
 			break;
