@@ -1,14 +1,15 @@
 # DROP EXTENSION and CREATE EXTENSION while requests are in flight.
 #
 # The old installation has 30 requests in flight to a receiver that answers
-# after 4 seconds.  The extension is dropped and created again, and the new
-# one queues 30 deliveries with the same ids (1 to 30) to a receiver that
-# answers after 6 seconds, claimed by the same worker before the old
-# requests end.  The old outcomes must not be recorded on the new
-# deliveries: each new delivery is recorded from its own request (the
-# response "new", started after it was created), and the webhook-ids of the
-# two installations never repeat, although the delivery ids do.  An
-# installation updated from 0.1.0 keeps its webhook-ids.
+# after 10 seconds (time enough for the reinstall on a slow build).  The
+# extension is dropped and created again, and the new one queues 30
+# deliveries with the same ids (1 to 30) to a receiver that answers after
+# 12 seconds, claimed by the same worker before the old requests end.  The
+# old outcomes must not be recorded on the new deliveries: each new delivery
+# is recorded from its own request (the response "new", started after it was
+# created), and the webhook-ids of the two installations never repeat,
+# although the delivery ids do.  An installation updated from 0.1.0 keeps
+# its webhook-ids.
 
 use strict;
 use warnings;
@@ -51,14 +52,14 @@ $node->safe_psql('postgres', q(
 CREATE EXTENSION pg_herald;
 CREATE TABLE orders(id int PRIMARY KEY);
 ));
-my @old = install('old', 4000, 1);
+my @old = install('old', 10000, 1);
 my $old_installation = $node->safe_psql('postgres', 'SELECT id FROM herald.installation');
 
 $node->safe_psql('postgres', q(
 DROP EXTENSION pg_herald CASCADE;
 CREATE EXTENSION pg_herald;
 ));
-my @new = install('new', 6000, 1000);
+my @new = install('new', 12000, 1000);
 is(scalar(@{ HeraldTest::received($receiver, '/old') }), 0,
 	'the old requests were still in flight when the new deliveries were claimed');
 isnt($node->safe_psql('postgres', 'SELECT id FROM herald.installation'), $old_installation,
