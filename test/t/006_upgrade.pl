@@ -39,6 +39,10 @@ foreach my $release (@releases)
 	my $got = $node->safe_psql($db, $catalog);
 	ok($got eq $expected, "$release updated to $version has the catalog of a fresh install")
 	  or diag(HeraldTest::diff_lines($got, $expected));
+	my $dumped = schema_dump($db);
+	ok($dumped eq schema_dump('fresh'),
+		"and the schema pg_dump --schema-only gives of it is a fresh install's")
+	  or diag(HeraldTest::diff_lines($dumped, schema_dump('fresh')));
 }
 
 # The workers' database, at the oldest release, with history; then updated.
@@ -202,6 +206,26 @@ my @errors = grep { !/is installed in this database, but the library is version/
   HeraldTest::server_log($node, 0, qr/\b(?:ERROR|PANIC):/);
 is(scalar(@errors), 0, 'the server log shows no other error') or diag(join "\n", @errors);
 done_testing();
+
+# The extension's objects as pg_dump --schema-only writes them (in
+# --binary-upgrade mode: plain dumps name an extension, not its objects),
+# without what names one database rather than another: object ids,
+# transaction ids, the dump's own restrict key, statistics, and the places
+# of columns dropped by an update (they hold no data and no name).
+sub schema_dump
+{
+	my ($db) = @_;
+	my ($out, $err);
+	IPC::Run::run([ 'pg_dump', '--schema-only', '--binary-upgrade', '-d', $node->connstr($db) ],
+		'>', \$out, '2>', \$err)
+	  or die "pg_dump $db failed: $err";
+	$out =~ s/^SELECT \* FROM pg_catalog\.pg_restore_\w+_stats\(.*?^\);\n//msg;
+	$out =~ s/^UPDATE pg_catalog\.pg_attribute\nSET attlen = [^\n]*\nWHERE attname = '\.+pg\.dropped\.\d+\.+'\n[^\n]*\n//mg;
+	my @lines = grep {
+		!/^--|^\\(?:un)?restrict |binary_upgrade_|relfrozenxid|^WHERE oid = |pg\.dropped\.|^\s*$/
+	} split /\n/, $out;
+	return join("\n", @lines) . "\n";
+}
 
 sub uniq
 {
