@@ -220,7 +220,8 @@ sub schema_dump
 		'>', \$out, '2>', \$err)
 	  or die "pg_dump $db failed: $err";
 	$out =~ s/^SELECT \* FROM pg_catalog\.pg_restore_\w+_stats\(.*?^\);\n//msg;
-	$out =~ s/^UPDATE pg_catalog\.pg_attribute\nSET attlen = [^\n]*\nWHERE attname = '\.+pg\.dropped\.\d+\.+'\n[^\n]*\n//mg;
+	# (15 sets each dropped column's attlen, 17 and later all of a table's at once)
+	$out =~ s{^(UPDATE pg_catalog\.pg_attribute\n.*?;\n)}{$1 =~ /pg\.dropped\./ ? '' : $1}msge;
 	my @lines = grep {
 		!/^--|^\\(?:un)?restrict |binary_upgrade_|relfrozenxid|^WHERE oid = |pg\.dropped\.|^\s*$/
 	} split /\n/, $out;
