@@ -201,6 +201,7 @@ herald_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnl
 				 errmsg("a rule's condition cannot run %s", CreateCommandName(stmt)),
 				 errdetail("A condition runs in the writer's session: it reads and computes, it does not define or change objects.")));
 
+	herald_launcher_before_utility(stmt);
 	if (IsA(stmt, DropStmt) && ((DropStmt *) stmt)->removeType == OBJECT_EXTENSION)
 		prepare_extension_drop((DropStmt *) stmt);
 

@@ -100,7 +100,6 @@ HeraldCluster *herald_cluster = NULL;
 /* how long a session waits for the workers of its database to start */
 #define STARTUP_WAIT_MS 10000
 
-static ProcessUtility_hook_type prev_process_utility = NULL;
 
 /* notes of the current transaction, acted on at its end */
 static bool launch_at_commit = false;	/* wake the launcher for this database */
@@ -560,13 +559,14 @@ option_value(List *options, const char *name)
 	return NULL;
 }
 
-static void
-launcher_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
-						 ProcessUtilityContext context, ParamListInfo params,
-						 QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+/*
+ * Before a utility statement runs (from pg_herald's ProcessUtility hook,
+ * evaluate.c): what the launcher is to hear of at commit, and the database
+ * to pause for a statement that needs it free of other sessions.
+ */
+void
+herald_launcher_before_utility(Node *stmt)
 {
-	Node	   *stmt = pstmt->utilityStmt;
-
 	switch (nodeTag(stmt))
 	{
 		case T_CreateExtensionStmt:
@@ -600,13 +600,6 @@ launcher_process_utility(PlannedStmt *pstmt, const char *queryString, bool readO
 		default:
 			break;
 	}
-
-	if (prev_process_utility)
-		prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
-							 queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-								queryEnv, dest, qc);
 }
 
 /* ---------------------------------------------------------------------
@@ -1316,14 +1309,11 @@ herald_define_launcher_settings(void)
 							   NULL, NULL, NULL);
 }
 
-/* The launcher, and the hook that tells it; from _PG_init. */
+/* The launcher; from _PG_init. */
 void
 herald_launcher_init(void)
 {
 	BackgroundWorker worker;
-
-	prev_process_utility = ProcessUtility_hook;
-	ProcessUtility_hook = launcher_process_utility;
 
 	/* none under pg_upgrade (see _PG_init) */
 	if (!process_shared_preload_libraries_in_progress || IsBinaryUpgrade)

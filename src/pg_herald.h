@@ -185,6 +185,7 @@ extern void herald_define_launcher_settings(void);
 extern Size herald_cluster_shmem_size(void);
 extern void herald_cluster_shmem_init(void);
 extern void herald_launcher_init(void);
+extern void herald_launcher_before_utility(Node *stmt);
 extern void herald_launcher_xact_end(XactEvent event);
 extern HeraldShared *herald_lock_database(Oid dbid);
 extern HeraldShared *herald_database_shared(void);
