@@ -25,6 +25,7 @@
 #include "storage/lock.h"
 #include "storage/proc.h"
 #include "utils/acl.h"
+#include "utils/backend_status.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/relcache.h"
@@ -57,6 +58,17 @@ herald_b64_decode(const char *src, int len, uint8 *dst, int dstlen)
 	return pg_b64_decode(src, len, (char *) dst, dstlen);
 #endif
 }
+
+/*
+ * 17: pgstat_fetch_stat_local_beentry(i) became
+ * pgstat_get_local_beentry_by_index(i); both take 1 to
+ * pgstat_fetch_stat_numbackends().
+ */
+#if PG_VERSION_NUM >= 170000
+#define herald_local_beentry(i) pgstat_get_local_beentry_by_index(i)
+#else
+#define herald_local_beentry(i) pgstat_fetch_stat_local_beentry(i)
+#endif
 
 /*
  * 18: RelationGetPrimaryKeyIndex() gained deferrable_ok (false: a

@@ -46,6 +46,7 @@
 #include "utils/fmgroids.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "pg_herald.h"
 
 PG_FUNCTION_INFO_V1(herald_flush);
@@ -106,6 +107,36 @@ find_extension(char **version)
 }
 
 /*
+ * A pg_restore session connected to this database, by its default
+ * application_name: its pid, or 0.  Unless it runs with
+ * --single-transaction, it loads pg_herald's history table by table, each
+ * in a transaction of its own, after CREATE EXTENSION: a worker started in
+ * between would find the events before their delivery positions and
+ * attempts, and send them all again, and the scheduler would evaluate rules
+ * whose episodes are not there yet.
+ */
+static int
+restore_session(void)
+{
+	int			n = pgstat_fetch_stat_numbackends();
+	int			pid = 0;
+
+	for (int i = 1; i <= n && pid == 0; i++)
+	{
+		LocalPgBackendStatus *local = herald_local_beentry(i);
+		PgBackendStatus *be = local ? &local->backendStatus : NULL;
+
+		if (be != NULL && be->st_databaseid == MyDatabaseId &&
+			be->st_backendType == B_BACKEND && be->st_procpid != MyProcPid &&
+			strcmp(be->st_appname, "pg_restore") == 0)
+			pid = be->st_procpid;
+	}
+	/* read again at the next look, not at the end of the transaction */
+	pgstat_clear_backend_activity_snapshot();
+	return pid;
+}
+
+/*
  * The installation of pg_herald the workers serve: the OID of the extension
  * in the worker's database, when it is installed at this library's version;
  * InvalidOid otherwise.  A DROP and CREATE EXTENSION makes a new
@@ -125,6 +156,7 @@ herald_installation(void)
 {
 	static char *reported = NULL;
 	static Oid	served = InvalidOid;
+	static int	waited_for = 0;
 	Oid			locked = InvalidOid;
 	Oid			extoid;
 	char	   *version;
@@ -168,6 +200,24 @@ herald_installation(void)
 	{
 		pfree(reported);
 		reported = NULL;
+	}
+	if (extoid != served)
+	{
+		/* a new installation: is it being restored? */
+		int			restoring = restore_session();
+
+		if (restoring != 0)
+		{
+			if (waited_for != restoring)
+				ereport(LOG,
+						(errmsg("pg_restore (process %d) is connected to database \"%s\": %s waits until it ends",
+								restoring, get_database_name(MyDatabaseId),
+								MyBgworkerEntry ? MyBgworkerEntry->bgw_name : "the pg_herald worker"),
+						 errdetail("A restore loads pg_herald's history table by table; served before it ends, restored events would be sent again.")));
+			waited_for = restoring;
+			return InvalidOid;
+		}
+		waited_for = 0;
 	}
 	served = extoid;
 	return extoid;

@@ -10,7 +10,9 @@
 # cannot stop its workers with a DROP DATABASE that fails; ALTER DATABASE
 # RENAME and CREATE DATABASE ... TEMPLATE work and the workers come back
 # (the copy, which holds pg_herald, is served too).  CREATE EXTENSION in a fourth
-# database starts its workers without a restart, within a bounded wait.
+# database starts its workers without a restart, within a bounded wait.  A
+# pg_restore into the cluster, one table at a time, sends no restored event
+# again: the workers wait for it to end.
 # Then, on a second node with max_worker_processes = 5 and
 # herald.max_databases = 2: a database whose delivery worker finds no free
 # worker slot, and one beyond herald.max_databases, are not served and
@@ -159,6 +161,39 @@ ok($node->poll_query_until('postgres', q(
 SELECT count(*) = 4 FROM pg_stat_activity
  WHERE backend_type IN ('pg_herald delivery', 'pg_herald scheduler') AND datname IN ('db4', 'db5'))),
 	'the copy (pg_herald in it) is served, and the template again');
+
+# ---- pg_restore into the served cluster, one table at a time ----
+# Without --single-transaction, pg_restore commits CREATE EXTENSION, then
+# loads each table in a transaction of its own.  A slow table (its domain
+# sleeps 0.5 s per value; schema aaa sorts before herald) holds the restore
+# 4 s between the two: workers started then would find the restored events
+# before their delivery positions and attempts, and send them all again.
+$node->safe_psql('postgres', 'CREATE DATABASE rsrc');
+install('rsrc');
+is(deliver('rsrc', 1, 50), 50, 'rsrc: 50 events delivered before the dump');
+$node->safe_psql('rsrc', q(
+CREATE SCHEMA aaa;
+CREATE FUNCTION aaa.slow(int) RETURNS boolean LANGUAGE sql AS 'SELECT pg_sleep(0.5) IS NOT NULL';
+CREATE DOMAIN aaa.slow_int AS int CHECK (aaa.slow(VALUE));
+CREATE TABLE aaa.gate (v aaa.slow_int);
+INSERT INTO aaa.gate SELECT generate_series(1, 8);
+));
+my $dump = "$PostgreSQL::Test::Utils::tmp_check/rsrc.dump";
+$node->command_ok([ 'pg_dump', '-Fc', '-f', $dump, 'rsrc' ], 'pg_dump of rsrc');
+$node->safe_psql('postgres', 'CREATE DATABASE rdst');
+my $restore_offset = -s $node->logfile;
+{
+	# pg_restore's own application_name, which the test framework's PGAPPNAME hides
+	local $ENV{PGAPPNAME};
+	delete $ENV{PGAPPNAME};
+	$node->command_ok([ 'pg_restore', '-d', 'rdst', $dump ], 'pg_restore into rdst, table by table');
+}
+is(scalar(HeraldTest::server_log($node, $restore_offset,
+			qr/pg_restore \(process \d+\) is connected to database "rdst": pg_herald delivery worker 0 waits until it ends/)),
+	1, 'rdst: its delivery worker waited for pg_restore, and said so once');
+is(deliver('rdst', 1000, 5), 55, 'rdst: served after the restore: 50 restored deliveries and 5 new');
+is(HeraldTest::receiver_arrivals($receiver, '/rsrc'), 55,
+	'no restored event was sent again: 50 from rsrc, then the 5 new ones from rdst');
 
 # db2 again: CREATE EXTENSION after its DROP EXTENSION
 install('db2');
