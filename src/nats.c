@@ -4,10 +4,11 @@
  *		The nats channel kind: events published to NATS JetStream.
  *
  * A nats channel's target is nats://host:port[,host:port...]/SUBJECT (or
- * tls:// for TLS to every server: the certificates are verified, against the
- * first server's name, with the system's CAs and herald.ca_file's; a server
- * that requires TLS behind a nats:// target is refused), SUBJECT a template such as
- * orders.{{rule}}.{{type}}; its secret, when set, is user:password or a
+ * tls:// for TLS to every server: the certificates are verified, against
+ * the first server's name, with the system's CAs and herald.ca_file's; a
+ * server that requires TLS behind a nats:// target is refused), SUBJECT a
+ * template such as orders.{{rule}}.{{type}}; its secret, when set, is
+ * user:password or a
  * token (the content of a .creds file is refused at declaration: not
  * supported yet).  Each
  * delivery publishes the body of the webhook kind (webhook.c) with its
