@@ -27,7 +27,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 major=${HERALD_PG_MAJOR:-15}
 packages=(libcurl4-openssl-dev libmicrohttpd-dev libnats-dev
 	pkg-config libipc-run-perl python3 python3-aiosmtpd make gcc
-	chromium fonts-liberation nats-server)
+	chromium fonts-liberation nats-server openssl)
 if [ "$major" != source ]; then
 	packages+=("postgresql-$major" "postgresql-server-dev-$major")
 fi

@@ -64,7 +64,7 @@ log=$cache/$suite.log
 # host (but npm: scripts/matrix.sh copies the host's node_modules), plus
 # what building PostgreSQL from source takes (for 18-assert).
 packages="postgresql-$major postgresql-server-dev-$major libcurl4-openssl-dev libmicrohttpd-dev"
-packages+=" libnats-dev nats-server"
+packages+=" libnats-dev nats-server openssl"
 packages+=" pkg-config libipc-run-perl python3 python3-aiosmtpd make gcc chromium fonts-liberation"
 packages+=" nodejs ca-certificates"
 build_packages="dpkg-dev bison flex zlib1g-dev libssl-dev libicu-dev liblz4-dev libzstd-dev perl"

@@ -17,7 +17,9 @@
  * message (email channels), spoken over smtp (STARTTLS when the server offers
  * it) and smtps only, the user name taken from the URL and the password from
  * the channel's secret.  Proxy settings from the environment are ignored.  For
- * SMTP, http_status is the server's last reply code.
+ * SMTP, http_status is the server's last reply code.  TLS always verifies
+ * the server's certificate and host name, against the system's CA
+ * certificates and those of herald.ca_file (network.c).
  *
  * NATS publishes (nats.c) are requests too: herald_http_start() hands them
  * to nats.c, the wait set holds nats.c's eventfd, and they complete on the
@@ -313,6 +315,22 @@ herald_http_start(HeraldOutgoing *out, long timeout_ms, void *arg)
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req);
+	/* TLS: the peer's certificate and its host name, always */
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (herald_ca_file != NULL && herald_ca_file[0] != '\0')
+	{
+		/*
+		 * herald.ca_file in place of libcurl's bundle file; its CA directory
+		 * (the system's) stays.  Not cached, so that each new connection
+		 * reads the file as it is now: a file replaced in place counts
+		 * after a reload, an unreadable one fails each attempt.
+		 */
+		curl_easy_setopt(easy, CURLOPT_CAINFO, herald_ca_file);
+#if LIBCURL_VERSION_NUM >= 0x075700
+		curl_easy_setopt(easy, CURLOPT_CA_CACHE_TIMEOUT, 0L);
+#endif
+	}
 	if (req->transport == HERALD_HTTP)
 	{
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -570,6 +588,10 @@ herald_http_error(HeraldRequest *req)
 		 ))
 		return psprintf("response header too large: a line of more than %d bytes",
 						CURL_MAX_HTTP_HEADER);
+	if (req->result == CURLE_SSL_CACERT_BADFILE &&
+		herald_ca_file != NULL && herald_ca_file[0] != '\0')
+		return psprintf("could not load the CA certificates of herald.ca_file: %s",
+						req->errbuf[0] ? req->errbuf : curl_easy_strerror(req->result));
 	if (req->errbuf[0] != '\0')
 		return psprintf("%s: %s", curl_easy_strerror(req->result), req->errbuf);
 	return pstrdup(curl_easy_strerror(req->result));

@@ -4,8 +4,11 @@
  *		The nats channel kind: events published to NATS JetStream.
  *
  * A nats channel's target is nats://host:port[,host:port...]/SUBJECT (or
- * tls:// for TLS to every server), SUBJECT a template such as
- * orders.{{rule}}.{{type}}; its secret, when set, is user:password or a
+ * tls:// for TLS to every server: the certificates are verified, against
+ * the first server's name, with the system's CAs and herald.ca_file's; a
+ * server that requires TLS behind a nats:// target is refused), SUBJECT a
+ * template such as orders.{{rule}}.{{type}}; its secret, when set, is
+ * user:password or a
  * token (the content of a .creds file is refused at declaration: not
  * supported yet).  Each
  * delivery publishes the body of the webhook kind (webhook.c) with its
@@ -51,6 +54,7 @@
 #include "postgres.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
@@ -467,6 +471,7 @@ typedef struct NatsLink
 	char	   *password;
 	char	   *token;
 	long		connect_timeout_ms;
+	char	   *ca_file;		/* herald.ca_file when the link was made */
 	HeraldNetworkPolicy *policy;
 	char		inbox[64];		/* the reply subjects' prefix */
 	natsConnection *conn;
@@ -487,6 +492,14 @@ nats_error(char *buf, size_t len, const char *what, natsStatus s)
 {
 	const char *last = nats_GetLastError(NULL);
 
+	/* nats.c prefixes where it failed, "(conn.c:733): ": not the reader's */
+	if (last && last[0] == '(')
+	{
+		const char *close = strstr(last, "): ");
+
+		if (close && close - last < 40)
+			last = close + 3;
+	}
 	if (last && last[0] && strcmp(last, natsStatus_GetText(s)) != 0)
 		snprintf(buf, len, "%s: %s (%s)", what, natsStatus_GetText(s), last);
 	else
@@ -673,9 +686,46 @@ link_connect(NatsLink *link, char *err, size_t errlen, bool *denied)
 		s = natsOptions_SetMaxPingsOut(opts, 2);
 	if (s == NATS_OK && link->t.tls)
 	{
+		/*
+		 * The URLs hold addresses: every server's certificate is verified
+		 * against the first server's name (one name for a cluster, or a
+		 * certificate for every name), and against the system's CAs and
+		 * those of herald.ca_file
+		 */
 		s = natsOptions_SetSecure(opts, true);
 		if (s == NATS_OK)
 			s = natsOptions_SetExpectedHostname(opts, link->t.host[0]);
+		if (s == NATS_OK && link->ca_file[0] != '\0')
+		{
+			int			fd = open(link->ca_file, O_RDONLY | O_CLOEXEC);
+			char		buf[100];
+
+			if (fd < 0)
+			{
+				/* pg_strerror_r: thread-safe, and may return a constant */
+				const char *why = strerror_r(errno, buf, sizeof(buf));
+
+				snprintf(err, errlen, "could not open herald.ca_file \"%s\": %s",
+						 link->ca_file, why);
+				goto done;
+			}
+			close(fd);
+			s = natsOptions_LoadCATrustedCertificates(opts, link->ca_file);
+			if (s != NATS_OK)
+			{
+				nats_error(err, errlen, "could not load the CA certificates of herald.ca_file", s);
+				goto done;
+			}
+		}
+	}
+	else if (s == NATS_OK)
+	{
+		/*
+		 * nats:// is plain text.  nats.c switches to TLS by itself when a
+		 * server requires it, verifying no host name: a name no certificate
+		 * may hold (.invalid is reserved) makes that fail, reported below
+		 */
+		s = natsOptions_SetExpectedHostname(opts, "plain-nats-target.invalid");
 	}
 	if (s == NATS_OK && link->user)
 		s = natsOptions_SetUserInfo(opts, link->user, link->password);
@@ -690,7 +740,14 @@ link_connect(NatsLink *link, char *err, size_t errlen, bool *denied)
 	if (s != NATS_OK)
 	{
 		link->conn = NULL;
-		nats_error(err, errlen, "could not connect to NATS", s);
+		if (!link->t.tls && s == NATS_SSL_ERROR)
+			snprintf(err, errlen,
+					 "could not connect to NATS: the server requires TLS, and the target is nats:// (write tls:// for TLS)");
+		else if (link->t.tls && s == NATS_SECURE_CONNECTION_WANTED)
+			snprintf(err, errlen,
+					 "could not connect to NATS: the server does not offer TLS, and the target is tls://");
+		else
+			nats_error(err, errlen, "could not connect to NATS", s);
 		goto done;
 	}
 	snprintf(subject, sizeof(subject), "%s.*", link->inbox);
@@ -762,6 +819,7 @@ free_link(NatsLink *link)
 	free(link->user);
 	free(link->password);
 	free(link->token);
+	free(link->ca_file);
 	free(link->policy);
 	pthread_mutex_destroy(&link->lock);
 	pthread_cond_destroy(&link->cond);
@@ -956,6 +1014,8 @@ make_link(const char *target, const char *secret, long timeout_ms, char *err, si
 	pthread_cond_init(&link->cond, NULL);
 	link->target = strdup_or_null(target, strlen(target), &oom);
 	link->secret = strdup_or_null(secret, strlen(secret), &oom);
+	link->ca_file = strdup_or_null(herald_ca_file ? herald_ca_file : "",
+								   herald_ca_file ? strlen(herald_ca_file) : 0, &oom);
 	link->policy = herald_network_policy_copy();
 	if (oom || link->policy == NULL || !parse_secret(link, secret, &oom))
 	{

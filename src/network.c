@@ -15,6 +15,15 @@
  * The lists are parsed by the settings' check hooks, so a malformed value
  * is refused when it is set, and kept as the settings' "extra" data.
  *
+ * herald.ca_file names a file of CA certificates (PEM) that the workers
+ * trust for TLS besides the system's: libcurl's (http.c: HTTPS, SMTPS and
+ * STARTTLS) and tls:// NATS connections (nats.c).  Certificate and host
+ * name verification are always on.  The setting is the superuser's (the
+ * DBA owns trust; a per-channel file would let a channel's administrator
+ * make the worker read any file of the server's), and the file is opened
+ * anew by every connection, so that an unreadable file is an error of each
+ * attempt and a reload applies at once.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -44,6 +53,8 @@ typedef struct NetworkList
 
 static NetworkList *deny_list = NULL;
 static NetworkList *allow_list = NULL;
+
+char	   *herald_ca_file = NULL;
 
 /* Parse one "address[/bits]"; false when malformed. */
 static bool
@@ -281,6 +292,25 @@ address_allowed(const NetworkList *deny, const NetworkList *allow,
 	return true;
 }
 
+/* herald.ca_file: empty, or an absolute path (the workers' cwd is no user's). */
+static bool
+check_ca_file(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	if (!is_absolute_path(*newval))
+	{
+		GUC_check_errdetail("herald.ca_file must be an absolute path, or empty for the system's CA certificates only.");
+		return false;
+	}
+	if (strlen(*newval) >= MAXPGPATH)
+	{
+		GUC_check_errdetail("herald.ca_file is longer than %d bytes.", MAXPGPATH - 1);
+		return false;
+	}
+	return true;
+}
+
 void
 herald_define_network_settings(void)
 {
@@ -302,4 +332,14 @@ herald_define_network_settings(void)
 							   PGC_SIGHUP,
 							   0,
 							   check_networks, assign_allow, NULL);
+
+	DefineCustomStringVariable("herald.ca_file",
+							   "File of CA certificates (PEM) trusted for TLS, besides the system's.",
+							   "Used by HTTPS, SMTPS and STARTTLS requests and by tls:// NATS "
+							   "connections. Empty: the system's CA certificates only.",
+							   &herald_ca_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   check_ca_file, NULL, NULL);
 }

@@ -61,6 +61,7 @@ extern int	herald_dead_retention;
 extern int	herald_purge_batch;
 extern char *herald_deny_networks;
 extern char *herald_allow_networks;
+extern char *herald_ca_file;
 extern char *herald_decision_url;
 
 /*

@@ -33,6 +33,10 @@ Readers should ignore a last line without its newline: it is being written.
 
 Usage:
     receiver.py --log FILE [--port 0] [--port-file FILE] [--max-seconds 3600]
+                [--tls-cert FILE --tls-key FILE]
+
+With --tls-cert and --tls-key it speaks HTTPS (the certificate chain and its
+key, PEM); a client that fails the handshake is not logged.
 
 Port 0 picks a free port; the port actually bound is written to --port-file
 (atomically) once the server accepts connections.  The receiver exits by
@@ -45,6 +49,7 @@ import argparse
 import json
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -278,7 +283,8 @@ class Receiver(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 1024
 
-    def __init__(self, host, port, log_path, connection_log=None):
+    def __init__(self, host, port, log_path, connection_log=None, tls=None):
+        self.tls = tls
         self.request_log = RequestLog(log_path)
         # the path of every request as it arrives, before any delay: what
         # is in flight is what arrived and is not in the request log yet
@@ -286,6 +292,14 @@ class Receiver(ThreadingHTTPServer):
         self.failures = FailureCounter()
         self.connection_log = connection_log
         super().__init__((host, port), Handler)
+
+    def get_request(self):
+        """With TLS, the handshake is made in the request's thread."""
+        sock, address = super().get_request()
+        if self.tls:
+            sock = self.tls.wrap_socket(sock, server_side=True,
+                                        do_handshake_on_connect=False)
+        return sock, address
 
     def verify_request(self, request, client_address):
         """Every accepted connection, with or without a request, is noted."""
@@ -315,11 +329,19 @@ def main():
     parser.add_argument("--port-file", help="write the bound port here once listening")
     parser.add_argument("--max-seconds", type=float, default=3600,
                         help="exit after this many seconds (default 3600)")
+    parser.add_argument("--tls-cert", help="speak HTTPS with this certificate chain (PEM)")
+    parser.add_argument("--tls-key", help="the private key of --tls-cert (PEM)")
     args = parser.parse_args()
 
     if not args.host.startswith("127."):
         parser.error("--host must be a loopback address (127.x.y.z)")
-    server = Receiver(args.host, args.port, args.log, args.connection_log)
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            parser.error("--tls-cert and --tls-key go together")
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    server = Receiver(args.host, args.port, args.log, args.connection_log, tls)
 
     stopping = threading.Event()
 

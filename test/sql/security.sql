@@ -197,6 +197,20 @@ ALTER SYSTEM SET herald.allow_networks = 'example.com';
 \set VERBOSITY terse
 SELECT test.error_of($$SET herald.deny_networks = '10.0.0.0/8'$$);
 
+-- the CA file: an absolute path or empty, set by the superuser, shown to no
+-- one else (herald_admin manages channels, not trust)
+SHOW herald.ca_file;
+ALTER SYSTEM SET herald.ca_file = '/etc/ssl/private-ca.pem';
+ALTER SYSTEM RESET herald.ca_file;
+\set VERBOSITY default
+ALTER SYSTEM SET herald.ca_file = 'ca.pem';
+\set VERBOSITY terse
+SELECT test.error_of($$SET herald.ca_file = '/tmp/ca.pem'$$);
+SET ROLE herald_test_admin;
+SELECT test.error_of($$SHOW herald.ca_file$$);
+SELECT count(*) FROM pg_settings WHERE name = 'herald.ca_file';
+RESET ROLE;
+
 -- clean up for the tests that follow, once what the rules sent is delivered
 SELECT herald.flush();
 SELECT herald.drop_rule(name) FROM herald.rule_defs WHERE name LIKE 'alice-%';

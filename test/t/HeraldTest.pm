@@ -9,12 +9,14 @@
 #   my $requests = HeraldTest::received($receiver, '/hook');
 #   HeraldTest::stop_receiver($receiver);
 #
-# start_receiver($node [, $host])
+# start_receiver($node [, $host [, tls_cert => FILE, tls_key => FILE]])
 #     Starts test/receiver.py on a free port of $host (127.0.0.1 by default,
 #     any 127.x.y.z), logging into the node's directory, and asserts that it
 #     listens.  Returns a hash with url, port, log, connections (a file with
 #     one line per accepted connection) and the process; receivers still
-#     running at exit are killed.
+#     running at exit are killed.  With tls_cert and tls_key it speaks
+#     HTTPS, and url is https://; several receivers of one host need a
+#     name each (name => ...) for their files.
 # stop_receiver($receiver)
 #     Stops it.  Safe to call twice.
 # start_smtp_receiver($node)
@@ -65,13 +67,17 @@ END
 
 sub start_receiver
 {
-	my ($node, $host) = @_;
+	my ($node, $host, %opts) = @_;
 	$host //= '127.0.0.1';
 	my $timeout = $PostgreSQL::Test::Utils::timeout_default;
 	my $basedir = $node->basedir;
-	my $port_file = "$basedir/receiver-$host.port";
-	my $log = "$basedir/receiver-$host.log";
-	my $connections = "$basedir/receiver-$host.connections";
+	my $name = $opts{name} // $host;
+	my $port_file = "$basedir/receiver-$name.port";
+	my $log = "$basedir/receiver-$name.log";
+	my $connections = "$basedir/receiver-$name.connections";
+	my @tls = $opts{tls_cert}
+	  ? ('--tls-cert', $opts{tls_cert}, '--tls-key', $opts{tls_key})
+	  : ();
 
 	unlink $port_file;
 	my $process = IPC::Run::start(
@@ -82,11 +88,11 @@ sub start_receiver
 			'--connection-log', $connections,
 			'--port', '0',
 			'--port-file', $port_file,
-			'--max-seconds', 3 * $timeout
+			'--max-seconds', 3 * $timeout, @tls
 		],
 		'<', '/dev/null',
-		'>', "$basedir/receiver.out",
-		'2>', "$basedir/receiver.out");
+		'>', "$basedir/receiver-$name.out",
+		'2>', "$basedir/receiver-$name.out");
 	my $receiver = { process => $process, log => $log, connections => $connections };
 	push @running, $receiver;
 
@@ -97,11 +103,11 @@ sub start_receiver
 	}
 	ok(-s $port_file, 'test receiver is listening')
 	  or BAIL_OUT('the test receiver did not start: '
-		  . slurp_file("$basedir/receiver.out"));
+		  . slurp_file("$basedir/receiver-$name.out"));
 	my $port = slurp_file($port_file);
 	chomp $port;
 	$receiver->{port} = $port;
-	$receiver->{url} = "http://$host:$port";
+	$receiver->{url} = (@tls ? 'https' : 'http') . "://$host:$port";
 	return $receiver;
 }
 
