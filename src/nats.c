@@ -323,15 +323,15 @@ creds_block(const char *secret, const char *begin, const char *name,
 	*len = q - p;
 	while (creds_space(*q))
 		q++;
-	while (*q == '-')
-		q++, dashes++;
+	for (; *q == '-'; q++)
+		dashes++;
 	if (*len == 0 || dashes < 3 || strncmp(q, "END ", 4) != 0 ||
 		strncmp(q + 4, name, strlen(name)) != 0)
 		return false;
 	q += 4 + strlen(name);
 	dashes = 0;
-	while (*q == '-')
-		q++, dashes++;
+	for (; *q == '-'; q++)
+		dashes++;
 	return dashes >= 3;
 }
 
