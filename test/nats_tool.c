@@ -340,8 +340,18 @@ main(int argc, char **argv)
 		return 2;
 	}
 	s = natsOptions_Create(&opts);
-	if (s == NATS_OK)
-		s = natsOptions_SetURL(opts, argv[2]);
+	{
+		/* SERVERS, comma-separated, as natsConnection_ConnectTo takes them */
+		char	   *list = strdup(argv[2]);
+		const char *urls[64];
+		int			n = 0;
+
+		for (char *u = strtok(list, ","); u && n < 64; u = strtok(NULL, ","))
+			urls[n++] = u;
+		if (s == NATS_OK)
+			s = natsOptions_SetServers(opts, urls, n);
+		free(list);
+	}
 	if (s == NATS_OK && creds && creds[0])
 		s = natsOptions_SetUserCredentialsFromFiles(opts, creds, NULL);
 	if (s == NATS_OK)
