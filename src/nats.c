@@ -1059,7 +1059,7 @@ free_link(NatsLink *link)
 	free(link->user);
 	free_secret(link->password);
 	free_secret(link->token);
-	free(link->jwt);
+	free_secret(link->jwt);
 	if (link->seed)
 		explicit_bzero(link->seed, 32);
 	free(link->seed);
