@@ -45,9 +45,10 @@ EXTRA_CLEAN = $(EXTENSION).control
 CURL_CONFIG ?= curl-config
 PKG_CONFIG ?= pkg-config
 PG_CPPFLAGS = -DPG_HERALD_VERSION=\"$(EXTVERSION)\" $(shell $(CURL_CONFIG) --cflags) \
-	$(shell $(PKG_CONFIG) --cflags libmicrohttpd) $(shell $(PKG_CONFIG) --cflags libnats)
+	$(shell $(PKG_CONFIG) --cflags libmicrohttpd) $(shell $(PKG_CONFIG) --cflags libnats) \
+	$(shell $(PKG_CONFIG) --cflags libcrypto)
 SHLIB_LINK = $(shell $(CURL_CONFIG) --libs) $(shell $(PKG_CONFIG) --libs libmicrohttpd) \
-	$(shell $(PKG_CONFIG) --libs libnats) -lpthread
+	$(shell $(PKG_CONFIG) --libs libnats) $(shell $(PKG_CONFIG) --libs libcrypto) -lpthread
 
 # ---- tests (see "Tests" in README.md) ----
 # make installcheck: the pg_regress tests of test/schedule (test/sql,

@@ -49,7 +49,7 @@ free_port() {
 	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 tool=$BENCH_TMP/nats_tool
-cc -O2 -o "$tool" "$BENCH_REPO/test/nats_tool.c" $(pkg-config --cflags --libs libnats)
+cc -O2 -o "$tool" "$BENCH_REPO/test/nats_tool.c" $(pkg-config --cflags --libs libnats libcrypto)
 ports=() routes=()
 for i in 1 2 3; do
 	ports+=("$(free_port)")

@@ -332,3 +332,7 @@ ALTER TABLE herald.channel_defs
     DROP CONSTRAINT channel_defs_kind_check,
     ADD CONSTRAINT channel_defs_kind_check
         CHECK (kind IN ('webhook', 'slack', 'teams', 'google_chat', 'email', 'notify', 'nats'));
+
+-- nats channels take a .creds secret (herald._check_nats_secret, called by
+-- herald._check_channel): functions only, defined by the code appended
+-- below; no table changes.

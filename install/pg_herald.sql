@@ -127,6 +127,10 @@ CREATE OR REPLACE FUNCTION herald._check_target(kind text, target text) RETURNS 
 CREATE OR REPLACE FUNCTION herald._check_secret(secret text) RETURNS void
     LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_secret';
 
+-- user:password, a token, or a .creds content (a user JWT and its nkey seed)
+CREATE OR REPLACE FUNCTION herald._check_nats_secret(secret text) RETURNS void
+    STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_check_nats_secret';
+
 -- Whether the workers serve this database (src/pg_herald.c).
 CREATE OR REPLACE FUNCTION herald._warn_unserved(consequence text) RETURNS void
     STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'herald_warn_unserved';
@@ -328,16 +332,7 @@ BEGIN
     IF c.kind = 'webhook' THEN
         PERFORM herald._check_secret(c.secret);
     ELSIF c.kind = 'nats' THEN
-        IF c.secret LIKE '%-----BEGIN NATS USER JWT-----%' THEN
-            RAISE EXCEPTION 'nats channels do not take .creds files yet'
-                USING ERRCODE = 'feature_not_supported',
-                      HINT = 'Give user:password or a token as the secret.';
-        END IF;
-        IF c.secret = '' OR c.secret ~ '[\x01-\x1f\x7f]' OR octet_length(c.secret) > 4096 THEN
-            RAISE EXCEPTION 'the secret of a nats channel is user:password or a token, on one line'
-                USING ERRCODE = 'invalid_parameter_value',
-                      DETAIL = 'A secret with a colon is a user name and its password; one without is a token.';
-        END IF;
+        PERFORM herald._check_nats_secret(c.secret);
     ELSIF c.kind = 'email' THEN
         IF c.secret ~ '[\r\n]' THEN
             RAISE EXCEPTION 'the secret of an email channel is the SMTP password, on one line'

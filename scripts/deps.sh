@@ -25,7 +25,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # "source" means a PostgreSQL built from source is first on PATH, and no
 # server package is installed (scripts/matrix.sh sets it in its roots).
 major=${HERALD_PG_MAJOR:-15}
-packages=(libcurl4-openssl-dev libmicrohttpd-dev libnats-dev
+packages=(libcurl4-openssl-dev libmicrohttpd-dev libnats-dev libssl-dev
 	pkg-config libipc-run-perl python3 python3-aiosmtpd make gcc
 	chromium fonts-liberation nats-server openssl)
 if [ "$major" != source ]; then

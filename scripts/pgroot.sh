@@ -62,7 +62,8 @@ log=$cache/$suite.log
 
 # What the suite needs inside the root, as scripts/deps.sh lists for the
 # host (but npm: scripts/matrix.sh copies the host's node_modules), plus
-# what building PostgreSQL from source takes (for 18-assert).
+# what building PostgreSQL from source takes (for 18-assert).  libssl-dev,
+# in build_packages, is also the libcrypto pg_herald links (NATS .creds).
 packages="postgresql-$major postgresql-server-dev-$major libcurl4-openssl-dev libmicrohttpd-dev"
 packages+=" libnats-dev nats-server openssl"
 packages+=" pkg-config libipc-run-perl python3 python3-aiosmtpd make gcc chromium fonts-liberation"

@@ -8,9 +8,9 @@
  * the first server's name, with the system's CAs and herald.ca_file's; a
  * server that requires TLS behind a nats:// target is refused), SUBJECT a
  * template such as orders.{{rule}}.{{type}}; its secret, when set, is
- * user:password or a
- * token (the content of a .creds file is refused at declaration: not
- * supported yet).  Each
+ * user:password, a token, or the content of a .creds file (a user JWT and
+ * its nkey seed, for servers in operator mode: see "Credentials" below).
+ * Each
  * delivery publishes the body of the webhook kind (webhook.c) with its
  * webhook-id and webhook-timestamp headers and Nats-Msg-Id = the webhook-id,
  * so that JetStream stores a repeated delivery once (within the stream's
@@ -42,6 +42,17 @@
  * the main thread.  The worker's own state (the links it knows, the
  * publishes waiting for an answer) is its main thread's alone.
  *
+ * Credentials.  A .creds secret is parsed by parse_creds(), the same code
+ * for the declaration's check (herald._check_nats_secret) and the worker.
+ * The worker hands nats.c the JWT and signs the server's nonce itself
+ * (ed25519 with OpenSSL's libcrypto, from the seed) through
+ * natsOptions_SetUserCredentialsCallbacks: natsOptions_SetUserCredentials-
+ * FromMemory is missing from Debian 12's libnats (3.4), and a file would
+ * put the seed on disk.  The callbacks run in the link's thread or in
+ * nats.c's reconnection thread, on the link's malloc'd copy of the JWT and
+ * seed, which lives until the connection is closed and destroyed.  No
+ * message, error or log line holds the secret or a part of it.
+ *
  * Subjects.  The literal parts of the template are the administrator's,
  * checked at declaration (herald._check_target); each placeholder's value
  * comes from events, and so from rows and authors: it is cut to
@@ -64,9 +75,12 @@
 #include <unistd.h>
 
 #include <nats/nats.h>
+#include <openssl/evp.h>
 
+#include "fmgr.h"
 #include "lib/ilist.h"
 #include "lib/stringinfo.h"
+#include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -80,6 +94,11 @@
 #define NATS_VALUE_MAX 128		/* bytes of one placeholder's value in it */
 #define NATS_ERROR_MAX 300
 #define NATS_LINK_IDLE_MS 60000 /* an unused link is closed after this */
+#define NATS_SECRET_MAX 4096	/* bytes of user:password or a token */
+#define NATS_CREDS_MAX 16384	/* bytes of a .creds content */
+#define NATS_SEED_CHARS 58		/* an nkey seed: 36 bytes in base32 */
+
+PG_FUNCTION_INFO_V1(herald_check_nats_secret);
 
 /* --- targets ---------------------------------------------------------------- */
 
@@ -269,6 +288,219 @@ herald_check_nats_target(const char *target)
 						   NATS_SUBJECT_MAX),
 				 errhint("Placeholders such as {{rule}} and {{type}} may stand for tokens or parts of them.")));
 	pfree(t);
+}
+
+/* --- credentials ---------------------------------------------------------------- */
+
+#define CREDS_JWT_BEGIN "-----BEGIN NATS USER JWT-----"
+#define CREDS_SEED_BEGIN "-----BEGIN USER NKEY SEED-----"
+#define CREDS_HINT "Give the whole content of the user's .creds file: its user JWT between -----BEGIN NATS USER JWT----- and ------END NATS USER JWT------, then its nkey seed between -----BEGIN USER NKEY SEED----- and ------END USER NKEY SEED------ (nsc generate creds writes one)."
+
+static bool
+creds_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/*
+ * The one word of a .creds block: after BEGIN (a marker line), up to the
+ * line of dashes, END and NAME, dashes.  false when the block is missing
+ * or holds anything else.
+ */
+static bool
+creds_block(const char *secret, const char *begin, const char *name,
+			const char **word, size_t *len)
+{
+	const char *p = strstr(secret, begin);
+	const char *q;
+	int			dashes = 0;
+
+	if (p == NULL)
+		return false;
+	p += strlen(begin);
+	while (creds_space(*p))
+		p++;
+	q = p;
+	while (*q && !creds_space(*q))
+		q++;
+	*word = p;
+	*len = q - p;
+	while (creds_space(*q))
+		q++;
+	for (; *q == '-'; q++)
+		dashes++;
+	if (*len == 0 || dashes < 3 || strncmp(q, "END ", 4) != 0 ||
+		strncmp(q + 4, name, strlen(name)) != 0)
+		return false;
+	q += 4 + strlen(name);
+	dashes = 0;
+	for (; *q == '-'; q++)
+		dashes++;
+	return dashes >= 3;
+}
+
+/* CRC-16/XMODEM, the checksum of an nkey (polynomial 0x1021, from 0). */
+static uint16
+nkey_crc16(const unsigned char *data, size_t len)
+{
+	uint16		crc = 0;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		crc ^= (uint16) data[i] << 8;
+		for (int b = 0; b < 8; b++)
+			crc = (crc & 0x8000) ? (uint16) ((crc << 1) ^ 0x1021) : (uint16) (crc << 1);
+	}
+	return crc;
+}
+
+/*
+ * Decode an nkey seed (base32 of 2 prefix bytes, the 32-byte ed25519 seed
+ * and the CRC-16 of those, little endian) into raw[36]; false when a
+ * character is not base32 or the checksum is wrong.
+ */
+static bool
+nkey_decode_seed(const char *text, unsigned char raw[36])
+{
+	uint32		bits = 0;
+	int			nbits = 0;
+	int			n = 0;
+	uint16		crc;
+
+	for (int i = 0; i < NATS_SEED_CHARS; i++)
+	{
+		char		c = text[i];
+		int			v;
+
+		if (c >= 'A' && c <= 'Z')
+			v = c - 'A';
+		else if (c >= '2' && c <= '7')
+			v = c - '2' + 26;
+		else
+			return false;
+		bits = (bits << 5) | v;
+		nbits += 5;
+		if (nbits >= 8)
+		{
+			nbits -= 8;
+			if (n == 36)
+				return false;
+			raw[n++] = (unsigned char) (bits >> nbits);
+		}
+	}
+	if (n != 36)
+		return false;
+	crc = (uint16) (raw[34] | (raw[35] << 8));
+	return crc == nkey_crc16(raw, 34);
+}
+
+/*
+ * Parse a .creds content: the JWT (a pointer into secret and its length)
+ * and the 32 bytes of the user's ed25519 seed.  NULL when it is well
+ * formed, else what is wrong (never a part of the secret).  Plain C, for
+ * the declaration and the worker alike.
+ */
+static const char *
+parse_creds(const char *secret, const char **jwt, size_t *jwtlen,
+			unsigned char seed[32])
+{
+	const char *word;
+	size_t		len;
+	int			dots = 0;
+	bool		empty_part = false;
+	size_t		part = 0;
+	unsigned char raw[36];
+
+	if (!creds_block(secret, CREDS_JWT_BEGIN, "NATS USER JWT", &word, &len))
+		return "the .creds secret of a nats channel has no well-formed user JWT block";
+	for (size_t i = 0; i < len; i++)
+	{
+		char		c = word[i];
+
+		if (c == '.')
+		{
+			empty_part |= part == 0;
+			part = 0;
+			dots++;
+		}
+		else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+				 (c >= '0' && c <= '9') || c == '-' || c == '_')
+			part++;
+		else
+			return "the user JWT in the .creds secret of a nats channel is not three base64url parts separated by dots";
+	}
+	if (dots != 2 || empty_part || part == 0)
+		return "the user JWT in the .creds secret of a nats channel is not three base64url parts separated by dots";
+	*jwt = word;
+	*jwtlen = len;
+
+	if (!creds_block(secret, CREDS_SEED_BEGIN, "USER NKEY SEED", &word, &len))
+		return "the .creds secret of a nats channel has no well-formed user nkey seed block";
+	if (len < 2 || word[0] != 'S' || word[1] != 'U')
+		return "the nkey seed in the .creds secret of a nats channel is not a user seed (SU...)";
+	if (len != NATS_SEED_CHARS || !nkey_decode_seed(word, raw))
+	{
+		explicit_bzero(raw, sizeof(raw));
+		return "the nkey seed in the .creds secret of a nats channel is corrupt (not 58 base32 characters with a valid checksum)";
+	}
+	memcpy(seed, raw + 2, 32);
+	explicit_bzero(raw, sizeof(raw));
+	return NULL;
+}
+
+/*
+ * herald._check_nats_secret(secret text): error unless the secret of a
+ * nats channel is user:password or a token on one line, or a .creds
+ * content.  No message quotes the secret, and the failing statement (which
+ * holds it) is kept out of the server log.
+ */
+Datum
+herald_check_nats_secret(PG_FUNCTION_ARGS)
+{
+	text	   *arg = PG_GETARG_TEXT_PP(0);
+	char	   *secret = text_to_cstring(arg);
+	size_t		len = strlen(secret);
+
+	if (strstr(secret, CREDS_JWT_BEGIN) != NULL || strstr(secret, CREDS_SEED_BEGIN) != NULL)
+	{
+		const char *jwt;
+		size_t		jwtlen;
+		unsigned char seed[32];
+		const char *error;
+
+		if (len > NATS_CREDS_MAX)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("the .creds secret of a nats channel is longer than %d bytes",
+							NATS_CREDS_MAX),
+					 errhidestmt(true)));
+		error = parse_creds(secret, &jwt, &jwtlen, seed);
+		explicit_bzero(seed, sizeof(seed));
+		explicit_bzero(secret, len);
+		if (error)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s", error),
+					 errhint("%s", CREDS_HINT),
+					 errhidestmt(true)));
+		PG_RETURN_VOID();
+	}
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char) secret[i] < ' ' || secret[i] == 0x7f)
+		{
+			len = 0;
+			break;
+		}
+	explicit_bzero(secret, strlen(secret));
+	if (len == 0 || len > NATS_SECRET_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the secret of a nats channel is user:password or a token, on one line"),
+				 errdetail("A secret with a colon is a user name and its password; one without is a token; either of at most %d bytes.",
+						   NATS_SECRET_MAX),
+				 errhint("For a server in operator mode, give the content of the user's .creds file."),
+				 errhidestmt(true)));
+	PG_RETURN_VOID();
 }
 
 /* --- rendering ---------------------------------------------------------------- */
@@ -470,6 +702,8 @@ typedef struct NatsLink
 	char	   *user;
 	char	   *password;
 	char	   *token;
+	char	   *jwt;			/* a .creds secret's user JWT */
+	unsigned char *seed;		/* and its 32-byte ed25519 seed */
 	long		connect_timeout_ms;
 	char	   *ca_file;		/* herald.ca_file when the link was made */
 	HeraldNetworkPolicy *policy;
@@ -591,6 +825,57 @@ on_reply(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 				 "the reply to the publish is no JetStream acknowledgement: \"%.120s\"", json);
 		post_result(token, PUB_FAILED, text);
 	}
+}
+
+/*
+ * The user JWT of a .creds secret, for nats.c at each (re)connection: a
+ * copy, which nats.c frees.  Any thread: no PostgreSQL function.
+ */
+static natsStatus
+creds_jwt(char **jwt, char **error, void *closure)
+{
+	NatsLink   *link = closure;
+
+	*jwt = strdup(link->jwt);
+	return *jwt ? NATS_OK : NATS_NO_MEMORY;
+}
+
+/*
+ * Sign the server's nonce with the seed of a .creds secret: ed25519, 64
+ * bytes malloc'd, which nats.c frees (and sends in base64url).  Any
+ * thread: no PostgreSQL function, and the key is wiped by OpenSSL when it
+ * is freed.
+ */
+static natsStatus
+creds_sign(char **error, unsigned char **signature, int *length,
+		   const char *nonce, void *closure)
+{
+	NatsLink   *link = closure;
+	EVP_PKEY   *key;
+	EVP_MD_CTX *ctx = NULL;
+	unsigned char *sig = malloc(64);
+	size_t		siglen = 64;
+	bool		ok = false;
+
+	key = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, link->seed, 32);
+	if (key && sig)
+		ctx = EVP_MD_CTX_new();
+	if (ctx &&
+		EVP_DigestSignInit(ctx, NULL, NULL, NULL, key) == 1 &&
+		EVP_DigestSign(ctx, sig, &siglen, (const unsigned char *) nonce,
+					   strlen(nonce)) == 1 && siglen == 64)
+		ok = true;
+	EVP_MD_CTX_free(ctx);
+	EVP_PKEY_free(key);
+	if (!ok)
+	{
+		free(sig);
+		*error = strdup("could not sign the server's nonce with the nkey seed of the .creds secret");
+		return NATS_ERR;
+	}
+	*signature = sig;
+	*length = 64;
+	return NATS_OK;
 }
 
 /*
@@ -731,6 +1016,9 @@ link_connect(NatsLink *link, char *err, size_t errlen, bool *denied)
 		s = natsOptions_SetUserInfo(opts, link->user, link->password);
 	if (s == NATS_OK && link->token)
 		s = natsOptions_SetToken(opts, link->token);
+	if (s == NATS_OK && link->jwt)
+		s = natsOptions_SetUserCredentialsCallbacks(opts, creds_jwt, link,
+													creds_sign, link);
 	if (s != NATS_OK)
 	{
 		nats_error(err, errlen, "could not set up the NATS connection", s);
@@ -811,14 +1099,27 @@ publish(NatsLink *link, NatsPub *pub, char *err, size_t errlen)
 	return true;
 }
 
+/* free() of a string that held a part of a secret, wiped first */
+static void
+free_secret(char *s)
+{
+	if (s)
+		explicit_bzero(s, strlen(s));
+	free(s);
+}
+
 static void
 free_link(NatsLink *link)
 {
 	free(link->target);
-	free(link->secret);
+	free_secret(link->secret);
 	free(link->user);
-	free(link->password);
-	free(link->token);
+	free_secret(link->password);
+	free_secret(link->token);
+	free_secret(link->jwt);
+	if (link->seed)
+		explicit_bzero(link->seed, 32);
+	free(link->seed);
 	free(link->ca_file);
 	free(link->policy);
 	pthread_mutex_destroy(&link->lock);
@@ -959,18 +1260,33 @@ strdup_or_null(const char *s, size_t n, bool *oom)
 }
 
 /*
- * The credentials of a secret: user:password, or a token.  A .creds file's
- * content is refused (herald._check_channel refuses it at declaration).
+ * The credentials of a secret: a .creds content (herald._check_nats_secret
+ * checked it at declaration), user:password, or a token.
  */
 static bool
 parse_secret(NatsLink *link, const char *secret, bool *oom)
 {
-	const char *jwt_begin = strstr(secret, "-----BEGIN NATS USER JWT-----");
-
 	if (secret[0] == '\0')
 		return true;
-	if (jwt_begin)
-		return false;
+	if (strstr(secret, CREDS_JWT_BEGIN) || strstr(secret, CREDS_SEED_BEGIN))
+	{
+		const char *jwt;
+		size_t		jwtlen;
+		unsigned char seed[32];
+
+		if (parse_creds(secret, &jwt, &jwtlen, seed) != NULL)
+		{
+			explicit_bzero(seed, sizeof(seed));
+			return false;
+		}
+		link->jwt = strdup_or_null(jwt, jwtlen, oom);
+		link->seed = malloc(32);
+		if (link->seed)
+			memcpy(link->seed, seed, 32);
+		else
+			*oom = true;
+		explicit_bzero(seed, sizeof(seed));
+	}
 	else
 	{
 		const char *colon = strchr(secret, ':');
@@ -1020,7 +1336,7 @@ make_link(const char *target, const char *secret, long timeout_ms, char *err, si
 	if (oom || link->policy == NULL || !parse_secret(link, secret, &oom))
 	{
 		snprintf(err, errlen, oom || link->policy == NULL ? "out of memory" :
-				 "the channel's secret is neither user:password nor a token");
+				 "the channel's secret is malformed (neither user:password, a token nor a .creds content)");
 		link->t.subject = NULL;
 		free_link(link);
 		return NULL;

@@ -500,6 +500,12 @@ errhint(const char *fmt,...)
 }
 
 int
+errhidestmt(bool hide_stmt)
+{
+	return 0;
+}
+
+int
 errcontext_msg(const char *fmt,...)
 {
 	FORMAT_AND_DROP(fmt);
