@@ -40,11 +40,7 @@ my $node = HeraldTest::new_node('main',
 my $dir = $node->basedir;
 
 # the consumer and stream tool, built with this machine's libnats
-my $tool = "$dir/nats_tool";
-my $cflags = `pkg-config --cflags --libs libnats libcrypto`;
-chomp $cflags;
-system("cc -O2 -o $tool $FindBin::RealBin/../nats_tool.c $cflags") == 0
-  or BAIL_OUT('could not build test/nats_tool.c');
+my $tool = HeraldTest::build_nats_tool($dir);
 
 # --- the cluster -------------------------------------------------------------
 my @servers = map {

@@ -39,11 +39,7 @@ my $timeout = $PostgreSQL::Test::Utils::timeout_default;
 my $node = HeraldTest::new_node('main', "log_statement = none\n");
 my $dir = $node->basedir;
 
-my $tool = "$dir/nats_tool";
-my $cflags = `pkg-config --cflags --libs libnats libcrypto`;
-chomp $cflags;
-system("cc -O2 -o $tool $FindBin::RealBin/../nats_tool.c $cflags") == 0
-  or BAIL_OUT('could not build test/nats_tool.c');
+my $tool = HeraldTest::build_nats_tool($dir);
 
 # --- the operator, its accounts and users; the server ----------------------------
 my $keys = `$tool creds $dir 2>&1`;

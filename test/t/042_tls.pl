@@ -142,11 +142,7 @@ ok(servers_ready(), 'three NATS servers run');
 
 # the stream tool, built with this machine's libnats; it trusts the test CA
 # through OpenSSL's SSL_CERT_FILE
-my $tool = "$dir/nats_tool";
-my $cflags = `pkg-config --cflags --libs libnats`;
-chomp $cflags;
-system("cc -O2 -o $tool $FindBin::RealBin/../nats_tool.c $cflags") == 0
-  or BAIL_OUT('could not build test/nats_tool.c');
+my $tool = HeraldTest::build_nats_tool($dir);
 # addresses rather than localhost in the targets: a name may resolve to ::1
 # too, where no server listens, and the error would be that one's
 my $good_url = "tls://127.0.0.1:$servers{good}{port}";

@@ -295,4 +295,18 @@ sub no_server_errors
 	return;
 }
 
+# Build test/nats_tool.c (streams, consumers, operator-mode credentials)
+# with this machine's libnats and libcrypto into $dir; its path.
+sub build_nats_tool
+{
+	my ($dir) = @_;
+	my $tool = "$dir/nats_tool";
+	my $flags = `pkg-config --cflags --libs libnats libcrypto`;
+
+	chomp $flags;
+	system("cc -O2 -o $tool $FindBin::RealBin/../nats_tool.c $flags") == 0
+	  or Test::More::BAIL_OUT('could not build test/nats_tool.c');
+	return $tool;
+}
+
 1;
