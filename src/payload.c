@@ -419,6 +419,7 @@ typedef struct SimpleRow
 {
 	Oid			rowtype;		/* InvalidOid: a free entry */
 	uint64		identifier;		/* the type cache's tupDesc_identifier */
+	TypeCacheEntry *tce;		/* the type's entry (never freed) */
 	bool		simple;			/* false: render it the other way */
 	int			natts;
 	int			ncolumns;
@@ -494,11 +495,23 @@ column_key_order(const void *a, const void *b)
 static SimpleRow *
 simple_row(Oid rowtype)
 {
-	TypeCacheEntry *tce = lookup_type_cache(rowtype, TYPECACHE_TUPDESC);
-	TupleDesc	desc = tce->tupDesc;
+	TypeCacheEntry *tce;
+	TupleDesc	desc;
 	SimpleRow  *row = NULL;
 	MemoryContext old;
 
+	/*
+	 * The common case, the type seen before and its descriptor unchanged,
+	 * without a lookup: an invalidation of the row type clears the entry's
+	 * descriptor, and a new one has a new identifier.
+	 */
+	for (int i = 0; i < nsimple_rows; i++)
+		if (simple_rows[i].rowtype == rowtype && simple_rows[i].tce->tupDesc != NULL &&
+			simple_rows[i].tce->tupDesc_identifier == simple_rows[i].identifier)
+			return simple_rows[i].simple ? &simple_rows[i] : NULL;
+
+	tce = lookup_type_cache(rowtype, TYPECACHE_TUPDESC);
+	desc = tce->tupDesc;
 	if (desc == NULL)
 		return NULL;
 	for (int i = 0; i < nsimple_rows; i++)
@@ -562,6 +575,7 @@ simple_row(Oid rowtype)
 		qsort(row->columns, row->ncolumns, sizeof(SimpleColumn), column_key_order);
 	MemoryContextSwitchTo(old);
 	row->identifier = tce->tupDesc_identifier;
+	row->tce = tce;
 	row->rowtype = rowtype;
 	return row->simple ? row : NULL;
 }
@@ -587,14 +601,20 @@ simple_row_value(SimpleRow *row, Datum value, JsonbValue *object)
 {
 	HeapTupleHeader td = DatumGetHeapTupleHeader(value);
 	HeapTupleData tuple;
-	TupleDesc	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(td),
-											  HeapTupleHeaderGetTypMod(td));
+	TupleDesc	desc = row->tce->tupDesc;
 	Datum	   *values;
 	bool	   *nulls;
 	JsonbPair  *pairs;
 
-	/* the writer's lock on the table keeps its row type as simple_row() saw it */
-	if (desc->natts != row->natts)
+	/*
+	 * The type cache's descriptor, as simple_row() found it, not pinned:
+	 * nothing below reads the catalogs (the output functions of the simple
+	 * types are built-in and read none), so no invalidation can replace it
+	 * meanwhile; and the writer's lock on the table keeps the row type as
+	 * it is.
+	 */
+	if (desc == NULL || row->tce->tupDesc_identifier != row->identifier ||
+		desc->natts != row->natts || HeapTupleHeaderGetTypeId(td) != row->rowtype)
 		elog(ERROR, "row type %u changed while its row was rendered", row->rowtype);
 	values = palloc(sizeof(Datum) * desc->natts);
 	nulls = palloc(sizeof(bool) * desc->natts);
@@ -606,7 +626,6 @@ simple_row_value(SimpleRow *row, Datum value, JsonbValue *object)
 	/* a row stored before a column was added: that column's default */
 	for (int i = HeapTupleHeaderGetNatts(td); i < row->natts; i++)
 		values[i] = heap_getattr(&tuple, i + 1, desc, &nulls[i]);
-	ReleaseTupleDesc(desc);
 
 	pairs = palloc(sizeof(JsonbPair) * Max(row->ncolumns, 1));
 	for (int i = 0; i < row->ncolumns; i++)
