@@ -6,7 +6,10 @@
 # on a shared machine, where the TPS ratios of bench/write_path.sh vary by
 # a factor of two between rounds.
 #
-#   bash bench/capture_instructions.sh [--rows 3000] [--bulk-rows 30000]
+#   bash bench/capture_instructions.sh [--rows 3000] [--bulk-rows 30000] [--profiles DIR]
+#
+# --profiles DIR keeps each workload's callgrind profile as
+# DIR/callgrind.out.WORKLOAD (read them with callgrind_annotate --inclusive=yes).
 #
 # In a throwaway cluster (scripts/cluster.sh, then stopped), in a database
 # no worker serves: the four-column table of bench/write_path.sh plain, with
@@ -30,17 +33,20 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 rows=3000
 bulk_rows=30000
+profiles=
 args=("$@")
 while [ $# -gt 0 ]; do
 	case "$1" in
 		--rows) rows=$2; shift 2 ;;
 		--bulk-rows) bulk_rows=$2; shift 2 ;;
-		-h | --help) bench_usage 2,26 0 ;;
+		--profiles) profiles=$(realpath -m "$2"); shift 2 ;;
+		-h | --help) bench_usage 2,29 0 ;;
 		*) echo "capture_instructions.sh: unknown argument: $1" >&2; exit 2 ;;
 	esac
 done
 bench_init capture_instructions "${args[@]}"
 bench_positive_ints "$rows" "$bulk_rows"
+[ -z "$profiles" ] || mkdir -p "$profiles"
 command -v valgrind >/dev/null || bench_die "valgrind is needed (apt-get install valgrind)"
 herald_cluster_start "$BENCH_TMP/pg" >&2
 {
@@ -78,16 +84,18 @@ chmod 755 "$BENCH_TMP"
 
 # instructions of one workload, in a fresh copy of the stopped cluster
 instructions() {
-	local workload=$1 copy=$BENCH_TMP/single
+	local workload=$1 copy=$BENCH_TMP/single out=/dev/null
 	rm -rf "$copy"
 	cp -a "$HERALD_PGDATA" "$copy"
-	_herald_as_postgres valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+	[ -z "$profiles" ] || out=$copy/callgrind.out
+	_herald_as_postgres valgrind --tool=callgrind --callgrind-out-file="$out" \
 		"$bindir/postgres" --single -D "$copy" -j herald_idle \
 		<"$BENCH_TMP/$workload.sql" >"$BENCH_TMP/$workload.log" 2>&1 ||
 		bench_die "$workload failed: $(tail -5 "$BENCH_TMP/$workload.log")"
 	if grep -q -E '^(ERROR|FATAL)' "$BENCH_TMP/$workload.log"; then
 		bench_die "$workload: $(grep -m1 -E '^(ERROR|FATAL)' "$BENCH_TMP/$workload.log")"
 	fi
+	[ -z "$profiles" ] || cp "$out" "$profiles/callgrind.out.$workload"
 	sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$BENCH_TMP/$workload.log" | tail -1
 }
 

@@ -13,7 +13,9 @@
  * order and keep their own progress (queue.c).
  *
  * Rows go straight into the heap (table_multi_insert, in chunks) and into
- * the table's indexes, with no SQL statement and no executor start-up.
+ * the table's indexes, with no SQL statement and no executor start-up: the
+ * btrees of schema.sql by index_insert() itself, any other index a DBA
+ * adds through ExecInsertIndexTuples().
  * What every writer needs of the table (its oid, the positions of its
  * columns, its indexes and their predicates) is cached per backend
  * (LogShape below) and rebuilt after a relcache invalidation of the table
@@ -59,6 +61,7 @@
 #include "access/xact.h"
 #include "catalog/index.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "optimizer/optimizer.h"
@@ -332,7 +335,10 @@ struct HeraldEventWriter
 	Relation	rel;
 	LogShape   *shape;			/* held until herald_events_end() */
 	EventCounter *counter;
-	ResultRelInfo *rri;
+	int			nindexes;		/* the indexes its rows go into */
+	Relation   *indexes;
+	IndexInfo **index_infos;
+	ResultRelInfo *rri;			/* NULL: they are all direct (LogIndex) */
 	EState	   *estate;
 	MemoryContext rows_cxt;		/* the tuples of the chunk being filled */
 	TupleTableSlot **slots;		/* maxslots of them, nslots made so far */
@@ -397,6 +403,8 @@ typedef struct LogIndex
 {
 	Oid			indexoid;
 	ExprState  *predicate;		/* NULL: every writer inserts into it */
+	IndexInfo  *info;			/* built once, in the shape's context */
+	bool		direct;			/* a writer inserts into it by index_insert() */
 } LogIndex;
 
 /*
@@ -418,6 +426,8 @@ struct LogShape
 	int			nindexes;
 	LogIndex   *indexes;
 	List	   *indexlist;		/* the table's index oids, as the relcache had them */
+	ExprContext *pred_econtext; /* where the predicates above are evaluated */
+	TupleTableSlot *pred_slot;	/* ... on the values a writer sets once */
 	LogShape   *next_retired;
 };
 
@@ -542,6 +552,27 @@ build_shape(Relation rel)
 				!bms_is_member(shape->att[COL_PAYLOAD] + 1 - FirstLowInvalidHeapAttributeNumber, atts) &&
 				!bms_is_member(0 - FirstLowInvalidHeapAttributeNumber, atts))
 				li->predicate = ExecInitQual(pred, NULL);
+		}
+
+		/*
+		 * A btree on columns (the primary key, the partial indexes of
+		 * schema.sql), whose predicate, if any, is settled per writer: the
+		 * writer inserts into it without the executor's machinery, by
+		 * index_insert() as ExecInsertIndexTuples() would.  Any other index
+		 * (an expression, a predicate on the id or the payload, an exclusion
+		 * or deferred constraint, another access method, whose insert may
+		 * keep state in the IndexInfo) goes through ExecInsertIndexTuples().
+		 */
+		li->info = BuildIndexInfo(index);
+		li->direct = index->rd_rel->relam == BTREE_AM_OID &&
+			li->info->ii_Expressions == NIL &&
+			(pred == NIL || li->predicate != NULL) &&
+			li->info->ii_ExclusionOps == NULL &&
+			(!index->rd_index->indisunique || index->rd_index->indimmediate);
+		if (li->predicate != NULL && shape->pred_econtext == NULL)
+		{
+			shape->pred_econtext = CreateStandaloneExprContext();
+			shape->pred_slot = MakeSingleTupleTableSlot(shape->desc, &TTSOpsVirtual);
 		}
 		index_close(index, NoLock);
 	}
@@ -675,8 +706,7 @@ herald_events_begin(const HeraldEventMeta *meta)
 	Oid			relid = event_log_relid();
 	LogShape   *shape;
 	Datum		channels = meta->channel_ids;
-	TupleTableSlot *constants;
-	ExprContext *econtext;
+	bool		direct = true;
 	int			natts;
 
 	if (RecoveryInProgress() || XactReadOnly)
@@ -701,9 +731,6 @@ herald_events_begin(const HeraldEventMeta *meta)
 	shape->refcount++;
 
 	w->counter = find_counter(w->rel);
-	w->estate = CreateExecutorState();
-	w->rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(w->rri, w->rel, 1, NULL, 0);
 	w->rows_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_herald event rows",
 										ALLOCSET_DEFAULT_SIZES);
 
@@ -734,30 +761,80 @@ herald_events_begin(const HeraldEventMeta *meta)
 	 * The slot of those values has the id and the payload null, which such a
 	 * predicate does not read.
 	 */
-	constants = MakeSingleTupleTableSlot(shape->desc, &TTSOpsVirtual);
-	memcpy(constants->tts_values, w->values, sizeof(Datum) * natts);
-	memcpy(constants->tts_isnull, w->nulls, sizeof(bool) * natts);
-	ExecStoreVirtualTuple(constants);
-	econtext = GetPerTupleExprContext(w->estate);
-	econtext->ecxt_scantuple = constants;
-	w->rri->ri_IndexRelationDescs = palloc(sizeof(Relation) * Max(shape->nindexes, 1));
-	w->rri->ri_IndexRelationInfo = palloc(sizeof(IndexInfo *) * Max(shape->nindexes, 1));
-	w->rri->ri_NumIndices = 0;
+	if (shape->pred_econtext != NULL)
+	{
+		ExecClearTuple(shape->pred_slot);
+		memcpy(shape->pred_slot->tts_values, w->values, sizeof(Datum) * natts);
+		memcpy(shape->pred_slot->tts_isnull, w->nulls, sizeof(bool) * natts);
+		ExecStoreVirtualTuple(shape->pred_slot);
+		shape->pred_econtext->ecxt_scantuple = shape->pred_slot;
+	}
+	w->indexes = palloc(sizeof(Relation) * Max(shape->nindexes, 1));
+	w->index_infos = palloc(sizeof(IndexInfo *) * Max(shape->nindexes, 1));
 	for (int i = 0; i < shape->nindexes; i++)
 	{
-		Relation	index;
+		LogIndex   *li = &shape->indexes[i];
+		bool		skip;
 
-		if (shape->indexes[i].predicate != NULL &&
-			!ExecQual(shape->indexes[i].predicate, econtext))
-			continue;
-		index = index_open(shape->indexes[i].indexoid, RowExclusiveLock);
-		w->rri->ri_IndexRelationDescs[w->rri->ri_NumIndices] = index;
-		w->rri->ri_IndexRelationInfo[w->rri->ri_NumIndices] = BuildIndexInfo(index);
-		w->rri->ri_NumIndices++;
+		if (li->predicate != NULL)
+		{
+			skip = !ExecQual(li->predicate, shape->pred_econtext);
+			ResetExprContext(shape->pred_econtext);
+			if (skip)
+				continue;
+		}
+		w->indexes[w->nindexes] = index_open(li->indexoid, RowExclusiveLock);
+		w->index_infos[w->nindexes] = li->info;
+		if (!li->direct)
+			direct = false;
+		w->nindexes++;
 	}
-	ResetPerTupleExprContext(w->estate);
-	ExecDropSingleTupleTableSlot(constants);
+	if (shape->pred_econtext != NULL)
+		ExecClearTuple(shape->pred_slot);
+
+	/* some index needs the executor: ExecInsertIndexTuples() inserts into them all */
+	if (!direct)
+	{
+		w->estate = CreateExecutorState();
+		w->rri = makeNode(ResultRelInfo);
+		InitResultRelInfo(w->rri, w->rel, 1, NULL, 0);
+		w->rri->ri_IndexRelationDescs = w->indexes;
+		w->rri->ri_IndexRelationInfo = palloc(sizeof(IndexInfo *) * Max(w->nindexes, 1));
+		for (int i = 0; i < w->nindexes; i++)
+			w->rri->ri_IndexRelationInfo[i] = BuildIndexInfo(w->indexes[i]);
+		w->rri->ri_NumIndices = w->nindexes;
+	}
 	return w;
+}
+
+/*
+ * Insert one row into the direct indexes, as ExecInsertIndexTuples() would:
+ * an index not ready for inserts yet (being built concurrently) is left
+ * out, a unique one checks the row's key (an error if taken).
+ */
+static void
+insert_index_entries(HeraldEventWriter *w, TupleTableSlot *slot)
+{
+	Datum		values[INDEX_MAX_KEYS];
+	bool		isnull[INDEX_MAX_KEYS];
+
+	for (int i = 0; i < w->nindexes; i++)
+	{
+		Relation	index = w->indexes[i];
+		IndexInfo  *info = w->index_infos[i];
+
+		if (!info->ii_ReadyForInserts)
+			continue;
+		Assert(info->ii_NumIndexAttrs <= INDEX_MAX_KEYS);
+		for (int k = 0; k < info->ii_NumIndexAttrs; k++)
+		{
+			Assert(info->ii_IndexAttrNumbers[k] > 0);
+			values[k] = slot_getattr(slot, info->ii_IndexAttrNumbers[k], &isnull[k]);
+		}
+		(void) index_insert(index, values, isnull, &slot->tts_tid, w->rel,
+							index->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+							false, info);
+	}
 }
 
 /* Insert the rows of the chunk into the heap and the indexes. */
@@ -774,11 +851,16 @@ flush_chunk(HeraldEventWriter *w)
 		table_multi_insert(w->rel, w->slots, w->n, cid, 0, NULL);
 	for (int i = 0; i < w->n; i++)
 	{
-		List	   *conflicts;
+		if (w->rri == NULL)
+			insert_index_entries(w, w->slots[i]);
+		else
+		{
+			List	   *conflicts;
 
-		conflicts = herald_insert_index_tuples(w->rri, w->slots[i], w->estate);
-		list_free(conflicts);
-		ResetPerTupleExprContext(w->estate);
+			conflicts = herald_insert_index_tuples(w->rri, w->slots[i], w->estate);
+			list_free(conflicts);
+			ResetPerTupleExprContext(w->estate);
+		}
 		ExecClearTuple(w->slots[i]);
 	}
 	w->total += w->n;
@@ -898,8 +980,16 @@ herald_events_end(HeraldEventWriter *w)
 		ExecDropSingleTupleTableSlot(w->slots[i]);
 	if (w->slots)
 		pfree(w->slots);
-	ExecCloseIndices(w->rri);
-	FreeExecutorState(w->estate);
+	if (w->rri != NULL)
+	{
+		ExecCloseIndices(w->rri);
+		FreeExecutorState(w->estate);
+	}
+	else
+		for (int i = 0; i < w->nindexes; i++)
+			index_close(w->indexes[i], NoLock);
+	pfree(w->indexes);
+	pfree(w->index_infos);
 	table_close(w->rel, NoLock);
 	MemoryContextDelete(w->rows_cxt);
 	if (total > 0 && w->deliver)

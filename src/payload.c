@@ -419,10 +419,11 @@ typedef struct SimpleRow
 {
 	Oid			rowtype;		/* InvalidOid: a free entry */
 	uint64		identifier;		/* the type cache's tupDesc_identifier */
+	TypeCacheEntry *tce;		/* the type's entry (never freed) */
 	bool		simple;			/* false: render it the other way */
 	int			natts;
 	int			ncolumns;
-	SimpleColumn *columns;
+	SimpleColumn *columns;		/* in jsonb's order of keys: see key_order() */
 } SimpleRow;
 
 #define SIMPLE_ROWS 16
@@ -466,15 +467,51 @@ simple_kind(Oid type, SimpleKind *kind)
 	}
 }
 
+/*
+ * jsonb keeps the keys of an object sorted, shorter keys first, keys of one
+ * length in byte order (and unique).  The simple renderer builds its
+ * objects with their keys in that order already, so that the document it
+ * hands to JsonbValueToJsonb() is the one pushJsonbValue() would have
+ * sorted: a row's columns are sorted once, when its type is first seen.
+ */
+static int
+key_order(const char *a, int alen, const char *b, int blen)
+{
+	if (alen != blen)
+		return alen < blen ? -1 : 1;
+	return memcmp(a, b, alen);
+}
+
+static int
+column_key_order(const void *a, const void *b)
+{
+	const SimpleColumn *ca = a;
+	const SimpleColumn *cb = b;
+
+	return key_order(ca->name, ca->namelen, cb->name, cb->namelen);
+}
+
 /* How rows of this type are rendered directly; NULL when they are not. */
 static SimpleRow *
 simple_row(Oid rowtype)
 {
-	TypeCacheEntry *tce = lookup_type_cache(rowtype, TYPECACHE_TUPDESC);
-	TupleDesc	desc = tce->tupDesc;
+	TypeCacheEntry *tce;
+	TupleDesc	desc;
 	SimpleRow  *row = NULL;
 	MemoryContext old;
 
+	/*
+	 * The common case, the type seen before and its descriptor unchanged,
+	 * without a lookup: an invalidation of the row type clears the entry's
+	 * descriptor, and a new one has a new identifier.
+	 */
+	for (int i = 0; i < nsimple_rows; i++)
+		if (simple_rows[i].rowtype == rowtype && simple_rows[i].tce->tupDesc != NULL &&
+			simple_rows[i].tce->tupDesc_identifier == simple_rows[i].identifier)
+			return simple_rows[i].simple ? &simple_rows[i] : NULL;
+
+	tce = lookup_type_cache(rowtype, TYPECACHE_TUPDESC);
+	desc = tce->tupDesc;
 	if (desc == NULL)
 		return NULL;
 	for (int i = 0; i < nsimple_rows; i++)
@@ -534,42 +571,50 @@ simple_row(Oid rowtype)
 		fmgr_info_cxt(outfn, &col->output, simple_rows_cxt);
 		row->ncolumns++;
 	}
+	if (row->simple)
+		qsort(row->columns, row->ncolumns, sizeof(SimpleColumn), column_key_order);
 	MemoryContextSwitchTo(old);
 	row->identifier = tce->tupDesc_identifier;
+	row->tce = tce;
 	row->rowtype = rowtype;
 	return row->simple ? row : NULL;
 }
 
+/* A string as a jsonb value, refused past jsonb's limit as jsonb_in() refuses it */
 static void
-push_simple_string(JsonbParseState **state, JsonbIteratorToken token, char *s, size_t len)
+simple_string(JsonbValue *v, char *s, size_t len)
 {
-	JsonbValue	v;
-
 	if (len > JENTRY_OFFLENMASK)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("string too long to represent as jsonb string"),
 				 errdetail("Due to an implementation restriction, jsonb strings cannot exceed %d bytes.",
 						   JENTRY_OFFLENMASK)));
-	v.type = jbvString;
-	v.val.string.val = s;
-	v.val.string.len = len;
-	(void) pushJsonbValue(state, token, &v);
+	v->type = jbvString;
+	v->val.string.val = s;
+	v->val.string.len = len;
 }
 
-/* A row of a simple row type, as an object (token WJB_VALUE). */
+/* A row of a simple row type, as an object: its pairs already in key order. */
 static void
-push_simple_row(JsonbParseState **state, SimpleRow *row, Datum value)
+simple_row_value(SimpleRow *row, Datum value, JsonbValue *object)
 {
 	HeapTupleHeader td = DatumGetHeapTupleHeader(value);
 	HeapTupleData tuple;
-	TupleDesc	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(td),
-											  HeapTupleHeaderGetTypMod(td));
+	TupleDesc	desc = row->tce->tupDesc;
 	Datum	   *values;
 	bool	   *nulls;
+	JsonbPair  *pairs;
 
-	/* the writer's lock on the table keeps its row type as simple_row() saw it */
-	if (desc->natts != row->natts)
+	/*
+	 * The type cache's descriptor, as simple_row() found it, not pinned:
+	 * nothing below reads the catalogs (the output functions of the simple
+	 * types are built-in and read none), so no invalidation can replace it
+	 * meanwhile; and the writer's lock on the table keeps the row type as
+	 * it is.
+	 */
+	if (desc == NULL || row->tce->tupDesc_identifier != row->identifier ||
+		desc->natts != row->natts || HeapTupleHeaderGetTypeId(td) != row->rowtype)
 		elog(ERROR, "row type %u changed while its row was rendered", row->rowtype);
 	values = palloc(sizeof(Datum) * desc->natts);
 	nulls = palloc(sizeof(bool) * desc->natts);
@@ -581,83 +626,94 @@ push_simple_row(JsonbParseState **state, SimpleRow *row, Datum value)
 	/* a row stored before a column was added: that column's default */
 	for (int i = HeapTupleHeaderGetNatts(td); i < row->natts; i++)
 		values[i] = heap_getattr(&tuple, i + 1, desc, &nulls[i]);
-	ReleaseTupleDesc(desc);
 
-	(void) pushJsonbValue(state, WJB_BEGIN_OBJECT, NULL);
+	pairs = palloc(sizeof(JsonbPair) * Max(row->ncolumns, 1));
 	for (int i = 0; i < row->ncolumns; i++)
 	{
 		SimpleColumn *col = &row->columns[i];
 		Datum		d = values[col->attno];
-		JsonbValue	v;
+		JsonbValue *v = &pairs[i].value;
 		char	   *out;
 
-		push_simple_string(state, WJB_KEY, col->name, col->namelen);
+		pairs[i].key.type = jbvString;
+		pairs[i].key.val.string.val = col->name;
+		pairs[i].key.val.string.len = col->namelen;
+		pairs[i].order = i;
 		if (nulls[col->attno])
 		{
-			v.type = jbvNull;
-			(void) pushJsonbValue(state, WJB_VALUE, &v);
+			v->type = jbvNull;
 			continue;
 		}
 		switch (col->kind)
 		{
 			case SIMPLE_BOOL:
-				v.type = jbvBool;
-				v.val.boolean = DatumGetBool(d);
-				(void) pushJsonbValue(state, WJB_VALUE, &v);
+				v->type = jbvBool;
+				v->val.boolean = DatumGetBool(d);
 				break;
 			case SIMPLE_INTEGER:
 				/* the value numeric_in() makes of the integer's output */
-				v.type = jbvNumeric;
-				v.val.numeric = int64_to_numeric(col->type == INT2OID ? DatumGetInt16(d) :
-												 col->type == INT4OID ? DatumGetInt32(d) :
-												 DatumGetInt64(d));
-				(void) pushJsonbValue(state, WJB_VALUE, &v);
+				v->type = jbvNumeric;
+				v->val.numeric = int64_to_numeric(col->type == INT2OID ? DatumGetInt16(d) :
+												  col->type == INT4OID ? DatumGetInt32(d) :
+												  DatumGetInt64(d));
 				break;
 			case SIMPLE_NUMERIC:
 				/* the number itself: its output read back is the same number */
-				v.val.numeric = DatumGetNumeric(d);
-				if (!numeric_is_nan(v.val.numeric) && !numeric_is_inf(v.val.numeric))
+				v->val.numeric = DatumGetNumeric(d);
+				if (!numeric_is_nan(v->val.numeric) && !numeric_is_inf(v->val.numeric))
 				{
-					v.type = jbvNumeric;
-					(void) pushJsonbValue(state, WJB_VALUE, &v);
+					v->type = jbvNumeric;
 					break;
 				}
 				out = OutputFunctionCall(&col->output, d);
-				push_simple_string(state, WJB_VALUE, out, strlen(out));
+				simple_string(v, out, strlen(out));
 				break;
 			case SIMPLE_NUMBER:
 				out = OutputFunctionCall(&col->output, d);
 				/* NaN and the infinities are strings, as to_jsonb() makes them */
 				if (strchr(out, 'N') == NULL && strchr(out, 'n') == NULL)
 				{
-					v.type = jbvNumeric;
-					v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
-																		CStringGetDatum(out),
-																		ObjectIdGetDatum(InvalidOid),
-																		Int32GetDatum(-1)));
-					(void) pushJsonbValue(state, WJB_VALUE, &v);
+					v->type = jbvNumeric;
+					v->val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+																		 CStringGetDatum(out),
+																		 ObjectIdGetDatum(InvalidOid),
+																		 Int32GetDatum(-1)));
 				}
 				else
-					push_simple_string(state, WJB_VALUE, out, strlen(out));
+					simple_string(v, out, strlen(out));
 				break;
 			case SIMPLE_TEXT:
 				out = OutputFunctionCall(&col->output, d);
-				push_simple_string(state, WJB_VALUE, out, strlen(out));
+				simple_string(v, out, strlen(out));
 				break;
 			case SIMPLE_DATETIME:
 				out = JsonEncodeDateTime(NULL, d, col->type, NULL);
-				push_simple_string(state, WJB_VALUE, out, strlen(out));
+				simple_string(v, out, strlen(out));
 				break;
 		}
 	}
-	(void) pushJsonbValue(state, WJB_END_OBJECT, NULL);
 	pfree(values);
 	pfree(nulls);
+	object->type = jbvObject;
+	object->val.object.nPairs = row->ncolumns;
+	object->val.object.pairs = pairs;
+}
+
+/* A pair of the payload's object, its key a constant */
+static void
+payload_pair(JsonbPair *pair, const char *key, int order)
+{
+	pair->key.type = jbvString;
+	pair->key.val.string.val = (char *) key;
+	pair->key.val.string.len = strlen(key);
+	pair->order = order;
 }
 
 /*
- * The payload: {"table": ..., "operation": ..., "new": ..., "old": ...}, the rows
- * rendered by the simple renderer when row is given, else by push_row().
+ * The payload: {"table": ..., "operation": ..., "new": ..., "old": ...}.
+ * Rows of a simple row type (row given) make a document built here as a
+ * whole, in jsonb's order of keys: "new" and "old", then "table", then
+ * "operation" (see key_order()).  Other rows are rendered by push_row().
  */
 static Datum
 build_payload(SimpleRow *row, const char *table, const char *operation,
@@ -666,6 +722,33 @@ build_payload(SimpleRow *row, const char *table, const char *operation,
 	JsonbParseState *state = NULL;
 	const char *keys[2] = {"new", "old"};
 	Datum		rows[2] = {new_row, old_row};
+
+	if (row != NULL)
+	{
+		JsonbPair	pairs[4];
+		JsonbValue	payload;
+		int			n = 0;
+
+		for (int i = 0; i < 2; i++)
+		{
+			if (rows[i] == (Datum) 0)
+				continue;
+			payload_pair(&pairs[n], keys[i], n);
+			simple_row_value(row, rows[i], &pairs[n].value);
+			n++;
+		}
+		payload_pair(&pairs[n], "table", n);
+		simple_string(&pairs[n].value, (char *) table, strlen(table));
+		n++;
+		payload_pair(&pairs[n], "operation", n);
+		simple_string(&pairs[n].value, (char *) operation, strlen(operation));
+		n++;
+		Assert(key_order("old", 3, "table", 5) < 0 && key_order("table", 5, "operation", 9) < 0);
+		payload.type = jbvObject;
+		payload.val.object.nPairs = n;
+		payload.val.object.pairs = pairs;
+		return JsonbPGetDatum(JsonbValueToJsonb(&payload));
+	}
 
 	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	push_string(&state, WJB_KEY, "table");
@@ -677,10 +760,7 @@ build_payload(SimpleRow *row, const char *table, const char *operation,
 		if (rows[i] == (Datum) 0)
 			continue;
 		push_string(&state, WJB_KEY, keys[i]);
-		if (row != NULL)
-			push_simple_row(&state, row, rows[i]);
-		else
-			push_row(&state, WJB_VALUE, rows[i]);
+		push_row(&state, WJB_VALUE, rows[i]);
 	}
 	return JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
 }
