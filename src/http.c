@@ -62,6 +62,15 @@ static int	maxsockets = 0;
 static bool sockets_changed = true;
 static TimestampTz curl_deadline = 0;	/* when libcurl's timer fires, 0 none */
 
+/*
+ * Easy handles of finished requests, reset, for the next ones: a new handle
+ * is a large allocation and its set-up, for every request otherwise.  At
+ * most max_in_flight are kept (as many as can be in use at once).
+ */
+static CURL **spare_handles = NULL;
+static int	nspare = 0;
+static int	maxspare = 0;
+
 static WaitEventSet *wait_set = NULL;
 static WaitEvent *wait_events = NULL;
 static int	wait_set_size = 0;
@@ -279,7 +288,7 @@ herald_http_start(HeraldOutgoing *out, long timeout_ms, void *arg)
 	initStringInfo(&req->response);
 	MemoryContextSwitchTo(old);
 
-	easy = curl_easy_init();
+	easy = nspare > 0 ? spare_handles[--nspare] : curl_easy_init();
 	if (easy == NULL)
 	{
 		pfree(req->response.data);
@@ -575,11 +584,34 @@ herald_http_error(HeraldRequest *req)
 	return pstrdup(curl_easy_strerror(req->result));
 }
 
+/* Keep an easy handle for another request, or free it. */
+static void
+release_handle(CURL *easy)
+{
+	if (maxspare < herald_max_in_flight && nspare == maxspare)
+	{
+		int			size = Min(Max(16, maxspare * 2), herald_max_in_flight);
+
+		spare_handles = spare_handles ?
+			repalloc(spare_handles, sizeof(CURL *) * size) :
+			MemoryContextAlloc(http_context, sizeof(CURL *) * size);
+		maxspare = size;
+	}
+	if (nspare < maxspare && nspare < herald_max_in_flight)
+	{
+		/* every option back to its default: nothing of this request stays */
+		curl_easy_reset(easy);
+		spare_handles[nspare++] = easy;
+	}
+	else
+		curl_easy_cleanup(easy);
+}
+
 void
 herald_http_free(HeraldRequest *req)
 {
 	if (req->easy)
-		curl_easy_cleanup(req->easy);
+		release_handle(req->easy);
 	if (req->headers)
 		curl_slist_free_all(req->headers);
 	if (req->rcpts)
