@@ -826,6 +826,18 @@ start_delivery(InFlight *f)
 /* How often worker 0 looks for deliveries past their retention. */
 #define PURGE_INTERVAL_MS 60000
 
+/*
+ * Longest time finished requests and wake-ups wait to be handled together
+ * while other requests are still in flight.  Each record and claim is a
+ * transaction with a fixed cost (start, snapshot, plans, commit, a kick of
+ * the WAL writer): handled one by one, as they come, the outcomes of a busy
+ * channel make batches of a few deliveries, and those fixed costs are most
+ * of the worker's time.  The worker waits instead until half of what it
+ * has in flight is done (or all of it), at most this long, so that a slow
+ * request delays nothing else by more than this.
+ */
+#define COALESCE_MS 2
+
 static long
 ms_until(TimestampTz t)
 {
@@ -930,6 +942,7 @@ herald_delivery_main(Datum arg)
 	TimestampTz next_due_at = 0;
 	TimestampTz next_purge_at = 0;
 	bool		purge_now = false;
+	TimestampTz work_since = 0;	/* since when outcomes or a claim wait */
 	HASHCTL		ctl;
 	MemoryContext loop_context;
 
@@ -975,6 +988,8 @@ herald_delivery_main(Datum arg)
 		long		timeout;
 		long		rate_wait;
 		bool		may_purge;
+		bool		may_claim;
+		bool		act;
 
 		MemoryContextSwitchTo(loop_context);
 		MemoryContextReset(loop_context);
@@ -991,18 +1006,32 @@ herald_delivery_main(Datum arg)
 
 		while ((req = herald_http_next_completed()) != NULL)
 			add_outcome((InFlight *) req->arg, req, NULL);
-		if (noutcomes > 0)
-		{
-			record_outcomes();
-			/* finished requests free allowances */
-			want_claim = true;
-		}
-
 		if (GetCurrentTimestamp() >= next_due_at)
 			want_claim = true;
-		if (want_claim && herald_http_in_flight() < herald_max_in_flight &&
-			ms_until(claim_paused_until) == 0)
-			claim_and_start(&claim, &want_claim, &next_due_at);
+
+		/* outcomes to record and claims to make, handled together (COALESCE_MS) */
+		may_claim = want_claim && herald_http_in_flight() < herald_max_in_flight &&
+			ms_until(claim_paused_until) == 0;
+		if (noutcomes == 0 && !may_claim)
+			work_since = 0;
+		else if (work_since == 0)
+			work_since = GetCurrentTimestamp();
+		act = work_since != 0 &&
+			(herald_http_in_flight() <= noutcomes ||
+			 ms_until(TimestampTzPlusMilliseconds(work_since, COALESCE_MS)) == 0);
+		if (act)
+		{
+			work_since = 0;
+			if (noutcomes > 0)
+			{
+				record_outcomes();
+				/* finished requests free allowances */
+				want_claim = true;
+			}
+			if (want_claim && herald_http_in_flight() < herald_max_in_flight &&
+				ms_until(claim_paused_until) == 0)
+				claim_and_start(&claim, &want_claim, &next_due_at);
+		}
 
 		/* worker 0 purges what is past its retention, in bounded batches */
 		may_purge = (worker_slot == 0 && claim.ready);
@@ -1022,10 +1051,18 @@ herald_delivery_main(Datum arg)
 			(void) herald_in_transaction("pg_herald: keeping the delivery cursor",
 										 keep_cursor_step, &claim);
 
-		if (noutcomes > 0 || (may_purge && purge_now) ||
-			(want_claim && herald_http_in_flight() < herald_max_in_flight &&
-			 ms_until(claim_paused_until) == 0))
+		may_claim = want_claim && herald_http_in_flight() < herald_max_in_flight &&
+			ms_until(claim_paused_until) == 0;
+		if (may_purge && purge_now)
 			timeout = 0;
+		else if (noutcomes > 0 || may_claim)
+		{
+			/* at once when nothing else is to come; else wait a little */
+			if (work_since == 0)
+				work_since = GetCurrentTimestamp();
+			timeout = herald_http_in_flight() <= noutcomes ? 0 :
+				ms_until(TimestampTzPlusMilliseconds(work_since, COALESCE_MS));
+		}
 		else
 		{
 			timeout = ms_until(next_due_at);
