@@ -6,11 +6,13 @@
  * Each worker (herald.delivery_workers of them, one slot each) runs in
  * herald.database and loops:
  *
- *	1. record the attempts that completed, in one transaction;
- *	2. when woken (its latch is set by committing writers) or when a retry
- *	   falls due, claim a batch of due deliveries in a short transaction
- *	   (queue.c) and start their requests (webhook.c renders, http.c sends);
- *	3. wait on the latch, the sockets in flight and the next timer.
+ *	1. record the attempts that completed and, when woken (its latch is set
+ *	   by committing writers), when requests finished or when a retry falls
+ *	   due, claim a batch of due deliveries, in one short transaction
+ *	   (queue.c), and start their requests (webhook.c renders, http.c sends);
+ *	2. wait on the latch, the sockets in flight and the next timer; while
+ *	   requests are in flight, outcomes and wake-ups wait to be handled
+ *	   together (COALESCE_MS).
  *
  * No transaction is open while requests are in flight, and requests keep
  * flowing while others wait on a slow endpoint.  An error in one step is
@@ -539,6 +541,8 @@ record_step(void *arg)
 		herald_cursor_reset();
 }
 
+static void release_outcomes(void);
+
 /* Record every pending outcome, then release what they held. */
 static void
 record_outcomes(void)
@@ -556,7 +560,13 @@ record_outcomes(void)
 	}
 	else
 		herald_cursor_publish();
+	release_outcomes();
+}
 
+/* After the outcomes were recorded (or given up): free what they held. */
+static void
+release_outcomes(void)
+{
 	for (int i = 0; i < noutcomes; i++)
 	{
 		InFlight   *f = outcome_owner[i];
@@ -747,6 +757,18 @@ note_more_due(ClaimStep *c)
 	pfree(states);
 }
 
+/*
+ * The outcomes recorded and the next claim made in one transaction: each
+ * transaction has a fixed cost (start, snapshot, the installation's lock,
+ * commit), paid once for both.
+ */
+static void
+record_and_claim_step(void *arg)
+{
+	record_step(NULL);
+	claim_step(arg);
+}
+
 static void
 keep_cursor_step(void *arg)
 {
@@ -826,6 +848,18 @@ start_delivery(InFlight *f)
 /* How often worker 0 looks for deliveries past their retention. */
 #define PURGE_INTERVAL_MS 60000
 
+/*
+ * Longest time finished requests and wake-ups wait to be handled together
+ * while other requests are still in flight.  Each record and claim is a
+ * transaction with a fixed cost (start, snapshot, plans, commit, a kick of
+ * the WAL writer): handled one by one, as they come, the outcomes of a busy
+ * channel make batches of a few deliveries, and those fixed costs are most
+ * of the worker's time.  The worker waits instead until half of what it
+ * has in flight is done (or all of it), at most this long, so that a slow
+ * request delays nothing else by more than this.
+ */
+#define COALESCE_MS 2
+
 static long
 ms_until(TimestampTz t)
 {
@@ -836,9 +870,14 @@ ms_until(TimestampTz t)
 	return (long) ((t - now + 999) / 1000);
 }
 
-/* Claim due deliveries within the worker's and the channels' limits, and start them. */
+/*
+ * Claim due deliveries within the worker's and the channels' limits, and
+ * start them; with_outcomes: record the pending outcomes in the same
+ * transaction first.
+ */
 static void
-claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
+claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at,
+				bool with_outcomes)
 {
 	ClaimBatch *batch = MemoryContextAllocZero(TopMemoryContext, sizeof(ClaimBatch));
 	InFlight  **flights;
@@ -868,7 +907,11 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 	if (claim->full)
 		next_full_scan = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), FULL_SCAN_MS);
 
-	if (!herald_in_transaction("pg_herald: claiming deliveries", claim_step, claim))
+	with_outcomes = with_outcomes && noutcomes > 0;
+	if (!herald_in_transaction(with_outcomes ?
+							   "pg_herald: recording attempts and claiming deliveries" :
+							   "pg_herald: claiming deliveries",
+							   with_outcomes ? record_and_claim_step : claim_step, claim))
 	{
 		if (claim->charged)
 			charge(claim->claimed, claim->nclaimed, -1);
@@ -881,14 +924,30 @@ claim_and_start(ClaimStep *claim, bool *want_claim, TimestampTz *next_due_at)
 		claim->next_due_ms = ERROR_PAUSE_MS;
 		claim_paused_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														 ERROR_PAUSE_MS);
-	}
-	else if (!claim->ready)
-	{
-		claim->released = false;
-		claim->next_due_ms = IDLE_RECHECK_MS;
+		if (with_outcomes)
+		{
+			/*
+			 * The recording failed with the claim, or made it fail: the
+			 * cursor forgets what the recording let go of (read again from
+			 * the kept position, where what is recorded is skipped), and the
+			 * outcomes are recorded alone, as when there is nothing to claim.
+			 */
+			herald_cursor_reset();
+			record_outcomes();
+		}
 	}
 	else
-		herald_cursor_publish();
+	{
+		if (with_outcomes)
+			release_outcomes();
+		if (!claim->ready)
+		{
+			claim->released = false;
+			claim->next_due_ms = IDLE_RECHECK_MS;
+		}
+		else
+			herald_cursor_publish();
+	}
 
 	Assert(claim->nclaimed >= 0 && claim->nclaimed <= claim->limit);
 	batch->remaining = claim->nclaimed;
@@ -930,6 +989,7 @@ herald_delivery_main(Datum arg)
 	TimestampTz next_due_at = 0;
 	TimestampTz next_purge_at = 0;
 	bool		purge_now = false;
+	TimestampTz work_since = 0;	/* since when outcomes or a claim wait */
 	HASHCTL		ctl;
 	MemoryContext loop_context;
 
@@ -975,6 +1035,8 @@ herald_delivery_main(Datum arg)
 		long		timeout;
 		long		rate_wait;
 		bool		may_purge;
+		bool		may_claim;
+		bool		act;
 
 		MemoryContextSwitchTo(loop_context);
 		MemoryContextReset(loop_context);
@@ -991,18 +1053,31 @@ herald_delivery_main(Datum arg)
 
 		while ((req = herald_http_next_completed()) != NULL)
 			add_outcome((InFlight *) req->arg, req, NULL);
-		if (noutcomes > 0)
-		{
-			record_outcomes();
-			/* finished requests free allowances */
-			want_claim = true;
-		}
-
 		if (GetCurrentTimestamp() >= next_due_at)
 			want_claim = true;
-		if (want_claim && herald_http_in_flight() < herald_max_in_flight &&
-			ms_until(claim_paused_until) == 0)
-			claim_and_start(&claim, &want_claim, &next_due_at);
+
+		/* outcomes to record and claims to make, handled together (COALESCE_MS) */
+		may_claim = want_claim && herald_http_in_flight() < herald_max_in_flight &&
+			ms_until(claim_paused_until) == 0;
+		if (noutcomes == 0 && !may_claim)
+			work_since = 0;
+		else if (work_since == 0)
+			work_since = GetCurrentTimestamp();
+		act = work_since != 0 &&
+			(herald_http_in_flight() <= noutcomes ||
+			 ms_until(TimestampTzPlusMilliseconds(work_since, COALESCE_MS)) == 0);
+		if (act)
+		{
+			work_since = 0;
+			/* finished requests free allowances */
+			if (noutcomes > 0)
+				want_claim = true;
+			if (want_claim && herald_http_in_flight() < herald_max_in_flight &&
+				ms_until(claim_paused_until) == 0)
+				claim_and_start(&claim, &want_claim, &next_due_at, true);
+			else
+				record_outcomes();
+		}
 
 		/* worker 0 purges what is past its retention, in bounded batches */
 		may_purge = (worker_slot == 0 && claim.ready);
@@ -1022,10 +1097,18 @@ herald_delivery_main(Datum arg)
 			(void) herald_in_transaction("pg_herald: keeping the delivery cursor",
 										 keep_cursor_step, &claim);
 
-		if (noutcomes > 0 || (may_purge && purge_now) ||
-			(want_claim && herald_http_in_flight() < herald_max_in_flight &&
-			 ms_until(claim_paused_until) == 0))
+		may_claim = want_claim && herald_http_in_flight() < herald_max_in_flight &&
+			ms_until(claim_paused_until) == 0;
+		if (may_purge && purge_now)
 			timeout = 0;
+		else if (noutcomes > 0 || may_claim)
+		{
+			/* at once when nothing else is to come; else wait a little */
+			if (work_since == 0)
+				work_since = GetCurrentTimestamp();
+			timeout = herald_http_in_flight() <= noutcomes ? 0 :
+				ms_until(TimestampTzPlusMilliseconds(work_since, COALESCE_MS));
+		}
 		else
 		{
 			timeout = ms_until(next_due_at);

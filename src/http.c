@@ -21,6 +21,14 @@
  * the server's certificate and host name, against the system's CA
  * certificates and those of herald.ca_file (network.c).
  *
+ * On Linux, libcurl's sockets are kept in an epoll set of this module,
+ * changed as libcurl says (one epoll_ctl per change), and the worker's wait
+ * set holds that one descriptor: with keep-alive, libcurl stops and starts
+ * watching a connection's socket at every request, and a wait set rebuilt
+ * for each change (a new epoll descriptor, every socket added again, the old
+ * one closed) cost more than the requests' own system calls.  Elsewhere the
+ * wait set holds every socket and is rebuilt when they change.
+ *
  * NATS publishes (nats.c) are requests too: herald_http_start() hands them
  * to nats.c, the wait set holds nats.c's eventfd, and they complete on the
  * same list (herald_http_finish()), so that the worker counts and records
@@ -33,6 +41,11 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#ifdef __linux__
+#include <sys/epoll.h>
+#define CURL_EPOLL 1
+#endif
 
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -62,7 +75,19 @@ static WatchedSocket *sockets = NULL;
 static int	nsockets = 0;
 static int	maxsockets = 0;
 static bool sockets_changed = true;
+#ifdef CURL_EPOLL
+static int	curl_epoll = -1;	/* libcurl's sockets, see the header */
+#endif
 static TimestampTz curl_deadline = 0;	/* when libcurl's timer fires, 0 none */
+
+/*
+ * Easy handles of finished requests, reset, for the next ones: a new handle
+ * is a large allocation and its set-up, for every request otherwise.  At
+ * most max_in_flight are kept (as many as can be in use at once).
+ */
+static CURL **spare_handles = NULL;
+static int	nspare = 0;
+static int	maxspare = 0;
 
 static WaitEventSet *wait_set = NULL;
 static WaitEvent *wait_events = NULL;
@@ -79,6 +104,32 @@ socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp, void *socke
 			break;
 
 	Assert(nsockets >= 0 && nsockets <= maxsockets);
+#ifdef CURL_EPOLL
+	{
+		struct epoll_event ev;
+
+		memset(&ev, 0, sizeof(ev));
+		ev.data.fd = fd;
+		if (what & CURL_POLL_IN)
+			ev.events |= EPOLLIN;
+		if (what & CURL_POLL_OUT)
+			ev.events |= EPOLLOUT;
+		if (what == CURL_POLL_REMOVE)
+		{
+			/* a socket closed already left the set by itself */
+			(void) epoll_ctl(curl_epoll, EPOLL_CTL_DEL, fd, &ev);
+		}
+		else if (epoll_ctl(curl_epoll, i < nsockets ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) != 0)
+		{
+			/* a new socket under the number of one closed, or the reverse */
+			if (epoll_ctl(curl_epoll, i < nsockets ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev) != 0)
+			{
+				elog(LOG, "pg_herald could not watch a socket: %m");
+				return -1;
+			}
+		}
+	}
+#endif
 	if (what == CURL_POLL_REMOVE)
 	{
 		if (i < nsockets)
@@ -99,7 +150,9 @@ socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp, void *socke
 		sockets[nsockets].what = what;
 		nsockets++;
 	}
+#ifndef CURL_EPOLL
 	sockets_changed = true;
+#endif
 	return 0;
 }
 
@@ -162,6 +215,13 @@ herald_http_init(void)
 	http_context = AllocSetContextCreate(TopMemoryContext,
 										 "pg_herald http",
 										 ALLOCSET_DEFAULT_SIZES);
+#ifdef CURL_EPOLL
+	curl_epoll = epoll_create1(EPOLL_CLOEXEC);
+	if (curl_epoll < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not create an epoll descriptor: %m")));
+#endif
 	multi = curl_multi_init();
 	if (multi == NULL)
 		ereport(ERROR,
@@ -281,7 +341,7 @@ herald_http_start(HeraldOutgoing *out, long timeout_ms, void *arg)
 	initStringInfo(&req->response);
 	MemoryContextSwitchTo(old);
 
-	easy = curl_easy_init();
+	easy = nspare > 0 ? spare_handles[--nspare] : curl_easy_init();
 	if (easy == NULL)
 	{
 		pfree(req->response.data);
@@ -449,7 +509,11 @@ herald_http_wait_set_changed(void)
 static void
 rebuild_wait_set(void)
 {
+#ifdef CURL_EPOLL
+	int			needed = 4;
+#else
 	int			needed = nsockets + 3;
+#endif
 
 	if (wait_set)
 		FreeWaitEventSet(wait_set);
@@ -467,6 +531,9 @@ rebuild_wait_set(void)
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	if (herald_nats_wait_fd() >= 0)
 		AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, herald_nats_wait_fd(), NULL, NULL);
+#ifdef CURL_EPOLL
+	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, curl_epoll, NULL, NULL);
+#else
 	for (int i = 0; i < nsockets; i++)
 	{
 		uint32		events = 0;
@@ -477,8 +544,36 @@ rebuild_wait_set(void)
 			events |= WL_SOCKET_WRITEABLE;
 		AddWaitEventToSet(wait_set, events, sockets[i].fd, NULL, NULL);
 	}
+#endif
 	sockets_changed = false;
 }
+
+#ifdef CURL_EPOLL
+/* Let libcurl act on each of its sockets that is ready now. */
+static void
+curl_sockets_ready(void)
+{
+	struct epoll_event events[64];
+	int			n;
+	int			running;
+
+	n = epoll_wait(curl_epoll, events, lengthof(events), 0);
+	if (n < 0 && errno != EINTR)
+		elog(LOG, "pg_herald could not read which sockets are ready: %m");
+	for (int i = 0; i < n; i++)
+	{
+		int			mask = 0;
+
+		if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+			mask |= CURL_CSELECT_IN;
+		if (events[i].events & (EPOLLOUT | EPOLLERR))
+			mask |= CURL_CSELECT_OUT;
+		if (events[i].events & EPOLLERR)
+			mask |= CURL_CSELECT_ERR;
+		curl_multi_socket_action(multi, events[i].data.fd, mask, &running);
+	}
+}
+#endif
 
 /*
  * Wait up to timeout_ms (-1: no limit) for the latch, a socket or libcurl's
@@ -525,6 +620,10 @@ herald_http_wait(long timeout_ms, uint32 wait_event_info)
 		}
 		else if (ev->fd == herald_nats_wait_fd())
 			continue;			/* herald_nats_poll() below reads it */
+#ifdef CURL_EPOLL
+		else if (ev->fd == curl_epoll)
+			curl_sockets_ready();
+#endif
 		else if (ev->events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
 		{
 			int			mask = 0;
@@ -597,11 +696,34 @@ herald_http_error(HeraldRequest *req)
 	return pstrdup(curl_easy_strerror(req->result));
 }
 
+/* Keep an easy handle for another request, or free it. */
+static void
+release_handle(CURL *easy)
+{
+	if (maxspare < herald_max_in_flight && nspare == maxspare)
+	{
+		int			size = Min(Max(16, maxspare * 2), herald_max_in_flight);
+
+		spare_handles = spare_handles ?
+			repalloc(spare_handles, sizeof(CURL *) * size) :
+			MemoryContextAlloc(http_context, sizeof(CURL *) * size);
+		maxspare = size;
+	}
+	if (nspare < maxspare && nspare < herald_max_in_flight)
+	{
+		/* every option back to its default: nothing of this request stays */
+		curl_easy_reset(easy);
+		spare_handles[nspare++] = easy;
+	}
+	else
+		curl_easy_cleanup(easy);
+}
+
 void
 herald_http_free(HeraldRequest *req)
 {
 	if (req->easy)
-		curl_easy_cleanup(req->easy);
+		release_handle(req->easy);
 	if (req->headers)
 		curl_slist_free_all(req->headers);
 	if (req->rcpts)

@@ -25,6 +25,8 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/indexing.h"
+#include "catalog/pg_attribute.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
@@ -44,6 +46,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/fmgroids.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "compat.h"
@@ -386,7 +389,8 @@ enum
 	CLAIM_MESSAGES,
 	CLAIM_RULE_MESSAGES,
 	CLAIM_TIMEZONE,
-	CLAIM_SPILL
+	CLAIM_SPILL,
+	CLAIM_FACT_TABLE
 };
 
 /*
@@ -407,7 +411,7 @@ enum
 	 * for a row event or the Slack update of a message about one \
 	 */ \
 	"        CASE WHEN e.type LIKE 'row.%' OR dl.response_url IS NOT NULL" \
-	"             THEN herald._fact_columns(r.facts, r.on_table) END," \
+	"             THEN r.facts END," \
 	"        CASE WHEN e.type NOT LIKE 'decision.%' THEN r.message END," \
 	"        c.id, c.name, c.kind, c.target, c.secret," \
 	"        ARRAY(SELECT h.key || ': ' || h.value" \
@@ -431,7 +435,10 @@ enum
 	"        CASE WHEN e.type NOT LIKE 'decision.%' THEN r.messages END," \
 	"        CASE WHEN dl.response_url IS NOT NULL THEN r.messages END," \
 	"        c.timezone," \
-	"        cl.spill" \
+	"        cl.spill," \
+	/* no facts named: the table's first columns (fact_columns()) */ \
+	"        CASE WHEN (e.type LIKE 'row.%' OR dl.response_url IS NOT NULL)" \
+	"              AND r.facts IS NULL THEN r.on_table::oid END" \
 	"   FROM claimed cl" \
 	"   JOIN herald.event_log e ON e.id = cl.event_id" \
 	"   JOIN herald.channel_defs c ON c.id = cl.channel_id" \
@@ -441,6 +448,76 @@ enum
 	"        AND dl.channel_id = c.id" \
 	"   LEFT JOIN (SELECT lk.id, lk.secret FROM herald.link_keys lk" \
 	"               WHERE lk.retired_at IS NULL ORDER BY lk.id DESC LIMIT 1) k ON true"
+
+/* The first columns of a table, shown as a row event's facts by default. */
+#define DEFAULT_FACTS 6
+
+/*
+ * The columns a row rule without facts shows: the table's first
+ * DEFAULT_FACTS columns in order, dropped ones left out, as
+ * herald._fact_columns() says (NULL when there are none), read from the
+ * syscache and copied into the current memory context.  The tables seen in
+ * one batch are remembered in *seen (a list of FactTable), so that every
+ * delivery of one table shares one array.
+ */
+typedef struct FactTable
+{
+	Oid			relid;
+	char	  **columns;
+	int			ncolumns;
+} FactTable;
+
+static char **
+fact_columns(Oid relid, int *n, List **seen)
+{
+	ListCell   *lc;
+	FactTable  *t;
+	int			natts;
+
+	foreach(lc, *seen)
+	{
+		t = lfirst(lc);
+		if (t->relid == relid)
+		{
+			*n = t->ncolumns;
+			return t->columns;
+		}
+	}
+	t = palloc0(sizeof(FactTable));
+	t->relid = relid;
+	t->columns = palloc(sizeof(char *) * DEFAULT_FACTS);
+	natts = 0;
+	{
+		HeapTuple	rel = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+
+		/* a table dropped since: no columns */
+		if (HeapTupleIsValid(rel))
+		{
+			natts = ((Form_pg_class) GETSTRUCT(rel))->relnatts;
+			ReleaseSysCache(rel);
+		}
+	}
+	for (AttrNumber a = 1; a <= natts && t->ncolumns < DEFAULT_FACTS; a++)
+	{
+		HeapTuple	tup = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relid), Int16GetDatum(a));
+		Form_pg_attribute att;
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		att = (Form_pg_attribute) GETSTRUCT(tup);
+		if (!att->attisdropped)
+			t->columns[t->ncolumns++] = pstrdup(NameStr(att->attname));
+		ReleaseSysCache(tup);
+	}
+	if (t->ncolumns == 0)
+	{
+		pfree(t->columns);
+		t->columns = NULL;
+	}
+	*seen = lappend(*seen, t);
+	*n = t->ncolumns;
+	return t->columns;
+}
 
 /*
  * Copy the deliveries of the last SPI result (DELIVERY_SELECT) into cxt;
@@ -454,6 +531,7 @@ copy_deliveries(MemoryContext cxt, HeraldDelivery **out, List **spilled)
 	int			n = 0;
 	HeraldDelivery *deliveries;
 	MemoryContext old;
+	List	   *fact_tables = NIL;
 
 	old = MemoryContextSwitchTo(cxt);
 	deliveries = palloc0(sizeof(HeraldDelivery) * Max(total, 1));
@@ -483,6 +561,14 @@ copy_deliveries(MemoryContext cxt, HeraldDelivery **out, List **spilled)
 		d->payload = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, CLAIM_PAYLOAD, &isnull));
 		d->fact_columns = copy_text_array(tup, desc, CLAIM_FACT_COLUMNS,
 										  &d->nfact_columns);
+		if (d->fact_columns == NULL)
+		{
+			Datum		relid = SPI_getbinval(tup, desc, CLAIM_FACT_TABLE, &isnull);
+
+			if (!isnull)
+				d->fact_columns = fact_columns(DatumGetObjectId(relid),
+											   &d->nfact_columns, &fact_tables);
+		}
 		d->message = copy_text(tup, desc, CLAIM_MESSAGE);
 		d->channel_id = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_CHANNEL_ID, &isnull));
 		d->channel = copy_text(tup, desc, CLAIM_CHANNEL);

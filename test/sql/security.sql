@@ -207,7 +207,7 @@ ALTER SYSTEM SET herald.ca_file = 'ca.pem';
 \set VERBOSITY terse
 SELECT test.error_of($$SET herald.ca_file = '/tmp/ca.pem'$$);
 SET ROLE herald_test_admin;
-SELECT test.error_of($$SHOW herald.ca_file$$);
+SELECT left(test.error_of($$SHOW herald.ca_file$$), 5) AS sqlstate;  -- the message differs between versions
 SELECT count(*) FROM pg_settings WHERE name = 'herald.ca_file';
 RESET ROLE;
 

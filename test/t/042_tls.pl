@@ -260,7 +260,7 @@ like(outcome('bus_other'),
 	qr/^dead 1 could not connect to NATS: SSL Error \(SSL handshake error: 64:IP address mismatch:depth=0:cert=\/CN=other\.example/,
 	'NATS: a certificate for another name is refused');
 like(outcome('hook_other'),
-	qr/^dead 1 SSL peer certificate or SSH remote key was not OK: SSL: no alternative certificate subject name matches target host name '127\.0\.0\.1'$/,
+	qr/^dead 1 SSL peer certificate or SSH remote key was not OK: SSL: no alternative certificate subject name matches target (?:host name|ipv4 address) '127\.0\.0\.1'$/,
 	'HTTPS: a certificate for another name is refused');
 is(outcome('bus_plain_server'),
 	'dead 1 could not connect to NATS: the server does not offer TLS, and the target is tls://',
