@@ -22,6 +22,8 @@
 #include "kinds.h"
 
 int			herald_max_host_connections = 4;
+int			herald_max_in_flight = 64;	/* the reused easy handles kept */
+char	   *herald_ca_file = NULL;	/* the system's CA certificates only */
 
 /* the harness's listening socket on 127.0.0.1, and its address */
 static int	listener = -1;
