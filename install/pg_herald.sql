@@ -629,7 +629,11 @@ BEGIN
     SELECT count(*) INTO v_pending FROM herald._deliveries d
      WHERE d.channel_id = v_id AND d.status = 'pending';
     -- the channel's deliveries, and the events no other channel needs (the
-    -- channels of an event can only have been dropped: ids are not reused)
+    -- channels of an event can only have been dropped: ids are not reused).
+    -- The queue is locked first, whole: a delivery worker's transaction
+    -- updates several of the channel's rows, in its own order, and deleting
+    -- them row by row beside it could deadlock; this waits for it instead.
+    LOCK TABLE herald.delivery_queue IN SHARE ROW EXCLUSIVE MODE;
     DELETE FROM herald.attempt_log a WHERE a.channel_id = v_id;
     DELETE FROM herald.delivery_queue d WHERE d.channel_id = v_id;
     DELETE FROM herald.event_log e

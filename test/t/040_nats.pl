@@ -29,9 +29,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
 
-my ($nats_server) = grep { -x $_ } map { "$_/nats-server" } split /:/, $ENV{PATH};
-plan skip_all => 'nats-server is not installed (scripts/deps.sh installs it)'
-  unless $nats_server;
+my $nats_server = HeraldTest::program_or_skip('nats-server');
 
 my $started = time();
 my $timeout = $PostgreSQL::Test::Utils::timeout_default;

@@ -295,6 +295,17 @@ sub no_server_errors
 	return;
 }
 
+# The path of program $name on PATH; the whole test is skipped without it.
+sub program_or_skip
+{
+	my ($name) = @_;
+	my ($found) = grep { -x $_ } map { "$_/$name" } split /:/, $ENV{PATH};
+
+	Test::More::plan(skip_all => "$name is not installed (scripts/deps.sh installs it)")
+	  unless $found;
+	return $found;
+}
+
 # Build test/nats_tool.c (streams, consumers, operator-mode credentials)
 # with this machine's libnats and libcrypto into $dir; its path.
 sub build_nats_tool
