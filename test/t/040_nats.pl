@@ -88,19 +88,10 @@ sub start_server
 	return 0;
 }
 
-# wait until every running server says JetStream is ready (a quorum)
+# every running server says JetStream is ready (a quorum)
 sub cluster_ready
 {
-	my $deadline = time() + $timeout;
-	while (time() < $deadline)
-	{
-		return 1 unless grep {
-			!HTTP::Tiny->new(timeout => 1)
-			  ->get("http://127.0.0.1:$_->{monitor}/healthz")->{success}
-		} grep { $_->{process} } @servers;
-		sleep 0.1;
-	}
-	return 0;
+	return HeraldTest::nats_ready($timeout, grep { $_->{process} } @servers);
 }
 
 sub stop_server

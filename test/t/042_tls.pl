@@ -29,7 +29,6 @@ use warnings;
 use FindBin;
 use lib $FindBin::RealBin;
 use HeraldTest;
-use HTTP::Tiny;
 use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -117,16 +116,7 @@ END
 # every server answers its monitoring port, and JetStream is ready
 sub servers_ready
 {
-	my $deadline = time() + $timeout;
-	while (time() < $deadline)
-	{
-		return 1 unless grep {
-			!HTTP::Tiny->new(timeout => 1)
-			  ->get("http://127.0.0.1:$_->{monitor}/healthz")->{success}
-		} values %servers;
-		sleep 0.1;
-	}
-	return 0;
+	return HeraldTest::nats_ready($timeout, values %servers);
 }
 ok(servers_ready(), 'three NATS servers run');
 

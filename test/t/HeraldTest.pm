@@ -306,6 +306,25 @@ sub program_or_skip
 	return $found;
 }
 
+# Wait until every NATS server given ({monitor} => its monitoring port)
+# answers /healthz, which says JetStream is ready; false after $timeout s.
+sub nats_ready
+{
+	my ($timeout, @servers) = @_;
+	my $deadline = Time::HiRes::time() + $timeout;
+
+	require HTTP::Tiny;
+	while (Time::HiRes::time() < $deadline)
+	{
+		return 1 unless grep {
+			!HTTP::Tiny->new(timeout => 1)
+			  ->get("http://127.0.0.1:$_->{monitor}/healthz")->{success}
+		} @servers;
+		Time::HiRes::sleep(0.1);
+	}
+	return 0;
+}
+
 # Build test/nats_tool.c (streams, consumers, operator-mode credentials)
 # with this machine's libnats and libcrypto into $dir; its path.
 sub build_nats_tool
