@@ -89,6 +89,16 @@ static CURL **spare_handles = NULL;
 static int	nspare = 0;
 static int	maxspare = 0;
 
+/*
+ * Whether the libcurl loaded reuses an easy handle safely.  Before 8.1.1
+ * (Debian 12 has 7.88.1), a reset handle keeps a pointer to the previous
+ * transfer's last response header, which libcurl has freed: a receiver
+ * answering the next transfer with a folded header line right after the
+ * status line makes libcurl append to that freed memory.  There, every
+ * request has a new handle.
+ */
+static bool reuse_handles = false;
+
 static WaitEventSet *wait_set = NULL;
 static WaitEvent *wait_events = NULL;
 static int	wait_set_size = 0;
@@ -229,6 +239,7 @@ herald_http_init(void)
 				 errmsg("could not create a libcurl multi handle")));
 	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_callback);
 	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_callback);
+	reuse_handles = curl_version_info(CURLVERSION_NOW)->version_num >= 0x080101;
 	herald_http_configure();
 }
 
@@ -700,6 +711,11 @@ herald_http_error(HeraldRequest *req)
 static void
 release_handle(CURL *easy)
 {
+	if (!reuse_handles)
+	{
+		curl_easy_cleanup(easy);
+		return;
+	}
 	if (maxspare < herald_max_in_flight && nspare == maxspare)
 	{
 		int			size = Min(Max(16, maxspare * 2), herald_max_in_flight);
