@@ -766,6 +766,14 @@ static void
 record_and_claim_step(void *arg)
 {
 	record_step(NULL);
+
+	/*
+	 * The claim's read-only queries use the transaction's snapshot: they
+	 * must see the retries just recorded, or the next one due is missed and
+	 * waits for the idle recheck instead of its retry_delay.
+	 */
+	CommandCounterIncrement();
+	UpdateActiveSnapshotCommandId();
 	claim_step(arg);
 }
 

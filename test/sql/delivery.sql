@@ -61,6 +61,12 @@ SELECT a.attempt, a.http_status, a.error
  WHERE d.channel = 'flaky' ORDER BY a.attempt;
 SELECT count(*) AS requests, count(DISTINCT r -> 'headers' ->> 'webhook-id') AS webhook_ids
   FROM test.received('/delivery/flaky') AS r;
+-- each retry follows its retry_delay's backoff (from 100 ms), not the worker's
+-- 10-second recheck of an idle queue
+SELECT max(gap) < interval '5 seconds' AS retried_after_backoff
+  FROM (SELECT a.started_at - lag(a.started_at) OVER (ORDER BY a.attempt) AS gap
+          FROM herald.attempts a JOIN herald.deliveries d ON d.id = a.delivery_id
+         WHERE d.channel = 'flaky') g;
 SELECT herald.drop_rule('flaky');
 
 -- always 500: dead after max_attempts, still queryable
