@@ -16,7 +16,8 @@
 # (default 32, the default of every channel).  --profile also records the worker with
 # `perf record -g` (cpu-clock) during the last round and prints the top of
 # `perf report` (the machine has no hardware counters: no instruction
-# counts).
+# counts); BENCH_PERF_DATA=FILE keeps that profile in FILE for `perf report`
+# or `perf script` afterwards.
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh
@@ -72,7 +73,7 @@ SQL
 	t0=$(date +%s.%N)
 	perf_pid=
 	if [ "$profile" = 1 ] && [ "$r" = "$rounds" ]; then
-		perf record ${BENCH_PERF_ARGS:--g} -o "$BENCH_TMP/perf.data" -p "$pid" >/dev/null 2>&1 &
+		perf record ${BENCH_PERF_ARGS:--g} -o "${BENCH_PERF_DATA:-$BENCH_TMP/perf.data}" -p "$pid" >/dev/null 2>&1 &
 		perf_pid=$!
 	fi
 	read -r flushed _ < <(bench_drain 600)
@@ -101,6 +102,6 @@ median=$(printf '%s\n' "${us_list[@]}" | sort -n | awk '{ a[NR] = $1 } END { pri
 	bench_machine
 } | bench_report
 if [ "$profile" = 1 ]; then
-	perf report -i "$BENCH_TMP/perf.data" --no-children --percent-limit 0.7 --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60
-	perf report -i "$BENCH_TMP/perf.data" --children --percent-limit 3 --stdio -g none --sort symbol 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60
+	perf report -i "${BENCH_PERF_DATA:-$BENCH_TMP/perf.data}" --no-children --percent-limit 0.7 --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60
+	perf report -i "${BENCH_PERF_DATA:-$BENCH_TMP/perf.data}" --children --percent-limit 3 --stdio -g none --sort symbol 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60
 fi

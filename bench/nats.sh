@@ -50,10 +50,11 @@ free_port() {
 }
 tool=$BENCH_TMP/nats_tool
 cc -O2 -o "$tool" "$BENCH_REPO/test/nats_tool.c" $(pkg-config --cflags --libs libnats libcrypto)
-ports=() routes=()
+ports=() routes=() monitors=()
 for i in 1 2 3; do
 	ports+=("$(free_port)")
 	routes+=("$(free_port)")
+	monitors+=("$(free_port)")
 done
 urls=
 hosts=
@@ -67,12 +68,22 @@ for i in 0 1 2; do
 	cat >"$dir/nats.conf" <<EOF
 server_name: n$i
 listen: 127.0.0.1:${ports[$i]}
+http: 127.0.0.1:${monitors[$i]}
 jetstream { store_dir: "$dir/store" }
 cluster { name: bench, listen: 127.0.0.1:${routes[$i]}, routes: [ ${route_list%, } ] }
 EOF
 	bench_bg $((drain_timeout * 4 + 600)) nats-server -c "$dir/nats.conf" >"$dir/nats.log" 2>&1
 	urls+="${urls:+,}nats://127.0.0.1:${ports[$i]}"
 	hosts+="${hosts:+,}127.0.0.1:${ports[$i]}"
+done
+# JetStream is up when every server's /healthz says so (meta leader elected)
+for i in 0 1 2; do
+	for _ in $(seq 300); do
+		curl -sf "http://127.0.0.1:${monitors[$i]}/healthz" >/dev/null && break
+		sleep 0.1
+	done
+	curl -sf "http://127.0.0.1:${monitors[$i]}/healthz" >/dev/null ||
+		bench_die "NATS server $i is not healthy after 30 s (see $BENCH_TMP/nats$i/nats.log)"
 done
 "$tool" stream "$urls" BENCH 'bench.>' 3 >&2 || bench_die "could not create the stream"
 bench_say "NATS cluster on ports ${ports[*]}, stream BENCH with 3 replicas"

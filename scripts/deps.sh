@@ -47,7 +47,7 @@ command -v node >/dev/null || packages+=(nodejs)
 
 for arg in "$@"; do
 	case "$arg" in
-		--bench) packages+=(nginx-light wrk valgrind) ;;
+		--bench) packages+=(nginx-light wrk valgrind curl) ;;
 		--browser)
 			# only what the browser test needs on this machine
 			packages=()
