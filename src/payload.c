@@ -27,7 +27,10 @@
  * text output), with what jsonb_build_object() would look up for each
  * column of each row (its category, its output function) cached per row
  * type and checked against the type cache's identifier of the row's
- * descriptor: the document is the same, jsonb being canonical.
+ * descriptor: the document is the same, jsonb being canonical.  The
+ * document is written in jsonb's binary form at once (simple_jsonb()), and
+ * a date or time column's text is kept for the next row, which often has
+ * the same value.
  *
  *-------------------------------------------------------------------------
  */
@@ -42,6 +45,7 @@
 #include "parser/parse_coerce.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/fmgroids.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -413,6 +417,16 @@ typedef struct SimpleColumn
 	char	   *name;
 	int			namelen;
 	FmgrInfo	output;
+
+	/*
+	 * SIMPLE_DATETIME: the value rendered last, under which time zone, and
+	 * its text (last_len 0: none yet).  The rows of one statement often
+	 * share it (a column defaulting to now()).
+	 */
+	Datum		last;
+	pg_tz	   *last_tz;
+	int			last_len;
+	char		last_text[MAXDATELEN + 1];
 } SimpleColumn;
 
 typedef struct SimpleRow
@@ -471,8 +485,8 @@ simple_kind(Oid type, SimpleKind *kind)
  * jsonb keeps the keys of an object sorted, shorter keys first, keys of one
  * length in byte order (and unique).  The simple renderer builds its
  * objects with their keys in that order already, so that the document it
- * hands to JsonbValueToJsonb() is the one pushJsonbValue() would have
- * sorted: a row's columns are sorted once, when its type is first seen.
+ * writes (simple_jsonb()) is the one pushJsonbValue() would have sorted: a
+ * row's columns are sorted once, when its type is first seen.
  */
 static int
 key_order(const char *a, int alen, const char *b, int blen)
@@ -565,6 +579,7 @@ simple_row(Oid rowtype)
 		}
 		col->attno = i;
 		col->type = att->atttypid;
+		col->last_len = 0;
 		col->name = pstrdup(NameStr(att->attname));
 		col->namelen = strlen(col->name);
 		getTypeOutputInfo(att->atttypid, &outfn, &varlena);
@@ -683,12 +698,27 @@ simple_row_value(SimpleRow *row, Datum value, JsonbValue *object)
 					simple_string(v, out, strlen(out));
 				break;
 			case SIMPLE_TEXT:
-				out = OutputFunctionCall(&col->output, d);
-				simple_string(v, out, strlen(out));
+				{
+					/* the output of text, varchar and bpchar: the bytes themselves */
+					text	   *t = DatumGetTextPP(d);
+
+					simple_string(v, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+				}
 				break;
 			case SIMPLE_DATETIME:
-				out = JsonEncodeDateTime(NULL, d, col->type, NULL);
-				simple_string(v, out, strlen(out));
+				if (col->last_len == 0 || col->last != d || col->last_tz != session_timezone)
+				{
+					/* nothing cached while the text is being written */
+					col->last_len = 0;
+					JsonEncodeDateTime(col->last_text, d, col->type, NULL);
+					col->last_len = strlen(col->last_text);
+					col->last = d;
+					col->last_tz = session_timezone;
+				}
+				/* a copy: the old row's value of the column may come next */
+				out = palloc(col->last_len + 1);
+				memcpy(out, col->last_text, col->last_len + 1);
+				simple_string(v, out, col->last_len);
 				break;
 		}
 	}
@@ -697,6 +727,149 @@ simple_row_value(SimpleRow *row, Datum value, JsonbValue *object)
 	object->type = jbvObject;
 	object->val.object.nPairs = row->ncolumns;
 	object->val.object.pairs = pairs;
+}
+
+/*
+ * The simple renderer's document in jsonb's binary form, written here in
+ * one piece of memory sized beforehand (JsonbValueToJsonb() makes the same
+ * bytes through a buffer grown item by item).  The format, as jsonb.h
+ * describes it: an object is a word holding its count of pairs and its
+ * kind, then one JEntry per key and one per value, keys first, then the
+ * keys' bytes and the values' bytes in that order.  A JEntry holds the
+ * item's type and length, or, for every JB_OFFSET_STRIDE'th item, the end
+ * of its bytes from the start of the object's data.  Numerics and objects
+ * start at a 4-byte boundary of the document, their padding counted in
+ * their length.  Objects and scalars only: a simple row has no arrays, and
+ * its objects' keys are sorted and unique already.
+ */
+
+/* The most bytes v can take, padding included. */
+static Size
+simple_size(const JsonbValue *v)
+{
+	Size		size = 0;
+
+	switch (v->type)
+	{
+		case jbvObject:
+			size = 3 + sizeof(uint32) + 2 * sizeof(JEntry) * v->val.object.nPairs;
+			for (int i = 0; i < v->val.object.nPairs; i++)
+				size += v->val.object.pairs[i].key.val.string.len +
+					simple_size(&v->val.object.pairs[i].value);
+			break;
+		case jbvString:
+			size = v->val.string.len;
+			break;
+		case jbvNumeric:
+			size = 3 + VARSIZE_ANY(v->val.numeric);
+			break;
+		default:
+			break;
+	}
+	return size;
+}
+
+/* Zeros up to the next 4-byte boundary from the document's start. */
+static int
+simple_pad(const char *start, char **pos)
+{
+	int			pad = INTALIGN(*pos - start) - (*pos - start);
+
+	memset(*pos, 0, pad);
+	*pos += pad;
+	return pad;
+}
+
+static void
+simple_too_big(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("the row is too large for a jsonb payload"),
+			 errdetail("An object of a jsonb document holds at most %u bytes.",
+					   JENTRY_OFFLENMASK)));
+}
+
+/* Write v at *pos (the document starting at start); returns its JEntry. */
+static JEntry
+simple_write(const char *start, char **pos, const JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return JENTRY_ISNULL;
+		case jbvBool:
+			return v->val.boolean ? JENTRY_ISBOOL_TRUE : JENTRY_ISBOOL_FALSE;
+		case jbvString:
+			memcpy(*pos, v->val.string.val, v->val.string.len);
+			*pos += v->val.string.len;
+			return (JEntry) v->val.string.len;
+		case jbvNumeric:
+			{
+				int			pad = simple_pad(start, pos);
+				Size		len = VARSIZE_ANY(v->val.numeric);
+
+				Assert(!numeric_is_nan(v->val.numeric));
+				memcpy(*pos, v->val.numeric, len);
+				*pos += len;
+				return JENTRY_ISNUMERIC | (pad + len);
+			}
+		case jbvObject:
+			{
+				const char *begin = *pos;
+				int			n = v->val.object.nPairs;
+				uint32		header = (uint32) n | JB_FOBJECT;
+				char	   *entries;
+				const char *data;
+				Size		total;
+
+				simple_pad(start, pos);
+				memcpy(*pos, &header, sizeof(header));
+				*pos += sizeof(header);
+				entries = *pos;
+				*pos += 2 * sizeof(JEntry) * n;
+				data = *pos;
+				for (int i = 0; i < 2 * n; i++)
+				{
+					const JsonbValue *item = i < n ? &v->val.object.pairs[i].key :
+						&v->val.object.pairs[i - n].value;
+					JEntry		entry = simple_write(start, pos, item);
+					Size		end = *pos - data;
+
+					if (end > JENTRY_OFFLENMASK)
+						simple_too_big();
+					if (i % JB_OFFSET_STRIDE == 0)
+						entry = (entry & JENTRY_TYPEMASK) | (JEntry) end | JENTRY_HAS_OFF;
+					memcpy(entries + i * sizeof(JEntry), &entry, sizeof(entry));
+				}
+				total = *pos - begin;
+				if (total > JENTRY_OFFLENMASK)
+					simple_too_big();
+				return JENTRY_ISCONTAINER | (JEntry) total;
+			}
+		default:
+			elog(ERROR, "unexpected jsonb value of type %d in a row payload", (int) v->type);
+	}
+	return 0;					/* keep the compiler quiet */
+}
+
+/* The jsonb document of object, an object of objects and scalars. */
+static Jsonb *
+simple_jsonb(const JsonbValue *object)
+{
+	Size		size = VARHDRSZ + simple_size(object);
+	char	   *start;
+	char	   *pos;
+
+	Assert(object->type == jbvObject);
+	if (size > MaxAllocSize)
+		simple_too_big();
+	start = palloc(size);
+	pos = start + VARHDRSZ;
+	(void) simple_write(start, &pos, object);
+	Assert(pos - start <= size);
+	SET_VARSIZE(start, pos - start);
+	return (Jsonb *) start;
 }
 
 /* A pair of the payload's object, its key a constant */
@@ -747,7 +920,7 @@ build_payload(SimpleRow *row, const char *table, const char *operation,
 		payload.type = jbvObject;
 		payload.val.object.nPairs = n;
 		payload.val.object.pairs = pairs;
-		return JsonbPGetDatum(JsonbValueToJsonb(&payload));
+		return JsonbPGetDatum(simple_jsonb(&payload));
 	}
 
 	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);

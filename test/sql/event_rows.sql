@@ -127,6 +127,46 @@ SELECT e.payload -> 'new' = to_jsonb(s) AS new_as_to_jsonb,
   FROM herald.event_log e JOIN simple_rows s ON s.id = (e.payload -> 'new' ->> 'id')::int
  WHERE e.rule = 'simple' AND e.type = 'row.updated';
 
+-- the document written directly is jsonb's own: objects past jsonb's
+-- stride of stored offsets (41 columns), every key found by lookup, the
+-- same size as the canonical document, a long text value stored compressed
+SET client_min_messages = error;
+SELECT format('CREATE TABLE wide_rows (id int PRIMARY KEY, %s)',
+              string_agg(format('c%s %s', g, (ARRAY['int8', 'numeric', 'text', 'bool', 'timestamptz'])[g % 5 + 1]),
+                         ', ' ORDER BY g))
+  FROM generate_series(1, 40) AS g \gexec
+SELECT herald.on_change('wide', 'wide_rows', ARRAY['one']);
+RESET client_min_messages;
+INSERT INTO wide_rows
+SELECT * FROM jsonb_populate_record(NULL::wide_rows,
+  (SELECT jsonb_object_agg('c' || g, CASE g % 5 WHEN 0 THEN to_jsonb(g * 1000000007::int8)
+                                                WHEN 1 THEN to_jsonb(g / 7.0)
+                                                WHEN 2 THEN to_jsonb(repeat('x', g))
+                                                WHEN 3 THEN to_jsonb(g % 2 = 0)
+                                                ELSE to_jsonb('2024-01-01 00:00:00+00'::timestamptz + g * interval '1 hour') END)
+     FROM generate_series(1, 40) AS g) || '{"id": 1}');
+INSERT INTO wide_rows (id, c2, c7) VALUES (2, repeat('y', 100000), 'short');
+SELECT s.id, e.payload -> 'new' = to_jsonb(s) AS as_to_jsonb,
+       (SELECT bool_and(e.payload -> 'new' -> k = to_jsonb(s) -> k) FROM jsonb_object_keys(to_jsonb(s)) AS k) AS every_key,
+       (SELECT count(*) FROM jsonb_each(e.payload -> 'new')) AS keys,
+       e.payload @> jsonb_build_object('new', to_jsonb(s)) AS contains_row,
+       s.id <> 1 OR pg_column_size(e.payload) = pg_column_size(
+         jsonb_build_object('table', 'public.wide_rows', 'operation', 'INSERT', 'new', to_jsonb(s))) AS same_size
+  FROM herald.event_log e JOIN wide_rows s ON s.id = (e.payload -> 'new' ->> 'id')::int
+ WHERE e.rule = 'wide' ORDER BY s.id;
+-- a time rendered once per value and time zone: the same instant in two
+-- zones, rows of one statement sharing a value, an update's old and new
+SET timezone = 'UTC';
+INSERT INTO wide_rows (id, c4) VALUES (3, '2024-01-01 00:00:00+00');
+SET timezone = 'Asia/Kolkata';
+INSERT INTO wide_rows (id, c4) VALUES (4, '2024-01-01 00:00:00+00');
+INSERT INTO wide_rows (id, c4) SELECT g, '2024-06-01 12:00:00+00' FROM generate_series(5, 7) AS g;
+UPDATE wide_rows SET c4 = c4 + interval '1 day' WHERE id = 3;
+RESET timezone;
+SELECT e.type, e.payload -> 'new' ->> 'id' AS id, e.payload -> 'new' ->> 'c4' AS new_c4,
+       e.payload -> 'old' ->> 'c4' AS old_c4
+  FROM herald.event_log e WHERE e.rule = 'wide' AND (e.payload -> 'new' ->> 'id')::int > 2 ORDER BY e.id;
+
 -- a partial index of event_log gets the rows of the writers whose values
 -- satisfy its predicate: events awaiting a decision are found through it
 CREATE TABLE awaited (id int PRIMARY KEY);
