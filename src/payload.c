@@ -45,6 +45,7 @@
 #include "parser/parse_coerce.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/date.h"
 #include "utils/datetime.h"
 #include "utils/fmgroids.h"
 #include "utils/json.h"
@@ -423,7 +424,7 @@ typedef struct SimpleColumn
 	 * its text (last_len 0: none yet).  The rows of one statement often
 	 * share it (a column defaulting to now()).
 	 */
-	Datum		last;
+	int64		last;			/* a DateADT or a Timestamp: by value everywhere */
 	pg_tz	   *last_tz;
 	int			last_len;
 	char		last_text[MAXDATELEN + 1];
@@ -706,14 +707,19 @@ simple_row_value(SimpleRow *row, Datum value, JsonbValue *object)
 				}
 				break;
 			case SIMPLE_DATETIME:
-				if (col->last_len == 0 || col->last != d || col->last_tz != session_timezone)
 				{
-					/* nothing cached while the text is being written */
-					col->last_len = 0;
-					JsonEncodeDateTime(col->last_text, d, col->type, NULL);
-					col->last_len = strlen(col->last_text);
-					col->last = d;
-					col->last_tz = session_timezone;
+					int64		value = col->type == DATEOID ? (int64) DatumGetDateADT(d) :
+						(int64) DatumGetTimestamp(d);
+
+					if (col->last_len == 0 || col->last != value || col->last_tz != session_timezone)
+					{
+						/* nothing cached while the text is being written */
+						col->last_len = 0;
+						JsonEncodeDateTime(col->last_text, d, col->type, NULL);
+						col->last_len = strlen(col->last_text);
+						col->last = value;
+						col->last_tz = session_timezone;
+					}
 				}
 				/* a copy: the old row's value of the column may come next */
 				out = palloc(col->last_len + 1);
