@@ -271,13 +271,26 @@ scope_enter(CaptureScope *scope)
 	if (SPI_register_trigger_data(scope->trigdata) != SPI_OK_TD_REGISTER)
 		elog(ERROR, "could not register the transition tables");
 	scope->guc_level = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
 	GetUserIdAndSecContext(&scope->save_user, &scope->save_sec);
 	scope->ext_owner = herald_extension_owner();
 	SetUserIdAndSecContext(scope->ext_owner, scope->save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	scope->entered = true;
+}
+
+/*
+ * The search path of what runs in the scope, for the rest of the current
+ * GUC nesting level.  Set only where a statement runs (loading the rules,
+ * each condition) and not for the whole scope: before PostgreSQL 16 the end
+ * of every nesting level goes through all settings while any setting is
+ * saved on a level (AtEOXact_GUC()), and a condition ends three levels (its
+ * own, its subtransaction's, the scope's).
+ */
+static void
+scope_search_path(void)
+{
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
 }
 
 static void
@@ -413,6 +426,7 @@ rules_of_table(Oid relid, CaptureScope *scope)
 	if (entry == NULL)
 	{
 		scope_enter(scope);
+		scope_search_path();
 		entry = load_table_rules(relid);
 	}
 	return entry;
@@ -475,14 +489,22 @@ reader_close(RowReader *reader)
 	ExecDropSingleTupleTableSlot(reader->slot);
 }
 
-/* Append one event, its payload built in row_cxt from the rows (0: none). */
+/*
+ * Append one event, its payload built in row_cxt from the rows, given as
+ * composite datums (0: none) or, when slots is given, in the slots (NULL:
+ * none).
+ */
 static void
 append_row(HeraldEventWriter *w, TableRules *entry, int op, Datum new_row, Datum old_row,
-		   MemoryContext row_cxt)
+		   TupleTableSlot **slots, MemoryContext row_cxt)
 {
 	MemoryContext old = MemoryContextSwitchTo(row_cxt);
-	Datum		payload = herald_row_payload(entry->table, op_names[op], new_row, old_row);
+	Datum		payload;
 
+	if (slots != NULL)
+		payload = herald_slot_payload(entry->table, op_names[op], slots[0], slots[1]);
+	else
+		payload = herald_row_payload(entry->table, op_names[op], new_row, old_row);
 	MemoryContextSwitchTo(old);
 	(void) herald_events_add(w, payload);
 	MemoryContextReset(row_cxt);
@@ -514,22 +536,20 @@ append_transition_rows(CaptureRule *rule, TableRules *entry, int op, TriggerData
 	w = herald_events_begin(&meta);
 	for (int64 i = 0; i < n; i++)
 	{
-		MemoryContext old;
-		Datum		new_row = (Datum) 0;
-		Datum		old_row = (Datum) 0;
+		TupleTableSlot *slots[2] = {NULL, NULL};
 
 		/* read outside row_cxt: a row read from disk belongs to the slot */
 		if (has_new)
+		{
 			reader_next(&new_rows);
+			slots[0] = new_rows.slot;
+		}
 		if (has_old)
+		{
 			reader_next(&old_rows);
-		old = MemoryContextSwitchTo(row_cxt);
-		if (has_new)
-			new_row = ExecFetchSlotHeapTupleDatum(new_rows.slot);
-		if (has_old)
-			old_row = ExecFetchSlotHeapTupleDatum(old_rows.slot);
-		MemoryContextSwitchTo(old);
-		append_row(w, entry, op, new_row, old_row, row_cxt);
+			slots[1] = old_rows.slot;
+		}
+		append_row(w, entry, op, (Datum) 0, (Datum) 0, slots, row_cxt);
 	}
 	(void) herald_events_end(w);
 
@@ -662,6 +682,7 @@ selection_step(void *arg)
 	int			ret;
 
 	guc_level = NewGUCNestLevel();
+	scope_search_path();
 	SetUserIdAndSecContext(s->rule->owner, s->scope->save_sec |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
@@ -701,7 +722,7 @@ append_selected_rows(CaptureRule *rule, TableRules *entry, int op, MatchReceiver
 			elog(ERROR, "capture statement returned a null row");
 		append_row(w, entry, op,
 				   op == OP_DELETE ? (Datum) 0 : first,
-				   op == OP_DELETE ? first : second, row_cxt);
+				   op == OP_DELETE ? first : second, NULL, row_cxt);
 	}
 	(void) herald_events_end(w);
 	ExecDropSingleTupleTableSlot(slot);

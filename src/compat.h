@@ -108,6 +108,13 @@ herald_b64_decode(const char *src, int len, uint8 *dst, int dstlen)
 #define herald_my_proc_number() (MyProc->pgprocno)
 #endif
 
+/* 17: PGPROC's lxid moved into its vxid. */
+#if PG_VERSION_NUM >= 170000
+#define herald_my_lxid() (MyProc->vxid.lxid)
+#else
+#define herald_my_lxid() (MyProc->lxid)
+#endif
+
 /*
  * 16: ExecInsertIndexTuples() gained onlySummarizing (false: every index,
  * as for an insert).

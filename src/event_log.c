@@ -96,6 +96,9 @@ PG_FUNCTION_INFO_V1(herald_append_event_sql);
 /* Rows per heap_multi_insert */
 #define CHUNK_ROWS 1000
 
+/* Slots a kept writer keeps between statements (see LogShape) */
+#define KEPT_SLOTS 64
+
 typedef struct EventCounter
 {
 	Oid			dbid;			/* InvalidOid: free entry */
@@ -340,6 +343,8 @@ struct HeraldEventWriter
 	IndexInfo **index_infos;
 	ResultRelInfo *rri;			/* NULL: they are all direct (LogIndex) */
 	EState	   *estate;
+	bool		kept;			/* the shape's spare writer: see LogShape */
+	MemoryContext cxt;			/* where its slots and arrays are */
 	MemoryContext rows_cxt;		/* the tuples of the chunk being filled */
 	TupleTableSlot **slots;		/* maxslots of them, nslots made so far */
 	int			maxslots;
@@ -428,6 +433,16 @@ struct LogShape
 	List	   *indexlist;		/* the table's index oids, as the relcache had them */
 	ExprContext *pred_econtext; /* where the predicates above are evaluated */
 	TupleTableSlot *pred_slot;	/* ... on the values a writer sets once */
+
+	/*
+	 * A writer kept between statements, with its slots, arrays and memory
+	 * for rows, in the shape's context: the next writer on this shape
+	 * takes it, unless it is busy (writers nest, rarely), so that a
+	 * statement of one row does not make and free them every time.  Not
+	 * busy any more at the end of the transaction, however it ended.
+	 */
+	HeraldEventWriter *spare;
+	bool		spare_busy;
 	LogShape   *next_retired;
 };
 
@@ -496,7 +511,10 @@ static void
 release_shapes(void)
 {
 	if (log_shape != NULL)
+	{
 		log_shape->refcount = 0;
+		log_shape->spare_busy = false;
+	}
 	while (retired_shapes != NULL)
 	{
 		LogShape   *shape = retired_shapes;
@@ -727,19 +745,61 @@ herald_events_begin(const HeraldEventMeta *meta)
 		legacy_begin(w, meta, channels);
 		return w;
 	}
+	if (shape->spare != NULL && !shape->spare_busy)
+	{
+		/* the kept writer: its slots, arrays and rows' memory as they were */
+		HeraldEventWriter *spare = shape->spare;
+		Relation	rel = w->rel;
+
+		pfree(w);
+		w = spare;
+		Assert(w->kept);
+		/* a statement that failed may have left rows of a chunk */
+		for (int i = 0; i < w->n; i++)
+			ExecClearTuple(w->slots[i]);
+		w->n = 0;
+		MemoryContextReset(w->rows_cxt);
+		w->rel = rel;
+		w->nindexes = 0;
+		w->rri = NULL;
+		w->estate = NULL;
+		w->total = 0;
+	}
+	else
+	{
+		bool		kept = shape->spare == NULL;
+
+		w->kept = kept;
+		w->cxt = kept ? shape->cxt : CurrentMemoryContext;
+		w->rows_cxt = AllocSetContextCreate(w->cxt, "pg_herald event rows",
+											ALLOCSET_DEFAULT_SIZES);
+		w->values = MemoryContextAllocZero(w->cxt, sizeof(Datum) * shape->desc->natts);
+		w->nulls = MemoryContextAlloc(w->cxt, sizeof(bool) * shape->desc->natts);
+		w->indexes = MemoryContextAlloc(w->cxt, sizeof(Relation) * Max(shape->nindexes, 1));
+		w->index_infos = MemoryContextAlloc(w->cxt,
+											sizeof(IndexInfo *) * Max(shape->nindexes, 1));
+		if (kept)
+		{
+			/* the shape's from now on: a copy of the struct in its context */
+			HeraldEventWriter *copy = MemoryContextAlloc(shape->cxt, sizeof(HeraldEventWriter));
+
+			memcpy(copy, w, sizeof(HeraldEventWriter));
+			pfree(w);
+			w = copy;
+			shape->spare = w;
+		}
+	}
+	if (w->kept)
+		shape->spare_busy = true;
 	w->shape = shape;
 	shape->refcount++;
 
 	w->counter = find_counter(w->rel);
-	w->rows_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_herald event rows",
-										ALLOCSET_DEFAULT_SIZES);
 
 	w->deliver = ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(channels)),
 								ARR_DIMS(DatumGetArrayTypeP(channels))) > 0;
 
 	natts = shape->desc->natts;
-	w->values = palloc0(sizeof(Datum) * natts);
-	w->nulls = palloc(sizeof(bool) * natts);
 	for (int i = 0; i < natts; i++)
 		w->nulls[i] = true;
 	set_column(w, COL_TYPE, CStringGetTextDatum(meta->type), false);
@@ -769,8 +829,6 @@ herald_events_begin(const HeraldEventMeta *meta)
 		ExecStoreVirtualTuple(shape->pred_slot);
 		shape->pred_econtext->ecxt_scantuple = shape->pred_slot;
 	}
-	w->indexes = palloc(sizeof(Relation) * Max(shape->nindexes, 1));
-	w->index_infos = palloc(sizeof(IndexInfo *) * Max(shape->nindexes, 1));
 	for (int i = 0; i < shape->nindexes; i++)
 	{
 		LogIndex   *li = &shape->indexes[i];
@@ -945,11 +1003,13 @@ herald_events_add(HeraldEventWriter *w, Datum payload)
 		{
 			w->maxslots = w->maxslots == 0 ? 4 : Min(w->maxslots * 2, CHUNK_ROWS);
 			w->slots = w->slots == NULL ?
-				palloc(sizeof(TupleTableSlot *) * w->maxslots) :
+				MemoryContextAlloc(w->cxt, sizeof(TupleTableSlot *) * w->maxslots) :
 				repalloc(w->slots, sizeof(TupleTableSlot *) * w->maxslots);
 		}
+		old = MemoryContextSwitchTo(w->cxt);
 		w->slots[w->nslots++] = MakeSingleTupleTableSlot(w->shape->desc,
 														 &TTSOpsHeapTuple);
+		MemoryContextSwitchTo(old);
 	}
 	ExecStoreHeapTuple(tuple, w->slots[w->n], false);
 	w->n++;
@@ -961,6 +1021,7 @@ int
 herald_events_end(HeraldEventWriter *w)
 {
 	int			total;
+	LogShape   *shape;
 
 	if (w->legacy_plan)
 	{
@@ -976,10 +1037,6 @@ herald_events_end(HeraldEventWriter *w)
 	}
 	flush_chunk(w);
 	total = w->total;
-	for (int i = 0; i < w->nslots; i++)
-		ExecDropSingleTupleTableSlot(w->slots[i]);
-	if (w->slots)
-		pfree(w->slots);
 	if (w->rri != NULL)
 	{
 		ExecCloseIndices(w->rri);
@@ -988,18 +1045,38 @@ herald_events_end(HeraldEventWriter *w)
 	else
 		for (int i = 0; i < w->nindexes; i++)
 			index_close(w->indexes[i], NoLock);
-	pfree(w->indexes);
-	pfree(w->index_infos);
 	table_close(w->rel, NoLock);
-	MemoryContextDelete(w->rows_cxt);
 	if (total > 0 && w->deliver)
 		herald_note_events();
-	Assert(w->shape->refcount > 0);
-	w->shape->refcount--;
-	free_shape_if_unused(w->shape);
-	pfree(w->values);
-	pfree(w->nulls);
-	pfree(w);
+	shape = w->shape;
+	Assert(shape->refcount > 0);
+	if (w->kept)
+	{
+		/*
+		 * Kept for the next writer, with the slots a statement of a few rows
+		 * needs (a bulk statement's chunk of them would stay in the backend
+		 * for nothing); the shape frees it with itself.
+		 */
+		Assert(shape->spare == w && shape->spare_busy);
+		while (w->nslots > KEPT_SLOTS)
+			ExecDropSingleTupleTableSlot(w->slots[--w->nslots]);
+		shape->spare_busy = false;
+	}
+	else
+	{
+		for (int i = 0; i < w->nslots; i++)
+			ExecDropSingleTupleTableSlot(w->slots[i]);
+		if (w->slots)
+			pfree(w->slots);
+		pfree(w->indexes);
+		pfree(w->index_infos);
+		MemoryContextDelete(w->rows_cxt);
+		pfree(w->values);
+		pfree(w->nulls);
+		pfree(w);
+	}
+	shape->refcount--;
+	free_shape_if_unused(shape);
 	return total;
 }
 

@@ -611,27 +611,36 @@ simple_string(JsonbValue *v, char *s, size_t len)
 	v->val.string.len = len;
 }
 
-/* A row of a simple row type, as an object: its pairs already in key order. */
+/*
+ * The type cache's descriptor of a simple row type, as simple_row() found
+ * it, not pinned: nothing that renders a row reads the catalogs (the output
+ * functions of the simple types are built-in and read none), so no
+ * invalidation can replace it meanwhile; and the writer's lock on the table
+ * keeps the row type as it is.
+ */
+static TupleDesc
+simple_row_desc(SimpleRow *row, Oid rowtype, int natts)
+{
+	TupleDesc	desc = row->tce->tupDesc;
+
+	if (desc == NULL || row->tce->tupDesc_identifier != row->identifier ||
+		desc->natts != row->natts || natts != row->natts || rowtype != row->rowtype)
+		elog(ERROR, "row type %u changed while its row was rendered", row->rowtype);
+	return desc;
+}
+
+static void simple_values(SimpleRow *row, Datum *values, bool *nulls, JsonbValue *object);
+
+/* A row of a simple row type, a composite datum, as an object. */
 static void
 simple_row_value(SimpleRow *row, Datum value, JsonbValue *object)
 {
 	HeapTupleHeader td = DatumGetHeapTupleHeader(value);
 	HeapTupleData tuple;
-	TupleDesc	desc = row->tce->tupDesc;
+	TupleDesc	desc = simple_row_desc(row, HeapTupleHeaderGetTypeId(td), row->natts);
 	Datum	   *values;
 	bool	   *nulls;
-	JsonbPair  *pairs;
 
-	/*
-	 * The type cache's descriptor, as simple_row() found it, not pinned:
-	 * nothing below reads the catalogs (the output functions of the simple
-	 * types are built-in and read none), so no invalidation can replace it
-	 * meanwhile; and the writer's lock on the table keeps the row type as
-	 * it is.
-	 */
-	if (desc == NULL || row->tce->tupDesc_identifier != row->identifier ||
-		desc->natts != row->natts || HeapTupleHeaderGetTypeId(td) != row->rowtype)
-		elog(ERROR, "row type %u changed while its row was rendered", row->rowtype);
 	values = palloc(sizeof(Datum) * desc->natts);
 	nulls = palloc(sizeof(bool) * desc->natts);
 	tuple.t_len = HeapTupleHeaderGetDatumLength(td);
@@ -642,6 +651,20 @@ simple_row_value(SimpleRow *row, Datum value, JsonbValue *object)
 	/* a row stored before a column was added: that column's default */
 	for (int i = HeapTupleHeaderGetNatts(td); i < row->natts; i++)
 		values[i] = heap_getattr(&tuple, i + 1, desc, &nulls[i]);
+	simple_values(row, values, nulls, object);
+	pfree(values);
+	pfree(nulls);
+}
+
+/*
+ * The values of a row of a simple row type (one per attribute, in the
+ * type's order), as an object: its pairs already in key order.  The object
+ * points into the values (text columns).
+ */
+static void
+simple_values(SimpleRow *row, Datum *values, bool *nulls, JsonbValue *object)
+{
+	JsonbPair  *pairs;
 
 	pairs = palloc(sizeof(JsonbPair) * Max(row->ncolumns, 1));
 	for (int i = 0; i < row->ncolumns; i++)
@@ -728,8 +751,6 @@ simple_row_value(SimpleRow *row, Datum value, JsonbValue *object)
 				break;
 		}
 	}
-	pfree(values);
-	pfree(nulls);
 	object->type = jbvObject;
 	object->val.object.nPairs = row->ncolumns;
 	object->val.object.pairs = pairs;
@@ -888,45 +909,65 @@ payload_pair(JsonbPair *pair, const char *key, int order)
 	pair->order = order;
 }
 
+static const char *const row_keys[2] = {"new", "old"};
+
+/*
+ * The payload of simple rows, given as objects (NULL: the operation has no
+ * such row), a document built here as a whole, in jsonb's order of keys:
+ * "new" and "old", then "table", then "operation" (see key_order()).
+ */
+static Datum
+simple_payload(const char *table, const char *operation, JsonbValue *objects[2])
+{
+	JsonbPair	pairs[4];
+	JsonbValue	payload;
+	int			n = 0;
+
+	for (int i = 0; i < 2; i++)
+	{
+		if (objects[i] == NULL)
+			continue;
+		payload_pair(&pairs[n], row_keys[i], n);
+		pairs[n].value = *objects[i];
+		n++;
+	}
+	payload_pair(&pairs[n], "table", n);
+	simple_string(&pairs[n].value, (char *) table, strlen(table));
+	n++;
+	payload_pair(&pairs[n], "operation", n);
+	simple_string(&pairs[n].value, (char *) operation, strlen(operation));
+	n++;
+	Assert(key_order("old", 3, "table", 5) < 0 && key_order("table", 5, "operation", 9) < 0);
+	payload.type = jbvObject;
+	payload.val.object.nPairs = n;
+	payload.val.object.pairs = pairs;
+	return JsonbPGetDatum(simple_jsonb(&payload));
+}
+
 /*
  * The payload: {"table": ..., "operation": ..., "new": ..., "old": ...}.
- * Rows of a simple row type (row given) make a document built here as a
- * whole, in jsonb's order of keys: "new" and "old", then "table", then
- * "operation" (see key_order()).  Other rows are rendered by push_row().
+ * Rows of a simple row type (row given) make simple_payload()'s document;
+ * other rows are rendered by push_row().
  */
 static Datum
 build_payload(SimpleRow *row, const char *table, const char *operation,
 			  Datum new_row, Datum old_row)
 {
 	JsonbParseState *state = NULL;
-	const char *keys[2] = {"new", "old"};
 	Datum		rows[2] = {new_row, old_row};
 
 	if (row != NULL)
 	{
-		JsonbPair	pairs[4];
-		JsonbValue	payload;
-		int			n = 0;
+		JsonbValue	values[2];
+		JsonbValue *objects[2] = {NULL, NULL};
 
 		for (int i = 0; i < 2; i++)
-		{
-			if (rows[i] == (Datum) 0)
-				continue;
-			payload_pair(&pairs[n], keys[i], n);
-			simple_row_value(row, rows[i], &pairs[n].value);
-			n++;
-		}
-		payload_pair(&pairs[n], "table", n);
-		simple_string(&pairs[n].value, (char *) table, strlen(table));
-		n++;
-		payload_pair(&pairs[n], "operation", n);
-		simple_string(&pairs[n].value, (char *) operation, strlen(operation));
-		n++;
-		Assert(key_order("old", 3, "table", 5) < 0 && key_order("table", 5, "operation", 9) < 0);
-		payload.type = jbvObject;
-		payload.val.object.nPairs = n;
-		payload.val.object.pairs = pairs;
-		return JsonbPGetDatum(simple_jsonb(&payload));
+			if (rows[i] != (Datum) 0)
+			{
+				simple_row_value(row, rows[i], &values[i]);
+				objects[i] = &values[i];
+			}
+		return simple_payload(table, operation, objects);
 	}
 
 	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
@@ -938,7 +979,7 @@ build_payload(SimpleRow *row, const char *table, const char *operation,
 	{
 		if (rows[i] == (Datum) 0)
 			continue;
-		push_string(&state, WJB_KEY, keys[i]);
+		push_string(&state, WJB_KEY, row_keys[i]);
 		push_row(&state, WJB_VALUE, rows[i]);
 	}
 	return JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
@@ -990,4 +1031,45 @@ herald_row_payload(const char *table, const char *operation, Datum new_row, Datu
 		return build_builtin_payload(rowtype, table, operation, new_row, old_row);
 
 	return build_payload(NULL, table, operation, new_row, old_row);
+}
+
+/*
+ * The payload of a row event whose rows are in slots (NULL: the operation
+ * has none), as herald_row_payload() renders them: rows of a simple row
+ * type are read from the slots' values, without forming them into
+ * composite datums first.
+ */
+Datum
+herald_slot_payload(const char *table, const char *operation,
+					TupleTableSlot *new_slot, TupleTableSlot *old_slot)
+{
+	TupleTableSlot *slots[2] = {new_slot, old_slot};
+	TupleDesc	desc = (new_slot != NULL ? new_slot : old_slot)->tts_tupleDescriptor;
+	SimpleRow  *row = NULL;
+	Datum		rows[2] = {(Datum) 0, (Datum) 0};
+
+	if (desc->tdtypmod < 0 && OidIsValid(desc->tdtypeid) &&
+		(new_slot == NULL || old_slot == NULL ||
+		 old_slot->tts_tupleDescriptor->tdtypeid == desc->tdtypeid))
+		row = simple_row(desc->tdtypeid);
+	if (row != NULL)
+	{
+		JsonbValue	values[2];
+		JsonbValue *objects[2] = {NULL, NULL};
+
+		for (int i = 0; i < 2; i++)
+			if (slots[i] != NULL)
+			{
+				(void) simple_row_desc(row, slots[i]->tts_tupleDescriptor->tdtypeid,
+									   slots[i]->tts_tupleDescriptor->natts);
+				slot_getallattrs(slots[i]);
+				simple_values(row, slots[i]->tts_values, slots[i]->tts_isnull, &values[i]);
+				objects[i] = &values[i];
+			}
+		return simple_payload(table, operation, objects);
+	}
+	for (int i = 0; i < 2; i++)
+		if (slots[i] != NULL)
+			rows[i] = ExecFetchSlotHeapTupleDatum(slots[i]);
+	return herald_row_payload(table, operation, rows[0], rows[1]);
 }

@@ -33,6 +33,7 @@
 
 #include "access/tupdesc.h"
 #include "access/xact.h"
+#include "executor/tuptable.h"
 #include "lib/stringinfo.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -330,6 +331,8 @@ extern void herald_define_capture_settings(void);
 /* payload.c */
 extern Datum herald_row_payload(const char *table, const char *operation,
 								Datum new_row, Datum old_row);
+extern Datum herald_slot_payload(const char *table, const char *operation,
+								 TupleTableSlot *new_slot, TupleTableSlot *old_slot);
 
 /* signing.c */
 #define HERALD_SIGNATURE_MAX 128

@@ -160,9 +160,16 @@ herald_installation(void)
 	static char *reported = NULL;
 	static Oid	served = InvalidOid;
 	static int	waited_for = 0;
+	static LocalTransactionId found_in = InvalidLocalTransactionId;
 	Oid			locked = InvalidOid;
 	Oid			extoid;
 	char	   *version;
+
+	/* found and locked in this transaction already: it cannot have changed */
+	if (MyProc != NULL && found_in != InvalidLocalTransactionId &&
+		found_in == herald_my_lxid() && OidIsValid(served))
+		return served;
+	found_in = InvalidLocalTransactionId;
 
 	/* lock what was found, then look again: a DROP may have committed meanwhile */
 	while (OidIsValid(extoid = find_extension(&version)) && extoid != locked)
@@ -223,6 +230,9 @@ herald_installation(void)
 		waited_for = 0;
 	}
 	served = extoid;
+	/* the lock of a subtransaction goes with it */
+	if (MyProc != NULL && GetCurrentTransactionNestLevel() == 1)
+		found_in = herald_my_lxid();
 	return extoid;
 }
 
@@ -256,38 +266,47 @@ herald_queue_release(int slot)
 						slot, SPI_processed)));
 }
 
-static char *
-copy_text(HeapTuple tup, TupleDesc desc, int col)
+/*
+ * A row of a claim's result, deformed once: SPI_getbinval() would walk the
+ * tuple from its start for every column after the first variable-length
+ * or null one.  Columns are numbered from 1, as the CLAIM_* are.
+ */
+typedef struct ClaimRow
 {
-	bool		isnull;
-	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+	Datum	   *values;
+	bool	   *nulls;
+} ClaimRow;
 
-	return isnull ? NULL : TextDatumGetCString(d);
+static Datum
+claim_value(const ClaimRow *row, int col)
+{
+	return row->values[col - 1];
+}
+
+static char *
+copy_text(const ClaimRow *row, int col)
+{
+	return row->nulls[col - 1] ? NULL : TextDatumGetCString(row->values[col - 1]);
 }
 
 static Jsonb *
-copy_jsonb(HeapTuple tup, TupleDesc desc, int col)
+copy_jsonb(const ClaimRow *row, int col)
 {
-	bool		isnull;
-	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
-
-	return isnull ? NULL : DatumGetJsonbPCopy(d);
+	return row->nulls[col - 1] ? NULL : DatumGetJsonbPCopy(row->values[col - 1]);
 }
 
 /* A text[] column as C strings (NULL elements as ""); NULL and 0 for NULL. */
 static char **
-copy_text_array(HeapTuple tup, TupleDesc desc, int col, int *n)
+copy_text_array(const ClaimRow *row, int col, int *n)
 {
-	bool		isnull;
-	Datum		v = SPI_getbinval(tup, desc, col, &isnull);
 	Datum	   *elems;
 	bool	   *nulls;
 	char	  **result;
 
 	*n = 0;
-	if (isnull)
+	if (row->nulls[col - 1])
 		return NULL;
-	deconstruct_array(DatumGetArrayTypeP(v), TEXTOID, -1, false,
+	deconstruct_array(DatumGetArrayTypeP(row->values[col - 1]), TEXTOID, -1, false,
 					  TYPALIGN_INT, &elems, &nulls, n);
 	result = palloc(sizeof(char *) * Max(*n, 1));
 	for (int i = 0; i < *n; i++)
@@ -532,71 +551,74 @@ copy_deliveries(MemoryContext cxt, HeraldDelivery **out, List **spilled)
 	HeraldDelivery *deliveries;
 	MemoryContext old;
 	List	   *fact_tables = NIL;
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	ClaimRow	r;
 
 	old = MemoryContextSwitchTo(cxt);
+	r.values = palloc(sizeof(Datum) * desc->natts);
+	r.nulls = palloc(sizeof(bool) * desc->natts);
 	deliveries = palloc0(sizeof(HeraldDelivery) * Max(total, 1));
 	for (int row = 0; row < total; row++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[row];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
 		HeraldDelivery *d;
-		bool		isnull;
 
-		if (DatumGetBool(SPI_getbinval(tup, desc, CLAIM_SPILL, &isnull)))
+		heap_deform_tuple(SPI_tuptable->vals[row], desc, r.values, r.nulls);
+
+		if (DatumGetBool(claim_value(&r, CLAIM_SPILL)))
 		{
 			if (spilled)
 				*spilled = list_append_unique_int(*spilled,
-												  DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_CHANNEL_ID, &isnull)));
+												  DatumGetInt32(claim_value(&r, CLAIM_CHANNEL_ID)));
 			continue;
 		}
 		d = &deliveries[n++];
 		d->fresh = (spilled != NULL);
-		d->id = DatumGetInt64(SPI_getbinval(tup, desc, CLAIM_ID, &isnull));
-		d->attempts = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_ATTEMPTS, &isnull));
-		d->webhook_id = copy_text(tup, desc, CLAIM_WEBHOOK_ID);
-		d->event_id = DatumGetInt64(SPI_getbinval(tup, desc, CLAIM_EVENT_ID, &isnull));
-		d->event_type = copy_text(tup, desc, CLAIM_EVENT_TYPE);
-		d->rule = copy_text(tup, desc, CLAIM_RULE);
-		d->created_at = copy_text(tup, desc, CLAIM_CREATED_AT);
-		d->payload = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, CLAIM_PAYLOAD, &isnull));
-		d->fact_columns = copy_text_array(tup, desc, CLAIM_FACT_COLUMNS,
+		d->id = DatumGetInt64(claim_value(&r, CLAIM_ID));
+		d->attempts = DatumGetInt32(claim_value(&r, CLAIM_ATTEMPTS));
+		d->webhook_id = copy_text(&r, CLAIM_WEBHOOK_ID);
+		d->event_id = DatumGetInt64(claim_value(&r, CLAIM_EVENT_ID));
+		d->event_type = copy_text(&r, CLAIM_EVENT_TYPE);
+		d->rule = copy_text(&r, CLAIM_RULE);
+		d->created_at = copy_text(&r, CLAIM_CREATED_AT);
+		d->payload = DatumGetJsonbPCopy(claim_value(&r, CLAIM_PAYLOAD));
+		d->fact_columns = copy_text_array(&r, CLAIM_FACT_COLUMNS,
 										  &d->nfact_columns);
 		if (d->fact_columns == NULL)
 		{
-			Datum		relid = SPI_getbinval(tup, desc, CLAIM_FACT_TABLE, &isnull);
-
-			if (!isnull)
-				d->fact_columns = fact_columns(DatumGetObjectId(relid),
+			if (!r.nulls[CLAIM_FACT_TABLE - 1])
+				d->fact_columns = fact_columns(DatumGetObjectId(claim_value(&r, CLAIM_FACT_TABLE)),
 											   &d->nfact_columns, &fact_tables);
 		}
-		d->message = copy_text(tup, desc, CLAIM_MESSAGE);
-		d->channel_id = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_CHANNEL_ID, &isnull));
-		d->channel = copy_text(tup, desc, CLAIM_CHANNEL);
-		d->kind = copy_text(tup, desc, CLAIM_KIND);
-		d->target = copy_text(tup, desc, CLAIM_TARGET);
-		d->secret = copy_text(tup, desc, CLAIM_SECRET);
-		d->headers = copy_text_array(tup, desc, CLAIM_HEADERS, &d->nheaders);
-		d->timeout_ms = DatumGetInt64(SPI_getbinval(tup, desc, CLAIM_TIMEOUT_MS, &isnull));
-		d->retry_delay_ms = DatumGetFloat8(SPI_getbinval(tup, desc, CLAIM_RETRY_DELAY_MS, &isnull));
-		d->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_MAX_ATTEMPTS, &isnull));
-		d->channel_enabled = DatumGetBool(SPI_getbinval(tup, desc, CLAIM_ENABLED, &isnull));
-		d->max_concurrency = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_MAX_CONCURRENCY, &isnull));
-		d->rate_limit = DatumGetFloat8(SPI_getbinval(tup, desc, CLAIM_RATE_LIMIT, &isnull));
-		d->allowance = DatumGetInt32(SPI_getbinval(tup, desc, CLAIM_ALLOWANCE, &isnull));
-		d->due_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, CLAIM_DUE_AT, &isnull));
-		d->previous_secret = copy_text(tup, desc, CLAIM_PREVIOUS_SECRET);
-		d->recipients = copy_text_array(tup, desc, CLAIM_RECIPIENTS, &d->nrecipients);
-		d->sender = copy_text(tup, desc, CLAIM_SENDER);
-		d->subject = copy_text(tup, desc, CLAIM_SUBJECT);
-		d->actions = copy_jsonb(tup, desc, CLAIM_ACTIONS);
-		d->interactive = DatumGetBool(SPI_getbinval(tup, desc, CLAIM_INTERACTIVE, &isnull));
-		d->response_url = copy_text(tup, desc, CLAIM_RESPONSE_URL);
-		d->about_payload = copy_jsonb(tup, desc, CLAIM_ABOUT_PAYLOAD);
-		d->rule_message = copy_text(tup, desc, CLAIM_RULE_MESSAGE);
-		d->messages = copy_jsonb(tup, desc, CLAIM_MESSAGES);
-		d->rule_messages = copy_jsonb(tup, desc, CLAIM_RULE_MESSAGES);
-		d->timezone = copy_text(tup, desc, CLAIM_TIMEZONE);
+		d->message = copy_text(&r, CLAIM_MESSAGE);
+		d->channel_id = DatumGetInt32(claim_value(&r, CLAIM_CHANNEL_ID));
+		d->channel = copy_text(&r, CLAIM_CHANNEL);
+		d->kind = copy_text(&r, CLAIM_KIND);
+		d->target = copy_text(&r, CLAIM_TARGET);
+		d->secret = copy_text(&r, CLAIM_SECRET);
+		d->headers = copy_text_array(&r, CLAIM_HEADERS, &d->nheaders);
+		d->timeout_ms = DatumGetInt64(claim_value(&r, CLAIM_TIMEOUT_MS));
+		d->retry_delay_ms = DatumGetFloat8(claim_value(&r, CLAIM_RETRY_DELAY_MS));
+		d->max_attempts = DatumGetInt32(claim_value(&r, CLAIM_MAX_ATTEMPTS));
+		d->channel_enabled = DatumGetBool(claim_value(&r, CLAIM_ENABLED));
+		d->max_concurrency = DatumGetInt32(claim_value(&r, CLAIM_MAX_CONCURRENCY));
+		d->rate_limit = DatumGetFloat8(claim_value(&r, CLAIM_RATE_LIMIT));
+		d->allowance = DatumGetInt32(claim_value(&r, CLAIM_ALLOWANCE));
+		d->due_at = DatumGetTimestampTz(claim_value(&r, CLAIM_DUE_AT));
+		d->previous_secret = copy_text(&r, CLAIM_PREVIOUS_SECRET);
+		d->recipients = copy_text_array(&r, CLAIM_RECIPIENTS, &d->nrecipients);
+		d->sender = copy_text(&r, CLAIM_SENDER);
+		d->subject = copy_text(&r, CLAIM_SUBJECT);
+		d->actions = copy_jsonb(&r, CLAIM_ACTIONS);
+		d->interactive = DatumGetBool(claim_value(&r, CLAIM_INTERACTIVE));
+		d->response_url = copy_text(&r, CLAIM_RESPONSE_URL);
+		d->about_payload = copy_jsonb(&r, CLAIM_ABOUT_PAYLOAD);
+		d->rule_message = copy_text(&r, CLAIM_RULE_MESSAGE);
+		d->messages = copy_jsonb(&r, CLAIM_MESSAGES);
+		d->rule_messages = copy_jsonb(&r, CLAIM_RULE_MESSAGES);
+		d->timezone = copy_text(&r, CLAIM_TIMEZONE);
 	}
+	pfree(r.values);
+	pfree(r.nulls);
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
 	*out = deliveries;
