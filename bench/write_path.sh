@@ -40,7 +40,8 @@
 # --rounds times, each timed alone (clock_timestamp() before it and after
 # its commit) on an emptied table (TRUNCATE of the user's table, untimed),
 # after a CHECKPOINT, with the delivery worker paused; after each one into
-# a rule's table the worker is resumed and the backlog drained, untimed.
+# a rule's table the worker is resumed and the backlog drained, untimed;
+# after each one the database is vacuumed, untimed.
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh
@@ -244,6 +245,9 @@ SQL
 				bulk_drain_rows+=$'\n'"${bulk_label[$v]}, round $round|$events|$drained"
 				;;
 		esac
+		# as after the pgbench runs: no autovacuum of what this statement
+		# left (its table, the event log, the outbox) competes with the next
+		bench_psql -c VACUUM >/dev/null
 	done
 done
 
@@ -310,7 +314,8 @@ b2_median=$(median b2)
 	echo "       and PgQ's own tables are not truncated and keep growing, as in the pgbench runs), after"
 	echo "       a CHECKPOINT, with the delivery worker paused (SIGSTOP) during the statement.  After each"
 	echo "       one into a rule's table the worker is resumed and the backlog drained with"
-	echo "       herald.flush('1 second') calls (\"drained after s\" above), untimed.  vs plain: time over"
+	echo "       herald.flush('1 second') calls (\"drained after s\" above), untimed; after each one the"
+	echo "       database is vacuumed (VACUUM, untimed), as after the pgbench runs.  vs plain: time over"
 	echo "       the plain table's median of the same statement (INSERT ... SELECT or COPY).  The 1% rule's"
 	echo "       condition is NEW.id % 100 = 0.  COPY reads a server-side text file of the same"
 	echo "       $bulk_rows rows as the INSERT ... SELECT, written once."

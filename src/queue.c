@@ -23,6 +23,7 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/indexing.h"
 #include "catalog/pg_attribute.h"
@@ -31,9 +32,11 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "parser/parse_relation.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "storage/latch.h"
@@ -462,8 +465,10 @@ enum
 	"   JOIN herald.event_log e ON e.id = cl.event_id" \
 	"   JOIN herald.channel_defs c ON c.id = cl.channel_id" \
 	"   LEFT JOIN herald.rule_defs r ON r.id = e.rule_id" \
-	"   LEFT JOIN herald.decision_log dl ON e.type = 'decision.recorded'" \
-	"        AND dl.id = (e.payload ->> 'decision_id')::bigint" \
+	/* a probe of decision_log for the decisions only (a null key finds nothing) */ \
+	"   LEFT JOIN herald.decision_log dl" \
+	"        ON dl.id = CASE WHEN e.type = 'decision.recorded'" \
+	"                        THEN (e.payload ->> 'decision_id')::bigint END" \
 	"        AND dl.channel_id = c.id" \
 	"   LEFT JOIN (SELECT lk.id, lk.secret FROM herald.link_keys lk" \
 	"               WHERE lk.retired_at IS NULL ORDER BY lk.id DESC LIMIT 1) k ON true"
@@ -1055,10 +1060,103 @@ send_notifications(HeraldOutcome *outcomes, int n)
 		elog(ERROR, "could not send notifications: %s", SPI_result_code_string(ret));
 }
 
+/* The columns of herald.attempt_log a first attempt sets, by name */
+static const char *const attempt_columns[] = {
+	"delivery_id", "channel_id", "attempt", "started_at", "latency_ms",
+	"http_status", "error", "response"
+};
+
 /*
- * Record a batch of outcomes and their attempts in one statement.  Fresh
- * outcomes (deliveries read from the event log, sent at their first try)
- * are one attempt row each, and a queue row when they failed.  A queue row
+ * Append the first attempt of each fresh outcome to herald.attempt_log,
+ * straight into the heap (table_multi_insert) and the table's indexes
+ * (ExecInsertIndexTuples, whatever indexes a DBA added), with no SQL
+ * statement: the bulk of the worker's writes is one such row per delivery.
+ * A column the worker does not set (one a DBA added) is null.
+ */
+static void
+append_first_attempts(HeraldOutcome *outcomes, int n)
+{
+	Oid			relid = get_relname_relid("attempt_log", herald_schema_oid(false));
+	Relation	rel;
+	TupleDesc	desc;
+	AttrNumber	att[lengthof(attempt_columns)];
+	Datum	   *values;
+	bool	   *nulls;
+	TupleTableSlot **slots;
+	EState	   *estate;
+	ResultRelInfo *rri;
+
+	Assert(n > 0);
+	if (!OidIsValid(relid))
+		elog(ERROR, "pg_herald catalog table herald.attempt_log is missing");
+	rel = table_open(relid, RowExclusiveLock);
+	for (int c = 0; c < lengthof(attempt_columns); c++)
+	{
+		att[c] = attnameAttNum(rel, attempt_columns[c], false);
+		if (att[c] <= 0)
+			elog(ERROR, "pg_herald catalog table herald.attempt_log has no column \"%s\"",
+				 attempt_columns[c]);
+	}
+	/* a copy: slots of the relation's own descriptor would each pin it */
+	desc = CreateTupleDescCopy(RelationGetDescr(rel));
+	values = palloc(sizeof(Datum) * desc->natts);
+	nulls = palloc(sizeof(bool) * desc->natts);
+	slots = palloc(sizeof(TupleTableSlot *) * n);
+	for (int i = 0; i < n; i++)
+	{
+		HeraldOutcome *o = &outcomes[i];
+		Datum		v[lengthof(attempt_columns)];
+		bool		isnull[lengthof(attempt_columns)] = {false};
+
+		Assert(o->fresh);
+		v[0] = Int64GetDatum(o->delivery_id);
+		v[1] = Int32GetDatum(o->channel_id);
+		v[2] = Int32GetDatum(1);
+		v[3] = TimestampTzGetDatum(o->started);
+		v[4] = Float8GetDatum(o->latency_ms);
+		v[5] = Int32GetDatum(o->http_status);
+		isnull[5] = (o->http_status == 0);
+		v[6] = o->error ? CStringGetTextDatum(o->error) : (Datum) 0;
+		isnull[6] = (o->error == NULL);
+		v[7] = o->response ? CStringGetTextDatum(o->response) : (Datum) 0;
+		isnull[7] = (o->response == NULL);
+		for (int a = 0; a < desc->natts; a++)
+			nulls[a] = true;
+		for (int c = 0; c < lengthof(attempt_columns); c++)
+		{
+			values[att[c] - 1] = v[c];
+			nulls[att[c] - 1] = isnull[c];
+		}
+		slots[i] = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+		ExecStoreHeapTuple(heap_form_tuple(desc, values, nulls), slots[i], true);
+	}
+	table_multi_insert(rel, slots, n, GetCurrentCommandId(true), 0, NULL);
+
+	estate = CreateExecutorState();
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	for (int i = 0; i < n; i++)
+	{
+		list_free(herald_insert_index_tuples(rri, slots[i], estate));
+		ResetPerTupleExprContext(estate);
+		ExecDropSingleTupleTableSlot(slots[i]);
+	}
+	ExecCloseIndices(rri);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
+	pfree(slots);
+	pfree(values);
+	pfree(nulls);
+	FreeTupleDesc(desc);
+}
+
+/*
+ * Record a batch of outcomes and their attempts.  Fresh outcomes
+ * (deliveries read from the event log, sent at their first try) are one
+ * attempt row each, appended directly, and a queue row when they failed,
+ * inserted by a statement run only then.  Outcomes of queued deliveries
+ * update their rows and add their attempts in one statement.  A queue row
  * is updated only while its webhook-id is still the one that was sent: a
  * delivery of another installation (DROP and CREATE EXTENSION while the
  * request was in flight) that happens to have the same id is left alone.
@@ -1082,31 +1180,37 @@ record_batch(int slot, HeraldOutcome *outcomes, int n, bool fresh)
 		return;
 	/* the outcomes of claimed deliveries are recorded under their lease */
 	Assert(fresh || herald_worker_owns(slot));
+	if (fresh)
+	{
+		HeraldOutcome *failed = palloc(sizeof(HeraldOutcome) * n);
+		int			nfailed = 0;
+
+		append_first_attempts(outcomes, n);
+		for (int i = 0; i < n; i++)
+			if (strcmp(outcomes[i].status, "delivered") != 0)
+				failed[nfailed++] = outcomes[i];
+		if (nfailed == 0)
+			return;
+		/* the queue rows of those that failed */
+		outcomes = failed;
+		n = nfailed;
+	}
 	if (fresh && fresh_plan == NULL)
 		fresh_plan = herald_prepare_kept(
-								  "WITH r AS ("
-								  "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-								  "    AS r(id, status, http_status, error, latency_ms, response,"
-								  "         started_at, retry_in_ms, channel_id, webhook_id)),"
-								  " q AS ("
-								  "  INSERT INTO herald.delivery_queue AS d"
-								  "         (id, event_id, channel_id, status, attempts, next_attempt_at,"
-								  "          last_status, last_error, finished_at)"
-								  "  SELECT r.id, r.id / 1000000, r.channel_id, r.status, 1,"
-								  "         CASE WHEN r.status = 'pending'"
-								  "              THEN now() + least(greatest(r.retry_in_ms, 0), " MAX_WAIT_MS ")"
-								  "                           * interval '1 millisecond'"
-								  "              ELSE now() END,"
-								  "         r.http_status, r.error,"
-								  "         CASE WHEN r.status <> 'pending' THEN now() END"
-								  "    FROM r WHERE r.status <> 'delivered'"
-								  "  ON CONFLICT (id) DO NOTHING)"
-								  " INSERT INTO herald.attempt_log"
-								  "        (delivery_id, channel_id, attempt, started_at, latency_ms,"
-								  "         http_status, error, response)"
-								  " SELECT r.id, r.channel_id, 1, r.started_at, r.latency_ms,"
-								  "        r.http_status, r.error, r.response"
-								  "   FROM r",
+								  "INSERT INTO herald.delivery_queue AS d"
+								  "       (id, event_id, channel_id, status, attempts, next_attempt_at,"
+								  "        last_status, last_error, finished_at)"
+								  " SELECT r.id, r.id / 1000000, r.channel_id, r.status, 1,"
+								  "        CASE WHEN r.status = 'pending'"
+								  "             THEN now() + least(greatest(r.retry_in_ms, 0), " MAX_WAIT_MS ")"
+								  "                          * interval '1 millisecond'"
+								  "             ELSE now() END,"
+								  "        r.http_status, r.error,"
+								  "        CASE WHEN r.status <> 'pending' THEN now() END"
+								  "   FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+								  "     AS r(id, status, http_status, error, latency_ms, response,"
+								  "          started_at, retry_in_ms, channel_id, webhook_id)"
+								  " ON CONFLICT (id) DO NOTHING",
 								  11, argtypes);
 	if (!fresh && record_plan == NULL)
 		record_plan = herald_prepare_kept(
