@@ -714,8 +714,7 @@ herald_episode_webhook_id(HeraldDelivery *d)
 
 	if (episode <= 0 || episode == d->event_id)
 		return NULL;
-	return psprintf("msg_%s_" INT64_FORMAT, installation_of(d),
-					episode * 1000000 + d->channel_id);
+	return herald_format_webhook_id(installation_of(d), episode * 1000000 + d->channel_id);
 }
 
 /*

@@ -661,6 +661,8 @@ extern void herald_about_delivery(HeraldDelivery *d, HeraldDelivery *about);
 extern char *herald_thread_key(HeraldDelivery *d);
 extern int64 herald_episode_event(HeraldDelivery *d);
 extern char *herald_episode_webhook_id(HeraldDelivery *d);
+extern char *herald_installation_id(void);
+extern char *herald_format_webhook_id(const char *installation_id, int64 delivery_id);
 extern char *herald_truncate(const char *text, int max_chars, const char *marker);
 extern int	herald_char_length(const char *text);
 extern const char *herald_entity(char c, bool quotes);

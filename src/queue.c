@@ -44,7 +44,9 @@
 #include "storage/spin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -340,7 +342,8 @@ copy_text_array(const ClaimRow *row, int col, int *n)
 	"              THEN " CONCURRENCY_SHARE " - coalesce(s.in_flight, 0)" \
 	"              ELSE least(" CONCURRENCY_SHARE " - coalesce(s.in_flight, 0)," \
 	"                         floor(coalesce(s.tokens, greatest(1, " RATE_SHARE ")))::int)" \
-	"         END AS cap, s.after_at, s.after_id" \
+	"         END AS cap, s.after_at, s.after_id," \
+	"         c.xmin::text || '/' || c.ctid::text AS version" \
 	"    FROM herald.channel_defs c" \
 	"    LEFT JOIN unnest($1::int[], $2::int[], $3::float8[], $4::timestamptz[], $5::bigint[])" \
 	"           AS s(id, in_flight, tokens, after_at, after_id) ON s.id = c.id)"
@@ -372,12 +375,15 @@ use_args(HeraldChannelUse *use, Datum *args)
 												 INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
-/* The columns of the claim's result, in its SELECT's order. */
+/*
+ * The columns of a delivery's row, in the SELECT's order (DELIVERY_SELECT).
+ * Those of its channel come in one block (CHANNEL_COLUMNS), which the read
+ * of new events also keeps per channel (KeptRows).
+ */
 enum
 {
 	CLAIM_ID = 1,
 	CLAIM_ATTEMPTS,
-	CLAIM_WEBHOOK_ID,
 	CLAIM_EVENT_ID,
 	CLAIM_EVENT_TYPE,
 	CLAIM_RULE,
@@ -385,7 +391,7 @@ enum
 	CLAIM_PAYLOAD,
 	CLAIM_FACT_COLUMNS,
 	CLAIM_MESSAGE,
-	CLAIM_CHANNEL_ID,
+	CLAIM_CHANNEL_ID,			/* the first of CHANNEL_COLUMNS */
 	CLAIM_CHANNEL,
 	CLAIM_KIND,
 	CLAIM_TARGET,
@@ -397,37 +403,53 @@ enum
 	CLAIM_ENABLED,
 	CLAIM_MAX_CONCURRENCY,
 	CLAIM_RATE_LIMIT,
-	CLAIM_ALLOWANCE,
-	CLAIM_DUE_AT,
 	CLAIM_PREVIOUS_SECRET,
+	CLAIM_PREVIOUS_SECRET_UNTIL,
 	CLAIM_RECIPIENTS,
 	CLAIM_SENDER,
 	CLAIM_SUBJECT,
-	CLAIM_ACTIONS,
 	CLAIM_INTERACTIVE,
+	CLAIM_TIMEZONE,				/* the last of CHANNEL_COLUMNS */
+	CLAIM_ALLOWANCE,
+	CLAIM_DUE_AT,
+	CLAIM_ACTIONS,
 	CLAIM_RESPONSE_URL,
 	CLAIM_ABOUT_PAYLOAD,
 	CLAIM_RULE_MESSAGE,
 	CLAIM_MESSAGES,
 	CLAIM_RULE_MESSAGES,
-	CLAIM_TIMEZONE,
 	CLAIM_SPILL,
-	CLAIM_FACT_TABLE
+	CLAIM_FACT_TABLE,
+	NUM_CLAIM_COLUMNS = CLAIM_FACT_TABLE
 };
+
+#define NUM_CHANNEL_COLUMNS (CLAIM_TIMEZONE - CLAIM_CHANNEL_ID + 1)
+
+/* What a delivery takes of its channel c, in the order of the CLAIM_* */
+#define CHANNEL_COLUMNS \
+	" c.id, c.name, c.kind, c.target, c.secret, c.headers," \
+	" " TIMEOUT_MS "," \
+	" " CLAMPED_MS("c.retry_delay") "::float8," \
+	" c.max_attempts, c.enabled, " CONCURRENCY_SHARE "," \
+	" coalesce(" RATE_SHARE ", 0)::float8," \
+	" c.previous_secret, c.previous_secret_until," \
+	" c.recipients, c.sender, c.subject," \
+	" c.slack_signing_secret IS NOT NULL, c.timezone"
+
+/* Whether a message about an event of rule r offers actions (herald._actions()) */
+#define RULE_OFFERS_ACTIONS "(r.choices IS NOT NULL OR r.followup_after IS NOT NULL)"
 
 /*
  * What a claimed delivery carries, in the order of the CLAIM_* columns,
  * from a CTE named claimed (id, attempts, event_id, channel_id, cap, due_at,
  * spill): the claim of queued deliveries and the read of new events share
  * it.  spill: not to be sent now, put in the queue (a read of new events
- * only).
+ * only).  A plain row event (of a rule offering no actions) needs none of
+ * the joins past its rule: the read of new events makes those deliveries
+ * in C (plain_delivery()), from the same columns.
  */
 #define DELIVERY_SELECT \
-	" SELECT cl.id, cl.attempts, herald.webhook_id(cl.id)," \
-	"        e.id, e.type, e.rule," \
-	"        to_char(e.created_at AT TIME ZONE 'UTC'," \
-	"                'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')," \
-	"        e.payload," \
+	" SELECT cl.id, cl.attempts, e.id, e.type, e.rule, e.created_at, e.payload," \
 	/* \
 	 * the row's columns to show, in order (an index scan of pg_attribute), \
 	 * for a row event or the Slack update of a message about one \
@@ -435,20 +457,11 @@ enum
 	"        CASE WHEN e.type LIKE 'row.%' OR dl.response_url IS NOT NULL" \
 	"             THEN r.facts END," \
 	"        CASE WHEN e.type NOT LIKE 'decision.%' THEN r.message END," \
-	"        c.id, c.name, c.kind, c.target, c.secret," \
-	"        ARRAY(SELECT h.key || ': ' || h.value" \
-	"                FROM jsonb_each_text(c.headers) AS h)," \
-	"        " TIMEOUT_MS "," \
-	"        " CLAMPED_MS("c.retry_delay") "::float8," \
-	"        c.max_attempts, c.enabled, " CONCURRENCY_SHARE "," \
-	"        coalesce(" RATE_SHARE ", 0), cl.cap, cl.due_at," \
-	"        CASE WHEN c.previous_secret_until > now() THEN c.previous_secret END," \
-	"        c.recipients, c.sender, c.subject," \
+	CHANNEL_COLUMNS "," \
+	"        cl.cap, cl.due_at," \
 	/* plain row events, the bulk, skip the call */ \
-	"        CASE WHEN e.type NOT LIKE 'row.%' OR r.choices IS NOT NULL" \
-	"               OR r.followup_after IS NOT NULL" \
+	"        CASE WHEN e.type NOT LIKE 'row.%' OR " RULE_OFFERS_ACTIONS \
 	"             THEN herald._actions(e, r, c, k.id, k.secret) END," \
-	"        c.slack_signing_secret IS NOT NULL," \
 	"        dl.response_url," \
 	"        CASE WHEN dl.response_url IS NOT NULL THEN" \
 	"          (SELECT a.payload FROM herald.event_log a" \
@@ -456,7 +469,6 @@ enum
 	"        CASE WHEN dl.response_url IS NOT NULL THEN r.message END," \
 	"        CASE WHEN e.type NOT LIKE 'decision.%' THEN r.messages END," \
 	"        CASE WHEN dl.response_url IS NOT NULL THEN r.messages END," \
-	"        c.timezone," \
 	"        cl.spill," \
 	/* no facts named: the table's first columns (fact_columns()) */ \
 	"        CASE WHEN (e.type LIKE 'row.%' OR dl.response_url IS NOT NULL)" \
@@ -544,90 +556,210 @@ fact_columns(Oid relid, int *n, List **seen)
 }
 
 /*
- * Copy the deliveries of the last SPI result (DELIVERY_SELECT) into cxt;
- * returns how many.  Rows to spill are left out: with spilled, their
- * channels are set in *spilled (a list of channel ids, in cxt).
+ * The deliveries a claim or a read makes, in cxt: what they share (the
+ * installation's id, for their webhook-ids; the default facts of the tables
+ * seen) and the channels whose deliveries were put in the queue instead
+ * (spilled, a list of channel ids; NULL for a claim).
  */
-static int
-copy_deliveries(MemoryContext cxt, HeraldDelivery **out, List **spilled)
+typedef struct DeliveryBatch
 {
-	int			total = SPI_processed;
-	int			n = 0;
-	HeraldDelivery *deliveries;
+	MemoryContext cxt;
+	HeraldDelivery *items;
+	int			n;
+	int			max;
+	bool		fresh;			/* read from the event log */
+	char	   *installation_id;
+	List	   *fact_tables;
+	List	  **spilled;
+} DeliveryBatch;
+
+static void
+batch_start(DeliveryBatch *b, MemoryContext cxt, bool fresh, List **spilled)
+{
+	memset(b, 0, sizeof(DeliveryBatch));
+	b->cxt = cxt;
+	b->fresh = fresh;
+	b->spilled = spilled;
+}
+
+/* A delivery not to be sent now, which goes to the queue: its channel is noted */
+static void
+batch_spill(DeliveryBatch *b, int32 channel_id)
+{
+	MemoryContext old = MemoryContextSwitchTo(b->cxt);
+
+	Assert(b->spilled != NULL);
+	*b->spilled = list_append_unique_int(*b->spilled, channel_id);
+	MemoryContextSwitchTo(old);
+}
+
+/* ISO 8601 in UTC with microseconds, as in every payload; NULL for infinity */
+static char *
+iso_utc(TimestampTz t)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (TIMESTAMP_NOT_FINITE(t) || timestamp2tm(t, NULL, &tm, &fsec, NULL, NULL) != 0)
+		return NULL;
+	return psprintf("%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+					tm.tm_year, tm.tm_mon, tm.tm_mday,
+					tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+}
+
+/*
+ * A channel's headers, a JSON object of strings (create_channel() checks
+ * them), as "Name: value" lines; a value of another type as its JSON text,
+ * a null one as an empty line (which libcurl ignores).
+ */
+static char **
+header_lines(const ClaimRow *row, int col, int *n)
+{
+	Jsonb	   *headers;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	  **lines;
+	char	   *key = NULL;
+
+	*n = 0;
+	if (row->nulls[col - 1])
+		return NULL;
+	headers = DatumGetJsonbP(row->values[col - 1]);
+	if (!JB_ROOT_IS_OBJECT(headers))
+		return NULL;
+	lines = palloc(sizeof(char *) * Max(JB_ROOT_COUNT(headers), 1));
+	it = JsonbIteratorInit(&headers->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+		else if (tok == WJB_VALUE && key != NULL)
+		{
+			if (v.type == jbvString)
+				lines[(*n)++] = psprintf("%s: %.*s", key, v.val.string.len, v.val.string.val);
+			else if (v.type == jbvNull)
+				lines[(*n)++] = pstrdup("");
+			else
+			{
+				Jsonb	   *value = JsonbValueToJsonb(&v);
+
+				lines[(*n)++] = psprintf("%s: %s", key,
+										 JsonbToCString(NULL, &value->root, VARSIZE(value)));
+			}
+			pfree(key);
+			key = NULL;
+		}
+	}
+	return lines;
+}
+
+/* Fill the next delivery of the batch from one row (CLAIM_* columns) */
+static void
+fill_delivery(DeliveryBatch *b, const ClaimRow *r)
+{
+	HeraldDelivery *d;
 	MemoryContext old;
-	List	   *fact_tables = NIL;
-	TupleDesc	desc = SPI_tuptable->tupdesc;
+
+	/* read once per batch, when it has a delivery */
+	if (b->installation_id == NULL)
+	{
+		char	   *id = herald_installation_id();
+
+		b->installation_id = MemoryContextStrdup(b->cxt, id);
+		pfree(id);
+	}
+	old = MemoryContextSwitchTo(b->cxt);
+	if (b->n == b->max)
+	{
+		b->max = Max(b->max * 2, 32);
+		b->items = b->items ? repalloc(b->items, sizeof(HeraldDelivery) * b->max) :
+			palloc(sizeof(HeraldDelivery) * b->max);
+	}
+	d = &b->items[b->n++];
+	memset(d, 0, sizeof(HeraldDelivery));
+	d->fresh = b->fresh;
+	d->id = DatumGetInt64(claim_value(r, CLAIM_ID));
+	d->attempts = DatumGetInt32(claim_value(r, CLAIM_ATTEMPTS));
+	d->webhook_id = herald_format_webhook_id(b->installation_id, d->id);
+	d->event_id = DatumGetInt64(claim_value(r, CLAIM_EVENT_ID));
+	d->event_type = copy_text(r, CLAIM_EVENT_TYPE);
+	d->rule = copy_text(r, CLAIM_RULE);
+	d->created_at = iso_utc(DatumGetTimestampTz(claim_value(r, CLAIM_CREATED_AT)));
+	d->payload = DatumGetJsonbPCopy(claim_value(r, CLAIM_PAYLOAD));
+	d->fact_columns = copy_text_array(r, CLAIM_FACT_COLUMNS, &d->nfact_columns);
+	if (d->fact_columns == NULL && !r->nulls[CLAIM_FACT_TABLE - 1])
+		d->fact_columns = fact_columns(DatumGetObjectId(claim_value(r, CLAIM_FACT_TABLE)),
+									   &d->nfact_columns, &b->fact_tables);
+	d->message = copy_text(r, CLAIM_MESSAGE);
+	d->channel_id = DatumGetInt32(claim_value(r, CLAIM_CHANNEL_ID));
+	d->channel = copy_text(r, CLAIM_CHANNEL);
+	d->kind = copy_text(r, CLAIM_KIND);
+	d->target = copy_text(r, CLAIM_TARGET);
+	d->secret = copy_text(r, CLAIM_SECRET);
+	d->headers = header_lines(r, CLAIM_HEADERS, &d->nheaders);
+	d->timeout_ms = DatumGetInt64(claim_value(r, CLAIM_TIMEOUT_MS));
+	d->retry_delay_ms = DatumGetFloat8(claim_value(r, CLAIM_RETRY_DELAY_MS));
+	d->max_attempts = DatumGetInt32(claim_value(r, CLAIM_MAX_ATTEMPTS));
+	d->channel_enabled = DatumGetBool(claim_value(r, CLAIM_ENABLED));
+	d->max_concurrency = DatumGetInt32(claim_value(r, CLAIM_MAX_CONCURRENCY));
+	d->rate_limit = DatumGetFloat8(claim_value(r, CLAIM_RATE_LIMIT));
+	d->allowance = DatumGetInt32(claim_value(r, CLAIM_ALLOWANCE));
+	d->due_at = DatumGetTimestampTz(claim_value(r, CLAIM_DUE_AT));
+	/* the previous secret signs too until its time is up (now(): the transaction's start) */
+	if (!r->nulls[CLAIM_PREVIOUS_SECRET_UNTIL - 1] &&
+		DatumGetTimestampTz(claim_value(r, CLAIM_PREVIOUS_SECRET_UNTIL)) >
+		GetCurrentTransactionStartTimestamp())
+		d->previous_secret = copy_text(r, CLAIM_PREVIOUS_SECRET);
+	d->recipients = copy_text_array(r, CLAIM_RECIPIENTS, &d->nrecipients);
+	d->sender = copy_text(r, CLAIM_SENDER);
+	d->subject = copy_text(r, CLAIM_SUBJECT);
+	d->actions = copy_jsonb(r, CLAIM_ACTIONS);
+	d->interactive = DatumGetBool(claim_value(r, CLAIM_INTERACTIVE));
+	d->response_url = copy_text(r, CLAIM_RESPONSE_URL);
+	d->about_payload = copy_jsonb(r, CLAIM_ABOUT_PAYLOAD);
+	d->rule_message = copy_text(r, CLAIM_RULE_MESSAGE);
+	d->messages = copy_jsonb(r, CLAIM_MESSAGES);
+	d->rule_messages = copy_jsonb(r, CLAIM_RULE_MESSAGES);
+	d->timezone = copy_text(r, CLAIM_TIMEZONE);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Add the deliveries of the last SPI result (DELIVERY_SELECT) to the batch;
+ * rows to spill are left out, their channels noted.
+ */
+static void
+copy_deliveries(DeliveryBatch *b)
+{
+	SPITupleTable *result = SPI_tuptable;
+	uint64		nrows = SPI_processed;
+	TupleDesc	desc = result->tupdesc;
 	ClaimRow	r;
 
-	old = MemoryContextSwitchTo(cxt);
+	Assert(desc->natts == NUM_CLAIM_COLUMNS);
 	r.values = palloc(sizeof(Datum) * desc->natts);
 	r.nulls = palloc(sizeof(bool) * desc->natts);
-	deliveries = palloc0(sizeof(HeraldDelivery) * Max(total, 1));
-	for (int row = 0; row < total; row++)
+	for (uint64 row = 0; row < nrows; row++)
 	{
-		HeraldDelivery *d;
-
-		heap_deform_tuple(SPI_tuptable->vals[row], desc, r.values, r.nulls);
-
+		heap_deform_tuple(result->vals[row], desc, r.values, r.nulls);
 		if (DatumGetBool(claim_value(&r, CLAIM_SPILL)))
-		{
-			if (spilled)
-				*spilled = list_append_unique_int(*spilled,
-												  DatumGetInt32(claim_value(&r, CLAIM_CHANNEL_ID)));
-			continue;
-		}
-		d = &deliveries[n++];
-		d->fresh = (spilled != NULL);
-		d->id = DatumGetInt64(claim_value(&r, CLAIM_ID));
-		d->attempts = DatumGetInt32(claim_value(&r, CLAIM_ATTEMPTS));
-		d->webhook_id = copy_text(&r, CLAIM_WEBHOOK_ID);
-		d->event_id = DatumGetInt64(claim_value(&r, CLAIM_EVENT_ID));
-		d->event_type = copy_text(&r, CLAIM_EVENT_TYPE);
-		d->rule = copy_text(&r, CLAIM_RULE);
-		d->created_at = copy_text(&r, CLAIM_CREATED_AT);
-		d->payload = DatumGetJsonbPCopy(claim_value(&r, CLAIM_PAYLOAD));
-		d->fact_columns = copy_text_array(&r, CLAIM_FACT_COLUMNS,
-										  &d->nfact_columns);
-		if (d->fact_columns == NULL)
-		{
-			if (!r.nulls[CLAIM_FACT_TABLE - 1])
-				d->fact_columns = fact_columns(DatumGetObjectId(claim_value(&r, CLAIM_FACT_TABLE)),
-											   &d->nfact_columns, &fact_tables);
-		}
-		d->message = copy_text(&r, CLAIM_MESSAGE);
-		d->channel_id = DatumGetInt32(claim_value(&r, CLAIM_CHANNEL_ID));
-		d->channel = copy_text(&r, CLAIM_CHANNEL);
-		d->kind = copy_text(&r, CLAIM_KIND);
-		d->target = copy_text(&r, CLAIM_TARGET);
-		d->secret = copy_text(&r, CLAIM_SECRET);
-		d->headers = copy_text_array(&r, CLAIM_HEADERS, &d->nheaders);
-		d->timeout_ms = DatumGetInt64(claim_value(&r, CLAIM_TIMEOUT_MS));
-		d->retry_delay_ms = DatumGetFloat8(claim_value(&r, CLAIM_RETRY_DELAY_MS));
-		d->max_attempts = DatumGetInt32(claim_value(&r, CLAIM_MAX_ATTEMPTS));
-		d->channel_enabled = DatumGetBool(claim_value(&r, CLAIM_ENABLED));
-		d->max_concurrency = DatumGetInt32(claim_value(&r, CLAIM_MAX_CONCURRENCY));
-		d->rate_limit = DatumGetFloat8(claim_value(&r, CLAIM_RATE_LIMIT));
-		d->allowance = DatumGetInt32(claim_value(&r, CLAIM_ALLOWANCE));
-		d->due_at = DatumGetTimestampTz(claim_value(&r, CLAIM_DUE_AT));
-		d->previous_secret = copy_text(&r, CLAIM_PREVIOUS_SECRET);
-		d->recipients = copy_text_array(&r, CLAIM_RECIPIENTS, &d->nrecipients);
-		d->sender = copy_text(&r, CLAIM_SENDER);
-		d->subject = copy_text(&r, CLAIM_SUBJECT);
-		d->actions = copy_jsonb(&r, CLAIM_ACTIONS);
-		d->interactive = DatumGetBool(claim_value(&r, CLAIM_INTERACTIVE));
-		d->response_url = copy_text(&r, CLAIM_RESPONSE_URL);
-		d->about_payload = copy_jsonb(&r, CLAIM_ABOUT_PAYLOAD);
-		d->rule_message = copy_text(&r, CLAIM_RULE_MESSAGE);
-		d->messages = copy_jsonb(&r, CLAIM_MESSAGES);
-		d->rule_messages = copy_jsonb(&r, CLAIM_RULE_MESSAGES);
-		d->timezone = copy_text(&r, CLAIM_TIMEZONE);
+			batch_spill(b, DatumGetInt32(claim_value(&r, CLAIM_CHANNEL_ID)));
+		else
+			fill_delivery(b, &r);
 	}
 	pfree(r.values);
 	pfree(r.nulls);
-	MemoryContextSwitchTo(old);
-	SPI_freetuptable(SPI_tuptable);
-	*out = deliveries;
-	return n;
+	SPI_freetuptable(result);
+}
+
+/* The deliveries of the batch (an empty array when there are none) */
+static HeraldDelivery *
+batch_items(DeliveryBatch *b)
+{
+	if (b->items == NULL)
+		b->items = MemoryContextAllocZero(b->cxt, sizeof(HeraldDelivery));
+	return b->items;
 }
 
 /*
@@ -643,8 +775,7 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 		TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT4OID, INT4OID};
 	Datum		args[7];
 	int			ret;
-	int			n;
-	HeraldDelivery *deliveries;
+	DeliveryBatch batch;
 	int			guc_level;
 
 	/* the leases taken are this worker's slot's */
@@ -686,10 +817,11 @@ herald_queue_claim(int slot, int limit, HeraldChannelUse *use,
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not claim deliveries: %s", SPI_result_code_string(ret));
 
-	n = copy_deliveries(cxt, &deliveries, NULL);
-	Assert(n <= limit);
-	*out = deliveries;
-	return n;
+	batch_start(&batch, cxt, false, NULL);
+	copy_deliveries(&batch);
+	Assert(batch.n <= limit);
+	*out = batch_items(&batch);
+	return batch.n;
 }
 
 /*
@@ -719,6 +851,343 @@ index_plan_settings(void)
 }
 
 /*
+ * What the read of new events keeps between batches, so that the bulk of
+ * deliveries (plain row events) is made in C from the event's row, with no
+ * join: the columns a delivery takes of each channel (CHANNEL_COLUMNS) and
+ * of each rule (RULE_COLUMNS), with the version (xmin and ctid) of the row
+ * they were read from.  The read statement returns the version of the row
+ * of each channel and rule its events name, in its own snapshot: an entry
+ * whose row has changed since is read again (and all of its kind are
+ * forgotten then, which bounds their memory), one whose row is gone is not
+ * used.  So a change committed before an event is seen by its delivery,
+ * whatever path made it (alter_channel, alter_rule, a DBA's UPDATE).
+ */
+typedef struct KeptEntry
+{
+	int32		id;				/* hash key */
+	char	   *version;
+	Datum	   *values;
+	bool	   *nulls;
+} KeptEntry;
+
+typedef struct KeptRows
+{
+	const char *name;
+	const char *load;			/* SELECT version, columns ... WHERE id = ANY ($1) */
+	int			ncolumns;
+	SPIPlanPtr	plan;
+	MemoryContext cxt;
+	HTAB	   *entries;
+	bool		loading;		/* a load failed half-way: forget what it left */
+} KeptRows;
+
+#define ROW_VERSION(alias) alias ".xmin::text || '/' || " alias ".ctid::text"
+
+/* What a delivery takes of its rule r, in this order (RULE_*) */
+#define RULE_COLUMNS \
+	RULE_OFFERS_ACTIONS ", r.facts, r.message, r.messages, r.on_table::oid"
+enum
+{
+	RULE_ID = 0,
+	RULE_OFFERS,
+	RULE_FACTS,
+	RULE_MESSAGE,
+	RULE_MESSAGES,
+	RULE_ON_TABLE,
+	NUM_RULE_COLUMNS
+};
+
+static KeptRows kept_channels = {
+	"pg_herald channels",
+	"SELECT " ROW_VERSION("c") "," CHANNEL_COLUMNS
+	"  FROM herald.channel_defs c WHERE c.id = ANY ($1)",
+	NUM_CHANNEL_COLUMNS
+};
+static KeptRows kept_rules = {
+	"pg_herald rules",
+	"SELECT " ROW_VERSION("r") ", r.id, " RULE_COLUMNS
+	"  FROM herald.rule_defs r WHERE r.id = ANY ($1)",
+	NUM_RULE_COLUMNS
+};
+static Oid	kept_installation = InvalidOid;
+
+/*
+ * A channel or a rule the events of a read name: the version of its row in
+ * the read's snapshot; for a channel, its allowance and the deliveries
+ * made of it so far.
+ */
+typedef struct SeenRow
+{
+	int32		id;				/* hash key */
+	char	   *version;
+	int32		cap;
+	int			taken;
+} SeenRow;
+
+/* Forget every entry */
+static void
+kept_forget(KeptRows *k)
+{
+	HASHCTL		ctl;
+
+	if (k->cxt == NULL)
+		/* the name is a string constant, as AllocSetContextCreate() wants */
+		k->cxt = AllocSetContextCreateInternal(TopMemoryContext, k->name, ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(k->cxt);
+	ctl.keysize = sizeof(int32);
+	ctl.entrysize = sizeof(KeptEntry);
+	ctl.hcxt = k->cxt;
+	k->entries = hash_create(k->name, 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	k->loading = false;
+}
+
+/*
+ * Copy a datum of column att of desc into the current memory context,
+ * detoasted: a kept value must not point into a table.
+ */
+static Datum
+copy_datum(TupleDesc desc, int att, Datum value, bool isnull)
+{
+	Form_pg_attribute a = TupleDescAttr(desc, att);
+
+	if (isnull)
+		return (Datum) 0;
+	if (a->attlen == -1)
+		return PointerGetDatum(PG_DETOAST_DATUM_COPY(value));
+	return datumCopy(value, a->attbyval, a->attlen);
+}
+
+/*
+ * Bring the entries of the rows seen (SeenRow) up to date; an id whose row
+ * the load does not find any more has no entry.
+ */
+static void
+kept_refresh(KeptRows *k, HTAB *seen)
+{
+	HASH_SEQ_STATUS seq;
+	SeenRow    *s;
+	Datum	   *missing;
+	int			nmissing = 0;
+	bool		changed = false;
+	Oid			argtypes[1] = {INT4ARRAYOID};
+	Datum		args[1];
+	int			ret;
+	TupleDesc	desc;
+	MemoryContext old;
+
+	if (k->entries == NULL || k->loading)
+		kept_forget(k);
+	missing = palloc(sizeof(Datum) * Max(hash_get_num_entries(seen), 1));
+	hash_seq_init(&seq, seen);
+	while ((s = hash_seq_search(&seq)) != NULL)
+	{
+		KeptEntry  *e = hash_search(k->entries, &s->id, HASH_FIND, NULL);
+
+		if (e == NULL)
+			missing[nmissing++] = Int32GetDatum(s->id);
+		else if (strcmp(e->version, s->version) != 0)
+			changed = true;
+	}
+	if (changed)
+	{
+		kept_forget(k);
+		nmissing = 0;
+		hash_seq_init(&seq, seen);
+		while ((s = hash_seq_search(&seq)) != NULL)
+			missing[nmissing++] = Int32GetDatum(s->id);
+	}
+	if (nmissing == 0)
+		return;
+
+	if (k->plan == NULL)
+		k->plan = herald_prepare_kept(k->load, 1, argtypes);
+	args[0] = build_array(missing, NULL, nmissing, INT4OID);
+	k->loading = true;
+	ret = SPI_execute_plan(k->plan, args, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read %s: %s", k->name, SPI_result_code_string(ret));
+	desc = SPI_tuptable->tupdesc;
+	Assert(desc->natts == k->ncolumns + 1);
+	old = MemoryContextSwitchTo(k->cxt);
+	for (uint64 row = 0; row < SPI_processed; row++)
+	{
+		Datum	   *values = palloc(sizeof(Datum) * desc->natts);
+		bool	   *nulls = palloc(sizeof(bool) * desc->natts);
+		int32		id;
+		KeptEntry  *e;
+
+		heap_deform_tuple(SPI_tuptable->vals[row], desc, values, nulls);
+		/* the id is the first column after the version */
+		id = DatumGetInt32(values[1]);
+		e = hash_search(k->entries, &id, HASH_ENTER, NULL);
+		e->version = TextDatumGetCString(values[0]);
+		e->values = palloc(sizeof(Datum) * k->ncolumns);
+		e->nulls = palloc(sizeof(bool) * k->ncolumns);
+		for (int i = 0; i < k->ncolumns; i++)
+		{
+			e->values[i] = copy_datum(desc, i + 1, values[i + 1], nulls[i + 1]);
+			e->nulls[i] = nulls[i + 1];
+		}
+		pfree(values);
+		pfree(nulls);
+	}
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
+	k->loading = false;
+}
+
+/* The entry of id, if its row was seen by this read and is still there */
+static KeptEntry *
+kept_find(KeptRows *k, HTAB *seen, int32 id)
+{
+	if (hash_search(seen, &id, HASH_FIND, NULL) == NULL)
+		return NULL;
+	return hash_search(k->entries, &id, HASH_FIND, NULL);
+}
+
+/* Both kinds of entries, forgotten when the installation changes */
+static void
+kept_open(void)
+{
+	Oid			installation = herald_installation();
+
+	if (installation != kept_installation)
+	{
+		kept_forget(&kept_channels);
+		kept_forget(&kept_rules);
+		kept_installation = installation;
+	}
+}
+
+/* The columns of the read of new events' result */
+enum
+{
+	READ_WHAT = 0,				/* READ_IS_NEW, _FOUND, _CHANNEL or _RULE */
+	READ_ID,					/* the event's id, the channel's or the rule's */
+	READ_LIMIT,					/* new: the most it could take; channel: its cap */
+	READ_TYPE,
+	READ_RULE_ID,
+	READ_RULE,
+	READ_CREATED_AT,
+	READ_PAYLOAD,
+	READ_CHANNEL_IDS,
+	READ_VERSION,				/* channel, rule: its row's version */
+	NUM_READ_COLUMNS
+};
+
+/* What a row of the read is (READ_WHAT) */
+#define READ_IS_NEW 0
+#define READ_IS_FOUND 1
+#define READ_IS_CHANNEL 2
+#define READ_IS_RULE 3
+
+/* An event read, and the columns of its row the deliveries take */
+typedef struct ReadEvent
+{
+	int64		id;
+	Datum	   *values;			/* READ_* columns */
+	bool	   *nulls;
+	int32	   *channel_ids;
+	int			nchannels;
+} ReadEvent;
+
+static int
+compare_read_events(const void *a, const void *b)
+{
+	int64		x = ((const ReadEvent *) a)->id;
+	int64		y = ((const ReadEvent *) b)->id;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/*
+ * Of these deliveries (ids, n, of events at or below the position recorded
+ * at the last restart), those that were handled before it: an attempt or a
+ * queue row records them.  Returns a hash set of their ids.
+ */
+static HTAB *
+recorded_deliveries(Datum *ids, int n)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	Datum		args[1];
+	int			ret;
+	HASHCTL		ctl;
+	HTAB	   *set;
+
+	if (plan == NULL)
+		plan = herald_prepare_kept("SELECT x.id FROM unnest($1::bigint[]) AS x(id)"
+								   " WHERE EXISTS (SELECT 1 FROM herald.attempt_log a"
+								   "                WHERE a.delivery_id = x.id)"
+								   "    OR EXISTS (SELECT 1 FROM herald.delivery_queue q"
+								   "                WHERE q.id = x.id)",
+								   1, argtypes);
+	args[0] = build_array(ids, NULL, n, INT8OID);
+	ret = SPI_execute_plan(plan, args, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read recorded deliveries: %s", SPI_result_code_string(ret));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(int64);
+	ctl.hcxt = CurrentMemoryContext;
+	set = hash_create("pg_herald recorded deliveries", Max(SPI_processed, 16), &ctl,
+					  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (uint64 row = 0; row < SPI_processed; row++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[row],
+													 SPI_tuptable->tupdesc, 1, &isnull));
+
+		(void) hash_search(set, &id, HASH_ENTER, NULL);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return set;
+}
+
+/*
+ * The delivery of a plain row event (a rule that offers no actions) to a
+ * kept channel, made from the event's row as DELIVERY_SELECT would make it.
+ */
+static void
+plain_delivery(DeliveryBatch *b, ReadEvent *ev, SeenRow *ch, KeptEntry *channel,
+			   KeptEntry *rule)
+{
+	Datum		values[NUM_CLAIM_COLUMNS];
+	bool		nulls[NUM_CLAIM_COLUMNS];
+	ClaimRow	r = {values, nulls};
+
+	for (int i = 0; i < NUM_CLAIM_COLUMNS; i++)
+		nulls[i] = true;
+#define SET(col, value) (values[(col) - 1] = (value), nulls[(col) - 1] = false)
+	SET(CLAIM_ID, Int64GetDatum(ev->id * 1000000 + ch->id));
+	SET(CLAIM_ATTEMPTS, Int32GetDatum(0));
+	SET(CLAIM_EVENT_ID, Int64GetDatum(ev->id));
+	SET(CLAIM_EVENT_TYPE, ev->values[READ_TYPE]);
+	if (!ev->nulls[READ_RULE])
+		SET(CLAIM_RULE, ev->values[READ_RULE]);
+	SET(CLAIM_CREATED_AT, ev->values[READ_CREATED_AT]);
+	SET(CLAIM_PAYLOAD, ev->values[READ_PAYLOAD]);
+	/* a rule gone since its event: no facts, no template, as with no rule */
+	if (rule != NULL)
+	{
+		if (!rule->nulls[RULE_FACTS])
+			SET(CLAIM_FACT_COLUMNS, rule->values[RULE_FACTS]);
+		else if (!rule->nulls[RULE_ON_TABLE])
+			SET(CLAIM_FACT_TABLE, rule->values[RULE_ON_TABLE]);
+		if (!rule->nulls[RULE_MESSAGE])
+			SET(CLAIM_MESSAGE, rule->values[RULE_MESSAGE]);
+		if (!rule->nulls[RULE_MESSAGES])
+			SET(CLAIM_MESSAGES, rule->values[RULE_MESSAGES]);
+	}
+	memcpy(&values[CLAIM_CHANNEL_ID - 1], channel->values, sizeof(Datum) * NUM_CHANNEL_COLUMNS);
+	memcpy(&nulls[CLAIM_CHANNEL_ID - 1], channel->nulls, sizeof(bool) * NUM_CHANNEL_COLUMNS);
+	SET(CLAIM_ALLOWANCE, Int32GetDatum(ch->cap));
+	SET(CLAIM_DUE_AT, TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()));
+	SET(CLAIM_SPILL, BoolGetDatum(false));
+#undef SET
+	fill_delivery(b, &r);
+}
+
+/*
  * Read the events of this worker's share that are new to it (log_cursor.c
  * says where from, and which gaps to look at again), at most limit, and no
  * more than the channels with the largest allowance can take now.  Each
@@ -727,71 +1196,95 @@ index_plan_settings(void)
  * finds it (its channel is added to *spilled).  Returns how many
  * deliveries are to be sent, copied into cxt; *more says whether the read
  * took as many events as it could (more may be waiting).
+ *
+ * One statement reads the events' rows and the allowance and row version
+ * of their channels.  The deliveries of plain row events are made in C
+ * (plain_delivery()) from the kept channels and rules; the others (other
+ * event types, rules that offer actions: a join of decisions, link keys and
+ * herald._actions()) and the queue rows of those spilled come from a second
+ * statement, run only for them.
  */
 int
 herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 					  MemoryContext cxt, HeraldDelivery **out, List **spilled, bool *more)
 {
-	static SPIPlanPtr ids_plan = NULL;
+	static SPIPlanPtr read_plan = NULL;
 	static SPIPlanPtr fan_plan = NULL;
 	Oid			argtypes[11] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID,
 		TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8OID, INT4OID, INT4OID, INT4OID,
 	INT8ARRAYOID, INT8ARRAYOID};
-	Oid			fan_argtypes[7] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID,
-	TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8OID};
+	Oid			fan_argtypes[5] = {INT8ARRAYOID, INT8ARRAYOID, INT4ARRAYOID,
+	INT4ARRAYOID, BOOLARRAYOID};
 	Datum		args[11];
 	int			ret;
+	SPITupleTable *read;
+	ReadEvent  *events;
+	int			nevents = 0;
 	int64	   *ids;
 	int64	   *found;
 	int			nids = 0;
 	int			nfound = 0;
-	Datum	   *elems;
+	HTAB	   *channels;
+	HTAB	   *rules;
+	HASHCTL		ctl;
+	int64		recorded_upto;
+	HTAB	   *recorded = NULL;
+	DeliveryBatch batch;
 	int			guc_level;
-	int			n;
+	int			nfan = 0;
+	int			maxfan;
+	Datum	   *fan[4];
+	bool	   *fan_spill;
 
 	Assert(herald_worker_owns(slot));
 	Assert(workers >= 1 && slot < workers && limit >= 0);
-	if (ids_plan == NULL)
-		ids_plan = herald_prepare_kept(
-									   "WITH " CHANNEL_CAPS_CTE ","
-									   /* below 0: more in flight than the channel may have now */
-									   " lim AS (SELECT greatest(0, least($9, coalesce(max(caps.cap), 0))) AS n"
-									   "           FROM caps)"
-									   " (SELECT true, e.id, (SELECT n FROM lim) FROM herald.event_log e"
-									   "   WHERE e.id > $6 AND e.id % $7 = $8"
-									   "   ORDER BY e.id"
-									   "   LIMIT (SELECT n FROM lim))"
-									   " UNION ALL"
-									   " (SELECT false, x.id, 0 FROM unnest($10, $11) AS g(lo, hi)"
-									   "    CROSS JOIN LATERAL (SELECT e.id FROM herald.event_log e"
-									   "                         WHERE e.id >= g.lo AND e.id <= g.hi"
-									   "                           AND e.id % $7 = $8 OFFSET 0) x)",
-									   11, argtypes);
+	if (read_plan == NULL)
+		read_plan = herald_prepare_kept(
+										"WITH " CHANNEL_CAPS_CTE ","
+		/* below 0: more in flight than the channel may have now */
+										" lim AS (SELECT greatest(0, least($9, coalesce(max(caps.cap), 0))) AS n"
+										"           FROM caps),"
+										" ev AS ("
+										"  (SELECT " CppAsString2(READ_IS_NEW) " AS what, e.id, e.type, e.rule_id,"
+										"          e.rule, e.created_at, e.payload, e.channel_ids"
+										"     FROM herald.event_log e"
+										"    WHERE e.id > $6 AND e.id % $7 = $8"
+										"    ORDER BY e.id"
+										"    LIMIT (SELECT n FROM lim))"
+										"  UNION ALL"
+										"  (SELECT " CppAsString2(READ_IS_FOUND) ", x.id, x.type, x.rule_id,"
+										"          x.rule, x.created_at, x.payload, x.channel_ids"
+										"     FROM unnest($10, $11) AS g(lo, hi)"
+										"    CROSS JOIN LATERAL (SELECT e.* FROM herald.event_log e"
+										"                         WHERE e.id >= g.lo AND e.id <= g.hi"
+										"                           AND e.id % $7 = $8 OFFSET 0) x))"
+										" SELECT ev.what, ev.id, (SELECT n FROM lim), ev.type, ev.rule_id, ev.rule,"
+										"        ev.created_at, ev.payload, ev.channel_ids, NULL::text"
+										"   FROM ev"
+										" UNION ALL"
+										" SELECT " CppAsString2(READ_IS_CHANNEL) ", caps.id, caps.cap, NULL, NULL, NULL,"
+										"        NULL, NULL, NULL, caps.version"
+										"   FROM caps"
+										"  WHERE caps.id IN (SELECT unnest(ev.channel_ids) FROM ev)"
+										" UNION ALL"
+										" SELECT " CppAsString2(READ_IS_RULE) ", r.id, 0, NULL, NULL, NULL,"
+										"        NULL, NULL, NULL, " ROW_VERSION("r")
+										"   FROM herald.rule_defs r"
+										"  WHERE r.id IN (SELECT ev.rule_id FROM ev)",
+										11, argtypes);
 	if (fan_plan == NULL)
 		fan_plan = herald_prepare_kept(
-									   "WITH " CHANNEL_CAPS_CTE ","
-									   " fan AS ("
-									   "  SELECT e.id AS event_id, ch.channel_id,"
-									   "         row_number() OVER (PARTITION BY ch.channel_id ORDER BY e.id) AS rn"
-									   "    FROM herald.event_log e CROSS JOIN LATERAL unnest(e.channel_ids) AS ch(channel_id)"
-									   "   WHERE e.id = ANY ($6)"
-									   /* read again after a restart: what is recorded is done */
-									   "     AND (e.id > $7"
-									   "          OR NOT (EXISTS (SELECT 1 FROM herald.attempt_log a"
-									   "                           WHERE a.delivery_id = herald._delivery_id(e.id, ch.channel_id))"
-									   "                  OR EXISTS (SELECT 1 FROM herald.delivery_queue q"
-									   "                              WHERE q.id = herald._delivery_id(e.id, ch.channel_id))))),"
-									   " claimed AS ("
-									   "  SELECT herald._delivery_id(f.event_id, f.channel_id) AS id, 0 AS attempts,"
-									   "         f.event_id, f.channel_id, caps.cap, now() AS due_at,"
-									   "         f.rn > greatest(caps.cap, 0) AS spill"
-									   "    FROM fan f JOIN caps ON caps.id = f.channel_id),"
+									   "WITH claimed AS ("
+									   "  SELECT u.id, 0 AS attempts, u.event_id, u.channel_id, u.cap,"
+									   "         now() AS due_at, u.spill"
+									   "    FROM unnest($1, $2, $3, $4, $5)"
+									   "      AS u(id, event_id, channel_id, cap, spill)),"
 									   " spilled AS ("
 									   "  INSERT INTO herald.delivery_queue (id, event_id, channel_id)"
 									   "  SELECT cl.id, cl.event_id, cl.channel_id FROM claimed cl WHERE cl.spill"
 									   "  ON CONFLICT (id) DO NOTHING)"
 									   DELIVERY_SELECT,
-									   7, fan_argtypes);
+									   5, fan_argtypes);
 
 	use_args(use, args);
 	args[5] = Int64GetDatum(herald_cursor_read_upto());
@@ -801,52 +1294,184 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 	/* the horizon, then the snapshot of the statement */
 	herald_cursor_plan(&args[9], &args[10]);
 	guc_level = index_plan_settings();
-	ret = SPI_execute_plan(ids_plan, args, NULL, false, 0);
+	ret = SPI_execute_plan(read_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read the event log: %s", SPI_result_code_string(ret));
+	read = SPI_tuptable;
+	Assert(read->tupdesc->natts == NUM_READ_COLUMNS);
 	*more = false;
+	events = palloc(sizeof(ReadEvent) * Max(SPI_processed, 1));
 	ids = palloc(sizeof(int64) * Max(SPI_processed, 1));
 	found = palloc(sizeof(int64) * Max(SPI_processed, 1));
+	ctl.keysize = sizeof(int32);
+	ctl.entrysize = sizeof(SeenRow);
+	ctl.hcxt = CurrentMemoryContext;
+	channels = hash_create("pg_herald channels read", 16, &ctl,
+						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	rules = hash_create("pg_herald rules read", 16, &ctl,
+						HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		bool		isnull;
-		bool		new = DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
-		int64		id = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+		Datum	   *values = palloc(sizeof(Datum) * NUM_READ_COLUMNS);
+		bool	   *nulls = palloc(sizeof(bool) * NUM_READ_COLUMNS);
+		int			what;
 
-		if (new)
+		heap_deform_tuple(read->vals[i], read->tupdesc, values, nulls);
+		what = DatumGetInt32(values[READ_WHAT]);
+		if (what == READ_IS_CHANNEL || what == READ_IS_RULE)
 		{
-			ids[nids++] = id;
+			int32		id = (int32) DatumGetInt64(values[READ_ID]);
+			SeenRow    *seen = hash_search(what == READ_IS_CHANNEL ? channels : rules,
+										   &id, HASH_ENTER, NULL);
+
+			seen->version = TextDatumGetCString(values[READ_VERSION]);
+			seen->cap = DatumGetInt32(values[READ_LIMIT]);
+			seen->taken = 0;
+			pfree(nulls);
+			pfree(values);
+			continue;
+		}
+		events[nevents].id = DatumGetInt64(values[READ_ID]);
+		events[nevents].values = values;
+		events[nevents].nulls = nulls;
+		{
+			Datum	   *elems;
+			bool	   *elem_nulls;
+			int			nelems;
+
+			deconstruct_array(DatumGetArrayTypeP(values[READ_CHANNEL_IDS]), INT4OID, 4, true,
+							  TYPALIGN_INT, &elems, &elem_nulls, &nelems);
+			events[nevents].channel_ids = palloc(sizeof(int32) * Max(nelems, 1));
+			events[nevents].nchannels = 0;
+			for (int c = 0; c < nelems; c++)
+				if (!elem_nulls[c])
+					events[nevents].channel_ids[events[nevents].nchannels++] =
+						DatumGetInt32(elems[c]);
+		}
+		if (what == READ_IS_NEW)
+		{
+			ids[nids++] = events[nevents].id;
 			/* as many as it could take: there may be more */
-			*more = (nids == DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull)));
+			*more = (nids == DatumGetInt32(values[READ_LIMIT]));
 		}
 		else
-			found[nfound++] = id;
+			found[nfound++] = events[nevents].id;
+		nevents++;
 	}
-	SPI_freetuptable(SPI_tuptable);
 	/* no more new events than the limit asked for */
 	Assert(nids <= limit);
 	herald_cursor_read(ids, nids, found, nfound);
-	if (nids + nfound == 0)
+	if (nevents == 0)
 	{
 		AtEOXact_GUC(true, guc_level);
+		SPI_freetuptable(read);
 		*out = NULL;
 		return 0;
 	}
 
-	elems = palloc(sizeof(Datum) * (nids + nfound));
-	for (int i = 0; i < nids; i++)
-		elems[i] = Int64GetDatum(ids[i]);
-	for (int i = 0; i < nfound; i++)
-		elems[nids + i] = Int64GetDatum(found[i]);
-	args[5] = build_array(elems, NULL, nids + nfound, INT8OID);
-	args[6] = Int64GetDatum(herald_cursor_recorded_upto());
-	ret = SPI_execute_plan(fan_plan, args, NULL, false, 0);
+	/* the kept channels and rules, as of the rows the read saw */
+	kept_open();
+	kept_refresh(&kept_channels, channels);
+	kept_refresh(&kept_rules, rules);
+
+	/* read again after a restart: what is recorded is done */
+	recorded_upto = herald_cursor_recorded_upto();
+	{
+		Datum	   *candidates = palloc(sizeof(Datum) * Max(nevents, 1));
+		int			ncandidates = 0;
+		int			max = nevents;
+
+		for (int i = 0; i < nevents; i++)
+		{
+			if (events[i].id > recorded_upto)
+				continue;
+			for (int c = 0; c < events[i].nchannels; c++)
+			{
+				if (ncandidates == max)
+				{
+					max *= 2;
+					candidates = repalloc(candidates, sizeof(Datum) * max);
+				}
+				candidates[ncandidates++] =
+					Int64GetDatum(events[i].id * 1000000 + events[i].channel_ids[c]);
+			}
+		}
+		if (ncandidates > 0)
+			recorded = recorded_deliveries(candidates, ncandidates);
+	}
+
+	/* each channel's deliveries in event order, past its allowance spilled */
+	qsort(events, nevents, sizeof(ReadEvent), compare_read_events);
+	batch_start(&batch, cxt, true, spilled);
+	maxfan = 16;
+	for (int k = 0; k < 4; k++)
+		fan[k] = palloc(sizeof(Datum) * maxfan);
+	fan_spill = palloc(sizeof(bool) * maxfan);
+	for (int i = 0; i < nevents; i++)
+	{
+		ReadEvent  *ev = &events[i];
+		KeptEntry  *rule = NULL;
+		bool		plain;
+
+		if (!ev->nulls[READ_RULE_ID])
+			rule = kept_find(&kept_rules, rules, DatumGetInt32(ev->values[READ_RULE_ID]));
+		plain = strncmp(TextDatumGetCString(ev->values[READ_TYPE]), "row.", 4) == 0 &&
+			(rule == NULL || rule->nulls[RULE_OFFERS] || !DatumGetBool(rule->values[RULE_OFFERS]));
+		for (int c = 0; c < ev->nchannels; c++)
+		{
+			int32		channel_id = ev->channel_ids[c];
+			int64		delivery_id = ev->id * 1000000 + channel_id;
+			SeenRow    *ch = hash_search(channels, &channel_id, HASH_FIND, NULL);
+			KeptEntry  *channel = kept_find(&kept_channels, channels, channel_id);
+			bool		spill;
+
+			/* a channel dropped since the event: no delivery */
+			if (ch == NULL || channel == NULL)
+				continue;
+			if (recorded != NULL && ev->id <= recorded_upto &&
+				hash_search(recorded, &delivery_id, HASH_FIND, NULL) != NULL)
+				continue;
+			spill = ++ch->taken > Max(ch->cap, 0);
+			if (plain && !spill)
+			{
+				plain_delivery(&batch, ev, ch, channel, rule);
+				continue;
+			}
+			if (nfan == maxfan)
+			{
+				maxfan *= 2;
+				for (int k = 0; k < 4; k++)
+					fan[k] = repalloc(fan[k], sizeof(Datum) * maxfan);
+				fan_spill = repalloc(fan_spill, sizeof(bool) * maxfan);
+			}
+			fan[0][nfan] = Int64GetDatum(delivery_id);
+			fan[1][nfan] = Int64GetDatum(ev->id);
+			fan[2][nfan] = Int32GetDatum(channel_id);
+			fan[3][nfan] = Int32GetDatum(ch->cap);
+			fan_spill[nfan] = spill;
+			nfan++;
+		}
+	}
+	if (nfan > 0)
+	{
+		Datum	   *spills = palloc(sizeof(Datum) * nfan);
+
+		for (int i = 0; i < nfan; i++)
+			spills[i] = BoolGetDatum(fan_spill[i]);
+		args[0] = build_array(fan[0], NULL, nfan, INT8OID);
+		args[1] = build_array(fan[1], NULL, nfan, INT8OID);
+		args[2] = build_array(fan[2], NULL, nfan, INT4OID);
+		args[3] = build_array(fan[3], NULL, nfan, INT4OID);
+		args[4] = build_array(spills, NULL, nfan, BOOLOID);
+		ret = SPI_execute_plan(fan_plan, args, NULL, false, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "could not read the deliveries of new events: %s",
+				 SPI_result_code_string(ret));
+		copy_deliveries(&batch);
+	}
 	AtEOXact_GUC(true, guc_level);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read the deliveries of new events: %s",
-			 SPI_result_code_string(ret));
-	n = copy_deliveries(cxt, out, spilled);
+	SPI_freetuptable(read);
+	*out = batch.n > 0 ? batch_items(&batch) : NULL;
 
 	/*
 	 * A full read whose events did not all become deliveries (already
@@ -854,8 +1479,8 @@ herald_queue_read_log(int slot, int workers, int limit, HeraldChannelUse *use,
 	 * on at once.  Otherwise the channels are busy, and the outcomes will
 	 * say when to read again.
 	 */
-	*more = *more && n < nids;
-	return n;
+	*more = *more && batch.n < nids;
+	return batch.n;
 }
 
 /*

@@ -53,8 +53,8 @@ PG_FUNCTION_INFO_V1(herald_webhook_id);
  * not through SQL: it is no secret (every webhook-id shows it), and those
  * who may see a delivery's webhook-id need no privilege on the table.
  */
-static char *
-installation_id(void)
+char *
+herald_installation_id(void)
 {
 	Oid			relid = get_relname_relid(INSTALLATION_TABLE, herald_schema_oid(false));
 	Relation	rel;
@@ -104,13 +104,20 @@ herald_webhook_id(PG_FUNCTION_ARGS)
 
 	if (id == NULL)
 	{
-		char	   *read = installation_id();
+		char	   *read = herald_installation_id();
 
 		id = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, read);
 		pfree(read);
 		fcinfo->flinfo->fn_extra = id;
 	}
-	PG_RETURN_TEXT_P(cstring_to_text(psprintf("msg_%s_" INT64_FORMAT, id, delivery_id)));
+	PG_RETURN_TEXT_P(cstring_to_text(herald_format_webhook_id(id, delivery_id)));
+}
+
+/* The webhook-id of a delivery of the installation whose id this is. */
+char *
+herald_format_webhook_id(const char *installation_id, int64 delivery_id)
+{
+	return psprintf("msg_%s_" INT64_FORMAT, installation_id, delivery_id);
 }
 
 /* Append the members of a JSON object's text, without its braces. */
