@@ -328,12 +328,17 @@ copy_text_array(const ClaimRow *row, int col, int *n)
 #define CONCURRENCY_SHARE "greatest(1, c.max_concurrency / " WORKERS ")"
 #define RATE_SHARE "(c.rate_limit / " WORKERS ")"
 
+/* The version of a row of table alias: changes with every update of it */
+#define ROW_VERSION(alias) alias ".xmin::text || '/' || " alias ".ctid::text"
+
 /*
  * Each channel's allowance for this claim, from its current settings and
  * what the worker already uses of it: max_concurrency less the requests in
  * flight, and for a rate-limited channel no more than the whole tokens in
- * its bucket (a full bucket, one second's worth, when none is tracked).
- * Shared by the claim and the next-due query.
+ * its bucket (a full bucket, one second's worth, when none is tracked);
+ * and the version of its row (xmin and ctid), by which the read of new
+ * events knows a kept channel changed.  Shared by the claim, the read and
+ * the next-due query.
  */
 #define CHANNEL_CAPS_CTE \
 	"caps AS (" \
@@ -343,7 +348,7 @@ copy_text_array(const ClaimRow *row, int col, int *n)
 	"              ELSE least(" CONCURRENCY_SHARE " - coalesce(s.in_flight, 0)," \
 	"                         floor(coalesce(s.tokens, greatest(1, " RATE_SHARE ")))::int)" \
 	"         END AS cap, s.after_at, s.after_id," \
-	"         c.xmin::text || '/' || c.ctid::text AS version" \
+	"         " ROW_VERSION("c") " AS version" \
 	"    FROM herald.channel_defs c" \
 	"    LEFT JOIN unnest($1::int[], $2::int[], $3::float8[], $4::timestamptz[], $5::bigint[])" \
 	"           AS s(id, in_flight, tokens, after_at, after_id) ON s.id = c.id)"
@@ -880,8 +885,6 @@ typedef struct KeptRows
 	HTAB	   *entries;
 	bool		loading;		/* a load failed half-way: forget what it left */
 } KeptRows;
-
-#define ROW_VERSION(alias) alias ".xmin::text || '/' || " alias ".ctid::text"
 
 /* What a delivery takes of its rule r, in this order (RULE_*) */
 #define RULE_COLUMNS \
