@@ -16,7 +16,9 @@
 # Each version's output is shown as it runs, under a "==== PostgreSQL V
 # ====" heading; a version whose run ends without its "N passed, N failed"
 # line counts as one failure.  The last line adds up every version, and
-# the lines before it list them with the time each took.  With several
+# the lines before it list them with the time each took; before those, the
+# tests that failed on each version are listed again, with the start of
+# their diffs and logs.  With several
 # versions, the roots of the later ones are made while the first run.  CI, HERALD_ONLY and
 # HERALD_KEEP_TMP reach the inner runs.
 set -euo pipefail
@@ -47,6 +49,8 @@ fi
 passed=0
 failed=0
 summary=()
+failures=()
+failed_versions=()
 
 # The root (scripts/pgroot.sh's version) a version of this list runs in.
 root_of() {
@@ -120,6 +124,14 @@ for v in "${versions[@]}"; do
 	fi
 	set -e
 	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1 || true)
+	# what failed, to be shown again after the last version: the failed
+	# tests' lines and TAP's diagnostics, then the start of the diffs and
+	# logs test/run printed
+	{
+		grep -E -e '^not ok' -e '^test/t/.*: [0-9]+ passed, [1-9][0-9]* failed' \
+			-e '^#   ' -e '^fuzz [^ ]*: FAILED' -e '^test/run: ' "$out" | head -n 60 || true
+		sed -n '/^======== /,$p' "$out" | grep -E -v '^[0-9]+ passed, [0-9]+ failed$' | head -n 150 || true
+	} >"$out.failed"
 	rm -f "$out"
 	if [ -n "$line" ]; then
 		read -r p _ f _ <<<"$line"
@@ -131,8 +143,21 @@ for v in "${versions[@]}"; do
 	passed=$((passed + p))
 	failed=$((failed + f))
 	summary+=("$v: $p passed, $f failed ($((SECONDS - started)) s)")
+	if [ "$f" -gt 0 ] && [ -s "$out.failed" ]; then
+		failures+=("$out.failed")
+		failed_versions+=("$v")
+	else
+		rm -f "$out.failed"
+	fi
 done
 
+# The failures again, so that the end of a long run shows them.
+for i in "${!failures[@]}"; do
+	echo
+	echo "==== what failed on PostgreSQL ${failed_versions[$i]} ===="
+	cat "${failures[$i]}"
+	rm -f "${failures[$i]}"
+done
 echo
 for s in "${summary[@]}"; do
 	echo "PostgreSQL $s"
