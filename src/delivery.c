@@ -212,6 +212,9 @@ add_outcome(InFlight *f, HeraldRequest *req, const char *error)
 		{
 			Assert(cs->in_flight > 0);
 			cs->in_flight--;
+			/* room for its deliveries waiting in the queue: due now */
+			if (cs->backlog)
+				queue_stale = true;
 		}
 		f->charged = false;
 	}

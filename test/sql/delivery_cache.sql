@@ -63,8 +63,10 @@ SELECT herald.create_channel('cache-c', 'webhook', test.url('/cache/c'), max_con
 SELECT herald.on_change('cache-plain', 'cached', ARRAY['cache-c'], ARRAY['UPDATE']);
 SELECT herald.on_change('cache-choices', 'cached', ARRAY['cache-c'], ARRAY['UPDATE'],
                         choices => ARRAY['Seen', 'Ignore']);
+-- (those past the concurrency wait in the queue and go as soon as there
+-- is room, well before the worker's 10-second idle recheck of the queue)
 UPDATE cached SET note = note || '!';
-SELECT herald.flush('30 seconds');
+SELECT herald.flush('8 seconds');
 SELECT e.rule, count(*) AS received, count(DISTINCT r -> 'headers' ->> 'webhook-id') AS distinct_ids
   FROM test.received('/cache/c') r
   JOIN herald.events e ON e.id = ((r ->> 'body')::jsonb #>> '{data,event_id}')::bigint
