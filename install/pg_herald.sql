@@ -1039,6 +1039,36 @@ BEGIN
 END;
 $$;
 
+-- Before a rule's row is locked to drop it, disable it or change what it
+-- watches: the tables that the rule alone watches, whose herald_watch
+-- trigger the change drops (DROP TRIGGER takes ACCESS EXCLUSIVE), locked
+-- first, in the order of their oids.  An evaluation of the rule holds the
+-- tables its metric reads, then writes the rule's instances (whose key
+-- refers to the rule's row): the row first and a table second would
+-- deadlock with it.  So the change waits for the evaluation under way, and
+-- an evaluation that starts meanwhile waits for the change.
+CREATE OR REPLACE FUNCTION herald._lock_watched(name text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_tbl regclass;
+BEGIN
+    FOR v_tbl IN
+        SELECT DISTINCT t
+          FROM herald.rule_defs r, unnest(r.watch) AS t
+         WHERE r.name = _lock_watched.name AND r.kind = 'threshold' AND r.enabled
+           AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = t)
+           AND NOT EXISTS (SELECT 1 FROM herald.rule_defs o
+                            WHERE o.id <> r.id AND o.kind = 'threshold' AND o.enabled
+                              AND t = ANY (o.watch))
+         ORDER BY t
+    LOOP
+        EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_tbl);
+    END LOOP;
+END;
+$$;
+
 -- Sync the triggers of every table a rule uses.
 CREATE OR REPLACE FUNCTION herald._sync_rule_triggers(r herald.rule_defs) RETURNS void
 LANGUAGE sql
@@ -1071,8 +1101,10 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_rule herald.rule_defs := herald._own_rule(drop_rule.name, 'drop');
+    v_rule herald.rule_defs;
 BEGIN
+    PERFORM herald._lock_watched(drop_rule.name);
+    v_rule := herald._own_rule(drop_rule.name, 'drop');
     -- the history stays, readable by the owner (herald._all_rules), until
     -- retention purges it; the definition, channels, silences and
     -- instances go
@@ -1135,7 +1167,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_old herald.rule_defs := herald._own_rule(_alter_rule.name, 'alter');
+    v_old herald.rule_defs;
     v_new herald.rule_defs;
     v_by regrole := herald._invoker();
     v_given jsonb;
@@ -1145,6 +1177,10 @@ DECLARE
     v_new_ids integer[];
     v_changes jsonb := '{}';
 BEGIN
+    IF _alter_rule.watch IS NOT NULL THEN
+        PERFORM herald._lock_watched(_alter_rule.name);
+    END IF;
+    v_old := herald._own_rule(_alter_rule.name, 'alter');
     IF v_old.table_dropped_at IS NOT NULL THEN
         RAISE EXCEPTION 'cannot alter rule "%": a table it uses was dropped', _alter_rule.name
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -1367,9 +1403,13 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_rule herald.rule_defs := herald._own_rule(_set_rule_enabled.name,
-                                                CASE WHEN enabled THEN 'enable' ELSE 'disable' END);
+    v_rule herald.rule_defs;
 BEGIN
+    IF NOT _set_rule_enabled.enabled THEN
+        PERFORM herald._lock_watched(_set_rule_enabled.name);
+    END IF;
+    v_rule := herald._own_rule(_set_rule_enabled.name,
+                               CASE WHEN enabled THEN 'enable' ELSE 'disable' END);
     IF _set_rule_enabled.enabled AND v_rule.table_dropped_at IS NOT NULL THEN
         RAISE EXCEPTION 'cannot enable rule "%": a table it uses was dropped', _set_rule_enabled.name
             USING ERRCODE = 'object_not_in_prerequisite_state',
